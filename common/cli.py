@@ -1,0 +1,51 @@
+"""The ``lancequeue`` command: a click group whose subcommands are imported only when used,
+so ``lancequeue produce --help`` never loads lancedb (click's lazy-group pattern)."""
+
+from __future__ import annotations
+
+import importlib
+import logging
+from typing import Any
+
+import click
+
+SUBCOMMANDS = {
+    "writer": ("lancequeue.writer.cli", "writer_command", "Run the writer that owns a table."),
+    "produce": ("lancequeue.producer.cli", "produce_command",
+                "Send JSON Lines records to a table and wait until they are written."),
+    "status": ("lancequeue.common.status", "status_command",
+               "Show a table's queue, its writer and its progress."),
+}
+
+
+class LazyGroup(click.Group):
+    """A group whose subcommands live in modules imported on first use."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(SUBCOMMANDS)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name not in SUBCOMMANDS:
+            return None
+        module_name, attr, _ = SUBCOMMANDS[cmd_name]
+        command: Any = getattr(importlib.import_module(module_name), attr)
+        if not isinstance(command, click.Command):
+            raise TypeError(f"{module_name}.{attr} is not a click command")
+        return command
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        # Short help from the table above, so `lancequeue --help` imports no subcommand.
+        rows = [(name, SUBCOMMANDS[name][2]) for name in self.list_commands(ctx)]
+        with formatter.section("Commands"):
+            formatter.write_dl(rows)
+
+
+@click.group(cls=LazyGroup)
+@click.option("-v", "--verbose", count=True,
+              help="More logging: -v debug for lancequeue, -vv debug for everything.")
+@click.version_option(package_name="lancequeue")
+def main(verbose: int) -> None:
+    """lancequeue: many processes write one LanceDB table through a Redis stream."""
+    logging.basicConfig(level=logging.DEBUG if verbose >= 2 else logging.WARNING,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("lancequeue").setLevel(logging.DEBUG if verbose else logging.INFO)

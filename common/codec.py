@@ -1,0 +1,140 @@
+"""The msgpack codec records travel in (PROTOCOL.md, "Record encoding").
+
+Round-trips str, int, float, bool, None, bytes, lists, dicts, ``datetime`` and numpy arrays.
+Arrays travel as raw little-endian bytes with their dtype and shape (ext type 2), never as lists
+of Python floats. numpy is imported only when an array is actually decoded, so a producer that
+sends no arrays never loads it. Nothing is ever unpickled or evaluated: only numeric dtypes are
+accepted.
+"""
+
+from __future__ import annotations
+
+import re
+import struct
+import sys
+from collections.abc import Mapping
+from datetime import datetime, timedelta
+from typing import Any
+
+import msgpack
+
+from lancequeue.common.errors import RecordRejected
+
+EXT_NAIVE_DATETIME = 1
+"""Naive datetime: big-endian int64 microseconds since 1970-01-01T00:00:00 (no zone)."""
+EXT_NDARRAY = 2
+"""numpy array: a msgpack array ``[dtype, shape, data]``; dtype as numpy's ``dtype.str``."""
+
+_EPOCH = datetime(1970, 1, 1)
+_DTYPE = re.compile(r"^[<|][biufc][1-9][0-9]?$")
+
+
+def _default(obj: object) -> object:
+    if isinstance(obj, datetime):
+        if obj.tzinfo is None:
+            micros = (obj - _EPOCH) // timedelta(microseconds=1)
+            return msgpack.ExtType(EXT_NAIVE_DATETIME, struct.pack(">q", micros))
+        return msgpack.Timestamp.from_datetime(obj)
+    np = sys.modules.get("numpy")
+    if np is not None:
+        if isinstance(obj, np.ndarray):
+            return _pack_ndarray(np, obj)
+        if isinstance(obj, np.generic):
+            return obj.item()
+    if isinstance(obj, tuple):
+        return list(obj)
+    raise TypeError(f"cannot encode a value of type {type(obj).__name__}")
+
+
+def _pack_ndarray(np: Any, array: Any) -> msgpack.ExtType:
+    if array.dtype.kind not in "biufc":
+        raise TypeError(f"cannot encode a numpy array of dtype {array.dtype}")
+    little = array.dtype.newbyteorder("<")
+    data = np.ascontiguousarray(array, dtype=little).tobytes()
+    payload = msgpack.packb([little.str, list(array.shape), data], use_bin_type=True)
+    return msgpack.ExtType(EXT_NDARRAY, payload)
+
+
+def _ext_hook(code: int, data: bytes) -> object:
+    if code == EXT_NAIVE_DATETIME:
+        if len(data) != 8:
+            raise ValueError("naive datetime extension must be 8 bytes")
+        (micros,) = struct.unpack(">q", data)
+        return _EPOCH + timedelta(microseconds=micros)
+    if code == EXT_NDARRAY:
+        return _unpack_ndarray(data)
+    raise ValueError(f"unknown msgpack extension type {code}")
+
+
+def _unpack_ndarray(payload: bytes) -> object:
+    parts = msgpack.unpackb(payload, raw=False)
+    if not (isinstance(parts, list) and len(parts) == 3):
+        raise ValueError("array extension must hold [dtype, shape, data]")
+    dtype_str, shape, data = parts
+    if not (isinstance(dtype_str, str) and _DTYPE.match(dtype_str)):
+        raise ValueError(f"unsupported array dtype {dtype_str!r}")
+    if not (isinstance(shape, list) and all(type(n) is int and n >= 0 for n in shape)):
+        raise ValueError("array shape must be a list of non-negative integers")
+    if not isinstance(data, bytes):
+        raise ValueError("array data must be bytes")
+    import numpy as np
+
+    dtype = np.dtype(dtype_str)
+    count = 1
+    for n in shape:
+        count *= n
+    if count * dtype.itemsize != len(data):
+        raise ValueError(
+            f"array data is {len(data)} bytes, shape {shape} of {dtype_str} needs "
+            f"{count * dtype.itemsize}"
+        )
+    return np.frombuffer(data, dtype=dtype).reshape(shape)
+
+
+def packb(obj: object) -> bytes:
+    """Encode any supported value (replies and other protocol messages)."""
+    return msgpack.packb(obj, default=_default, use_bin_type=True, datetime=False)
+
+
+def unpackb(data: bytes) -> Any:
+    """Decode bytes made by :func:`packb` or any msgpack encoder following PROTOCOL.md."""
+    return msgpack.unpackb(
+        data, raw=False, ext_hook=_ext_hook, timestamp=3, strict_map_key=True
+    )
+
+
+def encode_record(record: Mapping[str, Any]) -> bytes:
+    """Encode one record (a mapping of column name to value).
+
+    Raises :class:`RecordRejected` naming the field whose value cannot be encoded.
+    """
+    if not isinstance(record, Mapping):
+        raise RecordRejected(f"a record must be a mapping, not {type(record).__name__}")
+    for name in record:
+        if not isinstance(name, str):
+            raise RecordRejected(f"field names must be str, got {name!r}")
+    try:
+        return packb(dict(record))
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise RecordRejected(_name_bad_field(record, exc)) from exc
+
+
+def _name_bad_field(record: Mapping[str, Any], exc: Exception) -> str:
+    for name, value in record.items():
+        try:
+            packb(value)
+        except (TypeError, ValueError, OverflowError) as field_exc:
+            return f"field {name!r}: {field_exc}"
+    return str(exc)
+
+
+def decode_record(data: bytes) -> dict[str, Any]:
+    """Decode one record; raises :class:`RecordRejected` saying why it cannot be read."""
+    try:
+        record = unpackb(data)
+    except Exception as exc:  # msgpack raises several unrelated types on malformed input
+        raise RecordRejected(f"undecodable record: {exc}") from exc
+    if not isinstance(record, dict):
+        raise RecordRejected(f"a record must be a msgpack map, got {type(record).__name__}")
+    return record
+

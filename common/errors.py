@@ -1,0 +1,61 @@
+"""The one error hierarchy of lancequeue.
+
+Every error a producer can see derives from :class:`LancequeueError`. ``retriable`` says whether
+sending the same record again may succeed without changing it.
+"""
+
+from __future__ import annotations
+
+
+class LancequeueError(Exception):
+    """Root of every lancequeue error."""
+
+    retriable: bool = False
+
+
+class ConfigError(LancequeueError, ValueError):
+    """A setting, URL or table name is invalid; raised at construction, before any I/O."""
+
+
+class RecordRejected(LancequeueError, ValueError):
+    """This record cannot go into this table (bad type, missing field, wrong vector length, ...).
+
+    Its batch-mates are unaffected. The message names the field at fault.
+    """
+
+
+class WriteFailed(LancequeueError):
+    """The table append of the record's batch raised; nothing of that batch was written.
+
+    ``error_type`` and ``error_message`` are what the writer's append raised.
+    """
+
+    retriable = True
+
+    def __init__(self, error_type: str, error_message: str) -> None:
+        super().__init__(f"{error_type}: {error_message}")
+        self.error_type = error_type
+        self.error_message = error_message
+
+
+class QueueFull(LancequeueError):
+    """The table's stream held ``max_queue_size`` records for longer than the enqueue timeout."""
+
+    retriable = True
+
+
+class WriteTimeout(LancequeueError, TimeoutError):
+    """No answer from the writer within the timeout; the record may still be written later."""
+
+    retriable = True
+
+
+class ProducerClosed(LancequeueError, RuntimeError):
+    """The producer is closed: no more records can be enqueued through it."""
+
+
+# Error type names carried on the wire in replies (PROTOCOL.md, "Replies").
+REPLY_ERRORS: dict[str, type[LancequeueError]] = {
+    "RecordRejected": RecordRejected,
+    "WriteFailed": WriteFailed,
+}

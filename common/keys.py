@@ -1,0 +1,83 @@
+"""Every Redis key and channel name lancequeue uses, in one place.
+
+All of a table's keys share the Redis Cluster hash tag ``{TABLE}``, so they live in one slot and
+a Lua script or a MULTI may touch several of them. The writer writes only keys built here.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from lancequeue.common.errors import ConfigError
+
+NAMESPACE = "lancequeue"
+GROUP = "writers"
+"""The one consumer group of every table stream."""
+
+_TABLE_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,128}$")
+_PRODUCER_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+
+
+def check_table_name(table: str) -> str:
+    """Return ``table`` if it is a valid table name, else raise :class:`ConfigError`."""
+    if not _TABLE_NAME.match(table):
+        raise ConfigError(
+            f"invalid table name {table!r}: use 1-128 letters, digits, '_', '-' or '.'"
+        )
+    return table
+
+
+@dataclass(frozen=True)
+class TableKeys:
+    """The Redis names that belong to one table."""
+
+    table: str
+
+    def __post_init__(self) -> None:
+        check_table_name(self.table)
+
+    @property
+    def prefix(self) -> str:
+        return f"{NAMESPACE}:{{{self.table}}}:"
+
+    @property
+    def stream(self) -> str:
+        """The stream producers ``XADD`` records to."""
+        return self.prefix + "stream"
+
+    @property
+    def config(self) -> str:
+        """Hash of settings the writer publishes for producers (``max_queue_size``)."""
+        return self.prefix + "config"
+
+    @property
+    def writer(self) -> str:
+        """Hash describing the current writer: pid, host, start time, counters."""
+        return self.prefix + "writer"
+
+    @property
+    def heartbeat(self) -> str:
+        """String with a short expiry, refreshed by a live writer."""
+        return self.prefix + "heartbeat"
+
+    @property
+    def flushed_channel(self) -> str:
+        """Pub/sub channel the writer publishes to after every flush (wakes waiting producers)."""
+        return self.prefix + "flushed"
+
+    @property
+    def reply_prefix(self) -> str:
+        return self.prefix + "reply:"
+
+    def reply(self, producer_id: str) -> str:
+        """The reply list of one producer instance."""
+        if not _PRODUCER_ID.match(producer_id):
+            raise ConfigError(f"invalid producer id {producer_id!r}")
+        return self.reply_prefix + producer_id
+
+    def is_reply_key(self, key: str) -> bool:
+        """Whether ``key`` is a reply key of this table (the only keys a stream entry may name)."""
+        if not key.startswith(self.reply_prefix):
+            return False
+        return bool(_PRODUCER_ID.match(key[len(self.reply_prefix) :]))

@@ -1,0 +1,111 @@
+"""The wire format between producers and the writer (PROTOCOL.md is the prose version).
+
+A stream entry carries one record::
+
+    v      "1"                       protocol version
+    reply  lancequeue:{T}:reply:ID   the producer's reply list
+    seq    "17"                      the producer's sequence number for this record
+    rec    <msgpack map>             the record (common/codec.py)
+
+After each flush the writer pushes, to every reply list with records in the batch, one msgpack
+array of results ``[seq, error]``: ``error`` is nil when the record is in the table, else a map
+``{"error": "RecordRejected" | "WriteFailed", "message": str, "cause": str}``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from lancequeue.common.codec import packb, unpackb
+from lancequeue.common.errors import REPLY_ERRORS, LancequeueError, WriteFailed
+
+PROTOCOL_VERSION = b"1"
+FIELD_VERSION = b"v"
+FIELD_REPLY = b"reply"
+FIELD_SEQ = b"seq"
+FIELD_RECORD = b"rec"
+
+DEFAULT_MAX_QUEUE_SIZE = 4096
+"""Records the stream may hold before producers wait, until a writer publishes its own value."""
+CONFIG_MAX_QUEUE_SIZE = "max_queue_size"
+
+ENTRY_WIDTH = 8
+"""Arguments one entry takes in the enqueue script: four field/value pairs."""
+
+ENQUEUE_SCRIPT = """
+local limit = tonumber(redis.call('HGET', KEYS[2], 'max_queue_size') or ARGV[1])
+local width = tonumber(ARGV[2])
+local room = limit - redis.call('XLEN', KEYS[1])
+local ids = {}
+local i = 3
+while i + width - 1 <= #ARGV and #ids < room do
+  ids[#ids + 1] = redis.call('XADD', KEYS[1], '*', unpack(ARGV, i, i + width - 1))
+  i = i + width
+end
+return ids
+"""
+"""Append entries, in order, while the stream holds fewer than ``max_queue_size`` entries.
+
+KEYS: stream, config. ARGV: default max_queue_size, entry width (8), then each entry's
+field/value pairs. Returns the ids of the entries added: a prefix of those given, empty when
+the queue is full.
+"""
+
+
+def entry_fields(reply_key: str, seq: int, record: bytes) -> list[bytes | str]:
+    """The field/value pairs of one stream entry, in the order the enqueue script takes them."""
+    return [
+        FIELD_VERSION,
+        PROTOCOL_VERSION,
+        FIELD_REPLY,
+        reply_key,
+        FIELD_SEQ,
+        str(seq),
+        FIELD_RECORD,
+        record,
+    ]
+
+
+@dataclass(frozen=True)
+class Result:
+    """The writer's answer for one record."""
+
+    seq: int
+    error: LancequeueError | None
+
+
+def encode_results(results: list[tuple[int, dict[str, str] | None]]) -> bytes:
+    """One reply message: the results of one producer's records in one flush."""
+    return packb([[seq, error] for seq, error in results])
+
+
+def error_payload(kind: str, message: str, cause: str) -> dict[str, str]:
+    """The error map of a result (``kind`` is a key of ``REPLY_ERRORS``)."""
+    return {"error": kind, "message": message, "cause": cause}
+
+
+def decode_results(message: bytes) -> list[Result]:
+    """Parse one reply message into results; raises ``ValueError`` if it is malformed."""
+    items: Any = unpackb(message)
+    if not isinstance(items, list):
+        raise ValueError("reply message must be a msgpack array")
+    results = []
+    for item in items:
+        if not (isinstance(item, list) and len(item) == 2 and isinstance(item[0], int)):
+            raise ValueError(f"malformed result {item!r}")
+        seq, payload = item
+        results.append(Result(seq, None if payload is None else _to_error(payload)))
+    return results
+
+
+def _to_error(payload: Any) -> LancequeueError:
+    if not isinstance(payload, dict):
+        return LancequeueError(f"malformed error payload {payload!r}")
+    kind = str(payload.get("error", ""))
+    message = str(payload.get("message", ""))
+    cause = str(payload.get("cause", ""))
+    if kind == "WriteFailed":
+        return WriteFailed(cause or "Exception", message)
+    error_class = REPLY_ERRORS.get(kind, LancequeueError)
+    return error_class(message)

@@ -1,0 +1,93 @@
+"""``lancequeue status``: what a table's queue and writer are doing, read from Redis alone."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+import redis
+
+from lancequeue.common.connection import ENV_DATA_DIR, ENV_REDIS_URL, resolve_redis_url
+from lancequeue.common.errors import LancequeueError
+from lancequeue.common.keys import GROUP, TableKeys
+
+
+def read_status(client: redis.Redis, table: str) -> dict[str, Any]:
+    """Queue depth, pending count, writer liveness and progress of ``table``."""
+    keys = TableKeys(table)
+    with client.pipeline(transaction=False) as pipe:
+        pipe.xlen(keys.stream)
+        pipe.hgetall(keys.writer)
+        pipe.exists(keys.heartbeat)
+        depth, writer_raw, alive = pipe.execute()
+    try:
+        pending = int(client.xpending(keys.stream, GROUP)["pending"])
+    except redis.ResponseError:  # no group yet: no writer ever ran
+        pending = 0
+    writer = {k.decode(): v.decode() for k, v in writer_raw.items()}
+
+    def number(name: str) -> int | None:
+        return int(writer[name]) if name in writer else None
+
+    return {
+        "table": table,
+        "queue_depth": int(depth),
+        "pending": pending,
+        "writer_alive": bool(alive),
+        "writer_state": writer.get("state"),
+        "writer": writer.get("consumer"),
+        "writer_since_ms": number("started_at_ms"),
+        "last_flush_at_ms": number("last_flush_at_ms"),
+        "batches": number("batches"),
+        "rows_written": number("rows"),
+        "rejected": number("rejected"),
+        "failed": number("failed"),
+        "table_rows": number("table_rows"),
+        "table_version": number("table_version"),
+    }
+
+
+def _when(ms: int | None) -> str:
+    if ms is None:
+        return "-"
+    stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ms / 1000))
+    return f"{stamp} ({time.time() - ms / 1000:.1f}s ago)"
+
+
+def format_status(status: dict[str, Any]) -> str:
+    alive = "alive" if status["writer_alive"] else "not running"
+    rows = [
+        ("table", status["table"]),
+        ("queue depth", status["queue_depth"]),
+        ("pending (read, not acked)", status["pending"]),
+        ("writer", f"{alive} ({status['writer'] or '-'})"),
+        ("writer since", _when(status["writer_since_ms"])),
+        ("last flush", _when(status["last_flush_at_ms"])),
+        ("batches / rows written", f"{status['batches']} / {status['rows_written']}"),
+        ("rejected / failed", f"{status['rejected']} / {status['failed']}"),
+        ("table rows / version", f"{status['table_rows']} / {status['table_version']}"),
+    ]
+    width = max(len(name) for name, _ in rows)
+    return "\n".join(f"{name:<{width}}  {'-' if value is None else value}" for name, value in rows)
+
+
+@click.command("status")
+@click.option("--table", required=True, envvar="LANCEQUEUE_TABLE", help="Table to report on.")
+@click.option("--redis", "redis_url", envvar=ENV_REDIS_URL,
+              help="Redis URL. Default: the embedded server of --data-dir.")
+@click.option("--data-dir", type=click.Path(path_type=Path), envvar=ENV_DATA_DIR,
+              help="Data directory of the embedded Redis server.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+def status_command(table: str, redis_url: str | None, data_dir: Path | None,
+                   as_json: bool) -> None:
+    """Show a table's queue depth, pending entries, writer and progress."""
+    try:
+        url = resolve_redis_url(redis_url, data_dir, start_embedded=False)
+        with redis.Redis.from_url(url) as client:
+            status = read_status(client, table)
+    except (LancequeueError, redis.RedisError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(json.dumps(status, indent=2) if as_json else format_status(status))

@@ -1,0 +1,28 @@
+"""Producers: send records to a LanceDB table's writer through a Redis stream.
+
+Importing this package never imports lancedb or pyarrow.
+"""
+
+from lancequeue.common.errors import (
+    LancequeueError,
+    ProducerClosed,
+    QueueFull,
+    RecordRejected,
+    WriteFailed,
+    WriteTimeout,
+)
+from lancequeue.producer.async_producer import AsyncProducer
+from lancequeue.producer.producer import Producer
+from lancequeue.producer.settings import ProducerSettings
+
+__all__ = [
+    "AsyncProducer",
+    "LancequeueError",
+    "Producer",
+    "ProducerClosed",
+    "ProducerSettings",
+    "QueueFull",
+    "RecordRejected",
+    "WriteFailed",
+    "WriteTimeout",
+]

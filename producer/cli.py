@@ -1,0 +1,67 @@
+"""``lancequeue produce``: send JSON Lines records to a table and wait until they are written."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO, Any
+
+import click
+
+from lancequeue.common.connection import ENV_DATA_DIR, ENV_REDIS_URL
+from lancequeue.common.errors import LancequeueError, RecordRejected
+from lancequeue.producer.producer import Producer
+
+_SHOWN_REASONS = 5
+
+
+def _records(files: tuple[IO[str], ...]) -> Iterator[tuple[str, dict[str, Any]]]:
+    for handle in files:
+        for number, line in enumerate(handle, 1):
+            if line.strip():
+                yield f"{handle.name}:{number}", json.loads(line)
+
+
+@click.command("produce")
+@click.argument("files", nargs=-1, type=click.File("r"))
+@click.option("--table", required=True, envvar="LANCEQUEUE_TABLE", help="Table to write to.")
+@click.option("--redis", "redis_url", envvar=ENV_REDIS_URL,
+              help="Redis URL. Default: the embedded server of --data-dir.")
+@click.option("--data-dir", type=click.Path(path_type=Path), envvar=ENV_DATA_DIR,
+              help="Data directory of the embedded Redis server.")
+@click.option("--batch", default=256, show_default=True,
+              help="Records sent together and awaited before the next ones are read.")
+@click.option("--timeout", default=60.0, show_default=True,
+              help="Seconds to wait for each batch to be written.")
+def produce_command(files: tuple[IO[str], ...], table: str, redis_url: str | None,
+                    data_dir: Path | None, batch: int, timeout: float) -> None:
+    """Send JSON Lines records from FILES (default: standard input), one object per line, and
+    report how many were written, rejected or failed. Exits 1 unless all were written."""
+    written = rejected = failed = 0
+    reasons: list[str] = []
+    with Producer(table, redis_url=redis_url, data_dir=data_dir) as producer:
+        pending: list[tuple[str, dict[str, Any]]] = []
+        source = _records(files or (click.get_text_stream("stdin"),))
+        while True:
+            pending = [item for _, item in zip(range(batch), source)]
+            if not pending:
+                break
+            futures = producer.enqueue_many([record for _, record in pending], timeout)
+            for (where, _), future in zip(pending, futures):
+                try:
+                    future.result(timeout)
+                    written += 1
+                except RecordRejected as exc:
+                    rejected += 1
+                    if len(reasons) < _SHOWN_REASONS:
+                        reasons.append(f"{where}: {exc}")
+                except (LancequeueError, TimeoutError) as exc:
+                    failed += 1
+                    if len(reasons) < _SHOWN_REASONS:
+                        reasons.append(f"{where}: {type(exc).__name__}: {exc}")
+    click.echo(f"written {written}, rejected {rejected}, failed {failed}")
+    for reason in reasons:
+        click.echo(f"  {reason}", err=True)
+    sys.exit(0 if rejected == failed == 0 else 1)

@@ -1,0 +1,85 @@
+"""What producers send: sequence numbers, script arguments, and applying the writer's answers.
+
+Shared by the sync and the asyncio producer, which differ only in how they wait.
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, Generic, TypeVar
+
+from lancequeue.common.codec import encode_record
+from lancequeue.common.errors import LancequeueError
+from lancequeue.common.keys import TableKeys
+from lancequeue.common.protocol import (
+    DEFAULT_MAX_QUEUE_SIZE,
+    ENTRY_WIDTH,
+    Result,
+    entry_fields,
+)
+
+F = TypeVar("F")
+
+
+class Outbox(Generic[F]):
+    """Records sent by one producer instance and not yet answered, keyed by sequence number."""
+
+    def __init__(self, keys: TableKeys, reply_key: str) -> None:
+        self.keys = keys
+        self.reply_key = reply_key
+        self._seqs = itertools.count(1)
+        self._lock = threading.Lock()
+        self._waiting: dict[int, F] = {}
+
+    def __len__(self) -> int:
+        return len(self._waiting)
+
+    def register(self, records: Iterable[Mapping[str, Any]], make_future: Callable[[], F]
+                 ) -> list[tuple[int, bytes, F]]:
+        """Encode records (raising ``RecordRejected`` before anything is registered), then give
+        each a sequence number and a future."""
+        encoded = [encode_record(record) for record in records]
+        with self._lock:
+            items = [(next(self._seqs), data, make_future()) for data in encoded]
+            for seq, _, future in items:
+                self._waiting[seq] = future
+        return items
+
+    def script_args(self, items: list[tuple[int, bytes, F]]) -> list[bytes | str | int]:
+        """ARGV of the enqueue script for ``items``."""
+        args: list[bytes | str | int] = [DEFAULT_MAX_QUEUE_SIZE, ENTRY_WIDTH]
+        for seq, data, _ in items:
+            args.extend(entry_fields(self.reply_key, seq, data))
+        return args
+
+    @property
+    def script_keys(self) -> list[str]:
+        return [self.keys.stream, self.keys.config]
+
+    def take(self, seq: int) -> F | None:
+        with self._lock:
+            return self._waiting.pop(seq, None)
+
+    def take_all(self) -> list[F]:
+        with self._lock:
+            futures = list(self._waiting.values())
+            self._waiting.clear()
+        return futures
+
+    def futures(self) -> list[F]:
+        with self._lock:
+            return list(self._waiting.values())
+
+    def settle(self, results: list[Result], ok: Callable[[F], None],
+               fail: Callable[[F, LancequeueError], None]) -> None:
+        """Resolve the futures of answered records; unknown sequence numbers are ignored."""
+        for result in results:
+            future = self.take(result.seq)
+            if future is None:
+                continue
+            if result.error is None:
+                ok(future)
+            else:
+                fail(future, result.error)

@@ -1,0 +1,215 @@
+"""The thread-safe, synchronous producer."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import logging
+import threading
+import time
+import uuid
+import warnings
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import redis
+
+from lancequeue.common.connection import resolve_redis_url
+from lancequeue.common.errors import LancequeueError, ProducerClosed, QueueFull, WriteTimeout
+from lancequeue.common.keys import TableKeys
+from lancequeue.common.protocol import ENQUEUE_SCRIPT, decode_results
+from lancequeue.producer.outbox import Outbox
+from lancequeue.producer.settings import ProducerSettings
+
+logger = logging.getLogger(__name__)
+
+Future = concurrent.futures.Future
+
+_REPLY_BLOCK_S = 1  # BLPOP timeout: how quickly the reply listener notices close()
+_BACKOFF_MAX_S = 5.0
+
+
+class Producer:
+    """Sends records to a table's writer through Redis; thread-safe.
+
+    ``enqueue`` returns a future that resolves to ``None`` once the record's batch is in the
+    table, or raises what the writer reported (``RecordRejected``, ``WriteFailed``)::
+
+        with Producer("docs") as producer:
+            producer.write({"id": 1, "text": "hello", "vector": vector})
+    """
+
+    def __init__(self, table: str, redis_url: str | None = None,
+                 data_dir: Path | str | None = None, **settings: Any) -> None:
+        self.settings = ProducerSettings(
+            table=table, redis_url=redis_url,
+            data_dir=Path(data_dir) if data_dir else None, **settings,
+        )
+        self.keys = TableKeys(table)
+        self.producer_id = uuid.uuid4().hex
+        url = resolve_redis_url(self.settings.redis_url, self.settings.data_dir)
+        self._redis = redis.Redis.from_url(url)
+        self._enqueue_script = self._redis.register_script(ENQUEUE_SCRIPT)
+        self._outbox: Outbox[Future[None]] = Outbox(self.keys, self.keys.reply(self.producer_id))
+        self._closed = False
+        self._stop_listening = threading.Event()
+        self._listener = threading.Thread(
+            target=self._listen, name=f"lancequeue-replies-{table}", daemon=True
+        )
+        self._listener.start()
+
+    # -- public API --------------------------------------------------------------------------
+
+    def enqueue(self, record: Mapping[str, Any], timeout: float | None = None) -> Future[None]:
+        """Send one record; return a future resolved once it is in the table.
+
+        Blocks while the table's queue is full, raising ``QueueFull`` after ``timeout`` seconds
+        (default ``timeout_ms``). Raises ``RecordRejected`` at once for a record that cannot be
+        encoded, and ``ProducerClosed`` after ``close()``.
+        """
+        futures = self.enqueue_many([record], timeout)
+        error = futures[0].exception() if futures[0].done() else None
+        if isinstance(error, QueueFull):
+            raise error
+        return futures[0]
+
+    def enqueue_many(self, records: Iterable[Mapping[str, Any]],
+                     timeout: float | None = None) -> list[Future[None]]:
+        """Send records in order with as few round trips as possible; one future per record.
+
+        A record that found no room within ``timeout`` has its future failed with ``QueueFull``.
+        """
+        self._check_open()
+        timeout_s = self._timeout_s(timeout)
+        items = self._outbox.register(records, Future)
+        deadline = time.monotonic() + timeout_s
+        unsent = items
+        pubsub: redis.client.PubSub | None = None
+        try:
+            while unsent:
+                chunk = unsent[: self.settings.chunk_records]
+                added = len(self._enqueue_script(keys=self._outbox.script_keys,
+                                                 args=self._outbox.script_args(chunk)))
+                unsent = unsent[added:]
+                if added == len(chunk):
+                    continue
+                if pubsub is None:
+                    # Subscribe before the next try, so a flush between that try and the wait
+                    # below is not missed.
+                    pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
+                    pubsub.subscribe(self.keys.flushed_channel)
+                    continue
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    self._fail_unsent(unsent, QueueFull(
+                        f"table {self.keys.table!r}: queue full for {timeout_s}s"))
+                    break
+                # Woken by the writer's next flush; the 1 s cap only bounds a missed message.
+                pubsub.get_message(timeout=min(remaining, 1.0))
+        finally:
+            if pubsub is not None:
+                pubsub.close()
+        return [future for _, _, future in items]
+
+    def write(self, record: Mapping[str, Any], timeout: float | None = None) -> None:
+        """Send one record and wait until it is in the table (or raise why it is not)."""
+        self.write_many([record], timeout)
+
+    def write_many(self, records: Iterable[Mapping[str, Any]],
+                   timeout: float | None = None) -> None:
+        """Send records in one pipeline and wait for all of them.
+
+        Raises the error of the first record that did not land, after every record is answered
+        or ``timeout`` has passed (``WriteTimeout``).
+        """
+        timeout_s = self._timeout_s(timeout)
+        deadline = time.monotonic() + timeout_s
+        futures = self.enqueue_many(records, timeout_s)
+        done, not_done = concurrent.futures.wait(futures, max(0.0, deadline - time.monotonic()))
+        for future in futures:
+            if future in not_done:
+                raise WriteTimeout(f"no answer from the writer of {self.keys.table!r} "
+                                   f"within {timeout_s}s; the record may still be written")
+            error = future.exception()
+            if error is not None:
+                raise error
+
+    def close(self, timeout: float | None = None) -> None:
+        """Wait (bounded by ``timeout``, default ``close_timeout_ms``) for outstanding records to
+        be answered, then stop; later enqueues raise ``ProducerClosed``. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        wait_s = self.settings.close_timeout_ms / 1000 if timeout is None else timeout
+        concurrent.futures.wait(self._outbox.futures(), wait_s)
+        self._stop_listening.set()
+        self._listener.join()
+        for future in self._outbox.take_all():
+            _resolve_error(future, ProducerClosed("producer closed before the writer answered; "
+                                                "the record may still be written"))
+        self._redis.close()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def __enter__(self) -> Producer:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        if not getattr(self, "_closed", True):
+            warnings.warn(f"unclosed {self!r}", ResourceWarning, stacklevel=1)
+
+    def __repr__(self) -> str:
+        return f"<Producer table={self.keys.table!r} id={self.producer_id}>"
+
+    # -- internals ---------------------------------------------------------------------------
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise ProducerClosed(f"{self!r} is closed")
+
+    def _timeout_s(self, timeout: float | None) -> float:
+        return self.settings.timeout_ms / 1000 if timeout is None else timeout
+
+    def _fail_unsent(self, unsent: list[tuple[int, bytes, Future[None]]],
+                     error: LancequeueError) -> None:
+        for seq, _, future in unsent:
+            self._outbox.take(seq)
+            _resolve_error(future, error)
+
+    def _listen(self) -> None:
+        """Reply listener: pop this producer's reply list, resolve futures."""
+        backoff_s = 0.1
+        while not self._stop_listening.is_set():
+            try:
+                popped = self._redis.blpop([self._outbox.reply_key], timeout=_REPLY_BLOCK_S)
+                backoff_s = 0.1
+            except redis.RedisError as exc:
+                logger.warning("reply listener: %s; retrying in %.1fs", exc, backoff_s)
+                self._stop_listening.wait(backoff_s)
+                backoff_s = min(backoff_s * 2, _BACKOFF_MAX_S)
+                continue
+            if popped is None:
+                continue
+            try:
+                results = decode_results(popped[1])
+            except ValueError as exc:
+                logger.error("malformed reply on %s: %s", self._outbox.reply_key, exc)
+                continue
+            self._outbox.settle(results, _resolve_ok, _resolve_error)
+
+
+def _resolve_ok(future: Future[None]) -> None:
+    if future.set_running_or_notify_cancel():
+        future.set_result(None)
+
+
+def _resolve_error(future: Future[None], error: LancequeueError) -> None:
+    if future.set_running_or_notify_cancel():
+        future.set_exception(error)

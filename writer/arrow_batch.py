@@ -1,0 +1,159 @@
+"""Turning decoded records into one Arrow table for the table's schema.
+
+Each record is checked against the schema on its own; a record that does not fit is rejected
+with a message naming the field, and the others still make the batch. Vector columns
+(fixed-size lists of floats) are built from one contiguous float32 buffer, never from Python
+floats one by one.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+logger = logging.getLogger(__name__)
+
+Records = list[dict[str, Any]]
+
+
+def is_vector_type(data_type: pa.DataType) -> bool:
+    return pa.types.is_fixed_size_list(data_type) and pa.types.is_floating(data_type.value_type)
+
+
+def infer_schema(records: Records) -> pa.Schema:
+    """A schema from the first batch: vectors (numpy float arrays or lists of floats) become
+    fixed-size lists of float32; other columns take Arrow's inferred type; all are nullable."""
+    fields: dict[str, pa.Field] = {}
+    for record in records:
+        for name, value in record.items():
+            if name in fields or value is None:
+                continue
+            fields[name] = pa.field(name, _infer_type(value), nullable=True)
+    for record in records:
+        for name in record:
+            if name not in fields:
+                logger.warning("column %r is null in the whole first batch; typing it as string",
+                               name)
+                fields[name] = pa.field(name, pa.string(), nullable=True)
+    return pa.schema(list(fields.values()))
+
+
+def _infer_type(value: Any) -> pa.DataType:
+    if isinstance(value, np.ndarray) and value.ndim == 1 and value.dtype.kind == "f":
+        return pa.list_(pa.float32(), len(value))
+    if (isinstance(value, list) and value
+            and all(isinstance(item, float) for item in value)):
+        return pa.list_(pa.float32(), len(value))
+    if isinstance(value, np.ndarray):
+        return pa.list_(pa.from_numpy_dtype(value.dtype))
+    return pa.infer_type([value])
+
+
+class BatchBuilder:
+    """Builds Arrow tables of one schema from records, rejecting those that do not fit."""
+
+    def __init__(self, schema: pa.Schema) -> None:
+        self.schema = schema
+        self._names = set(schema.names)
+
+    def build(self, records: Records) -> tuple[pa.Table | None, dict[int, str]]:
+        """Return the table of the records that fit (None if none do) and, for each record
+        that does not, its index and the reason."""
+        rejected: dict[int, str] = {}
+        for index, record in enumerate(records):
+            reason = self._check_fields(record)
+            if reason is not None:
+                rejected[index] = reason
+        while True:
+            keep = [i for i in range(len(records)) if i not in rejected]
+            if not keep:
+                return None, rejected
+            rows = [records[i] for i in keep]
+            columns: list[pa.Array] = []
+            for field in self.schema:
+                values = [row.get(field.name) for row in rows]
+                column, bad = self._column(field, values)
+                if bad:
+                    for position, reason in bad.items():
+                        rejected[keep[position]] = reason
+                    break
+                assert column is not None
+                columns.append(column)
+            else:
+                return pa.Table.from_arrays(columns, schema=self.schema), rejected
+
+    def _check_fields(self, record: dict[str, Any]) -> str | None:
+        for name in record:
+            if name not in self._names:
+                return (f"unknown field {name!r}; the table's columns are "
+                        f"{', '.join(self.schema.names)}")
+        for field in self.schema:
+            if record.get(field.name) is None and not field.nullable:
+                if field.name in record:
+                    return f"field {field.name!r} is required and may not be null"
+                return f"missing required field {field.name!r}"
+        return None
+
+    def _column(self, field: pa.Field, values: list[Any]
+                ) -> tuple[pa.Array | None, dict[int, str]]:
+        if is_vector_type(field.type):
+            return _vector_column(field, values)
+        try:
+            return pa.array(values, type=field.type), {}
+        except (pa.ArrowException, TypeError, ValueError, OverflowError):
+            pass
+        bad: dict[int, str] = {}
+        for position, value in enumerate(values):
+            try:
+                pa.array([value], type=field.type)
+            except (pa.ArrowException, TypeError, ValueError, OverflowError) as exc:
+                bad[position] = (f"field {field.name!r}: expected {field.type}, got "
+                                 f"{type(value).__name__} ({exc})")
+        if not bad:  # the column fails only as a whole: reject all rather than loop forever
+            bad = {p: f"field {field.name!r}: cannot convert to {field.type}"
+                   for p in range(len(values))}
+        return None, bad
+
+
+def _vector_column(field: pa.Field, values: list[Any]) -> tuple[pa.Array | None, dict[int, str]]:
+    dim = field.type.list_size
+    value_type = field.type.value_type.to_pandas_dtype()
+    parts: list[np.ndarray] = []
+    bad: dict[int, str] = {}
+    nulls = False
+    for position, value in enumerate(values):
+        if value is None:
+            nulls = True
+            parts.append(np.zeros(dim, dtype=value_type))
+            continue
+        reason = _vector_problem(value, dim)
+        if reason is not None:
+            bad[position] = f"field {field.name!r}: {reason}"
+            continue
+        parts.append(np.asarray(value, dtype=value_type))
+    if bad:
+        return None, bad
+    flat = pa.array(np.concatenate(parts) if parts else np.zeros(0, dtype=value_type))
+    mask = pa.array([v is None for v in values]) if nulls else None
+    return pa.FixedSizeListArray.from_arrays(flat, dim, mask=mask), {}
+
+
+def _vector_problem(value: Any, dim: int) -> str | None:
+    if isinstance(value, np.ndarray):
+        if value.ndim != 1:
+            return f"expected a 1-D vector of {dim} floats, got an array of shape {value.shape}"
+        if value.dtype.kind not in "fiu":
+            return f"expected a vector of floats, got dtype {value.dtype}"
+        length = len(value)
+    elif isinstance(value, list):
+        if not all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in value):
+            return f"expected a vector of {dim} floats, got a list with non-numbers"
+        length = len(value)
+    else:
+        return f"expected a vector of {dim} floats, got {type(value).__name__}"
+    if length != dim:
+        return f"expected a vector of {dim} floats, got {length}"
+    return None

@@ -1,0 +1,80 @@
+"""``lancequeue writer``: options generated from :class:`WriterSettings`, one environment
+variable per option (``--coalesce-ms`` ↔ ``LANCEQUEUE_COALESCE_MS``)."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import os
+import signal
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import click
+
+from lancequeue.common.errors import ConfigError
+from lancequeue.writer.settings import WriterSettings
+from lancequeue.writer.writer import Writer
+
+logger = logging.getLogger(__name__)
+
+
+def env_var(flag: str) -> str:
+    """The environment variable of a CLI flag: ``--max-batch`` → ``LANCEQUEUE_MAX_BATCH``."""
+    return "LANCEQUEUE_" + flag.lstrip("-").upper().replace("-", "_")
+
+
+def settings_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """Decorate ``command`` with one click option per ``WriterSettings`` field."""
+    defaults = WriterSettings.__dataclass_fields__
+    for settings_field in reversed(dataclasses.fields(WriterSettings)):
+        flag = settings_field.metadata["flag"]
+        default = defaults[settings_field.name].default
+        required = default is dataclasses.MISSING
+        click_type: Any = click.INT if isinstance(default, int) else (
+            click.Path(path_type=Path) if settings_field.name == "data_dir" else click.STRING)
+        command = click.option(
+            flag, settings_field.name, type=click_type, envvar=env_var(flag),
+            required=required, default=None if required else default,
+            show_default=not required and default is not None, show_envvar=True,
+            help=settings_field.metadata["help"],
+        )(command)
+    return command
+
+
+@click.command("writer")
+@settings_options
+def writer_command(**options: Any) -> None:
+    """Run the writer that owns one table: coalesce records from its Redis stream into batches,
+    append each in one commit, ack and answer every producer.
+
+    SIGTERM or Ctrl-C: stop reading, flush what is in hand, answer, exit 0. A second signal
+    exits at once; unacked records stay pending for the next writer.
+    """
+    try:
+        writer = Writer(WriterSettings(**options))
+    except ConfigError as exc:
+        raise click.BadParameter(str(exc)) from exc
+    asyncio.run(_run_until_signalled(writer))
+
+
+async def _run_until_signalled(writer: Writer) -> None:
+    loop = asyncio.get_running_loop()
+    signals_seen = 0
+
+    def on_signal(signum: int) -> None:
+        nonlocal signals_seen
+        signals_seen += 1
+        if signals_seen == 1:
+            logger.info("%s: finishing the batch in hand (again to exit at once)",
+                        signal.Signals(signum).name)
+            writer.request_stop()
+        else:
+            logger.warning("second signal: exiting now; unacked records stay pending")
+            os._exit(1)
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, on_signal, signum)
+    await writer.run()

@@ -1,0 +1,43 @@
+"""After a flush: ack and trim the batch's entries, answer every reply key, publish the flush.
+
+All of it goes to Redis in one MULTI, so a batch is never acked without being answered. Only
+keys of the table's own namespace are written: reply keys were checked when the entries were
+read.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+
+import redis.asyncio as aioredis
+
+from lancequeue.common.keys import GROUP, TableKeys
+from lancequeue.common.protocol import encode_results
+from lancequeue.writer.entries import Entry
+
+ErrorPayload = dict[str, str] | None
+
+
+async def ack_and_answer(redis: aioredis.Redis, keys: TableKeys, entries: list[Entry],
+                         answers: dict[bytes, ErrorPayload], reply_ttl_ms: int,
+                         increments: dict[str, int], values: dict[str, int]) -> None:
+    """Ack and delete ``entries``, push each reply key its results (``answers`` maps entry id to
+    its error payload, None for ok; entries without a reply key are only acked), and update the
+    writer's status hash with ``increments`` and ``values``."""
+    per_reply_key: dict[str, list[tuple[int, ErrorPayload]]] = defaultdict(list)
+    for entry in entries:
+        if entry.reply_key is not None:
+            per_reply_key[entry.reply_key].append((entry.seq, answers.get(entry.entry_id)))
+    ids = [entry.entry_id for entry in entries]
+    async with redis.pipeline(transaction=True) as pipe:
+        pipe.xack(keys.stream, GROUP, *ids)
+        pipe.xdel(keys.stream, *ids)
+        for reply_key, results in per_reply_key.items():
+            pipe.rpush(reply_key, encode_results(results))
+            pipe.pexpire(reply_key, reply_ttl_ms)
+        for name, increment in increments.items():
+            pipe.hincrby(keys.writer, name, increment)
+        pipe.hset(keys.writer, mapping={**values, "last_flush_at_ms": int(time.time() * 1000)})
+        pipe.publish(keys.flushed_channel, len(ids))
+        await pipe.execute()
