@@ -43,6 +43,8 @@ def _default(obj: object) -> object:
             return obj.item()
     if isinstance(obj, tuple):
         return list(obj)
+    if isinstance(obj, int):
+        raise OverflowError(f"integer {obj} does not fit in 64 bits")
     raise TypeError(f"cannot encode a value of type {type(obj).__name__}")
 
 

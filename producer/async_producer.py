@@ -53,6 +53,7 @@ class AsyncProducer:
         self._redis: aioredis.Redis | None = None
         self._listener: asyncio.Task[None] | None = None
         self._closed = False
+        self._listening = False
 
     async def start(self) -> None:
         """Connect and start listening for replies (``async with`` calls it)."""
@@ -63,6 +64,7 @@ class AsyncProducer:
         )
         self._redis = aioredis.Redis.from_url(url)
         self._enqueue_script = self._redis.register_script(ENQUEUE_SCRIPT)
+        self._listening = True
         self._listener = asyncio.create_task(self._listen(), name="lancequeue-replies")
 
     async def enqueue(self, record: Mapping[str, Any],
@@ -112,6 +114,14 @@ class AsyncProducer:
                         future.set_exception(error)
                     break
                 await pubsub.get_message(timeout=min(remaining, 1.0))
+        except BaseException as exc:
+            # Records not sent must not stay registered: their futures would never resolve.
+            error = exc if isinstance(exc, LancequeueError) else LancequeueError(
+                f"not sent: {type(exc).__name__}: {exc}")
+            for seq, _, future in unsent:
+                self._outbox.take(seq)
+                _resolve_error(future, error)
+            raise
         finally:
             if pubsub is not None:
                 await pubsub.aclose()
@@ -147,6 +157,8 @@ class AsyncProducer:
         if pending:
             await asyncio.wait(pending, timeout=wait_s)
         if self._listener is not None:
+            # The flag ends the loop even if redis-py swallows the cancellation mid-command.
+            self._listening = False
             self._listener.cancel()
             await asyncio.gather(self._listener, return_exceptions=True)
         for future in self._outbox.take_all():
@@ -181,7 +193,7 @@ class AsyncProducer:
     async def _listen(self) -> None:
         assert self._redis is not None
         backoff_s = 0.1
-        while True:
+        while self._listening:
             try:
                 popped = await self._redis.blpop([self._outbox.reply_key], timeout=_REPLY_BLOCK_S)
                 backoff_s = 0.1

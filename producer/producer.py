@@ -18,7 +18,7 @@ import redis
 from lancequeue.common.connection import resolve_redis_url
 from lancequeue.common.errors import LancequeueError, ProducerClosed, QueueFull, WriteTimeout
 from lancequeue.common.keys import TableKeys
-from lancequeue.common.protocol import ENQUEUE_SCRIPT, decode_results
+from lancequeue.common.protocol import ENQUEUE_SCRIPT, decode_results, encode_results
 from lancequeue.producer.outbox import Outbox
 from lancequeue.producer.settings import ProducerSettings
 
@@ -107,6 +107,12 @@ class Producer:
                     break
                 # Woken by the writer's next flush; the 1 s cap only bounds a missed message.
                 pubsub.get_message(timeout=min(remaining, 1.0))
+        except BaseException as exc:
+            # Whatever stopped the sending (Redis unreachable, KeyboardInterrupt), the records not
+            # sent must not stay registered: their futures would never resolve.
+            self._fail_unsent(unsent, exc if isinstance(exc, LancequeueError) else
+                              LancequeueError(f"not sent: {type(exc).__name__}: {exc}"))
+            raise
         finally:
             if pubsub is not None:
                 pubsub.close()
@@ -144,6 +150,7 @@ class Producer:
         wait_s = self.settings.close_timeout_ms / 1000 if timeout is None else timeout
         concurrent.futures.wait(self._outbox.futures(), wait_s)
         self._stop_listening.set()
+        self._wake_listener()
         self._listener.join()
         for future in self._outbox.take_all():
             _resolve_error(future, ProducerClosed("producer closed before the writer answered; "
@@ -176,6 +183,17 @@ class Producer:
 
     def _timeout_s(self, timeout: float | None) -> float:
         return self.settings.timeout_ms / 1000 if timeout is None else timeout
+
+    def _wake_listener(self) -> None:
+        """End the listener's blocking pop now rather than at its timeout: push an empty reply
+        (no results) to our own reply list, which nobody else reads."""
+        try:
+            with self._redis.pipeline(transaction=True) as pipe:
+                pipe.rpush(self._outbox.reply_key, encode_results([]))
+                pipe.pexpire(self._outbox.reply_key, 60_000)
+                pipe.execute()
+        except redis.RedisError:
+            pass  # the listener ends at its timeout instead
 
     def _fail_unsent(self, unsent: list[tuple[int, bytes, Future[None]]],
                      error: LancequeueError) -> None:

@@ -101,6 +101,9 @@ class BatchBuilder:
                 ) -> tuple[pa.Array | None, dict[int, str]]:
         if is_vector_type(field.type):
             return _vector_column(field, values)
+        bad = _lossy_values(field, values)
+        if bad:
+            return None, bad
         try:
             return pa.array(values, type=field.type), {}
         except (pa.ArrowException, TypeError, ValueError, OverflowError):
@@ -116,6 +119,21 @@ class BatchBuilder:
             bad = {p: f"field {field.name!r}: cannot convert to {field.type}"
                    for p in range(len(values))}
         return None, bad
+
+
+def _lossy_values(field: pa.Field, values: list[Any]) -> dict[int, str]:
+    """Values Arrow would convert silently with loss (1.5 → 1, True → 1.0): refused instead."""
+    if pa.types.is_integer(field.type):
+        allowed: tuple[type, ...] = (int,)
+    elif pa.types.is_floating(field.type):
+        allowed = (int, float)
+    else:
+        return {}
+    return {
+        position: f"field {field.name!r}: expected {field.type}, got {type(value).__name__}"
+        for position, value in enumerate(values)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, allowed))
+    }
 
 
 def _vector_column(field: pa.Field, values: list[Any]) -> tuple[pa.Array | None, dict[int, str]]:

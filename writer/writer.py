@@ -77,7 +77,9 @@ class Writer:
                                               settings.schema, settings.metadata_cache_bytes)
             await self._ensure_group()
             await self._announce()
-            heartbeat = asyncio.create_task(self._heartbeat(), name="lancequeue-heartbeat")
+            stop_heartbeat = asyncio.Event()
+            heartbeat = asyncio.create_task(self._heartbeat(stop_heartbeat),
+                                            name="lancequeue-heartbeat")
             try:
                 await self._claim_orphans()
                 logger.info("writer %s serving table %r (coalesce %d ms, max batch %d)",
@@ -85,8 +87,10 @@ class Writer:
                             settings.max_batch)
                 await self._serve()
             finally:
-                heartbeat.cancel()
-                await asyncio.gather(heartbeat, return_exceptions=True)
+                # Not cancel(): a cancellation landing inside a redis-py call can be swallowed,
+                # leaving the task alive forever.
+                stop_heartbeat.set()
+                await heartbeat
                 await self._retire()
             logger.info("writer %s stopped", self.consumer)
         finally:
@@ -175,7 +179,8 @@ class Writer:
         if writable:
             landed, failed = await self._append(writable, answers)
         if landed:
-            await self._call_on_flushed([entry.record for entry in landed if entry.record])
+            await self._call_on_flushed(
+                [entry.record for entry in landed if entry.record is not None])
         increments = {"batches": 1 if landed else 0, "rows": len(landed),
                       "rejected": len(answers) - failed, "failed": failed}
         values = {"table_rows": self._sink.rows, "table_version": self._sink.version}
@@ -191,7 +196,8 @@ class Writer:
         if the append raised, failed ones. Returns the entries that landed and the failures."""
         assert self._sink is not None
         try:
-            batch, rejected = await self._sink.prepare([e.record for e in writable if e.record])
+            batch, rejected = await self._sink.prepare(
+                [entry.record for entry in writable if entry.record is not None])
             for index, reason in rejected.items():
                 answers[writable[index].entry_id] = error_payload(
                     "RecordRejected", reason, "RecordRejected")
@@ -262,10 +268,14 @@ class Writer:
             pipe.set(self.keys.heartbeat, self.consumer, px=3 * self.settings.heartbeat_ms)
             await pipe.execute()
 
-    async def _heartbeat(self) -> None:
+    async def _heartbeat(self, stop: asyncio.Event) -> None:
         interval_s = self.settings.heartbeat_ms / 1000
         while True:
-            await asyncio.sleep(interval_s)
+            try:
+                await asyncio.wait_for(stop.wait(), interval_s)
+                return
+            except asyncio.TimeoutError:
+                pass
             try:
                 async with self._redis_client.pipeline(transaction=True) as pipe:
                     pipe.set(self.keys.heartbeat, self.consumer,

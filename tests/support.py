@@ -1,0 +1,118 @@
+"""Helpers shared by the tests: waiting on conditions, running the CLI in real processes."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import lancedb
+import numpy as np
+import redis
+
+CLI = [sys.executable, "-c", "from lancequeue.common.cli import main; main()"]
+TESTS_DIR = Path(__file__).parent
+
+
+def wait_for(condition: Callable[[], Any], timeout: float = 30.0, what: str = "condition") -> Any:
+    """Poll ``condition`` until it returns something truthy; fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(0.02)  # poll
+
+
+async def async_wait_for(condition: Callable[[], Awaitable[Any]], timeout: float = 30.0,
+                         what: str = "condition") -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = await condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        await asyncio.sleep(0.02)  # poll
+
+
+def record(i: int, dim: int = 8) -> dict[str, Any]:
+    """A realistic record: an id, some text, a float32 vector."""
+    rng = np.random.default_rng(i)
+    return {"id": i, "text": f"document {i}", "vector": rng.random(dim, dtype=np.float32)}
+
+
+def cli_env(**extra: str) -> dict[str, str]:
+    env = dict(os.environ)
+    env.pop("LANCEQUEUE_REDIS", None)
+    env["PYTHONPATH"] = os.pathsep.join(
+        [str(TESTS_DIR.parent), *filter(None, [os.environ.get("PYTHONPATH")])])
+    env.update(extra)
+    return env
+
+
+class WriterProcess:
+    """``lancequeue writer`` as a real subprocess."""
+
+    def __init__(self, args: list[str], log_path: Path, env: dict[str, str] | None = None) -> None:
+        self.log_path = log_path
+        self._log = open(log_path, "ab")
+        self.process = subprocess.Popen(
+            [*CLI, "-v", "writer", *args], stdout=self._log, stderr=subprocess.STDOUT,
+            env=env or cli_env(),
+        )
+
+    def signal(self, signum: int) -> None:
+        self.process.send_signal(signum)
+
+    def wait(self, timeout: float = 60.0) -> int:
+        try:
+            return self.process.wait(timeout)
+        finally:
+            self._log.close()
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def close(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGKILL)
+            self.process.wait(30)
+        self._log.close()
+
+
+def writer_alive(client: redis.Redis, table: str = "docs") -> bool:
+    return bool(client.exists(f"lancequeue:{{{table}}}:heartbeat"))
+
+
+def pending_count(client: redis.Redis, table: str = "docs") -> int:
+    """Entries read by a writer and not yet acked."""
+    try:
+        return int(client.xpending(f"lancequeue:{{{table}}}:stream", "writers")["pending"])
+    except redis.ResponseError:
+        return 0
+
+
+def wait_until_pending(client: redis.Redis, count: int, timeout: float = 30.0) -> None:
+    wait_for(lambda: pending_count(client) == count, timeout, f"{count} pending entries")
+
+
+def table_ids(db_uri: str, table: str = "docs") -> list[int]:
+    """The ``id`` column of the table, sorted; [] if the table does not exist."""
+    db = lancedb.connect(db_uri)
+    if table not in db.list_tables().tables:
+        return []
+    ids = db.open_table(table).to_arrow().column("id").to_pylist()
+    return sorted(ids)
+
+
+def table_versions(db_uri: str, table: str = "docs") -> int:
+    return len(lancedb.connect(db_uri).open_table(table).list_versions())
