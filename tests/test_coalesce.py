@@ -43,6 +43,12 @@ def test_size_flush_comes_as_soon_as_max_batch_records_are_in_hand() -> None:
     assert coalescer.due() and coalescer.room == 0
 
 
+def test_reads_never_block_longer_than_max_block_ms_even_in_a_long_window() -> None:
+    coalescer: Coalescer[int] = Coalescer(600_000, 10, 250, Clock())
+    coalescer.add([1])
+    assert coalescer.block_ms() == 250
+
+
 def test_a_new_batch_starts_a_new_window() -> None:
     clock = Clock()
     coalescer: Coalescer[int] = Coalescer(100, 10, 250, clock)

@@ -61,10 +61,9 @@ def writer_command(**options: Any) -> None:
 
 
 async def _run_until_signalled(writer: Writer) -> None:
-    loop = asyncio.get_running_loop()
     signals_seen = 0
 
-    def on_signal(signum: int) -> None:
+    def on_signal(signum: int, frame: object) -> None:
         nonlocal signals_seen
         signals_seen += 1
         if signals_seen == 1:
@@ -75,6 +74,8 @@ async def _run_until_signalled(writer: Writer) -> None:
             logger.warning("second signal: exiting now; unacked records stay pending")
             os._exit(1)
 
+    # Plain handlers, not loop.add_signal_handler: they run even while a blocking on_flushed
+    # hook holds the event loop, so the second signal always exits at once.
     for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, on_signal, signum)
+        signal.signal(signum, on_signal)
     await writer.run()

@@ -17,11 +17,11 @@ T = TypeVar("T")
 class Coalescer(Generic[T]):
     """Accumulates entries and says how long the next read may block."""
 
-    def __init__(self, coalesce_ms: int, max_batch: int, idle_block_ms: int,
+    def __init__(self, coalesce_ms: int, max_batch: int, max_block_ms: int,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.coalesce_s = coalesce_ms / 1000
         self.max_batch = max_batch
-        self.idle_block_ms = idle_block_ms
+        self.max_block_ms = max_block_ms
         self._clock = clock
         self._entries: list[T] = []
         self._first_at = 0.0
@@ -48,11 +48,12 @@ class Coalescer(Generic[T]):
         return self._clock() - self._first_at >= self.coalesce_s
 
     def block_ms(self) -> int:
-        """How long the next read may block: the rest of the window, or the idle block."""
+        """How long the next read may block: the rest of the window, at most ``max_block_ms``
+        (so a stop request is seen promptly even during a long window)."""
         if not self._entries:
-            return self.idle_block_ms
+            return self.max_block_ms
         remaining_s = self.coalesce_s - (self._clock() - self._first_at)
-        return max(1, math.ceil(remaining_s * 1000))
+        return min(self.max_block_ms, max(1, math.ceil(remaining_s * 1000)))
 
     def take(self) -> list[T]:
         """Hand over the batch and start a new one."""

@@ -43,8 +43,8 @@ class WriterSettings:
         "before producers are answered."))
     reply_ttl_ms: int = field(default=600_000, metadata=_option(
         "--reply-ttl-ms", "Expiry of a reply list no producer reads any more."))
-    idle_block_ms: int = field(default=250, metadata=_option(
-        "--idle-block-ms", "Longest blocking read while no batch is open; bounds stop latency."))
+    max_block_ms: int = field(default=250, metadata=_option(
+        "--max-block-ms", "Longest blocking read; bounds how long a stop request waits."))
     heartbeat_ms: int = field(default=1000, metadata=_option(
         "--heartbeat-ms", "Interval of the liveness heartbeat `lancequeue status` reads."))
     metadata_cache_bytes: int = field(default=64 * 1024 * 1024, metadata=_option(
@@ -53,7 +53,7 @@ class WriterSettings:
     def __post_init__(self) -> None:
         check_table_name(self.table)
         for name in ("coalesce_ms", "max_batch", "max_queue_size", "reply_ttl_ms",
-                     "idle_block_ms", "heartbeat_ms", "metadata_cache_bytes"):
+                     "max_block_ms", "heartbeat_ms", "metadata_cache_bytes"):
             value = getattr(self, name)
             if not isinstance(value, int) or value <= 0:
                 raise ConfigError(f"{name} must be a positive integer, got {value!r}")

@@ -113,7 +113,7 @@ class Writer:
 
     async def _serve(self) -> None:
         coalescer: Coalescer[RawEntry] = Coalescer(
-            self.settings.coalesce_ms, self.settings.max_batch, self.settings.idle_block_ms
+            self.settings.coalesce_ms, self.settings.max_batch, self.settings.max_block_ms
         )
         # Entries this consumer read before and never acked (a crash, or claimed from a dead
         # writer) come first: read them from our pending list, then switch to new entries.

@@ -1,0 +1,230 @@
+"""Real processes, real signals: several producers, the writer as a subprocess."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import redis
+
+from lancequeue.common import embedded_redis
+from lancequeue.producer import Producer
+from tests.support import (
+    CLI,
+    WriterProcess,
+    cli_env,
+    pending_count,
+    record,
+    table_ids,
+    wait_for,
+    wait_until_pending,
+    writer_alive,
+)
+
+StartProcess = Callable[..., WriterProcess]
+
+PRODUCER_SCRIPT = """
+import sys
+from lancequeue.producer import Producer
+from tests.support import record
+start, count, url = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+with Producer("docs", redis_url=url) as producer:
+    ids = list(range(start, start + count))
+    half = count // 2
+    for i in ids[:half:2]:
+        producer.write(record(i), timeout=120)          # one at a time
+    for i in ids[1:half:2]:
+        producer.enqueue(record(i))                      # futures resolved at close
+    producer.write_many([record(i) for i in ids[half:]], timeout=120)
+print("done")
+"""
+
+
+def test_several_producer_processes_write_and_every_record_lands_exactly_once(
+        writer_process: StartProcess, redis_url: str, client: redis.Redis, db_uri: str) -> None:
+    writer = writer_process("--coalesce-ms", "50", "--max-batch", "64")
+    wait_for(lambda: writer_alive(client), 60, "the writer")
+    producers = [
+        subprocess.Popen([sys.executable, "-c", PRODUCER_SCRIPT, str(k * 1000), "250", redis_url],
+                         env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         text=True)
+        for k in range(4)
+    ]
+    for process in producers:
+        out, err = process.communicate(timeout=180)
+        assert process.returncode == 0, err
+        assert out.strip() == "done"
+    expected = sorted(k * 1000 + i for k in range(4) for i in range(250))
+    assert table_ids(db_uri) == expected  # all there, none twice
+    writer.signal(signal.SIGTERM)
+    assert writer.wait() == 0
+
+
+def test_sigterm_flushes_the_records_in_hand_answers_them_and_exits_zero(
+        writer_process: StartProcess, producer: Producer, client: redis.Redis,
+        db_uri: str) -> None:
+    writer = writer_process("--coalesce-ms", "600000", "--max-batch", "1000")
+    wait_for(lambda: writer_alive(client), 60, "the writer")
+    futures = producer.enqueue_many([record(i) for i in range(5)])
+    wait_until_pending(client, 5)  # read by the writer, waiting out a 10-minute window
+    assert not any(f.done() for f in futures)
+    writer.signal(signal.SIGTERM)
+    assert writer.wait() == 0
+    for future in futures:
+        assert future.result(timeout=30) is None
+    assert table_ids(db_uri) == [0, 1, 2, 3, 4]
+    assert pending_count(client) == 0 and not writer_alive(client)
+    assert "SIGTERM: finishing the batch in hand" in writer.log()
+
+
+def test_a_second_signal_exits_at_once_and_leaves_the_records_pending(
+        writer_process: StartProcess, producer: Producer, client: redis.Redis,
+        tmp_path: Path, redis_url: str, db_uri: str) -> None:
+    marker = tmp_path / "in-hook"
+    env = cli_env(LANCEQUEUE_REDIS=redis_url, LANCEQUEUE_DB=db_uri, LANCEQUEUE_TABLE="docs",
+                  LANCEQUEUE_TEST_MARKER=str(marker))
+    writer = WriterProcess(["--coalesce-ms", "600000", "--on-flushed", "tests.hooks:block_forever"],
+                           tmp_path / "writer.log", env)
+    try:
+        wait_for(lambda: writer_alive(client), 60, "the writer")
+        futures = producer.enqueue_many([record(i) for i in range(3)])
+        wait_until_pending(client, 3)
+        writer.signal(signal.SIGTERM)  # warm stop: flushes, then hangs in the hook
+        wait_for(marker.exists, 60, "the flush to reach the hook")
+        writer.signal(signal.SIGTERM)  # cold stop
+        assert writer.wait(timeout=30) == 1
+        assert pending_count(client) == 3  # not acked: the next writer replays them
+        assert not any(f.done() for f in futures)
+        producer.close(timeout=0)
+    finally:
+        writer.close()
+
+
+def test_a_killed_writer_s_unacked_records_are_replayed_by_the_next_writer(
+        writer_process: StartProcess, producer: Producer, client: redis.Redis,
+        db_uri: str) -> None:
+    first = writer_process("--coalesce-ms", "600000", "--max-batch", "1000")
+    wait_for(lambda: writer_alive(client), 60, "the writer")
+    futures = producer.enqueue_many([record(i) for i in range(5)])
+    wait_until_pending(client, 5)
+    first.signal(signal.SIGKILL)
+    first.wait()
+    second = writer_process("--coalesce-ms", "20")
+    for future in futures:
+        assert future.result(timeout=60) is None
+    assert table_ids(db_uri) == [0, 1, 2, 3, 4]
+    assert pending_count(client) == 0
+    assert "replaying 5 entries left pending by an earlier writer" in second.log()
+    second.signal(signal.SIGTERM)
+    assert second.wait() == 0
+
+
+def test_with_no_redis_url_writer_and_producers_share_an_embedded_redis_that_outlives_a_crash(
+        tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    env = cli_env(LANCEQUEUE_DATA_DIR=str(data_dir), LANCEQUEUE_TABLE="docs")
+    writer = WriterProcess(["--coalesce-ms", "600000"], tmp_path / "w1.log", env)
+    try:
+        wait_for(lambda: embedded_redis.is_running(data_dir), 60, "the embedded redis")
+        url = embedded_redis.url_for(data_dir)
+        with redis.Redis.from_url(url) as embedded, \
+                Producer("docs", data_dir=data_dir) as producer:
+            wait_for(lambda: writer_alive(embedded), 60, "the writer")
+            futures = producer.enqueue_many([record(i) for i in range(4)])
+            wait_until_pending(embedded, 4)
+            writer.signal(signal.SIGKILL)
+            writer.wait()
+            assert embedded_redis.is_running(data_dir)  # the server outlived the writer
+            aof = data_dir / "redis"
+            assert any(aof.rglob("*.aof")), "AOF persistence is on"
+            restarted = WriterProcess([], tmp_path / "w2.log", env)
+            try:
+                for future in futures:
+                    assert future.result(timeout=60) is None
+            finally:
+                restarted.signal(signal.SIGTERM)
+                assert restarted.wait() == 0
+        assert table_ids(str(data_dir / "db")) == [0, 1, 2, 3]
+    finally:
+        writer.close()
+        embedded_redis.stop(data_dir)
+
+
+def test_produce_command_writes_json_lines_and_reports_what_was_rejected(
+        writer_process: StartProcess, redis_url: str, client: redis.Redis, db_uri: str,
+        tmp_path: Path) -> None:
+    writer = writer_process("--coalesce-ms", "20")
+    wait_for(lambda: writer_alive(client), 60, "the writer")
+    source = tmp_path / "records.jsonl"
+    lines = [{"id": i, "text": f"t{i}", "vector": [float(i), 0.5, 0.25]} for i in range(20)]
+    source.write_text("\n".join(json.dumps(line) for line in lines) + "\n")
+    done = subprocess.run([*CLI, "produce", "--table", "docs", "--redis", redis_url, str(source)],
+                          capture_output=True, text=True, env=cli_env(), timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "written 20, rejected 0, failed 0" in done.stdout
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(json.dumps({"id": 100, "text": "x", "vector": [1.0]}) + "\n"
+                   + json.dumps({"id": 101, "text": "y", "vector": [1.0, 2.0, 3.0]}) + "\n")
+    done = subprocess.run([*CLI, "produce", "--table", "docs", "--redis", redis_url, str(bad)],
+                          capture_output=True, text=True, env=cli_env(), timeout=120)
+    assert done.returncode == 1
+    assert "written 1, rejected 1, failed 0" in done.stdout
+    assert "bad.jsonl:1" in done.stderr and "expected a vector of 3 floats, got 1" in done.stderr
+    assert table_ids(db_uri) == [*range(20), 101]
+    writer.signal(signal.SIGTERM)
+    assert writer.wait() == 0
+
+
+def test_status_command_prints_a_table_and_json(
+        writer_process: StartProcess, producer: Producer, redis_url: str,
+        client: redis.Redis) -> None:
+    writer = writer_process("--coalesce-ms", "20")
+    wait_for(lambda: writer_alive(client), 60, "the writer")
+    producer.write_many([record(i) for i in range(10)], timeout=60)
+    done = subprocess.run([*CLI, "status", "--table", "docs", "--redis", redis_url, "--json"],
+                          capture_output=True, text=True, env=cli_env(), timeout=60)
+    assert done.returncode == 0, done.stderr
+    status = json.loads(done.stdout)
+    assert status["writer_alive"] is True and status["rows_written"] == 10
+    assert status["table_rows"] == 10 and status["queue_depth"] == 0
+    done = subprocess.run([*CLI, "status", "--table", "docs"], capture_output=True, text=True,
+                          env=cli_env(LANCEQUEUE_REDIS=redis_url), timeout=60)
+    assert "queue depth" in done.stdout and "alive" in done.stdout
+    writer.signal(signal.SIGTERM)
+    assert writer.wait() == 0
+    done = subprocess.run([*CLI, "status", "--table", "docs", "--redis", redis_url, "--json"],
+                          capture_output=True, text=True, env=cli_env(), timeout=60)
+    assert json.loads(done.stdout)["writer_alive"] is False
+
+
+def test_writer_settings_come_from_environment_variables(
+        redis_url: str, client: redis.Redis, db_uri: str, tmp_path: Path) -> None:
+    marker = tmp_path / "flushes"
+    env = cli_env(LANCEQUEUE_REDIS=redis_url, LANCEQUEUE_DB=db_uri, LANCEQUEUE_TABLE="envtable",
+                  LANCEQUEUE_MAX_BATCH="3", LANCEQUEUE_COALESCE_MS="600000",
+                  LANCEQUEUE_MAX_QUEUE_SIZE="77", LANCEQUEUE_ON_FLUSHED="tests.hooks:append_ids",
+                  LANCEQUEUE_TEST_MARKER=str(marker))
+    writer = WriterProcess([], tmp_path / "writer.log", env)
+    try:
+        wait_for(lambda: writer_alive(client, "envtable"), 60, "the writer")
+        assert client.hget("lancequeue:{envtable}:config", "max_queue_size") == b"77"
+        with Producer("envtable", redis_url=redis_url) as producer:
+            producer.write_many([record(i) for i in range(6)], timeout=60)
+        assert marker.read_text().split("\n")[:2] == ["0 1 2", "3 4 5"]
+        assert table_ids(db_uri, "envtable") == list(range(6))
+        writer.signal(signal.SIGTERM)
+        assert writer.wait() == 0
+    finally:
+        writer.close()
+
+
+def test_a_bad_option_is_a_clear_error(tmp_path: Path, redis_url: str) -> None:
+    done = subprocess.run([*CLI, "writer", "--table", "bad name", "--redis", redis_url,
+                           "--db", str(tmp_path)], capture_output=True, text=True,
+                          env=cli_env(), timeout=60)
+    assert done.returncode == 2
+    assert "invalid table name 'bad name'" in done.stderr
