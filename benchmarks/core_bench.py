@@ -44,8 +44,26 @@ import numpy as np
 TABLE = "bench"
 NAIVE_TABLE = "naive"
 GEN_BLOCK = 1024  # records are generated in aligned blocks, so any slice is reproducible
-WORDS = ("alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf", "hotel", "india",
-         "juliet", "kilo", "lima", "mike", "november", "oscar", "papa", "quebec", "romeo")
+WORDS = (
+    "alpha",
+    "bravo",
+    "charlie",
+    "delta",
+    "echo",
+    "foxtrot",
+    "golf",
+    "hotel",
+    "india",
+    "juliet",
+    "kilo",
+    "lima",
+    "mike",
+    "november",
+    "oscar",
+    "papa",
+    "quebec",
+    "romeo",
+)
 WRITER_START_TIMEOUT_S = 60.0
 REDIS_START_TIMEOUT_S = 15.0
 STOP_TIMEOUT_S = 30.0
@@ -67,11 +85,13 @@ def make_records(seed: int, start: int, count: int, dim: int) -> list[dict[str, 
         stop = min(end, (block + 1) * GEN_BLOCK)
         for i in range(index, stop):
             offset = i - block * GEN_BLOCK
-            records.append({
-                "id": i,
-                "text": f"doc {i} {WORDS[words[offset]]}",
-                "vector": vectors[offset],  # a contiguous float32 row
-            })
+            records.append(
+                {
+                    "id": i,
+                    "text": f"doc {i} {WORDS[words[offset]]}",
+                    "vector": vectors[offset],  # a contiguous float32 row
+                }
+            )
         index = stop
     return records
 
@@ -80,11 +100,13 @@ def arrow_schema(dim: int) -> Any:
     """The schema the writer infers from these records (all fields nullable)."""
     import pyarrow as pa
 
-    return pa.schema([
-        pa.field("id", pa.int64()),
-        pa.field("text", pa.string()),
-        pa.field("vector", pa.list_(pa.float32(), dim)),
-    ])
+    return pa.schema(
+        [
+            pa.field("id", pa.int64()),
+            pa.field("text", pa.string()),
+            pa.field("vector", pa.list_(pa.float32(), dim)),
+        ]
+    )
 
 
 # -- helpers ---------------------------------------------------------------------------------
@@ -100,9 +122,11 @@ def percentiles_ms(seconds: list[float]) -> dict[str, float | None]:
     if not seconds:
         return {"p50_ms": None, "p99_ms": None, "max_ms": None}
     values = np.asarray(seconds) * 1000
-    return {"p50_ms": round(float(np.percentile(values, 50)), 3),
-            "p99_ms": round(float(np.percentile(values, 99)), 3),
-            "max_ms": round(float(values.max()), 3)}
+    return {
+        "p50_ms": round(float(np.percentile(values, 50)), 3),
+        "p99_ms": round(float(np.percentile(values, 99)), 3),
+        "max_ms": round(float(values.max()), 3),
+    }
 
 
 def free_port() -> int:
@@ -161,8 +185,7 @@ def reap(proc: subprocess.Popen[bytes], timeout_s: float) -> Any | None:
         time.sleep(0.02)
 
 
-def stop_process(proc: subprocess.Popen[bytes] | None, sig: int, timeout_s: float
-                 ) -> Any | None:
+def stop_process(proc: subprocess.Popen[bytes] | None, sig: int, timeout_s: float) -> Any | None:
     """Send ``sig``, wait up to ``timeout_s``, then SIGKILL. The rusage if reaped here."""
     if proc is None or proc.returncode is not None:
         return None
@@ -191,8 +214,7 @@ def table_stats(db_dir: Path, table: str) -> dict[str, Any]:
 
     db = lancedb.connect(str(db_dir))
     tbl = db.open_table(table)
-    return {"rows": tbl.count_rows(), "version": tbl.version,
-            "versions": len(tbl.list_versions())}
+    return {"rows": tbl.count_rows(), "version": tbl.version, "versions": len(tbl.list_versions())}
 
 
 # -- naive -----------------------------------------------------------------------------------
@@ -213,10 +235,17 @@ def naive_child(db_dir: str, count: int, seed: int, dim: int, out: Any) -> None:
             tbl.add([record])
             durations.append(time.perf_counter() - before)
         seconds = time.perf_counter() - started
-        out.put({"ok": True, "seconds": seconds, "durations": durations,
-                 "rows": tbl.count_rows(), "version": tbl.version,
-                 "versions": len(tbl.list_versions()),
-                 "maxrss_mb": maxrss_mb(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)})
+        out.put(
+            {
+                "ok": True,
+                "seconds": seconds,
+                "durations": durations,
+                "rows": tbl.count_rows(),
+                "version": tbl.version,
+                "versions": len(tbl.list_versions()),
+                "maxrss_mb": maxrss_mb(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss),
+            }
+        )
     except BaseException as exc:
         out.put({"ok": False, "error": f"{type(exc).__name__}: {exc}"})
         raise
@@ -226,8 +255,11 @@ def run_naive(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     ctx = mp.get_context("spawn")
     out = ctx.Queue()
     db_dir = work / "naive-db"
-    child = ctx.Process(target=naive_child, name="naive",
-                        args=(str(db_dir), args.naive_records, args.seed, args.dim, out))
+    child = ctx.Process(
+        target=naive_child,
+        name="naive",
+        args=(str(db_dir), args.naive_records, args.seed, args.dim, out),
+    )
     child.start()
     sampler = RssSampler(child.pid, args.sample_ms / 1000) if child.pid else None
     try:
@@ -279,13 +311,23 @@ def dir_size(path: Path) -> int:
 # -- lancequeue ------------------------------------------------------------------------------
 
 
-def producer_child(index: int, redis_url: str, records_per_producer: int, chunk: int, seed: int,
-                   dim: int, barrier: Any, out: Any, timeout_s: float) -> None:
+def producer_child(
+    index: int,
+    redis_url: str,
+    records_per_producer: int,
+    chunk: int,
+    seed: int,
+    dim: int,
+    barrier: Any,
+    out: Any,
+    timeout_s: float,
+) -> None:
     """Child process: generate its records, wait at the barrier, enqueue them all in chunks,
     wait for every future; reports timings and per-record ack latencies through ``out``."""
     import concurrent.futures
 
     import redis
+
     from lancequeue.common.protocol import ENQUEUE_SCRIPT
     from lancequeue.producer import Producer
 
@@ -304,6 +346,7 @@ def producer_child(index: int, redis_url: str, records_per_producer: int, chunk:
                 now = time.monotonic()
                 resolved_at[position] = now
                 latencies[position] = now - sent_at
+
             return callback
 
         barrier.wait(timeout=timeout_s)
@@ -311,7 +354,7 @@ def producer_child(index: int, redis_url: str, records_per_producer: int, chunk:
         futures: list[concurrent.futures.Future[None]] = []
         for first in range(0, len(records), chunk):
             sent_at = time.monotonic()
-            batch = producer.enqueue_many(records[first:first + chunk])
+            batch = producer.enqueue_many(records[first : first + chunk])
             for offset, future in enumerate(batch):
                 future.add_done_callback(on_done(first + offset, sent_at))
             futures.extend(batch)
@@ -324,16 +367,25 @@ def producer_child(index: int, redis_url: str, records_per_producer: int, chunk:
             if error is not None:
                 name = type(error).__name__
                 errors[name] = errors.get(name, 0) + 1
-        ok_latencies = [latencies[i] for i, f in enumerate(futures)
-                        if f in done and f.exception() is None]
-        out.put({
-            "ok": True, "index": index, "started": started, "enqueued": enqueued,
-            "finished": finished,
-            "last_resolved": max(resolved_at) if not not_done else finished,
-            "sent": len(futures), "written": len(ok_latencies), "errors": errors,
-            "unanswered": len(not_done), "latencies": ok_latencies,
-            "maxrss_mb": maxrss_mb(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss),
-        })
+        ok_latencies = [
+            latencies[i] for i, f in enumerate(futures) if f in done and f.exception() is None
+        ]
+        out.put(
+            {
+                "ok": True,
+                "index": index,
+                "started": started,
+                "enqueued": enqueued,
+                "finished": finished,
+                "last_resolved": max(resolved_at) if not not_done else finished,
+                "sent": len(futures),
+                "written": len(ok_latencies),
+                "errors": errors,
+                "unanswered": len(not_done),
+                "latencies": ok_latencies,
+                "maxrss_mb": maxrss_mb(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss),
+            }
+        )
     except BaseException as exc:
         with suppress(Exception):
             barrier.abort()
@@ -346,6 +398,7 @@ def producer_child(index: int, redis_url: str, records_per_producer: int, chunk:
 
 def start_redis(work: Path) -> tuple[subprocess.Popen[bytes], str]:
     import redis
+
     from lancequeue.common.embedded_redis import redis_server_binary
 
     binary = redis_server_binary()
@@ -354,9 +407,24 @@ def start_redis(work: Path) -> tuple[subprocess.Popen[bytes], str]:
     for _ in range(3):  # free_port() can race with another process; retry on a new port
         port = free_port()
         proc = subprocess.Popen(
-            [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no", "--dir", str(work), "--logfile", str(log)],
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            [
+                binary,
+                "--port",
+                str(port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(work),
+                "--logfile",
+                str(log),
+            ],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
         )
         url = f"redis://127.0.0.1:{port}"
         client = redis.Redis.from_url(url)
@@ -375,21 +443,41 @@ def start_redis(work: Path) -> tuple[subprocess.Popen[bytes], str]:
     raise RuntimeError(f"redis-server did not start ({last_error}); log:\n{tail(log)}")
 
 
-def start_writer(args: argparse.Namespace, redis_url: str, db_dir: Path, log: Path
-                 ) -> subprocess.Popen[bytes]:
-    command = [sys.executable, "-c", "from lancequeue.common.cli import main; main()",
-               "writer", "--redis", redis_url, "--db", str(db_dir), "--table", TABLE,
-               "--max-batch", str(args.max_batch), "--coalesce-ms", str(args.coalesce_ms)]
+def start_writer(
+    args: argparse.Namespace, redis_url: str, db_dir: Path, log: Path
+) -> subprocess.Popen[bytes]:
+    command = [
+        sys.executable,
+        "-c",
+        "from lancequeue.common.cli import main; main()",
+        "writer",
+        "--redis",
+        redis_url,
+        "--db",
+        str(db_dir),
+        "--table",
+        TABLE,
+        "--max-batch",
+        str(args.max_batch),
+        "--coalesce-ms",
+        str(args.coalesce_ms),
+    ]
     if args.max_queue_size is not None:
         command += ["--max-queue-size", str(args.max_queue_size)]
     with open(log, "wb") as log_file:
-        return subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log_file,
-                                stderr=subprocess.STDOUT, start_new_session=True)
+        return subprocess.Popen(
+            command,
+            stdin=subprocess.DEVNULL,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
 
 
 def wait_writer_ready(proc: subprocess.Popen[bytes], redis_url: str, log: Path) -> None:
     """Until the writer has announced itself as running in its status hash."""
     import redis
+
     from lancequeue.common.keys import TableKeys
 
     keys = TableKeys(TABLE)
@@ -430,9 +518,20 @@ def run_lancequeue(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         barrier = ctx.Barrier(args.producers + 1)
         for index in range(args.producers):
             child = ctx.Process(
-                target=producer_child, name=f"producer-{index}",
-                args=(index, redis_url, args.records, args.chunk, args.seed, args.dim,
-                      barrier, out, args.timeout))
+                target=producer_child,
+                name=f"producer-{index}",
+                args=(
+                    index,
+                    redis_url,
+                    args.records,
+                    args.chunk,
+                    args.seed,
+                    args.dim,
+                    barrier,
+                    out,
+                    args.timeout,
+                ),
+            )
             child.start()
             producers.append(child)
         # A broken barrier means a producer failed before the start; its report says why.
@@ -511,51 +610,102 @@ def fmt(value: Any, spec: str) -> str:
 
 
 def print_table(results: list[dict[str, Any]]) -> None:
-    header = ("system", "records", "seconds", "rows/s", "peak RSS MB", "maxrss MB", "versions",
-              "p50 ms", "p99 ms")
-    rows = [(r["system"], str(r["records"]), fmt(r["seconds"], ".2f"),
-             fmt(r["rows_per_s"], ",.0f"), fmt(r["peak_rss_mb"], ".0f"),
-             fmt(r["maxrss_mb"], ".0f"), str(r["versions"]),
-             fmt(r["latency"]["p50_ms"], ".1f"), fmt(r["latency"]["p99_ms"], ".1f"))
-            for r in results]
+    header = (
+        "system",
+        "records",
+        "seconds",
+        "rows/s",
+        "peak RSS MB",
+        "maxrss MB",
+        "versions",
+        "p50 ms",
+        "p99 ms",
+    )
+    rows = [
+        (
+            r["system"],
+            str(r["records"]),
+            fmt(r["seconds"], ".2f"),
+            fmt(r["rows_per_s"], ",.0f"),
+            fmt(r["peak_rss_mb"], ".0f"),
+            fmt(r["maxrss_mb"], ".0f"),
+            str(r["versions"]),
+            fmt(r["latency"]["p50_ms"], ".1f"),
+            fmt(r["latency"]["p99_ms"], ".1f"),
+        )
+        for r in results
+    ]
     widths = [max(len(h), *(len(row[i]) for row in rows)) for i, h in enumerate(header)]
-    line = "  ".join(h.ljust(w) if i == 0 else h.rjust(w)
-                     for i, (h, w) in enumerate(zip(header, widths, strict=True)))
+    line = "  ".join(
+        h.ljust(w) if i == 0 else h.rjust(w)
+        for i, (h, w) in enumerate(zip(header, widths, strict=True))
+    )
     print(line)
     print("-" * len(line))
     for row in rows:
-        print("  ".join(c.ljust(w) if i == 0 else c.rjust(w)
-                        for i, (c, w) in enumerate(zip(row, widths, strict=True))))
+        print(
+            "  ".join(
+                c.ljust(w) if i == 0 else c.rjust(w)
+                for i, (c, w) in enumerate(zip(row, widths, strict=True))
+            )
+        )
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description="Naive per-record LanceDB appends vs lancequeue end to end, on the same "
-                    "records.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("--naive-records", type=int, default=2000,
-                        help="Records the naive baseline appends one by one (0 skips it).")
+        "records.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument(
+        "--naive-records",
+        type=int,
+        default=2000,
+        help="Records the naive baseline appends one by one (0 skips it).",
+    )
     parser.add_argument("--producers", type=int, default=4, help="Producer processes (K).")
-    parser.add_argument("--records", type=int, default=5000,
-                        help="Records per producer (N); K*N in all.")
-    parser.add_argument("--chunk", type=int, default=256,
-                        help="Records per Producer.enqueue_many call.")
+    parser.add_argument(
+        "--records", type=int, default=5000, help="Records per producer (N); K*N in all."
+    )
+    parser.add_argument(
+        "--chunk", type=int, default=256, help="Records per Producer.enqueue_many call."
+    )
     parser.add_argument("--dim", type=int, default=384, help="Vector dimension.")
     parser.add_argument("--seed", type=int, default=0, help="Seed of the record generator.")
     parser.add_argument("--max-batch", type=int, default=128, help="Writer --max-batch.")
     parser.add_argument("--coalesce-ms", type=int, default=100, help="Writer --coalesce-ms.")
-    parser.add_argument("--max-queue-size", type=int, default=None,
-                        help="Writer --max-queue-size; None keeps the writer's own default.")
-    parser.add_argument("--sample-ms", type=float, default=50.0,
-                        help="RSS sampling interval (psutil).")
-    parser.add_argument("--timeout", type=float, default=600.0,
-                        help="Seconds any one phase may take before the run is aborted.")
-    parser.add_argument("--json", type=Path, default=Path("bench-out/core_bench.json"),
-                        help="Where to write the results as JSON.")
-    parser.add_argument("--workdir", type=Path, default=None,
-                        help="Parent of the temporary data directory; None is the system's.")
-    parser.add_argument("--keep", action="store_true",
-                        help="Keep the temporary data directory (its path is printed).")
+    parser.add_argument(
+        "--max-queue-size",
+        type=int,
+        default=None,
+        help="Writer --max-queue-size; None keeps the writer's own default.",
+    )
+    parser.add_argument(
+        "--sample-ms", type=float, default=50.0, help="RSS sampling interval (psutil)."
+    )
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        default=600.0,
+        help="Seconds any one phase may take before the run is aborted.",
+    )
+    parser.add_argument(
+        "--json",
+        type=Path,
+        default=Path("bench-out/core_bench.json"),
+        help="Where to write the results as JSON.",
+    )
+    parser.add_argument(
+        "--workdir",
+        type=Path,
+        default=None,
+        help="Parent of the temporary data directory; None is the system's.",
+    )
+    parser.add_argument(
+        "--keep",
+        action="store_true",
+        help="Keep the temporary data directory (its path is printed).",
+    )
     args = parser.parse_args(argv)
     for name in ("producers", "records", "chunk", "dim", "max_batch", "coalesce_ms"):
         if getattr(args, name) <= 0:
@@ -578,9 +728,12 @@ def main(argv: list[str] | None = None) -> int:
         if args.naive_records:
             print(f"naive: {args.naive_records} x table.add([row]) ...", flush=True)
             results.append(run_naive(args, work))
-        print(f"lancequeue: {args.producers} producers x {args.records} records "
-              f"(chunk {args.chunk}, max-batch {args.max_batch}, "
-              f"coalesce {args.coalesce_ms} ms) ...", flush=True)
+        print(
+            f"lancequeue: {args.producers} producers x {args.records} records "
+            f"(chunk {args.chunk}, max-batch {args.max_batch}, "
+            f"coalesce {args.coalesce_ms} ms) ...",
+            flush=True,
+        )
         results.append(run_lancequeue(args, work))
     finally:
         if args.keep:
@@ -607,10 +760,15 @@ def main(argv: list[str] | None = None) -> int:
         print(f"WARNING: {problem}")
 
     report = {
-        "config": {key: str(value) if isinstance(value, Path) else value
-                   for key, value in vars(args).items()},
-        "host": {"python": platform.python_version(), "platform": platform.platform(),
-                 "cpus": os.cpu_count()},
+        "config": {
+            key: str(value) if isinstance(value, Path) else value
+            for key, value in vars(args).items()
+        },
+        "host": {
+            "python": platform.python_version(),
+            "platform": platform.platform(),
+            "cpus": os.cpu_count(),
+        },
         "results": results,
         "ratio_rows_per_s": ratio,
         "problems": problems,

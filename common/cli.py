@@ -11,10 +11,16 @@ import click
 
 SUBCOMMANDS = {
     "writer": ("lancequeue.writer.cli", "writer_command", "Run the writer that owns a table."),
-    "produce": ("lancequeue.producer.cli", "produce_command",
-                "Send JSON Lines records to a table and wait until they are written."),
-    "status": ("lancequeue.common.status", "status_command",
-               "Show a table's queue, its writer and its progress."),
+    "produce": (
+        "lancequeue.producer.cli",
+        "produce_command",
+        "Send JSON Lines records to a table and wait until they are written.",
+    ),
+    "status": (
+        "lancequeue.common.status",
+        "status_command",
+        "Show a table's queue, its writer and its progress.",
+    ),
 }
 
 
@@ -41,11 +47,17 @@ class LazyGroup(click.Group):
 
 
 @click.group(cls=LazyGroup)
-@click.option("-v", "--verbose", count=True,
-              help="More logging: -v debug for lancequeue, -vv debug for everything.")
+@click.option(
+    "-v",
+    "--verbose",
+    count=True,
+    help="More logging: -v debug for lancequeue, -vv debug for everything.",
+)
 @click.version_option(package_name="lancequeue")
 def main(verbose: int) -> None:
     """lancequeue: many processes write one LanceDB table through a Redis stream."""
-    logging.basicConfig(level=logging.DEBUG if verbose >= 2 else logging.WARNING,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.DEBUG if verbose >= 2 else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
     logging.getLogger("lancequeue").setLevel(logging.DEBUG if verbose else logging.INFO)

@@ -95,14 +95,13 @@ def _unpack_ndarray(payload: bytes) -> object:
 
 def packb(obj: object) -> bytes:
     """Encode any supported value (replies and other protocol messages)."""
-    return msgpack.packb(obj, default=_default, use_bin_type=True, datetime=False)
+    packed: bytes = msgpack.packb(obj, default=_default, use_bin_type=True, datetime=False)
+    return packed
 
 
 def unpackb(data: bytes) -> Any:
     """Decode bytes made by :func:`packb` or any msgpack encoder following PROTOCOL.md."""
-    return msgpack.unpackb(
-        data, raw=False, ext_hook=_ext_hook, timestamp=3, strict_map_key=True
-    )
+    return msgpack.unpackb(data, raw=False, ext_hook=_ext_hook, timestamp=3, strict_map_key=True)
 
 
 def encode_record(record: Mapping[str, Any]) -> bytes:
@@ -139,4 +138,3 @@ def decode_record(data: bytes) -> dict[str, Any]:
     if not isinstance(record, dict):
         raise RecordRejected(f"a record must be a msgpack map, got {type(record).__name__}")
     return record
-

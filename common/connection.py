@@ -13,7 +13,8 @@ ENV_DATA_DIR = "LANCEQUEUE_DATA_DIR"
 
 
 def default_data_dir() -> Path:
-    """``$LANCEQUEUE_DATA_DIR``, else ``$XDG_DATA_HOME/lancequeue`` (``~/.local/share/lancequeue``)."""
+    """``$LANCEQUEUE_DATA_DIR``, else ``$XDG_DATA_HOME/lancequeue``, where ``XDG_DATA_HOME``
+    defaults to ``~/.local/share``."""
     explicit = os.environ.get(ENV_DATA_DIR)
     if explicit:
         return Path(explicit)
@@ -21,8 +22,9 @@ def default_data_dir() -> Path:
     return Path(xdg) / "lancequeue"
 
 
-def resolve_redis_url(redis_url: str | None, data_dir: Path | str | None = None,
-                      start_embedded: bool = True) -> str:
+def resolve_redis_url(
+    redis_url: str | None, data_dir: Path | str | None = None, start_embedded: bool = True
+) -> str:
     """The Redis URL to use: ``redis_url``, else ``$LANCEQUEUE_REDIS``, else the embedded server
     of ``data_dir`` (started if it is not running and ``start_embedded``)."""
     if redis_url:

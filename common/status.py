@@ -76,13 +76,20 @@ def format_status(status: dict[str, Any]) -> str:
 
 @click.command("status")
 @click.option("--table", required=True, envvar="LANCEQUEUE_TABLE", help="Table to report on.")
-@click.option("--redis", "redis_url", envvar=ENV_REDIS_URL,
-              help="Redis URL. Default: the embedded server of --data-dir.")
-@click.option("--data-dir", type=click.Path(path_type=Path), envvar=ENV_DATA_DIR,
-              help="Data directory of the embedded Redis server.")
+@click.option(
+    "--redis",
+    "redis_url",
+    envvar=ENV_REDIS_URL,
+    help="Redis URL. Default: the embedded server of --data-dir.",
+)
+@click.option(
+    "--data-dir",
+    type=click.Path(path_type=Path),
+    envvar=ENV_DATA_DIR,
+    help="Data directory of the embedded Redis server.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
-def status_command(table: str, redis_url: str | None, data_dir: Path | None,
-                   as_json: bool) -> None:
+def status_command(table: str, redis_url: str | None, data_dir: Path | None, as_json: bool) -> None:
     """Show a table's queue depth, pending entries, writer and progress."""
     try:
         url = resolve_redis_url(redis_url, data_dir, start_embedded=False)

@@ -39,11 +39,18 @@ class AsyncProducer:
     ``enqueue`` awaits while the table's queue is full and raises ``QueueFull`` after its timeout.
     """
 
-    def __init__(self, table: str, redis_url: str | None = None,
-                 data_dir: Path | str | None = None, **settings: Any) -> None:
+    def __init__(
+        self,
+        table: str,
+        redis_url: str | None = None,
+        data_dir: Path | str | None = None,
+        **settings: Any,
+    ) -> None:
         self.settings = ProducerSettings(
-            table=table, redis_url=redis_url,
-            data_dir=Path(data_dir) if data_dir else None, **settings,
+            table=table,
+            redis_url=redis_url,
+            data_dir=Path(data_dir) if data_dir else None,
+            **settings,
         )
         self.keys = TableKeys(table)
         self.producer_id = uuid.uuid4().hex
@@ -54,6 +61,7 @@ class AsyncProducer:
         self._listener: asyncio.Task[None] | None = None
         self._closed = False
         self._listening = False
+        self._send_lock = asyncio.Lock()
 
     async def start(self) -> None:
         """Connect and start listening for replies (``async with`` calls it)."""
@@ -67,8 +75,9 @@ class AsyncProducer:
         self._listening = True
         self._listener = asyncio.create_task(self._listen(), name="lancequeue-replies")
 
-    async def enqueue(self, record: Mapping[str, Any],
-                      timeout: float | None = None) -> asyncio.Future[None]:
+    async def enqueue(
+        self, record: Mapping[str, Any], timeout: float | None = None
+    ) -> asyncio.Future[None]:
         """Send one record; return a future resolved once it is in the table.
 
         Awaits while the queue is full, raising ``QueueFull`` after ``timeout`` seconds.
@@ -79,8 +88,9 @@ class AsyncProducer:
             raise future.exception()  # type: ignore[misc]
         return future
 
-    async def enqueue_many(self, records: Iterable[Mapping[str, Any]],
-                           timeout: float | None = None) -> list[asyncio.Future[None]]:
+    async def enqueue_many(
+        self, records: Iterable[Mapping[str, Any]], timeout: float | None = None
+    ) -> list[asyncio.Future[None]]:
         """Send records in order; one future per record (``QueueFull`` set on those that found
         no room within ``timeout``)."""
         if self._closed:
@@ -91,13 +101,27 @@ class AsyncProducer:
         timeout_s = self._timeout_s(timeout)
         items = self._outbox.register(records, loop.create_future)
         deadline = time.monotonic() + timeout_s
+        # One sender at a time: callers queue here in order (FIFO under back-pressure) instead
+        # of each holding a Redis connection.
+        async with self._send_lock:
+            await self._send(items, deadline, timeout_s)
+        return [future for _, _, future in items]
+
+    async def _send(
+        self,
+        items: list[tuple[int, bytes, asyncio.Future[None]]],
+        deadline: float,
+        timeout_s: float,
+    ) -> None:
+        assert self._redis is not None
         unsent = items
         pubsub: aioredis.client.PubSub | None = None
         try:
             while unsent:
                 chunk = unsent[: self.settings.chunk_records]
-                ids = await self._enqueue_script(keys=self._outbox.script_keys,
-                                                 args=self._outbox.script_args(chunk))
+                ids = await self._enqueue_script(
+                    keys=self._outbox.script_keys, args=self._outbox.script_args(chunk)
+                )
                 added = len(ids)
                 unsent = unsent[added:]
                 if added == len(chunk):
@@ -116,23 +140,26 @@ class AsyncProducer:
                 await pubsub.get_message(timeout=min(remaining, 1.0))
         except BaseException as exc:
             # Records not sent must not stay registered: their futures would never resolve.
-            error = exc if isinstance(exc, LancequeueError) else LancequeueError(
-                f"not sent: {type(exc).__name__}: {exc}")
+            failure = (
+                exc
+                if isinstance(exc, LancequeueError)
+                else LancequeueError(f"not sent: {type(exc).__name__}: {exc}")
+            )
             for seq, _, future in unsent:
                 self._outbox.take(seq)
-                _resolve_error(future, error)
+                _resolve_error(future, failure)
             raise
         finally:
             if pubsub is not None:
-                await pubsub.aclose()
-        return [future for _, _, future in items]
+                await pubsub.aclose()  # type: ignore[no-untyped-call]
 
     async def write(self, record: Mapping[str, Any], timeout: float | None = None) -> None:
         """Send one record and wait until it is in the table (or raise why it is not)."""
         await self.write_many([record], timeout)
 
-    async def write_many(self, records: Iterable[Mapping[str, Any]],
-                         timeout: float | None = None) -> None:
+    async def write_many(
+        self, records: Iterable[Mapping[str, Any]], timeout: float | None = None
+    ) -> None:
         """Send records together and wait for all; raises the first record's error."""
         timeout_s = self._timeout_s(timeout)
         deadline = time.monotonic() + timeout_s
@@ -141,8 +168,10 @@ class AsyncProducer:
             await asyncio.wait(futures, timeout=max(0.0, deadline - time.monotonic()))
         for future in futures:
             if not future.done():
-                raise WriteTimeout(f"no answer from the writer of {self.keys.table!r} "
-                                   f"within {timeout_s}s; the record may still be written")
+                raise WriteTimeout(
+                    f"no answer from the writer of {self.keys.table!r} "
+                    f"within {timeout_s}s; the record may still be written"
+                )
             error = future.exception()
             if error is not None:
                 raise error
@@ -163,8 +192,12 @@ class AsyncProducer:
             await asyncio.gather(self._listener, return_exceptions=True)
         for future in self._outbox.take_all():
             if not future.done():
-                future.set_exception(ProducerClosed(
-                    "producer closed before the writer answered; the record may still be written"))
+                future.set_exception(
+                    ProducerClosed(
+                        "producer closed before the writer answered; "
+                        "the record may still be written"
+                    )
+                )
         if self._redis is not None:
             await self._redis.aclose()
 
@@ -176,8 +209,12 @@ class AsyncProducer:
         await self.start()
         return self
 
-    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                        tb: TracebackType | None) -> None:
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
         await self.close()
 
     def __del__(self) -> None:
@@ -205,7 +242,10 @@ class AsyncProducer:
             if popped is None:
                 continue
             try:
-                results = decode_results(popped[1])
+                message = popped[1]
+                results = decode_results(
+                    message if isinstance(message, bytes) else message.encode()
+                )
             except ValueError as exc:
                 logger.error("malformed reply on %s: %s", self._outbox.reply_key, exc)
                 continue

@@ -27,29 +27,51 @@ def _records(files: tuple[IO[str], ...]) -> Iterator[tuple[str, dict[str, Any]]]
 @click.command("produce")
 @click.argument("files", nargs=-1, type=click.File("r"))
 @click.option("--table", required=True, envvar="LANCEQUEUE_TABLE", help="Table to write to.")
-@click.option("--redis", "redis_url", envvar=ENV_REDIS_URL,
-              help="Redis URL. Default: the embedded server of --data-dir.")
-@click.option("--data-dir", type=click.Path(path_type=Path), envvar=ENV_DATA_DIR,
-              help="Data directory of the embedded Redis server.")
-@click.option("--batch", default=256, show_default=True,
-              help="Records sent together and awaited before the next ones are read.")
-@click.option("--timeout", default=60.0, show_default=True,
-              help="Seconds to wait for each batch to be written.")
-def produce_command(files: tuple[IO[str], ...], table: str, redis_url: str | None,
-                    data_dir: Path | None, batch: int, timeout: float) -> None:
+@click.option(
+    "--redis",
+    "redis_url",
+    envvar=ENV_REDIS_URL,
+    help="Redis URL. Default: the embedded server of --data-dir.",
+)
+@click.option(
+    "--data-dir",
+    type=click.Path(path_type=Path),
+    envvar=ENV_DATA_DIR,
+    help="Data directory of the embedded Redis server.",
+)
+@click.option(
+    "--batch",
+    default=256,
+    show_default=True,
+    help="Records sent together and awaited before the next ones are read.",
+)
+@click.option(
+    "--timeout",
+    default=60.0,
+    show_default=True,
+    help="Seconds to wait for each batch to be written.",
+)
+def produce_command(
+    files: tuple[IO[str], ...],
+    table: str,
+    redis_url: str | None,
+    data_dir: Path | None,
+    batch: int,
+    timeout: float,
+) -> None:
     """Send JSON Lines records from FILES (default: standard input), one object per line, and
     report how many were written, rejected or failed. Exits 1 unless all were written."""
     written = rejected = failed = 0
     reasons: list[str] = []
     with Producer(table, redis_url=redis_url, data_dir=data_dir) as producer:
-        pending: list[tuple[str, dict[str, Any]]] = []
-        source = _records(files or (click.get_text_stream("stdin"),))
+        streams: tuple[IO[str], ...] = files or (sys.stdin,)
+        source = _records(streams)
         while True:
-            pending = [item for _, item in zip(range(batch), source)]
+            pending = [item for _, item in zip(range(batch), source, strict=False)]
             if not pending:
                 break
             futures = producer.enqueue_many([record for _, record in pending], timeout)
-            for (where, _), future in zip(pending, futures):
+            for (where, _), future in zip(pending, futures, strict=True):
                 try:
                     future.result(timeout)
                     written += 1

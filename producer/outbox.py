@@ -36,8 +36,9 @@ class Outbox(Generic[F]):
     def __len__(self) -> int:
         return len(self._waiting)
 
-    def register(self, records: Iterable[Mapping[str, Any]], make_future: Callable[[], F]
-                 ) -> list[tuple[int, bytes, F]]:
+    def register(
+        self, records: Iterable[Mapping[str, Any]], make_future: Callable[[], F]
+    ) -> list[tuple[int, bytes, F]]:
         """Encode records (raising ``RecordRejected`` before anything is registered), then give
         each a sequence number and a future."""
         encoded = [encode_record(record) for record in records]
@@ -72,8 +73,12 @@ class Outbox(Generic[F]):
         with self._lock:
             return list(self._waiting.values())
 
-    def settle(self, results: list[Result], ok: Callable[[F], None],
-               fail: Callable[[F, LancequeueError], None]) -> None:
+    def settle(
+        self,
+        results: list[Result],
+        ok: Callable[[F], None],
+        fail: Callable[[F, LancequeueError], None],
+    ) -> None:
         """Resolve the futures of answered records; unknown sequence numbers are ignored."""
         for result in results:
             future = self.take(result.seq)

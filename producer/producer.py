@@ -40,11 +40,18 @@ class Producer:
             producer.write({"id": 1, "text": "hello", "vector": vector})
     """
 
-    def __init__(self, table: str, redis_url: str | None = None,
-                 data_dir: Path | str | None = None, **settings: Any) -> None:
+    def __init__(
+        self,
+        table: str,
+        redis_url: str | None = None,
+        data_dir: Path | str | None = None,
+        **settings: Any,
+    ) -> None:
         self.settings = ProducerSettings(
-            table=table, redis_url=redis_url,
-            data_dir=Path(data_dir) if data_dir else None, **settings,
+            table=table,
+            redis_url=redis_url,
+            data_dir=Path(data_dir) if data_dir else None,
+            **settings,
         )
         self.keys = TableKeys(table)
         self.producer_id = uuid.uuid4().hex
@@ -74,8 +81,9 @@ class Producer:
             raise error
         return futures[0]
 
-    def enqueue_many(self, records: Iterable[Mapping[str, Any]],
-                     timeout: float | None = None) -> list[Future[None]]:
+    def enqueue_many(
+        self, records: Iterable[Mapping[str, Any]], timeout: float | None = None
+    ) -> list[Future[None]]:
         """Send records in order with as few round trips as possible; one future per record.
 
         A record that found no room within ``timeout`` has its future failed with ``QueueFull``.
@@ -89,29 +97,37 @@ class Producer:
         try:
             while unsent:
                 chunk = unsent[: self.settings.chunk_records]
-                added = len(self._enqueue_script(keys=self._outbox.script_keys,
-                                                 args=self._outbox.script_args(chunk)))
+                added = len(
+                    self._enqueue_script(
+                        keys=self._outbox.script_keys, args=self._outbox.script_args(chunk)
+                    )
+                )
                 unsent = unsent[added:]
                 if added == len(chunk):
                     continue
                 if pubsub is None:
                     # Subscribe before the next try, so a flush between that try and the wait
                     # below is not missed.
-                    pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
+                    pubsub = self._redis.pubsub(ignore_subscribe_messages=True)  # type: ignore[no-untyped-call]
                     pubsub.subscribe(self.keys.flushed_channel)
                     continue
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
-                    self._fail_unsent(unsent, QueueFull(
-                        f"table {self.keys.table!r}: queue full for {timeout_s}s"))
+                    self._fail_unsent(
+                        unsent, QueueFull(f"table {self.keys.table!r}: queue full for {timeout_s}s")
+                    )
                     break
                 # Woken by the writer's next flush; the 1 s cap only bounds a missed message.
                 pubsub.get_message(timeout=min(remaining, 1.0))
         except BaseException as exc:
             # Whatever stopped the sending (Redis unreachable, KeyboardInterrupt), the records not
             # sent must not stay registered: their futures would never resolve.
-            self._fail_unsent(unsent, exc if isinstance(exc, LancequeueError) else
-                              LancequeueError(f"not sent: {type(exc).__name__}: {exc}"))
+            self._fail_unsent(
+                unsent,
+                exc
+                if isinstance(exc, LancequeueError)
+                else LancequeueError(f"not sent: {type(exc).__name__}: {exc}"),
+            )
             raise
         finally:
             if pubsub is not None:
@@ -122,8 +138,9 @@ class Producer:
         """Send one record and wait until it is in the table (or raise why it is not)."""
         self.write_many([record], timeout)
 
-    def write_many(self, records: Iterable[Mapping[str, Any]],
-                   timeout: float | None = None) -> None:
+    def write_many(
+        self, records: Iterable[Mapping[str, Any]], timeout: float | None = None
+    ) -> None:
         """Send records in one pipeline and wait for all of them.
 
         Raises the error of the first record that did not land, after every record is answered
@@ -132,11 +149,13 @@ class Producer:
         timeout_s = self._timeout_s(timeout)
         deadline = time.monotonic() + timeout_s
         futures = self.enqueue_many(records, timeout_s)
-        done, not_done = concurrent.futures.wait(futures, max(0.0, deadline - time.monotonic()))
+        _, not_done = concurrent.futures.wait(futures, max(0.0, deadline - time.monotonic()))
         for future in futures:
             if future in not_done:
-                raise WriteTimeout(f"no answer from the writer of {self.keys.table!r} "
-                                   f"within {timeout_s}s; the record may still be written")
+                raise WriteTimeout(
+                    f"no answer from the writer of {self.keys.table!r} "
+                    f"within {timeout_s}s; the record may still be written"
+                )
             error = future.exception()
             if error is not None:
                 raise error
@@ -153,8 +172,12 @@ class Producer:
         self._wake_listener()
         self._listener.join()
         for future in self._outbox.take_all():
-            _resolve_error(future, ProducerClosed("producer closed before the writer answered; "
-                                                "the record may still be written"))
+            _resolve_error(
+                future,
+                ProducerClosed(
+                    "producer closed before the writer answered; the record may still be written"
+                ),
+            )
         self._redis.close()
 
     @property
@@ -164,8 +187,12 @@ class Producer:
     def __enter__(self) -> Producer:
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
         self.close()
 
     def __del__(self) -> None:
@@ -195,8 +222,9 @@ class Producer:
         except redis.RedisError:
             pass  # the listener ends at its timeout instead
 
-    def _fail_unsent(self, unsent: list[tuple[int, bytes, Future[None]]],
-                     error: LancequeueError) -> None:
+    def _fail_unsent(
+        self, unsent: list[tuple[int, bytes, Future[None]]], error: LancequeueError
+    ) -> None:
         for seq, _, future in unsent:
             self._outbox.take(seq)
             _resolve_error(future, error)
@@ -216,7 +244,10 @@ class Producer:
             if popped is None:
                 continue
             try:
-                results = decode_results(popped[1])
+                message = popped[1]
+                results = decode_results(
+                    message if isinstance(message, bytes) else message.encode()
+                )
             except ValueError as exc:
                 logger.error("malformed reply on %s: %s", self._outbox.reply_key, exc)
                 continue

@@ -30,9 +30,19 @@ def redis_server() -> Iterator[str]:
     """A redis-server of the tests' own on a free loopback port."""
     port = _free_port()
     process = subprocess.Popen(
-        [embedded_redis.redis_server_binary(), "--port", str(port), "--bind", "127.0.0.1",
-         "--save", "", "--appendonly", "no"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        [
+            embedded_redis.redis_server_binary(),
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     url = f"redis://127.0.0.1:{port}/0"
     client = redis.Redis.from_url(url)
@@ -102,8 +112,9 @@ async def async_producer(redis_url: str) -> AsyncIterator[AsyncProducer]:
 
 
 @pytest.fixture
-def writer_process(redis_url: str, db_uri: str, tmp_path: Path
-                   ) -> Iterator[Callable[..., WriterProcess]]:
+def writer_process(
+    redis_url: str, db_uri: str, tmp_path: Path
+) -> Iterator[Callable[..., WriterProcess]]:
     """Start ``lancequeue writer`` subprocesses; killed at teardown if still running."""
     started: list[WriterProcess] = []
 

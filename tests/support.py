@@ -32,8 +32,9 @@ def wait_for(condition: Callable[[], Any], timeout: float = 30.0, what: str = "c
         time.sleep(0.02)  # poll
 
 
-async def async_wait_for(condition: Callable[[], Awaitable[Any]], timeout: float = 30.0,
-                         what: str = "condition") -> Any:
+async def async_wait_for(
+    condition: Callable[[], Awaitable[Any]], timeout: float = 30.0, what: str = "condition"
+) -> Any:
     deadline = time.monotonic() + timeout
     while True:
         value = await condition()
@@ -54,7 +55,8 @@ def cli_env(**extra: str) -> dict[str, str]:
     env = dict(os.environ)
     env.pop("LANCEQUEUE_REDIS", None)
     env["PYTHONPATH"] = os.pathsep.join(
-        [str(TESTS_DIR.parent), *filter(None, [os.environ.get("PYTHONPATH")])])
+        [str(TESTS_DIR.parent), *filter(None, [os.environ.get("PYTHONPATH")])]
+    )
     env.update(extra)
     return env
 
@@ -64,9 +66,11 @@ class WriterProcess:
 
     def __init__(self, args: list[str], log_path: Path, env: dict[str, str] | None = None) -> None:
         self.log_path = log_path
-        self._log = open(log_path, "ab")
+        self._log = open(log_path, "ab")  # noqa: SIM115 - closed in wait()/close()
         self.process = subprocess.Popen(
-            [*CLI, "-v", "writer", *args], stdout=self._log, stderr=subprocess.STDOUT,
+            [*CLI, "-v", "writer", *args],
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
             env=env or cli_env(),
         )
 

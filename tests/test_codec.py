@@ -13,8 +13,16 @@ from lancequeue.common.errors import RecordRejected
 
 
 def test_plain_values_round_trip() -> None:
-    record = {"s": "héllo", "i": -(2**40), "f": 1.5, "t": True, "n": None, "b": b"\x00\xff",
-              "l": [1, "two", [3.0]], "d": {"nested": {"deep": [None]}}}
+    record = {
+        "s": "héllo",
+        "i": -(2**40),
+        "f": 1.5,
+        "t": True,
+        "n": None,
+        "b": b"\x00\xff",
+        "l": [1, "two", [3.0]],
+        "d": {"nested": {"deep": [None]}},
+    }
     assert decode_record(encode_record(record)) == record
 
 
@@ -52,7 +60,9 @@ def test_float32_vectors_travel_as_raw_little_endian_bytes() -> None:
 
 def test_numpy_scalars_become_plain_numbers() -> None:
     assert decode_record(encode_record({"x": np.float32(0.5), "n": np.int64(7)})) == {
-        "x": 0.5, "n": 7}
+        "x": 0.5,
+        "n": 7,
+    }
 
 
 def test_unencodable_value_is_rejected_naming_the_field() -> None:
@@ -72,16 +82,23 @@ def test_a_record_must_be_a_mapping_with_string_keys() -> None:
         encode_record({1: "x"})  # type: ignore[dict-item]
 
 
-@pytest.mark.parametrize("data, reason", [
-    (b"\xc1", "undecodable"),
-    (b"\x92\x01", "undecodable"),
-    (packb([1, 2]), "must be a msgpack map"),
-    (msgpack.packb({"a": msgpack.ExtType(2, msgpack.packb(["|O8", [1], b"x" * 8]))}),
-     "unsupported array dtype"),
-    (msgpack.packb({"a": msgpack.ExtType(2, msgpack.packb(["<f4", [4], b"x" * 3]))}),
-     "array data is 3 bytes"),
-    (msgpack.packb({"a": msgpack.ExtType(99, b"")}), "unknown msgpack extension type 99"),
-])
+@pytest.mark.parametrize(
+    "data, reason",
+    [
+        (b"\xc1", "undecodable"),
+        (b"\x92\x01", "undecodable"),
+        (packb([1, 2]), "must be a msgpack map"),
+        (
+            msgpack.packb({"a": msgpack.ExtType(2, msgpack.packb(["|O8", [1], b"x" * 8]))}),
+            "unsupported array dtype",
+        ),
+        (
+            msgpack.packb({"a": msgpack.ExtType(2, msgpack.packb(["<f4", [4], b"x" * 3]))}),
+            "array data is 3 bytes",
+        ),
+        (msgpack.packb({"a": msgpack.ExtType(99, b"")}), "unknown msgpack extension type 99"),
+    ],
+)
 def test_malformed_bytes_are_rejected_with_the_reason(data: bytes, reason: str) -> None:
     with pytest.raises(RecordRejected, match=reason):
         decode_record(data)
@@ -95,4 +112,6 @@ def test_deeply_nested_input_is_rejected_not_crashing() -> None:
 
 def test_protocol_messages_round_trip() -> None:
     assert unpackb(packb([[1, None], [2, {"error": "WriteFailed"}]])) == [
-        [1, None], [2, {"error": "WriteFailed"}]]
+        [1, None],
+        [2, {"error": "WriteFailed"}],
+    ]

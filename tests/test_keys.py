@@ -20,13 +20,16 @@ def test_table_names_that_would_break_the_key_scheme_are_refused(name: str) -> N
         TableKeys(name)
 
 
-@pytest.mark.parametrize("key, usable", [
-    ("lancequeue:{docs}:reply:abc123", True),
-    ("lancequeue:{docs}:reply:", False),
-    ("lancequeue:{other}:reply:abc", False),
-    ("lancequeue:{docs}:stream", False),
-    ("lancequeue:{docs}:reply:abc:extra", False),
-    ("session:42", False),
-])
+@pytest.mark.parametrize(
+    "key, usable",
+    [
+        ("lancequeue:{docs}:reply:abc123", True),
+        ("lancequeue:{docs}:reply:", False),
+        ("lancequeue:{other}:reply:abc", False),
+        ("lancequeue:{docs}:stream", False),
+        ("lancequeue:{docs}:reply:abc:extra", False),
+        ("session:42", False),
+    ],
+)
 def test_only_reply_keys_of_the_table_are_usable(key: str, usable: bool) -> None:
     assert TableKeys("docs").is_reply_key(key) is usable

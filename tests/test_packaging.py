@@ -26,55 +26,75 @@ def _imported_modules(folder: str) -> set[str]:
 
 
 def _run(code: str) -> str:
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          env=cli_env(), timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=cli_env(), timeout=120
+    )
     assert done.returncode == 0, done.stderr
     return done.stdout
 
 
 def test_common_imports_neither_producer_nor_writer() -> None:
-    assert not {m for m in _imported_modules("common")
-                if m.startswith(("lancequeue.producer", "lancequeue.writer"))}
+    assert not {
+        m
+        for m in _imported_modules("common")
+        if m.startswith(("lancequeue.producer", "lancequeue.writer"))
+    }
 
 
-@pytest.mark.parametrize("folder, forbidden", [("producer", "lancequeue.writer"),
-                                               ("writer", "lancequeue.producer")])
+@pytest.mark.parametrize(
+    "folder, forbidden", [("producer", "lancequeue.writer"), ("writer", "lancequeue.producer")]
+)
 def test_producer_and_writer_never_import_each_other(folder: str, forbidden: str) -> None:
     assert not {m for m in _imported_modules(folder) if m.startswith(forbidden)}
 
 
 def test_importing_the_producer_loads_neither_lancedb_nor_pyarrow() -> None:
-    out = _run("import sys, lancequeue.producer; "
-               "print(sorted(m for m in ('lancedb', 'pyarrow') if m in sys.modules))")
+    out = _run(
+        "import sys, lancequeue.producer; "
+        "print(sorted(m for m in ('lancedb', 'pyarrow') if m in sys.modules))"
+    )
     assert out.strip() == "[]"
 
 
 def test_produce_help_does_not_import_lancedb() -> None:
-    out = _run("import sys\n"
-               "from lancequeue.common.cli import main\n"
-               "try:\n    main(['produce', '--help'])\n"
-               "except SystemExit:\n    pass\n"
-               "print('LOADED' if 'lancedb' in sys.modules else 'LIGHT')")
+    out = _run(
+        "import sys\n"
+        "from lancequeue.common.cli import main\n"
+        "try:\n    main(['produce', '--help'])\n"
+        "except SystemExit:\n    pass\n"
+        "print('LOADED' if 'lancedb' in sys.modules else 'LIGHT')"
+    )
     assert "--table" in out
     assert out.strip().endswith("LIGHT")
 
 
 def test_top_level_help_lists_every_subcommand_without_loading_them() -> None:
-    out = _run("import sys\n"
-               "from lancequeue.common.cli import main\n"
-               "try:\n    main(['--help'])\n"
-               "except SystemExit:\n    pass\n"
-               "print(sorted(m for m in ('lancedb', 'pyarrow') if m in sys.modules))")
+    out = _run(
+        "import sys\n"
+        "from lancequeue.common.cli import main\n"
+        "try:\n    main(['--help'])\n"
+        "except SystemExit:\n    pass\n"
+        "print(sorted(m for m in ('lancedb', 'pyarrow') if m in sys.modules))"
+    )
     for command in ("writer", "produce", "status"):
         assert command in out
     assert out.strip().endswith("[]")
 
 
 def test_writer_options_all_have_environment_variables() -> None:
-    out = _run("from lancequeue.common.cli import main\n"
-               "try:\n    main(['writer', '--help'])\n"
-               "except SystemExit:\n    pass\n")
-    for env in ("LANCEQUEUE_REDIS", "LANCEQUEUE_DB", "LANCEQUEUE_TABLE", "LANCEQUEUE_SCHEMA",
-                "LANCEQUEUE_COALESCE_MS", "LANCEQUEUE_MAX_BATCH", "LANCEQUEUE_MAX_QUEUE_SIZE",
-                "LANCEQUEUE_ON_FLUSHED"):
+    out = _run(
+        "from lancequeue.common.cli import main\n"
+        "try:\n    main(['writer', '--help'])\n"
+        "except SystemExit:\n    pass\n"
+    )
+    for env in (
+        "LANCEQUEUE_REDIS",
+        "LANCEQUEUE_DB",
+        "LANCEQUEUE_TABLE",
+        "LANCEQUEUE_SCHEMA",
+        "LANCEQUEUE_COALESCE_MS",
+        "LANCEQUEUE_MAX_BATCH",
+        "LANCEQUEUE_MAX_QUEUE_SIZE",
+        "LANCEQUEUE_ON_FLUSHED",
+    ):
         assert env in out

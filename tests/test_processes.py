@@ -45,13 +45,18 @@ print("done")
 
 
 def test_several_producer_processes_write_and_every_record_lands_exactly_once(
-        writer_process: StartProcess, redis_url: str, client: redis.Redis, db_uri: str) -> None:
+    writer_process: StartProcess, redis_url: str, client: redis.Redis, db_uri: str
+) -> None:
     writer = writer_process("--coalesce-ms", "50", "--max-batch", "64")
     wait_for(lambda: writer_alive(client), 60, "the writer")
     producers = [
-        subprocess.Popen([sys.executable, "-c", PRODUCER_SCRIPT, str(k * 1000), "250", redis_url],
-                         env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                         text=True)
+        subprocess.Popen(
+            [sys.executable, "-c", PRODUCER_SCRIPT, str(k * 1000), "250", redis_url],
+            env=cli_env(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         for k in range(4)
     ]
     for process in producers:
@@ -65,8 +70,8 @@ def test_several_producer_processes_write_and_every_record_lands_exactly_once(
 
 
 def test_sigterm_flushes_the_records_in_hand_answers_them_and_exits_zero(
-        writer_process: StartProcess, producer: Producer, client: redis.Redis,
-        db_uri: str) -> None:
+    writer_process: StartProcess, producer: Producer, client: redis.Redis, db_uri: str
+) -> None:
     writer = writer_process("--coalesce-ms", "600000", "--max-batch", "1000")
     wait_for(lambda: writer_alive(client), 60, "the writer")
     futures = producer.enqueue_many([record(i) for i in range(5)])
@@ -82,13 +87,25 @@ def test_sigterm_flushes_the_records_in_hand_answers_them_and_exits_zero(
 
 
 def test_a_second_signal_exits_at_once_and_leaves_the_records_pending(
-        writer_process: StartProcess, producer: Producer, client: redis.Redis,
-        tmp_path: Path, redis_url: str, db_uri: str) -> None:
+    writer_process: StartProcess,
+    producer: Producer,
+    client: redis.Redis,
+    tmp_path: Path,
+    redis_url: str,
+    db_uri: str,
+) -> None:
     marker = tmp_path / "in-hook"
-    env = cli_env(LANCEQUEUE_REDIS=redis_url, LANCEQUEUE_DB=db_uri, LANCEQUEUE_TABLE="docs",
-                  LANCEQUEUE_TEST_MARKER=str(marker))
-    writer = WriterProcess(["--coalesce-ms", "600000", "--on-flushed", "tests.hooks:block_forever"],
-                           tmp_path / "writer.log", env)
+    env = cli_env(
+        LANCEQUEUE_REDIS=redis_url,
+        LANCEQUEUE_DB=db_uri,
+        LANCEQUEUE_TABLE="docs",
+        LANCEQUEUE_TEST_MARKER=str(marker),
+    )
+    writer = WriterProcess(
+        ["--coalesce-ms", "600000", "--on-flushed", "tests.hooks:block_forever"],
+        tmp_path / "writer.log",
+        env,
+    )
     try:
         wait_for(lambda: writer_alive(client), 60, "the writer")
         futures = producer.enqueue_many([record(i) for i in range(3)])
@@ -105,8 +122,8 @@ def test_a_second_signal_exits_at_once_and_leaves_the_records_pending(
 
 
 def test_a_killed_writer_s_unacked_records_are_replayed_by_the_next_writer(
-        writer_process: StartProcess, producer: Producer, client: redis.Redis,
-        db_uri: str) -> None:
+    writer_process: StartProcess, producer: Producer, client: redis.Redis, db_uri: str
+) -> None:
     first = writer_process("--coalesce-ms", "600000", "--max-batch", "1000")
     wait_for(lambda: writer_alive(client), 60, "the writer")
     futures = producer.enqueue_many([record(i) for i in range(5)])
@@ -124,15 +141,15 @@ def test_a_killed_writer_s_unacked_records_are_replayed_by_the_next_writer(
 
 
 def test_with_no_redis_url_writer_and_producers_share_an_embedded_redis_that_outlives_a_crash(
-        tmp_path: Path) -> None:
+    tmp_path: Path,
+) -> None:
     data_dir = tmp_path / "data"
     env = cli_env(LANCEQUEUE_DATA_DIR=str(data_dir), LANCEQUEUE_TABLE="docs")
     writer = WriterProcess(["--coalesce-ms", "600000"], tmp_path / "w1.log", env)
     try:
         wait_for(lambda: embedded_redis.is_running(data_dir), 60, "the embedded redis")
         url = embedded_redis.url_for(data_dir)
-        with redis.Redis.from_url(url) as embedded, \
-                Producer("docs", data_dir=data_dir) as producer:
+        with redis.Redis.from_url(url) as embedded, Producer("docs", data_dir=data_dir) as producer:
             wait_for(lambda: writer_alive(embedded), 60, "the writer")
             futures = producer.enqueue_many([record(i) for i in range(4)])
             wait_until_pending(embedded, 4)
@@ -155,22 +172,36 @@ def test_with_no_redis_url_writer_and_producers_share_an_embedded_redis_that_out
 
 
 def test_produce_command_writes_json_lines_and_reports_what_was_rejected(
-        writer_process: StartProcess, redis_url: str, client: redis.Redis, db_uri: str,
-        tmp_path: Path) -> None:
+    writer_process: StartProcess, redis_url: str, client: redis.Redis, db_uri: str, tmp_path: Path
+) -> None:
     writer = writer_process("--coalesce-ms", "20")
     wait_for(lambda: writer_alive(client), 60, "the writer")
     source = tmp_path / "records.jsonl"
     lines = [{"id": i, "text": f"t{i}", "vector": [float(i), 0.5, 0.25]} for i in range(20)]
     source.write_text("\n".join(json.dumps(line) for line in lines) + "\n")
-    done = subprocess.run([*CLI, "produce", "--table", "docs", "--redis", redis_url, str(source)],
-                          capture_output=True, text=True, env=cli_env(), timeout=120)
+    done = subprocess.run(
+        [*CLI, "produce", "--table", "docs", "--redis", redis_url, str(source)],
+        capture_output=True,
+        text=True,
+        env=cli_env(),
+        timeout=120,
+    )
     assert done.returncode == 0, done.stderr
     assert "written 20, rejected 0, failed 0" in done.stdout
     bad = tmp_path / "bad.jsonl"
-    bad.write_text(json.dumps({"id": 100, "text": "x", "vector": [1.0]}) + "\n"
-                   + json.dumps({"id": 101, "text": "y", "vector": [1.0, 2.0, 3.0]}) + "\n")
-    done = subprocess.run([*CLI, "produce", "--table", "docs", "--redis", redis_url, str(bad)],
-                          capture_output=True, text=True, env=cli_env(), timeout=120)
+    bad.write_text(
+        json.dumps({"id": 100, "text": "x", "vector": [1.0]})
+        + "\n"
+        + json.dumps({"id": 101, "text": "y", "vector": [1.0, 2.0, 3.0]})
+        + "\n"
+    )
+    done = subprocess.run(
+        [*CLI, "produce", "--table", "docs", "--redis", redis_url, str(bad)],
+        capture_output=True,
+        text=True,
+        env=cli_env(),
+        timeout=120,
+    )
     assert done.returncode == 1
     assert "written 1, rejected 1, failed 0" in done.stdout
     assert "bad.jsonl:1" in done.stderr and "expected a vector of 3 floats, got 1" in done.stderr
@@ -180,34 +211,56 @@ def test_produce_command_writes_json_lines_and_reports_what_was_rejected(
 
 
 def test_status_command_prints_a_table_and_json(
-        writer_process: StartProcess, producer: Producer, redis_url: str,
-        client: redis.Redis) -> None:
+    writer_process: StartProcess, producer: Producer, redis_url: str, client: redis.Redis
+) -> None:
     writer = writer_process("--coalesce-ms", "20")
     wait_for(lambda: writer_alive(client), 60, "the writer")
     producer.write_many([record(i) for i in range(10)], timeout=60)
-    done = subprocess.run([*CLI, "status", "--table", "docs", "--redis", redis_url, "--json"],
-                          capture_output=True, text=True, env=cli_env(), timeout=60)
+    done = subprocess.run(
+        [*CLI, "status", "--table", "docs", "--redis", redis_url, "--json"],
+        capture_output=True,
+        text=True,
+        env=cli_env(),
+        timeout=60,
+    )
     assert done.returncode == 0, done.stderr
     status = json.loads(done.stdout)
     assert status["writer_alive"] is True and status["rows_written"] == 10
     assert status["table_rows"] == 10 and status["queue_depth"] == 0
-    done = subprocess.run([*CLI, "status", "--table", "docs"], capture_output=True, text=True,
-                          env=cli_env(LANCEQUEUE_REDIS=redis_url), timeout=60)
+    done = subprocess.run(
+        [*CLI, "status", "--table", "docs"],
+        capture_output=True,
+        text=True,
+        env=cli_env(LANCEQUEUE_REDIS=redis_url),
+        timeout=60,
+    )
     assert "queue depth" in done.stdout and "alive" in done.stdout
     writer.signal(signal.SIGTERM)
     assert writer.wait() == 0
-    done = subprocess.run([*CLI, "status", "--table", "docs", "--redis", redis_url, "--json"],
-                          capture_output=True, text=True, env=cli_env(), timeout=60)
+    done = subprocess.run(
+        [*CLI, "status", "--table", "docs", "--redis", redis_url, "--json"],
+        capture_output=True,
+        text=True,
+        env=cli_env(),
+        timeout=60,
+    )
     assert json.loads(done.stdout)["writer_alive"] is False
 
 
 def test_writer_settings_come_from_environment_variables(
-        redis_url: str, client: redis.Redis, db_uri: str, tmp_path: Path) -> None:
+    redis_url: str, client: redis.Redis, db_uri: str, tmp_path: Path
+) -> None:
     marker = tmp_path / "flushes"
-    env = cli_env(LANCEQUEUE_REDIS=redis_url, LANCEQUEUE_DB=db_uri, LANCEQUEUE_TABLE="envtable",
-                  LANCEQUEUE_MAX_BATCH="3", LANCEQUEUE_COALESCE_MS="600000",
-                  LANCEQUEUE_MAX_QUEUE_SIZE="77", LANCEQUEUE_ON_FLUSHED="tests.hooks:append_ids",
-                  LANCEQUEUE_TEST_MARKER=str(marker))
+    env = cli_env(
+        LANCEQUEUE_REDIS=redis_url,
+        LANCEQUEUE_DB=db_uri,
+        LANCEQUEUE_TABLE="envtable",
+        LANCEQUEUE_MAX_BATCH="3",
+        LANCEQUEUE_COALESCE_MS="600000",
+        LANCEQUEUE_MAX_QUEUE_SIZE="77",
+        LANCEQUEUE_ON_FLUSHED="tests.hooks:append_ids",
+        LANCEQUEUE_TEST_MARKER=str(marker),
+    )
     writer = WriterProcess([], tmp_path / "writer.log", env)
     try:
         wait_for(lambda: writer_alive(client, "envtable"), 60, "the writer")
@@ -223,8 +276,12 @@ def test_writer_settings_come_from_environment_variables(
 
 
 def test_a_bad_option_is_a_clear_error(tmp_path: Path, redis_url: str) -> None:
-    done = subprocess.run([*CLI, "writer", "--table", "bad name", "--redis", redis_url,
-                           "--db", str(tmp_path)], capture_output=True, text=True,
-                          env=cli_env(), timeout=60)
+    done = subprocess.run(
+        [*CLI, "writer", "--table", "bad name", "--redis", redis_url, "--db", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        env=cli_env(),
+        timeout=60,
+    )
     assert done.returncode == 2
     assert "invalid table name 'bad name'" in done.stderr

@@ -33,8 +33,15 @@ from tests.support import async_wait_for, record, table_ids, table_versions
 def table_ids_with_nulls(db_uri: str) -> list[int | None]:
     return list(lancedb.connect(db_uri).open_table("docs").to_arrow().column("id").to_pylist())
 
+
 KEYS = TableKeys("docs")
 StartWriter = Callable[..., Writer]
+
+
+def _entry(reply_key: str, seq: int, rec: bytes) -> dict[bytes | str, bytes | str]:
+    """A stream entry exactly as a producer sends it."""
+    fields = entry_fields(reply_key, seq, rec)
+    return dict(zip(fields[::2], fields[1::2], strict=True))
 
 
 def _flush_recorder() -> tuple[list[list[dict[str, Any]]], Callable[[list[dict[str, Any]]], None]]:
@@ -44,16 +51,19 @@ def _flush_recorder() -> tuple[list[list[dict[str, Any]]], Callable[[list[dict[s
 
 async def _resolve(future: concurrent.futures.Future[None], timeout: float = 30) -> None:
     await asyncio.wrap_future(future) if timeout is None else await asyncio.wait_for(
-        asyncio.wrap_future(future), timeout)
+        asyncio.wrap_future(future), timeout
+    )
 
 
 async def _gather(futures: list[concurrent.futures.Future[None]], timeout: float = 30) -> list[Any]:
-    return await asyncio.wait_for(asyncio.gather(
-        *(asyncio.wrap_future(f) for f in futures), return_exceptions=True), timeout)
+    return await asyncio.wait_for(
+        asyncio.gather(*(asyncio.wrap_future(f) for f in futures), return_exceptions=True), timeout
+    )
 
 
 async def test_a_written_record_is_in_the_table_when_its_future_resolves(
-        start_writer: StartWriter, producer: Producer, db_uri: str) -> None:
+    start_writer: StartWriter, producer: Producer, db_uri: str
+) -> None:
     start_writer()
     await _resolve(producer.enqueue(record(1)))
     assert table_ids(db_uri) == [1]
@@ -63,7 +73,8 @@ async def test_a_written_record_is_in_the_table_when_its_future_resolves(
 
 
 async def test_vector_columns_become_fixed_size_lists_of_float32(
-        start_writer: StartWriter, producer: Producer, db_uri: str) -> None:
+    start_writer: StartWriter, producer: Producer, db_uri: str
+) -> None:
     start_writer()
     await _resolve(producer.enqueue({"id": 1, "vector": [0.5, 1.5, 2.5], "text": "x"}))
     schema = lancedb.connect(db_uri).open_table("docs").schema
@@ -71,7 +82,8 @@ async def test_vector_columns_become_fixed_size_lists_of_float32(
 
 
 async def test_records_sent_together_flush_at_max_batch_one_append_each(
-        start_writer: StartWriter, producer: Producer, db_uri: str) -> None:
+    start_writer: StartWriter, producer: Producer, db_uri: str
+) -> None:
     flushes, on_flushed = _flush_recorder()
     start_writer(max_batch=10, coalesce_ms=60_000, on_flushed=on_flushed)
     await _resolve(producer.enqueue(record(0)), timeout=120) if False else None
@@ -85,7 +97,8 @@ async def test_records_sent_together_flush_at_max_batch_one_append_each(
 
 
 async def test_records_arriving_within_the_window_flush_together_once_it_expires(
-        start_writer: StartWriter, producer: Producer) -> None:
+    start_writer: StartWriter, producer: Producer
+) -> None:
     flushes, on_flushed = _flush_recorder()
     start_writer(max_batch=128, coalesce_ms=1500, on_flushed=on_flushed)
     started = time.monotonic()
@@ -96,11 +109,16 @@ async def test_records_arriving_within_the_window_flush_together_once_it_expires
 
 
 async def test_a_record_names_its_missing_field_and_its_batch_mates_still_land(
-        start_writer: StartWriter, producer: Producer, db_uri: str) -> None:
+    start_writer: StartWriter, producer: Producer, db_uri: str
+) -> None:
     flushes, on_flushed = _flush_recorder()
-    schema = pa.schema([pa.field("id", pa.int64(), nullable=False),
-                        pa.field("text", pa.string()),
-                        pa.field("vector", pa.list_(pa.float32(), 8))])
+    schema = pa.schema(
+        [
+            pa.field("id", pa.int64(), nullable=False),
+            pa.field("text", pa.string()),
+            pa.field("vector", pa.list_(pa.float32(), 8)),
+        ]
+    )
     start_writer(schema=schema, coalesce_ms=60_000, max_batch=4, on_flushed=on_flushed)
     good = [record(1), record(2)]
     bad_vector = {**record(3), "vector": [1.0, 2.0]}
@@ -115,17 +133,25 @@ async def test_a_record_names_its_missing_field_and_its_batch_mates_still_land(
     assert table_ids(db_uri) == [1, 2]
 
 
-@pytest.mark.parametrize("bad, reason", [
-    ({"id": "one", "text": "x", "vector": [0.0] * 8}, "field 'id': expected int64"),
-    ({"id": 1, "text": "x", "vector": [0.0] * 8, "extra": 1}, "unknown field 'extra'"),
-    ({"id": 1, "text": "x", "vector": "not a vector"}, "field 'vector'"),
-    ({"id": 1.5, "text": "x", "vector": [0.0] * 8}, "field 'id': expected int64"),
-])
+@pytest.mark.parametrize(
+    "bad, reason",
+    [
+        ({"id": "one", "text": "x", "vector": [0.0] * 8}, "field 'id': expected int64"),
+        ({"id": 1, "text": "x", "vector": [0.0] * 8, "extra": 1}, "unknown field 'extra'"),
+        ({"id": 1, "text": "x", "vector": "not a vector"}, "field 'vector'"),
+        ({"id": 1.5, "text": "x", "vector": [0.0] * 8}, "field 'id': expected int64"),
+    ],
+)
 async def test_records_that_do_not_fit_the_schema_are_rejected_with_the_field(
-        start_writer: StartWriter, producer: Producer, db_uri: str, bad: dict[str, Any],
-        reason: str) -> None:
-    schema = pa.schema([pa.field("id", pa.int64()), pa.field("text", pa.string()),
-                        pa.field("vector", pa.list_(pa.float32(), 8))])
+    start_writer: StartWriter, producer: Producer, db_uri: str, bad: dict[str, Any], reason: str
+) -> None:
+    schema = pa.schema(
+        [
+            pa.field("id", pa.int64()),
+            pa.field("text", pa.string()),
+            pa.field("vector", pa.list_(pa.float32(), 8)),
+        ]
+    )
     start_writer(schema=schema, coalesce_ms=60_000, max_batch=2)
     results = await _gather(producer.enqueue_many([bad, record(7)]))
     assert isinstance(results[0], RecordRejected) and reason in str(results[0])
@@ -134,16 +160,17 @@ async def test_records_that_do_not_fit_the_schema_are_rejected_with_the_field(
 
 
 def test_a_value_msgpack_cannot_carry_is_rejected_by_the_producer_before_sending(
-        producer: Producer, client: redis.Redis) -> None:
+    producer: Producer, client: redis.Redis
+) -> None:
     with pytest.raises(RecordRejected, match="field 'id': integer 1180591620717411303424 does not"):
         producer.enqueue({"id": 2**70})
     assert client.xlen(KEYS.stream) == 0
 
 
 async def test_an_empty_record_is_answered_as_itself(
-        start_writer: StartWriter, producer: Producer, db_uri: str) -> None:
-    start_writer(schema=pa.schema([pa.field("id", pa.int64())]), coalesce_ms=60_000,
-                 max_batch=3)
+    start_writer: StartWriter, producer: Producer, db_uri: str
+) -> None:
+    start_writer(schema=pa.schema([pa.field("id", pa.int64())]), coalesce_ms=60_000, max_batch=3)
     results = await _gather(producer.enqueue_many([{}, {"id": "x"}, {"id": 3}]))
     assert results[0] is None  # every column is nullable: an all-null row
     assert isinstance(results[1], RecordRejected) and "field 'id'" in str(results[1])
@@ -152,12 +179,13 @@ async def test_an_empty_record_is_answered_as_itself(
 
 
 async def test_a_failed_append_answers_every_record_of_the_batch_and_the_writer_keeps_serving(
-        start_writer: StartWriter, producer: Producer, db_uri: str,
-        monkeypatch: pytest.MonkeyPatch) -> None:
+    start_writer: StartWriter, producer: Producer, db_uri: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     writer = start_writer(max_batch=5, coalesce_ms=60_000)
     await _resolve(producer.enqueue_many([record(i) for i in range(5)])[0])
     # Fault injection: the storage fails for the next append only.
     from lancequeue.writer.sink import TableSink
+
     real_append = TableSink.append
     calls = {"n": 0}
 
@@ -178,7 +206,8 @@ async def test_a_failed_append_answers_every_record_of_the_batch_and_the_writer_
 
 
 async def test_on_flushed_sees_the_records_before_any_future_resolves(
-        start_writer: StartWriter, producer: Producer) -> None:
+    start_writer: StartWriter, producer: Producer
+) -> None:
     futures: list[concurrent.futures.Future[None]] = []
     seen: list[tuple[list[int], bool]] = []
 
@@ -193,8 +222,8 @@ async def test_on_flushed_sees_the_records_before_any_future_resolves(
 
 
 async def test_a_raising_on_flushed_hook_changes_nothing(
-        start_writer: StartWriter, producer: Producer, db_uri: str,
-        caplog: pytest.LogCaptureFixture) -> None:
+    start_writer: StartWriter, producer: Producer, db_uri: str, caplog: pytest.LogCaptureFixture
+) -> None:
     def on_flushed(records: list[dict[str, Any]]) -> None:
         raise RuntimeError("hook broke")
 
@@ -206,7 +235,8 @@ async def test_a_raising_on_flushed_hook_changes_nothing(
 
 
 async def test_an_async_on_flushed_hook_is_awaited(
-        start_writer: StartWriter, producer: Producer) -> None:
+    start_writer: StartWriter, producer: Producer
+) -> None:
     seen: list[int] = []
 
     async def on_flushed(records: list[dict[str, Any]]) -> None:
@@ -219,7 +249,8 @@ async def test_an_async_on_flushed_hook_is_awaited(
 
 
 async def test_the_table_is_created_from_a_lance_model_schema(
-        start_writer: StartWriter, producer: Producer, db_uri: str) -> None:
+    start_writer: StartWriter, producer: Producer, db_uri: str
+) -> None:
     from lancedb.pydantic import LanceModel, Vector
 
     class Doc(LanceModel):  # type: ignore[misc]
@@ -228,19 +259,22 @@ async def test_the_table_is_created_from_a_lance_model_schema(
         vector: Vector(8)  # type: ignore[valid-type]
 
     start_writer(schema=Doc)
-    await async_wait_for(lambda: asyncio.to_thread(
-        lambda: "docs" in lancedb.connect(db_uri).list_tables().tables), what="table creation")
-    assert lancedb.connect(db_uri).open_table("docs").schema.field("vector").type == \
-        pa.list_(pa.float32(), 8)
+    await async_wait_for(
+        lambda: asyncio.to_thread(lambda: "docs" in lancedb.connect(db_uri).list_tables().tables),
+        what="table creation",
+    )
+    assert lancedb.connect(db_uri).open_table("docs").schema.field("vector").type == pa.list_(
+        pa.float32(), 8
+    )
     await _resolve(producer.enqueue(record(5)))
     assert table_ids(db_uri) == [5]
 
 
 async def test_an_existing_table_is_used_as_it_is(
-        start_writer: StartWriter, producer: Producer, db_uri: str) -> None:
+    start_writer: StartWriter, producer: Producer, db_uri: str
+) -> None:
     db = lancedb.connect(db_uri)
-    db.create_table("docs", data=[{"id": 100, "text": "old", "vector": [0.0] * 8,
-                                   "score": 1.5}])
+    db.create_table("docs", data=[{"id": 100, "text": "old", "vector": [0.0] * 8, "score": 1.5}])
     start_writer(schema=pa.schema([pa.field("other", pa.string())]))  # ignored: table exists
     results = await _gather(producer.enqueue_many([{**record(1), "score": 2.5}, record(2)]))
     assert results == [None, None]  # 'score' is nullable in the existing table
@@ -257,7 +291,8 @@ async def test_enqueue_after_close_raises_producer_closed(redis_url: str) -> Non
 
 
 async def test_close_waits_for_outstanding_records(
-        start_writer: StartWriter, redis_url: str, db_uri: str) -> None:
+    start_writer: StartWriter, redis_url: str, db_uri: str
+) -> None:
     start_writer(coalesce_ms=300)
     made = Producer("docs", redis_url=redis_url)
     futures = made.enqueue_many([record(i) for i in range(5)])
@@ -267,7 +302,8 @@ async def test_close_waits_for_outstanding_records(
 
 
 async def test_write_times_out_without_a_writer_and_close_fails_what_is_left(
-        redis_url: str) -> None:
+    redis_url: str,
+) -> None:
     made = Producer("docs", redis_url=redis_url)
     with pytest.raises(WriteTimeout):
         await asyncio.to_thread(made.write, record(1), 0.3)
@@ -277,7 +313,8 @@ async def test_write_times_out_without_a_writer_and_close_fails_what_is_left(
 
 
 async def test_write_raises_the_record_s_own_error(
-        start_writer: StartWriter, producer: Producer) -> None:
+    start_writer: StartWriter, producer: Producer
+) -> None:
     start_writer(schema=pa.schema([pa.field("id", pa.int64())]), coalesce_ms=10)
     with pytest.raises(RecordRejected, match="unknown field 'text'"):
         await asyncio.to_thread(producer.write, {"id": 1, "text": "x"}, 30)
@@ -285,7 +322,8 @@ async def test_write_raises_the_record_s_own_error(
 
 
 async def test_acked_entries_are_trimmed_from_the_stream(
-        start_writer: StartWriter, producer: Producer, client: redis.Redis) -> None:
+    start_writer: StartWriter, producer: Producer, client: redis.Redis
+) -> None:
     start_writer(coalesce_ms=10)
     await _gather(producer.enqueue_many([record(i) for i in range(50)]))
     assert client.xlen(KEYS.stream) == 0
@@ -293,12 +331,11 @@ async def test_acked_entries_are_trimmed_from_the_stream(
 
 
 async def test_an_entry_naming_a_foreign_reply_key_is_acked_never_answered(
-        start_writer: StartWriter, producer: Producer, client: redis.Redis,
-        db_uri: str) -> None:
+    start_writer: StartWriter, producer: Producer, client: redis.Redis, db_uri: str
+) -> None:
     start_writer(coalesce_ms=10)
     client.set("session:42", "precious")
-    client.xadd(KEYS.stream, dict(zip(*[iter(entry_fields("session:42", 1,
-                                                             encode_record(record(99))))] * 2)))
+    client.xadd(KEYS.stream, _entry("session:42", 1, encode_record(record(99))))
     client.xadd(KEYS.stream, {"v": "1", "seq": "1", "rec": encode_record(record(98))})
     await _resolve(producer.enqueue(record(1)))
     assert client.get("session:42") == b"precious"
@@ -308,11 +345,12 @@ async def test_an_entry_naming_a_foreign_reply_key_is_acked_never_answered(
 
 
 async def test_undecodable_msgpack_is_rejected_alone(
-        start_writer: StartWriter, client: redis.Redis, db_uri: str) -> None:
+    start_writer: StartWriter, client: redis.Redis, db_uri: str
+) -> None:
     start_writer(coalesce_ms=200)
     reply_key = KEYS.reply("handmade")
-    good = dict(zip(*[iter(entry_fields(reply_key, 1, encode_record(record(1))))] * 2))
-    bad = dict(zip(*[iter(entry_fields(reply_key, 2, b"\xc1\xc1"))] * 2))
+    good = _entry(reply_key, 1, encode_record(record(1)))
+    bad = _entry(reply_key, 2, b"\xc1\xc1")
     with client.pipeline() as pipe:
         pipe.xadd(KEYS.stream, good)
         pipe.xadd(KEYS.stream, bad)
@@ -322,31 +360,32 @@ async def test_undecodable_msgpack_is_rejected_alone(
     results = {r.seq: r.error for r in decode_results(popped[1])}
     assert results[1] is None
     assert isinstance(results[2], RecordRejected) and "undecodable" in str(results[2])
-    assert 0 < client.pttl(reply_key) or client.exists(reply_key) == 0
+    assert client.pttl(reply_key) > 0 or client.exists(reply_key) == 0
     assert table_ids(db_uri) == [1]
 
 
 async def test_reply_lists_expire_when_nobody_reads_them(
-        start_writer: StartWriter, client: redis.Redis) -> None:
+    start_writer: StartWriter, client: redis.Redis
+) -> None:
     start_writer(coalesce_ms=10, reply_ttl_ms=60_000)
     reply_key = KEYS.reply("gone")
-    client.xadd(KEYS.stream, dict(zip(*[iter(entry_fields(reply_key, 1,
-                                                             encode_record(record(1))))] * 2)))
+    client.xadd(KEYS.stream, _entry(reply_key, 1, encode_record(record(1))))
     await async_wait_for(lambda: asyncio.to_thread(client.exists, reply_key), what="a reply")
     assert 0 < client.pttl(reply_key) <= 60_000
 
 
 async def test_one_reply_message_per_producer_per_flush(
-        start_writer: StartWriter, client: redis.Redis) -> None:
+    start_writer: StartWriter, client: redis.Redis
+) -> None:
     start_writer(coalesce_ms=60_000, max_batch=6)
     keys = [KEYS.reply("p1"), KEYS.reply("p2")]
     with client.pipeline() as pipe:
         for seq in range(6):
-            fields = entry_fields(keys[seq % 2], seq, encode_record(record(seq)))
-            pipe.xadd(KEYS.stream, dict(zip(*[iter(fields)] * 2)))
+            pipe.xadd(KEYS.stream, _entry(keys[seq % 2], seq, encode_record(record(seq))))
         pipe.execute()
-    await async_wait_for(lambda: asyncio.to_thread(lambda: all(client.exists(k) for k in keys)),
-                         what="replies")
+    await async_wait_for(
+        lambda: asyncio.to_thread(lambda: all(client.exists(k) for k in keys)), what="replies"
+    )
     for index, key in enumerate(keys):
         assert client.llen(key) == 1
         results = decode_results(client.lpop(key))
@@ -355,10 +394,13 @@ async def test_one_reply_message_per_producer_per_flush(
 
 
 async def test_back_pressure_blocks_enqueue_until_a_flush_makes_room(
-        start_writer: StartWriter, redis_url: str, client: redis.Redis, db_uri: str) -> None:
+    start_writer: StartWriter, redis_url: str, client: redis.Redis, db_uri: str
+) -> None:
     writer = start_writer(max_queue_size=4, max_batch=4)
-    await async_wait_for(lambda: asyncio.to_thread(client.hget, KEYS.config, "max_queue_size"),
-                         what="the writer's published max_queue_size")
+    await async_wait_for(
+        lambda: asyncio.to_thread(client.hget, KEYS.config, "max_queue_size"),
+        what="the writer's published max_queue_size",
+    )
     await writer.stop()
     made = Producer("docs", redis_url=redis_url)
     try:
@@ -373,9 +415,12 @@ async def test_back_pressure_blocks_enqueue_until_a_flush_makes_room(
         thread = threading.Thread(target=enqueue_fifth)
         thread.start()
         # It waits subscribed to the flush channel, not spinning.
-        await async_wait_for(lambda: asyncio.to_thread(
-            lambda: client.pubsub_numsub(KEYS.flushed_channel)[0][1] == 1),
-            what="the blocked enqueue to subscribe")
+        await async_wait_for(
+            lambda: asyncio.to_thread(
+                lambda: client.pubsub_numsub(KEYS.flushed_channel)[0][1] == 1
+            ),
+            what="the blocked enqueue to subscribe",
+        )
         assert not done and client.xlen(KEYS.stream) == 4
         start_writer(max_queue_size=4, max_batch=4)
         await asyncio.to_thread(thread.join, 60)
@@ -387,7 +432,8 @@ async def test_back_pressure_blocks_enqueue_until_a_flush_makes_room(
 
 
 async def test_a_full_queue_raises_queue_full_after_the_timeout(
-        redis_url: str, client: redis.Redis) -> None:
+    redis_url: str, client: redis.Redis
+) -> None:
     client.hset(KEYS.config, "max_queue_size", 3)
     with Producer("docs", redis_url=redis_url) as made:
         made.enqueue_many([record(i) for i in range(3)])
@@ -402,7 +448,8 @@ async def test_a_full_queue_raises_queue_full_after_the_timeout(
 
 
 async def test_before_any_writer_ran_the_queue_holds_the_documented_default(
-        redis_url: str, client: redis.Redis) -> None:
+    redis_url: str, client: redis.Redis
+) -> None:
     from lancequeue.common.protocol import DEFAULT_MAX_QUEUE_SIZE
 
     with Producer("docs", redis_url=redis_url) as made:
@@ -415,7 +462,8 @@ async def test_before_any_writer_ran_the_queue_holds_the_documented_default(
 
 
 async def test_status_reports_queue_writer_and_table(
-        start_writer: StartWriter, producer: Producer, client: redis.Redis) -> None:
+    start_writer: StartWriter, producer: Producer, client: redis.Redis
+) -> None:
     from lancequeue.common.status import read_status
 
     start_writer(coalesce_ms=10)
@@ -429,7 +477,8 @@ async def test_status_reports_queue_writer_and_table(
 
 
 async def test_raw_msgpack_ext_payload_round_trips_a_numpy_vector_into_the_table(
-        start_writer: StartWriter, client: redis.Redis, db_uri: str) -> None:
+    start_writer: StartWriter, client: redis.Redis, db_uri: str
+) -> None:
     """A producer in another language: hand-built entry, raw little-endian float32 bytes."""
     start_writer(coalesce_ms=10)
     import struct

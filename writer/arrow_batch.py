@@ -20,7 +20,9 @@ Records = list[dict[str, Any]]
 
 
 def is_vector_type(data_type: pa.DataType) -> bool:
-    return pa.types.is_fixed_size_list(data_type) and pa.types.is_floating(data_type.value_type)
+    return bool(
+        pa.types.is_fixed_size_list(data_type) and pa.types.is_floating(data_type.value_type)
+    )
 
 
 def infer_schema(records: Records) -> pa.Schema:
@@ -35,8 +37,9 @@ def infer_schema(records: Records) -> pa.Schema:
     for record in records:
         for name in record:
             if name not in fields:
-                logger.warning("column %r is null in the whole first batch; typing it as string",
-                               name)
+                logger.warning(
+                    "column %r is null in the whole first batch; typing it as string", name
+                )
                 fields[name] = pa.field(name, pa.string(), nullable=True)
     return pa.schema(list(fields.values()))
 
@@ -44,8 +47,7 @@ def infer_schema(records: Records) -> pa.Schema:
 def _infer_type(value: Any) -> pa.DataType:
     if isinstance(value, np.ndarray) and value.ndim == 1 and value.dtype.kind == "f":
         return pa.list_(pa.float32(), len(value))
-    if (isinstance(value, list) and value
-            and all(isinstance(item, float) for item in value)):
+    if isinstance(value, list) and value and all(isinstance(item, float) for item in value):
         return pa.list_(pa.float32(), len(value))
     if isinstance(value, np.ndarray):
         return pa.list_(pa.from_numpy_dtype(value.dtype))
@@ -88,8 +90,10 @@ class BatchBuilder:
     def _check_fields(self, record: dict[str, Any]) -> str | None:
         for name in record:
             if name not in self._names:
-                return (f"unknown field {name!r}; the table's columns are "
-                        f"{', '.join(self.schema.names)}")
+                return (
+                    f"unknown field {name!r}; the table's columns are "
+                    f"{', '.join(self.schema.names)}"
+                )
         for field in self.schema:
             if record.get(field.name) is None and not field.nullable:
                 if field.name in record:
@@ -97,13 +101,12 @@ class BatchBuilder:
                 return f"missing required field {field.name!r}"
         return None
 
-    def _column(self, field: pa.Field, values: list[Any]
-                ) -> tuple[pa.Array | None, dict[int, str]]:
+    def _column(self, field: pa.Field, values: list[Any]) -> tuple[pa.Array | None, dict[int, str]]:
         if is_vector_type(field.type):
             return _vector_column(field, values)
-        bad = _lossy_values(field, values)
-        if bad:
-            return None, bad
+        lossy = _lossy_values(field, values)
+        if lossy:
+            return None, lossy
         try:
             return pa.array(values, type=field.type), {}
         except (pa.ArrowException, TypeError, ValueError, OverflowError):
@@ -113,11 +116,15 @@ class BatchBuilder:
             try:
                 pa.array([value], type=field.type)
             except (pa.ArrowException, TypeError, ValueError, OverflowError) as exc:
-                bad[position] = (f"field {field.name!r}: expected {field.type}, got "
-                                 f"{type(value).__name__} ({exc})")
+                bad[position] = (
+                    f"field {field.name!r}: expected {field.type}, got "
+                    f"{type(value).__name__} ({exc})"
+                )
         if not bad:  # the column fails only as a whole: reject all rather than loop forever
-            bad = {p: f"field {field.name!r}: cannot convert to {field.type}"
-                   for p in range(len(values))}
+            bad = {
+                p: f"field {field.name!r}: cannot convert to {field.type}"
+                for p in range(len(values))
+            }
         return None, bad
 
 

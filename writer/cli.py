@@ -33,12 +33,20 @@ def settings_options(command: Callable[..., Any]) -> Callable[..., Any]:
         flag = settings_field.metadata["flag"]
         default = defaults[settings_field.name].default
         required = default is dataclasses.MISSING
-        click_type: Any = click.INT if isinstance(default, int) else (
-            click.Path(path_type=Path) if settings_field.name == "data_dir" else click.STRING)
+        click_type: Any = (
+            click.INT
+            if isinstance(default, int)
+            else (click.Path(path_type=Path) if settings_field.name == "data_dir" else click.STRING)
+        )
         command = click.option(
-            flag, settings_field.name, type=click_type, envvar=env_var(flag),
-            required=required, default=None if required else default,
-            show_default=not required and default is not None, show_envvar=True,
+            flag,
+            settings_field.name,
+            type=click_type,
+            envvar=env_var(flag),
+            required=required,
+            default=None if required else default,
+            show_default=not required and default is not None,
+            show_envvar=True,
             help=settings_field.metadata["help"],
         )(command)
     return command
@@ -67,8 +75,10 @@ async def _run_until_signalled(writer: Writer) -> None:
         nonlocal signals_seen
         signals_seen += 1
         if signals_seen == 1:
-            logger.info("%s: finishing the batch in hand (again to exit at once)",
-                        signal.Signals(signum).name)
+            logger.info(
+                "%s: finishing the batch in hand (again to exit at once)",
+                signal.Signals(signum).name,
+            )
             writer.request_stop()
         else:
             logger.warning("second signal: exiting now; unacked records stay pending")

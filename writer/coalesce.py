@@ -17,8 +17,13 @@ T = TypeVar("T")
 class Coalescer(Generic[T]):
     """Accumulates entries and says how long the next read may block."""
 
-    def __init__(self, coalesce_ms: int, max_batch: int, max_block_ms: int,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        coalesce_ms: int,
+        max_batch: int,
+        max_block_ms: int,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.coalesce_s = coalesce_ms / 1000
         self.max_batch = max_batch
         self.max_block_ms = max_block_ms

@@ -70,7 +70,9 @@ def _reply_key(keys: TableKeys, entry_id: bytes, fields: dict[bytes, bytes]) -> 
     if not keys.is_reply_key(key):
         logger.warning(
             "entry %s names reply key %r outside %s; it will not be answered",
-            entry_id, raw[:200], keys.reply_prefix,
+            entry_id,
+            raw[:200],
+            keys.reply_prefix,
         )
         return None
     return key

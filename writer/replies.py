@@ -19,9 +19,15 @@ from lancequeue.writer.entries import Entry
 ErrorPayload = dict[str, str] | None
 
 
-async def ack_and_answer(redis: aioredis.Redis, keys: TableKeys, entries: list[Entry],
-                         answers: dict[bytes, ErrorPayload], reply_ttl_ms: int,
-                         increments: dict[str, int], values: dict[str, int]) -> None:
+async def ack_and_answer(
+    redis: aioredis.Redis,
+    keys: TableKeys,
+    entries: list[Entry],
+    answers: dict[bytes, ErrorPayload],
+    reply_ttl_ms: int,
+    increments: dict[str, int],
+    values: dict[str, int],
+) -> None:
     """Ack and delete ``entries``, push each reply key its results (``answers`` maps entry id to
     its error payload, None for ok; entries without a reply key are only acked), and update the
     writer's status hash with ``increments`` and ``values``."""
@@ -38,6 +44,8 @@ async def ack_and_answer(redis: aioredis.Redis, keys: TableKeys, entries: list[E
             pipe.pexpire(reply_key, reply_ttl_ms)
         for name, increment in increments.items():
             pipe.hincrby(keys.writer, name, increment)
-        pipe.hset(keys.writer, mapping={**values, "last_flush_at_ms": int(time.time() * 1000)})
+        fields: dict[str | bytes, int] = {"last_flush_at_ms": int(time.time() * 1000)}
+        fields.update(values)
+        pipe.hset(keys.writer, mapping=fields)  # type: ignore[arg-type]
         pipe.publish(keys.flushed_channel, len(ids))
         await pipe.execute()

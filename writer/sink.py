@@ -45,8 +45,9 @@ class TableSink:
         self.version = 0
 
     @classmethod
-    async def open(cls, db_uri: str, name: str, schema: Any,
-                   metadata_cache_bytes: int) -> TableSink:
+    async def open(
+        cls, db_uri: str, name: str, schema: Any, metadata_cache_bytes: int
+    ) -> TableSink:
         session = lancedb.Session(metadata_cache_size_bytes=metadata_cache_bytes)
         db = await lancedb.connect_async(db_uri, session=session)
         sink = cls(db, name, resolve_schema(schema))
@@ -57,8 +58,9 @@ class TableSink:
         if existing is not None:
             await sink._use(existing)
         elif sink._configured_schema is not None:
-            await sink._use(await db.create_table(name, schema=sink._configured_schema,
-                                                  exist_ok=True))
+            await sink._use(
+                await db.create_table(name, schema=sink._configured_schema, exist_ok=True)
+            )
         return sink
 
     async def _use(self, table: lancedb.AsyncTable) -> None:
@@ -72,8 +74,9 @@ class TableSink:
         """The batch's Arrow table and the rejected records (index → reason)."""
         if self._builder is None:
             schema = infer_schema(records)
-            logger.info("creating table %r with schema inferred from the first batch: %s",
-                        self.name, schema)
+            logger.info(
+                "creating table %r with schema inferred from the first batch: %s", self.name, schema
+            )
             await self._use(await self._db.create_table(self.name, schema=schema, exist_ok=True))
         assert self._builder is not None
         return self._builder.build(records)

@@ -73,18 +73,27 @@ class Writer:
                 resolve_redis_url, settings.redis_url, settings.resolved_data_dir
             )
             self._redis = aioredis.Redis.from_url(url)
-            self._sink = await TableSink.open(settings.resolved_db_uri, settings.table,
-                                              settings.schema, settings.metadata_cache_bytes)
+            self._sink = await TableSink.open(
+                settings.resolved_db_uri,
+                settings.table,
+                settings.schema,
+                settings.metadata_cache_bytes,
+            )
             await self._ensure_group()
             await self._announce()
             stop_heartbeat = asyncio.Event()
-            heartbeat = asyncio.create_task(self._heartbeat(stop_heartbeat),
-                                            name="lancequeue-heartbeat")
+            heartbeat = asyncio.create_task(
+                self._heartbeat(stop_heartbeat), name="lancequeue-heartbeat"
+            )
             try:
                 await self._claim_orphans()
-                logger.info("writer %s serving table %r (coalesce %d ms, max batch %d)",
-                            self.consumer, settings.table, settings.coalesce_ms,
-                            settings.max_batch)
+                logger.info(
+                    "writer %s serving table %r (coalesce %d ms, max batch %d)",
+                    self.consumer,
+                    settings.table,
+                    settings.coalesce_ms,
+                    settings.max_batch,
+                )
                 await self._serve()
             finally:
                 # Not cancel(): a cancellation landing inside a redis-py call can be swallowed,
@@ -144,8 +153,11 @@ class Writer:
     async def _read(self, position: str, count: int, block_ms: int) -> list[RawEntry]:
         assert self._redis is not None
         try:
-            response = await self._redis.xreadgroup(
-                GROUP, self.consumer, {self.keys.stream: position}, count=count,
+            response: Any = await self._redis.xreadgroup(
+                GROUP,
+                self.consumer,
+                {self.keys.stream: position},
+                count=count,
                 block=block_ms if position == ">" else None,
             )
         except ResponseError as exc:
@@ -163,7 +175,9 @@ class Writer:
 
     async def _flush(self, raw_entries: list[RawEntry]) -> None:
         assert self._sink is not None
-        entries = [read_entry(self.keys, entry_id, fields or {}) for entry_id, fields in raw_entries]
+        entries = [
+            read_entry(self.keys, entry_id, fields or {}) for entry_id, fields in raw_entries
+        ]
         answers: dict[bytes, ErrorPayload] = {}
         writable: list[Entry] = []
         for entry in entries:
@@ -171,7 +185,8 @@ class Writer:
                 continue  # logged when read; acked below, never written nor answered
             if entry.record is None:
                 answers[entry.entry_id] = error_payload(
-                    "RecordRejected", entry.rejection or "rejected", "RecordRejected")
+                    "RecordRejected", entry.rejection or "rejected", "RecordRejected"
+                )
             else:
                 writable.append(entry)
         landed: list[Entry] = []
@@ -180,38 +195,65 @@ class Writer:
             landed, failed = await self._append(writable, answers)
         if landed:
             await self._call_on_flushed(
-                [entry.record for entry in landed if entry.record is not None])
-        increments = {"batches": 1 if landed else 0, "rows": len(landed),
-                      "rejected": len(answers) - failed, "failed": failed}
+                [entry.record for entry in landed if entry.record is not None]
+            )
+        increments = {
+            "batches": 1 if landed else 0,
+            "rows": len(landed),
+            "rejected": len(answers) - failed,
+            "failed": failed,
+        }
         values = {"table_rows": self._sink.rows, "table_version": self._sink.version}
-        await self._with_retry(lambda: ack_and_answer(
-            self._redis_client, self.keys, entries, answers, self.settings.reply_ttl_ms,
-            increments, values))
-        logger.debug("flushed %d entries: %d written, %d rejected, %d failed",
-                     len(entries), len(landed), increments["rejected"], failed)
+        await self._with_retry(
+            lambda: ack_and_answer(
+                self._redis_client,
+                self.keys,
+                entries,
+                answers,
+                self.settings.reply_ttl_ms,
+                increments,
+                values,
+            )
+        )
+        logger.debug(
+            "flushed %d entries: %d written, %d rejected, %d failed",
+            len(entries),
+            len(landed),
+            increments["rejected"],
+            failed,
+        )
 
-    async def _append(self, writable: list[Entry], answers: dict[bytes, ErrorPayload]
-                      ) -> tuple[list[Entry], int]:
+    async def _append(
+        self, writable: list[Entry], answers: dict[bytes, ErrorPayload]
+    ) -> tuple[list[Entry], int]:
         """Append the writable records in one commit; fill ``answers`` with the rejected and,
         if the append raised, failed ones. Returns the entries that landed and the failures."""
         assert self._sink is not None
         try:
             batch, rejected = await self._sink.prepare(
-                [entry.record for entry in writable if entry.record is not None])
+                [entry.record for entry in writable if entry.record is not None]
+            )
             for index, reason in rejected.items():
                 answers[writable[index].entry_id] = error_payload(
-                    "RecordRejected", reason, "RecordRejected")
+                    "RecordRejected", reason, "RecordRejected"
+                )
             if batch is None:
                 return [], 0
             await self._sink.append(batch)
         except Exception as exc:  # any append failure is answered, never kills the writer
-            logger.error("append of %d records to %r failed: %s: %s", len(writable),
-                         self.settings.table, type(exc).__name__, exc)
+            logger.error(
+                "append of %d records to %r failed: %s: %s",
+                len(writable),
+                self.settings.table,
+                type(exc).__name__,
+                exc,
+            )
             failed = 0
             for entry in writable:
                 if entry.entry_id not in answers:
                     answers[entry.entry_id] = error_payload(
-                        "WriteFailed", str(exc), type(exc).__name__)
+                        "WriteFailed", str(exc), type(exc).__name__
+                    )
                     failed += 1
             return [], failed
         return [entry for index, entry in enumerate(writable) if index not in rejected], 0
@@ -258,13 +300,24 @@ class Writer:
         async with self._redis_client.pipeline(transaction=True) as pipe:
             pipe.hset(self.keys.config, CONFIG_MAX_QUEUE_SIZE, self.settings.max_queue_size)
             pipe.delete(self.keys.writer)
-            pipe.hset(self.keys.writer, mapping={
-                "state": "running", "consumer": self.consumer, "pid": os.getpid(),
-                "host": socket.gethostname(), "started_at_ms": now_ms,
-                "heartbeat_at_ms": now_ms, "batches": 0, "rows": 0, "rejected": 0,
-                "failed": 0, "table_rows": self._sink.rows,
-                "table_version": self._sink.version, "db_uri": self.settings.resolved_db_uri,
-            })
+            pipe.hset(
+                self.keys.writer,
+                mapping={
+                    "state": "running",
+                    "consumer": self.consumer,
+                    "pid": os.getpid(),
+                    "host": socket.gethostname(),
+                    "started_at_ms": now_ms,
+                    "heartbeat_at_ms": now_ms,
+                    "batches": 0,
+                    "rows": 0,
+                    "rejected": 0,
+                    "failed": 0,
+                    "table_rows": self._sink.rows,
+                    "table_version": self._sink.version,
+                    "db_uri": self.settings.resolved_db_uri,
+                },
+            )
             pipe.set(self.keys.heartbeat, self.consumer, px=3 * self.settings.heartbeat_ms)
             await pipe.execute()
 
@@ -278,8 +331,7 @@ class Writer:
                 pass
             try:
                 async with self._redis_client.pipeline(transaction=True) as pipe:
-                    pipe.set(self.keys.heartbeat, self.consumer,
-                             px=3 * self.settings.heartbeat_ms)
+                    pipe.set(self.keys.heartbeat, self.consumer, px=3 * self.settings.heartbeat_ms)
                     pipe.hset(self.keys.writer, "heartbeat_at_ms", int(time.time() * 1000))
                     await pipe.execute()
             except _TRANSIENT as exc:
@@ -288,8 +340,10 @@ class Writer:
     async def _retire(self) -> None:
         try:
             async with self._redis_client.pipeline(transaction=True) as pipe:
-                pipe.hset(self.keys.writer, mapping={
-                    "state": "stopped", "stopped_at_ms": int(time.time() * 1000)})
+                pipe.hset(
+                    self.keys.writer,
+                    mapping={"state": "stopped", "stopped_at_ms": int(time.time() * 1000)},
+                )
                 pipe.delete(self.keys.heartbeat)
                 await pipe.execute()
         except _TRANSIENT as exc:
@@ -302,8 +356,13 @@ class Writer:
         claimed = 0
         while True:
             response = await self._redis_client.xautoclaim(
-                self.keys.stream, GROUP, self.consumer, min_idle_time=0, start_id=start,
-                count=_CLAIM_COUNT)
+                self.keys.stream,
+                GROUP,
+                self.consumer,
+                min_idle_time=0,
+                start_id=start,
+                count=_CLAIM_COUNT,
+            )
             start_raw, entries = response[0], response[1]
             claimed += len(entries)
             start = start_raw.decode() if isinstance(start_raw, bytes) else str(start_raw)

@@ -1,0 +1,100 @@
+"""The asyncio producer against a real writer."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+
+import pyarrow as pa
+import pytest
+import redis
+
+from lancequeue.common.errors import ProducerClosed, QueueFull, RecordRejected, WriteTimeout
+from lancequeue.common.keys import TableKeys
+from lancequeue.producer import AsyncProducer
+from lancequeue.writer import Writer
+from tests.support import async_wait_for, record, table_ids
+
+StartWriter = Callable[..., Writer]
+KEYS = TableKeys("docs")
+
+
+async def test_enqueue_returns_an_asyncio_future_resolved_once_the_record_is_in_the_table(
+    start_writer: StartWriter, async_producer: AsyncProducer, db_uri: str
+) -> None:
+    start_writer(coalesce_ms=20)
+    future = await async_producer.enqueue(record(1))
+    assert isinstance(future, asyncio.Future)
+    assert await asyncio.wait_for(future, 30) is None
+    assert table_ids(db_uri) == [1]
+
+
+async def test_write_and_write_many_wait_for_the_table(
+    start_writer: StartWriter, async_producer: AsyncProducer, db_uri: str
+) -> None:
+    start_writer(coalesce_ms=20)
+    await async_producer.write(record(1), timeout=30)
+    await async_producer.write_many([record(i) for i in range(2, 40)], timeout=30)
+    assert table_ids(db_uri) == list(range(1, 40))
+
+
+async def test_many_concurrent_callers_share_batches(
+    start_writer: StartWriter, async_producer: AsyncProducer, db_uri: str
+) -> None:
+    flushes: list[int] = []
+    start_writer(coalesce_ms=200, max_batch=64, on_flushed=lambda rs: flushes.append(len(rs)))
+    await asyncio.gather(*(async_producer.write(record(i), timeout=60) for i in range(100)))
+    assert table_ids(db_uri) == list(range(100))
+    assert len(flushes) < 100 and sum(flushes) == 100
+
+
+async def test_a_rejected_record_raises_its_reason(
+    start_writer: StartWriter, async_producer: AsyncProducer
+) -> None:
+    start_writer(schema=pa.schema([pa.field("id", pa.int64(), nullable=False)]), coalesce_ms=20)
+    with pytest.raises(RecordRejected, match="missing required field 'id'"):
+        await async_producer.write({}, timeout=30)
+
+
+async def test_enqueue_awaits_room_in_a_full_queue_then_raises_queue_full(
+    async_producer: AsyncProducer, client: redis.Redis
+) -> None:
+    client.hset(KEYS.config, "max_queue_size", 2)
+    await async_producer.enqueue_many([record(0), record(1)])
+    with pytest.raises(QueueFull):
+        await async_producer.enqueue(record(2), timeout=0.2)
+    assert client.xlen(KEYS.stream) == 2
+    await async_producer.close(timeout=0)
+
+
+async def test_a_full_queue_wakes_the_waiting_enqueue_on_the_writer_s_flush(
+    start_writer: StartWriter, async_producer: AsyncProducer, client: redis.Redis, db_uri: str
+) -> None:
+    client.hset(KEYS.config, "max_queue_size", 2)
+    first = await async_producer.enqueue_many([record(0), record(1)])
+    waiting = asyncio.create_task(async_producer.enqueue(record(2), timeout=60))
+    await async_wait_for(
+        lambda: asyncio.to_thread(lambda: client.pubsub_numsub(KEYS.flushed_channel)[0][1] == 1),
+        what="a waiter",
+    )
+    assert not waiting.done()
+    start_writer(max_queue_size=2, max_batch=2, coalesce_ms=20)
+    third = await asyncio.wait_for(waiting, 60)
+    await asyncio.wait_for(asyncio.gather(*first, third), 60)
+    assert table_ids(db_uri) == [0, 1, 2]
+
+
+async def test_write_times_out_without_a_writer(async_producer: AsyncProducer) -> None:
+    with pytest.raises(WriteTimeout):
+        await async_producer.write(record(1), timeout=0.2)
+    await async_producer.close(timeout=0)
+
+
+async def test_close_fails_unanswered_futures_and_later_enqueues(redis_url: str) -> None:
+    producer = AsyncProducer("docs", redis_url=redis_url)
+    future = await producer.enqueue(record(1))
+    await producer.close(timeout=0.05)
+    assert isinstance(future.exception(), ProducerClosed)
+    with pytest.raises(ProducerClosed):
+        await producer.enqueue(record(2))
+    await producer.close()  # idempotent
