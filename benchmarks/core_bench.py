@@ -14,9 +14,9 @@ Peak RSS is sampled with psutil every ``--sample-ms`` ms in both cases (the writ
 child); the kernel's exact high-water mark (``ru_maxrss``) is reported next to it. Everything is
 written under a temporary directory that is removed at the end (``--keep`` keeps it).
 
-Run it with the package importable, e.g.::
+Run it where lancequeue is installed (``pip install .``)::
 
-    PYTHONPATH=/tmp/dev python benchmarks/core_bench.py --producers 4 --records 5000
+    python benchmarks/core_bench.py --producers 4 --records 5000
 """
 
 from __future__ import annotations

@@ -33,14 +33,25 @@ def main() -> None:
     data_dir = args.data_dir or Path(tempfile.mkdtemp(prefix="lancequeue-quickstart-"))
     print(f"data directory: {data_dir}")
 
-    writer = subprocess.Popen([*LANCEQUEUE, "writer", "--table", "docs", "--data-dir", str(data_dir)])
+    writer = subprocess.Popen(
+        [*LANCEQUEUE, "writer", "--table", "docs", "--data-dir", str(data_dir)]
+    )
     try:
         started = time.perf_counter()
         producers = [
             subprocess.Popen(
-                [sys.executable, str(HERE / "producer.py"), "--table", "docs",
-                 "--count", str(args.records), "--first-id", str(k * args.records),
-                 "--data-dir", str(data_dir)]
+                [
+                    sys.executable,
+                    str(HERE / "producer.py"),
+                    "--table",
+                    "docs",
+                    "--count",
+                    str(args.records),
+                    "--first-id",
+                    str(k * args.records),
+                    "--data-dir",
+                    str(data_dir),
+                ]
             )
             for k in range(args.producers)
         ]
@@ -48,8 +59,10 @@ def main() -> None:
             sys.exit("a producer failed")
         elapsed = time.perf_counter() - started
         total = args.producers * args.records
-        print(f"\n{total} records from {args.producers} processes, all acknowledged, in "
-              f"{elapsed:.2f}s ({total / elapsed:,.0f} rows/s including process start-up)\n")
+        print(
+            f"\n{total} records from {args.producers} processes, all acknowledged, in "
+            f"{elapsed:.2f}s ({total / elapsed:,.0f} rows/s including process start-up)\n"
+        )
         import redis
 
         with redis.Redis.from_url(embedded_redis.url_for(data_dir)) as client:

@@ -98,3 +98,19 @@ def test_writer_options_all_have_environment_variables() -> None:
         "LANCEQUEUE_ON_FLUSHED",
     ):
         assert env in out
+
+
+def test_the_readme_documents_every_writer_option() -> None:
+    import dataclasses
+
+    from lancequeue.writer.settings import WriterSettings
+
+    readme = (ROOT / "README.md").read_text()
+    for settings_field in dataclasses.fields(WriterSettings):
+        assert f"`{settings_field.metadata['flag']}`" in readme, settings_field.name
+
+
+def test_ci_runs_the_readme_s_test_command() -> None:
+    readme = (ROOT / "README.md").read_text()
+    command = readme.split("Run the tests")[1].split("```sh\n")[1].split("\n")[0]
+    assert command in (ROOT / ".ci" / "run").read_text().splitlines()

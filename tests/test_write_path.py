@@ -492,3 +492,19 @@ async def test_raw_msgpack_ext_payload_round_trips_a_numpy_vector_into_the_table
     assert popped is not None and decode_results(popped[1])[0].error is None
     rows = lancedb.connect(db_uri).open_table("docs").to_arrow().to_pylist()
     assert rows == [{"id": 1, "vector": [0.25, 0.5, 0.75, 1.0]}]
+
+
+async def test_the_protocol_document_s_hand_built_producer_works(
+    start_writer: StartWriter, redis_url: str, db_uri: str
+) -> None:
+    """PROTOCOL.md's example producer, run as written (only the Redis address changed)."""
+    from pathlib import Path
+
+    text = (Path(__file__).parent.parent / "PROTOCOL.md").read_text()
+    code = text.split("```python\n")[-1].split("```")[0]
+    code = code.replace("redis.Redis()", f"redis.Redis.from_url({redis_url!r})")
+    start_writer(coalesce_ms=10)
+    printed: list[object] = []
+    await asyncio.to_thread(exec, code, {"print": printed.append})
+    assert printed == [[[1, None]]]
+    assert table_ids(db_uri) == [1]
