@@ -50,6 +50,12 @@ class WriteTimeout(LancequeueError, TimeoutError):
     retriable = True
 
 
+class RedisUnavailable(LancequeueError, ConnectionError):
+    """Redis could not be reached or refused the command; the records not sent were not sent."""
+
+    retriable = True
+
+
 class ProducerClosed(LancequeueError, RuntimeError):
     """The producer is closed: no more records can be enqueued through it."""
 

@@ -8,6 +8,7 @@ from lancequeue.common.errors import (
     ProducerClosed,
     QueueFull,
     RecordRejected,
+    RedisUnavailable,
     WriteFailed,
     WriteTimeout,
 )
@@ -23,6 +24,7 @@ __all__ = [
     "ProducerSettings",
     "QueueFull",
     "RecordRejected",
+    "RedisUnavailable",
     "WriteFailed",
     "WriteTimeout",
 ]

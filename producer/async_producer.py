@@ -19,7 +19,7 @@ from lancequeue.common.connection import resolve_redis_url
 from lancequeue.common.errors import LancequeueError, ProducerClosed, QueueFull, WriteTimeout
 from lancequeue.common.keys import TableKeys
 from lancequeue.common.protocol import ENQUEUE_SCRIPT, decode_results
-from lancequeue.producer.outbox import Outbox
+from lancequeue.producer.outbox import Outbox, not_sent_error
 from lancequeue.producer.settings import ProducerSettings
 
 logger = logging.getLogger(__name__)
@@ -133,21 +133,15 @@ class AsyncProducer:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     error = QueueFull(f"table {self.keys.table!r}: queue full for {timeout_s}s")
-                    for seq, _, future in unsent:
-                        self._outbox.take(seq)
-                        future.set_exception(error)
+                    self._outbox.abandon(unsent, error, _resolve_error)
                     break
                 await pubsub.get_message(timeout=min(remaining, 1.0))
-        except BaseException as exc:
-            # Records not sent must not stay registered: their futures would never resolve.
-            failure = (
-                exc
-                if isinstance(exc, LancequeueError)
-                else LancequeueError(f"not sent: {type(exc).__name__}: {exc}")
-            )
-            for seq, _, future in unsent:
-                self._outbox.take(seq)
-                _resolve_error(future, failure)
+        except RedisError as exc:
+            unreachable = not_sent_error(exc)
+            self._outbox.abandon(unsent, unreachable, _resolve_error)
+            raise unreachable from exc
+        except BaseException as exc:  # cancellation too: unsent futures must not hang
+            self._outbox.abandon(unsent, not_sent_error(exc), _resolve_error)
             raise
         finally:
             if pubsub is not None:
@@ -200,6 +194,11 @@ class AsyncProducer:
                 )
         if self._redis is not None:
             await self._redis.aclose()
+
+    @property
+    def outstanding(self) -> int:
+        """Records sent and not yet answered by the writer."""
+        return len(self._outbox)
 
     @property
     def closed(self) -> bool:

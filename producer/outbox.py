@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Generic, TypeVar
 
 from lancequeue.common.codec import encode_record
-from lancequeue.common.errors import LancequeueError
+from lancequeue.common.errors import LancequeueError, RedisUnavailable
 from lancequeue.common.keys import TableKeys
 from lancequeue.common.protocol import (
     DEFAULT_MAX_QUEUE_SIZE,
@@ -69,6 +69,17 @@ class Outbox(Generic[F]):
             self._waiting.clear()
         return futures
 
+    def abandon(
+        self,
+        items: list[tuple[int, bytes, F]],
+        error: LancequeueError,
+        fail: Callable[[F, LancequeueError], None],
+    ) -> None:
+        """Fail the futures of records that were never sent and forget them."""
+        for seq, _, future in items:
+            self.take(seq)
+            fail(future, error)
+
     def futures(self) -> list[F]:
         with self._lock:
             return list(self._waiting.values())
@@ -88,3 +99,12 @@ class Outbox(Generic[F]):
                 ok(future)
             else:
                 fail(future, result.error)
+
+
+def not_sent_error(exc: BaseException) -> LancequeueError:
+    """What the futures of records that could not be sent because of ``exc`` fail with."""
+    if isinstance(exc, LancequeueError):
+        return exc
+    if isinstance(exc, (ConnectionError, OSError)) or type(exc).__module__.startswith("redis"):
+        return RedisUnavailable(f"record not sent: {type(exc).__name__}: {exc}")
+    return LancequeueError(f"record not sent: {type(exc).__name__}: {exc}")

@@ -19,7 +19,7 @@ from lancequeue.common.connection import resolve_redis_url
 from lancequeue.common.errors import LancequeueError, ProducerClosed, QueueFull, WriteTimeout
 from lancequeue.common.keys import TableKeys
 from lancequeue.common.protocol import ENQUEUE_SCRIPT, decode_results, encode_results
-from lancequeue.producer.outbox import Outbox
+from lancequeue.producer.outbox import Outbox, not_sent_error
 from lancequeue.producer.settings import ProducerSettings
 
 logger = logging.getLogger(__name__)
@@ -113,21 +113,17 @@ class Producer:
                     continue
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
-                    self._fail_unsent(
-                        unsent, QueueFull(f"table {self.keys.table!r}: queue full for {timeout_s}s")
-                    )
+                    error = QueueFull(f"table {self.keys.table!r}: queue full for {timeout_s}s")
+                    self._outbox.abandon(unsent, error, _resolve_error)
                     break
                 # Woken by the writer's next flush; the 1 s cap only bounds a missed message.
                 pubsub.get_message(timeout=min(remaining, 1.0))
-        except BaseException as exc:
-            # Whatever stopped the sending (Redis unreachable, KeyboardInterrupt), the records not
-            # sent must not stay registered: their futures would never resolve.
-            self._fail_unsent(
-                unsent,
-                exc
-                if isinstance(exc, LancequeueError)
-                else LancequeueError(f"not sent: {type(exc).__name__}: {exc}"),
-            )
+        except redis.RedisError as exc:
+            unreachable = not_sent_error(exc)
+            self._outbox.abandon(unsent, unreachable, _resolve_error)
+            raise unreachable from exc
+        except BaseException as exc:  # KeyboardInterrupt too: unsent futures must not hang
+            self._outbox.abandon(unsent, not_sent_error(exc), _resolve_error)
             raise
         finally:
             if pubsub is not None:
@@ -181,6 +177,11 @@ class Producer:
         self._redis.close()
 
     @property
+    def outstanding(self) -> int:
+        """Records sent and not yet answered by the writer."""
+        return len(self._outbox)
+
+    @property
     def closed(self) -> bool:
         return self._closed
 
@@ -221,13 +222,6 @@ class Producer:
                 pipe.execute()
         except redis.RedisError:
             pass  # the listener ends at its timeout instead
-
-    def _fail_unsent(
-        self, unsent: list[tuple[int, bytes, Future[None]]], error: LancequeueError
-    ) -> None:
-        for seq, _, future in unsent:
-            self._outbox.take(seq)
-            _resolve_error(future, error)
 
     def _listen(self) -> None:
         """Reply listener: pop this producer's reply list, resolve futures."""

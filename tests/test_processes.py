@@ -124,7 +124,9 @@ def test_a_second_signal_exits_at_once_and_leaves_the_records_pending(
 def test_a_killed_writer_s_unacked_records_are_replayed_by_the_next_writer(
     writer_process: StartProcess, producer: Producer, client: redis.Redis, db_uri: str
 ) -> None:
-    first = writer_process("--coalesce-ms", "600000", "--max-batch", "1000")
+    first = writer_process(
+        "--coalesce-ms", "600000", "--max-batch", "1000", "--heartbeat-ms", "200"
+    )
     wait_for(lambda: writer_alive(client), 60, "the writer")
     futures = producer.enqueue_many([record(i) for i in range(5)])
     wait_until_pending(client, 5)
@@ -136,6 +138,8 @@ def test_a_killed_writer_s_unacked_records_are_replayed_by_the_next_writer(
     assert table_ids(db_uri) == [0, 1, 2, 3, 4]
     assert pending_count(client) == 0
     assert "replaying 5 entries left pending by an earlier writer" in second.log()
+    consumers = client.xinfo_consumers("lancequeue:{docs}:stream", "writers")
+    assert len(consumers) == 1  # the dead writer's consumer is gone
     second.signal(signal.SIGTERM)
     assert second.wait() == 0
 
@@ -145,7 +149,9 @@ def test_with_no_redis_url_writer_and_producers_share_an_embedded_redis_that_out
 ) -> None:
     data_dir = tmp_path / "data"
     env = cli_env(LANCEQUEUE_DATA_DIR=str(data_dir), LANCEQUEUE_TABLE="docs")
-    writer = WriterProcess(["--coalesce-ms", "600000"], tmp_path / "w1.log", env)
+    writer = WriterProcess(
+        ["--coalesce-ms", "600000", "--heartbeat-ms", "200"], tmp_path / "w1.log", env
+    )
     try:
         wait_for(lambda: embedded_redis.is_running(data_dir), 60, "the embedded redis")
         url = embedded_redis.url_for(data_dir)

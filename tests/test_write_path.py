@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -508,3 +509,67 @@ async def test_the_protocol_document_s_hand_built_producer_works(
     await asyncio.to_thread(exec, code, {"print": printed.append})
     assert printed == [[[1, None]]]
     assert table_ids(db_uri) == [1]
+
+
+async def test_a_second_writer_waits_while_the_first_is_alive_then_takes_over(
+    start_writer: StartWriter,
+    producer: Producer,
+    client: redis.Redis,
+    db_uri: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    first = start_writer(coalesce_ms=10, heartbeat_ms=100)
+    await _resolve(producer.enqueue(record(1)))
+    second = start_writer(coalesce_ms=10, heartbeat_ms=100)
+    await async_wait_for(
+        lambda: asyncio.to_thread(lambda: "waiting until it stops" in caplog.text),
+        what="the second writer to wait",
+    )
+    await _resolve(producer.enqueue(record(2)))
+    assert client.hget(KEYS.writer, "consumer") == first.consumer.encode()
+    await first.stop()
+    await _resolve(producer.enqueue(record(3)))
+    assert client.hget(KEYS.writer, "consumer") == second.consumer.encode()
+    assert table_ids(db_uri) == [1, 2, 3]
+
+
+async def test_a_writer_that_lost_its_heartbeat_to_another_stops(
+    redis_url: str, db_uri: str, client: redis.Redis
+) -> None:
+    writer = Writer(table="docs", redis_url=redis_url, db_uri=db_uri, heartbeat_ms=100)
+    task = asyncio.create_task(writer.run())
+    await async_wait_for(
+        lambda: asyncio.to_thread(client.get, KEYS.heartbeat), what="the heartbeat"
+    )
+    client.set(KEYS.heartbeat, "another-writer", px=10_000)
+    await asyncio.wait_for(task, 30)  # run() returned by itself
+    assert client.get(KEYS.heartbeat) == b"another-writer"  # not deleted by the loser
+
+
+async def test_many_threads_share_one_producer_and_every_record_lands_once(
+    start_writer: StartWriter, producer: Producer, db_uri: str
+) -> None:
+    start_writer(coalesce_ms=20)
+
+    def write_range(start: int) -> None:
+        for i in range(start, start + 25):
+            producer.write(record(i), timeout=60)
+
+    await asyncio.gather(*(asyncio.to_thread(write_range, k * 100) for k in range(8)))
+    assert table_ids(db_uri) == sorted(k * 100 + i for k in range(8) for i in range(25))
+
+
+def test_an_unreachable_redis_is_a_redis_unavailable_error_and_leaves_nothing_pending(
+    redis_server: str,
+) -> None:
+    from lancequeue.common.errors import RedisUnavailable
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        dead_port = sock.getsockname()[1]
+    made = Producer("docs", redis_url=f"redis://127.0.0.1:{dead_port}")
+    with pytest.raises(RedisUnavailable) as caught:
+        made.enqueue(record(1))
+    assert isinstance(caught.value, ConnectionError) and caught.value.retriable
+    assert made.outstanding == 0  # nothing left waiting for an answer that cannot come
+    made.close()

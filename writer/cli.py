@@ -69,6 +69,7 @@ def writer_command(**options: Any) -> None:
 
 
 async def _run_until_signalled(writer: Writer) -> None:
+    loop = asyncio.get_running_loop()
     signals_seen = 0
 
     def on_signal(signum: int, frame: object) -> None:
@@ -79,7 +80,7 @@ async def _run_until_signalled(writer: Writer) -> None:
                 "%s: finishing the batch in hand (again to exit at once)",
                 signal.Signals(signum).name,
             )
-            writer.request_stop()
+            loop.call_soon_threadsafe(writer.request_stop)  # wakes the loop, signal-safe
         else:
             logger.warning("second signal: exiting now; unacked records stay pending")
             os._exit(1)

@@ -24,6 +24,7 @@ from lancequeue.common.keys import GROUP, TableKeys
 from lancequeue.common.protocol import CONFIG_MAX_QUEUE_SIZE, error_payload
 from lancequeue.writer.coalesce import Coalescer
 from lancequeue.writer.entries import Entry, read_entry
+from lancequeue.writer.liveness import Heartbeat
 from lancequeue.writer.loading import load_object
 from lancequeue.writer.replies import ErrorPayload, ack_and_answer
 from lancequeue.writer.settings import WriterSettings
@@ -55,7 +56,8 @@ class Writer:
         self.keys = TableKeys(self.settings.table)
         self.consumer = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         self._on_flushed = _resolve_hook(self.settings.on_flushed)
-        self._stop_requested = False
+        self._stop_event = asyncio.Event()
+        self._heartbeat_holder: Heartbeat | None = None
         self._running = False
         self._finished: asyncio.Event | None = None
         self._redis: aioredis.Redis | None = None
@@ -79,6 +81,11 @@ class Writer:
                 settings.schema,
                 settings.metadata_cache_bytes,
             )
+            self._heartbeat_holder = Heartbeat(
+                self._redis, self.keys, self.consumer, settings.heartbeat_ms
+            )
+            if not await self._heartbeat_holder.acquire(self._stop_event):
+                return
             await self._ensure_group()
             await self._announce()
             stop_heartbeat = asyncio.Event()
@@ -110,7 +117,7 @@ class Writer:
 
     def request_stop(self) -> None:
         """Ask ``run()`` to stop reading, flush what it holds, and return (warm stop)."""
-        self._stop_requested = True
+        self._stop_event.set()
 
     async def stop(self) -> None:
         """Warm stop, waiting until ``run()`` has returned. Idempotent."""
@@ -128,7 +135,7 @@ class Writer:
         # writer) come first: read them from our pending list, then switch to new entries.
         position = "0"
         backoff = Backoff()
-        while not self._stop_requested:
+        while not self._stop_event.is_set():
             if coalescer.due():
                 await self._flush(coalescer.take())
                 continue
@@ -318,22 +325,25 @@ class Writer:
                     "db_uri": self.settings.resolved_db_uri,
                 },
             )
-            pipe.set(self.keys.heartbeat, self.consumer, px=3 * self.settings.heartbeat_ms)
             await pipe.execute()
 
     async def _heartbeat(self, stop: asyncio.Event) -> None:
-        interval_s = self.settings.heartbeat_ms / 1000
+        assert self._heartbeat_holder is not None
         while True:
             try:
-                await asyncio.wait_for(stop.wait(), interval_s)
+                await asyncio.wait_for(stop.wait(), self._heartbeat_holder.interval_s)
                 return
             except asyncio.TimeoutError:
                 pass
             try:
-                async with self._redis_client.pipeline(transaction=True) as pipe:
-                    pipe.set(self.keys.heartbeat, self.consumer, px=3 * self.settings.heartbeat_ms)
-                    pipe.hset(self.keys.writer, "heartbeat_at_ms", int(time.time() * 1000))
-                    await pipe.execute()
+                if not await self._heartbeat_holder.beat():
+                    logger.error(
+                        "another writer took table %r's heartbeat (this one stalled longer "
+                        "than its expiry); stopping",
+                        self.settings.table,
+                    )
+                    self.request_stop()
+                    return
             except _TRANSIENT as exc:
                 logger.warning("heartbeat failed: %s", exc)
 
@@ -344,8 +354,9 @@ class Writer:
                     self.keys.writer,
                     mapping={"state": "stopped", "stopped_at_ms": int(time.time() * 1000)},
                 )
-                pipe.delete(self.keys.heartbeat)
                 await pipe.execute()
+            assert self._heartbeat_holder is not None
+            await self._heartbeat_holder.release()
         except _TRANSIENT as exc:
             logger.warning("could not record the stop in redis: %s", exc)
 
@@ -370,6 +381,13 @@ class Writer:
                 break
         if claimed:
             logger.info("replaying %d entries left pending by an earlier writer", claimed)
+        # Earlier writers' consumers now own nothing: forget them, so the group does not grow
+        # by one consumer per restart.
+        for consumer in await self._redis_client.xinfo_consumers(self.keys.stream, GROUP):
+            name = consumer["name"]
+            name = name.decode() if isinstance(name, bytes) else str(name)
+            if name != self.consumer and int(consumer["pending"]) == 0:
+                await self._redis_client.xgroup_delconsumer(self.keys.stream, GROUP, name)
 
 
 def _resolve_hook(hook: str | Callable[..., Any] | None) -> Callable[..., Any] | None:
