@@ -270,7 +270,11 @@ def test_writer_settings_come_from_environment_variables(
     writer = WriterProcess([], tmp_path / "writer.log", env)
     try:
         wait_for(lambda: writer_alive(client, "envtable"), 60, "the writer")
-        assert client.hget("lancequeue:{envtable}:config", "max_queue_size") == b"77"
+        wait_for(
+            lambda: client.hget("lancequeue:{envtable}:config", "max_queue_size") == b"77",
+            30,
+            "the writer to publish max_queue_size",
+        )
         with Producer("envtable", redis_url=redis_url) as producer:
             producer.write_many([record(i) for i in range(6)], timeout=60)
         assert marker.read_text().split("\n")[:2] == ["0 1 2", "3 4 5"]
