@@ -1,6 +1,7 @@
 """The msgpack codec records travel in (PROTOCOL.md, "Record encoding").
 
-Round-trips str, int, float, bool, None, bytes, lists, dicts, ``datetime`` and numpy arrays.
+Round-trips str, int, float, bool, None, bytes, lists, dicts, ``datetime``, ``date`` and numpy
+arrays.
 Arrays travel as raw little-endian bytes with their dtype and shape (ext type 2), never as lists
 of Python floats. numpy is imported only when an array is actually decoded, so a producer that
 sends no arrays never loads it. Nothing is ever unpickled or evaluated: only numeric dtypes are
@@ -13,7 +14,7 @@ import re
 import struct
 import sys
 from collections.abc import Mapping
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from typing import Any
 
 import msgpack
@@ -24,9 +25,12 @@ EXT_NAIVE_DATETIME = 1
 """Naive datetime: big-endian int64 microseconds since 1970-01-01T00:00:00 (no zone)."""
 EXT_NDARRAY = 2
 """numpy array: a msgpack array ``[dtype, shape, data]``; dtype as numpy's ``dtype.str``."""
+EXT_DATE = 3
+"""Calendar date: big-endian int32 days since 1970-01-01."""
 
 _EPOCH = datetime(1970, 1, 1)
-_DTYPE = re.compile(r"^[<|][biufc][1-9][0-9]?$")
+_EPOCH_DATE = date(1970, 1, 1)
+_DTYPE = re.compile(r"^(\|b1|\|i1|\|u1|<i2|<i4|<i8|<u2|<u4|<u8|<f2|<f4|<f8|<c8|<c16)$")
 
 
 def _default(obj: object) -> object:
@@ -35,6 +39,8 @@ def _default(obj: object) -> object:
             micros = (obj - _EPOCH) // timedelta(microseconds=1)
             return msgpack.ExtType(EXT_NAIVE_DATETIME, struct.pack(">q", micros))
         return msgpack.Timestamp.from_datetime(obj)
+    if isinstance(obj, date):
+        return msgpack.ExtType(EXT_DATE, struct.pack(">i", (obj - _EPOCH_DATE).days))
     np = sys.modules.get("numpy")
     if np is not None:
         if isinstance(obj, np.ndarray):
@@ -65,6 +71,10 @@ def _ext_hook(code: int, data: bytes) -> object:
         return _EPOCH + timedelta(microseconds=micros)
     if code == EXT_NDARRAY:
         return _unpack_ndarray(data)
+    if code == EXT_DATE:
+        if len(data) != 4:
+            raise ValueError("date extension must be 4 bytes")
+        return _EPOCH_DATE + timedelta(days=struct.unpack(">i", data)[0])
     raise ValueError(f"unknown msgpack extension type {code}")
 
 
@@ -137,4 +147,7 @@ def decode_record(data: bytes) -> dict[str, Any]:
         raise RecordRejected(f"undecodable record: {exc}") from exc
     if not isinstance(record, dict):
         raise RecordRejected(f"a record must be a msgpack map, got {type(record).__name__}")
+    for name in record:
+        if not isinstance(name, str):
+            raise RecordRejected(f"field names must be strings, got {name!r}")
     return record

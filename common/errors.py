@@ -51,17 +51,16 @@ class WriteTimeout(LancequeueError, TimeoutError):
 
 
 class RedisUnavailable(LancequeueError, ConnectionError):
-    """Redis could not be reached or refused the command; the records not sent were not sent."""
+    """Redis could not be reached, or the connection dropped before it confirmed the send: the
+    records concerned were not sent, or were sent without confirmation (and may be written)."""
 
     retriable = True
 
 
+class WriterReplaced(LancequeueError):
+    """Another writer took the table over while this one stalled; it stopped without flushing
+    (the entries it held stay pending, for the new writer)."""
+
+
 class ProducerClosed(LancequeueError, RuntimeError):
     """The producer is closed: no more records can be enqueued through it."""
-
-
-# Error type names carried on the wire in replies (PROTOCOL.md, "Replies").
-REPLY_ERRORS: dict[str, type[LancequeueError]] = {
-    "RecordRejected": RecordRejected,
-    "WriteFailed": WriteFailed,
-}

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from lancequeue.common.codec import packb, unpackb
-from lancequeue.common.errors import REPLY_ERRORS, LancequeueError, WriteFailed
+from lancequeue.common.errors import LancequeueError, RecordRejected, WriteFailed
 
 PROTOCOL_VERSION = b"1"
 FIELD_VERSION = b"v"
@@ -85,9 +85,12 @@ def error_payload(kind: str, message: str, cause: str) -> dict[str, str]:
     return {"error": kind, "message": message, "cause": cause}
 
 
-def decode_results(message: bytes) -> list[Result]:
+def decode_results(message: bytes | str) -> list[Result]:
     """Parse one reply message into results; raises ``ValueError`` if it is malformed."""
-    items: Any = unpackb(message)
+    try:
+        items: Any = unpackb(message.encode() if isinstance(message, str) else message)
+    except Exception as exc:  # msgpack and the extension decoders raise several types
+        raise ValueError(f"undecodable reply message: {exc}") from exc
     if not isinstance(items, list):
         raise ValueError("reply message must be a msgpack array")
     results = []
@@ -107,5 +110,6 @@ def _to_error(payload: Any) -> LancequeueError:
     cause = str(payload.get("cause", ""))
     if kind == "WriteFailed":
         return WriteFailed(cause or "Exception", message)
-    error_class = REPLY_ERRORS.get(kind, LancequeueError)
-    return error_class(message)
+    if kind == "RecordRejected":
+        return RecordRejected(message)
+    return LancequeueError(f"{kind}: {message}")

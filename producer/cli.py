@@ -17,11 +17,17 @@ from lancequeue.producer.producer import Producer
 _SHOWN_REASONS = 5
 
 
-def _records(files: tuple[IO[str], ...]) -> Iterator[tuple[str, dict[str, Any]]]:
+def _records(files: tuple[IO[str], ...]) -> Iterator[tuple[str, Any]]:
+    """(where, the parsed line) for each non-blank line; a line that is not JSON gives the
+    ``RecordRejected`` saying so instead."""
     for handle in files:
         for number, line in enumerate(handle, 1):
-            if line.strip():
+            if not line.strip():
+                continue
+            try:
                 yield f"{handle.name}:{number}", json.loads(line)
+            except json.JSONDecodeError as exc:
+                yield f"{handle.name}:{number}", RecordRejected(f"not JSON: {exc}")
 
 
 @click.command("produce")
@@ -70,10 +76,13 @@ def produce_command(
             pending = [item for _, item in zip(range(batch), source, strict=False)]
             if not pending:
                 break
-            futures = producer.enqueue_many([record for _, record in pending], timeout)
-            for (where, _), future in zip(pending, futures, strict=True):
+            sendable = [r for _, r in pending if not isinstance(r, RecordRejected)]
+            futures = iter(producer.enqueue_many(sendable, timeout))
+            for where, item in pending:
                 try:
-                    future.result(timeout)
+                    if isinstance(item, RecordRejected):
+                        raise item
+                    next(futures).result(timeout)
                     written += 1
                 except RecordRejected as exc:
                     rejected += 1

@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Generic, TypeVar
 
 from lancequeue.common.codec import encode_record
-from lancequeue.common.errors import LancequeueError, RedisUnavailable
+from lancequeue.common.errors import LancequeueError, RecordRejected, RedisUnavailable
 from lancequeue.common.keys import TableKeys
 from lancequeue.common.protocol import (
     DEFAULT_MAX_QUEUE_SIZE,
@@ -21,6 +21,8 @@ from lancequeue.common.protocol import (
 )
 
 F = TypeVar("F")
+Item = tuple[int, bytes, F]
+"""A record to send: its sequence number, its encoded bytes, its future."""
 
 
 class Outbox(Generic[F]):
@@ -38,17 +40,30 @@ class Outbox(Generic[F]):
 
     def register(
         self, records: Iterable[Mapping[str, Any]], make_future: Callable[[], F]
-    ) -> list[tuple[int, bytes, F]]:
-        """Encode records (raising ``RecordRejected`` before anything is registered), then give
-        each a sequence number and a future."""
-        encoded = [encode_record(record) for record in records]
+    ) -> tuple[list[F], list[Item[F]], list[tuple[F, LancequeueError]]]:
+        """Give each record a future; encode it and give it a sequence number.
+
+        Returns the futures in record order, the items to send, and the futures of records
+        that could not be encoded with their ``RecordRejected`` (to be failed by the caller;
+        the other records still go).
+        """
+        futures: list[F] = []
+        encoded: list[tuple[bytes, F]] = []
+        rejected: list[tuple[F, LancequeueError]] = []
+        for record in records:
+            future = make_future()
+            futures.append(future)
+            try:
+                encoded.append((encode_record(record), future))
+            except RecordRejected as exc:
+                rejected.append((future, exc))
         with self._lock:
-            items = [(next(self._seqs), data, make_future()) for data in encoded]
+            items = [(next(self._seqs), data, future) for data, future in encoded]
             for seq, _, future in items:
                 self._waiting[seq] = future
-        return items
+        return futures, items, rejected
 
-    def script_args(self, items: list[tuple[int, bytes, F]]) -> list[bytes | str | int]:
+    def script_args(self, items: list[Item[F]]) -> list[bytes | str | int]:
         """ARGV of the enqueue script for ``items``."""
         args: list[bytes | str | int] = [DEFAULT_MAX_QUEUE_SIZE, ENTRY_WIDTH]
         for seq, data, _ in items:
@@ -71,14 +86,19 @@ class Outbox(Generic[F]):
 
     def abandon(
         self,
-        items: list[tuple[int, bytes, F]],
+        items: list[Item[F]],
         error: LancequeueError,
         fail: Callable[[F, LancequeueError], None],
-    ) -> None:
-        """Fail the futures of records that were never sent and forget them."""
-        for seq, _, future in items:
-            self.take(seq)
-            fail(future, error)
+    ) -> list[F]:
+        """Forget records that were not sent and fail their futures (those not resolved by
+        someone else meanwhile). Returns the futures failed here."""
+        failed = []
+        for seq, _, _ in items:
+            future = self.take(seq)
+            if future is not None:
+                fail(future, error)
+                failed.append(future)
+        return failed
 
     def futures(self) -> list[F]:
         with self._lock:

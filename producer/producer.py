@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import logging
 import threading
 import time
@@ -15,19 +16,19 @@ from typing import Any
 
 import redis
 
+from lancequeue.common.backoff import Backoff
 from lancequeue.common.connection import resolve_redis_url
 from lancequeue.common.errors import LancequeueError, ProducerClosed, QueueFull, WriteTimeout
 from lancequeue.common.keys import TableKeys
 from lancequeue.common.protocol import ENQUEUE_SCRIPT, decode_results, encode_results
-from lancequeue.producer.outbox import Outbox, not_sent_error
+from lancequeue.producer.outbox import Item, Outbox, not_sent_error
 from lancequeue.producer.settings import ProducerSettings
 
 logger = logging.getLogger(__name__)
 
 Future = concurrent.futures.Future
 
-_REPLY_BLOCK_S = 1  # BLPOP timeout: how quickly the reply listener notices close()
-_BACKOFF_MAX_S = 5.0
+_REPLY_BLOCK_S = 1  # BLPOP timeout: how quickly the reply listener notices a lost wake-up
 
 
 class Producer:
@@ -38,6 +39,8 @@ class Producer:
 
         with Producer("docs") as producer:
             producer.write({"id": 1, "text": "hello", "vector": vector})
+
+    Futures cannot be cancelled: a record that was sent is written or answered regardless.
     """
 
     def __init__(
@@ -59,7 +62,10 @@ class Producer:
         self._redis = redis.Redis.from_url(url)
         self._enqueue_script = self._redis.register_script(ENQUEUE_SCRIPT)
         self._outbox: Outbox[Future[None]] = Outbox(self.keys, self.keys.reply(self.producer_id))
+        # close() waits for sends in progress (_sending) before it fails what is left.
+        self._lifecycle = threading.Condition()
         self._closed = False
+        self._sending = 0
         self._stop_listening = threading.Event()
         self._listener = threading.Thread(
             target=self._listen, name=f"lancequeue-replies-{table}", daemon=True
@@ -73,12 +79,12 @@ class Producer:
 
         Blocks while the table's queue is full, raising ``QueueFull`` after ``timeout`` seconds
         (default ``timeout_ms``). Raises ``RecordRejected`` at once for a record that cannot be
-        encoded, and ``ProducerClosed`` after ``close()``.
+        encoded, ``RedisUnavailable`` if Redis cannot be reached, and ``ProducerClosed`` after
+        ``close()``.
         """
-        futures = self.enqueue_many([record], timeout)
-        error = futures[0].exception() if futures[0].done() else None
-        if isinstance(error, QueueFull):
-            raise error
+        futures, failed_here = self._send([record], timeout)
+        if failed_here:
+            raise failed_here[0].exception()  # type: ignore[misc]
         return futures[0]
 
     def enqueue_many(
@@ -86,49 +92,11 @@ class Producer:
     ) -> list[Future[None]]:
         """Send records in order with as few round trips as possible; one future per record.
 
-        A record that found no room within ``timeout`` has its future failed with ``QueueFull``.
+        A record that cannot be encoded has its future failed with ``RecordRejected``, and
+        records that found no room within ``timeout`` with ``QueueFull``; the others go.
         """
-        self._check_open()
-        timeout_s = self._timeout_s(timeout)
-        items = self._outbox.register(records, Future)
-        deadline = time.monotonic() + timeout_s
-        unsent = items
-        pubsub: redis.client.PubSub | None = None
-        try:
-            while unsent:
-                chunk = unsent[: self.settings.chunk_records]
-                added = len(
-                    self._enqueue_script(
-                        keys=self._outbox.script_keys, args=self._outbox.script_args(chunk)
-                    )
-                )
-                unsent = unsent[added:]
-                if added == len(chunk):
-                    continue
-                if pubsub is None:
-                    # Subscribe before the next try, so a flush between that try and the wait
-                    # below is not missed.
-                    pubsub = self._redis.pubsub(ignore_subscribe_messages=True)  # type: ignore[no-untyped-call]
-                    pubsub.subscribe(self.keys.flushed_channel)
-                    continue
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    error = QueueFull(f"table {self.keys.table!r}: queue full for {timeout_s}s")
-                    self._outbox.abandon(unsent, error, _resolve_error)
-                    break
-                # Woken by the writer's next flush; the 1 s cap only bounds a missed message.
-                pubsub.get_message(timeout=min(remaining, 1.0))
-        except redis.RedisError as exc:
-            unreachable = not_sent_error(exc)
-            self._outbox.abandon(unsent, unreachable, _resolve_error)
-            raise unreachable from exc
-        except BaseException as exc:  # KeyboardInterrupt too: unsent futures must not hang
-            self._outbox.abandon(unsent, not_sent_error(exc), _resolve_error)
-            raise
-        finally:
-            if pubsub is not None:
-                pubsub.close()
-        return [future for _, _, future in items]
+        futures, _ = self._send(records, timeout)
+        return futures
 
     def write(self, record: Mapping[str, Any], timeout: float | None = None) -> None:
         """Send one record and wait until it is in the table (or raise why it is not)."""
@@ -137,7 +105,8 @@ class Producer:
     def write_many(
         self, records: Iterable[Mapping[str, Any]], timeout: float | None = None
     ) -> None:
-        """Send records in one pipeline and wait for all of them.
+        """Send records together (one enqueue-script call per ``chunk_records``) and wait for
+        all of them.
 
         Raises the error of the first record that did not land, after every record is answered
         or ``timeout`` has passed (``WriteTimeout``).
@@ -158,15 +127,24 @@ class Producer:
 
     def close(self, timeout: float | None = None) -> None:
         """Wait (bounded by ``timeout``, default ``close_timeout_ms``) for outstanding records to
-        be answered, then stop; later enqueues raise ``ProducerClosed``. Idempotent."""
-        if self._closed:
-            return
-        self._closed = True
+        be answered, then stop; later enqueues raise ``ProducerClosed``. Idempotent.
+
+        Records still unanswered then get ``ProducerClosed`` (they may still be written);
+        enqueues waiting for room give up with ``ProducerClosed``.
+        """
         wait_s = self.settings.close_timeout_ms / 1000 if timeout is None else timeout
-        concurrent.futures.wait(self._outbox.futures(), wait_s)
+        deadline = time.monotonic() + wait_s
+        with self._lifecycle:
+            if self._closed:
+                return
+            self._closed = True
+            # Sends in progress finish (or, waiting for room, give up within a second).
+            self._lifecycle.wait_for(lambda: self._sending == 0, self._room_recheck_s + wait_s)
+        concurrent.futures.wait(self._outbox.futures(), max(0.0, deadline - time.monotonic()))
         self._stop_listening.set()
         self._wake_listener()
-        self._listener.join()
+        if threading.current_thread() is not self._listener:  # close() from a done-callback
+            self._listener.join()
         for future in self._outbox.take_all():
             _resolve_error(
                 future,
@@ -203,14 +181,82 @@ class Producer:
     def __repr__(self) -> str:
         return f"<Producer table={self.keys.table!r} id={self.producer_id}>"
 
-    # -- internals ---------------------------------------------------------------------------
+    # -- sending -----------------------------------------------------------------------------
 
-    def _check_open(self) -> None:
-        if self._closed:
-            raise ProducerClosed(f"{self!r} is closed")
+    def _send(
+        self, records: Iterable[Mapping[str, Any]], timeout: float | None
+    ) -> tuple[list[Future[None]], list[Future[None]]]:
+        """Register and send; returns all futures and those failed here, before any answer."""
+        with self._lifecycle:
+            if self._closed:
+                raise ProducerClosed(f"{self!r} is closed")
+            self._sending += 1
+        try:
+            futures, items, rejected = self._outbox.register(records, _running_future)
+            for future, error in rejected:
+                _resolve_error(future, error)
+            failed_here = [future for future, _ in rejected]
+            failed_here += self._send_items(items, self._timeout_s(timeout))
+            return futures, failed_here
+        finally:
+            with self._lifecycle:
+                self._sending -= 1
+                self._lifecycle.notify_all()
+
+    def _send_items(self, items: list[Item[Future[None]]], timeout_s: float) -> list[Future[None]]:
+        """Run the enqueue script until every item is in the stream, waiting for room while
+        the queue is full. Returns the futures failed for want of room or of Redis."""
+        deadline = time.monotonic() + timeout_s
+        unsent = items
+        pubsub: redis.client.PubSub | None = None
+        try:
+            while unsent:
+                chunk = unsent[: self.settings.chunk_records]
+                added = len(
+                    self._enqueue_script(
+                        keys=self._outbox.script_keys, args=self._outbox.script_args(chunk)
+                    )
+                )
+                unsent = unsent[added:]
+                if added == len(chunk):
+                    continue
+                if pubsub is None:
+                    # Subscribe before the next try, so a flush between that try and the wait
+                    # below is not missed.
+                    pubsub = self._redis.pubsub(ignore_subscribe_messages=True)  # type: ignore[no-untyped-call]
+                    pubsub.subscribe(self.keys.flushed_channel)
+                    continue
+                if self._closed:
+                    error: LancequeueError = ProducerClosed("closed while waiting for room")
+                    return self._outbox.abandon(unsent, error, _resolve_error)
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    error = QueueFull(f"table {self.keys.table!r}: queue full for {timeout_s}s")
+                    return self._outbox.abandon(unsent, error, _resolve_error)
+                # Woken by the writer's next flush; the cap bounds a missed message and close().
+                pubsub.get_message(timeout=min(remaining, self._room_recheck_s))
+            return []
+        except redis.RedisError as exc:
+            # The script may have run before the connection dropped: RedisUnavailable says the
+            # records may be in the stream all the same.
+            unreachable = not_sent_error(exc)
+            self._outbox.abandon(unsent, unreachable, _resolve_error)
+            raise unreachable from exc
+        except BaseException as exc:  # KeyboardInterrupt too: unsent futures must not hang
+            self._outbox.abandon(unsent, not_sent_error(exc), _resolve_error)
+            raise
+        finally:
+            if pubsub is not None:
+                pubsub.close()
+
+    @property
+    def _room_recheck_s(self) -> float:
+        return self.settings.room_recheck_ms / 1000
 
     def _timeout_s(self, timeout: float | None) -> float:
         return self.settings.timeout_ms / 1000 if timeout is None else timeout
+
+    # -- replies -----------------------------------------------------------------------------
 
     def _wake_listener(self) -> None:
         """End the listener's blocking pop now rather than at its timeout: push an empty reply
@@ -225,34 +271,38 @@ class Producer:
 
     def _listen(self) -> None:
         """Reply listener: pop this producer's reply list, resolve futures."""
-        backoff_s = 0.1
+        backoff = Backoff(initial_s=0.1)
         while not self._stop_listening.is_set():
             try:
                 popped = self._redis.blpop([self._outbox.reply_key], timeout=_REPLY_BLOCK_S)
-                backoff_s = 0.1
+                backoff.reset()
             except redis.RedisError as exc:
-                logger.warning("reply listener: %s; retrying in %.1fs", exc, backoff_s)
-                self._stop_listening.wait(backoff_s)
-                backoff_s = min(backoff_s * 2, _BACKOFF_MAX_S)
+                delay = backoff.next_delay()
+                logger.warning("reply listener: %s; retrying in %.1fs", exc, delay)
+                self._stop_listening.wait(delay)
                 continue
             if popped is None:
                 continue
             try:
-                message = popped[1]
-                results = decode_results(
-                    message if isinstance(message, bytes) else message.encode()
-                )
+                results = decode_results(popped[1])
             except ValueError as exc:
                 logger.error("malformed reply on %s: %s", self._outbox.reply_key, exc)
                 continue
             self._outbox.settle(results, _resolve_ok, _resolve_error)
 
 
+def _running_future() -> Future[None]:
+    """A future that ``cancel()`` cannot cancel: a sent record is answered regardless."""
+    future: Future[None] = Future()
+    future.set_running_or_notify_cancel()
+    return future
+
+
 def _resolve_ok(future: Future[None]) -> None:
-    if future.set_running_or_notify_cancel():
+    with contextlib.suppress(concurrent.futures.InvalidStateError):  # close() raced the answer
         future.set_result(None)
 
 
 def _resolve_error(future: Future[None], error: LancequeueError) -> None:
-    if future.set_running_or_notify_cancel():
+    with contextlib.suppress(concurrent.futures.InvalidStateError):  # close() raced the answer
         future.set_exception(error)

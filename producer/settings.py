@@ -26,9 +26,13 @@ class ProducerSettings:
     """How long ``close()`` waits for outstanding records to be answered."""
     chunk_records: int = 256
     """Records sent per enqueue-script call (bounds one Redis command's size)."""
+    room_recheck_ms: int = 1000
+    """While the queue is full, producers wait for the writer's flush message; they re-check
+    this often even without one (bounds a missed message, and how long ``close()`` waits for an
+    enqueue that is waiting for room)."""
 
     def __post_init__(self) -> None:
         check_table_name(self.table)
-        for name in ("timeout_ms", "close_timeout_ms", "chunk_records"):
+        for name in ("timeout_ms", "close_timeout_ms", "chunk_records", "room_recheck_ms"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be positive, got {getattr(self, name)}")

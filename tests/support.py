@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import os
 import signal
 import subprocess
@@ -15,6 +16,8 @@ from typing import Any
 import lancedb
 import numpy as np
 import redis
+
+from lancequeue.common.protocol import entry_fields
 
 CLI = [sys.executable, "-c", "from lancequeue.common.cli import main; main()"]
 TESTS_DIR = Path(__file__).parent
@@ -120,3 +123,30 @@ def table_ids(db_uri: str, table: str = "docs") -> list[int]:
 
 def table_versions(db_uri: str, table: str = "docs") -> int:
     return len(lancedb.connect(db_uri).open_table(table).list_versions())
+
+
+def table_ids_with_nulls(db_uri: str) -> list[int | None]:
+    return list(lancedb.connect(db_uri).open_table("docs").to_arrow().column("id").to_pylist())
+
+
+def stream_entry(reply_key: str, seq: int, rec: bytes) -> dict[bytes | str, bytes | str]:
+    """A stream entry exactly as a producer sends it."""
+    fields = entry_fields(reply_key, seq, rec)
+    return dict(zip(fields[::2], fields[1::2], strict=True))
+
+
+def flush_recorder() -> tuple[list[list[dict[str, Any]]], Callable[[list[dict[str, Any]]], None]]:
+    flushes: list[list[dict[str, Any]]] = []
+    return flushes, flushes.append
+
+
+async def resolve(future: concurrent.futures.Future[None], timeout: float = 30) -> None:
+    await asyncio.wrap_future(future) if timeout is None else await asyncio.wait_for(
+        asyncio.wrap_future(future), timeout
+    )
+
+
+async def gather(futures: list[concurrent.futures.Future[None]], timeout: float = 30) -> list[Any]:
+    return await asyncio.wait_for(
+        asyncio.gather(*(asyncio.wrap_future(f) for f in futures), return_exceptions=True), timeout
+    )

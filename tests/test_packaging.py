@@ -114,3 +114,12 @@ def test_ci_runs_the_readme_s_test_command() -> None:
     readme = (ROOT / "README.md").read_text()
     command = readme.split("Run the tests")[1].split("```sh\n")[1].split("\n")[0]
     assert command in (ROOT / ".ci" / "run").read_text().splitlines()
+
+
+def test_the_protocol_document_carries_the_enqueue_script_verbatim() -> None:
+    from lancequeue.common.protocol import ENQUEUE_SCRIPT
+
+    protocol = (ROOT / "PROTOCOL.md").read_text()
+    documented = protocol.split("```lua\n")[1].split("```")[0]
+    code_lines = [line for line in documented.splitlines() if not line.startswith("--")]
+    assert "\n".join(code_lines).strip() == ENQUEUE_SCRIPT.strip()

@@ -9,6 +9,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
 import redis
 
 from lancequeue.common import embedded_redis
@@ -69,21 +70,26 @@ def test_several_producer_processes_write_and_every_record_lands_exactly_once(
     assert writer.wait() == 0
 
 
-def test_sigterm_flushes_the_records_in_hand_answers_them_and_exits_zero(
-    writer_process: StartProcess, producer: Producer, client: redis.Redis, db_uri: str
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_a_stop_signal_flushes_the_records_in_hand_answers_them_and_exits_zero(
+    signum: signal.Signals,
+    writer_process: StartProcess,
+    producer: Producer,
+    client: redis.Redis,
+    db_uri: str,
 ) -> None:
     writer = writer_process("--coalesce-ms", "600000", "--max-batch", "1000")
     wait_for(lambda: writer_alive(client), 60, "the writer")
     futures = producer.enqueue_many([record(i) for i in range(5)])
     wait_until_pending(client, 5)  # read by the writer, waiting out a 10-minute window
     assert not any(f.done() for f in futures)
-    writer.signal(signal.SIGTERM)
+    writer.signal(signum)
     assert writer.wait() == 0
     for future in futures:
         assert future.result(timeout=30) is None
     assert table_ids(db_uri) == [0, 1, 2, 3, 4]
     assert pending_count(client) == 0 and not writer_alive(client)
-    assert "SIGTERM: finishing the batch in hand" in writer.log()
+    assert f"{signum.name}: finishing the batch in hand" in writer.log()
 
 
 def test_a_second_signal_exits_at_once_and_leaves_the_records_pending(
@@ -199,7 +205,7 @@ def test_produce_command_writes_json_lines_and_reports_what_was_rejected(
         json.dumps({"id": 100, "text": "x", "vector": [1.0]})
         + "\n"
         + json.dumps({"id": 101, "text": "y", "vector": [1.0, 2.0, 3.0]})
-        + "\n"
+        + "\nnot json\n[1, 2]\n"
     )
     done = subprocess.run(
         [*CLI, "produce", "--table", "docs", "--redis", redis_url, str(bad)],
@@ -209,8 +215,10 @@ def test_produce_command_writes_json_lines_and_reports_what_was_rejected(
         timeout=120,
     )
     assert done.returncode == 1
-    assert "written 1, rejected 1, failed 0" in done.stdout
+    assert "written 1, rejected 3, failed 0" in done.stdout
     assert "bad.jsonl:1" in done.stderr and "expected a vector of 3 floats, got 1" in done.stderr
+    assert "bad.jsonl:3: not JSON" in done.stderr
+    assert "bad.jsonl:4: a record must be a mapping" in done.stderr
     assert table_ids(db_uri) == [*range(20), 101]
     writer.signal(signal.SIGTERM)
     assert writer.wait() == 0

@@ -14,6 +14,9 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from lancequeue.writer.schema_inference import is_empty
+from lancequeue.writer.values import value_problem
+
 logger = logging.getLogger(__name__)
 
 Records = list[dict[str, Any]]
@@ -23,35 +26,6 @@ def is_vector_type(data_type: pa.DataType) -> bool:
     return bool(
         pa.types.is_fixed_size_list(data_type) and pa.types.is_floating(data_type.value_type)
     )
-
-
-def infer_schema(records: Records) -> pa.Schema:
-    """A schema from the first batch: vectors (numpy float arrays or lists of floats) become
-    fixed-size lists of float32; other columns take Arrow's inferred type; all are nullable."""
-    fields: dict[str, pa.Field] = {}
-    for record in records:
-        for name, value in record.items():
-            if name in fields or value is None:
-                continue
-            fields[name] = pa.field(name, _infer_type(value), nullable=True)
-    for record in records:
-        for name in record:
-            if name not in fields:
-                logger.warning(
-                    "column %r is null in the whole first batch; typing it as string", name
-                )
-                fields[name] = pa.field(name, pa.string(), nullable=True)
-    return pa.schema(list(fields.values()))
-
-
-def _infer_type(value: Any) -> pa.DataType:
-    if isinstance(value, np.ndarray) and value.ndim == 1 and value.dtype.kind == "f":
-        return pa.list_(pa.float32(), len(value))
-    if isinstance(value, list) and value and all(isinstance(item, float) for item in value):
-        return pa.list_(pa.float32(), len(value))
-    if isinstance(value, np.ndarray):
-        return pa.list_(pa.from_numpy_dtype(value.dtype))
-    return pa.infer_type([value])
 
 
 class BatchBuilder:
@@ -88,11 +62,11 @@ class BatchBuilder:
                 return pa.Table.from_arrays(columns, schema=self.schema), rejected
 
     def _check_fields(self, record: dict[str, Any]) -> str | None:
-        for name in record:
-            if name not in self._names:
+        for name, value in record.items():
+            if name not in self._names and not is_empty(value):  # no value: nothing lost
                 return (
                     f"unknown field {name!r}; the table's columns are "
-                    f"{', '.join(self.schema.names)}"
+                    f"{', '.join(self.schema.names) or '(none)'}"
                 )
         for field in self.schema:
             if record.get(field.name) is None and not field.nullable:
@@ -104,7 +78,11 @@ class BatchBuilder:
     def _column(self, field: pa.Field, values: list[Any]) -> tuple[pa.Array | None, dict[int, str]]:
         if is_vector_type(field.type):
             return _vector_column(field, values)
-        lossy = _lossy_values(field, values)
+        lossy = {
+            position: f"field {field.name!r}: {problem}"
+            for position, value in enumerate(values)
+            if value is not None and (problem := value_problem(value, field.type)) is not None
+        }
         if lossy:
             return None, lossy
         try:
@@ -128,21 +106,6 @@ class BatchBuilder:
         return None, bad
 
 
-def _lossy_values(field: pa.Field, values: list[Any]) -> dict[int, str]:
-    """Values Arrow would convert silently with loss (1.5 → 1, True → 1.0): refused instead."""
-    if pa.types.is_integer(field.type):
-        allowed: tuple[type, ...] = (int,)
-    elif pa.types.is_floating(field.type):
-        allowed = (int, float)
-    else:
-        return {}
-    return {
-        position: f"field {field.name!r}: expected {field.type}, got {type(value).__name__}"
-        for position, value in enumerate(values)
-        if value is not None and (isinstance(value, bool) or not isinstance(value, allowed))
-    }
-
-
 def _vector_column(field: pa.Field, values: list[Any]) -> tuple[pa.Array | None, dict[int, str]]:
     dim = field.type.list_size
     value_type = field.type.value_type.to_pandas_dtype()
@@ -158,7 +121,13 @@ def _vector_column(field: pa.Field, values: list[Any]) -> tuple[pa.Array | None,
         if reason is not None:
             bad[position] = f"field {field.name!r}: {reason}"
             continue
-        parts.append(np.asarray(value, dtype=value_type))
+        with np.errstate(over="ignore"):  # overflow is detected below and rejected
+            vector = np.asarray(value, dtype=value_type)
+        overflowed = value_type != np.float64 and not np.isfinite(vector).all()
+        if overflowed and np.isfinite(np.asarray(value, dtype=np.float64)).all():
+            bad[position] = f"field {field.name!r}: values out of range for {field.type}"
+            continue
+        parts.append(vector)
     if bad:
         return None, bad
     flat = pa.array(np.concatenate(parts) if parts else np.zeros(0, dtype=value_type))

@@ -4,17 +4,19 @@ variable per option (``--coalesce-ms`` ↔ ``LANCEQUEUE_COALESCE_MS``)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import logging
 import os
 import signal
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import click
 
-from lancequeue.common.errors import ConfigError
+from lancequeue.common.errors import ConfigError, LancequeueError
 from lancequeue.writer.settings import WriterSettings
 from lancequeue.writer.writer import Writer
 
@@ -80,7 +82,8 @@ async def _run_until_signalled(writer: Writer) -> None:
                 "%s: finishing the batch in hand (again to exit at once)",
                 signal.Signals(signum).name,
             )
-            loop.call_soon_threadsafe(writer.request_stop)  # wakes the loop, signal-safe
+            with contextlib.suppress(RuntimeError):  # the loop may be closed already
+                loop.call_soon_threadsafe(writer.request_stop)  # wakes the loop, signal-safe
         else:
             logger.warning("second signal: exiting now; unacked records stay pending")
             os._exit(1)
@@ -89,4 +92,8 @@ async def _run_until_signalled(writer: Writer) -> None:
     # hook holds the event loop, so the second signal always exits at once.
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, on_signal)
-    await writer.run()
+    try:
+        await writer.run()
+    except LancequeueError as exc:
+        logger.error("%s", exc)
+        sys.exit(1)

@@ -82,4 +82,5 @@ def _seq(fields: dict[bytes, bytes]) -> int | None:
     raw = fields.get(FIELD_SEQ)
     if raw is None or not raw.isdigit() or len(raw) > 19:
         return None
-    return int(raw)
+    seq = int(raw)
+    return seq if seq < 2**63 else None

@@ -1,15 +1,17 @@
 """The writer's heartbeat: proof that a writer is alive, and a guard against two at once.
 
-A writer takes the table's heartbeat key only when no other writer holds it (``SET NX``), and
-refreshes it only while it still holds it. A second writer started for the same table waits
-until the first one stops or its heartbeat expires (3 intervals after it died), so it never
-claims the entries of a writer that is still serving them.
+A writer takes the table's heartbeat key only when no other writer holds it (``SET NX``) and
+refreshes it while it holds it. A second writer started for the same table waits until the first
+one stops or its heartbeat expires (3 intervals after it died), so it never claims the entries
+of a writer that is still serving them. A writer that finds its heartbeat held by another (it
+stalled past the expiry and was replaced) must stop at once, without flushing.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import enum
 import logging
 import time
 
@@ -20,12 +22,16 @@ from lancequeue.common.keys import TableKeys
 logger = logging.getLogger(__name__)
 
 _REFRESH = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  redis.call('PEXPIRE', KEYS[1], ARGV[2])
-  redis.call('HSET', KEYS[2], 'heartbeat_at_ms', ARGV[3])
+local holder = redis.call('GET', KEYS[1])
+if holder and holder ~= ARGV[1] then
+  return 0
+end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+redis.call('HSET', KEYS[2], 'heartbeat_at_ms', ARGV[3])
+if holder then
   return 1
 end
-return 0
+return 2
 """
 _RELEASE = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then
@@ -33,6 +39,14 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then
 end
 return 0
 """
+
+
+class Beat(enum.Enum):
+    HELD = 1
+    RETAKEN = 2
+    """The key had vanished (Redis restarted, flushed, or this writer stalled) and was free."""
+    LOST = 0
+    """Another writer holds the key: this one was replaced."""
 
 
 class Heartbeat:
@@ -71,13 +85,17 @@ class Heartbeat:
                 await asyncio.wait_for(give_up.wait(), self.interval_s)
         return False
 
-    async def beat(self) -> bool:
-        """Refresh the heartbeat; False if another writer holds it now."""
-        held = await self._refresh(
+    async def beat(self) -> Beat:
+        """Refresh the heartbeat (retaking it if it vanished and is free)."""
+        state = await self._refresh(
             keys=[self._keys.heartbeat, self._keys.writer],
             args=[self.consumer, self.expiry_ms, int(time.time() * 1000)],
         )
-        return bool(held)
+        return Beat(int(state))
+
+    async def holder(self) -> str | None:
+        value = await self._redis.get(self._keys.heartbeat)
+        return value.decode() if isinstance(value, bytes) else value
 
     async def release(self) -> None:
         await self._release(keys=[self._keys.heartbeat], args=[self.consumer])

@@ -9,8 +9,9 @@ import lancedb
 import pyarrow as pa
 
 from lancequeue.common.errors import ConfigError
-from lancequeue.writer.arrow_batch import BatchBuilder, Records, infer_schema
+from lancequeue.writer.arrow_batch import BatchBuilder, Records
 from lancequeue.writer.loading import load_object
+from lancequeue.writer.schema_inference import infer_schema
 
 logger = logging.getLogger(__name__)
 
@@ -74,6 +75,12 @@ class TableSink:
         """The batch's Arrow table and the rejected records (index → reason)."""
         if self._builder is None:
             schema = infer_schema(records)
+            if len(schema) == 0:
+                reason = (
+                    f"table {self.name!r} does not exist and these records have no values to "
+                    "define its columns; give the writer a schema"
+                )
+                return None, dict.fromkeys(range(len(records)), reason)
             logger.info(
                 "creating table %r with schema inferred from the first batch: %s", self.name, schema
             )

@@ -9,32 +9,33 @@ import os
 import socket
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import redis.asyncio as aioredis
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import ResponseError
+from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from lancequeue.common.backoff import Backoff
 from lancequeue.common.connection import resolve_redis_url
-from lancequeue.common.errors import ConfigError
-from lancequeue.common.keys import GROUP, TableKeys
-from lancequeue.common.protocol import CONFIG_MAX_QUEUE_SIZE, error_payload
+from lancequeue.common.errors import ConfigError, WriterReplaced
+from lancequeue.common.keys import TableKeys
+from lancequeue.common.protocol import error_payload
 from lancequeue.writer.coalesce import Coalescer
 from lancequeue.writer.entries import Entry, read_entry
-from lancequeue.writer.liveness import Heartbeat
+from lancequeue.writer.liveness import Beat, Heartbeat
 from lancequeue.writer.loading import load_object
-from lancequeue.writer.replies import ErrorPayload, ack_and_answer
+from lancequeue.writer.replies import Outcome, ack_and_answer
 from lancequeue.writer.settings import WriterSettings
 from lancequeue.writer.sink import TableSink
+from lancequeue.writer.stream_group import RawEntry, StreamGroup
 
 logger = logging.getLogger(__name__)
 
-RawEntry = tuple[bytes, dict[bytes, bytes] | None]
 _TRANSIENT = (RedisConnectionError, RedisTimeoutError, OSError)
-_CLAIM_COUNT = 1000
+_CLAIM_EVERY_BEATS = 10
+"""While idle, look for entries left pending by dead writers every this many heartbeats."""
 
 
 class Writer:
@@ -48,7 +49,7 @@ class Writer:
         ...
         await writer.stop()     # flushes what is in hand, acks, answers
 
-    Run exactly one writer per table.
+    A second writer for the same table waits until the first one is gone.
     """
 
     def __init__(self, settings: WriterSettings | None = None, **kwargs: Any) -> None:
@@ -57,16 +58,20 @@ class Writer:
         self.consumer = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         self._on_flushed = _resolve_hook(self.settings.on_flushed)
         self._stop_event = asyncio.Event()
-        self._heartbeat_holder: Heartbeat | None = None
+        self._replaced = False
         self._running = False
         self._finished: asyncio.Event | None = None
-        self._redis: aioredis.Redis | None = None
         self._sink: TableSink | None = None
+        self._group: StreamGroup | None = None
+        self._redis: aioredis.Redis | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------
 
     async def run(self) -> None:
-        """Serve until ``stop()``: on return, every record read was flushed, acked and answered."""
+        """Serve until ``stop()``: on return, every record read was flushed, acked and answered.
+
+        Raises ``WriterReplaced`` if another writer took the table over while this one stalled.
+        """
         self._finished = asyncio.Event()
         self._running = True
         settings = self.settings
@@ -81,19 +86,15 @@ class Writer:
                 settings.schema,
                 settings.metadata_cache_bytes,
             )
-            self._heartbeat_holder = Heartbeat(
-                self._redis, self.keys, self.consumer, settings.heartbeat_ms
-            )
-            if not await self._heartbeat_holder.acquire(self._stop_event):
+            heartbeat = Heartbeat(self._redis, self.keys, self.consumer, settings.heartbeat_ms)
+            if not await heartbeat.acquire(self._stop_event):
                 return
-            await self._ensure_group()
-            await self._announce()
-            stop_heartbeat = asyncio.Event()
-            heartbeat = asyncio.create_task(
-                self._heartbeat(stop_heartbeat), name="lancequeue-heartbeat"
-            )
+            self._group = StreamGroup(self._redis, self.keys, self.consumer)
+            await self._group.ensure()
+            await self._group.announce(settings.max_queue_size, self._table_status())
+            beating = asyncio.Event()
+            beater = asyncio.create_task(self._beat(heartbeat, beating), name="lancequeue-beat")
             try:
-                await self._claim_orphans()
                 logger.info(
                     "writer %s serving table %r (coalesce %d ms, max batch %d)",
                     self.consumer,
@@ -105,9 +106,15 @@ class Writer:
             finally:
                 # Not cancel(): a cancellation landing inside a redis-py call can be swallowed,
                 # leaving the task alive forever.
-                stop_heartbeat.set()
-                await heartbeat
-                await self._retire()
+                beating.set()
+                await beater
+                if not self._replaced:
+                    await self._retire(heartbeat)
+            if self._replaced:
+                raise WriterReplaced(
+                    f"another writer took table {settings.table!r} over while {self.consumer} "
+                    "stalled; it stopped without flushing (its entries stay pending)"
+                )
             logger.info("writer %s stopped", self.consumer)
         finally:
             self._running = False
@@ -128,19 +135,32 @@ class Writer:
     # -- the coalesce loop -------------------------------------------------------------------
 
     async def _serve(self) -> None:
+        group = self._group
+        assert group is not None
         coalescer: Coalescer[RawEntry] = Coalescer(
             self.settings.coalesce_ms, self.settings.max_batch, self.settings.max_block_ms
         )
-        # Entries this consumer read before and never acked (a crash, or claimed from a dead
-        # writer) come first: read them from our pending list, then switch to new entries.
+        # Entries left pending by earlier writers (crashed, or replaced) come first: claim them,
+        # read them from this consumer's pending list, then switch to new entries.
+        claimed = await self._with_retry(lambda: group.claim_orphans(0))
+        if claimed:
+            logger.info("replaying %d entries left pending by an earlier writer", claimed)
         position = "0"
+        next_claim_at = time.monotonic() + self._claim_interval_s
         backoff = Backoff()
         while not self._stop_event.is_set():
             if coalescer.due():
                 await self._flush(coalescer.take())
                 continue
+            if not len(coalescer) and position == ">" and time.monotonic() >= next_claim_at:
+                # Only with no batch in hand: this consumer's pending list is empty then, so
+                # reading it from "0" returns just what was claimed.
+                next_claim_at = time.monotonic() + self._claim_interval_s
+                if await self._with_retry(lambda: group.claim_orphans(self._orphan_idle_ms)):
+                    logger.info("replaying entries left pending by a replaced writer")
+                    position = "0"
             try:
-                entries = await self._read(position, coalescer.room, coalescer.block_ms())
+                entries = await group.read(position, coalescer.room, coalescer.block_ms())
                 backoff.reset()
             except _TRANSIENT as exc:
                 delay = backoff.next_delay()
@@ -153,53 +173,41 @@ class Writer:
                     continue
                 position = entries[-1][0].decode()
             coalescer.add(entries)
-        if len(coalescer):
+        if len(coalescer) and not self._replaced:
             logger.info("stopping: flushing %d records in hand", len(coalescer))
             await self._flush(coalescer.take())
 
-    async def _read(self, position: str, count: int, block_ms: int) -> list[RawEntry]:
-        assert self._redis is not None
-        try:
-            response: Any = await self._redis.xreadgroup(
-                GROUP,
-                self.consumer,
-                {self.keys.stream: position},
-                count=count,
-                block=block_ms if position == ">" else None,
-            )
-        except ResponseError as exc:
-            if "NOGROUP" not in str(exc):
-                raise
-            logger.warning("stream or group of %r vanished; recreating it", self.settings.table)
-            await self._ensure_group()
-            return []
-        if not response:
-            return []
-        entries: list[RawEntry] = response[0][1]
-        return entries
+    @property
+    def _claim_interval_s(self) -> float:
+        return _CLAIM_EVERY_BEATS * self.settings.heartbeat_ms / 1000
+
+    @property
+    def _orphan_idle_ms(self) -> int:
+        return 2 * 3 * self.settings.heartbeat_ms  # twice the heartbeat expiry
 
     # -- one flush ---------------------------------------------------------------------------
 
     async def _flush(self, raw_entries: list[RawEntry]) -> None:
-        assert self._sink is not None
+        if self._replaced:
+            return  # the new writer replays these entries; appending them here would duplicate
+        sink = self._sink
+        assert sink is not None
         entries = [
             read_entry(self.keys, entry_id, fields or {}) for entry_id, fields in raw_entries
         ]
-        answers: dict[bytes, ErrorPayload] = {}
+        outcomes: dict[bytes, Outcome] = {}
         writable: list[Entry] = []
         for entry in entries:
             if entry.reply_key is None:
                 continue  # logged when read; acked below, never written nor answered
             if entry.record is None:
-                answers[entry.entry_id] = error_payload(
-                    "RecordRejected", entry.rejection or "rejected", "RecordRejected"
-                )
+                outcomes[entry.entry_id] = _rejected(entry.rejection or "rejected")
             else:
                 writable.append(entry)
         landed: list[Entry] = []
         failed = 0
         if writable:
-            landed, failed = await self._append(writable, answers)
+            landed, failed = await self._append(writable, outcomes)
         if landed:
             await self._call_on_flushed(
                 [entry.record for entry in landed if entry.record is not None]
@@ -207,19 +215,18 @@ class Writer:
         increments = {
             "batches": 1 if landed else 0,
             "rows": len(landed),
-            "rejected": len(answers) - failed,
+            "rejected": len(outcomes) - failed,
             "failed": failed,
         }
-        values = {"table_rows": self._sink.rows, "table_version": self._sink.version}
         await self._with_retry(
             lambda: ack_and_answer(
                 self._redis_client,
                 self.keys,
                 entries,
-                answers,
+                outcomes,
                 self.settings.reply_ttl_ms,
                 increments,
-                values,
+                self._table_status(),
             )
         )
         logger.debug(
@@ -231,19 +238,16 @@ class Writer:
         )
 
     async def _append(
-        self, writable: list[Entry], answers: dict[bytes, ErrorPayload]
+        self, writable: list[Entry], outcomes: dict[bytes, Outcome]
     ) -> tuple[list[Entry], int]:
-        """Append the writable records in one commit; fill ``answers`` with the rejected and,
+        """Append the writable records in one commit; fill ``outcomes`` with the rejected and,
         if the append raised, failed ones. Returns the entries that landed and the failures."""
         assert self._sink is not None
+        records = [entry.record for entry in writable if entry.record is not None]
         try:
-            batch, rejected = await self._sink.prepare(
-                [entry.record for entry in writable if entry.record is not None]
-            )
+            batch, rejected = await self._sink.prepare(records)
             for index, reason in rejected.items():
-                answers[writable[index].entry_id] = error_payload(
-                    "RecordRejected", reason, "RecordRejected"
-                )
+                outcomes[writable[index].entry_id] = _rejected(reason)
             if batch is None:
                 return [], 0
             await self._sink.append(batch)
@@ -257,8 +261,8 @@ class Writer:
             )
             failed = 0
             for entry in writable:
-                if entry.entry_id not in answers:
-                    answers[entry.entry_id] = error_payload(
+                if entry.entry_id not in outcomes:
+                    outcomes[entry.entry_id] = error_payload(
                         "WriteFailed", str(exc), type(exc).__name__
                     )
                     failed += 1
@@ -282,112 +286,63 @@ class Writer:
         assert self._redis is not None
         return self._redis
 
-    async def _with_retry(self, operation: Callable[[], Any]) -> None:
-        """Run a Redis operation until it succeeds, backing off while Redis is unreachable."""
+    def _table_status(self) -> dict[str, int | str]:
+        assert self._sink is not None
+        return {
+            "table_rows": self._sink.rows,
+            "table_version": self._sink.version,
+            "db_uri": self.settings.resolved_db_uri,
+        }
+
+    async def _with_retry(self, operation: Callable[[], Awaitable[Any]]) -> Any:
+        """Run a Redis operation until it succeeds. Unreachable Redis is waited out; other
+        Redis errors (out of memory, a read-only replica) are logged and retried too, since
+        giving up here would replay, and so append again, records already in the table."""
         backoff = Backoff()
         while True:
             try:
-                await operation()
-                return
-            except _TRANSIENT as exc:
+                return await operation()
+            except (*_TRANSIENT, RedisError) as exc:
                 delay = backoff.next_delay()
-                logger.warning("redis unreachable (%s); retrying in %.2fs", exc, delay)
+                logger.warning("redis: %s: %s; retrying in %.2fs", type(exc).__name__, exc, delay)
                 await asyncio.sleep(delay)
 
-    async def _ensure_group(self) -> None:
-        try:
-            await self._redis_client.xgroup_create(self.keys.stream, GROUP, id="0", mkstream=True)
-        except ResponseError as exc:
-            if "BUSYGROUP" not in str(exc):
-                raise
-
-    async def _announce(self) -> None:
-        assert self._sink is not None
-        now_ms = int(time.time() * 1000)
-        async with self._redis_client.pipeline(transaction=True) as pipe:
-            pipe.hset(self.keys.config, CONFIG_MAX_QUEUE_SIZE, self.settings.max_queue_size)
-            pipe.delete(self.keys.writer)
-            pipe.hset(
-                self.keys.writer,
-                mapping={
-                    "state": "running",
-                    "consumer": self.consumer,
-                    "pid": os.getpid(),
-                    "host": socket.gethostname(),
-                    "started_at_ms": now_ms,
-                    "heartbeat_at_ms": now_ms,
-                    "batches": 0,
-                    "rows": 0,
-                    "rejected": 0,
-                    "failed": 0,
-                    "table_rows": self._sink.rows,
-                    "table_version": self._sink.version,
-                    "db_uri": self.settings.resolved_db_uri,
-                },
-            )
-            await pipe.execute()
-
-    async def _heartbeat(self, stop: asyncio.Event) -> None:
-        assert self._heartbeat_holder is not None
+    async def _beat(self, heartbeat: Heartbeat, stop: asyncio.Event) -> None:
         while True:
             try:
-                await asyncio.wait_for(stop.wait(), self._heartbeat_holder.interval_s)
+                await asyncio.wait_for(stop.wait(), heartbeat.interval_s)
                 return
             except asyncio.TimeoutError:
                 pass
             try:
-                if not await self._heartbeat_holder.beat():
-                    logger.error(
-                        "another writer took table %r's heartbeat (this one stalled longer "
-                        "than its expiry); stopping",
-                        self.settings.table,
-                    )
-                    self.request_stop()
-                    return
-            except _TRANSIENT as exc:
-                logger.warning("heartbeat failed: %s", exc)
-
-    async def _retire(self) -> None:
-        try:
-            async with self._redis_client.pipeline(transaction=True) as pipe:
-                pipe.hset(
-                    self.keys.writer,
-                    mapping={"state": "stopped", "stopped_at_ms": int(time.time() * 1000)},
+                state = await heartbeat.beat()
+            except (*_TRANSIENT, RedisError) as exc:
+                logger.warning("heartbeat failed: %s: %s", type(exc).__name__, exc)
+                continue
+            if state is Beat.RETAKEN:
+                logger.warning("table %r's heartbeat had vanished; retaken", self.settings.table)
+            elif state is Beat.LOST:
+                logger.error(
+                    "writer %s now holds table %r (this writer stalled past its heartbeat "
+                    "expiry); stopping without flushing",
+                    await heartbeat.holder(),
+                    self.settings.table,
                 )
-                await pipe.execute()
-            assert self._heartbeat_holder is not None
-            await self._heartbeat_holder.release()
-        except _TRANSIENT as exc:
+                self._replaced = True
+                self.request_stop()
+                return
+
+    async def _retire(self, heartbeat: Heartbeat) -> None:
+        assert self._group is not None
+        try:
+            await self._group.retire()
+            await heartbeat.release()
+        except (*_TRANSIENT, RedisError) as exc:
             logger.warning("could not record the stop in redis: %s", exc)
 
-    async def _claim_orphans(self) -> None:
-        """Take over entries left pending by writers that are gone (crashed): they are replayed
-        from this writer's pending list before any new entry."""
-        start = "0-0"
-        claimed = 0
-        while True:
-            response = await self._redis_client.xautoclaim(
-                self.keys.stream,
-                GROUP,
-                self.consumer,
-                min_idle_time=0,
-                start_id=start,
-                count=_CLAIM_COUNT,
-            )
-            start_raw, entries = response[0], response[1]
-            claimed += len(entries)
-            start = start_raw.decode() if isinstance(start_raw, bytes) else str(start_raw)
-            if start == "0-0":
-                break
-        if claimed:
-            logger.info("replaying %d entries left pending by an earlier writer", claimed)
-        # Earlier writers' consumers now own nothing: forget them, so the group does not grow
-        # by one consumer per restart.
-        for consumer in await self._redis_client.xinfo_consumers(self.keys.stream, GROUP):
-            name = consumer["name"]
-            name = name.decode() if isinstance(name, bytes) else str(name)
-            if name != self.consumer and int(consumer["pending"]) == 0:
-                await self._redis_client.xgroup_delconsumer(self.keys.stream, GROUP, name)
+
+def _rejected(reason: str) -> Outcome:
+    return error_payload("RecordRejected", reason, "RecordRejected")
 
 
 def _resolve_hook(hook: str | Callable[..., Any] | None) -> Callable[..., Any] | None:

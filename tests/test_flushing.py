@@ -1,0 +1,205 @@
+"""Coalescing, flushing, answering: the writer's loop against real Redis and LanceDB."""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import time
+from collections.abc import Callable
+from typing import Any
+
+import lancedb
+import pyarrow as pa
+import pytest
+import redis
+
+from lancequeue.common.codec import encode_record
+from lancequeue.common.errors import (
+    WriteFailed,
+)
+from lancequeue.common.keys import TableKeys
+from lancequeue.common.protocol import decode_results
+from lancequeue.producer import Producer
+from lancequeue.writer import Writer
+from tests.support import (
+    async_wait_for,
+    flush_recorder,
+    gather,
+    record,
+    resolve,
+    stream_entry,
+    table_ids,
+    table_versions,
+)
+
+KEYS = TableKeys("docs")
+StartWriter = Callable[..., Writer]
+
+
+async def test_a_written_record_is_in_the_table_when_its_future_resolves(
+    start_writer: StartWriter, producer: Producer, db_uri: str
+) -> None:
+    start_writer()
+    await resolve(producer.enqueue(record(1)))
+    assert table_ids(db_uri) == [1]
+    row = lancedb.connect(db_uri).open_table("docs").to_arrow().to_pylist()[0]
+    assert row["text"] == "document 1"
+    assert row["vector"] == pytest.approx(record(1)["vector"].tolist())
+
+
+async def test_vector_columns_become_fixed_size_lists_of_float32(
+    start_writer: StartWriter, producer: Producer, db_uri: str
+) -> None:
+    start_writer()
+    await resolve(producer.enqueue({"id": 1, "vector": [0.5, 1.5, 2.5], "text": "x"}))
+    schema = lancedb.connect(db_uri).open_table("docs").schema
+    assert schema.field("vector").type == pa.list_(pa.float32(), 3)
+
+
+async def test_records_sent_together_flush_at_max_batch_one_append_each(
+    start_writer: StartWriter, producer: Producer, db_uri: str
+) -> None:
+    flushes, on_flushed = flush_recorder()
+    start_writer(max_batch=10, coalesce_ms=60_000, on_flushed=on_flushed)
+    futures = producer.enqueue_many([record(i) for i in range(30)])
+    results = await gather(futures)
+    assert results == [None] * 30
+    assert [len(batch) for batch in flushes] == [10, 10, 10]
+    # one table version for the creation, then exactly one per batch
+    assert table_versions(db_uri) == 1 + 3
+    assert table_ids(db_uri) == list(range(30))
+
+
+async def test_records_arriving_within_the_window_flush_together_once_it_expires(
+    start_writer: StartWriter, producer: Producer
+) -> None:
+    flushes, on_flushed = flush_recorder()
+    start_writer(max_batch=128, coalesce_ms=1500, on_flushed=on_flushed)
+    started = time.monotonic()
+    futures = [producer.enqueue(record(i)) for i in range(3)]
+    await gather(futures)
+    assert [len(batch) for batch in flushes] == [3]
+    assert time.monotonic() - started >= 1.5  # the window was waited out, not cut short
+
+
+async def test_a_failed_append_answers_every_record_of_the_batch_and_the_writer_keeps_serving(
+    start_writer: StartWriter, producer: Producer, db_uri: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    writer = start_writer(max_batch=5, coalesce_ms=60_000)
+    await resolve(producer.enqueue_many([record(i) for i in range(5)])[0])
+    # Fault injection: the storage fails for the next append only.
+    from lancequeue.writer.sink import TableSink
+
+    real_append = TableSink.append
+    calls = {"n": 0}
+
+    async def failing_once(self: TableSink, batch: pa.Table) -> None:
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise OSError("disk on fire")
+        await real_append(self, batch)
+
+    monkeypatch.setattr(TableSink, "append", failing_once)
+    failed = await gather(producer.enqueue_many([record(i) for i in range(10, 15)]))
+    assert all(isinstance(r, WriteFailed) for r in failed)
+    assert {(r.error_type, r.error_message) for r in failed} == {("OSError", "disk on fire")}
+    ok = await gather(producer.enqueue_many([record(i) for i in range(20, 25)]))
+    assert ok == [None] * 5
+    assert table_ids(db_uri) == [0, 1, 2, 3, 4, 20, 21, 22, 23, 24]
+    assert writer._running
+
+
+async def test_on_flushed_sees_the_records_before_any_future_resolves(
+    start_writer: StartWriter, producer: Producer
+) -> None:
+    futures: list[concurrent.futures.Future[None]] = []
+    seen: list[tuple[list[int], bool]] = []
+
+    def on_flushed(records: list[dict[str, Any]]) -> None:
+        ids = [r["id"] for r in records]
+        seen.append((ids, any(futures[i].done() for i in ids)))
+
+    start_writer(on_flushed=on_flushed, coalesce_ms=60_000, max_batch=4)
+    futures.extend(producer.enqueue_many([record(i) for i in range(8)]))
+    await gather(futures)
+    assert seen == [([0, 1, 2, 3], False), ([4, 5, 6, 7], False)]
+
+
+async def test_a_raising_on_flushed_hook_changes_nothing(
+    start_writer: StartWriter, producer: Producer, db_uri: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    def on_flushed(records: list[dict[str, Any]]) -> None:
+        raise RuntimeError("hook broke")
+
+    start_writer(on_flushed=on_flushed, coalesce_ms=10)
+    assert await gather(producer.enqueue_many([record(i) for i in range(3)])) == [None] * 3
+    assert await gather([producer.enqueue(record(9))]) == [None]
+    assert table_ids(db_uri) == [0, 1, 2, 9]
+    assert "on_flushed hook raised" in caplog.text
+
+
+async def test_an_async_on_flushed_hook_is_awaited(
+    start_writer: StartWriter, producer: Producer
+) -> None:
+    seen: list[int] = []
+
+    async def on_flushed(records: list[dict[str, Any]]) -> None:
+        await asyncio.sleep(0)
+        seen.extend(r["id"] for r in records)
+
+    start_writer(on_flushed=on_flushed, coalesce_ms=10)
+    await gather(producer.enqueue_many([record(i) for i in range(3)]))
+    assert seen == [0, 1, 2]
+
+
+async def test_acked_entries_are_trimmed_from_the_stream(
+    start_writer: StartWriter, producer: Producer, client: redis.Redis
+) -> None:
+    start_writer(coalesce_ms=10)
+    await gather(producer.enqueue_many([record(i) for i in range(50)]))
+    assert client.xlen(KEYS.stream) == 0
+    assert client.xpending(KEYS.stream, "writers")["pending"] == 0
+
+
+async def test_reply_lists_expire_when_nobody_reads_them(
+    start_writer: StartWriter, client: redis.Redis
+) -> None:
+    start_writer(coalesce_ms=10, reply_ttl_ms=60_000)
+    reply_key = KEYS.reply("gone")
+    client.xadd(KEYS.stream, stream_entry(reply_key, 1, encode_record(record(1))))
+    await async_wait_for(lambda: asyncio.to_thread(client.exists, reply_key), what="a reply")
+    assert 0 < client.pttl(reply_key) <= 60_000
+
+
+async def test_one_reply_message_per_producer_per_flush(
+    start_writer: StartWriter, client: redis.Redis
+) -> None:
+    start_writer(coalesce_ms=60_000, max_batch=6)
+    keys = [KEYS.reply("p1"), KEYS.reply("p2")]
+    with client.pipeline() as pipe:
+        for seq in range(6):
+            pipe.xadd(KEYS.stream, stream_entry(keys[seq % 2], seq, encode_record(record(seq))))
+        pipe.execute()
+    await async_wait_for(
+        lambda: asyncio.to_thread(lambda: all(client.exists(k) for k in keys)), what="replies"
+    )
+    for index, key in enumerate(keys):
+        assert client.llen(key) == 1
+        results = decode_results(client.lpop(key))
+        assert [r.seq for r in results] == list(range(index, 6, 2))
+        assert all(r.error is None for r in results)
+
+
+async def test_status_reports_queue_writer_and_table(
+    start_writer: StartWriter, producer: Producer, client: redis.Redis
+) -> None:
+    from lancequeue.common.status import read_status
+
+    start_writer(coalesce_ms=10)
+    await gather(producer.enqueue_many([record(i) for i in range(20)]))
+    status = read_status(client, "docs")
+    assert status["writer_alive"] is True
+    assert status["queue_depth"] == 0 and status["pending"] == 0
+    assert status["rows_written"] == 20 and status["table_rows"] == 20
+    assert status["batches"] >= 1 and status["table_version"] >= 2
+    assert status["last_flush_at_ms"] is not None

@@ -1,0 +1,126 @@
+"""The synchronous producer's own contract: closing, timeouts, threads, Redis down."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import threading
+from collections.abc import Callable
+
+import pytest
+import redis
+
+from lancequeue.common.errors import ProducerClosed, RecordRejected, WriteTimeout
+from lancequeue.common.keys import TableKeys
+from lancequeue.producer import Producer
+from lancequeue.writer import Writer
+from tests.support import async_wait_for, gather, record, table_ids
+
+KEYS = TableKeys("docs")
+StartWriter = Callable[..., Writer]
+
+
+async def test_enqueue_after_close_raises_producer_closed(redis_url: str) -> None:
+    made = Producer("docs", redis_url=redis_url)
+    made.close()
+    with pytest.raises(ProducerClosed) as caught:
+        made.enqueue(record(1))
+    assert isinstance(caught.value, RuntimeError)
+    made.close()  # idempotent
+
+
+async def test_close_waits_for_outstanding_records(
+    start_writer: StartWriter, redis_url: str, db_uri: str
+) -> None:
+    start_writer(coalesce_ms=300)
+    made = Producer("docs", redis_url=redis_url)
+    futures = made.enqueue_many([record(i) for i in range(5)])
+    await asyncio.to_thread(made.close)
+    assert all(f.done() and f.exception() is None for f in futures)
+    assert table_ids(db_uri) == list(range(5))
+
+
+async def test_write_times_out_without_a_writer_and_close_fails_what_is_left(
+    redis_url: str,
+) -> None:
+    made = Producer("docs", redis_url=redis_url)
+    with pytest.raises(WriteTimeout):
+        await asyncio.to_thread(made.write, record(1), 0.3)
+    future = made.enqueue(record(2))
+    await asyncio.to_thread(made.close, 0.1)
+    assert isinstance(future.exception(), ProducerClosed)
+
+
+async def test_many_threads_share_one_producer_and_every_record_lands_once(
+    start_writer: StartWriter, producer: Producer, db_uri: str
+) -> None:
+    start_writer(coalesce_ms=20)
+
+    def write_range(start: int) -> None:
+        for i in range(start, start + 25):
+            producer.write(record(i), timeout=60)
+
+    await asyncio.gather(*(asyncio.to_thread(write_range, k * 100) for k in range(8)))
+    assert table_ids(db_uri) == sorted(k * 100 + i for k in range(8) for i in range(25))
+
+
+def test_an_unreachable_redis_is_a_redis_unavailable_error_and_leaves_nothing_pending(
+    redis_server: str,
+) -> None:
+    from lancequeue.common.errors import RedisUnavailable
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        dead_port = sock.getsockname()[1]
+    made = Producer("docs", redis_url=f"redis://127.0.0.1:{dead_port}")
+    with pytest.raises(RedisUnavailable) as caught:
+        made.enqueue(record(1))
+    assert isinstance(caught.value, ConnectionError) and caught.value.retriable
+    assert made.outstanding == 0  # nothing left waiting for an answer that cannot come
+    made.close()
+
+
+async def test_a_record_that_cannot_be_encoded_fails_alone_in_enqueue_many(
+    start_writer: StartWriter, producer: Producer, db_uri: str
+) -> None:
+    start_writer(coalesce_ms=20)
+    futures = producer.enqueue_many([record(1), {"id": 2**70}, record(3)])
+    results = await gather(futures)
+    assert results[0] is None and results[2] is None
+    assert isinstance(results[1], RecordRejected) and "field 'id'" in str(results[1])
+    assert table_ids(db_uri) == [1, 3]
+
+
+def test_futures_cannot_be_cancelled_once_the_record_is_sent(producer: Producer) -> None:
+    future = producer.enqueue(record(1))
+    assert future.cancel() is False
+    producer.close(timeout=0)
+
+
+async def test_close_ends_an_enqueue_waiting_for_room_with_producer_closed(
+    redis_url: str, client: redis.Redis
+) -> None:
+    client.hset(KEYS.config, "max_queue_size", 1)
+    made = Producer("docs", redis_url=redis_url, room_recheck_ms=50)
+    made.enqueue(record(0))
+    waiting = asyncio.ensure_future(asyncio.to_thread(made.enqueue, record(1), 600))
+    await async_wait_for(
+        lambda: asyncio.to_thread(lambda: client.pubsub_numsub(KEYS.flushed_channel)[0][1] == 1),
+        what="the enqueue to wait for room",
+    )
+    await asyncio.to_thread(made.close, 0)
+    with pytest.raises(ProducerClosed):
+        await asyncio.wait_for(waiting, 30)
+    assert made.outstanding == 0
+
+
+async def test_close_from_a_done_callback_does_not_deadlock(
+    start_writer: StartWriter, redis_url: str
+) -> None:
+    start_writer(coalesce_ms=20)
+    made = Producer("docs", redis_url=redis_url)
+    closed = threading.Event()
+    future = made.enqueue(record(1))
+    future.add_done_callback(lambda _: (made.close(timeout=0), closed.set()))
+    assert await asyncio.to_thread(closed.wait, 30)
+    assert made.closed

@@ -1,0 +1,113 @@
+"""Strict checks of one value against an Arrow type.
+
+Arrow converts some values silently with loss (1.5 into int64 gives 1, True into a float gives
+1.0, 1e300 into float32 gives inf, a datetime into date32 drops the time, unknown struct fields
+vanish). Records carrying such values are rejected instead, with the path of the value.
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+_FLOAT_MAX = {16: float(np.finfo(np.float16).max), 32: float(np.finfo(np.float32).max)}
+_MICROS_PER_UNIT = {"s": 1_000_000, "ms": 1000}
+
+
+def value_problem(value: Any, data_type: pa.DataType) -> str | None:
+    """Why ``value`` (not None) cannot go into a column of ``data_type`` as it is, or None."""
+    expected = f"expected {data_type}, got {type(value).__name__}"
+    if pa.types.is_boolean(data_type):
+        return None if isinstance(value, (bool, np.bool_)) else expected
+    if pa.types.is_integer(data_type):
+        ok = isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
+        return None if ok else expected
+    if pa.types.is_floating(data_type):
+        return _float_problem(value, data_type, expected)
+    if pa.types.is_string(data_type) or pa.types.is_large_string(data_type):
+        return None if isinstance(value, str) else expected
+    if pa.types.is_binary(data_type) or pa.types.is_large_binary(data_type):
+        return None if isinstance(value, bytes) else expected
+    if pa.types.is_fixed_size_binary(data_type):
+        if not isinstance(value, bytes):
+            return expected
+        return None if len(value) == data_type.byte_width else f"{expected} of {len(value)} bytes"
+    if pa.types.is_timestamp(data_type):
+        return _timestamp_problem(value, data_type, expected)
+    if pa.types.is_date(data_type):
+        ok = isinstance(value, date) and not isinstance(value, datetime)
+        return None if ok else expected
+    if pa.types.is_list(data_type) or pa.types.is_large_list(data_type):
+        return _items_problem(value, data_type, expected)
+    if pa.types.is_fixed_size_list(data_type):
+        problem = _items_problem(value, data_type, expected)
+        if problem is None and len(value) != data_type.list_size:
+            return f"expected {data_type.list_size} items, got {len(value)}"
+        return problem
+    if pa.types.is_struct(data_type):
+        return _struct_problem(value, data_type, expected)
+    if pa.types.is_map(data_type):
+        return _map_problem(value, data_type, expected)
+    return None  # other types: Arrow's own conversion decides
+
+
+def _float_problem(value: Any, data_type: pa.DataType, expected: str) -> str | None:
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.number)):
+        return expected
+    limit = _FLOAT_MAX.get(data_type.bit_width)
+    if limit is not None and abs(float(value)) > limit and np.isfinite(float(value)):
+        return f"{value} is out of range for {data_type}"
+    return None
+
+
+def _timestamp_problem(value: Any, data_type: pa.DataType, expected: str) -> str | None:
+    if not isinstance(value, datetime):
+        return expected
+    micros_per_unit = _MICROS_PER_UNIT.get(data_type.unit)
+    if micros_per_unit is not None and value.microsecond % micros_per_unit:
+        return f"{value.isoformat()} has a precision {data_type} would drop"
+    return None
+
+
+def _items_problem(value: Any, data_type: pa.DataType, expected: str) -> str | None:
+    item_type = data_type.value_type
+    if isinstance(value, np.ndarray):
+        if value.ndim != 1:
+            return f"{expected} of shape {value.shape}"
+        if pa.types.is_integer(item_type) and value.dtype.kind not in "iu":
+            return f"expected {data_type}, got an array of {value.dtype}"
+        if pa.types.is_floating(item_type) and value.dtype.kind not in "iuf":
+            return f"expected {data_type}, got an array of {value.dtype}"
+        return None
+    if not isinstance(value, list):
+        return expected
+    for index, item in enumerate(value):
+        if item is not None and (problem := value_problem(item, item_type)) is not None:
+            return f"item {index}: {problem}"
+    return None
+
+
+def _struct_problem(value: Any, data_type: pa.DataType, expected: str) -> str | None:
+    if not isinstance(value, dict):
+        return expected
+    names = {data_type.field(i).name: data_type.field(i) for i in range(data_type.num_fields)}
+    for key, item in value.items():
+        if key not in names:
+            return f"unknown field {key!r} (expected {', '.join(names)})"
+        if item is not None and (problem := value_problem(item, names[key].type)) is not None:
+            return f"{key}: {problem}"
+    return None
+
+
+def _map_problem(value: Any, data_type: pa.DataType, expected: str) -> str | None:
+    if not isinstance(value, dict):
+        return expected
+    for key, item in value.items():
+        if (problem := value_problem(key, data_type.key_type)) is not None:
+            return f"key {key!r}: {problem}"
+        if item is not None and (problem := value_problem(item, data_type.item_type)) is not None:
+            return f"{key!r}: {problem}"
+    return None
