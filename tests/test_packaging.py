@@ -110,6 +110,17 @@ def test_the_readme_documents_every_writer_option() -> None:
         assert f"`{settings_field.metadata['flag']}`" in readme, settings_field.name
 
 
+def test_the_readme_documents_every_producer_setting() -> None:
+    import dataclasses
+
+    from lancequeue.producer.settings import ProducerSettings
+
+    readme = (ROOT / "README.md").read_text()
+    for settings_field in dataclasses.fields(ProducerSettings):
+        if settings_field.name not in ("table", "redis_url", "data_dir"):
+            assert f"`{settings_field.name}`" in readme, settings_field.name
+
+
 def test_ci_runs_the_readme_s_test_command() -> None:
     readme = (ROOT / "README.md").read_text()
     command = readme.split("Run the tests")[1].split("```sh\n")[1].split("\n")[0]
