@@ -10,7 +10,8 @@ from typing import Any
 import click
 import redis
 
-from lancequeue.common.connection import ENV_DATA_DIR, ENV_REDIS_URL, resolve_redis_url
+from lancequeue.common.cli_options import connection_options
+from lancequeue.common.connection import resolve_redis_url
 from lancequeue.common.errors import LancequeueError
 from lancequeue.common.keys import GROUP, TableKeys
 
@@ -75,19 +76,7 @@ def format_status(status: dict[str, Any]) -> str:
 
 
 @click.command("status")
-@click.option("--table", required=True, envvar="LANCEQUEUE_TABLE", help="Table to report on.")
-@click.option(
-    "--redis",
-    "redis_url",
-    envvar=ENV_REDIS_URL,
-    help="Redis URL. Default: the embedded server of --data-dir.",
-)
-@click.option(
-    "--data-dir",
-    type=click.Path(path_type=Path),
-    envvar=ENV_DATA_DIR,
-    help="Data directory of the embedded Redis server.",
-)
+@connection_options
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 def status_command(table: str, redis_url: str | None, data_dir: Path | None, as_json: bool) -> None:
     """Show a table's queue depth, pending entries, writer and progress."""

@@ -243,13 +243,10 @@ class AsyncProducer:
                     pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
                     await pubsub.subscribe(self.keys.flushed_channel)
                     continue
-                if self._closed:
-                    error: LancequeueError = ProducerClosed("closed while waiting for room")
-                    return self._outbox.abandon(unsent, error, _resolve_error)
+                give_up = self._outbox.give_up_waiting(self._closed, deadline, timeout_s)
+                if give_up is not None:
+                    return self._outbox.abandon(unsent, give_up, _resolve_error)
                 remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    error = QueueFull(f"table {self.keys.table!r}: queue full for {timeout_s}s")
-                    return self._outbox.abandon(unsent, error, _resolve_error)
                 # Woken by the writer's next flush; the cap bounds a missed message and close().
                 await pubsub.get_message(timeout=min(remaining, self._room_recheck_s))
             return []

@@ -10,7 +10,7 @@ from typing import IO, Any
 
 import click
 
-from lancequeue.common.connection import ENV_DATA_DIR, ENV_REDIS_URL
+from lancequeue.common.cli_options import connection_options
 from lancequeue.common.errors import LancequeueError, RecordRejected
 from lancequeue.producer.producer import Producer
 
@@ -32,19 +32,7 @@ def _records(files: tuple[IO[str], ...]) -> Iterator[tuple[str, Any]]:
 
 @click.command("produce")
 @click.argument("files", nargs=-1, type=click.File("r"))
-@click.option("--table", required=True, envvar="LANCEQUEUE_TABLE", help="Table to write to.")
-@click.option(
-    "--redis",
-    "redis_url",
-    envvar=ENV_REDIS_URL,
-    help="Redis URL. Default: the embedded server of --data-dir.",
-)
-@click.option(
-    "--data-dir",
-    type=click.Path(path_type=Path),
-    envvar=ENV_DATA_DIR,
-    help="Data directory of the embedded Redis server.",
-)
+@connection_options
 @click.option(
     "--batch",
     default=256,

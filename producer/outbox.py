@@ -7,11 +7,18 @@ from __future__ import annotations
 
 import itertools
 import threading
+import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Generic, TypeVar
 
 from lancequeue.common.codec import encode_record
-from lancequeue.common.errors import LancequeueError, RecordRejected, RedisUnavailable
+from lancequeue.common.errors import (
+    LancequeueError,
+    ProducerClosed,
+    QueueFull,
+    RecordRejected,
+    RedisUnavailable,
+)
 from lancequeue.common.keys import TableKeys
 from lancequeue.common.protocol import (
     DEFAULT_MAX_QUEUE_SIZE,
@@ -99,6 +106,16 @@ class Outbox(Generic[F]):
                 fail(future, error)
                 failed.append(future)
         return failed
+
+    def give_up_waiting(
+        self, closed: bool, deadline: float, timeout_s: float
+    ) -> LancequeueError | None:
+        """Why an enqueue waiting for room in a full queue must stop waiting, if it must."""
+        if closed:
+            return ProducerClosed("closed while waiting for room")
+        if time.monotonic() >= deadline:
+            return QueueFull(f"table {self.keys.table!r}: queue full for {timeout_s}s")
+        return None
 
     def futures(self) -> list[F]:
         with self._lock:

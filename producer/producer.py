@@ -18,7 +18,7 @@ import redis
 
 from lancequeue.common.backoff import Backoff
 from lancequeue.common.connection import resolve_redis_url
-from lancequeue.common.errors import LancequeueError, ProducerClosed, QueueFull, WriteTimeout
+from lancequeue.common.errors import LancequeueError, ProducerClosed, WriteTimeout
 from lancequeue.common.keys import TableKeys
 from lancequeue.common.protocol import ENQUEUE_SCRIPT, decode_results, encode_results
 from lancequeue.producer.outbox import Item, Outbox, not_sent_error
@@ -226,13 +226,10 @@ class Producer:
                     pubsub = self._redis.pubsub(ignore_subscribe_messages=True)  # type: ignore[no-untyped-call]
                     pubsub.subscribe(self.keys.flushed_channel)
                     continue
-                if self._closed:
-                    error: LancequeueError = ProducerClosed("closed while waiting for room")
-                    return self._outbox.abandon(unsent, error, _resolve_error)
+                give_up = self._outbox.give_up_waiting(self._closed, deadline, timeout_s)
+                if give_up is not None:
+                    return self._outbox.abandon(unsent, give_up, _resolve_error)
                 remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    error = QueueFull(f"table {self.keys.table!r}: queue full for {timeout_s}s")
-                    return self._outbox.abandon(unsent, error, _resolve_error)
                 # Woken by the writer's next flush; the cap bounds a missed message and close().
                 pubsub.get_message(timeout=min(remaining, self._room_recheck_s))
             return []

@@ -17,9 +17,15 @@ import lancedb
 import numpy as np
 import redis
 
+from lancequeue.common.keys import TableKeys
 from lancequeue.common.protocol import entry_fields
+from lancequeue.writer import Writer
 
 CLI = [sys.executable, "-c", "from lancequeue.common.cli import main; main()"]
+KEYS = TableKeys("docs")
+"""The keys of the table most tests use."""
+StartWriter = Callable[..., Writer]
+"""The ``start_writer`` fixture: starts an in-process writer with the given settings."""
 TESTS_DIR = Path(__file__).parent
 
 
@@ -52,6 +58,13 @@ def record(i: int, dim: int = 8) -> dict[str, Any]:
     """A realistic record: an id, some text, a float32 vector."""
     rng = np.random.default_rng(i)
     return {"id": i, "text": f"document {i}", "vector": rng.random(dim, dtype=np.float32)}
+
+
+def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """Run ``lancequeue ARGS`` to completion, capturing its output."""
+    return subprocess.run(
+        [*CLI, *args], capture_output=True, text=True, env=env or cli_env(), timeout=120
+    )
 
 
 def cli_env(**extra: str) -> dict[str, str]:

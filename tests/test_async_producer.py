@@ -3,20 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
 
 import pyarrow as pa
 import pytest
 import redis
 
 from lancequeue.common.errors import ProducerClosed, QueueFull, RecordRejected, WriteTimeout
-from lancequeue.common.keys import TableKeys
 from lancequeue.producer import AsyncProducer
-from lancequeue.writer import Writer
-from tests.support import async_wait_for, record, table_ids
-
-StartWriter = Callable[..., Writer]
-KEYS = TableKeys("docs")
+from tests.support import KEYS, StartWriter, async_wait_for, record, table_ids
 
 
 async def test_enqueue_returns_an_asyncio_future_resolved_once_the_record_is_in_the_table(

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -14,18 +13,15 @@ import redis
 from lancequeue.common.errors import (
     QueueFull,
 )
-from lancequeue.common.keys import TableKeys
 from lancequeue.producer import Producer
-from lancequeue.writer import Writer
 from tests.support import (
+    KEYS,
+    StartWriter,
     async_wait_for,
     gather,
     record,
     table_ids,
 )
-
-KEYS = TableKeys("docs")
-StartWriter = Callable[..., Writer]
 
 
 async def test_back_pressure_blocks_enqueue_until_a_flush_makes_room(

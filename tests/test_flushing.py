@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import time
-from collections.abc import Callable
 from typing import Any
 
 import lancedb
@@ -17,11 +16,11 @@ from lancequeue.common.codec import encode_record
 from lancequeue.common.errors import (
     WriteFailed,
 )
-from lancequeue.common.keys import TableKeys
 from lancequeue.common.protocol import decode_results
 from lancequeue.producer import Producer
-from lancequeue.writer import Writer
 from tests.support import (
+    KEYS,
+    StartWriter,
     async_wait_for,
     flush_recorder,
     gather,
@@ -31,9 +30,6 @@ from tests.support import (
     table_ids,
     table_versions,
 )
-
-KEYS = TableKeys("docs")
-StartWriter = Callable[..., Writer]
 
 
 async def test_a_written_record_is_in_the_table_when_its_future_resolves(

@@ -15,11 +15,11 @@ import redis
 from lancequeue.common import embedded_redis
 from lancequeue.producer import Producer
 from tests.support import (
-    CLI,
     WriterProcess,
     cli_env,
     pending_count,
     record,
+    run_cli,
     table_ids,
     wait_for,
     wait_until_pending,
@@ -191,13 +191,7 @@ def test_produce_command_writes_json_lines_and_reports_what_was_rejected(
     source = tmp_path / "records.jsonl"
     lines = [{"id": i, "text": f"t{i}", "vector": [float(i), 0.5, 0.25]} for i in range(20)]
     source.write_text("\n".join(json.dumps(line) for line in lines) + "\n")
-    done = subprocess.run(
-        [*CLI, "produce", "--table", "docs", "--redis", redis_url, str(source)],
-        capture_output=True,
-        text=True,
-        env=cli_env(),
-        timeout=120,
-    )
+    done = run_cli("produce", "--table", "docs", "--redis", redis_url, str(source))
     assert done.returncode == 0, done.stderr
     assert "written 20, rejected 0, failed 0" in done.stdout
     bad = tmp_path / "bad.jsonl"
@@ -207,13 +201,7 @@ def test_produce_command_writes_json_lines_and_reports_what_was_rejected(
         + json.dumps({"id": 101, "text": "y", "vector": [1.0, 2.0, 3.0]})
         + "\nnot json\n[1, 2]\n"
     )
-    done = subprocess.run(
-        [*CLI, "produce", "--table", "docs", "--redis", redis_url, str(bad)],
-        capture_output=True,
-        text=True,
-        env=cli_env(),
-        timeout=120,
-    )
+    done = run_cli("produce", "--table", "docs", "--redis", redis_url, str(bad))
     assert done.returncode == 1
     assert "written 1, rejected 3, failed 0" in done.stdout
     assert "bad.jsonl:1" in done.stderr and "expected a vector of 3 floats, got 1" in done.stderr
@@ -230,34 +218,16 @@ def test_status_command_prints_a_table_and_json(
     writer = writer_process("--coalesce-ms", "20")
     wait_for(lambda: writer_alive(client), 60, "the writer")
     producer.write_many([record(i) for i in range(10)], timeout=60)
-    done = subprocess.run(
-        [*CLI, "status", "--table", "docs", "--redis", redis_url, "--json"],
-        capture_output=True,
-        text=True,
-        env=cli_env(),
-        timeout=60,
-    )
+    done = run_cli("status", "--table", "docs", "--redis", redis_url, "--json")
     assert done.returncode == 0, done.stderr
     status = json.loads(done.stdout)
     assert status["writer_alive"] is True and status["rows_written"] == 10
     assert status["table_rows"] == 10 and status["queue_depth"] == 0
-    done = subprocess.run(
-        [*CLI, "status", "--table", "docs"],
-        capture_output=True,
-        text=True,
-        env=cli_env(LANCEQUEUE_REDIS=redis_url),
-        timeout=60,
-    )
+    done = run_cli("status", "--table", "docs", env=cli_env(LANCEQUEUE_REDIS=redis_url))
     assert "queue depth" in done.stdout and "alive" in done.stdout
     writer.signal(signal.SIGTERM)
     assert writer.wait() == 0
-    done = subprocess.run(
-        [*CLI, "status", "--table", "docs", "--redis", redis_url, "--json"],
-        capture_output=True,
-        text=True,
-        env=cli_env(),
-        timeout=60,
-    )
+    done = run_cli("status", "--table", "docs", "--redis", redis_url, "--json")
     assert json.loads(done.stdout)["writer_alive"] is False
 
 
@@ -294,12 +264,6 @@ def test_writer_settings_come_from_environment_variables(
 
 
 def test_a_bad_option_is_a_clear_error(tmp_path: Path, redis_url: str) -> None:
-    done = subprocess.run(
-        [*CLI, "writer", "--table", "bad name", "--redis", redis_url, "--db", str(tmp_path)],
-        capture_output=True,
-        text=True,
-        env=cli_env(),
-        timeout=60,
-    )
+    done = run_cli("writer", "--table", "bad name", "--redis", redis_url, "--db", str(tmp_path))
     assert done.returncode == 2
     assert "invalid table name 'bad name'" in done.stderr

@@ -5,19 +5,13 @@ from __future__ import annotations
 import asyncio
 import socket
 import threading
-from collections.abc import Callable
 
 import pytest
 import redis
 
 from lancequeue.common.errors import ProducerClosed, RecordRejected, WriteTimeout
-from lancequeue.common.keys import TableKeys
 from lancequeue.producer import Producer
-from lancequeue.writer import Writer
-from tests.support import async_wait_for, gather, record, table_ids
-
-KEYS = TableKeys("docs")
-StartWriter = Callable[..., Writer]
+from tests.support import KEYS, StartWriter, async_wait_for, gather, record, table_ids
 
 
 async def test_enqueue_after_close_raises_producer_closed(redis_url: str) -> None:

@@ -3,18 +3,18 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
 
 import pytest
 import redis
 
 from lancequeue.common.codec import encode_record
 from lancequeue.common.errors import WriterReplaced
-from lancequeue.common.keys import TableKeys
 from lancequeue.common.protocol import decode_results
 from lancequeue.producer import Producer
 from lancequeue.writer import Writer
 from tests.support import (
+    KEYS,
+    StartWriter,
     async_wait_for,
     pending_count,
     record,
@@ -22,9 +22,6 @@ from tests.support import (
     stream_entry,
     table_ids,
 )
-
-KEYS = TableKeys("docs")
-StartWriter = Callable[..., Writer]
 
 
 async def test_a_second_writer_waits_while_the_first_is_alive_then_takes_over(

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
 from datetime import date, datetime
 from typing import Any
 
@@ -18,11 +17,11 @@ from lancequeue.common.codec import encode_record
 from lancequeue.common.errors import (
     RecordRejected,
 )
-from lancequeue.common.keys import TableKeys
 from lancequeue.common.protocol import decode_results
 from lancequeue.producer import Producer
-from lancequeue.writer import Writer
 from tests.support import (
+    KEYS,
+    StartWriter,
     async_wait_for,
     flush_recorder,
     gather,
@@ -32,9 +31,6 @@ from tests.support import (
     table_ids,
     table_ids_with_nulls,
 )
-
-KEYS = TableKeys("docs")
-StartWriter = Callable[..., Writer]
 
 
 async def test_a_record_names_its_missing_field_and_its_batch_mates_still_land(
