@@ -263,7 +263,20 @@ def test_writer_settings_come_from_environment_variables(
         writer.close()
 
 
-def test_a_bad_option_is_a_clear_error(tmp_path: Path, redis_url: str) -> None:
-    done = run_cli("writer", "--table", "bad name", "--redis", redis_url, "--db", str(tmp_path))
+@pytest.mark.parametrize(
+    "option, message",
+    [
+        (["--table", "bad name"], "invalid table name 'bad name'"),
+        (["--schema", "nosuch:thing"], "--schema 'nosuch:thing': cannot import 'nosuch'"),
+        (["--on-flushed", "tests.hooks"], "--on-flushed must look like module:attr"),
+        (["--max-batch", "0"], "max_batch must be a positive integer"),
+    ],
+)
+def test_a_bad_option_is_a_clear_error_before_anything_starts(
+    tmp_path: Path, redis_url: str, option: list[str], message: str
+) -> None:
+    args = ["--table", "docs", "--redis", redis_url, "--db", str(tmp_path / "db"), *option]
+    done = run_cli("writer", *args)
     assert done.returncode == 2
-    assert "invalid table name 'bad name'" in done.stderr
+    assert message in done.stderr
+    assert not (tmp_path / "db").exists()

@@ -47,11 +47,11 @@ class TableSink:
 
     @classmethod
     async def open(
-        cls, db_uri: str, name: str, schema: Any, metadata_cache_bytes: int
+        cls, db_uri: str, name: str, schema: pa.Schema | None, metadata_cache_bytes: int
     ) -> TableSink:
         session = lancedb.Session(metadata_cache_size_bytes=metadata_cache_bytes)
         db = await lancedb.connect_async(db_uri, session=session)
-        sink = cls(db, name, resolve_schema(schema))
+        sink = cls(db, name, schema)
         try:
             existing = await db.open_table(name)
         except ValueError:  # LanceDB's "Table 'x' was not found"

@@ -28,7 +28,7 @@ from lancequeue.writer.liveness import Beat, Heartbeat
 from lancequeue.writer.loading import load_object
 from lancequeue.writer.replies import Outcome, ack_and_answer
 from lancequeue.writer.settings import WriterSettings
-from lancequeue.writer.sink import TableSink
+from lancequeue.writer.sink import TableSink, resolve_schema
 from lancequeue.writer.stream_group import RawEntry, StreamGroup
 
 logger = logging.getLogger(__name__)
@@ -57,6 +57,7 @@ class Writer:
         self.keys = TableKeys(self.settings.table)
         self.consumer = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         self._on_flushed = _resolve_hook(self.settings.on_flushed)
+        self._schema = resolve_schema(self.settings.schema)
         self._stop_event = asyncio.Event()
         self._replaced = False
         self._running = False
@@ -83,7 +84,7 @@ class Writer:
             self._sink = await TableSink.open(
                 settings.resolved_db_uri,
                 settings.table,
-                settings.schema,
+                self._schema,
                 settings.metadata_cache_bytes,
             )
             heartbeat = Heartbeat(self._redis, self.keys, self.consumer, settings.heartbeat_ms)
