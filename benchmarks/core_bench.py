@@ -168,6 +168,16 @@ class RssSampler:
         return self.peak_bytes / (1024 * 1024)
 
 
+def _stop_child(child: mp.process.BaseProcess) -> None:
+    """Stop a multiprocessing child: terminate, then kill if it lingers."""
+    if child.is_alive():
+        child.terminate()
+    child.join(10)
+    if child.is_alive():
+        child.kill()
+        child.join()
+
+
 def reap(proc: subprocess.Popen[bytes], timeout_s: float) -> Any | None:
     """Wait for ``proc`` with ``os.wait4`` (so its exact ``ru_maxrss`` is known); the rusage, or
     None if it did not exit within ``timeout_s``."""
@@ -265,12 +275,7 @@ def run_naive(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     try:
         result = _get_result(out, child, args.timeout)
     finally:
-        if child.is_alive():
-            child.terminate()
-        child.join(10)
-        if child.is_alive():
-            child.kill()
-            child.join()
+        _stop_child(child)
         sampled = sampler.stop() if sampler else None
     if not result.get("ok"):
         raise RuntimeError(f"naive run failed: {result.get('error')}")
@@ -553,12 +558,7 @@ def run_lancequeue(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         writer_sampler = None
     finally:
         for child in producers:
-            if child.is_alive():
-                child.terminate()
-            child.join(10)
-            if child.is_alive():
-                child.kill()
-                child.join()
+            _stop_child(child)
         if writer is not None and writer.returncode is None:
             stop_process(writer, signal.SIGTERM, STOP_TIMEOUT_S)
         if writer_sampler is not None:

@@ -20,7 +20,7 @@ from lancequeue.common.backoff import Backoff
 from lancequeue.common.connection import resolve_redis_url
 from lancequeue.common.errors import LancequeueError, ProducerClosed, QueueFull, WriteTimeout
 from lancequeue.common.keys import TableKeys
-from lancequeue.common.protocol import ENQUEUE_SCRIPT, decode_results
+from lancequeue.common.protocol import ENQUEUE_SCRIPT
 from lancequeue.producer.outbox import Item, Outbox, not_sent_error
 from lancequeue.producer.settings import ProducerSettings
 
@@ -250,12 +250,13 @@ class AsyncProducer:
                 # Woken by the writer's next flush; the cap bounds a missed message and close().
                 await pubsub.get_message(timeout=min(remaining, self._room_recheck_s))
             return []
-        except RedisError as exc:
-            unreachable = not_sent_error(exc)
-            self._outbox.abandon(unsent, unreachable, _resolve_error)
-            raise unreachable from exc
-        except BaseException as exc:  # cancellation too: unsent futures must not hang
-            self._outbox.abandon(unsent, not_sent_error(exc), _resolve_error)
+        except BaseException as exc:  # Redis errors, interrupts, cancellation alike
+            # Unsent futures must not hang. A Redis error may have struck after the script ran:
+            # RedisUnavailable says the records may be in the stream all the same.
+            error = not_sent_error(exc)
+            self._outbox.abandon(unsent, error, _resolve_error)
+            if isinstance(exc, RedisError):
+                raise error from exc
             raise
         finally:
             if pubsub is not None:
@@ -284,12 +285,7 @@ class AsyncProducer:
                 continue
             if popped is None:
                 continue
-            try:
-                results = decode_results(popped[1])
-            except ValueError as exc:
-                logger.error("malformed reply on %s: %s", self._outbox.reply_key, exc)
-                continue
-            self._outbox.settle(results, _resolve_ok, _resolve_error)
+            self._outbox.settle(popped[1], _resolve_ok, _resolve_error)
 
 
 def _resolve_ok(future: AsyncFuture) -> None:

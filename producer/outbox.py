@@ -6,10 +6,13 @@ Shared by the sync and the asyncio producer, which differ only in how they wait.
 from __future__ import annotations
 
 import itertools
+import logging
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Generic, TypeVar
+
+from redis.exceptions import RedisError
 
 from lancequeue.common.codec import encode_record
 from lancequeue.common.errors import (
@@ -23,9 +26,11 @@ from lancequeue.common.keys import TableKeys
 from lancequeue.common.protocol import (
     DEFAULT_MAX_QUEUE_SIZE,
     ENTRY_WIDTH,
-    Result,
+    decode_results,
     entry_fields,
 )
+
+logger = logging.getLogger(__name__)
 
 F = TypeVar("F")
 Item = tuple[int, bytes, F]
@@ -123,11 +128,17 @@ class Outbox(Generic[F]):
 
     def settle(
         self,
-        results: list[Result],
+        message: bytes | str,
         ok: Callable[[F], None],
         fail: Callable[[F, LancequeueError], None],
     ) -> None:
-        """Resolve the futures of answered records; unknown sequence numbers are ignored."""
+        """Resolve the futures of the records one reply message answers; unknown sequence
+        numbers are ignored, a malformed message is logged and dropped."""
+        try:
+            results = decode_results(message)
+        except ValueError as exc:
+            logger.error("malformed reply on %s: %s", self.reply_key, exc)
+            return
         for result in results:
             future = self.take(result.seq)
             if future is None:
@@ -142,6 +153,6 @@ def not_sent_error(exc: BaseException) -> LancequeueError:
     """What the futures of records that could not be sent because of ``exc`` fail with."""
     if isinstance(exc, LancequeueError):
         return exc
-    if isinstance(exc, (ConnectionError, OSError)) or type(exc).__module__.startswith("redis"):
+    if isinstance(exc, RedisError):
         return RedisUnavailable(f"record not sent: {type(exc).__name__}: {exc}")
     return LancequeueError(f"record not sent: {type(exc).__name__}: {exc}")

@@ -20,7 +20,7 @@ from lancequeue.common.backoff import Backoff
 from lancequeue.common.connection import resolve_redis_url
 from lancequeue.common.errors import LancequeueError, ProducerClosed, WriteTimeout
 from lancequeue.common.keys import TableKeys
-from lancequeue.common.protocol import ENQUEUE_SCRIPT, decode_results, encode_results
+from lancequeue.common.protocol import ENQUEUE_SCRIPT, encode_results
 from lancequeue.producer.outbox import Item, Outbox, not_sent_error
 from lancequeue.producer.settings import ProducerSettings
 
@@ -233,14 +233,13 @@ class Producer:
                 # Woken by the writer's next flush; the cap bounds a missed message and close().
                 pubsub.get_message(timeout=min(remaining, self._room_recheck_s))
             return []
-        except redis.RedisError as exc:
-            # The script may have run before the connection dropped: RedisUnavailable says the
-            # records may be in the stream all the same.
-            unreachable = not_sent_error(exc)
-            self._outbox.abandon(unsent, unreachable, _resolve_error)
-            raise unreachable from exc
-        except BaseException as exc:  # KeyboardInterrupt too: unsent futures must not hang
-            self._outbox.abandon(unsent, not_sent_error(exc), _resolve_error)
+        except BaseException as exc:  # Redis errors, interrupts, cancellation alike
+            # Unsent futures must not hang. A Redis error may have struck after the script ran:
+            # RedisUnavailable says the records may be in the stream all the same.
+            error = not_sent_error(exc)
+            self._outbox.abandon(unsent, error, _resolve_error)
+            if isinstance(exc, redis.RedisError):
+                raise error from exc
             raise
         finally:
             if pubsub is not None:
@@ -280,12 +279,7 @@ class Producer:
                 continue
             if popped is None:
                 continue
-            try:
-                results = decode_results(popped[1])
-            except ValueError as exc:
-                logger.error("malformed reply on %s: %s", self._outbox.reply_key, exc)
-                continue
-            self._outbox.settle(results, _resolve_ok, _resolve_error)
+            self._outbox.settle(popped[1], _resolve_ok, _resolve_error)
 
 
 def _running_future() -> Future[None]:

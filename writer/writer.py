@@ -92,7 +92,10 @@ class Writer:
                 return
             self._group = StreamGroup(self._redis, self.keys, self.consumer)
             await self._group.ensure()
-            await self._group.announce(settings.max_queue_size, self._table_status())
+            await self._group.announce(
+                settings.max_queue_size,
+                {**self._table_status(), "db_uri": settings.resolved_db_uri},
+            )
             beating = asyncio.Event()
             beater = asyncio.create_task(self._beat(heartbeat, beating), name="lancequeue-beat")
             try:
@@ -288,12 +291,9 @@ class Writer:
         return self._redis
 
     def _table_status(self) -> dict[str, int | str]:
+        """The table's row count and version, recorded in the status hash after each flush."""
         assert self._sink is not None
-        return {
-            "table_rows": self._sink.rows,
-            "table_version": self._sink.version,
-            "db_uri": self.settings.resolved_db_uri,
-        }
+        return {"table_rows": self._sink.rows, "table_version": self._sink.version}
 
     async def _with_retry(self, operation: Callable[[], Awaitable[Any]]) -> Any:
         """Run a Redis operation until it succeeds. Unreachable Redis is waited out; other
