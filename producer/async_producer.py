@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 import logging
 import time
-import uuid
 import warnings
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -19,7 +18,6 @@ from redis.exceptions import RedisError
 from lancequeue.common.backoff import Backoff
 from lancequeue.common.connection import resolve_redis_url
 from lancequeue.common.errors import LancequeueError, ProducerClosed, QueueFull, WriteTimeout
-from lancequeue.common.keys import TableKeys
 from lancequeue.common.protocol import ENQUEUE_SCRIPT
 from lancequeue.producer.outbox import Item, Outbox, not_sent_error
 from lancequeue.producer.settings import ProducerSettings
@@ -50,15 +48,10 @@ class AsyncProducer:
         data_dir: Path | str | None = None,
         **settings: Any,
     ) -> None:
-        self.settings = ProducerSettings(
-            table=table,
-            redis_url=redis_url,
-            data_dir=Path(data_dir) if data_dir else None,
-            **settings,
-        )
-        self.keys = TableKeys(table)
-        self.producer_id = uuid.uuid4().hex
-        self._outbox: Outbox[AsyncFuture] = Outbox(self.keys, self.keys.reply(self.producer_id))
+        self.settings = ProducerSettings(table, redis_url, data_dir, **settings)
+        self._outbox: Outbox[AsyncFuture] = Outbox(table)
+        self.keys = self._outbox.keys
+        self.producer_id = self._outbox.producer_id
         self._redis: aioredis.Redis | None = None
         self._listener: asyncio.Task[None] | None = None
         self._closed = False

@@ -9,6 +9,7 @@ import itertools
 import logging
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Generic, TypeVar
 
@@ -40,9 +41,11 @@ Item = tuple[int, bytes, F]
 class Outbox(Generic[F]):
     """Records sent by one producer instance and not yet answered, keyed by sequence number."""
 
-    def __init__(self, keys: TableKeys, reply_key: str) -> None:
-        self.keys = keys
-        self.reply_key = reply_key
+    def __init__(self, table: str) -> None:
+        self.keys = TableKeys(table)
+        self.producer_id = uuid.uuid4().hex
+        """This producer instance's identity: its reply key is derived from it."""
+        self.reply_key = self.keys.reply(self.producer_id)
         self._seqs = itertools.count(1)
         self._lock = threading.Lock()
         self._waiting: dict[int, F] = {}

@@ -7,7 +7,6 @@ import contextlib
 import logging
 import threading
 import time
-import uuid
 import warnings
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -19,7 +18,6 @@ import redis
 from lancequeue.common.backoff import Backoff
 from lancequeue.common.connection import resolve_redis_url
 from lancequeue.common.errors import LancequeueError, ProducerClosed, WriteTimeout
-from lancequeue.common.keys import TableKeys
 from lancequeue.common.protocol import ENQUEUE_SCRIPT, encode_results
 from lancequeue.producer.outbox import Item, Outbox, not_sent_error
 from lancequeue.producer.settings import ProducerSettings
@@ -50,18 +48,13 @@ class Producer:
         data_dir: Path | str | None = None,
         **settings: Any,
     ) -> None:
-        self.settings = ProducerSettings(
-            table=table,
-            redis_url=redis_url,
-            data_dir=Path(data_dir) if data_dir else None,
-            **settings,
-        )
-        self.keys = TableKeys(table)
-        self.producer_id = uuid.uuid4().hex
+        self.settings = ProducerSettings(table, redis_url, data_dir, **settings)
+        self._outbox: Outbox[Future[None]] = Outbox(table)
+        self.keys = self._outbox.keys
+        self.producer_id = self._outbox.producer_id
         url = resolve_redis_url(self.settings.redis_url, self.settings.data_dir)
         self._redis = redis.Redis.from_url(url)
         self._enqueue_script = self._redis.register_script(ENQUEUE_SCRIPT)
-        self._outbox: Outbox[Future[None]] = Outbox(self.keys, self.keys.reply(self.producer_id))
         # close() waits for sends in progress (_sending) before it fails what is left.
         self._lifecycle = threading.Condition()
         self._closed = False

@@ -17,7 +17,7 @@ class ProducerSettings:
     """The LanceDB table the records go to (one stream per table)."""
     redis_url: str | None = None
     """Redis URL; None means ``$LANCEQUEUE_REDIS``, else the embedded server of ``data_dir``."""
-    data_dir: Path | None = None
+    data_dir: Path | str | None = None
     """Data directory of the embedded Redis server; None means the default data directory."""
     timeout_ms: int = 60_000
     """Default wait of ``write``/``write_many`` for the writer's answer, and of ``enqueue`` for
@@ -33,6 +33,8 @@ class ProducerSettings:
 
     def __post_init__(self) -> None:
         check_table_name(self.table)
+        if self.data_dir is not None and not isinstance(self.data_dir, Path):
+            object.__setattr__(self, "data_dir", Path(self.data_dir))
         for name in ("timeout_ms", "close_timeout_ms", "chunk_records", "room_recheck_ms"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be positive, got {getattr(self, name)}")
