@@ -16,6 +16,11 @@ SUBCOMMANDS = {
         "produce_command",
         "Send JSON Lines records to a table and wait until they are written.",
     ),
+    "dlq": (
+        "lancequeue.producer.dead_letters",
+        "dlq_group",
+        "List, replay or purge a table's dead letters.",
+    ),
     "status": (
         "lancequeue.common.status",
         "status_command",

@@ -79,7 +79,10 @@ def _ext_hook(code: int, data: bytes) -> object:
 
 
 def _unpack_ndarray(payload: bytes) -> object:
-    parts = msgpack.unpackb(payload, raw=False)
+    try:
+        parts = msgpack.unpackb(payload, raw=False)
+    except Exception as exc:  # msgpack raises several types on malformed input
+        raise ValueError(f"array extension payload is not msgpack ({_describe(exc)})") from exc
     if not (isinstance(parts, list) and len(parts) == 3):
         raise ValueError("array extension must hold [dtype, shape, data]")
     dtype_str, shape, data = parts
@@ -111,7 +114,7 @@ def packb(obj: object) -> bytes:
 
 def unpackb(data: bytes) -> Any:
     """Decode bytes made by :func:`packb` or any msgpack encoder following PROTOCOL.md."""
-    return msgpack.unpackb(data, raw=False, ext_hook=_ext_hook, timestamp=3, strict_map_key=True)
+    return msgpack.unpackb(data, raw=False, ext_hook=_ext_hook, timestamp=0, strict_map_key=True)
 
 
 def encode_record(record: Mapping[str, Any]) -> bytes:
@@ -144,10 +147,57 @@ def decode_record(data: bytes) -> dict[str, Any]:
     try:
         record = unpackb(data)
     except Exception as exc:  # msgpack raises several unrelated types on malformed input
-        raise RecordRejected(f"undecodable record: {exc}") from exc
+        raise RecordRejected(f"undecodable record: {_describe(exc)}") from exc
     if not isinstance(record, dict):
         raise RecordRejected(f"a record must be a msgpack map, got {type(record).__name__}")
     for name in record:
         if not isinstance(name, str):
-            raise RecordRejected(f"field names must be strings, got {name!r}")
+            raise RecordRejected(f"field names must be strings, got {name!r:.80}")
+    problem = _walk(record)
+    if problem is not None:
+        raise RecordRejected(problem)
     return record
+
+
+MAX_NESTING = 32
+"""Deepest nesting of lists and maps a record may have."""
+
+
+def _walk(record: dict[str, Any]) -> str | None:
+    """Turn timestamps into datetimes in place; say why the record cannot be taken if its lists
+    and maps nest too deep, a nested map has a key that is not a string, or a timestamp has
+    nanoseconds (a datetime holds microseconds, and nothing is truncated)."""
+    stack: list[tuple[str, Any, int]] = [("", record, 0)]
+    while stack:
+        name, container, depth = stack.pop()
+        if depth > MAX_NESTING:
+            return f"field {name!r:.80}: lists and maps nest deeper than {MAX_NESTING} levels"
+        if isinstance(container, dict):
+            for key in container:
+                if not isinstance(key, str):
+                    return f"field {name!r:.80}: map keys must be strings, got {key!r:.80}"
+            slots: Any = container.items()
+        else:
+            slots = enumerate(container)
+        for slot, value in list(slots):
+            field = name or str(slot)
+            if isinstance(value, msgpack.Timestamp):
+                if value.nanoseconds % 1000:
+                    return (
+                        f"field {field!r:.80}: timestamp with nanoseconds; only microseconds "
+                        "are kept, and nothing is truncated"
+                    )
+                container[slot] = value.to_datetime()
+            elif isinstance(value, (dict, list)):
+                stack.append((field, value, depth + 1))
+    return None
+
+
+def _describe(exc: BaseException) -> str:
+    """An exception as text that always says something (msgpack's often have no message)."""
+    if isinstance(exc, msgpack.StackError):
+        return "lists and maps nest deeper than msgpack's limit"
+    if isinstance(exc, msgpack.FormatError):
+        return "malformed msgpack: a reserved type byte (0xc1)"
+    message = str(exc)
+    return f"{type(exc).__name__}: {message}" if message else type(exc).__name__

@@ -45,14 +45,16 @@ class QueueFull(LancequeueError):
 
 
 class WriteTimeout(LancequeueError, TimeoutError):
-    """No answer from the writer within the timeout; the record may still be written later."""
+    """The record's deadline passed before a writer built a batch with it: it was not written
+    and never will be, so sending it again is safe."""
 
     retriable = True
 
 
 class RedisUnavailable(LancequeueError, ConnectionError):
-    """Redis could not be reached, or the connection dropped before it confirmed the send: the
-    records concerned were not sent, or were sent without confirmation (and may be written)."""
+    """Redis refused the enqueue (read-only replica, out of memory, no permission, bad
+    credentials): nothing was added. A lost connection is retried until the record's deadline
+    instead, and ends in ``WriteTimeout`` if Redis stays unreachable."""
 
     retriable = True
 

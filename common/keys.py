@@ -21,7 +21,7 @@ _PRODUCER_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 
 def check_table_name(table: str) -> str:
     """Return ``table`` if it is a valid table name, else raise :class:`ConfigError`."""
-    if not _TABLE_NAME.match(table):
+    if not _TABLE_NAME.fullmatch(table):
         raise ConfigError(
             f"invalid table name {table!r}: use 1-128 letters, digits, '_', '-' or '.'"
         )
@@ -57,9 +57,26 @@ class TableKeys:
         return self.prefix + "writer"
 
     @property
-    def heartbeat(self) -> str:
-        """String with a short expiry, refreshed by a live writer."""
-        return self.prefix + "heartbeat"
+    def lease(self) -> str:
+        """The live writer's lease: ``<consumer> <fencing token>``, with an expiry it renews."""
+        return self.prefix + "lease"
+
+    @property
+    def fence(self) -> str:
+        """Counter that hands each writer taking the lease a larger fencing token."""
+        return self.prefix + "fence"
+
+    @property
+    def dead_letters(self) -> str:
+        """Stream of entries set aside after ``max_deliveries`` failed deliveries."""
+        return self.prefix + "dead"
+
+    def seen(self, producer_id: str) -> str:
+        """The highest sequence number of ``producer_id`` the writer has settled (dedupes
+        records a producer sent again after losing the confirmation of the first send)."""
+        if not _PRODUCER_ID.fullmatch(producer_id):
+            raise ConfigError(f"invalid producer id {producer_id!r}")
+        return self.prefix + "seen:" + producer_id
 
     @property
     def flushed_channel(self) -> str:
@@ -72,12 +89,16 @@ class TableKeys:
 
     def reply(self, producer_id: str) -> str:
         """The reply list of one producer instance."""
-        if not _PRODUCER_ID.match(producer_id):
+        if not _PRODUCER_ID.fullmatch(producer_id):
             raise ConfigError(f"invalid producer id {producer_id!r}")
         return self.reply_prefix + producer_id
+
+    def producer_of(self, reply_key: str) -> str:
+        """The producer id a reply key of this table belongs to."""
+        return reply_key[len(self.reply_prefix) :]
 
     def is_reply_key(self, key: str) -> bool:
         """Whether ``key`` is a reply key of this table (the only keys a stream entry may name)."""
         if not key.startswith(self.reply_prefix):
             return False
-        return bool(_PRODUCER_ID.match(key[len(self.reply_prefix) :]))
+        return bool(_PRODUCER_ID.fullmatch(key[len(self.reply_prefix) :]))

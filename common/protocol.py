@@ -5,11 +5,16 @@ A stream entry carries one record::
     v      "1"                       protocol version
     reply  lancequeue:{T}:reply:ID   the producer's reply list
     seq    "17"                      the producer's sequence number for this record
+    ttl    "59980"                   ms the record may wait, counted from the entry id's time
     rec    <msgpack map>             the record (common/codec.py)
+
+A record's deadline is its entry id's millisecond part plus ``ttl``, both in Redis server time,
+so producer and writer clocks never need to agree. A writer never writes a record whose deadline
+passed before its batch was built: it answers ``WriteTimeout`` instead.
 
 After each flush the writer pushes, to every reply list with records in the batch, one msgpack
 array of results ``[seq, error]``: ``error`` is nil when the record is in the table, else a map
-``{"error": "RecordRejected" | "WriteFailed", "message": str, "cause": str}``.
+``{"error": "RecordRejected" | "WriteFailed" | "WriteTimeout", "message": str, "cause": str}``.
 """
 
 from __future__ import annotations
@@ -18,20 +23,23 @@ from dataclasses import dataclass
 from typing import Any
 
 from lancequeue.common.codec import packb, unpackb
-from lancequeue.common.errors import LancequeueError, RecordRejected, WriteFailed
+from lancequeue.common.errors import LancequeueError, RecordRejected, WriteFailed, WriteTimeout
 
 PROTOCOL_VERSION = b"1"
 FIELD_VERSION = b"v"
 FIELD_REPLY = b"reply"
 FIELD_SEQ = b"seq"
+FIELD_TTL = b"ttl"
 FIELD_RECORD = b"rec"
 
 DEFAULT_MAX_QUEUE_SIZE = 4096
 """Records the stream may hold before producers wait, until a writer publishes its own value."""
 CONFIG_MAX_QUEUE_SIZE = "max_queue_size"
+CONFIG_EPOCH = "epoch"
+"""Config hash field naming the stream's incarnation (changes if the stream is lost)."""
 
-ENTRY_WIDTH = 8
-"""Arguments one entry takes in the enqueue script: four field/value pairs."""
+ENTRY_WIDTH = 10
+"""Arguments one entry takes in the enqueue script: five field/value pairs."""
 
 ENQUEUE_SCRIPT = """
 local limit = tonumber(redis.call('HGET', KEYS[2], 'max_queue_size') or ARGV[1])
@@ -47,14 +55,18 @@ return ids
 """
 """Append entries, in order, while the stream holds fewer than ``max_queue_size`` entries.
 
-KEYS: stream, config. ARGV: default max_queue_size, entry width (8), then each entry's
+KEYS: stream, config. ARGV: default max_queue_size, entry width (10), then each entry's
 field/value pairs. Returns the ids of the entries added: a prefix of those given, empty when
 the queue is full.
 """
 
 
-def entry_fields(reply_key: str, seq: int, record: bytes) -> list[bytes | str]:
-    """The field/value pairs of one stream entry, in the order the enqueue script takes them."""
+def entry_fields(reply_key: str, seq: int, record: bytes, ttl_ms: int) -> list[bytes | str]:
+    """The field/value pairs of one stream entry, in the order the enqueue script takes them.
+
+    ``ttl_ms`` is how long the record may still wait: the writer drops it (answering
+    ``WriteTimeout``) if its batch is built later than that after the entry was added.
+    """
     return [
         FIELD_VERSION,
         PROTOCOL_VERSION,
@@ -62,6 +74,8 @@ def entry_fields(reply_key: str, seq: int, record: bytes) -> list[bytes | str]:
         reply_key,
         FIELD_SEQ,
         str(seq),
+        FIELD_TTL,
+        str(max(0, int(ttl_ms))),
         FIELD_RECORD,
         record,
     ]
@@ -112,4 +126,6 @@ def _to_error(payload: Any) -> LancequeueError:
         return WriteFailed(cause or "Exception", message)
     if kind == "RecordRejected":
         return RecordRejected(message)
+    if kind == "WriteTimeout":
+        return WriteTimeout(message)
     return LancequeueError(f"{kind}: {message}")

@@ -22,7 +22,7 @@ def read_status(client: redis.Redis, table: str) -> dict[str, Any]:
     with client.pipeline(transaction=False) as pipe:
         pipe.xlen(keys.stream)
         pipe.hgetall(keys.writer)
-        pipe.exists(keys.heartbeat)
+        pipe.exists(keys.lease)
         depth, writer_raw, alive = pipe.execute()
     try:
         pending = int(client.xpending(keys.stream, GROUP)["pending"])

@@ -13,18 +13,27 @@ from types import TracebackType
 from typing import Any
 
 import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
 from lancequeue.common.backoff import Backoff
 from lancequeue.common.connection import resolve_redis_url
-from lancequeue.common.errors import LancequeueError, ProducerClosed, QueueFull, WriteTimeout
+from lancequeue.common.errors import LancequeueError, ProducerClosed
 from lancequeue.common.protocol import ENQUEUE_SCRIPT
-from lancequeue.producer.outbox import Item, Outbox, not_sent_error
+from lancequeue.producer.outbox import Outbox
+from lancequeue.producer.sending import (
+    RECONNECT_INITIAL_S,
+    RECONNECT_MAX_S,
+    Sending,
+    is_connection_loss,
+    is_refusal,
+)
 from lancequeue.producer.settings import ProducerSettings
 
 logger = logging.getLogger(__name__)
 
-_REPLY_BLOCK_S = 1
+_REPLY_BLOCK_S = 1  # BLPOP timeout: how often the reply listener expires unanswered records
 
 AsyncFuture = asyncio.Future[None]
 
@@ -37,8 +46,9 @@ class AsyncProducer:
             await future                      # the record is in the table
             await producer.write({"id": 2, "vector": vector})   # the same, in one call
 
-    ``enqueue`` awaits while the table's queue is full and raises ``QueueFull`` after its timeout.
-    Concurrent callers send one at a time, in order, over one connection.
+    ``enqueue`` awaits while the table's queue is full or Redis is unreachable, until the
+    record's deadline (the call's time plus its timeout). Concurrent callers send one at a time,
+    in order. Every future resolves by the deadline plus ``answer_grace_ms``.
     """
 
     def __init__(
@@ -49,14 +59,19 @@ class AsyncProducer:
         **settings: Any,
     ) -> None:
         self.settings = ProducerSettings(table, redis_url, data_dir, **settings)
-        self._outbox: Outbox[AsyncFuture] = Outbox(table)
+        self._outbox: Outbox[AsyncFuture] = Outbox(table, self.settings.answer_grace_ms / 1000)
         self.keys = self._outbox.keys
         self.producer_id = self._outbox.producer_id
         self._redis: aioredis.Redis | None = None
+        self._replies: aioredis.Redis | None = None
         self._listener: asyncio.Task[None] | None = None
         self._closed = False
+        self._closing = asyncio.Event()  # set by close(): ends pauses between reconnections
         self._start_lock = asyncio.Lock()
+        # One send at a time, so sequence numbers follow stream order; _sender is the send
+        # holding the lock (what blocks it tells the others what they fail with).
         self._send_lock = asyncio.Lock()
+        self._sender: Sending[AsyncFuture] | None = None
         self._sending = 0
         self._idle = asyncio.Event()  # set while no send is in progress
         self._idle.set()
@@ -71,15 +86,21 @@ class AsyncProducer:
             url = await asyncio.to_thread(
                 resolve_redis_url, self.settings.redis_url, self.settings.data_dir
             )
-            self._redis = aioredis.Redis.from_url(url)
+            timeout_s = self.settings.redis_timeout_ms / 1000
+            self._redis = _client(url, timeout_s)
+            self._replies = _client(url, timeout_s + _REPLY_BLOCK_S)
             self._enqueue_script = self._redis.register_script(ENQUEUE_SCRIPT)
             self._listener = asyncio.create_task(self._listen(), name="lancequeue-replies")
 
     async def enqueue(self, record: Mapping[str, Any], timeout: float | None = None) -> AsyncFuture:
         """Send one record; return a future resolved once it is in the table.
 
-        Awaits while the queue is full, raising ``QueueFull`` after ``timeout`` seconds; raises
-        ``RecordRejected`` at once for a record that cannot be encoded.
+        The record's deadline is now plus ``timeout`` seconds (default ``timeout_ms``). Awaits
+        while the queue is full or Redis is unreachable, raising ``QueueFull`` or
+        ``WriteTimeout`` if the record could not be sent by its deadline (it was not written);
+        raises ``RecordRejected`` at once for a record that cannot be encoded. A record whose
+        send Redis never confirmed may be in the stream: its future is returned, and resolves
+        from the writer's answer or fails by the deadline plus ``answer_grace_ms``.
         """
         futures, failed_here = await self._send(records=[record], timeout=timeout)
         if failed_here:
@@ -90,7 +111,8 @@ class AsyncProducer:
         self, records: Iterable[Mapping[str, Any]], timeout: float | None = None
     ) -> list[AsyncFuture]:
         """Send records in order; one future per record (``RecordRejected`` set on those that
-        cannot be encoded, ``QueueFull`` on those that found no room within ``timeout``)."""
+        cannot be encoded, ``QueueFull`` or ``WriteTimeout`` on those that could not be sent by
+        their deadline, now plus ``timeout``)."""
         futures, _ = await self._send(records, timeout)
         return futures
 
@@ -101,18 +123,13 @@ class AsyncProducer:
     async def write_many(
         self, records: Iterable[Mapping[str, Any]], timeout: float | None = None
     ) -> None:
-        """Send records together and wait for all; raises the first record's error."""
-        timeout_s = self._timeout_s(timeout)
-        deadline = time.monotonic() + timeout_s
-        futures = await self.enqueue_many(records, timeout_s)
+        """Send records together and wait for all; raises the first record's error. That takes
+        at most ``timeout`` plus ``answer_grace_ms`` (``WriteTimeout`` if the writer did not
+        answer by then)."""
+        futures = await self.enqueue_many(records, timeout)
         if futures:
-            await asyncio.wait(futures, timeout=max(0.0, deadline - time.monotonic()))
+            await asyncio.wait(futures)  # not gather: cancelling the wait leaves the futures be
         for future in futures:
-            if not future.done():
-                raise WriteTimeout(
-                    f"no answer from the writer of {self.keys.table!r} "
-                    f"within {timeout_s}s; the record may still be written"
-                )
             error = future.exception()
             if error is not None:
                 raise error
@@ -120,12 +137,14 @@ class AsyncProducer:
     async def close(self, timeout: float | None = None) -> None:
         """Wait (bounded) for outstanding records to be answered, then stop. Idempotent.
 
-        Records still unanswered then get ``ProducerClosed`` (they may still be written).
+        Records still unanswered then get ``ProducerClosed`` (they may still be written);
+        enqueues waiting for room or for Redis give up with ``ProducerClosed``.
         """
         async with self._start_lock:
             if self._closed:
                 return
             self._closed = True
+            self._closing.set()
         wait_s = self.settings.close_timeout_ms / 1000 if timeout is None else timeout
         deadline = time.monotonic() + wait_s
         # Sends in progress finish (or, waiting for room, give up within a second).
@@ -142,8 +161,9 @@ class AsyncProducer:
         )
         for future in self._outbox.take_all():
             _resolve_error(future, closed)
-        if self._redis is not None:
-            await self._redis.aclose()
+        for client in (self._redis, self._replies):
+            if client is not None:
+                await client.aclose()
 
     @property
     def outstanding(self) -> int:
@@ -179,106 +199,182 @@ class AsyncProducer:
         self, records: Iterable[Mapping[str, Any]], timeout: float | None
     ) -> tuple[list[AsyncFuture], list[AsyncFuture]]:
         """Register and send; returns all futures and those failed here, before any answer."""
+        timeout_s = self.settings.timeout_ms / 1000 if timeout is None else timeout
+        deadline = time.monotonic() + timeout_s
         await self.start()  # raises ProducerClosed once closed
         self._sending += 1
         self._idle.clear()
         try:
             loop = asyncio.get_running_loop()
-            futures, items, rejected = self._outbox.register(records, loop.create_future)
+            futures, outgoing, rejected = self._outbox.register(
+                records, loop.create_future, deadline
+            )
             for future, error in rejected:
                 _resolve_error(future, error)
-            failed_here = [future for future, _ in rejected]
-            failed_here += await self._send_items(items, self._timeout_s(timeout))
-            return futures, failed_here
+            sending = Sending(
+                self._outbox,
+                outgoing,
+                deadline,
+                timeout_s,
+                self.settings.chunk_records,
+                _resolve_error,
+            )
+            if not sending.done:
+                await self._send_in_turn(sending)
+            return futures, [future for future, _ in rejected] + sending.failed
         finally:
             self._sending -= 1
             if self._sending == 0:
                 self._idle.set()
 
-    async def _send_items(
-        self, items: list[Item[AsyncFuture]], timeout_s: float
-    ) -> list[AsyncFuture]:
-        """Send under the send lock (FIFO), waiting for room while the queue is full. Returns
-        the futures failed for want of room or of Redis."""
-        deadline = time.monotonic() + timeout_s
+    async def _send_in_turn(self, sending: Sending[AsyncFuture]) -> None:
+        """Send once this producer's earlier sends are done (FIFO; waiting counts against the
+        deadline: records queued behind a send that waits for room wait for room too)."""
         try:
-            # The timeout covers the wait for the lock too: callers queued behind a sender that
-            # waits for room are themselves waiting for room.
-            await asyncio.wait_for(self._send_lock.acquire(), max(0.0, deadline - time.monotonic()))
+            await asyncio.wait_for(self._send_lock.acquire(), sending.remaining_s())
         except asyncio.TimeoutError:
-            full = QueueFull(f"table {self.keys.table!r}: queue full for {timeout_s}s")
-            return self._outbox.abandon(items, full, _resolve_error)
+            sending.give_up(sending.not_sent_in_time(self._sender))
+            return
         except BaseException as exc:  # cancelled while queued: nothing was sent
-            self._outbox.abandon(items, not_sent_error(exc), _resolve_error)
+            sending.interrupted(exc)
             raise
+        self._sender = sending
         try:
-            return await self._send_locked(items, deadline, timeout_s)
+            await self._send_locked(sending)
+        except RedisError as exc:  # neither a lost connection nor a refusal: fail the records
+            sending.interrupted(exc)
+        except BaseException as exc:  # cancellation: nothing unsent may hang
+            sending.interrupted(exc)
+            raise
         finally:
+            self._sender = None
             self._send_lock.release()
 
-    async def _send_locked(
-        self, items: list[Item[AsyncFuture]], deadline: float, timeout_s: float
-    ) -> list[AsyncFuture]:
-        assert self._redis is not None
-        unsent = items
+    async def _send_locked(self, sending: Sending[AsyncFuture]) -> None:
+        """Run the enqueue script until every record is in the stream: waiting for room while
+        the queue is full, reconnecting and sending again while Redis is unreachable, until
+        the deadline."""
+        backoff = Backoff(RECONNECT_INITIAL_S, RECONNECT_MAX_S)
         pubsub: aioredis.client.PubSub | None = None
         try:
-            while unsent:
-                chunk = unsent[: self.settings.chunk_records]
-                ids = await self._enqueue_script(
-                    keys=self._outbox.script_keys, args=self._outbox.script_args(chunk)
-                )
-                unsent = unsent[len(ids) :]
-                if len(ids) == len(chunk):
+            while not sending.done:
+                if sending.expired():
+                    sending.give_up(sending.not_sent_in_time())
+                    break
+                try:
+                    await self._connect()  # a failure here means nothing was sent
+                except Exception as exc:
+                    if not is_connection_loss(exc):
+                        sending.refused(exc)
+                        break
+                    sending.unreachable(exc)
+                    await self._pause(sending, backoff)
                     continue
-                if pubsub is None:
-                    # Subscribe before the next try, so no flush in between is missed.
-                    pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
-                    await pubsub.subscribe(self.keys.flushed_channel)
+                args = sending.next_args()
+                if args is None:
+                    continue  # the deadline passed meanwhile
+                try:
+                    ids = await self._enqueue_script(keys=self._outbox.script_keys, args=args)
+                except BaseException as exc:
+                    if is_refusal(exc):
+                        sending.refused(exc)
+                        break
+                    sending.unconfirmed(exc)
+                    if not is_connection_loss(exc):
+                        raise
+                    await self._pause(sending, backoff)
                     continue
-                give_up = self._outbox.give_up_waiting(self._closed, deadline, timeout_s)
-                if give_up is not None:
-                    return self._outbox.abandon(unsent, give_up, _resolve_error)
-                remaining = deadline - time.monotonic()
-                # Woken by the writer's next flush; the cap bounds a missed message and close().
-                await pubsub.get_message(timeout=min(remaining, self._room_recheck_s))
-            return []
-        except BaseException as exc:  # Redis errors, interrupts, cancellation alike
-            # Unsent futures must not hang. A Redis error may have struck after the script ran:
-            # RedisUnavailable says the records may be in the stream all the same.
-            error = not_sent_error(exc)
-            self._outbox.abandon(unsent, error, _resolve_error)
-            if isinstance(exc, RedisError):
-                raise error from exc
-            raise
+                backoff.reset()
+                if sending.added(len(ids)):
+                    continue
+                # The queue is full: wait for the writer's next flush.
+                if self._closed:
+                    sending.closed()
+                    break
+                try:
+                    if pubsub is None:
+                        # Subscribe, then try again at once: a flush between the last try and
+                        # the subscription would otherwise be missed.
+                        pubsub = self._sender_client.pubsub(ignore_subscribe_messages=True)
+                        await pubsub.subscribe(self.keys.flushed_channel)
+                        continue
+                    # The cap bounds a missed message and how long close() waits.
+                    await pubsub.get_message(
+                        timeout=min(sending.remaining_s(), self._room_recheck_s)
+                    )
+                except Exception as exc:
+                    if not is_connection_loss(exc):
+                        raise
+                    await _close_quietly(pubsub)
+                    pubsub = None
+                    sending.unreachable(exc)
+                    await self._pause(sending, backoff)
         finally:
-            if pubsub is not None:
-                await pubsub.aclose()  # type: ignore[no-untyped-call]
+            await _close_quietly(pubsub)
+
+    @property
+    def _sender_client(self) -> aioredis.Redis:
+        assert self._redis is not None, "start() made it"
+        return self._redis
+
+    async def _connect(self) -> None:
+        """Have the pool's next connection connected (a stale one is replaced), so that the
+        enqueue script fails only on a connection lost while it ran."""
+        pool = self._sender_client.connection_pool
+        await pool.release(await pool.get_connection())  # type: ignore[no-untyped-call]
+
+    async def _pause(self, sending: Sending[AsyncFuture], backoff: Backoff) -> None:
+        """Wait before reconnecting (bounded by the deadline; close() ends the wait and the
+        send)."""
+        if self._closed:
+            sending.closed()
+            return
+        delay = min(backoff.next_delay(), sending.remaining_s())
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(self._closing.wait(), delay)
 
     @property
     def _room_recheck_s(self) -> float:
         return self.settings.room_recheck_ms / 1000
 
-    def _timeout_s(self, timeout: float | None) -> float:
-        return self.settings.timeout_ms / 1000 if timeout is None else timeout
-
     # -- replies -----------------------------------------------------------------------------
 
     async def _listen(self) -> None:
-        assert self._redis is not None
-        backoff = Backoff(initial_s=0.1)
-        while not self._closed or self._outbox.futures():
+        """Reply listener: pop this producer's reply list and resolve futures; fail those not
+        answered by their deadline plus the answer grace. Keeps going through lost connections
+        and Redis restarts, until close() cancels it."""
+        assert self._replies is not None
+        backoff = Backoff(initial_s=0.1, max_s=_REPLY_BLOCK_S)
+        while True:
             try:
-                popped = await self._redis.blpop([self._outbox.reply_key], timeout=_REPLY_BLOCK_S)
+                popped = await self._replies.blpop([self._outbox.reply_key], timeout=_REPLY_BLOCK_S)
                 backoff.reset()
-            except RedisError as exc:
+                if popped is not None:
+                    self._outbox.settle(popped[1], _resolve_ok, _resolve_error)
+            except Exception as exc:  # Redis errors above all; nothing may end the listener
                 delay = backoff.next_delay()
-                logger.warning("reply listener: %s; retrying in %.1fs", exc, delay)
+                logger.warning(
+                    "reply listener: %s: %s; retrying in %.1fs", type(exc).__name__, exc, delay
+                )
                 await asyncio.sleep(delay)
-                continue
-            if popped is None:
-                continue
-            self._outbox.settle(popped[1], _resolve_ok, _resolve_error)
+            self._outbox.expire(time.monotonic(), _resolve_error)
+
+
+def _client(url: str, socket_timeout_s: float) -> aioredis.Redis:
+    """A client that never repeats a command by itself: the producer decides what to send
+    again after a lost connection."""
+    return aioredis.Redis.from_url(
+        url,
+        retry=Retry(NoBackoff(), 0),
+        socket_timeout=socket_timeout_s,
+        socket_connect_timeout=socket_timeout_s,
+    )
+
+
+async def _close_quietly(pubsub: aioredis.client.PubSub | None) -> None:
+    if pubsub is not None:
+        with contextlib.suppress(RedisError, OSError):
+            await pubsub.aclose()  # type: ignore[no-untyped-call]
 
 
 def _resolve_ok(future: AsyncFuture) -> None:

@@ -43,7 +43,7 @@ def _records(files: tuple[IO[str], ...]) -> Iterator[tuple[str, Any]]:
     "--timeout",
     default=60.0,
     show_default=True,
-    help="Seconds to wait for each batch to be written.",
+    help="Seconds each record may take to reach the table (its deadline).",
 )
 def produce_command(
     files: tuple[IO[str], ...],
@@ -70,7 +70,7 @@ def produce_command(
                 try:
                     if isinstance(item, RecordRejected):
                         raise item
-                    next(futures).result(timeout)
+                    next(futures).result()  # answered by the deadline + answer_grace_ms
                     written += 1
                 except RecordRejected as exc:
                     rejected += 1

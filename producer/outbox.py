@@ -1,28 +1,22 @@
-"""What producers send: sequence numbers, script arguments, and applying the writer's answers.
+"""What producers send: records with their deadlines and sequence numbers, script arguments,
+and applying the writer's answers, or failing records it did not answer in time.
 
 Shared by the sync and the asyncio producer, which differ only in how they wait.
 """
 
 from __future__ import annotations
 
+import heapq
 import itertools
 import logging
 import threading
-import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
-from redis.exceptions import RedisError
-
 from lancequeue.common.codec import encode_record
-from lancequeue.common.errors import (
-    LancequeueError,
-    ProducerClosed,
-    QueueFull,
-    RecordRejected,
-    RedisUnavailable,
-)
+from lancequeue.common.errors import LancequeueError, RecordRejected, WriteTimeout
 from lancequeue.common.keys import TableKeys
 from lancequeue.common.protocol import (
     DEFAULT_MAX_QUEUE_SIZE,
@@ -34,107 +28,108 @@ from lancequeue.common.protocol import (
 logger = logging.getLogger(__name__)
 
 F = TypeVar("F")
-Item = tuple[int, bytes, F]
-"""A record to send: its sequence number, its encoded bytes, its future."""
+Fail = Callable[[F, LancequeueError], None]
+"""Fails a future with an error (a no-op if it is resolved already)."""
+
+_COMPACT_SLACK = 1024  # expiry-heap entries of answered records tolerated before a rebuild
+
+
+@dataclass(eq=False)
+class Outgoing(Generic[F]):
+    """One record on its way: encoded, with its future and deadline."""
+
+    data: bytes
+    future: F
+    deadline: float
+    """``time.monotonic()`` of the enqueue call plus its timeout."""
+    seq: int = 0
+    """Its sequence number, given when it is first sent (0 until then)."""
+    maybe_sent: bool = False
+    """A send of it got no answer from Redis: it may be in the stream. It then fails only by
+    the writer's answer or, lacking one, at its deadline plus the answer grace."""
 
 
 class Outbox(Generic[F]):
-    """Records sent by one producer instance and not yet answered, keyed by sequence number."""
+    """Records of one producer instance sent and not yet answered, keyed by sequence number."""
 
-    def __init__(self, table: str) -> None:
+    def __init__(self, table: str, answer_grace_s: float) -> None:
         self.keys = TableKeys(table)
         self.producer_id = uuid.uuid4().hex
         """This producer instance's identity: its reply key is derived from it."""
         self.reply_key = self.keys.reply(self.producer_id)
+        self._answer_grace_s = answer_grace_s
         self._seqs = itertools.count(1)
         self._lock = threading.Lock()
-        self._waiting: dict[int, F] = {}
+        self._waiting: dict[int, Outgoing[F]] = {}
+        self._expiry: list[tuple[float, int]] = []  # heap of (deadline, seq) of _waiting
 
     def __len__(self) -> int:
         return len(self._waiting)
 
     def register(
-        self, records: Iterable[Mapping[str, Any]], make_future: Callable[[], F]
-    ) -> tuple[list[F], list[Item[F]], list[tuple[F, LancequeueError]]]:
-        """Give each record a future; encode it and give it a sequence number.
+        self, records: Iterable[Mapping[str, Any]], make_future: Callable[[], F], deadline: float
+    ) -> tuple[list[F], list[Outgoing[F]], list[tuple[F, LancequeueError]]]:
+        """Give each record a future and encode it.
 
-        Returns the futures in record order, the items to send, and the futures of records
+        Returns the futures in record order, the records to send, and the futures of records
         that could not be encoded with their ``RecordRejected`` (to be failed by the caller;
-        the other records still go).
+        the other records still go). Sequence numbers come later, from ``number``.
         """
         futures: list[F] = []
-        encoded: list[tuple[bytes, F]] = []
+        outgoing: list[Outgoing[F]] = []
         rejected: list[tuple[F, LancequeueError]] = []
         for record in records:
             future = make_future()
             futures.append(future)
             try:
-                encoded.append((encode_record(record), future))
+                outgoing.append(Outgoing(encode_record(record), future, deadline))
             except RecordRejected as exc:
                 rejected.append((future, exc))
-        with self._lock:
-            items = [(next(self._seqs), data, future) for data, future in encoded]
-            for seq, _, future in items:
-                self._waiting[seq] = future
-        return futures, items, rejected
+        return futures, outgoing, rejected
 
-    def script_args(self, items: list[Item[F]]) -> list[bytes | str | int]:
-        """ARGV of the enqueue script for ``items``."""
+    def number(self, chunk: list[Outgoing[F]]) -> None:
+        """Give the records of ``chunk`` that have none their sequence numbers, now that they
+        are sent (the caller sends one chunk at a time, so numbers follow stream order), and
+        wait for their answers."""
+        with self._lock:
+            for item in chunk:
+                if item.seq == 0:
+                    item.seq = next(self._seqs)
+                    self._waiting[item.seq] = item
+                    heapq.heappush(self._expiry, (item.deadline, item.seq))
+            if len(self._expiry) > 2 * len(self._waiting) + _COMPACT_SLACK:
+                self._expiry = [(item.deadline, seq) for seq, item in self._waiting.items()]
+                heapq.heapify(self._expiry)
+
+    def script_args(self, chunk: list[Outgoing[F]], ttl_ms: int) -> list[bytes | str | int]:
+        """ARGV of the enqueue script for ``chunk`` (numbered), each entry with ``ttl_ms``."""
         args: list[bytes | str | int] = [DEFAULT_MAX_QUEUE_SIZE, ENTRY_WIDTH]
-        for seq, data, _ in items:
-            args.extend(entry_fields(self.reply_key, seq, data))
+        for item in chunk:
+            args.extend(entry_fields(self.reply_key, item.seq, item.data, ttl_ms))
         return args
 
     @property
     def script_keys(self) -> list[str]:
         return [self.keys.stream, self.keys.config]
 
-    def take(self, seq: int) -> F | None:
+    def forget(self, items: Iterable[Outgoing[F]]) -> None:
+        """Stop waiting for answers to records that were numbered but never sent."""
         with self._lock:
-            return self._waiting.pop(seq, None)
-
-    def take_all(self) -> list[F]:
-        with self._lock:
-            futures = list(self._waiting.values())
-            self._waiting.clear()
-        return futures
-
-    def abandon(
-        self,
-        items: list[Item[F]],
-        error: LancequeueError,
-        fail: Callable[[F, LancequeueError], None],
-    ) -> list[F]:
-        """Forget records that were not sent and fail their futures (those not resolved by
-        someone else meanwhile). Returns the futures failed here."""
-        failed = []
-        for seq, _, _ in items:
-            future = self.take(seq)
-            if future is not None:
-                fail(future, error)
-                failed.append(future)
-        return failed
-
-    def give_up_waiting(
-        self, closed: bool, deadline: float, timeout_s: float
-    ) -> LancequeueError | None:
-        """Why an enqueue waiting for room in a full queue must stop waiting, if it must."""
-        if closed:
-            return ProducerClosed("closed while waiting for room")
-        if time.monotonic() >= deadline:
-            return QueueFull(f"table {self.keys.table!r}: queue full for {timeout_s}s")
-        return None
+            for item in items:
+                self._waiting.pop(item.seq, None)
 
     def futures(self) -> list[F]:
         with self._lock:
-            return list(self._waiting.values())
+            return [item.future for item in self._waiting.values()]
 
-    def settle(
-        self,
-        message: bytes | str,
-        ok: Callable[[F], None],
-        fail: Callable[[F, LancequeueError], None],
-    ) -> None:
+    def take_all(self) -> list[F]:
+        with self._lock:
+            futures = [item.future for item in self._waiting.values()]
+            self._waiting.clear()
+            self._expiry.clear()
+        return futures
+
+    def settle(self, message: bytes | str, ok: Callable[[F], None], fail: Fail[F]) -> None:
         """Resolve the futures of the records one reply message answers; unknown sequence
         numbers are ignored, a malformed message is logged and dropped."""
         try:
@@ -143,19 +138,31 @@ class Outbox(Generic[F]):
             logger.error("malformed reply on %s: %s", self.reply_key, exc)
             return
         for result in results:
-            future = self.take(result.seq)
-            if future is None:
+            with self._lock:
+                item = self._waiting.pop(result.seq, None)
+            if item is None:
                 continue
             if result.error is None:
-                ok(future)
+                ok(item.future)
             else:
-                fail(future, result.error)
+                fail(item.future, result.error)
 
-
-def not_sent_error(exc: BaseException) -> LancequeueError:
-    """What the futures of records that could not be sent because of ``exc`` fail with."""
-    if isinstance(exc, LancequeueError):
-        return exc
-    if isinstance(exc, RedisError):
-        return RedisUnavailable(f"record not sent: {type(exc).__name__}: {exc}")
-    return LancequeueError(f"record not sent: {type(exc).__name__}: {exc}")
+    def expire(self, now: float, fail: Fail[F]) -> None:
+        """Fail, with ``WriteTimeout``, the records still unanswered at their deadline plus the
+        answer grace. Cheap when none is due: the reply listener calls it each time it wakes."""
+        due: list[Outgoing[F]] = []
+        with self._lock:
+            while self._expiry and self._expiry[0][0] + self._answer_grace_s <= now:
+                _, seq = heapq.heappop(self._expiry)
+                item = self._waiting.pop(seq, None)
+                if item is not None:
+                    due.append(item)
+        for item in due:
+            fail(
+                item.future,
+                WriteTimeout(
+                    f"the writer of {self.keys.table!r} did not answer by the record's deadline "
+                    f"+ answer_grace_ms ({self._answer_grace_s * 1000:.0f} ms); a writer never "
+                    "writes a record after its deadline, so it will not write this one"
+                ),
+            )

@@ -14,31 +14,44 @@ from types import TracebackType
 from typing import Any
 
 import redis
+from redis.backoff import NoBackoff
+from redis.exceptions import RedisError
+from redis.retry import Retry
 
 from lancequeue.common.backoff import Backoff
 from lancequeue.common.connection import resolve_redis_url
-from lancequeue.common.errors import LancequeueError, ProducerClosed, WriteTimeout
+from lancequeue.common.errors import LancequeueError, ProducerClosed
 from lancequeue.common.protocol import ENQUEUE_SCRIPT, encode_results
-from lancequeue.producer.outbox import Item, Outbox, not_sent_error
+from lancequeue.producer.outbox import Outbox
+from lancequeue.producer.sending import (
+    RECONNECT_INITIAL_S,
+    RECONNECT_MAX_S,
+    Sending,
+    is_connection_loss,
+    is_refusal,
+)
 from lancequeue.producer.settings import ProducerSettings
 
 logger = logging.getLogger(__name__)
 
 Future = concurrent.futures.Future
 
-_REPLY_BLOCK_S = 1  # BLPOP timeout: how quickly the reply listener notices a lost wake-up
+_REPLY_BLOCK_S = 1  # BLPOP timeout: how often the reply listener expires unanswered records
 
 
 class Producer:
     """Sends records to a table's writer through Redis; thread-safe.
 
     ``enqueue`` returns a future that resolves to ``None`` once the record's batch is in the
-    table, or raises what the writer reported (``RecordRejected``, ``WriteFailed``)::
+    table, or raises why it is not (``RecordRejected``, ``WriteFailed``, ``WriteTimeout``, ...)::
 
         with Producer("docs") as producer:
             producer.write({"id": 1, "text": "hello", "vector": vector})
 
-    Futures cannot be cancelled: a record that was sent is written or answered regardless.
+    Each record has a deadline: the enqueue call's time plus its timeout. The producer rides out
+    Redis restarts and lost connections until then, sending again what Redis did not confirm.
+    Every future resolves by the deadline plus ``answer_grace_ms``. Futures cannot be cancelled:
+    a record that was sent is written or answered regardless.
     """
 
     def __init__(
@@ -49,15 +62,21 @@ class Producer:
         **settings: Any,
     ) -> None:
         self.settings = ProducerSettings(table, redis_url, data_dir, **settings)
-        self._outbox: Outbox[Future[None]] = Outbox(table)
+        self._outbox: Outbox[Future[None]] = Outbox(table, self.settings.answer_grace_ms / 1000)
         self.keys = self._outbox.keys
         self.producer_id = self._outbox.producer_id
         url = resolve_redis_url(self.settings.redis_url, self.settings.data_dir)
-        self._redis = redis.Redis.from_url(url)
+        self._redis = _client(url, self.settings.redis_timeout_ms / 1000)
+        self._replies = _client(url, self.settings.redis_timeout_ms / 1000 + _REPLY_BLOCK_S)
         self._enqueue_script = self._redis.register_script(ENQUEUE_SCRIPT)
+        # One send at a time, so sequence numbers follow stream order; _sender is the send
+        # holding the lock (what blocks it tells the others what they fail with).
+        self._send_lock = threading.Lock()
+        self._sender: Sending[Future[None]] | None = None
         # close() waits for sends in progress (_sending) before it fails what is left.
         self._lifecycle = threading.Condition()
         self._closed = False
+        self._closing = threading.Event()  # set by close(): ends pauses between reconnections
         self._sending = 0
         self._stop_listening = threading.Event()
         self._listener = threading.Thread(
@@ -70,10 +89,13 @@ class Producer:
     def enqueue(self, record: Mapping[str, Any], timeout: float | None = None) -> Future[None]:
         """Send one record; return a future resolved once it is in the table.
 
-        Blocks while the table's queue is full, raising ``QueueFull`` after ``timeout`` seconds
-        (default ``timeout_ms``). Raises ``RecordRejected`` at once for a record that cannot be
-        encoded, ``RedisUnavailable`` if Redis cannot be reached, and ``ProducerClosed`` after
-        ``close()``.
+        The record's deadline is now plus ``timeout`` seconds (default ``timeout_ms``). Blocks
+        while the table's queue is full or Redis is unreachable, raising ``QueueFull`` or
+        ``WriteTimeout`` if the record could not be sent by its deadline (it was not written).
+        Raises ``RecordRejected`` at once for a record that cannot be encoded, and
+        ``ProducerClosed`` after ``close()``. A record whose send Redis never confirmed may be
+        in the stream: its future is returned, and resolves from the writer's answer or fails
+        by the deadline plus ``answer_grace_ms``.
         """
         futures, failed_here = self._send([record], timeout)
         if failed_here:
@@ -85,8 +107,9 @@ class Producer:
     ) -> list[Future[None]]:
         """Send records in order with as few round trips as possible; one future per record.
 
-        A record that cannot be encoded has its future failed with ``RecordRejected``, and
-        records that found no room within ``timeout`` with ``QueueFull``; the others go.
+        Errors go to the futures: ``RecordRejected`` for a record that cannot be encoded,
+        ``QueueFull`` or ``WriteTimeout`` for records that could not be sent by their deadline
+        (now plus ``timeout``); the others go.
         """
         futures, _ = self._send(records, timeout)
         return futures
@@ -101,19 +124,18 @@ class Producer:
         """Send records together (one enqueue-script call per ``chunk_records``) and wait for
         all of them.
 
-        Raises the error of the first record that did not land, after every record is answered
-        or ``timeout`` has passed (``WriteTimeout``).
+        Raises the error of the first record that did not land once every record is answered;
+        that takes at most ``timeout`` plus ``answer_grace_ms`` (``WriteTimeout`` if the writer
+        did not answer by then).
         """
-        timeout_s = self._timeout_s(timeout)
-        deadline = time.monotonic() + timeout_s
-        futures = self.enqueue_many(records, timeout_s)
-        _, not_done = concurrent.futures.wait(futures, max(0.0, deadline - time.monotonic()))
+        if threading.current_thread() is self._listener:
+            raise LancequeueError(
+                "write() in a future's done-callback would wait for answers only the thread "
+                "running that callback can deliver; use enqueue() there"
+            )
+        futures = self.enqueue_many(records, timeout)
+        concurrent.futures.wait(futures)
         for future in futures:
-            if future in not_done:
-                raise WriteTimeout(
-                    f"no answer from the writer of {self.keys.table!r} "
-                    f"within {timeout_s}s; the record may still be written"
-                )
             error = future.exception()
             if error is not None:
                 raise error
@@ -123,7 +145,7 @@ class Producer:
         be answered, then stop; later enqueues raise ``ProducerClosed``. Idempotent.
 
         Records still unanswered then get ``ProducerClosed`` (they may still be written);
-        enqueues waiting for room give up with ``ProducerClosed``.
+        enqueues waiting for room or for Redis give up with ``ProducerClosed``.
         """
         wait_s = self.settings.close_timeout_ms / 1000 if timeout is None else timeout
         deadline = time.monotonic() + wait_s
@@ -131,6 +153,7 @@ class Producer:
             if self._closed:
                 return
             self._closed = True
+            self._closing.set()
             # Sends in progress finish (or, waiting for room, give up within a second).
             self._lifecycle.wait_for(lambda: self._sending == 0, self._room_recheck_s + wait_s)
         concurrent.futures.wait(self._outbox.futures(), max(0.0, deadline - time.monotonic()))
@@ -146,6 +169,7 @@ class Producer:
                 ),
             )
         self._redis.close()
+        self._replies.close()
 
     @property
     def outstanding(self) -> int:
@@ -180,70 +204,127 @@ class Producer:
         self, records: Iterable[Mapping[str, Any]], timeout: float | None
     ) -> tuple[list[Future[None]], list[Future[None]]]:
         """Register and send; returns all futures and those failed here, before any answer."""
+        timeout_s = self.settings.timeout_ms / 1000 if timeout is None else timeout
+        deadline = time.monotonic() + timeout_s
         with self._lifecycle:
             if self._closed:
                 raise ProducerClosed(f"{self!r} is closed")
             self._sending += 1
         try:
-            futures, items, rejected = self._outbox.register(records, _running_future)
+            futures, outgoing, rejected = self._outbox.register(records, _running_future, deadline)
             for future, error in rejected:
                 _resolve_error(future, error)
-            failed_here = [future for future, _ in rejected]
-            failed_here += self._send_items(items, self._timeout_s(timeout))
-            return futures, failed_here
+            sending = Sending(
+                self._outbox,
+                outgoing,
+                deadline,
+                timeout_s,
+                self.settings.chunk_records,
+                _resolve_error,
+            )
+            if not sending.done:
+                self._send_in_turn(sending)
+            return futures, [future for future, _ in rejected] + sending.failed
         finally:
             with self._lifecycle:
                 self._sending -= 1
                 self._lifecycle.notify_all()
 
-    def _send_items(self, items: list[Item[Future[None]]], timeout_s: float) -> list[Future[None]]:
-        """Run the enqueue script until every item is in the stream, waiting for room while
-        the queue is full. Returns the futures failed for want of room or of Redis."""
-        deadline = time.monotonic() + timeout_s
-        unsent = items
-        pubsub: redis.client.PubSub | None = None
+    def _send_in_turn(self, sending: Sending[Future[None]]) -> None:
+        """Send once this producer's earlier sends are done (waiting counts against the
+        deadline: records queued behind a send that waits for room wait for room too)."""
+        if not self._send_lock.acquire(timeout=sending.remaining_s()):
+            sending.give_up(sending.not_sent_in_time(self._sender))
+            return
+        self._sender = sending
         try:
-            while unsent:
-                chunk = unsent[: self.settings.chunk_records]
-                added = len(
-                    self._enqueue_script(
-                        keys=self._outbox.script_keys, args=self._outbox.script_args(chunk)
-                    )
-                )
-                unsent = unsent[added:]
-                if added == len(chunk):
-                    continue
-                if pubsub is None:
-                    # Subscribe before the next try, so a flush between that try and the wait
-                    # below is not missed.
-                    pubsub = self._redis.pubsub(ignore_subscribe_messages=True)  # type: ignore[no-untyped-call]
-                    pubsub.subscribe(self.keys.flushed_channel)
-                    continue
-                give_up = self._outbox.give_up_waiting(self._closed, deadline, timeout_s)
-                if give_up is not None:
-                    return self._outbox.abandon(unsent, give_up, _resolve_error)
-                remaining = deadline - time.monotonic()
-                # Woken by the writer's next flush; the cap bounds a missed message and close().
-                pubsub.get_message(timeout=min(remaining, self._room_recheck_s))
-            return []
-        except BaseException as exc:  # Redis errors, interrupts, cancellation alike
-            # Unsent futures must not hang. A Redis error may have struck after the script ran:
-            # RedisUnavailable says the records may be in the stream all the same.
-            error = not_sent_error(exc)
-            self._outbox.abandon(unsent, error, _resolve_error)
-            if isinstance(exc, redis.RedisError):
-                raise error from exc
+            self._send_locked(sending)
+        except RedisError as exc:  # neither a lost connection nor a refusal: fail the records
+            sending.interrupted(exc)
+        except BaseException as exc:  # interrupts: nothing unsent may hang
+            sending.interrupted(exc)
             raise
         finally:
-            if pubsub is not None:
-                pubsub.close()
+            self._sender = None
+            self._send_lock.release()
+
+    def _send_locked(self, sending: Sending[Future[None]]) -> None:
+        """Run the enqueue script until every record is in the stream: waiting for room while
+        the queue is full, reconnecting and sending again while Redis is unreachable, until
+        the deadline."""
+        backoff = Backoff(RECONNECT_INITIAL_S, RECONNECT_MAX_S)
+        pubsub: redis.client.PubSub | None = None
+        try:
+            while not sending.done:
+                if sending.expired():
+                    sending.give_up(sending.not_sent_in_time())
+                    break
+                try:
+                    self._connect()  # a failure here means nothing was sent
+                except Exception as exc:
+                    if not is_connection_loss(exc):
+                        sending.refused(exc)
+                        break
+                    sending.unreachable(exc)
+                    self._pause(sending, backoff)
+                    continue
+                args = sending.next_args()
+                if args is None:
+                    continue  # the deadline passed meanwhile
+                try:
+                    ids = self._enqueue_script(keys=self._outbox.script_keys, args=args)
+                except BaseException as exc:
+                    if is_refusal(exc):
+                        sending.refused(exc)
+                        break
+                    sending.unconfirmed(exc)
+                    if not is_connection_loss(exc):
+                        raise
+                    self._pause(sending, backoff)
+                    continue
+                backoff.reset()
+                if sending.added(len(ids)):
+                    continue
+                # The queue is full: wait for the writer's next flush.
+                if self._closed:
+                    sending.closed()
+                    break
+                try:
+                    if pubsub is None:
+                        # Subscribe, then try again at once: a flush between the last try and
+                        # the subscription would otherwise be missed.
+                        pubsub = self._redis.pubsub(ignore_subscribe_messages=True)  # type: ignore[no-untyped-call]
+                        pubsub.subscribe(self.keys.flushed_channel)
+                        continue
+                    # The cap bounds a missed message and how long close() waits.
+                    pubsub.get_message(timeout=min(sending.remaining_s(), self._room_recheck_s))
+                except Exception as exc:
+                    if not is_connection_loss(exc):
+                        raise
+                    _close_quietly(pubsub)
+                    pubsub = None
+                    sending.unreachable(exc)
+                    self._pause(sending, backoff)
+        finally:
+            _close_quietly(pubsub)
+
+    def _connect(self) -> None:
+        """Have the pool's next connection connected (a stale one is replaced), so that the
+        enqueue script fails only on a connection lost while it ran."""
+        pool = self._redis.connection_pool
+        pool.release(pool.get_connection())
+
+    def _pause(self, sending: Sending[Future[None]], backoff: Backoff) -> None:
+        """Wait before reconnecting (bounded by the deadline; close() ends the wait and the
+        send)."""
+        if self._closed:
+            sending.closed()
+            return
+        self._closing.wait(min(backoff.next_delay(), sending.remaining_s()))
 
     @property
     def _room_recheck_s(self) -> float:
         return self.settings.room_recheck_ms / 1000
-
-    def _timeout_s(self, timeout: float | None) -> float:
-        return self.settings.timeout_ms / 1000 if timeout is None else timeout
 
     # -- replies -----------------------------------------------------------------------------
 
@@ -255,24 +336,44 @@ class Producer:
                 pipe.rpush(self._outbox.reply_key, encode_results([]))
                 pipe.pexpire(self._outbox.reply_key, 60_000)
                 pipe.execute()
-        except redis.RedisError:
+        except (RedisError, OSError):
             pass  # the listener ends at its timeout instead
 
     def _listen(self) -> None:
-        """Reply listener: pop this producer's reply list, resolve futures."""
-        backoff = Backoff(initial_s=0.1)
+        """Reply listener: pop this producer's reply list and resolve futures; fail those not
+        answered by their deadline plus the answer grace. Keeps going through lost connections
+        and Redis restarts."""
+        backoff = Backoff(initial_s=0.1, max_s=_REPLY_BLOCK_S)
         while not self._stop_listening.is_set():
             try:
-                popped = self._redis.blpop([self._outbox.reply_key], timeout=_REPLY_BLOCK_S)
+                popped = self._replies.blpop([self._outbox.reply_key], timeout=_REPLY_BLOCK_S)
                 backoff.reset()
-            except redis.RedisError as exc:
+                if popped is not None:
+                    self._outbox.settle(popped[1], _resolve_ok, _resolve_error)
+            except Exception as exc:  # Redis errors above all; nothing may end the listener
                 delay = backoff.next_delay()
-                logger.warning("reply listener: %s; retrying in %.1fs", exc, delay)
+                logger.warning(
+                    "reply listener: %s: %s; retrying in %.1fs", type(exc).__name__, exc, delay
+                )
                 self._stop_listening.wait(delay)
-                continue
-            if popped is None:
-                continue
-            self._outbox.settle(popped[1], _resolve_ok, _resolve_error)
+            self._outbox.expire(time.monotonic(), _resolve_error)
+
+
+def _client(url: str, socket_timeout_s: float) -> redis.Redis:
+    """A client that never repeats a command by itself: the producer decides what to send
+    again after a lost connection."""
+    return redis.Redis.from_url(
+        url,
+        retry=Retry(NoBackoff(), 0),
+        socket_timeout=socket_timeout_s,
+        socket_connect_timeout=socket_timeout_s,
+    )
+
+
+def _close_quietly(pubsub: redis.client.PubSub | None) -> None:
+    if pubsub is not None:
+        with contextlib.suppress(RedisError, OSError):
+            pubsub.close()
 
 
 def _running_future() -> Future[None]:

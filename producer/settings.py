@@ -11,7 +11,7 @@ from lancequeue.common.keys import check_table_name
 
 @dataclass(frozen=True)
 class ProducerSettings:
-    """How a producer reaches Redis and how long it waits."""
+    """How a producer reaches Redis and how long its records may wait."""
 
     table: str
     """The LanceDB table the records go to (one stream per table)."""
@@ -20,8 +20,10 @@ class ProducerSettings:
     data_dir: Path | str | None = None
     """Data directory of the embedded Redis server; None means the default data directory."""
     timeout_ms: int = 60_000
-    """Default wait of ``write``/``write_many`` for the writer's answer, and of ``enqueue`` for
-    room in a full queue."""
+    """Default timeout of a record, counted from the enqueue call: its deadline. By then it must
+    be in the stream (else it fails unsent: ``QueueFull`` if the queue stayed full,
+    ``WriteTimeout`` if Redis stayed unreachable), and a writer must have built its batch (else
+    the writer answers ``WriteTimeout`` and does not write it)."""
     close_timeout_ms: int = 30_000
     """How long ``close()`` waits for outstanding records to be answered."""
     chunk_records: int = 256
@@ -30,11 +32,28 @@ class ProducerSettings:
     """While the queue is full, producers wait for the writer's flush message; they re-check
     this often even without one (bounds a missed message, and how long ``close()`` waits for an
     enqueue that is waiting for room)."""
+    answer_grace_ms: int = 10_000
+    """How long after a sent record's deadline the producer still waits for the writer's answer
+    before failing it with ``WriteTimeout``: covers a batch built just before the deadline whose
+    commit ends after it. Every future resolves by the deadline plus this (the reply listener
+    checks about once a second), and so ``write``/``write_many`` return."""
+    redis_timeout_ms: int = 5_000
+    """How long connecting to Redis, or one command, may take before the producer counts the
+    connection as lost: it reconnects and sends the unconfirmed records again."""
 
     def __post_init__(self) -> None:
         check_table_name(self.table)
         if self.data_dir is not None and not isinstance(self.data_dir, Path):
             object.__setattr__(self, "data_dir", Path(self.data_dir))
-        for name in ("timeout_ms", "close_timeout_ms", "chunk_records", "room_recheck_ms"):
+        positive = (
+            "timeout_ms",
+            "close_timeout_ms",
+            "chunk_records",
+            "room_recheck_ms",
+            "redis_timeout_ms",
+        )
+        for name in positive:
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be positive, got {getattr(self, name)}")
+        if self.answer_grace_ms < 0:
+            raise ConfigError(f"answer_grace_ms must not be negative, got {self.answer_grace_ms}")

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import os
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -110,7 +111,7 @@ class WriterProcess:
 
 
 def writer_alive(client: redis.Redis, table: str = "docs") -> bool:
-    return bool(client.exists(f"lancequeue:{{{table}}}:heartbeat"))
+    return bool(client.exists(f"lancequeue:{{{table}}}:lease"))
 
 
 def pending_count(client: redis.Redis, table: str = "docs") -> int:
@@ -134,6 +135,21 @@ def table_ids(db_uri: str, table: str = "docs") -> list[int]:
     return sorted(ids)
 
 
+@contextlib.contextmanager
+def broken_storage(db_uri: str, table: str = "docs") -> Iterator[None]:
+    """The table's data directory replaced by a file: writing data files fails with a real
+    ``OSError`` until the block exits and the directory is put back."""
+    data = Path(db_uri) / f"{table}.lance" / "data"
+    aside = data.with_name("data.aside")
+    data.rename(aside)
+    data.write_text("storage is down")
+    try:
+        yield
+    finally:
+        data.unlink()
+        aside.rename(data)
+
+
 def table_versions(db_uri: str, table: str = "docs") -> int:
     return len(lancedb.connect(db_uri).open_table(table).list_versions())
 
@@ -142,9 +158,11 @@ def table_ids_with_nulls(db_uri: str) -> list[int | None]:
     return list(lancedb.connect(db_uri).open_table("docs").to_arrow().column("id").to_pylist())
 
 
-def stream_entry(reply_key: str, seq: int, rec: bytes) -> dict[bytes | str, bytes | str]:
+def stream_entry(
+    reply_key: str, seq: int, rec: bytes, ttl_ms: int = 600_000
+) -> dict[bytes | str, bytes | str]:
     """A stream entry exactly as a producer sends it."""
-    fields = entry_fields(reply_key, seq, rec)
+    fields = entry_fields(reply_key, seq, rec, ttl_ms)
     return dict(zip(fields[::2], fields[1::2], strict=True))
 
 

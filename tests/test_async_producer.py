@@ -79,10 +79,11 @@ async def test_a_full_queue_wakes_the_waiting_enqueue_on_the_writer_s_flush(
     assert table_ids(db_uri) == [0, 1, 2]
 
 
-async def test_write_times_out_without_a_writer(async_producer: AsyncProducer) -> None:
-    with pytest.raises(WriteTimeout):
-        await async_producer.write(record(1), timeout=0.2)
-    await async_producer.close(timeout=0)
+async def test_write_times_out_without_a_writer(redis_url: str) -> None:
+    async with AsyncProducer("docs", redis_url=redis_url, answer_grace_ms=100) as producer:
+        with pytest.raises(WriteTimeout, match="did not answer"):
+            await producer.write(record(1), timeout=0.2)
+        assert producer.outstanding == 0
 
 
 async def test_close_fails_unanswered_futures_and_later_enqueues(redis_url: str) -> None:

@@ -22,6 +22,7 @@ from tests.support import (
     KEYS,
     StartWriter,
     async_wait_for,
+    broken_storage,
     flush_recorder,
     gather,
     record,
@@ -61,8 +62,8 @@ async def test_records_sent_together_flush_at_max_batch_one_append_each(
     results = await gather(futures)
     assert results == [None] * 30
     assert [len(batch) for batch in flushes] == [10, 10, 10]
-    # one table version for the creation, then exactly one per batch
-    assert table_versions(db_uri) == 1 + 3
+    # one table version for the creation, two for the writer's fence, then one per batch
+    assert table_versions(db_uri) == 1 + 2 + 3
     assert table_ids(db_uri) == list(range(30))
 
 
@@ -79,30 +80,52 @@ async def test_records_arriving_within_the_window_flush_together_once_it_expires
 
 
 async def test_a_failed_append_answers_every_record_of_the_batch_and_the_writer_keeps_serving(
-    start_writer: StartWriter, producer: Producer, db_uri: str, monkeypatch: pytest.MonkeyPatch
+    start_writer: StartWriter, producer: Producer, db_uri: str
 ) -> None:
-    writer = start_writer(max_batch=5, coalesce_ms=60_000)
+    writer = start_writer(max_batch=5, coalesce_ms=60_000, flush_retries=1, retry_backoff_ms=10)
     await resolve(producer.enqueue_many([record(i) for i in range(5)])[0])
-    # Fault injection: the storage fails for the next append only.
-    from lancequeue.writer.sink import TableSink
-
-    real_append = TableSink.append
-    calls = {"n": 0}
-
-    async def failing_once(self: TableSink, batch: pa.Table) -> None:
-        calls["n"] += 1
-        if calls["n"] == 1:
-            raise OSError("disk on fire")
-        await real_append(self, batch)
-
-    monkeypatch.setattr(TableSink, "append", failing_once)
-    failed = await gather(producer.enqueue_many([record(i) for i in range(10, 15)]))
+    with broken_storage(db_uri):
+        failed = await gather(producer.enqueue_many([record(i) for i in range(10, 15)]))
     assert all(isinstance(r, WriteFailed) for r in failed)
-    assert {(r.error_type, r.error_message) for r in failed} == {("OSError", "disk on fire")}
+    assert {r.error_type for r in failed} == {"OSError"}
     ok = await gather(producer.enqueue_many([record(i) for i in range(20, 25)]))
     assert ok == [None] * 5
     assert table_ids(db_uri) == [0, 1, 2, 3, 4, 20, 21, 22, 23, 24]
     assert writer._running
+
+
+async def test_an_append_that_fails_for_a_while_is_retried_and_lands(
+    start_writer: StartWriter,
+    producer: Producer,
+    db_uri: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    start_writer(max_batch=5, coalesce_ms=60_000, flush_retries=50, retry_backoff_ms=20)
+    await resolve(producer.enqueue_many([record(i) for i in range(5)])[0])
+    with broken_storage(db_uri):
+        futures = producer.enqueue_many([record(i) for i in range(10, 15)])
+        await async_wait_for(
+            lambda: asyncio.to_thread(lambda: "retry 2/50" in caplog.text),
+            what="the writer to retry the append",
+        )
+    assert await gather(futures) == [None] * 5
+    assert table_ids(db_uri) == [0, 1, 2, 3, 4, 10, 11, 12, 13, 14]
+
+
+async def test_a_batch_the_table_refuses_is_bisected_so_only_the_refused_record_fails(
+    start_writer: StartWriter,
+    producer: Producer,
+    db_uri: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("LANCEQUEUE_REFUSE", "id=13")  # the table refuses the record with id 13
+    start_writer(max_batch=8, coalesce_ms=60_000)
+    results = await gather(producer.enqueue_many([record(i) for i in range(10, 18)]))
+    assert [type(r).__name__ for r in results] == ["NoneType"] * 3 + ["RecordRejected"] + [
+        "NoneType"
+    ] * 4
+    assert "the table refused it" in str(results[3]) and "id=13" in str(results[3])
+    assert table_ids(db_uri) == [10, 11, 12, 14, 15, 16, 17]
 
 
 async def test_on_flushed_sees_the_records_before_any_future_resolves(
@@ -199,3 +222,16 @@ async def test_status_reports_queue_writer_and_table(
     assert status["rows_written"] == 20 and status["table_rows"] == 20
     assert status["batches"] >= 1 and status["table_version"] >= 2
     assert status["last_flush_at_ms"] is not None
+
+
+async def test_with_compact_every_the_writer_compacts_small_fragments_and_keeps_every_row(
+    start_writer: StartWriter, producer: Producer, db_uri: str
+) -> None:
+    start_writer(max_batch=2, coalesce_ms=60_000, compact_every=2)
+    for first in range(0, 8, 2):  # four flushes of two records
+        assert await gather(producer.enqueue_many([record(first), record(first + 1)])) == [None] * 2
+    table = lancedb.connect(db_uri).open_table("docs")
+    operations = [v["metadata"].get("operation") for v in table.list_versions()]
+    fragments = len(table.to_lance().get_fragments())
+    assert fragments < 4, (fragments, operations)
+    assert table_ids(db_uri) == list(range(8))

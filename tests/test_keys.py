@@ -10,7 +10,7 @@ from lancequeue.common.keys import TableKeys
 
 def test_every_key_of_a_table_shares_its_cluster_hash_tag() -> None:
     keys = TableKeys("docs")
-    names = [keys.stream, keys.config, keys.writer, keys.heartbeat, keys.reply("abc")]
+    names = [keys.stream, keys.config, keys.writer, keys.lease, keys.reply("abc")]
     assert all(name.startswith("lancequeue:{docs}:") for name in names)
 
 

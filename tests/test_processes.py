@@ -130,9 +130,7 @@ def test_a_second_signal_exits_at_once_and_leaves_the_records_pending(
 def test_a_killed_writer_s_unacked_records_are_replayed_by_the_next_writer(
     writer_process: StartProcess, producer: Producer, client: redis.Redis, db_uri: str
 ) -> None:
-    first = writer_process(
-        "--coalesce-ms", "600000", "--max-batch", "1000", "--heartbeat-ms", "200"
-    )
+    first = writer_process("--coalesce-ms", "600000", "--max-batch", "1000", "--lease-ms", "800")
     wait_for(lambda: writer_alive(client), 60, "the writer")
     futures = producer.enqueue_many([record(i) for i in range(5)])
     wait_until_pending(client, 5)
@@ -156,7 +154,7 @@ def test_with_no_redis_url_writer_and_producers_share_an_embedded_redis_that_out
     data_dir = tmp_path / "data"
     env = cli_env(LANCEQUEUE_DATA_DIR=str(data_dir), LANCEQUEUE_TABLE="docs")
     writer = WriterProcess(
-        ["--coalesce-ms", "600000", "--heartbeat-ms", "200"], tmp_path / "w1.log", env
+        ["--coalesce-ms", "600000", "--lease-ms", "800"], tmp_path / "w1.log", env
     )
     try:
         wait_for(lambda: embedded_redis.is_running(data_dir), 60, "the embedded redis")

@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import socket
 import threading
 
 import pytest
 import redis
 
-from lancequeue.common.errors import ProducerClosed, RecordRejected, WriteTimeout
+from lancequeue.common.errors import (
+    LancequeueError,
+    ProducerClosed,
+    RecordRejected,
+    WriteTimeout,
+)
 from lancequeue.producer import Producer
 from tests.support import KEYS, StartWriter, async_wait_for, gather, record, table_ids
 
@@ -37,9 +43,10 @@ async def test_close_waits_for_outstanding_records(
 async def test_write_times_out_without_a_writer_and_close_fails_what_is_left(
     redis_url: str,
 ) -> None:
-    made = Producer("docs", redis_url=redis_url)
-    with pytest.raises(WriteTimeout):
+    made = Producer("docs", redis_url=redis_url, answer_grace_ms=100)
+    with pytest.raises(WriteTimeout, match="did not answer"):
         await asyncio.to_thread(made.write, record(1), 0.3)
+    assert made.outstanding == 0
     future = made.enqueue(record(2))
     await asyncio.to_thread(made.close, 0.1)
     assert isinstance(future.exception(), ProducerClosed)
@@ -54,22 +61,26 @@ async def test_many_threads_share_one_producer_and_every_record_lands_once(
         for i in range(start, start + 25):
             producer.write(record(i), timeout=60)
 
-    await asyncio.gather(*(asyncio.to_thread(write_range, k * 100) for k in range(8)))
+    # Threads of their own: the writer's table work runs in the loop's default executor.
+    with concurrent.futures.ThreadPoolExecutor(8) as threads:
+        done = [asyncio.wrap_future(threads.submit(write_range, k * 100)) for k in range(8)]
+        await asyncio.wait_for(asyncio.gather(*done), 60)
     assert table_ids(db_uri) == sorted(k * 100 + i for k in range(8) for i in range(25))
 
 
-def test_an_unreachable_redis_is_a_redis_unavailable_error_and_leaves_nothing_pending(
+def test_a_record_that_cannot_reach_redis_by_its_deadline_fails_unsent_with_write_timeout(
     redis_server: str,
 ) -> None:
-    from lancequeue.common.errors import RedisUnavailable
-
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         dead_port = sock.getsockname()[1]
     made = Producer("docs", redis_url=f"redis://127.0.0.1:{dead_port}")
-    with pytest.raises(RedisUnavailable) as caught:
-        made.enqueue(record(1))
-    assert isinstance(caught.value, ConnectionError) and caught.value.retriable
+    with pytest.raises(WriteTimeout) as caught:
+        made.enqueue(record(1), timeout=0.3)
+    assert isinstance(caught.value, TimeoutError) and caught.value.retriable
+    assert "not sent" in str(caught.value) and "Redis unreachable" in str(caught.value)
+    assert "will not be" in str(caught.value)
+    assert isinstance(caught.value.__cause__, redis.ConnectionError)
     assert made.outstanding == 0  # nothing left waiting for an answer that cannot come
     made.close()
 
@@ -118,3 +129,21 @@ async def test_close_from_a_done_callback_does_not_deadlock(
     future.add_done_callback(lambda _: (made.close(timeout=0), closed.set()))
     assert await asyncio.to_thread(closed.wait, 30)
     assert made.closed
+
+
+async def test_write_in_a_done_callback_raises_instead_of_waiting_for_itself(
+    redis_url: str,
+) -> None:
+    made = Producer("docs", redis_url=redis_url, timeout_ms=200, answer_grace_ms=0)
+    raised: list[BaseException] = []
+
+    def write_again(_: object) -> None:
+        try:
+            made.write(record(2))
+        except LancequeueError as exc:
+            raised.append(exc)
+
+    made.enqueue(record(1)).add_done_callback(write_again)  # unanswered: the listener fails it
+    await async_wait_for(lambda: asyncio.sleep(0, raised), what="the callback to run")
+    assert "done-callback" in str(raised[0])
+    await asyncio.to_thread(made.close, 0)

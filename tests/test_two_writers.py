@@ -31,11 +31,11 @@ async def test_a_second_writer_waits_while_the_first_is_alive_then_takes_over(
     db_uri: str,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    first = start_writer(coalesce_ms=10, heartbeat_ms=300)
+    first = start_writer(coalesce_ms=10, lease_ms=1200)
     await resolve(producer.enqueue(record(1)))
-    second = start_writer(coalesce_ms=10, heartbeat_ms=300)
+    second = start_writer(coalesce_ms=10, lease_ms=1200)
     await async_wait_for(
-        lambda: asyncio.to_thread(lambda: "waiting until it stops" in caplog.text),
+        lambda: asyncio.to_thread(lambda: "standing by until its lease expires" in caplog.text),
         what="the second writer to wait",
     )
     await resolve(producer.enqueue(record(2)))
@@ -50,7 +50,7 @@ async def test_a_replaced_writer_stops_without_flushing_what_it_holds(
     redis_url: str, db_uri: str, client: redis.Redis, producer: Producer
 ) -> None:
     writer = Writer(
-        table="docs", redis_url=redis_url, db_uri=db_uri, heartbeat_ms=300, coalesce_ms=600_000
+        table="docs", redis_url=redis_url, db_uri=db_uri, lease_ms=1200, coalesce_ms=600_000
     )
     task = asyncio.create_task(writer.run())
     futures = producer.enqueue_many([record(i) for i in range(3)])
@@ -58,26 +58,26 @@ async def test_a_replaced_writer_stops_without_flushing_what_it_holds(
         lambda: asyncio.to_thread(pending_count, client), what="the writer to read the records"
     )
     # As if this writer had stalled past its expiry and another had taken the table over.
-    client.set(KEYS.heartbeat, "another-writer", px=60_000)
+    client.set(KEYS.lease, "another-writer", px=60_000)
     with pytest.raises(WriterReplaced):
         await asyncio.wait_for(task, 30)
     assert pending_count(client) == 3  # not flushed, not acked: left for the new writer
     assert not any(f.done() for f in futures)
     assert table_ids(db_uri) == []
-    assert client.get(KEYS.heartbeat) == b"another-writer"  # not deleted by the loser
+    assert client.get(KEYS.lease) == b"another-writer"  # not deleted by the loser
     producer.close(timeout=0)
 
 
-async def test_a_writer_whose_heartbeat_vanished_takes_it_back_and_keeps_serving(
+async def test_a_writer_whose_lease_vanished_takes_it_back_and_keeps_serving(
     start_writer: StartWriter, producer: Producer, client: redis.Redis, db_uri: str
 ) -> None:
-    writer = start_writer(coalesce_ms=10, heartbeat_ms=300)
+    writer = start_writer(coalesce_ms=10, lease_ms=1200)
     await resolve(producer.enqueue(record(1)))
-    client.delete(KEYS.heartbeat)  # as after a Redis restart without persistence
+    client.delete(KEYS.lease)  # as after a Redis restart without persistence
     await async_wait_for(
-        lambda: asyncio.to_thread(client.get, KEYS.heartbeat), what="the heartbeat to return"
+        lambda: asyncio.to_thread(client.get, KEYS.lease), what="the lease to return"
     )
-    assert client.get(KEYS.heartbeat) == writer.consumer.encode()
+    assert client.get(KEYS.lease).startswith(writer.consumer.encode() + b" ")  # type: ignore[union-attr]
     await resolve(producer.enqueue(record(2)))
     assert table_ids(db_uri) == [1, 2]
 
@@ -85,7 +85,7 @@ async def test_a_writer_whose_heartbeat_vanished_takes_it_back_and_keeps_serving
 async def test_entries_a_dead_writer_left_pending_are_claimed_while_serving(
     start_writer: StartWriter, client: redis.Redis, db_uri: str
 ) -> None:
-    start_writer(coalesce_ms=10, heartbeat_ms=100)
+    start_writer(coalesce_ms=10, lease_ms=400)
     await async_wait_for(
         lambda: asyncio.to_thread(client.exists, KEYS.writer), what="the writer to start"
     )

@@ -1,7 +1,7 @@
 """When to flush: the coalescing rule, free of I/O so it can be tested on its own.
 
 A batch is flushed ``coalesce_ms`` after its first record arrived, or as soon as ``max_batch``
-records are in hand, whichever comes first.
+records (or ``max_bytes`` bytes of them) are in hand, whichever comes first.
 """
 
 from __future__ import annotations
@@ -23,11 +23,16 @@ class Coalescer(Generic[T]):
         max_batch: int,
         max_block_ms: int,
         clock: Callable[[], float] = time.monotonic,
+        max_bytes: int | None = None,
+        size: Callable[[T], int] = lambda _: 0,
     ) -> None:
         self.coalesce_s = coalesce_ms / 1000
         self.max_batch = max_batch
         self.max_block_ms = max_block_ms
         self._clock = clock
+        self.max_bytes = max_bytes
+        self._size = size
+        self._bytes = 0
         self._entries: list[T] = []
         self._first_at = 0.0
 
@@ -38,6 +43,7 @@ class Coalescer(Generic[T]):
         if entries and not self._entries:
             self._first_at = self._clock()
         self._entries.extend(entries)
+        self._bytes += sum(self._size(entry) for entry in entries)
 
     @property
     def room(self) -> int:
@@ -49,6 +55,8 @@ class Coalescer(Generic[T]):
         if not self._entries:
             return False
         if len(self._entries) >= self.max_batch:
+            return True
+        if self.max_bytes is not None and self._bytes >= self.max_bytes:
             return True
         return self._clock() - self._first_at >= self.coalesce_s
 
@@ -63,4 +71,5 @@ class Coalescer(Generic[T]):
     def take(self) -> list[T]:
         """Hand over the batch and start a new one."""
         entries, self._entries = self._entries, []
+        self._bytes = 0
         return entries

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from lancequeue.common.codec import decode_record
@@ -13,6 +13,7 @@ from lancequeue.common.protocol import (
     FIELD_RECORD,
     FIELD_REPLY,
     FIELD_SEQ,
+    FIELD_TTL,
     FIELD_VERSION,
     PROTOCOL_VERSION,
 )
@@ -33,23 +34,48 @@ class Entry:
     seq: int
     record: dict[str, Any] | None
     rejection: str | None = None
+    deadline_ms: int | None = None
+    """Redis server time (ms) after which the record must not be written; None: no deadline."""
+    fields: dict[bytes, bytes] = field(default_factory=dict, repr=False)
+    """The raw fields, kept for the dead-letter stream."""
+
+    @property
+    def producer_id(self) -> str | None:
+        return None if self.reply_key is None else self.reply_key.rsplit(":", 1)[-1]
 
 
-def read_entry(keys: TableKeys, entry_id: bytes, fields: dict[bytes, bytes]) -> Entry:
+def read_entry(
+    keys: TableKeys,
+    entry_id: bytes,
+    fields: dict[bytes, bytes],
+    max_record_bytes: int | None = None,
+) -> Entry:
     """Decode one entry; never raises, whatever the entry holds."""
     reply_key = _reply_key(keys, entry_id, fields)
     seq = _seq(fields)
     if reply_key is not None and seq is None:
         logger.warning("entry %s: missing or invalid 'seq'; it will not be answered", entry_id)
         reply_key = None
-    entry = Entry(entry_id, reply_key, seq or 0, None)
+    entry = Entry(entry_id, reply_key, seq or 0, None, fields=fields)
     version = fields.get(FIELD_VERSION)
     if version != PROTOCOL_VERSION:
-        entry.rejection = f"unsupported protocol version {version!r} (this writer speaks 1)"
+        entry.rejection = f"unsupported protocol version {version!r:.40} (this writer speaks 1)"
         return entry
+    ttl = fields.get(FIELD_TTL)
+    if ttl is not None:
+        if not ttl.isdigit() or len(ttl) > 15:
+            entry.rejection = f"invalid 'ttl' {ttl!r:.40}: milliseconds as a decimal integer"
+            return entry
+        entry.deadline_ms = _id_ms(entry_id) + int(ttl)
     data = fields.get(FIELD_RECORD)
     if data is None:
         entry.rejection = "entry has no 'rec' field"
+        return entry
+    if max_record_bytes is not None and len(data) > max_record_bytes:
+        entry.rejection = (
+            f"record is {len(data)} bytes encoded, over the writer's max_record_bytes "
+            f"({max_record_bytes})"
+        )
         return entry
     try:
         entry.record = decode_record(data)
@@ -84,3 +110,7 @@ def _seq(fields: dict[bytes, bytes]) -> int | None:
         return None
     seq = int(raw)
     return seq if seq < 2**63 else None
+
+
+def _id_ms(entry_id: bytes) -> int:
+    return int(entry_id.split(b"-", 1)[0])

@@ -1,8 +1,9 @@
 """After a flush: ack and trim the batch's entries, answer every reply key, publish the flush.
 
-All of it goes to Redis in one MULTI, so a batch is never acked without being answered. Only
-keys of the table's own namespace are written: reply keys were checked when the entries were
-read.
+All of it goes to Redis in one MULTI, so a batch is never acked without being answered; the same
+MULTI records each producer's highest settled sequence number (for dedupe) and moves entries that
+exhausted their deliveries to the dead-letter stream. Only keys of the table's own namespace are
+written: reply keys were checked when the entries were read.
 """
 
 from __future__ import annotations
@@ -10,47 +11,82 @@ from __future__ import annotations
 import logging
 import time
 from collections import defaultdict
+from dataclasses import dataclass, field
 
 import redis.asyncio as aioredis
 
 from lancequeue.common.keys import GROUP, TableKeys
 from lancequeue.common.protocol import encode_results
 from lancequeue.writer.entries import Entry
+from lancequeue.writer.watermark import SKIPPED_SILENTLY, Outcome
 
 logger = logging.getLogger(__name__)
 
-Outcome = dict[str, str] | None
-"""A record's result on the wire: None when it is in the table, else an error map."""
+DEAD_LETTERS_MAXLEN = 100_000
+"""The dead-letter stream keeps about this many entries, oldest dropped first."""
+
+
+@dataclass
+class DeadLetter:
+    entry: Entry
+    deliveries: int
+    reason: str
+
+
+@dataclass
+class Acknowledgement:
+    """Everything one flush tells Redis."""
+
+    entries: list[Entry]
+    answers: dict[bytes, Outcome]
+    """Entry id → answer (None: written). Entries not here, or answered ``SKIPPED_SILENTLY``,
+    are acked without an answer."""
+    increments: dict[str, int] = field(default_factory=dict)
+    values: dict[str, int | str] = field(default_factory=dict)
+    dead_letters: list[DeadLetter] = field(default_factory=list)
 
 
 async def ack_and_answer(
-    redis: aioredis.Redis,
-    keys: TableKeys,
-    entries: list[Entry],
-    outcomes: dict[bytes, Outcome],
-    reply_ttl_ms: int,
-    increments: dict[str, int],
-    values: dict[str, int | str],
+    redis: aioredis.Redis, keys: TableKeys, ack: Acknowledgement, reply_ttl_ms: int
 ) -> None:
-    """Ack and delete ``entries``, push each reply key its results (``outcomes`` maps entry id to
-    its error payload, None for ok; entries without a reply key are only acked), and update the
-    writer's status hash with ``increments`` and ``values``."""
+    """Ack and delete the entries, push each reply key its results, record each producer's
+    settled sequence number, dead-letter what must be, and update the writer's status hash."""
     per_reply_key: dict[str, list[tuple[int, Outcome]]] = defaultdict(list)
-    for entry in entries:
-        if entry.reply_key is not None:
-            per_reply_key[entry.reply_key].append((entry.seq, outcomes.get(entry.entry_id)))
-    ids = [entry.entry_id for entry in entries]
+    seen: dict[str, int] = {}
+    for entry in ack.entries:
+        if entry.reply_key is None or entry.producer_id is None:
+            continue
+        seen[entry.producer_id] = max(seen.get(entry.producer_id, 0), entry.seq)
+        if entry.entry_id in ack.answers and ack.answers[entry.entry_id] != SKIPPED_SILENTLY:
+            per_reply_key[entry.reply_key].append((entry.seq, ack.answers[entry.entry_id]))
+    ids = [entry.entry_id for entry in ack.entries]
+    now_ms = int(time.time() * 1000)
     async with redis.pipeline(transaction=True) as pipe:
+        for dead in ack.dead_letters:
+            fields: dict[bytes | str, bytes | str | int] = {}
+            for field_name, value in dead.entry.fields.items():
+                fields[field_name] = value
+            fields.update(
+                {
+                    "reason": dead.reason,
+                    "deliveries": dead.deliveries,
+                    "original_id": dead.entry.entry_id,
+                    "dead_at_ms": now_ms,
+                }
+            )
+            pipe.xadd(keys.dead_letters, fields, maxlen=DEAD_LETTERS_MAXLEN, approximate=True)  # type: ignore[arg-type]
         pipe.xack(keys.stream, GROUP, *ids)
         pipe.xdel(keys.stream, *ids)
+        for producer_id, seq in seen.items():
+            pipe.set(keys.seen(producer_id), seq, px=reply_ttl_ms)
         for reply_key, results in per_reply_key.items():
             pipe.rpush(reply_key, encode_results(results))
             pipe.pexpire(reply_key, reply_ttl_ms)
-        for name, increment in increments.items():
+        for name, increment in ack.increments.items():
             pipe.hincrby(keys.writer, name, increment)
-        fields: dict[str | bytes, int | str] = {"last_flush_at_ms": int(time.time() * 1000)}
-        fields.update(values)
-        pipe.hset(keys.writer, mapping=fields)  # type: ignore[arg-type]
+        status: dict[str | bytes, int | str] = {"last_flush_at_ms": now_ms}
+        status.update(ack.values)
+        pipe.hset(keys.writer, mapping=status)  # type: ignore[arg-type]
         pipe.publish(keys.flushed_channel, len(ids))
         # raise_on_error=False: one command failing (a reply key someone made a string:
         # WRONGTYPE) must not lose the acks and the other answers, which Redis applied.

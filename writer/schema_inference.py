@@ -31,13 +31,20 @@ def infer_schema(records: list[dict[str, Any]]) -> pa.Schema:
         if not column:
             logger.warning("column %r has no value in the first batch: left out", name)
             continue
-        fields.append(pa.field(name, _column_type(column), nullable=True))
+        data_type = _column_type(column)
+        if data_type is None or not _storable(data_type):
+            # Left out: the records with a value in it are rejected as having an unknown field.
+            logger.warning("column %r: no table type fits its first values; left out", name)
+            continue
+        fields.append(pa.field(name, data_type, nullable=True))
     return pa.schema(fields)
 
 
 def is_empty(value: Any) -> bool:
     """None, or an empty list, map or array: a value that says nothing about its column."""
-    return value is None or (isinstance(value, (list, dict, np.ndarray)) and len(value) == 0)
+    if isinstance(value, np.ndarray):
+        return value.size == 0
+    return value is None or (isinstance(value, (list, dict)) and len(value) == 0)
 
 
 def is_vector_value(value: Any) -> bool:
@@ -49,13 +56,36 @@ def is_vector_value(value: Any) -> bool:
     return numbers and any(isinstance(x, float) for x in value)
 
 
-def _column_type(column: list[Any]) -> pa.DataType:
+def _column_type(column: list[Any]) -> pa.DataType | None:
+    """The column's type, or None if no type fits its first value."""
     first = column[0]
     if is_vector_value(first):
         return pa.list_(pa.float32(), len(first))
-    if isinstance(first, np.ndarray):
-        return pa.list_(pa.from_numpy_dtype(first.dtype))
     try:
-        return pa.infer_type(column)
-    except (pa.ArrowException, TypeError, ValueError):
-        return pa.infer_type([first])  # mixed kinds: the first value decides, others rejected
+        if isinstance(first, np.ndarray):
+            if first.ndim != 1:
+                return None
+            return pa.list_(pa.from_numpy_dtype(first.dtype))
+        try:
+            return pa.infer_type(column)
+        except (pa.ArrowException, TypeError, ValueError):
+            return pa.infer_type([first])  # mixed kinds: the first value decides
+    except (pa.ArrowException, TypeError, ValueError, RecursionError):
+        return None
+
+
+def _storable(data_type: pa.DataType) -> bool:
+    """Whether a Lance table can hold the type: no empty structs, no null-typed columns."""
+    if pa.types.is_null(data_type):
+        return False
+    if pa.types.is_struct(data_type):
+        return data_type.num_fields > 0 and all(
+            _storable(data_type.field(i).type) for i in range(data_type.num_fields)
+        )
+    if (
+        pa.types.is_list(data_type)
+        or pa.types.is_large_list(data_type)
+        or pa.types.is_fixed_size_list(data_type)
+    ):
+        return _storable(data_type.value_type)
+    return True

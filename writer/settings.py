@@ -80,10 +80,51 @@ class WriterSettings:
             "--max-block-ms", "Longest blocking read; bounds how long a stop request waits."
         ),
     )
-    heartbeat_ms: int = field(
-        default=1000,
+    lease_ms: int = field(
+        default=4000,
         metadata=_option(
-            "--heartbeat-ms", "Interval of the liveness heartbeat `lancequeue status` reads."
+            "--lease-ms",
+            "Expiry of the writer's lease, renewed every quarter of it: a standby writer takes "
+            "the table over within this long after the writer dies or hangs.",
+        ),
+    )
+    flush_retries: int = field(
+        default=3,
+        metadata=_option(
+            "--flush-retries",
+            "Retries of an append that failed for a transient reason (I/O, object store, "
+            "commit conflict) before its records are answered WriteFailed.",
+        ),
+    )
+    retry_backoff_ms: int = field(
+        default=200,
+        metadata=_option(
+            "--retry-backoff-ms", "Wait before the first retry of an append; doubles each time."
+        ),
+    )
+    max_deliveries: int = field(
+        default=5,
+        metadata=_option(
+            "--max-deliveries",
+            "An entry read this many times without being settled (it keeps killing the "
+            "writer) goes to the dead-letter stream.",
+        ),
+    )
+    max_record_bytes: int = field(
+        default=1024 * 1024,
+        metadata=_option("--max-record-bytes", "Largest encoded record accepted."),
+    )
+    max_batch_bytes: int = field(
+        default=64 * 1024 * 1024,
+        metadata=_option(
+            "--max-batch-bytes", "Flush as soon as the records in hand reach this many bytes."
+        ),
+    )
+    compact_every: int = field(
+        default=0,
+        metadata=_option(
+            "--compact-every",
+            "Compact the table's small fragments after this many flushes (0: never).",
         ),
     )
     metadata_cache_bytes: int = field(
@@ -101,12 +142,25 @@ class WriterSettings:
             "max_queue_size",
             "reply_ttl_ms",
             "max_block_ms",
-            "heartbeat_ms",
+            "lease_ms",
+            "retry_backoff_ms",
+            "max_deliveries",
+            "max_record_bytes",
+            "max_batch_bytes",
             "metadata_cache_bytes",
         ):
             value = getattr(self, name)
             if not isinstance(value, int) or value <= 0:
                 raise ConfigError(f"{name} must be a positive integer, got {value!r}")
+        for name in ("flush_retries", "compact_every"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 0:
+                raise ConfigError(f"{name} must be a non-negative integer, got {value!r}")
+        if self.max_record_bytes > self.max_batch_bytes:
+            raise ConfigError(
+                f"max_record_bytes ({self.max_record_bytes}) must not exceed max_batch_bytes "
+                f"({self.max_batch_bytes})"
+            )
         if self.max_queue_size < self.max_batch:
             raise ConfigError(
                 f"max_queue_size ({self.max_queue_size}) must be at least max_batch "

@@ -1,19 +1,41 @@
-"""The LanceDB table the writer owns: open or create it, append one batch per flush."""
+"""The LanceDB table the writer owns: open or create it, fence it, append one batch per commit.
+
+Appends go through Lance directly (``write_fragments`` then ``LanceDataset.commit``) rather than
+LanceDB's ``add()``, because only a Lance transaction can carry the watermark atomically with the
+data. LanceDB handles on the same table see the rows as usual.
+
+Fencing: a writer taking the table over commits an ``UpdateConfig`` that records its token in
+the table's metadata, then a ``Project`` onto the unchanged schema. Lance treats a ``Project``
+and an ``Append`` based on an older version as conflicting, in both orders, so a paused writer
+that read the table before the takeover can no longer commit; one that reads it after sees the
+newer token in the metadata and stops.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 
+import lance
 import lancedb
 import pyarrow as pa
+from lance import LanceOperation, Transaction
+from lance.commit import CommitConflictError
 
-from lancequeue.common.errors import ConfigError
+from lancequeue.common.errors import ConfigError, WriterReplaced
 from lancequeue.writer.arrow_batch import BatchBuilder, Records
+from lancequeue.writer.faults import crash_point, refusal
 from lancequeue.writer.loading import load_object
 from lancequeue.writer.schema_inference import infer_schema
+from lancequeue.writer.watermark import EPOCH, FENCE, LAST_ID, SKIPPED, Watermark
 
 logger = logging.getLogger(__name__)
+
+_WATERMARK_SCAN_VERSIONS = 1000
+"""How far back through the table's versions to look for the latest watermark; the fence
+commit of every takeover carries it forward, so the scan stops there at the latest."""
+_CONFLICT_RETRIES = 20
 
 
 def resolve_schema(spec: Any) -> pa.Schema | None:
@@ -33,15 +55,25 @@ def resolve_schema(spec: Any) -> pa.Schema | None:
 
 
 class TableSink:
-    """Appends batches to one table. The table is created on first use when it does not exist:
-    from the configured schema, else from the first batch's records."""
+    """Appends batches to one table, each commit carrying its watermark. The table is created
+    on first use when it does not exist: from the configured schema, else from the first
+    batch's records."""
 
-    def __init__(self, db: lancedb.AsyncConnection, name: str, schema: pa.Schema | None) -> None:
+    def __init__(
+        self,
+        db: lancedb.AsyncConnection,
+        name: str,
+        schema: pa.Schema | None,
+        metadata_cache_bytes: int,
+    ) -> None:
         self._db = db
         self.name = name
         self._configured_schema = schema
-        self._table: lancedb.AsyncTable | None = None
+        self._session = lance.Session(metadata_cache_size_bytes=metadata_cache_bytes)  # type: ignore[attr-defined]
+        self._dataset: lance.LanceDataset | None = None
         self._builder: BatchBuilder | None = None
+        self._fence_token = 0
+        self._consumer = ""
         self.rows = 0
         self.version = 0
 
@@ -49,9 +81,8 @@ class TableSink:
     async def open(
         cls, db_uri: str, name: str, schema: pa.Schema | None, metadata_cache_bytes: int
     ) -> TableSink:
-        session = lancedb.Session(metadata_cache_size_bytes=metadata_cache_bytes)
-        db = await lancedb.connect_async(db_uri, session=session)
-        sink = cls(db, name, schema)
+        db = await lancedb.connect_async(db_uri)
+        sink = cls(db, name, schema, metadata_cache_bytes)
         try:
             existing = await db.open_table(name)
         except ValueError:  # LanceDB's "Table 'x' was not found"
@@ -64,12 +95,98 @@ class TableSink:
             )
         return sink
 
+    @property
+    def exists(self) -> bool:
+        return self._dataset is not None
+
+    @property
+    def table_fence(self) -> int:
+        """The newest fencing token recorded in the table (0 if none, or no table yet)."""
+        return _fence_of(self._dataset) if self._dataset is not None else 0
+
     async def _use(self, table: lancedb.AsyncTable) -> None:
-        self._table = table
-        self._builder = BatchBuilder(await table.schema())
-        self.rows = await table.count_rows()
-        self.version = await table.version()
+        uri = await table.uri()
+        self._dataset = await asyncio.to_thread(lance.dataset, uri, session=self._session)
+        self._builder = BatchBuilder(self._dataset.schema)
+        self.rows = await asyncio.to_thread(self._dataset.count_rows)
+        self.version = self._dataset.version
         logger.info("table %r: %d rows, version %d", self.name, self.rows, self.version)
+
+    # -- takeover ----------------------------------------------------------------------------
+
+    async def fence(self, token: int, consumer: str) -> Watermark | None:
+        """Record ``token`` in the table so older writers can no longer commit; return the
+        latest watermark (carried forward into the fence). Raises ``WriterReplaced`` if the
+        table already holds a newer token. A table that does not exist yet is fenced when it
+        is created."""
+        self._fence_token = token
+        self._consumer = consumer
+        if self._dataset is None:
+            return None
+        return await asyncio.to_thread(self._fence_sync)
+
+    def _fence_sync(self) -> Watermark | None:
+        assert self._dataset is not None
+        for _ in range(_CONFLICT_RETRIES):
+            dataset = self._latest()
+            self._check_fence(dataset)
+            watermark = _find_watermark(dataset)
+            updates: dict[str, str | None] = {FENCE: str(self._fence_token)}
+            properties = {FENCE: str(self._fence_token)}
+            if watermark is not None:
+                carried = watermark.properties(self._fence_token, self._consumer)
+                updates.update({key: carried[key] for key in (EPOCH, LAST_ID, SKIPPED)})
+                properties.update(carried)
+            try:
+                dataset = lance.LanceDataset.commit(
+                    dataset,
+                    Transaction(
+                        read_version=dataset.version,
+                        operation=LanceOperation.UpdateConfig(
+                            table_metadata_updates=LanceOperation.UpdateMap(updates, replace=False)
+                        ),
+                        transaction_properties=properties,
+                    ),
+                    max_retries=0,
+                )
+                dataset = lance.LanceDataset.commit(
+                    dataset,
+                    Transaction(
+                        read_version=dataset.version,
+                        operation=LanceOperation.Project(dataset.schema),
+                        transaction_properties=properties,
+                    ),
+                    max_retries=0,
+                )
+            except CommitConflictError as exc:
+                logger.info("fencing %r raced another commit (%s); again", self.name, exc)
+                continue
+            self._dataset = dataset
+            self.version = dataset.version
+            logger.info(
+                "table %r fenced with token %d at version %d; watermark %s",
+                self.name,
+                self._fence_token,
+                dataset.version,
+                watermark.last_id if watermark else "none",
+            )
+            return watermark
+        raise OSError(f"could not fence table {self.name!r}: {_CONFLICT_RETRIES} conflicts")
+
+    def _latest(self) -> lance.LanceDataset:
+        assert self._dataset is not None
+        self._dataset.checkout_latest()  # type: ignore[no-untyped-call]
+        return self._dataset
+
+    def _check_fence(self, dataset: lance.LanceDataset) -> None:
+        newest = _fence_of(dataset)
+        if newest > self._fence_token:
+            raise WriterReplaced(
+                f"table {self.name!r} was fenced by a newer writer (token {newest}; this "
+                f"writer's is {self._fence_token})"
+            )
+
+    # -- appends -----------------------------------------------------------------------------
 
     async def prepare(self, records: Records) -> tuple[pa.Table | None, dict[int, str]]:
         """The batch's Arrow table and the rejected records (index → reason)."""
@@ -85,12 +202,84 @@ class TableSink:
                 "creating table %r with schema inferred from the first batch: %s", self.name, schema
             )
             await self._use(await self._db.create_table(self.name, schema=schema, exist_ok=True))
+            await asyncio.to_thread(self._fence_sync)
         assert self._builder is not None
         return self._builder.build(records)
 
-    async def append(self, batch: pa.Table) -> None:
-        """One commit for the whole batch."""
-        assert self._table is not None
-        result = await self._table.add(batch)
+    async def append(self, batch: pa.Table, watermark: Watermark) -> None:
+        """One commit for the whole batch, carrying ``watermark``. Raises ``WriterReplaced`` if
+        a newer writer fenced the table."""
+        await asyncio.to_thread(self._append_sync, batch, watermark)
+
+    def _append_sync(self, batch: pa.Table, watermark: Watermark) -> None:
+        dataset = self._latest()
+        self._check_fence(dataset)
+        refusal(batch)
+        fragments = lance.fragment.write_fragments(batch, dataset, session=self._session)
+        crash_point("mid_append")
+        properties = watermark.properties(self._fence_token, self._consumer)
+        for _ in range(_CONFLICT_RETRIES):
+            try:
+                dataset = lance.LanceDataset.commit(
+                    dataset,
+                    Transaction(
+                        read_version=dataset.version,
+                        operation=LanceOperation.Append(fragments),
+                        transaction_properties=properties,
+                    ),
+                    max_retries=0,
+                )
+                break
+            except CommitConflictError:
+                dataset = self._latest()
+                self._check_fence(dataset)  # a newer writer's fence: stop; anything else: again
+        else:
+            raise OSError(f"append to {self.name!r}: {_CONFLICT_RETRIES} commit conflicts")
+        self._dataset = dataset
         self.rows += batch.num_rows
-        self.version = result.version
+        self.version = dataset.version
+
+    async def compact(self) -> None:
+        """Compact small fragments (one Lance ``Rewrite`` commit)."""
+        await asyncio.to_thread(self._compact_sync)
+
+    def _compact_sync(self) -> None:
+        dataset = self._latest()
+        self._check_fence(dataset)
+        metrics = dataset.optimize.compact_files()
+        self.version = self._latest().version
+        crash_point("after_compact")
+        logger.info(
+            "compacted %r: %d fragments into %d (version %d)",
+            self.name,
+            metrics.fragments_removed,
+            metrics.fragments_added,
+            self.version,
+        )
+
+
+def _fence_of(dataset: lance.LanceDataset) -> int:
+    value = dataset.metadata.get(FENCE, "0")
+    return int(value) if value.isdigit() else 0
+
+
+def _find_watermark(dataset: lance.LanceDataset) -> Watermark | None:
+    """The newest watermark: from the newest commit carrying one, else the table metadata (where
+    each fence copies it, in case the older transactions were cleaned up)."""
+    oldest = max(1, dataset.version - _WATERMARK_SCAN_VERSIONS)
+    for version in range(dataset.version, oldest - 1, -1):
+        try:
+            transaction = dataset.read_transaction(version)
+        except OSError:  # cleaned up
+            break
+        if transaction is None:
+            continue
+        if FENCE in (transaction.transaction_properties or {}) and LAST_ID not in (
+            transaction.transaction_properties or {}
+        ):
+            # A fence with no watermark: nothing was committed through lancequeue before it.
+            return None
+        watermark = Watermark.from_properties(transaction.transaction_properties)
+        if watermark is not None:
+            return watermark
+    return Watermark.from_properties(dict(dataset.metadata))

@@ -6,18 +6,27 @@ import logging
 import os
 import socket
 import time
+import uuid
 from typing import Any
 
 import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
 
 from lancequeue.common.keys import GROUP, TableKeys
-from lancequeue.common.protocol import CONFIG_MAX_QUEUE_SIZE
+from lancequeue.common.protocol import CONFIG_EPOCH, CONFIG_MAX_QUEUE_SIZE
 
 logger = logging.getLogger(__name__)
 
 RawEntry = tuple[bytes, dict[bytes, bytes] | None]
 _CLAIM_COUNT = 1000
+_CLAIM = """
+local r = redis.call('XAUTOCLAIM', KEYS[1], ARGV[1], ARGV[2], ARGV[3], ARGV[4], 'COUNT', ARGV[5],
+                     'JUSTID')
+return {r[1], r[2]}
+"""
+"""XAUTOCLAIM with JUSTID: claiming does not count as a delivery (reading the entry afterwards
+does), so an entry's delivery count is how many writers read it. In a script because redis-py
+drops the cursor of a JUSTID reply."""
 
 
 class StreamGroup:
@@ -27,14 +36,40 @@ class StreamGroup:
         self._redis = redis
         self.keys = keys
         self.consumer = consumer
+        self._claim = redis.register_script(_CLAIM)
 
-    async def ensure(self) -> None:
-        """Create the stream and the group (from the first entry) unless they exist."""
+    async def ensure(self) -> str:
+        """Create the stream and the group (from the first entry) unless they exist; return the
+        stream's epoch, a name that changes whenever the group had to be created anew (so a
+        watermark from a lost stream is never applied to a new one)."""
+        created = True
         try:
             await self._redis.xgroup_create(self.keys.stream, GROUP, id="0", mkstream=True)
         except ResponseError as exc:
             if "BUSYGROUP" not in str(exc):
                 raise
+            created = False
+        fresh = uuid.uuid4().hex
+        if created:
+            await self._redis.hset(self.keys.config, CONFIG_EPOCH, fresh)
+        else:
+            await self._redis.hsetnx(self.keys.config, CONFIG_EPOCH, fresh)
+        epoch = await self._redis.hget(self.keys.config, CONFIG_EPOCH)
+        return _text(epoch)
+
+    async def deliveries(self, entry_ids: list[bytes]) -> dict[bytes, int]:
+        """How many times each of this consumer's pending entries was read."""
+        if not entry_ids:
+            return {}
+        pending: Any = await self._redis.xpending_range(
+            self.keys.stream,
+            GROUP,
+            min=entry_ids[0],
+            max=entry_ids[-1],
+            count=len(entry_ids) * 2,
+            consumername=self.consumer,
+        )
+        return {item["message_id"]: int(item["times_delivered"]) for item in pending}
 
     async def read(self, position: str, count: int, block_ms: int) -> list[RawEntry]:
         """``XREADGROUP`` from ``position``: ``">"`` for new entries (blocking up to
@@ -65,13 +100,9 @@ class StreamGroup:
         start = "0-0"
         claimed = 0
         while True:
-            response = await self._redis.xautoclaim(
-                self.keys.stream,
-                GROUP,
-                self.consumer,
-                min_idle_time=min_idle_ms,
-                start_id=start,
-                count=_CLAIM_COUNT,
+            response: Any = await self._claim(
+                keys=[self.keys.stream],
+                args=[GROUP, self.consumer, min_idle_ms, start, _CLAIM_COUNT],
             )
             claimed += len(response[1])
             start = _text(response[0])

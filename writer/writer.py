@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import inspect
 import logging
 import os
@@ -23,19 +24,26 @@ from lancequeue.common.errors import ConfigError, WriterReplaced
 from lancequeue.common.keys import TableKeys
 from lancequeue.common.protocol import error_payload
 from lancequeue.writer.coalesce import Coalescer
+from lancequeue.writer.dedupe import SeenSequences
 from lancequeue.writer.entries import Entry, read_entry
-from lancequeue.writer.liveness import Beat, Heartbeat
+from lancequeue.writer.faults import crash_point
+from lancequeue.writer.flush import BatchSettler, RetryPolicy, Settlement
+from lancequeue.writer.lease import Lease, Renewal
 from lancequeue.writer.loading import load_object
-from lancequeue.writer.replies import Outcome, ack_and_answer
+from lancequeue.writer.replies import Acknowledgement, DeadLetter, ack_and_answer
 from lancequeue.writer.settings import WriterSettings
 from lancequeue.writer.sink import TableSink, resolve_schema
 from lancequeue.writer.stream_group import RawEntry, StreamGroup
+from lancequeue.writer.watermark import Watermark
 
 logger = logging.getLogger(__name__)
 
 _TRANSIENT = (RedisConnectionError, RedisTimeoutError, OSError)
-_CLAIM_EVERY_BEATS = 10
-"""While idle, look for entries left pending by dead writers every this many heartbeats."""
+_CLAIM_EVERY_RENEWALS = 10
+"""While idle, look for entries left pending by replaced writers every this many renewals."""
+_ISOLATE_AFTER_DELIVERIES = 3
+"""An entry read this often without being settled may be what kills the writer: it is written
+in a batch of its own, so its batch-mates land before it is tried."""
 
 
 class Writer:
@@ -49,7 +57,8 @@ class Writer:
         ...
         await writer.stop()     # flushes what is in hand, acks, answers
 
-    A second writer for the same table waits until the first one is gone.
+    A second writer for the same table stands by until the first one's lease expires, then
+    takes over: it replays what the first left pending, writing none of it twice.
     """
 
     def __init__(self, settings: WriterSettings | None = None, **kwargs: Any) -> None:
@@ -65,6 +74,11 @@ class Writer:
         self._sink: TableSink | None = None
         self._group: StreamGroup | None = None
         self._redis: aioredis.Redis | None = None
+        self._lease: Lease | None = None
+        self._settler: BatchSettler | None = None
+        self._seen: SeenSequences | None = None
+        self._epoch = ""
+        self._flushes = 0
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -87,33 +101,44 @@ class Writer:
                 self._schema,
                 settings.metadata_cache_bytes,
             )
-            heartbeat = Heartbeat(self._redis, self.keys, self.consumer, settings.heartbeat_ms)
-            if not await heartbeat.acquire(self._stop_event):
+            lease = Lease(self._redis, self.keys, self.consumer, settings.lease_ms)
+            self._lease = lease
+            if not await lease.acquire(self._stop_event, self._sink.table_fence):
                 return
-            self._group = StreamGroup(self._redis, self.keys, self.consumer)
-            await self._group.ensure()
-            await self._group.announce(
-                settings.max_queue_size,
-                {**self._table_status(), "db_uri": settings.resolved_db_uri},
-            )
-            beating = asyncio.Event()
-            beater = asyncio.create_task(self._beat(heartbeat, beating), name="lancequeue-beat")
+            renewing = asyncio.Event()
+            renewer = asyncio.create_task(self._renew(lease, renewing), name="lancequeue-lease")
             try:
+                self._group = StreamGroup(self._redis, self.keys, self.consumer)
+                self._epoch = await self._group.ensure()
+                watermark = await self._sink.fence(lease.token, self.consumer)
+                self._seen = SeenSequences(self._redis, self.keys)
+                self._settler = BatchSettler(
+                    self._sink,
+                    self._seen,
+                    RetryPolicy(settings.flush_retries, settings.retry_backoff_ms),
+                )
+                await self._group.announce(
+                    settings.max_queue_size,
+                    {**self._table_status(), "db_uri": settings.resolved_db_uri},
+                )
                 logger.info(
-                    "writer %s serving table %r (coalesce %d ms, max batch %d)",
+                    "writer %s serving table %r (token %d, coalesce %d ms, max batch %d)",
                     self.consumer,
                     settings.table,
+                    lease.token,
                     settings.coalesce_ms,
                     settings.max_batch,
                 )
-                await self._serve()
+                await self._serve(watermark)
+            except WriterReplaced:
+                self._replaced = True
             finally:
                 # Not cancel(): a cancellation landing inside a redis-py call can be swallowed,
                 # leaving the task alive forever.
-                beating.set()
-                await beater
+                renewing.set()
+                await renewer
                 if not self._replaced:
-                    await self._retire(heartbeat)
+                    await self._retire(lease)
             if self._replaced:
                 raise WriterReplaced(
                     f"another writer took table {settings.table!r} over while {self.consumer} "
@@ -138,144 +163,181 @@ class Writer:
 
     # -- the coalesce loop -------------------------------------------------------------------
 
-    async def _serve(self) -> None:
+    async def _serve(self, watermark: Watermark | None) -> None:
         group = self._group
         assert group is not None
-        coalescer: Coalescer[RawEntry] = Coalescer(
-            self.settings.coalesce_ms, self.settings.max_batch, self.settings.max_block_ms
-        )
-        # Entries left pending by earlier writers (crashed, or replaced) come first: claim them,
-        # read them from this consumer's pending list, then switch to new entries.
+        # Entries left pending by earlier writers (crashed, or replaced) come first: those the
+        # table already holds are answered from the watermark, the others written.
         claimed = await self._with_retry(lambda: group.claim_orphans(0))
         if claimed:
             logger.info("replaying %d entries left pending by an earlier writer", claimed)
-        position = "0"
+        await self._replay_pending(watermark)
+        coalescer: Coalescer[RawEntry] = Coalescer(
+            self.settings.coalesce_ms,
+            self.settings.max_batch,
+            self.settings.max_block_ms,
+            max_bytes=self.settings.max_batch_bytes,
+            size=_entry_bytes,
+        )
         next_claim_at = time.monotonic() + self._claim_interval_s
         backoff = Backoff()
         while not self._stop_event.is_set():
             if coalescer.due():
                 await self._flush(coalescer.take())
                 continue
-            if not len(coalescer) and position == ">" and time.monotonic() >= next_claim_at:
+            if not len(coalescer) and time.monotonic() >= next_claim_at:
                 # Only with no batch in hand: this consumer's pending list is empty then, so
-                # reading it from "0" returns just what was claimed.
+                # replaying it covers just what was claimed.
                 next_claim_at = time.monotonic() + self._claim_interval_s
                 if await self._with_retry(lambda: group.claim_orphans(self._orphan_idle_ms)):
                     logger.info("replaying entries left pending by a replaced writer")
-                    position = "0"
+                    await self._replay_pending(None)
+                continue
             try:
-                entries = await group.read(position, coalescer.room, coalescer.block_ms())
+                entries = await group.read(">", coalescer.room, coalescer.block_ms())
                 backoff.reset()
             except _TRANSIENT as exc:
                 delay = backoff.next_delay()
                 logger.warning("redis unreachable (%s); retrying in %.2fs", exc, delay)
                 await asyncio.sleep(delay)
                 continue
-            if position != ">":
-                if not entries:
-                    position = ">"
-                    continue
-                position = entries[-1][0].decode()
             coalescer.add(entries)
         if len(coalescer) and not self._replaced:
             logger.info("stopping: flushing %d records in hand", len(coalescer))
             await self._flush(coalescer.take())
 
+    async def _replay_pending(self, watermark: Watermark | None) -> None:
+        """Settle this consumer's pending entries (claimed from earlier writers)."""
+        group = self._group
+        assert group is not None
+        position = "0"
+        while not self._replaced:
+            raw: list[RawEntry] = await self._with_retry(
+                functools.partial(group.read, position, self.settings.max_batch, 0)
+            )
+            if not raw:
+                return
+            position = raw[-1][0].decode()
+            ids = [entry_id for entry_id, _ in raw]
+            deliveries = await self._with_retry(functools.partial(group.deliveries, ids))
+            if watermark is not None:
+                covered = [r for r in raw if watermark.covers(self._epoch, r[0])]
+                if covered:
+                    await self._settle_from_watermark(covered, watermark)
+                raw = [r for r in raw if not watermark.covers(self._epoch, r[0])]
+            batch: list[RawEntry] = []
+            for item in raw:
+                count = deliveries.get(item[0], 1)
+                if count >= _ISOLATE_AFTER_DELIVERIES:
+                    await self._flush([item], count)
+                else:
+                    batch.append(item)
+            if batch:
+                await self._flush(batch)
+
     @property
     def _claim_interval_s(self) -> float:
-        return _CLAIM_EVERY_BEATS * self.settings.heartbeat_ms / 1000
+        return _CLAIM_EVERY_RENEWALS * self.settings.lease_ms / 4000
 
     @property
     def _orphan_idle_ms(self) -> int:
-        return 2 * 3 * self.settings.heartbeat_ms  # twice the heartbeat expiry
+        return 2 * self.settings.lease_ms
 
     # -- one flush ---------------------------------------------------------------------------
 
-    async def _flush(self, raw_entries: list[RawEntry]) -> None:
+    def _read(self, raw_entries: list[RawEntry]) -> list[Entry]:
+        return [
+            read_entry(self.keys, entry_id, fields or {}, self.settings.max_record_bytes)
+            for entry_id, fields in raw_entries
+        ]
+
+    async def _flush(self, raw_entries: list[RawEntry], deliveries: int = 1) -> None:
         if self._replaced:
             return  # the new writer replays these entries; appending them here would duplicate
-        sink = self._sink
-        assert sink is not None
-        entries = [
-            read_entry(self.keys, entry_id, fields or {}) for entry_id, fields in raw_entries
-        ]
-        outcomes: dict[bytes, Outcome] = {}
-        writable: list[Entry] = []
-        for entry in entries:
-            if entry.reply_key is None:
-                continue  # logged when read; acked below, never written nor answered
-            if entry.record is None:
-                outcomes[entry.entry_id] = _rejected(entry.rejection or "rejected")
-            else:
-                writable.append(entry)
-        landed: list[Entry] = []
-        failed = 0
-        if writable:
-            landed, failed = await self._append(writable, outcomes)
-        if landed:
-            await self._call_on_flushed(
-                [entry.record for entry in landed if entry.record is not None]
-            )
-        increments = {
-            "batches": 1 if landed else 0,
-            "rows": len(landed),
-            "rejected": len(outcomes) - failed,
-            "failed": failed,
-        }
-        await self._with_retry(
-            lambda: ack_and_answer(
-                self._redis_client,
-                self.keys,
-                entries,
-                outcomes,
-                self.settings.reply_ttl_ms,
-                increments,
-                self._table_status(),
-            )
-        )
-        logger.debug(
-            "flushed %d entries: %d written, %d rejected, %d failed",
-            len(entries),
-            len(landed),
-            increments["rejected"],
-            failed,
-        )
-
-    async def _append(
-        self, writable: list[Entry], outcomes: dict[bytes, Outcome]
-    ) -> tuple[list[Entry], int]:
-        """Append the writable records in one commit; fill ``outcomes`` with the rejected and,
-        if the append raised, failed ones. Returns the entries that landed and the failures."""
-        assert self._sink is not None
-        records = [entry.record for entry in writable if entry.record is not None]
+        assert self._settler is not None and self._lease is not None
+        entries = self._read(raw_entries)
+        if deliveries > self.settings.max_deliveries:
+            await self._dead_letter(entries, deliveries)
+            return
+        now_ms = await self._with_retry(self._redis_now_ms)
         try:
-            batch, rejected = await self._sink.prepare(records)
-            for index, reason in rejected.items():
-                outcomes[writable[index].entry_id] = _rejected(reason)
-            if batch is None:
-                return [], 0
-            await self._sink.append(batch)
-        except Exception as exc:  # any append failure is answered, never kills the writer
-            logger.error(
-                "append of %d records to %r failed: %s: %s",
-                len(writable),
-                self.settings.table,
-                type(exc).__name__,
-                exc,
-            )
-            failed = 0
-            for entry in writable:
-                if entry.entry_id not in outcomes:
-                    outcomes[entry.entry_id] = error_payload(
-                        "WriteFailed", str(exc), type(exc).__name__
-                    )
-                    failed += 1
-            return [], failed
-        return [entry for index, entry in enumerate(writable) if index not in rejected], 0
+            if not await self._with_retry(self._lease.held):
+                raise WriterReplaced(f"writer {await self._lease.holder()} holds the lease")
+            settlement = await self._settler.settle(entries, now_ms, self._epoch)
+        except WriterReplaced as exc:
+            logger.error("%s; stopping without flushing", exc)
+            self._replaced = True
+            self.request_stop()
+            return
+        if settlement.commits:
+            crash_point("after_commit")
+        if settlement.landed:
+            await self._call_on_flushed(settlement.landed)
+        await self._acknowledge(entries, settlement.answers, _increments(settlement))
+        crash_point("after_ack")
+        self._flushes += 1
+        every = self.settings.compact_every
+        if every and settlement.commits and self._flushes % every == 0:
+            await self._compact()
 
-    async def _call_on_flushed(self, records: list[dict[str, Any]]) -> None:
+    async def _settle_from_watermark(self, raw: list[RawEntry], watermark: Watermark) -> None:
+        """Ack and answer entries an earlier writer committed but did not ack: never again
+        written. The watermark says which of them were written and what the others got."""
+        entries = self._read(raw)
+        answers = {entry.entry_id: watermark.outcome(entry.entry_id) for entry in entries}
+        written = [entry for entry in entries if answers[entry.entry_id] is None]
+        logger.info(
+            "%d pending entries are in the table already (watermark %s): answering, not writing",
+            len(written),
+            watermark.last_id,
+        )
+        if written:
+            await self._call_on_flushed(written)
+        assert self._seen is not None
+        for entry in entries:
+            if entry.producer_id is not None:
+                self._seen.advance(entry.producer_id, entry.seq)
+        await self._acknowledge(entries, answers, {"recovered": len(written)})
+
+    async def _dead_letter(self, entries: list[Entry], deliveries: int) -> None:
+        reason = (
+            f"read {deliveries} times without being settled (max_deliveries is "
+            f"{self.settings.max_deliveries}): the writer died each time it held it"
+        )
+        logger.error("moving %d entries to the dead-letter stream: %s", len(entries), reason)
+        answers = {
+            entry.entry_id: error_payload("WriteFailed", f"moved to dead letters: {reason}", "dead")
+            for entry in entries
+        }
+        dead = [DeadLetter(entry, deliveries, reason) for entry in entries]
+        await self._acknowledge(entries, answers, {"dead_letters": len(entries)}, dead)
+
+    async def _acknowledge(
+        self,
+        entries: list[Entry],
+        answers: dict[bytes, Any],
+        increments: dict[str, int],
+        dead: list[DeadLetter] | None = None,
+    ) -> None:
+        ack = Acknowledgement(entries, answers, increments, self._table_status(), dead or [])
+        await self._with_retry(
+            lambda: ack_and_answer(self._redis_client, self.keys, ack, self.settings.reply_ttl_ms)
+        )
+
+    async def _compact(self) -> None:
+        assert self._sink is not None
+        try:
+            await self._sink.compact()
+        except WriterReplaced:
+            self._replaced = True
+            self.request_stop()
+        except Exception:  # compaction is housekeeping: never stops the writer
+            logger.exception("compaction of %r failed; will try again later", self.keys.table)
+
+    async def _call_on_flushed(self, entries: list[Entry]) -> None:
         if self._on_flushed is None:
             return
+        records = [entry.record for entry in entries if entry.record is not None]
         try:
             outcome = self._on_flushed(records)
             if inspect.isawaitable(outcome):
@@ -290,6 +352,11 @@ class Writer:
         assert self._redis is not None
         return self._redis
 
+    async def _redis_now_ms(self) -> int:
+        """Redis server time, the clock record deadlines are measured against."""
+        seconds, microseconds = await self._redis_client.time()
+        return int(seconds) * 1000 + int(microseconds) // 1000
+
     def _table_status(self) -> dict[str, int | str]:
         """The table's row count and version, recorded in the status hash after each flush."""
         assert self._sink is not None
@@ -298,7 +365,7 @@ class Writer:
     async def _with_retry(self, operation: Callable[[], Awaitable[Any]]) -> Any:
         """Run a Redis operation until it succeeds. Unreachable Redis is waited out; other
         Redis errors (out of memory, a read-only replica) are logged and retried too, since
-        giving up here would replay, and so append again, records already in the table."""
+        giving up here would leave committed records unanswered."""
         backoff = Backoff()
         while True:
             try:
@@ -308,42 +375,54 @@ class Writer:
                 logger.warning("redis: %s: %s; retrying in %.2fs", type(exc).__name__, exc, delay)
                 await asyncio.sleep(delay)
 
-    async def _beat(self, heartbeat: Heartbeat, stop: asyncio.Event) -> None:
+    async def _renew(self, lease: Lease, stop: asyncio.Event) -> None:
         while True:
             try:
-                await asyncio.wait_for(stop.wait(), heartbeat.interval_s)
+                await asyncio.wait_for(stop.wait(), lease.renew_interval_s)
                 return
             except asyncio.TimeoutError:
                 pass
             try:
-                state = await heartbeat.beat()
+                state = await lease.renew()
             except (*_TRANSIENT, RedisError) as exc:
-                logger.warning("heartbeat failed: %s: %s", type(exc).__name__, exc)
+                logger.warning("lease renewal failed: %s: %s", type(exc).__name__, exc)
                 continue
-            if state is Beat.RETAKEN:
-                logger.warning("table %r's heartbeat had vanished; retaken", self.settings.table)
-            elif state is Beat.LOST:
+            if state is Renewal.RETAKEN:
+                logger.warning("table %r's lease had vanished; retaken", self.settings.table)
+            elif state is Renewal.LOST:
                 logger.error(
-                    "writer %s now holds table %r (this writer stalled past its heartbeat "
-                    "expiry); stopping without flushing",
-                    await heartbeat.holder(),
+                    "writer %s now holds table %r (this writer stalled past its lease); "
+                    "stopping without flushing",
+                    await lease.holder(),
                     self.settings.table,
                 )
                 self._replaced = True
                 self.request_stop()
                 return
 
-    async def _retire(self, heartbeat: Heartbeat) -> None:
+    async def _retire(self, lease: Lease) -> None:
         assert self._group is not None
         try:
             await self._group.retire()
-            await heartbeat.release()
+            await lease.release()
         except (*_TRANSIENT, RedisError) as exc:
             logger.warning("could not record the stop in redis: %s", exc)
 
 
-def _rejected(reason: str) -> Outcome:
-    return error_payload("RecordRejected", reason, "RecordRejected")
+def _entry_bytes(entry: RawEntry) -> int:
+    fields = entry[1] or {}
+    return sum(len(value) for value in fields.values())
+
+
+def _increments(settlement: Settlement) -> dict[str, int]:
+    return {
+        "batches": settlement.commits,
+        "rows": len(settlement.landed),
+        "rejected": settlement.rejected,
+        "failed": settlement.failed,
+        "expired": settlement.expired,
+        "duplicates": settlement.duplicates,
+    }
 
 
 def _resolve_hook(hook: str | Callable[..., Any] | None) -> Callable[..., Any] | None:

@@ -1,0 +1,386 @@
+"""``lancequeue dlq``: list, replay and purge a table's dead letters.
+
+The writer moves an entry that was delivered more than ``max_deliveries`` times without being
+written (it kept crashing the writer) to the stream ``lancequeue:{T}:dead``, with the original
+entry's fields (``v``, ``reply``, ``seq``, ``ttl``, ``rec``) plus ``reason``, ``deliveries``,
+``original_id`` and ``dead_at_ms``. These commands read that stream with Redis alone (no
+lancedb); ``replay`` sends the records again through a fresh :class:`Producer`.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import json
+import re
+import sys
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from pathlib import Path
+from typing import Any
+
+import click
+import redis
+
+from lancequeue.common.cli_options import connection_options
+from lancequeue.common.codec import decode_record
+from lancequeue.common.connection import resolve_redis_url
+from lancequeue.common.errors import LancequeueError, RecordRejected
+from lancequeue.common.keys import TableKeys
+from lancequeue.common.protocol import FIELD_RECORD, FIELD_REPLY, FIELD_SEQ
+from lancequeue.producer.producer import Producer
+
+FIELD_REASON = b"reason"
+FIELD_DELIVERIES = b"deliveries"
+FIELD_ORIGINAL_ID = b"original_id"
+FIELD_DEAD_AT_MS = b"dead_at_ms"
+
+_STREAM_ID = re.compile(r"^\d+-\d+$")
+_DELETE_CHUNK = 1000  # ids per XDEL
+_PREVIEW_CHARS = 100
+_PREVIEW_TEXT_CHARS = 24
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    """One entry of a table's dead-letter stream."""
+
+    id: str
+    fields: dict[bytes, bytes] = field(repr=False)
+
+    def text(self, name: bytes) -> str | None:
+        """A field as text (``None`` when absent)."""
+        value = self.fields.get(name)
+        return None if value is None else value.decode("utf-8", "replace")
+
+    def number(self, name: bytes) -> int | None:
+        """A decimal field as an int (``None`` when absent or not a number)."""
+        value = self.text(name)
+        return int(value) if value is not None and value.isdecimal() else None
+
+    @property
+    def record_bytes(self) -> bytes | None:
+        return self.fields.get(FIELD_RECORD)
+
+    def record(self) -> dict[str, Any]:
+        """The decoded record; raises ``RecordRejected`` saying why it cannot be read."""
+        data = self.record_bytes
+        if data is None:
+            raise RecordRejected("the dead letter has no 'rec' field")
+        try:
+            return decode_record(data)
+        except RecordRejected as exc:
+            cause = exc.__cause__
+            if cause is None or str(cause):
+                raise
+            # msgpack raises some errors without a message: name the error instead.
+            raise RecordRejected(f"{exc}{type(cause).__name__}") from cause
+
+
+# -- reading and deleting --------------------------------------------------------------------
+
+
+def _letters(entries: Any) -> list[DeadLetter]:
+    """DeadLetters from an XRANGE reply (redis-py types it loosely)."""
+    found: Iterable[tuple[bytes, dict[bytes, bytes]]] = entries or []
+    return [DeadLetter(entry_id.decode(), dict(fields)) for entry_id, fields in found]
+
+
+def read_dead_letters(
+    client: redis.Redis, keys: TableKeys, limit: int | None = None
+) -> list[DeadLetter]:
+    """The first ``limit`` dead letters of the table (all when ``None``), oldest first."""
+    return _letters(client.xrange(keys.dead_letters, count=limit))
+
+
+def read_by_ids(client: redis.Redis, keys: TableKeys, ids: Iterable[str]) -> list[DeadLetter]:
+    """The dead letters with these ids, in the order given (duplicates once).
+
+    Raises ``LancequeueError`` naming every id that is malformed or not in the stream, before
+    anything is done with the others.
+    """
+    wanted = list(dict.fromkeys(ids))
+    malformed = [i for i in wanted if not _STREAM_ID.match(i)]
+    if malformed:
+        raise LancequeueError(
+            f"not a stream id (expected <ms>-<seq>): {', '.join(map(repr, malformed))}"
+        )
+    with client.pipeline(transaction=False) as pipe:
+        for entry_id in wanted:
+            pipe.xrange(keys.dead_letters, entry_id, entry_id)
+        found = pipe.execute()
+    unknown = [i for i, entries in zip(wanted, found, strict=True) if not entries]
+    if unknown:
+        raise LancequeueError(
+            f"no dead letter of table {keys.table!r} with id {', '.join(unknown)}"
+        )
+    return [letter for entries in found for letter in _letters(entries)]
+
+
+def delete_dead_letters(client: redis.Redis, keys: TableKeys, ids: list[str]) -> int:
+    """XDEL ``ids`` from the dead-letter stream; returns how many were there."""
+    deleted = 0
+    for start in range(0, len(ids), _DELETE_CHUNK):
+        deleted += int(client.xdel(keys.dead_letters, *ids[start : start + _DELETE_CHUNK]))
+    return deleted
+
+
+# -- showing ---------------------------------------------------------------------------------
+
+
+def _preview_value(value: Any) -> str:
+    if isinstance(value, str):
+        short = value[:_PREVIEW_TEXT_CHARS] + ("…" if len(value) > _PREVIEW_TEXT_CHARS else "")
+        return json.dumps(short, ensure_ascii=False)
+    if isinstance(value, bytes):
+        return f"<{len(value)} bytes>"
+    if isinstance(value, datetime | date):
+        return value.isoformat()
+    if isinstance(value, list):
+        return f"[{len(value)} items]"
+    if isinstance(value, dict):
+        return f"{{{len(value)} fields}}"
+    dtype, shape = getattr(value, "dtype", None), getattr(value, "shape", None)
+    if dtype is not None and shape is not None:  # a numpy array
+        return f"<{dtype}{list(shape)}>"
+    return repr(value)
+
+
+def preview(record: dict[str, Any]) -> str:
+    """A one-line, bounded rendering of a record: long values summarised, vectors as shapes."""
+    text = "{" + ", ".join(f"{name}: {_preview_value(v)}" for name, v in record.items()) + "}"
+    return text if len(text) <= _PREVIEW_CHARS else text[: _PREVIEW_CHARS - 1] + "…"
+
+
+def describe(letter: DeadLetter) -> dict[str, Any]:
+    """What ``dlq list --json`` prints for one dead letter."""
+    data = letter.record_bytes
+    try:
+        shown, error = preview(letter.record()), None
+    except RecordRejected as exc:
+        shown, error = None, str(exc)
+    return {
+        "id": letter.id,
+        "original_id": letter.text(FIELD_ORIGINAL_ID),
+        "deliveries": letter.number(FIELD_DELIVERIES),
+        "reason": letter.text(FIELD_REASON),
+        "dead_at_ms": letter.number(FIELD_DEAD_AT_MS),
+        "reply": letter.text(FIELD_REPLY),
+        "seq": letter.number(FIELD_SEQ),
+        "record_bytes": None if data is None else len(data),
+        "preview": shown,
+        "record_error": error,
+    }
+
+
+def format_line(info: dict[str, Any]) -> str:
+    """One text line of ``dlq list``."""
+    size = "-" if info["record_bytes"] is None else f"{info['record_bytes']}B"
+    record = info["preview"] if info["record_error"] is None else f"({info['record_error']})"
+    return (
+        f"{info['id']}  original={info['original_id'] or '-'}"
+        f"  deliveries={'-' if info['deliveries'] is None else info['deliveries']}"
+        f"  size={size}  reason={json.dumps(info['reason'] or '', ensure_ascii=False)}"
+        f"  record={record}"
+    )
+
+
+# -- replaying -------------------------------------------------------------------------------
+
+
+@dataclass
+class ReplayReport:
+    """What became of each replayed dead letter."""
+
+    written: list[str] = field(default_factory=list)
+    """Ids of dead letters whose record is now in the table (deleted from the stream)."""
+    failed: list[tuple[str, str]] = field(default_factory=list)
+    """(id, why) of dead letters left in the stream."""
+
+
+def replay(url: str, keys: TableKeys, letters: list[DeadLetter], timeout_ms: int) -> ReplayReport:
+    """Send the records of ``letters`` through a new producer (a fresh identity, so the
+    writer's (producer, seq) dedupe does not drop them, and a fresh deadline of ``timeout_ms``),
+    wait for the writer's answers and delete each dead letter whose record was written, at once.
+    """
+    report = ReplayReport()
+    sendable: list[tuple[DeadLetter, dict[str, Any]]] = []
+    for letter in letters:
+        try:
+            sendable.append((letter, letter.record()))
+        except RecordRejected as exc:
+            report.failed.append((letter.id, f"not sent: {exc}"))
+    if not sendable:
+        return report
+    timeout_s = timeout_ms / 1000
+    deadline = time.monotonic() + timeout_s
+    with (
+        redis.Redis.from_url(url) as client,
+        Producer(keys.table, redis_url=url, timeout_ms=timeout_ms) as producer,
+    ):
+        futures = producer.enqueue_many((record for _, record in sendable), timeout_s)
+        letter_of = {future: letter for future, (letter, _) in zip(futures, sendable, strict=True)}
+        for future, letter in _as_answered(letter_of, deadline):
+            if future is None:
+                why = f"no answer within {timeout_ms} ms (it may still be written)"
+                report.failed.append((letter.id, why))
+            elif (error := future.exception()) is not None:
+                report.failed.append((letter.id, f"{type(error).__name__}: {error}"))
+            else:
+                delete_dead_letters(client, keys, [letter.id])
+                report.written.append(letter.id)
+        producer.close(timeout=0)  # the unanswered ones are reported already
+    position = {letter.id: n for n, letter in enumerate(letters)}
+    report.failed.sort(key=lambda failure: position[failure[0]])
+    return report
+
+
+def _as_answered(
+    letter_of: dict[concurrent.futures.Future[None], DeadLetter], deadline: float
+) -> Iterator[tuple[concurrent.futures.Future[None] | None, DeadLetter]]:
+    """(future, its letter) as answers come; (None, letter) for those unanswered by
+    ``deadline``."""
+    answered = set()
+    try:
+        for future in concurrent.futures.as_completed(
+            letter_of, max(0.0, deadline - time.monotonic())
+        ):
+            answered.add(future)
+            yield future, letter_of[future]
+    except TimeoutError:
+        for future, letter in letter_of.items():
+            if future not in answered:
+                yield None, letter
+
+
+# -- the commands ----------------------------------------------------------------------------
+
+
+def _connect(table: str, redis_url: str | None, data_dir: Path | None) -> tuple[str, TableKeys]:
+    keys = TableKeys(table)  # ConfigError names a bad table name before any I/O
+    return resolve_redis_url(redis_url, data_dir, start_embedded=False), keys
+
+
+def _selected(client: redis.Redis, keys: TableKeys, ids: tuple[str, ...]) -> list[DeadLetter]:
+    """The dead letters named by ``ids``, or all of them when ``ids`` is empty."""
+    return read_by_ids(client, keys, ids) if ids else read_dead_letters(client, keys)
+
+
+def _check_selection(ids: tuple[str, ...], everything: bool) -> None:
+    if ids and everything:
+        raise click.UsageError("give dead-letter IDs or --all, not both")
+    if not ids and not everything:
+        raise click.UsageError("give the IDs of the dead letters, or --all")
+
+
+@click.group("dlq")
+def dlq_group() -> None:
+    """List, replay or purge a table's dead letters: records set aside by the writer after
+    they were delivered more than --max-deliveries times without being written."""
+
+
+@dlq_group.command("list", short_help="Show the dead letters.")
+@connection_options
+@click.option("--json", "as_json", is_flag=True, help="Print JSON Lines, one dead letter each.")
+@click.option(
+    "--limit", default=100, show_default=True, help="Show at most this many (0: all), oldest first."
+)
+def list_command(
+    table: str, redis_url: str | None, data_dir: Path | None, as_json: bool, limit: int
+) -> None:
+    """Show each dead letter: its id, original id, deliveries, reason, the record's size and a
+    preview of the record."""
+    if limit < 0:
+        raise click.BadParameter("must be 0 or more", param_hint="--limit")
+    try:
+        url, keys = _connect(table, redis_url, data_dir)
+        with redis.Redis.from_url(url) as client:
+            total = int(client.xlen(keys.dead_letters))
+            letters = read_dead_letters(client, keys, limit or None)
+    except (LancequeueError, redis.RedisError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    if not letters:
+        if not as_json:
+            click.echo(f"no dead letters for table {table!r}")
+        return
+    for letter in letters:
+        info = describe(letter)
+        click.echo(json.dumps(info, ensure_ascii=False) if as_json else format_line(info))
+    if len(letters) < total:
+        click.echo(f"showing {len(letters)} of {total}; --limit 0 shows all", err=True)
+
+
+@dlq_group.command("replay", short_help="Send dead letters to the writer again.")
+@click.argument("ids", nargs=-1)
+@connection_options
+@click.option("--all", "everything", is_flag=True, help="Replay every dead letter.")
+@click.option(
+    "--timeout-ms",
+    default=60_000,
+    show_default=True,
+    help="How long the replayed records may wait for the writer, and the command for answers.",
+)
+def replay_command(
+    ids: tuple[str, ...],
+    table: str,
+    redis_url: str | None,
+    data_dir: Path | None,
+    everything: bool,
+    timeout_ms: int,
+) -> None:
+    """Send the records of the dead letters IDS (or --all) to the writer again; delete each
+    one whose record was written, leave the others. Exits 1 unless all were written.
+
+    A record that fails again after more deliveries becomes a new dead letter; its old one
+    stays too, so replay or purge one of the two."""
+    _check_selection(ids, everything)
+    if timeout_ms <= 0:
+        raise click.BadParameter("must be positive", param_hint="--timeout-ms")
+    try:
+        url, keys = _connect(table, redis_url, data_dir)
+        with redis.Redis.from_url(url) as client:
+            letters = _selected(client, keys, ids)
+        if not letters:
+            click.echo(f"no dead letters for table {table!r}")
+            return
+        report = replay(url, keys, letters, timeout_ms)
+    except (LancequeueError, redis.RedisError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(f"written {len(report.written)}, failed {len(report.failed)}")
+    for letter_id, why in report.failed:
+        click.echo(f"  {letter_id}: {why}", err=True)
+    sys.exit(1 if report.failed else 0)
+
+
+@dlq_group.command("purge", short_help="Delete dead letters.")
+@click.argument("ids", nargs=-1)
+@connection_options
+@click.option("--all", "everything", is_flag=True, help="Delete every dead letter.")
+@click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
+def purge_command(
+    ids: tuple[str, ...],
+    table: str,
+    redis_url: str | None,
+    data_dir: Path | None,
+    everything: bool,
+    yes: bool,
+) -> None:
+    """Delete the dead letters IDS (or --all; those present when the command started) for
+    good. Asks first unless --yes."""
+    _check_selection(ids, everything)
+    try:
+        url, keys = _connect(table, redis_url, data_dir)
+        with redis.Redis.from_url(url) as client:
+            chosen = [letter.id for letter in _selected(client, keys, ids)]
+            if not chosen:
+                click.echo(f"no dead letters for table {table!r}")
+                return
+            question = f"Delete {len(chosen)} dead letter(s) of table {table!r} for good?"
+            if not yes and not click.confirm(question, default=False):
+                click.echo("nothing deleted")
+                sys.exit(1)
+            deleted = delete_dead_letters(client, keys, chosen)
+    except (LancequeueError, redis.RedisError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(f"deleted {deleted} dead letter(s)")

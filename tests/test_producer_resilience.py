@@ -1,0 +1,448 @@
+"""Producers through Redis restarts and lost connections, and their records' deadlines.
+
+Real faults only: a redis-server of the test's own (AOF on) stopped with SIGTERM and started
+again on the same port and directory, and a TCP proxy that loses Redis's reply to an EVALSHA.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import hashlib
+import selectors
+import signal
+import socket
+import subprocess
+import threading
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+import redis
+
+from lancequeue.common import embedded_redis
+from lancequeue.common.errors import ProducerClosed, WriteTimeout
+from lancequeue.common.protocol import ENQUEUE_SCRIPT
+from lancequeue.producer import AsyncProducer, Producer
+from tests.support import KEYS, StartWriter, gather, record, resolve, table_ids, wait_for
+
+# -- a redis-server that can be restarted ---------------------------------------------------
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def _pongs(port: int) -> bool:
+    """Whether a redis-server on ``port`` answers PING (not LOADING, not refusing)."""
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=1) as conn:
+            conn.sendall(b"PING\r\n")
+            return conn.recv(16).startswith(b"+PONG")
+    except OSError:
+        return False
+
+
+class RedisServer:
+    """A redis-server with AOF (fsync always) in its own directory, on its own port."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self.port = _free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self._process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        self._process = subprocess.Popen(
+            [
+                embedded_redis.redis_server_binary(),
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--dir",
+                str(self.directory),
+                "--appendonly",
+                "yes",
+                "--appendfsync",
+                "always",
+                "--save",
+                "",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        wait_for(lambda: _pongs(self.port), 15, "the test's redis-server to answer")
+
+    def stop(self) -> None:
+        """SIGTERM, and wait until it has exited (it fsyncs its AOF first)."""
+        if self._process is not None and self._process.poll() is None:
+            self._process.send_signal(signal.SIGTERM)
+            self._process.wait(15)
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+
+@pytest.fixture
+def own_redis(tmp_path: Path) -> Iterator[RedisServer]:
+    server = RedisServer(tmp_path)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+# -- a proxy that loses replies ---------------------------------------------------------------
+
+
+class _Link:
+    def __init__(self, client: socket.socket, upstream: socket.socket) -> None:
+        self.client = client
+        self.upstream = upstream
+        self.lose_reply = False  # the EVALSHA this link carried must get no reply
+        self.tail = b""  # the last bytes sent upstream, to find a command split across reads
+
+
+class LossyProxy:
+    """A TCP proxy in front of Redis that can lose the reply to the next EVALSHA: it forwards
+    the command, then, when Redis's reply comes, either closes the client's connection or
+    swallows the reply and leaves the connection open. It can also refuse clients."""
+
+    def __init__(self, upstream_port: int) -> None:
+        self._upstream_port = upstream_port
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.url = f"redis://127.0.0.1:{self._listener.getsockname()[1]}/0"
+        self._lock = threading.Lock()
+        self._lose: str | None = None  # "close" or "swallow", armed for the next EVALSHA
+        self._refuse_after_loss = False
+        self._refusing = False
+        self.lost_replies = 0
+        self._links: list[_Link] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="lossy-proxy", daemon=True)
+        self._thread.start()
+
+    def lose_next_evalsha_reply(self, how: str = "close", then_refuse: bool = False) -> None:
+        with self._lock:
+            self._lose = how
+            self._refuse_after_loss = then_refuse
+
+    def refuse(self, refusing: bool) -> None:
+        """Close every connection and refuse new ones (or accept them again)."""
+        with self._lock:
+            self._refusing = refusing
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(10)
+
+    def _run(self) -> None:
+        selector = selectors.DefaultSelector()
+        selector.register(self._listener, selectors.EVENT_READ)
+        try:
+            while not self._stop.is_set():
+                with self._lock:
+                    refusing = self._refusing
+                if refusing:
+                    for link in list(self._links):
+                        self._drop(selector, link)
+                for key, _ in selector.select(timeout=0.02):
+                    if key.fileobj is self._listener:
+                        self._accept(selector, refusing)
+                    else:
+                        self._pump(selector, key.data, key.fileobj is key.data.client)
+        finally:
+            for link in list(self._links):
+                self._drop(selector, link)
+            selector.close()
+            self._listener.close()
+
+    def _accept(self, selector: selectors.BaseSelector, refusing: bool) -> None:
+        client, _ = self._listener.accept()
+        if refusing:
+            client.close()
+            return
+        upstream = socket.create_connection(("127.0.0.1", self._upstream_port))
+        link = _Link(client, upstream)
+        self._links.append(link)
+        selector.register(client, selectors.EVENT_READ, link)
+        selector.register(upstream, selectors.EVENT_READ, link)
+
+    def _pump(self, selector: selectors.BaseSelector, link: _Link, from_client: bool) -> None:
+        source = link.client if from_client else link.upstream
+        try:
+            data = source.recv(1 << 16)
+        except OSError:
+            data = b""
+        if not data:
+            self._drop(selector, link)
+            return
+        if from_client:
+            with self._lock:
+                if self._lose is not None and b"EVALSHA" in link.tail + data:
+                    link.lose_reply = True
+            link.tail = data[-16:]
+            link.upstream.sendall(data)
+            return
+        if not link.lose_reply:
+            link.client.sendall(data)
+            return
+        with self._lock:  # the reply to the EVALSHA: lose it
+            how, self._lose = self._lose, None
+            if how is not None:
+                self.lost_replies += 1
+                self._refusing = self._refusing or self._refuse_after_loss
+        if how == "close":
+            self._drop(selector, link)
+        # "swallow": keep the connection open, forward nothing more on it
+
+    def _drop(self, selector: selectors.BaseSelector, link: _Link) -> None:
+        if link in self._links:
+            self._links.remove(link)
+        for sock in (link.client, link.upstream):
+            with contextlib.suppress(KeyError, ValueError):
+                selector.unregister(sock)
+            sock.close()
+
+
+@pytest.fixture
+def proxy(redis_url: str) -> Iterator[LossyProxy]:
+    made = LossyProxy(int(redis_url.rsplit(":", 1)[1].split("/")[0]))
+    try:
+        yield made
+    finally:
+        made.close()
+
+
+def _stream(client: redis.Redis) -> list[tuple[int, int, bytes]]:
+    """(seq, ttl, record bytes) of each entry in the stream, in stream order."""
+    entries: list[tuple[bytes, dict[bytes, bytes]]] = client.xrange(KEYS.stream)  # type: ignore[assignment]
+    return [(int(fields[b"seq"]), int(fields[b"ttl"]), fields[b"rec"]) for _, fields in entries]
+
+
+# -- deadlines ------------------------------------------------------------------------------
+
+
+async def test_a_record_the_writer_does_not_answer_by_its_deadline_plus_the_grace_fails(
+    redis_url: str, client: redis.Redis
+) -> None:
+    made = Producer("docs", redis_url=redis_url, timeout_ms=300, answer_grace_ms=200)
+    try:
+        future = made.enqueue(record(1))
+        (seq, ttl, _) = _stream(client)[0]
+        assert seq == 1 and 0 < ttl <= 300  # the entry carries the time left to its deadline
+        with pytest.raises(WriteTimeout) as caught:
+            await resolve(future, 30)
+        message = str(caught.value)
+        assert "did not answer" in message and "will not write" in message
+        assert made.outstanding == 0
+    finally:
+        await asyncio.to_thread(made.close, 0)
+
+
+async def test_an_async_record_the_writer_does_not_answer_in_time_fails(redis_url: str) -> None:
+    async with AsyncProducer(
+        "docs", redis_url=redis_url, timeout_ms=300, answer_grace_ms=200
+    ) as made:
+        future = await made.enqueue(record(1))
+        with pytest.raises(WriteTimeout, match="did not answer"):
+            await asyncio.wait_for(future, 30)
+        assert made.outstanding == 0
+
+
+async def test_a_record_whose_deadline_passed_while_redis_was_down_fails_and_is_never_written(
+    own_redis: RedisServer, start_writer: StartWriter, db_uri: str
+) -> None:
+    made = Producer("docs", redis_url=own_redis.url)
+    try:
+        await asyncio.to_thread(own_redis.stop)
+        with pytest.raises(WriteTimeout) as caught:
+            await asyncio.to_thread(made.enqueue, record(1), 0.5)
+        assert "not sent" in str(caught.value) and "will not be" in str(caught.value)
+        assert made.outstanding == 0
+        await asyncio.to_thread(own_redis.start)
+        start_writer(redis_url=own_redis.url, coalesce_ms=20)
+        # The same producer reconnects; once its next record is answered, the writer has
+        # been through everything sent before it.
+        await asyncio.to_thread(made.write, record(2), 30)
+        assert table_ids(db_uri) == [2]
+    finally:
+        await asyncio.to_thread(made.close)
+
+
+async def test_a_record_sent_unconfirmed_then_cut_off_past_its_deadline_is_never_written(
+    proxy: LossyProxy, client: redis.Redis, start_writer: StartWriter, db_uri: str
+) -> None:
+    made = Producer("docs", redis_url=proxy.url, answer_grace_ms=300)
+    try:
+        first = made.enqueue(record(0), timeout=60)  # loads the script; written later
+        proxy.lose_next_evalsha_reply("close", then_refuse=True)
+        # Redis added it, but the producer cannot know: it retries until the deadline, then
+        # leaves the record to the writer's answer, which cannot come either.
+        lost = await asyncio.to_thread(made.enqueue, record(1), 0.5)
+        assert proxy.lost_replies == 1
+        assert [seq for seq, _, _ in _stream(client)] == [1, 2]
+        with pytest.raises(WriteTimeout, match="did not answer"):
+            await resolve(lost, 30)
+        start_writer(coalesce_ms=20)  # after record 1's deadline: it drops it
+        proxy.refuse(False)
+        await resolve(first, 30)
+        assert table_ids(db_uri) == [0]
+    finally:
+        await asyncio.to_thread(made.close, 0)
+
+
+async def test_close_ends_an_enqueue_waiting_for_redis_with_producer_closed(
+    own_redis: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    made = Producer("docs", redis_url=own_redis.url)
+    await asyncio.to_thread(own_redis.stop)
+    waiting = asyncio.ensure_future(asyncio.to_thread(made.enqueue, record(1), 600))
+    await asyncio.to_thread(
+        wait_for, lambda: "reconnecting" in caplog.text, 30, "the enqueue to wait for Redis"
+    )
+    await asyncio.to_thread(made.close, 0)
+    with pytest.raises(ProducerClosed, match="not written"):
+        await asyncio.wait_for(waiting, 30)
+    assert made.outstanding == 0
+
+
+# -- sequence numbers and sending again -----------------------------------------------------
+
+
+async def test_concurrent_senders_add_entries_in_sequence_order(
+    producer: Producer, client: redis.Redis
+) -> None:
+    def send(k: int) -> None:
+        for n in range(5):
+            producer.enqueue_many([record(k * 100 + n * 10 + i) for i in range(10)])
+
+    with concurrent.futures.ThreadPoolExecutor(8) as threads:
+        await asyncio.gather(*(asyncio.wrap_future(threads.submit(send, k)) for k in range(8)))
+    assert [seq for seq, _, _ in _stream(client)] == list(range(1, 401))
+    producer.close(timeout=0)
+
+
+async def test_a_chunk_whose_confirmation_was_lost_is_sent_again_with_the_same_seqs(
+    proxy: LossyProxy, client: redis.Redis, start_writer: StartWriter, db_uri: str
+) -> None:
+    made = Producer("docs", redis_url=proxy.url, timeout_ms=30_000)
+    try:
+        first = made.enqueue(record(1))  # loads the script: the lost reply is not a NOSCRIPT
+        proxy.lose_next_evalsha_reply("close")
+        second = made.enqueue_many([record(2), record(3)])
+        assert proxy.lost_replies == 1
+        entries = _stream(client)
+        assert [seq for seq, _, _ in entries] == [1, 2, 3, 2, 3]
+        assert entries[1][2] == entries[3][2] and entries[2][2] == entries[4][2]
+        assert 0 < entries[3][1] <= entries[1][1] <= 30_000  # ttl recomputed for the resend
+        start_writer(coalesce_ms=20)
+        assert await gather([first, *second]) == [None, None, None]
+        assert table_ids(db_uri) == [1, 2, 3]  # the writer dropped the copies
+    finally:
+        await asyncio.to_thread(made.close)
+
+
+async def test_an_async_chunk_whose_confirmation_was_lost_is_sent_again_with_the_same_seqs(
+    proxy: LossyProxy, client: redis.Redis, start_writer: StartWriter, db_uri: str
+) -> None:
+    async with AsyncProducer("docs", redis_url=proxy.url) as made:
+        first = await made.enqueue(record(1))
+        proxy.lose_next_evalsha_reply("close")
+        second = await made.enqueue(record(2))
+        assert proxy.lost_replies == 1
+        assert [seq for seq, _, _ in _stream(client)] == [1, 2, 2]
+        start_writer(coalesce_ms=20)
+        await asyncio.wait_for(asyncio.gather(first, second), 30)
+        assert table_ids(db_uri) == [1, 2]
+
+
+async def test_a_send_whose_reply_never_comes_is_sent_again_after_the_redis_timeout(
+    proxy: LossyProxy, client: redis.Redis, start_writer: StartWriter, db_uri: str
+) -> None:
+    made = Producer("docs", redis_url=proxy.url, redis_timeout_ms=300)
+    try:
+        first = made.enqueue(record(1))
+        proxy.lose_next_evalsha_reply("swallow")  # the connection stays open, silent
+        second = await asyncio.to_thread(made.enqueue, record(2))
+        assert proxy.lost_replies == 1
+        assert [seq for seq, _, _ in _stream(client)] == [1, 2, 2]
+        start_writer(coalesce_ms=20)
+        assert await gather([first, second]) == [None, None]
+        assert table_ids(db_uri) == [1, 2]
+    finally:
+        await asyncio.to_thread(made.close)
+
+
+async def test_a_redis_that_forgot_the_enqueue_script_is_given_it_again(
+    producer: Producer, client: redis.Redis
+) -> None:
+    producer.enqueue(record(1))
+    client.script_flush()
+    assert client.script_exists(hashlib.sha1(ENQUEUE_SCRIPT.encode()).hexdigest()) == [False]
+    producer.enqueue(record(2))
+    assert [seq for seq, _, _ in _stream(client)] == [1, 2]
+    producer.close(timeout=0)
+
+
+# -- Redis restarts -------------------------------------------------------------------------
+
+
+async def test_a_producer_keeps_writing_through_a_redis_restart_and_every_record_is_answered(
+    own_redis: RedisServer, start_writer: StartWriter, db_uri: str
+) -> None:
+    start_writer(redis_url=own_redis.url, coalesce_ms=20)
+    made = Producer("docs", redis_url=own_redis.url, timeout_ms=30_000)
+    answered: list[int] = []
+
+    def produce() -> None:
+        for start in range(0, 120, 4):
+            made.write_many([record(i) for i in range(start, start + 4)])
+            answered.extend(range(start, start + 4))
+
+    with concurrent.futures.ThreadPoolExecutor(1) as thread:
+        producing = asyncio.wrap_future(thread.submit(produce))
+        await asyncio.to_thread(wait_for, lambda: len(answered) >= 20, 30, "20 records")
+        await asyncio.to_thread(own_redis.restart)
+        await asyncio.wait_for(producing, 60)  # raises the first record's error, if any
+    await asyncio.to_thread(made.close)
+    assert answered == list(range(120))
+    assert table_ids(db_uri) == list(range(120))
+
+
+@pytest.fixture
+async def own_async_producer(own_redis: RedisServer) -> AsyncIterator[AsyncProducer]:
+    async with AsyncProducer("docs", redis_url=own_redis.url, timeout_ms=30_000) as made:
+        yield made
+
+
+async def test_an_async_producer_keeps_writing_through_a_redis_restart(
+    own_redis: RedisServer,
+    start_writer: StartWriter,
+    own_async_producer: AsyncProducer,
+    db_uri: str,
+) -> None:
+    start_writer(redis_url=own_redis.url, coalesce_ms=20)
+    answered: list[int] = []
+
+    async def produce(lane: int) -> None:
+        for i in range(lane, 120, 4):
+            await own_async_producer.write(record(i))
+            answered.append(i)
+
+    producing = asyncio.gather(*(produce(lane) for lane in range(4)))
+    try:
+        await asyncio.to_thread(wait_for, lambda: len(answered) >= 20, 30, "20 records")
+        await asyncio.to_thread(own_redis.restart)
+        await asyncio.wait_for(producing, 60)
+    finally:
+        producing.cancel()
+    assert sorted(answered) == list(range(120))
+    assert table_ids(db_uri) == list(range(120))

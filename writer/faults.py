@@ -1,0 +1,47 @@
+"""Crash points for the fault-injection tests, inert unless ``LANCEQUEUE_CRASH_AT`` is set.
+
+``LANCEQUEUE_CRASH_AT=<point>[:<n>]`` makes the writer SIGKILL itself the n-th time (default:
+the first) it reaches ``<point>``, so a test can kill it at a precise step of a flush:
+
+- ``mid_append``: the batch's data files are written, the commit has not happened;
+- ``after_commit``: the table commit is done, the entries are not acked;
+- ``after_ack``: the entries are acked and answered (one MULTI does both);
+- ``after_compact``: a compaction commit is done.
+
+``LANCEQUEUE_REFUSE=<column>=<value>`` makes every append of a batch holding a row whose
+``<column>`` equals ``<value>`` (compared as text) fail with a ``ValueError``, as the table would
+for a record the writer's checks missed: the writer must bisect the batch and land the others.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+from typing import Any
+
+CRASH_POINTS = ("mid_append", "after_commit", "after_ack", "after_compact")
+_ENV = "LANCEQUEUE_CRASH_AT"
+_reached: dict[str, int] = {}
+
+
+def crash_point(point: str) -> None:
+    """SIGKILL this process if ``LANCEQUEUE_CRASH_AT`` names ``point`` and its count is up."""
+    spec = os.environ.get(_ENV)
+    if not spec:
+        return
+    name, _, count = spec.partition(":")
+    if name != point:
+        return
+    _reached[point] = _reached.get(point, 0) + 1
+    if _reached[point] >= int(count or 1):
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def refusal(rows: Any) -> None:
+    """Raise ``ValueError`` if ``LANCEQUEUE_REFUSE`` names a value in this Arrow table."""
+    spec = os.environ.get("LANCEQUEUE_REFUSE")
+    if not spec:
+        return
+    column, _, value = spec.partition("=")
+    if column in rows.column_names and value in {str(v) for v in rows.column(column).to_pylist()}:
+        raise ValueError(f"the table refuses {column}={value} (LANCEQUEUE_REFUSE)")

@@ -1,0 +1,76 @@
+"""The watermark: how far into the stream the table's commits reach, stored with the data.
+
+Every append commit carries, in its Lance transaction properties, the stream id of the last
+entry it settled, the entries up to there that it did not write (rejected, expired, duplicates)
+with their answers, the stream's epoch, and the writer's fencing token. The commit and its
+watermark are one atomic write, so after a crash the next writer knows exactly which pending
+entries are already in the table: those at or below the watermark and not listed as skipped.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+PREFIX = "lancequeue."
+EPOCH = PREFIX + "epoch"
+LAST_ID = PREFIX + "watermark"
+SKIPPED = PREFIX + "skipped"
+FENCE = PREFIX + "fence"
+WRITER = PREFIX + "writer"
+
+Outcome = dict[str, str] | None
+"""A record's result on the wire: None when it is in the table, else an error map."""
+
+SKIPPED_SILENTLY = {"error": "", "message": "", "cause": ""}
+"""The answer recorded for an entry acked without an answer (a duplicate, a foreign reply key)."""
+
+
+def parse_id(entry_id: bytes | str) -> tuple[int, int]:
+    """A stream id as a comparable pair; raises ``ValueError`` if malformed."""
+    text = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
+    ms, _, seq = text.partition("-")
+    return int(ms), int(seq or 0)
+
+
+@dataclass(frozen=True)
+class Watermark:
+    """Where a commit leaves the stream: every entry up to ``last_id`` is settled."""
+
+    epoch: str
+    last_id: str
+    skipped: dict[str, Outcome] = field(default_factory=dict)
+    """Entries at or below ``last_id`` of the last batch that are not in the table, with the
+    answer they got (``SKIPPED_SILENTLY`` for those acked unanswered)."""
+
+    def covers(self, epoch: str, entry_id: bytes) -> bool:
+        """Whether the entry was settled by the commits up to this watermark."""
+        return epoch == self.epoch and parse_id(entry_id) <= parse_id(self.last_id)
+
+    def outcome(self, entry_id: bytes) -> Outcome:
+        """The answer of a covered entry: None (written) unless it was skipped."""
+        return self.skipped.get(entry_id.decode(), None)
+
+    def properties(self, token: int, consumer: str) -> dict[str, str]:
+        return {
+            EPOCH: self.epoch,
+            LAST_ID: self.last_id,
+            SKIPPED: json.dumps(self.skipped, separators=(",", ":")),
+            FENCE: str(token),
+            WRITER: consumer,
+        }
+
+    @classmethod
+    def from_properties(cls, properties: dict[str, str] | None) -> Watermark | None:
+        """The watermark a commit carries, or None if it carries none (or a malformed one)."""
+        if not properties or LAST_ID not in properties:
+            return None
+        try:
+            parse_id(properties[LAST_ID])
+            skipped: Any = json.loads(properties.get(SKIPPED) or "{}")
+        except ValueError:
+            return None
+        if not isinstance(skipped, dict):
+            return None
+        return cls(properties.get(EPOCH, ""), properties[LAST_ID], skipped)
