@@ -492,7 +492,7 @@ def wait_writer_ready(proc: subprocess.Popen[bytes], redis_url: str, log: Path) 
         while time.monotonic() < deadline:
             if proc.poll() is not None:
                 raise RuntimeError(f"writer exited with {proc.returncode}; log:\n{tail(log)}")
-            if client.hget(keys.writer, "state") == b"running" and client.exists(keys.heartbeat):
+            if client.hget(keys.writer, "state") == b"running" and client.exists(keys.lease):
                 return
             time.sleep(0.05)
     finally:

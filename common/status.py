@@ -23,7 +23,8 @@ def read_status(client: redis.Redis, table: str) -> dict[str, Any]:
         pipe.xlen(keys.stream)
         pipe.hgetall(keys.writer)
         pipe.exists(keys.lease)
-        depth, writer_raw, alive = pipe.execute()
+        pipe.xlen(keys.dead_letters)
+        depth, writer_raw, alive, dead = pipe.execute()
     try:
         pending = int(client.xpending(keys.stream, GROUP)["pending"])
     except redis.ResponseError:  # no group yet: no writer ever ran
@@ -46,6 +47,10 @@ def read_status(client: redis.Redis, table: str) -> dict[str, Any]:
         "rows_written": number("rows"),
         "rejected": number("rejected"),
         "failed": number("failed"),
+        "expired": number("expired"),
+        "duplicates_dropped": number("duplicates"),
+        "recovered_from_watermark": number("recovered"),
+        "dead_letters": int(dead),
         "table_rows": number("table_rows"),
         "table_version": number("table_version"),
     }
@@ -68,7 +73,13 @@ def format_status(status: dict[str, Any]) -> str:
         ("writer since", _when(status["writer_since_ms"])),
         ("last flush", _when(status["last_flush_at_ms"])),
         ("batches / rows written", f"{status['batches']} / {status['rows_written']}"),
-        ("rejected / failed", f"{status['rejected']} / {status['failed']}"),
+        (
+            "rejected / failed / expired",
+            f"{status['rejected']} / {status['failed']} / {status['expired']}",
+        ),
+        ("duplicates dropped", status["duplicates_dropped"]),
+        ("recovered after a crash", status["recovered_from_watermark"]),
+        ("dead letters", status["dead_letters"]),
         ("table rows / version", f"{status['table_rows']} / {status['table_version']}"),
     ]
     width = max(len(name) for name, _ in rows)

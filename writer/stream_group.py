@@ -128,6 +128,10 @@ class StreamGroup:
             "rows": 0,
             "rejected": 0,
             "failed": 0,
+            "expired": 0,
+            "duplicates": 0,
+            "recovered": 0,
+            "dead_letters": 0,
         }
         fields.update(status)
         async with self._redis.pipeline(transaction=True) as pipe:
