@@ -37,6 +37,8 @@ class StreamGroup:
         self.keys = keys
         self.consumer = consumer
         self._claim = redis.register_script(_CLAIM)
+        self.epoch = ""
+        """The stream's epoch, as of the last ``ensure()``."""
 
     async def ensure(self) -> str:
         """Create the stream and the group (from the first entry) unless they exist; return the
@@ -54,8 +56,8 @@ class StreamGroup:
             await self._redis.hset(self.keys.config, CONFIG_EPOCH, fresh)
         else:
             await self._redis.hsetnx(self.keys.config, CONFIG_EPOCH, fresh)
-        epoch = await self._redis.hget(self.keys.config, CONFIG_EPOCH)
-        return _text(epoch)
+        self.epoch = _text(await self._redis.hget(self.keys.config, CONFIG_EPOCH))
+        return self.epoch
 
     async def deliveries(self, entry_ids: list[bytes]) -> dict[bytes, int]:
         """How many times each of this consumer's pending entries was read."""

@@ -77,7 +77,6 @@ class Writer:
         self._lease: Lease | None = None
         self._settler: BatchSettler | None = None
         self._seen: SeenSequences | None = None
-        self._epoch = ""
         self._flushes = 0
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -109,7 +108,7 @@ class Writer:
             renewer = asyncio.create_task(self._renew(lease, renewing), name="lancequeue-lease")
             try:
                 self._group = StreamGroup(self._redis, self.keys, self.consumer)
-                self._epoch = await self._group.ensure()
+                await self._group.ensure()
                 watermark = await self._sink.fence(lease.token, self.consumer)
                 self._seen = SeenSequences(self._redis, self.keys)
                 self._settler = BatchSettler(
@@ -221,10 +220,10 @@ class Writer:
             ids = [entry_id for entry_id, _ in raw]
             deliveries = await self._with_retry(functools.partial(group.deliveries, ids))
             if watermark is not None:
-                covered = [r for r in raw if watermark.covers(self._epoch, r[0])]
+                covered = [r for r in raw if watermark.covers(group.epoch, r[0])]
                 if covered:
                     await self._settle_from_watermark(covered, watermark)
-                raw = [r for r in raw if not watermark.covers(self._epoch, r[0])]
+                raw = [r for r in raw if not watermark.covers(group.epoch, r[0])]
             batch: list[RawEntry] = []
             for item in raw:
                 count = deliveries.get(item[0], 1)
@@ -263,7 +262,9 @@ class Writer:
         try:
             if not await self._with_retry(self._lease.held):
                 raise WriterReplaced(f"writer {await self._lease.holder()} holds the lease")
-            settlement = await self._settler.settle(entries, now_ms, self._epoch)
+            producers = {entry.producer_id for entry in entries if entry.producer_id is not None}
+            await self._with_retry(functools.partial(self._seen_sequences.load, producers))
+            settlement = await self._settler.settle(entries, now_ms, self._stream_group.epoch)
         except WriterReplaced as exc:
             logger.error("%s; stopping without flushing", exc)
             self._replaced = True
@@ -346,6 +347,16 @@ class Writer:
             logger.exception("on_flushed hook raised; ignored")
 
     # -- redis bookkeeping -------------------------------------------------------------------
+
+    @property
+    def _seen_sequences(self) -> SeenSequences:
+        assert self._seen is not None
+        return self._seen
+
+    @property
+    def _stream_group(self) -> StreamGroup:
+        assert self._group is not None
+        return self._group
 
     @property
     def _redis_client(self) -> aioredis.Redis:
