@@ -22,6 +22,19 @@ from lancequeue.writer.watermark import SKIPPED_SILENTLY, Outcome
 
 logger = logging.getLogger(__name__)
 
+_RAISE_SEEN = """
+for i, key in ipairs(KEYS) do
+  local seq = tonumber(ARGV[i + 1])
+  local current = tonumber(redis.call('GET', key) or '-1')
+  if seq > current then
+    redis.call('SET', key, seq, 'PX', ARGV[1])
+  else
+    redis.call('PEXPIRE', key, ARGV[1])
+  end
+end
+"""
+"""Raise each producer's settled sequence number, never lower it."""
+
 DEAD_LETTERS_MAXLEN = 100_000
 """The dead-letter stream keeps about this many entries, oldest dropped first."""
 
@@ -77,8 +90,9 @@ async def ack_and_answer(
             pipe.xadd(keys.dead_letters, fields, maxlen=DEAD_LETTERS_MAXLEN, approximate=True)  # type: ignore[arg-type]
         pipe.xack(keys.stream, GROUP, *ids)
         pipe.xdel(keys.stream, *ids)
-        for producer_id, seq in seen.items():
-            pipe.set(keys.seen(producer_id), seq, px=reply_ttl_ms)
+        if seen:
+            seen_keys = [keys.seen(producer_id) for producer_id in seen]
+            pipe.eval(_RAISE_SEEN, len(seen_keys), *seen_keys, reply_ttl_ms, *seen.values())
         for reply_key, results in per_reply_key.items():
             pipe.rpush(reply_key, encode_results(results))
             pipe.pexpire(reply_key, reply_ttl_ms)

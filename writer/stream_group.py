@@ -12,31 +12,66 @@ from typing import Any
 import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
 
+from lancequeue.common.errors import WriterReplaced
 from lancequeue.common.keys import GROUP, TableKeys
 from lancequeue.common.protocol import CONFIG_EPOCH, CONFIG_MAX_QUEUE_SIZE
+from lancequeue.writer.lease import Lease
 
 logger = logging.getLogger(__name__)
 
 RawEntry = tuple[bytes, dict[bytes, bytes] | None]
 _CLAIM_COUNT = 1000
-_CLAIM = """
-local r = redis.call('XAUTOCLAIM', KEYS[1], ARGV[1], ARGV[2], ARGV[3], ARGV[4], 'COUNT', ARGV[5],
-                     'JUSTID')
-return {r[1], r[2]}
+_LEASED = """
+local holder = redis.call('GET', KEYS[2])
+if holder and holder ~= ARGV[1] then
+  return {0, holder}
+end
+if not holder then
+  redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[2])
+end
 """
-"""XAUTOCLAIM with JUSTID: claiming does not count as a delivery (reading the entry afterwards
-does), so an entry's delivery count is how many writers read it. In a script because redis-py
-drops the cursor of a JUSTID reply."""
+"""Prelude of the scripts below: go on only while this writer holds the lease (taking it back if
+it vanished and is free), so a writer that was replaced cannot take entries any more."""
+_READ_NEW = (
+    _LEASED
+    + """
+local got = redis.call('XREADGROUP', 'GROUP', ARGV[3], ARGV[4], 'COUNT', ARGV[5],
+                       'STREAMS', KEYS[1], '>')
+if got then
+  return {1, got[1][2]}
+end
+local last = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)
+if last[1] then
+  return {2, last[1][1]}
+end
+return {2, '0-0'}
+"""
+)
+"""Read new entries if this writer holds the lease; else say who does. With nothing new, return
+the stream's last id, to wait for a newer one with a blocking XREAD (a script cannot block)."""
+_CLAIM = (
+    _LEASED
+    + """
+local r = redis.call('XAUTOCLAIM', KEYS[1], ARGV[3], ARGV[4], ARGV[5], ARGV[6], 'COUNT', ARGV[7],
+                     'JUSTID')
+return {1, r[1], r[2]}
+"""
+)
+"""XAUTOCLAIM with JUSTID, if this writer holds the lease: claiming does not count as a delivery
+(reading the entry afterwards does), so an entry's delivery count is how many writers read it.
+In a script also because redis-py drops the cursor of a JUSTID reply."""
 
 
 class StreamGroup:
     """One writer's consumer in the table's consumer group, plus the status it publishes."""
 
-    def __init__(self, redis: aioredis.Redis, keys: TableKeys, consumer: str) -> None:
+    def __init__(self, redis: aioredis.Redis, keys: TableKeys, lease: Lease) -> None:
         self._redis = redis
         self.keys = keys
-        self.consumer = consumer
+        self.consumer = lease.consumer
+        self._lease = lease
         self._claim = redis.register_script(_CLAIM)
+        self._read_new = redis.register_script(_READ_NEW)
         self.epoch = ""
         """The stream's epoch, as of the last ``ensure()``."""
 
@@ -73,16 +108,37 @@ class StreamGroup:
         )
         return {item["message_id"]: int(item["times_delivered"]) for item in pending}
 
-    async def read(self, position: str, count: int, block_ms: int) -> list[RawEntry]:
-        """``XREADGROUP`` from ``position``: ``">"`` for new entries (blocking up to
-        ``block_ms``), an id for this consumer's own pending entries after it."""
+    @property
+    def _lease_args(self) -> list[str | int]:
+        return [self._lease.value, self._lease.ttl_ms]
+
+    async def read_new(self, count: int, block_ms: int) -> list[RawEntry]:
+        """Read up to ``count`` entries no writer has read, if this writer still holds the
+        lease (raises ``WriterReplaced`` if not); with none there, wait up to ``block_ms`` for
+        one to arrive and return nothing (the caller reads again)."""
+        try:
+            response: Any = await self._read_new(
+                keys=[self.keys.stream, self.keys.lease],
+                args=[*self._lease_args, GROUP, self.consumer, count],
+            )
+        except ResponseError as exc:
+            if "NOGROUP" not in str(exc):
+                raise
+            logger.warning("stream or group of %r vanished; recreating it", self.keys.table)
+            await self.ensure()
+            return []
+        if response[0] == 0:
+            raise _replaced(response[1])
+        if response[0] == 1:
+            return [(entry_id, _pairs(fields)) for entry_id, fields in response[1]]
+        await self._redis.xread({self.keys.stream: response[1]}, count=1, block=block_ms)
+        return []
+
+    async def read_pending(self, after: str, count: int) -> list[RawEntry]:
+        """This consumer's own pending entries after id ``after`` (``"0"``: from the first)."""
         try:
             response: Any = await self._redis.xreadgroup(
-                GROUP,
-                self.consumer,
-                {self.keys.stream: position},
-                count=count,
-                block=block_ms if position == ">" else None,
+                GROUP, self.consumer, {self.keys.stream: after}, count=count
             )
         except ResponseError as exc:
             if "NOGROUP" not in str(exc):
@@ -103,11 +159,13 @@ class StreamGroup:
         claimed = 0
         while True:
             response: Any = await self._claim(
-                keys=[self.keys.stream],
-                args=[GROUP, self.consumer, min_idle_ms, start, _CLAIM_COUNT],
+                keys=[self.keys.stream, self.keys.lease],
+                args=[*self._lease_args, GROUP, self.consumer, min_idle_ms, start, _CLAIM_COUNT],
             )
-            claimed += len(response[1])
-            start = _text(response[0])
+            if response[0] == 0:
+                raise _replaced(response[1])
+            claimed += len(response[2])
+            start = _text(response[1])
             if start == "0-0":
                 break
         for consumer in await self._redis.xinfo_consumers(self.keys.stream, GROUP):
@@ -148,6 +206,16 @@ class StreamGroup:
             self.keys.writer,
             mapping={"state": "stopped", "stopped_at_ms": int(time.time() * 1000)},
         )
+
+
+def _pairs(fields: list[bytes] | None) -> dict[bytes, bytes] | None:
+    if fields is None:
+        return None
+    return dict(zip(fields[::2], fields[1::2], strict=True))
+
+
+def _replaced(holder: Any) -> WriterReplaced:
+    return WriterReplaced(f"writer {_text(holder).split(' ')[0]} holds the lease now")
 
 
 def _text(value: Any) -> str:

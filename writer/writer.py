@@ -107,7 +107,7 @@ class Writer:
             renewing = asyncio.Event()
             renewer = asyncio.create_task(self._renew(lease, renewing), name="lancequeue-lease")
             try:
-                self._group = StreamGroup(self._redis, self.keys, self.consumer)
+                self._group = StreamGroup(self._redis, self.keys, lease)
                 await self._group.ensure()
                 watermark = await self._sink.fence(lease.token, self.consumer)
                 self._seen = SeenSequences(self._redis, self.keys)
@@ -131,6 +131,12 @@ class Writer:
                 await self._serve(watermark)
             except WriterReplaced:
                 self._replaced = True
+            except _RedisGaveUp as exc:
+                logger.error(
+                    "stopping while Redis fails (%s): entries not acked stay pending for the next "
+                    "writer",
+                    exc,
+                )
             finally:
                 # Not cancel(): a cancellation landing inside a redis-py call can be swallowed,
                 # leaving the task alive forever.
@@ -193,7 +199,7 @@ class Writer:
                     await self._replay_pending(None)
                 continue
             try:
-                entries = await group.read(">", coalescer.room, coalescer.block_ms())
+                entries = await group.read_new(coalescer.room, coalescer.block_ms())
                 backoff.reset()
             except _TRANSIENT as exc:
                 delay = backoff.next_delay()
@@ -212,7 +218,7 @@ class Writer:
         position = "0"
         while not self._replaced:
             raw: list[RawEntry] = await self._with_retry(
-                functools.partial(group.read, position, self.settings.max_batch, 0)
+                functools.partial(group.read_pending, position, self.settings.max_batch)
             )
             if not raw:
                 return
@@ -224,13 +230,17 @@ class Writer:
                 if covered:
                     await self._settle_from_watermark(covered, watermark)
                 raw = [r for r in raw if not watermark.covers(group.epoch, r[0])]
+            # In stream order, so each commit's watermark covers only settled entries.
             batch: list[RawEntry] = []
             for item in raw:
                 count = deliveries.get(item[0], 1)
-                if count >= _ISOLATE_AFTER_DELIVERIES:
-                    await self._flush([item], count)
-                else:
+                if count < _ISOLATE_AFTER_DELIVERIES:
                     batch.append(item)
+                    continue
+                if batch:
+                    await self._flush(batch)
+                    batch = []
+                await self._flush([item], count)
             if batch:
                 await self._flush(batch)
 
@@ -382,6 +392,10 @@ class Writer:
             try:
                 return await operation()
             except (*_TRANSIENT, RedisError) as exc:
+                if self._stop_event.is_set():
+                    # Stopping: what is unacked stays pending, and the next writer settles it
+                    # (from the watermark if it was committed).
+                    raise _RedisGaveUp(f"redis: {type(exc).__name__}: {exc}") from exc
                 delay = backoff.next_delay()
                 logger.warning("redis: %s: %s; retrying in %.2fs", type(exc).__name__, exc, delay)
                 await asyncio.sleep(delay)
@@ -418,6 +432,10 @@ class Writer:
             await lease.release()
         except (*_TRANSIENT, RedisError) as exc:
             logger.warning("could not record the stop in redis: %s", exc)
+
+
+class _RedisGaveUp(Exception):
+    """A Redis call kept failing after a stop was requested."""
 
 
 def _entry_bytes(entry: RawEntry) -> int:
