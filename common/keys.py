@@ -93,6 +93,11 @@ class TableKeys:
             raise ConfigError(f"invalid producer id {producer_id!r}")
         return self.reply_prefix + producer_id
 
+    def reply_inflight(self, producer_id: str) -> str:
+        """Reply messages the producer has popped (``BLMOVE``) but not yet settled; only the
+        producer touches it (not a reply key: ``is_reply_key`` refuses the ``:inflight``)."""
+        return self.reply(producer_id) + ":inflight"
+
     def producer_of(self, reply_key: str) -> str:
         """The producer id a reply key of this table belongs to."""
         return reply_key[len(self.reply_prefix) :]

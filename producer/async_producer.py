@@ -20,8 +20,8 @@ from redis.exceptions import RedisError
 from lancequeue.common.backoff import Backoff
 from lancequeue.common.connection import resolve_redis_url
 from lancequeue.common.errors import LancequeueError, ProducerClosed
-from lancequeue.common.protocol import ENQUEUE_SCRIPT
-from lancequeue.producer.outbox import Outbox
+from lancequeue.common.protocol import ENQUEUE_SCRIPT, encode_results
+from lancequeue.producer.outbox import REPLY_INFLIGHT_TTL_MS, Outbox
 from lancequeue.producer.sending import (
     RECONNECT_INITIAL_S,
     RECONNECT_MAX_S,
@@ -33,7 +33,7 @@ from lancequeue.producer.settings import ProducerSettings
 
 logger = logging.getLogger(__name__)
 
-_REPLY_BLOCK_S = 1  # BLPOP timeout: how often the reply listener expires unanswered records
+_REPLY_BLOCK_S = 1  # BLMOVE timeout: how often the reply listener expires unanswered records
 
 AsyncFuture = asyncio.Future[None]
 
@@ -59,7 +59,9 @@ class AsyncProducer:
         **settings: Any,
     ) -> None:
         self.settings = ProducerSettings(table, redis_url, data_dir, **settings)
-        self._outbox: Outbox[AsyncFuture] = Outbox(table, self.settings.answer_grace_ms / 1000)
+        self._outbox: Outbox[AsyncFuture] = Outbox(
+            table, self.settings.answer_grace_ms / 1000, self.settings.max_record_bytes
+        )
         self.keys = self._outbox.keys
         self.producer_id = self._outbox.producer_id
         self._redis: aioredis.Redis | None = None
@@ -67,6 +69,7 @@ class AsyncProducer:
         self._listener: asyncio.Task[None] | None = None
         self._closed = False
         self._closing = asyncio.Event()  # set by close(): ends pauses between reconnections
+        self._stop_listening = asyncio.Event()
         self._start_lock = asyncio.Lock()
         # One send at a time, so sequence numbers follow stream order; _sender is the send
         # holding the lock (what blocks it tells the others what they fail with).
@@ -98,9 +101,10 @@ class AsyncProducer:
         The record's deadline is now plus ``timeout`` seconds (default ``timeout_ms``). Awaits
         while the queue is full or Redis is unreachable, raising ``QueueFull`` or
         ``WriteTimeout`` if the record could not be sent by its deadline (it was not written);
-        raises ``RecordRejected`` at once for a record that cannot be encoded. A record whose
-        send Redis never confirmed may be in the stream: its future is returned, and resolves
-        from the writer's answer or fails by the deadline plus ``answer_grace_ms``.
+        raises ``RecordRejected`` at once for a record that cannot be encoded or is over
+        ``max_record_bytes`` encoded. A record whose send Redis never confirmed may be in the
+        stream: its future is returned, and resolves from the writer's answer or fails by the
+        deadline plus ``answer_grace_ms``.
         """
         futures, failed_here = await self._send(records=[record], timeout=timeout)
         if failed_here:
@@ -111,8 +115,9 @@ class AsyncProducer:
         self, records: Iterable[Mapping[str, Any]], timeout: float | None = None
     ) -> list[AsyncFuture]:
         """Send records in order; one future per record (``RecordRejected`` set on those that
-        cannot be encoded, ``QueueFull`` or ``WriteTimeout`` on those that could not be sent by
-        their deadline, now plus ``timeout``)."""
+        cannot be encoded or are over ``max_record_bytes``, never sent; ``QueueFull`` or
+        ``WriteTimeout`` on those that could not be sent by their deadline, now plus
+        ``timeout``)."""
         futures, _ = await self._send(records, timeout)
         return futures
 
@@ -153,9 +158,8 @@ class AsyncProducer:
         pending = self._outbox.futures()
         if pending:
             await asyncio.wait(pending, timeout=max(0.0, deadline - time.monotonic()))
-        if self._listener is not None:
-            self._listener.cancel()
-            await asyncio.gather(self._listener, return_exceptions=True)
+        if self._listener is not None and await self._stop_listener(self._listener):
+            await self._settle_inflight_at_close()  # else the in-flight list expires by itself
         closed = ProducerClosed(
             "producer closed before the writer answered; the record may still be written"
         )
@@ -217,6 +221,7 @@ class AsyncProducer:
                 deadline,
                 timeout_s,
                 self.settings.chunk_records,
+                self.settings.chunk_bytes,
                 _resolve_error,
             )
             if not sending.done:
@@ -339,25 +344,83 @@ class AsyncProducer:
 
     # -- replies -----------------------------------------------------------------------------
 
+    async def _stop_listener(self, listener: asyncio.Task[None]) -> bool:
+        """Have the listener end at its next turn, woken now by an empty reply (no results)
+        pushed to our own reply list; cancel it if it does not end soon (Redis unreachable).
+        Cancelling alone is not enough: redis-py may swallow a cancellation that lands in a
+        command, and the listener would go on. Returns whether the wake reached Redis."""
+        self._stop_listening.set()
+        try:
+            async with self._sender_client.pipeline(transaction=True) as pipe:
+                pipe.rpush(self._outbox.reply_key, encode_results([]))
+                pipe.pexpire(self._outbox.reply_key, 60_000)
+                await pipe.execute()
+            reachable = True
+        except (RedisError, OSError):
+            reachable = False
+        await asyncio.wait({listener}, timeout=2 * _REPLY_BLOCK_S)
+        listener.cancel()
+        await asyncio.gather(listener, return_exceptions=True)
+        return reachable
+
     async def _listen(self) -> None:
-        """Reply listener: pop this producer's reply list and resolve futures; fail those not
+        """Reply listener: move each message of this producer's reply list to its in-flight
+        list, resolve the futures it answers, then drop it from there; fail the records not
         answered by their deadline plus the answer grace. Keeps going through lost connections
-        and Redis restarts, until close() cancels it."""
-        assert self._replies is not None
+        and Redis restarts, until close() stops it: after a lost connection, it first settles
+        what the in-flight list holds (a message Redis moved whose reply the lost connection
+        never delivered)."""
+        replies = self._replies
+        assert replies is not None
+        key = self._outbox.inflight_key
         backoff = Backoff(initial_s=0.1, max_s=_REPLY_BLOCK_S)
-        while True:
+        recover = False
+        while not self._stop_listening.is_set():
             try:
-                popped = await self._replies.blpop([self._outbox.reply_key], timeout=_REPLY_BLOCK_S)
+                if recover:
+                    leftovers = await replies.lrange(key, 0, -1)
+                    self._outbox.settle_all(leftovers, _resolve_ok, _resolve_error)
+                    if leftovers:
+                        await replies.ltrim(key, len(leftovers), -1)
+                    recover = False
+                message = await self._next_reply(replies)
                 backoff.reset()
-                if popped is not None:
-                    self._outbox.settle(popped[1], _resolve_ok, _resolve_error)
+                if message is not None:
+                    self._outbox.settle(message, _resolve_ok, _resolve_error)
+                    await replies.lrem(key, 1, message)  # type: ignore[arg-type]
+                elif len(self._outbox):
+                    # A connection lost while blocked may have had a message moved for it.
+                    recover = True
             except Exception as exc:  # Redis errors above all; nothing may end the listener
+                recover = True
                 delay = backoff.next_delay()
                 logger.warning(
                     "reply listener: %s: %s; retrying in %.1fs", type(exc).__name__, exc, delay
                 )
-                await asyncio.sleep(delay)
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(self._stop_listening.wait(), delay)
             self._outbox.expire(time.monotonic(), _resolve_error)
+
+    async def _next_reply(self, replies: aioredis.Redis) -> bytes | None:
+        """Move the next reply message to the in-flight list (waiting up to a second) and
+        return it; the same round trip gives the in-flight list its expiry."""
+        async with replies.pipeline(transaction=False) as pipe:
+            pipe.blmove(self._outbox.reply_key, self._outbox.inflight_key, _REPLY_BLOCK_S)
+            pipe.pexpire(self._outbox.inflight_key, REPLY_INFLIGHT_TTL_MS)
+            message, _ = await pipe.execute()
+        return message  # type: ignore[no-any-return]
+
+    async def _settle_inflight_at_close(self) -> None:
+        """Settle and delete what the in-flight list still holds (the listener has stopped,
+        possibly cancelled after Redis moved a message for it)."""
+        try:
+            async with self._sender_client.pipeline(transaction=True) as pipe:
+                pipe.lrange(self._outbox.inflight_key, 0, -1)
+                pipe.delete(self._outbox.inflight_key)
+                leftovers, _ = await pipe.execute()
+        except (RedisError, OSError):
+            return  # the list expires by itself
+        self._outbox.settle_all(leftovers, _resolve_ok, _resolve_error)
 
 
 def _client(url: str, socket_timeout_s: float) -> aioredis.Redis:

@@ -13,8 +13,7 @@ import concurrent.futures
 import json
 import re
 import sys
-import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from pathlib import Path
@@ -30,6 +29,7 @@ from lancequeue.common.errors import LancequeueError, RecordRejected
 from lancequeue.common.keys import TableKeys
 from lancequeue.common.protocol import FIELD_RECORD, FIELD_REPLY, FIELD_SEQ
 from lancequeue.producer.producer import Producer
+from lancequeue.producer.settings import ProducerSettings
 
 FIELD_REASON = b"reason"
 FIELD_DELIVERIES = b"deliveries"
@@ -40,6 +40,7 @@ _STREAM_ID = re.compile(r"^\d+-\d+$")
 _DELETE_CHUNK = 1000  # ids per XDEL
 _PREVIEW_CHARS = 100
 _PREVIEW_TEXT_CHARS = 24
+DEFAULT_ANSWER_GRACE_MS = ProducerSettings.answer_grace_ms
 
 
 @dataclass(frozen=True)
@@ -199,10 +200,20 @@ class ReplayReport:
     """(id, why) of dead letters left in the stream."""
 
 
-def replay(url: str, keys: TableKeys, letters: list[DeadLetter], timeout_ms: int) -> ReplayReport:
+def replay(
+    url: str,
+    keys: TableKeys,
+    letters: list[DeadLetter],
+    timeout_ms: int,
+    answer_grace_ms: int = DEFAULT_ANSWER_GRACE_MS,
+) -> ReplayReport:
     """Send the records of ``letters`` through a new producer (a fresh identity, so the
     writer's (producer, seq) dedupe does not drop them, and a fresh deadline of ``timeout_ms``),
     wait for the writer's answers and delete each dead letter whose record was written, at once.
+
+    Every record is answered by its deadline plus ``answer_grace_ms``: a record the writer did
+    not answer by then fails with ``WriteTimeout`` and was not written, so its dead letter stays
+    and can be replayed again safely.
     """
     report = ReplayReport()
     sendable: list[tuple[DeadLetter, dict[str, Any]]] = []
@@ -213,45 +224,24 @@ def replay(url: str, keys: TableKeys, letters: list[DeadLetter], timeout_ms: int
             report.failed.append((letter.id, f"not sent: {exc}"))
     if not sendable:
         return report
-    timeout_s = timeout_ms / 1000
-    deadline = time.monotonic() + timeout_s
     with (
         redis.Redis.from_url(url) as client,
-        Producer(keys.table, redis_url=url, timeout_ms=timeout_ms) as producer,
+        Producer(
+            keys.table, redis_url=url, timeout_ms=timeout_ms, answer_grace_ms=answer_grace_ms
+        ) as producer,
     ):
-        futures = producer.enqueue_many((record for _, record in sendable), timeout_s)
+        futures = producer.enqueue_many(record for _, record in sendable)
         letter_of = {future: letter for future, (letter, _) in zip(futures, sendable, strict=True)}
-        for future, letter in _as_answered(letter_of, deadline):
-            if future is None:
-                why = f"no answer within {timeout_ms} ms (it may still be written)"
-                report.failed.append((letter.id, why))
-            elif (error := future.exception()) is not None:
+        for future in concurrent.futures.as_completed(letter_of):
+            letter = letter_of[future]
+            if (error := future.exception()) is not None:
                 report.failed.append((letter.id, f"{type(error).__name__}: {error}"))
             else:
                 delete_dead_letters(client, keys, [letter.id])
                 report.written.append(letter.id)
-        producer.close(timeout=0)  # the unanswered ones are reported already
     position = {letter.id: n for n, letter in enumerate(letters)}
     report.failed.sort(key=lambda failure: position[failure[0]])
     return report
-
-
-def _as_answered(
-    letter_of: dict[concurrent.futures.Future[None], DeadLetter], deadline: float
-) -> Iterator[tuple[concurrent.futures.Future[None] | None, DeadLetter]]:
-    """(future, its letter) as answers come; (None, letter) for those unanswered by
-    ``deadline``."""
-    answered = set()
-    try:
-        for future in concurrent.futures.as_completed(
-            letter_of, max(0.0, deadline - time.monotonic())
-        ):
-            answered.add(future)
-            yield future, letter_of[future]
-    except TimeoutError:
-        for future, letter in letter_of.items():
-            if future not in answered:
-                yield None, letter
 
 
 # -- the commands ----------------------------------------------------------------------------
@@ -319,7 +309,13 @@ def list_command(
     "--timeout-ms",
     default=60_000,
     show_default=True,
-    help="How long the replayed records may wait for the writer, and the command for answers.",
+    help="The replayed records' timeout: one not in a writer's batch by then is not written.",
+)
+@click.option(
+    "--answer-grace-ms",
+    default=DEFAULT_ANSWER_GRACE_MS,
+    show_default=True,
+    help="How long after the timeout the command still waits for the writer's answers.",
 )
 def replay_command(
     ids: tuple[str, ...],
@@ -328,15 +324,20 @@ def replay_command(
     data_dir: Path | None,
     everything: bool,
     timeout_ms: int,
+    answer_grace_ms: int,
 ) -> None:
     """Send the records of the dead letters IDS (or --all) to the writer again; delete each
-    one whose record was written, leave the others. Exits 1 unless all were written.
+    one whose record was written, leave the others. Exits 1 unless all were written. Done
+    within about --timeout-ms plus --answer-grace-ms: a record unanswered by then was not
+    written.
 
     A record that fails again after more deliveries becomes a new dead letter; its old one
     stays too, so replay or purge one of the two."""
     _check_selection(ids, everything)
     if timeout_ms <= 0:
         raise click.BadParameter("must be positive", param_hint="--timeout-ms")
+    if answer_grace_ms < 0:
+        raise click.BadParameter("must not be negative", param_hint="--answer-grace-ms")
     try:
         url, keys = _connect(table, redis_url, data_dir)
         with redis.Redis.from_url(url) as client:
@@ -344,7 +345,7 @@ def replay_command(
         if not letters:
             click.echo(f"no dead letters for table {table!r}")
             return
-        report = replay(url, keys, letters, timeout_ms)
+        report = replay(url, keys, letters, timeout_ms, answer_grace_ms)
     except (LancequeueError, redis.RedisError) as exc:
         raise click.ClickException(str(exc)) from exc
     click.echo(f"written {len(report.written)}, failed {len(report.failed)}")

@@ -33,6 +33,10 @@ Fail = Callable[[F, LancequeueError], None]
 
 _COMPACT_SLACK = 1024  # expiry-heap entries of answered records tolerated before a rebuild
 
+REPLY_INFLIGHT_TTL_MS = 600_000
+"""Expiry of a producer's in-flight reply list, set each time a message is moved into it: a
+producer that died holding a message there leaves nothing behind for long."""
+
 
 @dataclass(eq=False)
 class Outgoing(Generic[F]):
@@ -52,12 +56,16 @@ class Outgoing(Generic[F]):
 class Outbox(Generic[F]):
     """Records of one producer instance sent and not yet answered, keyed by sequence number."""
 
-    def __init__(self, table: str, answer_grace_s: float) -> None:
+    def __init__(self, table: str, answer_grace_s: float, max_record_bytes: int) -> None:
         self.keys = TableKeys(table)
         self.producer_id = uuid.uuid4().hex
         """This producer instance's identity: its reply key is derived from it."""
         self.reply_key = self.keys.reply(self.producer_id)
+        self.inflight_key = self.keys.reply_inflight(self.producer_id)
+        """Where the reply listener moves each reply message until it has settled it, so that
+        a connection lost after the pop loses no message."""
         self._answer_grace_s = answer_grace_s
+        self._max_record_bytes = max_record_bytes
         self._seqs = itertools.count(1)
         self._lock = threading.Lock()
         self._waiting: dict[int, Outgoing[F]] = {}
@@ -72,8 +80,9 @@ class Outbox(Generic[F]):
         """Give each record a future and encode it.
 
         Returns the futures in record order, the records to send, and the futures of records
-        that could not be encoded with their ``RecordRejected`` (to be failed by the caller;
-        the other records still go). Sequence numbers come later, from ``number``.
+        that could not be encoded or are over ``max_record_bytes`` encoded, with their
+        ``RecordRejected`` (to be failed by the caller; they are never sent, the other records
+        still go). Sequence numbers come later, from ``number``.
         """
         futures: list[F] = []
         outgoing: list[Outgoing[F]] = []
@@ -82,10 +91,21 @@ class Outbox(Generic[F]):
             future = make_future()
             futures.append(future)
             try:
-                outgoing.append(Outgoing(encode_record(record), future, deadline))
+                data = encode_record(record)
             except RecordRejected as exc:
                 rejected.append((future, exc))
+                continue
+            if len(data) > self._max_record_bytes:
+                rejected.append((future, self._too_large(len(data))))
+                continue
+            outgoing.append(Outgoing(data, future, deadline))
         return futures, outgoing, rejected
+
+    def _too_large(self, size: int) -> RecordRejected:
+        return RecordRejected(
+            f"record is {size} bytes encoded, over the producer's max_record_bytes "
+            f"({self._max_record_bytes}); it was not sent"
+        )
 
     def number(self, chunk: list[Outgoing[F]]) -> None:
         """Give the records of ``chunk`` that have none their sequence numbers, now that they
@@ -146,6 +166,14 @@ class Outbox(Generic[F]):
                 ok(item.future)
             else:
                 fail(item.future, result.error)
+
+    def settle_all(
+        self, messages: Iterable[bytes | str], ok: Callable[[F], None], fail: Fail[F]
+    ) -> None:
+        """``settle`` each message, in order (the in-flight list's leftovers: some may have
+        been settled already, whose sequence numbers are then unknown and ignored)."""
+        for message in messages:
+            self.settle(message, ok, fail)
 
     def expire(self, now: float, fail: Fail[F]) -> None:
         """Fail, with ``WriteTimeout``, the records still unanswered at their deadline plus the

@@ -22,7 +22,7 @@ from lancequeue.common.backoff import Backoff
 from lancequeue.common.connection import resolve_redis_url
 from lancequeue.common.errors import LancequeueError, ProducerClosed
 from lancequeue.common.protocol import ENQUEUE_SCRIPT, encode_results
-from lancequeue.producer.outbox import Outbox
+from lancequeue.producer.outbox import REPLY_INFLIGHT_TTL_MS, Outbox
 from lancequeue.producer.sending import (
     RECONNECT_INITIAL_S,
     RECONNECT_MAX_S,
@@ -36,7 +36,7 @@ logger = logging.getLogger(__name__)
 
 Future = concurrent.futures.Future
 
-_REPLY_BLOCK_S = 1  # BLPOP timeout: how often the reply listener expires unanswered records
+_REPLY_BLOCK_S = 1  # BLMOVE timeout: how often the reply listener expires unanswered records
 
 
 class Producer:
@@ -62,7 +62,9 @@ class Producer:
         **settings: Any,
     ) -> None:
         self.settings = ProducerSettings(table, redis_url, data_dir, **settings)
-        self._outbox: Outbox[Future[None]] = Outbox(table, self.settings.answer_grace_ms / 1000)
+        self._outbox: Outbox[Future[None]] = Outbox(
+            table, self.settings.answer_grace_ms / 1000, self.settings.max_record_bytes
+        )
         self.keys = self._outbox.keys
         self.producer_id = self._outbox.producer_id
         url = resolve_redis_url(self.settings.redis_url, self.settings.data_dir)
@@ -92,10 +94,10 @@ class Producer:
         The record's deadline is now plus ``timeout`` seconds (default ``timeout_ms``). Blocks
         while the table's queue is full or Redis is unreachable, raising ``QueueFull`` or
         ``WriteTimeout`` if the record could not be sent by its deadline (it was not written).
-        Raises ``RecordRejected`` at once for a record that cannot be encoded, and
-        ``ProducerClosed`` after ``close()``. A record whose send Redis never confirmed may be
-        in the stream: its future is returned, and resolves from the writer's answer or fails
-        by the deadline plus ``answer_grace_ms``.
+        Raises ``RecordRejected`` at once for a record that cannot be encoded or is over
+        ``max_record_bytes`` encoded, and ``ProducerClosed`` after ``close()``. A record whose
+        send Redis never confirmed may be in the stream: its future is returned, and resolves
+        from the writer's answer or fails by the deadline plus ``answer_grace_ms``.
         """
         futures, failed_here = self._send([record], timeout)
         if failed_here:
@@ -107,9 +109,9 @@ class Producer:
     ) -> list[Future[None]]:
         """Send records in order with as few round trips as possible; one future per record.
 
-        Errors go to the futures: ``RecordRejected`` for a record that cannot be encoded,
-        ``QueueFull`` or ``WriteTimeout`` for records that could not be sent by their deadline
-        (now plus ``timeout``); the others go.
+        Errors go to the futures: ``RecordRejected`` for a record that cannot be encoded or is
+        over ``max_record_bytes`` (never sent), ``QueueFull`` or ``WriteTimeout`` for records
+        that could not be sent by their deadline (now plus ``timeout``); the others go.
         """
         futures, _ = self._send(records, timeout)
         return futures
@@ -121,8 +123,8 @@ class Producer:
     def write_many(
         self, records: Iterable[Mapping[str, Any]], timeout: float | None = None
     ) -> None:
-        """Send records together (one enqueue-script call per ``chunk_records``) and wait for
-        all of them.
+        """Send records together (one enqueue-script call per ``chunk_records`` or
+        ``chunk_bytes``) and wait for all of them.
 
         Raises the error of the first record that did not land once every record is answered;
         that takes at most ``timeout`` plus ``answer_grace_ms`` (``WriteTimeout`` if the writer
@@ -158,9 +160,11 @@ class Producer:
             self._lifecycle.wait_for(lambda: self._sending == 0, self._room_recheck_s + wait_s)
         concurrent.futures.wait(self._outbox.futures(), max(0.0, deadline - time.monotonic()))
         self._stop_listening.set()
-        self._wake_listener()
+        reachable = self._wake_listener()
         if threading.current_thread() is not self._listener:  # close() from a done-callback
             self._listener.join()
+        if reachable:  # else the in-flight list expires by itself
+            self._settle_inflight_at_close()
         for future in self._outbox.take_all():
             _resolve_error(
                 future,
@@ -220,6 +224,7 @@ class Producer:
                 deadline,
                 timeout_s,
                 self.settings.chunk_records,
+                self.settings.chunk_bytes,
                 _resolve_error,
             )
             if not sending.done:
@@ -328,35 +333,77 @@ class Producer:
 
     # -- replies -----------------------------------------------------------------------------
 
-    def _wake_listener(self) -> None:
+    def _wake_listener(self) -> bool:
         """End the listener's blocking pop now rather than at its timeout: push an empty reply
-        (no results) to our own reply list, which nobody else reads."""
+        (no results) to our own reply list, which nobody else reads. False if Redis could not
+        be reached (the listener ends at its timeout instead)."""
         try:
             with self._redis.pipeline(transaction=True) as pipe:
                 pipe.rpush(self._outbox.reply_key, encode_results([]))
                 pipe.pexpire(self._outbox.reply_key, 60_000)
                 pipe.execute()
         except (RedisError, OSError):
-            pass  # the listener ends at its timeout instead
+            return False
+        return True
 
     def _listen(self) -> None:
-        """Reply listener: pop this producer's reply list and resolve futures; fail those not
+        """Reply listener: move each message of this producer's reply list to its in-flight
+        list, resolve the futures it answers, then drop it from there; fail the records not
         answered by their deadline plus the answer grace. Keeps going through lost connections
-        and Redis restarts."""
+        and Redis restarts: after one, it first settles what the in-flight list holds (a
+        message Redis moved whose reply the lost connection never delivered)."""
         backoff = Backoff(initial_s=0.1, max_s=_REPLY_BLOCK_S)
+        recover = False
         while not self._stop_listening.is_set():
             try:
-                popped = self._replies.blpop([self._outbox.reply_key], timeout=_REPLY_BLOCK_S)
+                if recover:
+                    self._settle_inflight()
+                    recover = False
+                message = self._next_reply()
                 backoff.reset()
-                if popped is not None:
-                    self._outbox.settle(popped[1], _resolve_ok, _resolve_error)
+                if message is not None:
+                    self._outbox.settle(message, _resolve_ok, _resolve_error)
+                    if not self._stop_listening.is_set():  # else close() deletes the list
+                        self._replies.lrem(self._outbox.inflight_key, 1, message)  # type: ignore[arg-type]
+                elif len(self._outbox):
+                    # A connection lost while blocked may have had a message moved for it.
+                    recover = True
             except Exception as exc:  # Redis errors above all; nothing may end the listener
+                recover = True
                 delay = backoff.next_delay()
                 logger.warning(
                     "reply listener: %s: %s; retrying in %.1fs", type(exc).__name__, exc, delay
                 )
                 self._stop_listening.wait(delay)
             self._outbox.expire(time.monotonic(), _resolve_error)
+
+    def _next_reply(self) -> bytes | None:
+        """Move the next reply message to the in-flight list (waiting up to a second) and
+        return it; the same round trip gives the in-flight list its expiry."""
+        with self._replies.pipeline(transaction=False) as pipe:
+            pipe.blmove(self._outbox.reply_key, self._outbox.inflight_key, _REPLY_BLOCK_S)
+            pipe.pexpire(self._outbox.inflight_key, REPLY_INFLIGHT_TTL_MS)
+            message, _ = pipe.execute()
+        return message  # type: ignore[no-any-return]
+
+    def _settle_inflight(self) -> None:
+        """Settle the messages left in the in-flight list, then drop them from it."""
+        key = self._outbox.inflight_key
+        leftovers: list[bytes] = self._replies.lrange(key, 0, -1)  # type: ignore[assignment]
+        self._outbox.settle_all(leftovers, _resolve_ok, _resolve_error)
+        if leftovers:
+            self._replies.ltrim(key, len(leftovers), -1)
+
+    def _settle_inflight_at_close(self) -> None:
+        """Settle and delete what the in-flight list still holds (the listener has stopped)."""
+        try:
+            with self._redis.pipeline(transaction=True) as pipe:
+                pipe.lrange(self._outbox.inflight_key, 0, -1)
+                pipe.delete(self._outbox.inflight_key)
+                leftovers, _ = pipe.execute()
+        except (RedisError, OSError):
+            return  # the list expires by itself
+        self._outbox.settle_all(leftovers, _resolve_ok, _resolve_error)
 
 
 def _client(url: str, socket_timeout_s: float) -> redis.Redis:

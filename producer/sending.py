@@ -68,6 +68,7 @@ class Sending(Generic[F]):
         deadline: float,
         timeout_s: float,
         chunk_records: int,
+        chunk_bytes: int,
         fail: Fail[F],
     ) -> None:
         self._outbox = outbox
@@ -75,6 +76,7 @@ class Sending(Generic[F]):
         self._deadline = deadline
         self._timeout_s = timeout_s
         self._chunk_records = chunk_records
+        self._chunk_bytes = chunk_bytes
         self._fail = fail
         self._chunk: list[Outgoing[F]] = []
         self.failed: list[F] = []
@@ -101,9 +103,21 @@ class Sending(Generic[F]):
         ttl_ms = int((self._deadline - time.monotonic()) * 1000)
         if ttl_ms <= 0:
             return None
-        self._chunk = self._unsent[: self._chunk_records]
+        self._chunk = self._unsent[: self._chunk_length()]
         self._outbox.number(self._chunk)
         return self._outbox.script_args(self._chunk, ttl_ms)
+
+    def _chunk_length(self) -> int:
+        """How many of the unsent records the next chunk takes: at most ``chunk_records``, and
+        at most ``chunk_bytes`` of encoded records, but always at least one (a record over
+        ``chunk_bytes`` goes alone). It depends on the unsent records alone, so a chunk sent
+        again after a lost connection is the same chunk."""
+        size = 0
+        for count, item in enumerate(self._unsent[: self._chunk_records]):
+            size += len(item.data)
+            if size > self._chunk_bytes and count > 0:
+                return count
+        return min(len(self._unsent), self._chunk_records)
 
     def added(self, count: int) -> bool:
         """The script added the first ``count`` records of the chunk; True if it added all of

@@ -27,7 +27,13 @@ class ProducerSettings:
     close_timeout_ms: int = 30_000
     """How long ``close()`` waits for outstanding records to be answered."""
     chunk_records: int = 256
-    """Records sent per enqueue-script call (bounds one Redis command's size)."""
+    """Most records sent per enqueue-script call (bounds one Redis command's size)."""
+    chunk_bytes: int = 8 * 1024 * 1024
+    """Most encoded record bytes sent per enqueue-script call; a record larger than this (but
+    within ``max_record_bytes``) goes in a call of its own."""
+    max_record_bytes: int = 1024 * 1024
+    """Largest encoded record sent (the writer's ``--max-record-bytes`` default): a larger one
+    fails at once with ``RecordRejected`` naming its size, and is never sent."""
     room_recheck_ms: int = 1000
     """While the queue is full, producers wait for the writer's flush message; they re-check
     this often even without one (bounds a missed message, and how long ``close()`` waits for an
@@ -49,6 +55,8 @@ class ProducerSettings:
             "timeout_ms",
             "close_timeout_ms",
             "chunk_records",
+            "chunk_bytes",
+            "max_record_bytes",
             "room_recheck_ms",
             "redis_timeout_ms",
         )

@@ -8,9 +8,11 @@ import pyarrow as pa
 import pytest
 import redis
 
+from lancequeue.common.codec import encode_record
 from lancequeue.common.errors import ProducerClosed, QueueFull, RecordRejected, WriteTimeout
 from lancequeue.producer import AsyncProducer
 from tests.support import KEYS, StartWriter, async_wait_for, record, table_ids
+from tests.test_producer import evalsha_calls, padded
 
 
 async def test_enqueue_returns_an_asyncio_future_resolved_once_the_record_is_in_the_table(
@@ -132,3 +134,35 @@ async def test_enqueue_on_a_producer_closed_before_it_started_raises(redis_url: 
     await producer.close()
     with pytest.raises(ProducerClosed):
         await producer.enqueue(record(1))
+
+
+async def test_an_async_record_over_max_record_bytes_fails_at_once_unsent_and_the_rest_go(
+    start_writer: StartWriter, redis_url: str, client: redis.Redis, db_uri: str
+) -> None:
+    limit = len(encode_record(record(1)))
+    big = padded(2, 100)
+    async with AsyncProducer("docs", redis_url=redis_url, max_record_bytes=limit) as producer:
+        futures = await producer.enqueue_many([record(1), big, record(3)])
+        assert futures[1].done()  # failed before any answer
+        assert isinstance(futures[1].exception(), RecordRejected)
+        size = len(encode_record(big))
+        with pytest.raises(RecordRejected, match=rf"{size} bytes .*max_record_bytes \({limit}\)"):
+            await producer.enqueue(big)
+        assert client.xlen(KEYS.stream) == 2
+        start_writer(coalesce_ms=20)
+        await asyncio.wait_for(asyncio.gather(futures[0], futures[2]), 30)
+        assert table_ids(db_uri) == [1, 3]
+
+
+async def test_an_async_enqueue_script_call_carries_at_most_chunk_bytes(
+    redis_url: str, client: redis.Redis
+) -> None:
+    records = [padded(i, 1000) for i in range(1, 6)]
+    chunk_bytes = 2 * len(encode_record(records[0])) + 100
+    async with AsyncProducer("docs", redis_url=redis_url, chunk_bytes=chunk_bytes) as producer:
+        await producer.enqueue(record(0))  # loads the script
+        before = evalsha_calls(client)
+        await producer.enqueue_many(records)
+        assert evalsha_calls(client) - before == 3  # [1, 2], [3, 4], [5]
+        assert client.xlen(KEYS.stream) == 6
+        await producer.close(timeout=0)

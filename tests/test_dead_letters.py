@@ -153,14 +153,23 @@ async def test_replay_of_named_ids_sends_only_those_and_exits_zero_when_all_are_
     assert dead_letter_ids(client) == [ids[0], ids[2]]
 
 
-def test_replay_without_a_writer_answering_leaves_the_dead_letters_and_exits_nonzero(
+def test_replay_without_a_writer_answering_leaves_the_dead_letters_as_not_written_and_exits_1(
     redis_url: str, client: redis.Redis
 ) -> None:
     entry_id = add_dead_letter(client, encode_record(record(1)))
-    result = dlq(redis_url, "replay", "--all", "--timeout-ms", "300")
+    result = dlq(redis_url, "replay", "--all", "--timeout-ms", "300", "--answer-grace-ms", "200")
     assert result.returncode == 1
     assert result.stdout.strip() == "written 0, failed 1"
-    assert f"{entry_id}: no answer within 300 ms" in result.stderr
+    # Unanswered by its deadline plus the grace: not written, so replaying it again is safe.
+    assert f"{entry_id}: WriteTimeout: " in result.stderr
+    assert "will not write this one" in result.stderr
+    assert dead_letter_ids(client) == [entry_id]
+
+
+def test_replay_refuses_a_negative_answer_grace(redis_url: str, client: redis.Redis) -> None:
+    entry_id = add_dead_letter(client, encode_record(record(1)))
+    result = dlq(redis_url, "replay", "--all", "--answer-grace-ms", "-1")
+    assert result.returncode == 2 and "--answer-grace-ms" in result.stderr
     assert dead_letter_ids(client) == [entry_id]
 
 

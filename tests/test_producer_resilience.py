@@ -1,7 +1,8 @@
 """Producers through Redis restarts and lost connections, and their records' deadlines.
 
 Real faults only: a redis-server of the test's own (AOF on) stopped with SIGTERM and started
-again on the same port and directory, and a TCP proxy that loses Redis's reply to an EVALSHA.
+again on the same port and directory, and a TCP proxy that loses Redis's reply to an EVALSHA
+(the enqueue script) or to a BLMOVE (the reply listener's pop).
 """
 
 from __future__ import annotations
@@ -102,25 +103,33 @@ def own_redis(tmp_path: Path) -> Iterator[RedisServer]:
 # -- a proxy that loses replies ---------------------------------------------------------------
 
 
+_WATCHED = (b"EVALSHA", b"BLMOVE")
+"""Commands whose replies the proxy can lose."""
+_NIL_REPLIES = (b"*-1", b"$-1", b"_")
+"""How a reply starts when a blocking pop timed out (RESP2 and RESP3): never lost."""
+
+
 class _Link:
     def __init__(self, client: socket.socket, upstream: socket.socket) -> None:
         self.client = client
         self.upstream = upstream
-        self.lose_reply = False  # the EVALSHA this link carried must get no reply
+        self.awaiting: bytes | None = None  # the watched command whose reply comes next
+        self.silent = False  # a reply was swallowed: forward nothing more from Redis
         self.tail = b""  # the last bytes sent upstream, to find a command split across reads
 
 
 class LossyProxy:
-    """A TCP proxy in front of Redis that can lose the reply to the next EVALSHA: it forwards
-    the command, then, when Redis's reply comes, either closes the client's connection or
-    swallows the reply and leaves the connection open. It can also refuse clients."""
+    """A TCP proxy in front of Redis that can lose the reply to the next EVALSHA or to the
+    next BLMOVE that returns a message: it forwards the command, then, when Redis's reply
+    comes, either closes the client's connection or swallows the reply and leaves the
+    connection open. It can also refuse clients."""
 
     def __init__(self, upstream_port: int) -> None:
         self._upstream_port = upstream_port
         self._listener = socket.create_server(("127.0.0.1", 0))
         self.url = f"redis://127.0.0.1:{self._listener.getsockname()[1]}/0"
         self._lock = threading.Lock()
-        self._lose: str | None = None  # "close" or "swallow", armed for the next EVALSHA
+        self._lose: tuple[bytes, str] | None = None  # (command, "close" or "swallow"), armed
         self._refuse_after_loss = False
         self._refusing = False
         self.lost_replies = 0
@@ -129,10 +138,17 @@ class LossyProxy:
         self._thread = threading.Thread(target=self._run, name="lossy-proxy", daemon=True)
         self._thread.start()
 
-    def lose_next_evalsha_reply(self, how: str = "close", then_refuse: bool = False) -> None:
+    def lose_next_reply(
+        self, command: bytes, how: str = "close", then_refuse: bool = False
+    ) -> None:
+        """Lose Redis's next reply to ``command`` (one of ``_WATCHED``) that is not a nil."""
+        assert command in _WATCHED
         with self._lock:
-            self._lose = how
+            self._lose = (command, how)
             self._refuse_after_loss = then_refuse
+
+    def lose_next_evalsha_reply(self, how: str = "close", then_refuse: bool = False) -> None:
+        self.lose_next_reply(b"EVALSHA", how, then_refuse)
 
     def refuse(self, refusing: bool) -> None:
         """Close every connection and refuse new ones (or accept them again)."""
@@ -185,23 +201,28 @@ class LossyProxy:
             self._drop(selector, link)
             return
         if from_client:
-            with self._lock:
-                if self._lose is not None and b"EVALSHA" in link.tail + data:
-                    link.lose_reply = True
+            for command in _WATCHED:
+                if command in link.tail + data:
+                    link.awaiting = command
             link.tail = data[-16:]
             link.upstream.sendall(data)
             return
-        if not link.lose_reply:
-            link.client.sendall(data)
+        if link.silent:
             return
-        with self._lock:  # the reply to the EVALSHA: lose it
-            how, self._lose = self._lose, None
-            if how is not None:
+        command, link.awaiting = link.awaiting, None
+        with self._lock:
+            how = None
+            armed = self._lose is not None and self._lose[0] == command
+            if self._lose is not None and armed and not data.startswith(_NIL_REPLIES):
+                how, self._lose = self._lose[1], None
                 self.lost_replies += 1
                 self._refusing = self._refusing or self._refuse_after_loss
-        if how == "close":
+        if how is None:
+            link.client.sendall(data)
+        elif how == "close":
             self._drop(selector, link)
-        # "swallow": keep the connection open, forward nothing more on it
+        else:  # "swallow": keep the connection open, forward nothing more on it
+            link.silent = True
 
     def _drop(self, selector: selectors.BaseSelector, link: _Link) -> None:
         if link in self._links:
@@ -390,6 +411,48 @@ async def test_a_redis_that_forgot_the_enqueue_script_is_given_it_again(
     producer.enqueue(record(2))
     assert [seq for seq, _, _ in _stream(client)] == [1, 2]
     producer.close(timeout=0)
+
+
+# -- replies lost on the way ----------------------------------------------------------------
+
+
+async def test_a_reply_redis_moved_but_a_lost_connection_never_delivered_still_resolves_the_record(
+    proxy: LossyProxy, client: redis.Redis, start_writer: StartWriter, db_uri: str
+) -> None:
+    start_writer(coalesce_ms=20)  # straight to Redis: only the producer's replies are lost
+    made = Producer("docs", redis_url=proxy.url, timeout_ms=10_000)
+    inflight = KEYS.reply_inflight(made.producer_id)
+    assert not KEYS.is_reply_key(inflight)  # a stream entry cannot make the writer push there
+    try:
+        proxy.lose_next_reply(b"BLMOVE", "close", then_refuse=True)
+        future = made.enqueue(record(1))
+        await asyncio.to_thread(wait_for, lambda: proxy.lost_replies == 1, 30, "a lost reply")
+        # Redis popped the reply and the producer never got it; it waits in the in-flight
+        # list, with an expiry in case the producer never comes back for it.
+        assert client.llen(KEYS.reply(made.producer_id)) == 0
+        assert client.llen(inflight) == 1
+        assert 0 < client.pttl(inflight) <= 600_000
+        assert not future.done()
+        proxy.refuse(False)
+        await resolve(future, 30)  # the answer, not WriteTimeout
+        assert table_ids(db_uri) == [1]
+        await asyncio.to_thread(wait_for, lambda: client.exists(inflight) == 0, 30, "no leftovers")
+    finally:
+        await asyncio.to_thread(made.close)
+
+
+async def test_an_async_producer_settles_a_reply_a_lost_connection_never_delivered(
+    proxy: LossyProxy, client: redis.Redis, start_writer: StartWriter, db_uri: str
+) -> None:
+    start_writer(coalesce_ms=20)
+    async with AsyncProducer("docs", redis_url=proxy.url, timeout_ms=10_000) as made:
+        proxy.lose_next_reply(b"BLMOVE", "close")
+        futures = await made.enqueue_many([record(1), record(2)])
+        await asyncio.wait_for(asyncio.gather(*futures), 30)
+        assert proxy.lost_replies == 1
+        assert table_ids(db_uri) == [1, 2]
+        inflight = KEYS.reply_inflight(made.producer_id)
+    assert client.exists(inflight) == 0
 
 
 # -- Redis restarts -------------------------------------------------------------------------
