@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from lancequeue.common.errors import ConfigError
@@ -15,7 +15,7 @@ class ProducerSettings:
 
     table: str
     """The LanceDB table the records go to (one stream per table)."""
-    redis_url: str | None = None
+    redis_url: str | None = field(default=None, repr=False)  # may hold a password
     """Redis URL; None means ``$LANCEQUEUE_REDIS``, else the embedded server of ``data_dir``."""
     data_dir: Path | str | None = None
     """Data directory of the embedded Redis server; None means the default data directory."""

@@ -24,6 +24,7 @@ class WriterSettings:
     table: str = field(metadata=_option("--table", "Table to write (one stream per table)."))
     redis_url: str | None = field(
         default=None,
+        repr=False,  # may hold a password
         metadata=_option("--redis", "Redis URL. Default: the embedded server of --data-dir."),
     )
     db_uri: str | None = field(

@@ -14,8 +14,8 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import redis.asyncio as aioredis
+from redis.exceptions import AuthenticationError, NoPermissionError, RedisError
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from lancequeue.common.backoff import Backoff
@@ -150,6 +150,8 @@ class Writer:
                     "stalled; it stopped without flushing (its entries stay pending)"
                 )
             logger.info("writer %s stopped", self.consumer)
+        except (AuthenticationError, NoPermissionError) as exc:
+            raise ConfigError(f"redis refused the writer: {exc} (check its ACL user)") from exc
         finally:
             self._running = False
             if self._redis is not None:
@@ -186,6 +188,8 @@ class Writer:
         )
         next_claim_at = time.monotonic() + self._claim_interval_s
         backoff = Backoff()
+        read_lost = False
+        last_read = "0"  # the last entry read; everything up to it is in hand or settled
         while not self._stop_event.is_set():
             if coalescer.due():
                 await self._flush(coalescer.take())
@@ -199,13 +203,25 @@ class Writer:
                     await self._replay_pending(None)
                 continue
             try:
-                entries = await group.read_new(coalescer.room, coalescer.block_ms())
+                if read_lost:
+                    # A read whose reply was lost still delivered its entries to this consumer:
+                    # they are pending after the last entry in hand. Take them first, so entries
+                    # are handled in stream order.
+                    entries = await group.read_pending(last_read, coalescer.room)
+                    read_lost = bool(entries)
+                else:
+                    entries = await group.read_new(coalescer.room, coalescer.block_ms())
                 backoff.reset()
+            except (AuthenticationError, NoPermissionError):
+                raise  # a configuration error: retrying cannot help
             except _TRANSIENT as exc:
+                read_lost = True
                 delay = backoff.next_delay()
                 logger.warning("redis unreachable (%s); retrying in %.2fs", exc, delay)
                 await asyncio.sleep(delay)
                 continue
+            if entries:
+                last_read = entries[-1][0].decode()
             coalescer.add(entries)
         if len(coalescer) and not self._replaced:
             logger.info("stopping: flushing %d records in hand", len(coalescer))
@@ -391,6 +407,8 @@ class Writer:
         while True:
             try:
                 return await operation()
+            except (AuthenticationError, NoPermissionError) as exc:
+                raise ConfigError(f"redis refused the writer: {exc} (check its ACL user)") from exc
             except (*_TRANSIENT, RedisError) as exc:
                 if self._stop_event.is_set():
                     # Stopping: what is unacked stays pending, and the next writer settles it
