@@ -12,9 +12,7 @@ import concurrent.futures
 import contextlib
 import hashlib
 import selectors
-import signal
 import socket
-import subprocess
 import threading
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -22,77 +20,18 @@ from pathlib import Path
 import pytest
 import redis
 
-from lancequeue.common import embedded_redis
 from lancequeue.common.errors import ProducerClosed, WriteTimeout
 from lancequeue.common.protocol import ENQUEUE_SCRIPT
 from lancequeue.producer import AsyncProducer, Producer
+from tests.redis_server import RestartableRedis
 from tests.support import KEYS, StartWriter, gather, record, resolve, table_ids, wait_for
 
 # -- a redis-server that can be restarted ---------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def _pongs(port: int) -> bool:
-    """Whether a redis-server on ``port`` answers PING (not LOADING, not refusing)."""
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=1) as conn:
-            conn.sendall(b"PING\r\n")
-            return conn.recv(16).startswith(b"+PONG")
-    except OSError:
-        return False
-
-
-class RedisServer:
-    """A redis-server with AOF (fsync always) in its own directory, on its own port."""
-
-    def __init__(self, directory: Path) -> None:
-        self.directory = directory
-        self.port = _free_port()
-        self.url = f"redis://127.0.0.1:{self.port}/0"
-        self._process: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        self._process = subprocess.Popen(
-            [
-                embedded_redis.redis_server_binary(),
-                "--port",
-                str(self.port),
-                "--bind",
-                "127.0.0.1",
-                "--dir",
-                str(self.directory),
-                "--appendonly",
-                "yes",
-                "--appendfsync",
-                "always",
-                "--save",
-                "",
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        wait_for(lambda: _pongs(self.port), 15, "the test's redis-server to answer")
-
-    def stop(self) -> None:
-        """SIGTERM, and wait until it has exited (it fsyncs its AOF first)."""
-        if self._process is not None and self._process.poll() is None:
-            self._process.send_signal(signal.SIGTERM)
-            self._process.wait(15)
-
-    def restart(self) -> None:
-        self.stop()
-        self.start()
-
-
 @pytest.fixture
-def own_redis(tmp_path: Path) -> Iterator[RedisServer]:
-    server = RedisServer(tmp_path)
+def own_redis(tmp_path: Path) -> Iterator[RestartableRedis]:
+    server = RestartableRedis(tmp_path / "redis")
     server.start()
     try:
         yield server
@@ -279,7 +218,7 @@ async def test_an_async_record_the_writer_does_not_answer_in_time_fails(redis_ur
 
 
 async def test_a_record_whose_deadline_passed_while_redis_was_down_fails_and_is_never_written(
-    own_redis: RedisServer, start_writer: StartWriter, db_uri: str
+    own_redis: RestartableRedis, start_writer: StartWriter, db_uri: str
 ) -> None:
     made = Producer("docs", redis_url=own_redis.url)
     try:
@@ -321,7 +260,7 @@ async def test_a_record_sent_unconfirmed_then_cut_off_past_its_deadline_is_never
 
 
 async def test_close_ends_an_enqueue_waiting_for_redis_with_producer_closed(
-    own_redis: RedisServer, caplog: pytest.LogCaptureFixture
+    own_redis: RestartableRedis, caplog: pytest.LogCaptureFixture
 ) -> None:
     made = Producer("docs", redis_url=own_redis.url)
     await asyncio.to_thread(own_redis.stop)
@@ -459,7 +398,7 @@ async def test_an_async_producer_settles_a_reply_a_lost_connection_never_deliver
 
 
 async def test_a_producer_keeps_writing_through_a_redis_restart_and_every_record_is_answered(
-    own_redis: RedisServer, start_writer: StartWriter, db_uri: str
+    own_redis: RestartableRedis, start_writer: StartWriter, db_uri: str
 ) -> None:
     start_writer(redis_url=own_redis.url, coalesce_ms=20)
     made = Producer("docs", redis_url=own_redis.url, timeout_ms=30_000)
@@ -481,13 +420,13 @@ async def test_a_producer_keeps_writing_through_a_redis_restart_and_every_record
 
 
 @pytest.fixture
-async def own_async_producer(own_redis: RedisServer) -> AsyncIterator[AsyncProducer]:
+async def own_async_producer(own_redis: RestartableRedis) -> AsyncIterator[AsyncProducer]:
     async with AsyncProducer("docs", redis_url=own_redis.url, timeout_ms=30_000) as made:
         yield made
 
 
 async def test_an_async_producer_keeps_writing_through_a_redis_restart(
-    own_redis: RedisServer,
+    own_redis: RestartableRedis,
     start_writer: StartWriter,
     own_async_producer: AsyncProducer,
     db_uri: str,

@@ -7,6 +7,7 @@ import os
 import socket
 import time
 import uuid
+from collections.abc import Awaitable
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -116,16 +117,13 @@ class StreamGroup:
         """Read up to ``count`` entries no writer has read, if this writer still holds the
         lease (raises ``WriterReplaced`` if not); with none there, wait up to ``block_ms`` for
         one to arrive and return nothing (the caller reads again)."""
-        try:
-            response: Any = await self._read_new(
+        response: Any = await self._unless_group_vanished(
+            self._read_new(
                 keys=[self.keys.stream, self.keys.lease],
                 args=[*self._lease_args, GROUP, self.consumer, count],
             )
-        except ResponseError as exc:
-            if "NOGROUP" not in str(exc):
-                raise
-            logger.warning("stream or group of %r vanished; recreating it", self.keys.table)
-            await self.ensure()
+        )
+        if response is None:
             return []
         if response[0] == 0:
             raise _replaced(response[1])
@@ -134,18 +132,23 @@ class StreamGroup:
         await self._redis.xread({self.keys.stream: response[1]}, count=1, block=block_ms)
         return []
 
-    async def read_pending(self, after: str, count: int) -> list[RawEntry]:
-        """This consumer's own pending entries after id ``after`` (``"0"``: from the first)."""
+    async def _unless_group_vanished(self, read: Awaitable[Any]) -> Any:
+        """The read's reply, or None if the stream or group vanished (Redis lost its data):
+        then they are created anew, with a new epoch."""
         try:
-            response: Any = await self._redis.xreadgroup(
-                GROUP, self.consumer, {self.keys.stream: after}, count=count
-            )
+            return await read
         except ResponseError as exc:
             if "NOGROUP" not in str(exc):
                 raise
             logger.warning("stream or group of %r vanished; recreating it", self.keys.table)
             await self.ensure()
-            return []
+            return None
+
+    async def read_pending(self, after: str, count: int) -> list[RawEntry]:
+        """This consumer's own pending entries after id ``after`` (``"0"``: from the first)."""
+        response: Any = await self._unless_group_vanished(
+            self._redis.xreadgroup(GROUP, self.consumer, {self.keys.stream: after}, count=count)
+        )
         if not response:
             return []
         entries: list[RawEntry] = response[0][1]

@@ -17,7 +17,7 @@ import redis
 from lancequeue.common.keys import TableKeys
 from tests.faults.check import AckCounter, Tally, report, table_ids, tally
 from tests.faults.processes import LoadProcess, WriterDaemon
-from tests.faults.redis_server import RestartableRedis
+from tests.redis_server import RestartableRedis
 from tests.support import wait_for
 
 T = TypeVar("T")

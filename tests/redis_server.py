@@ -1,4 +1,4 @@
-"""A redis-server of one fault test's own: AOF on (fsync always), in the test's directory, on a
+"""A redis-server of one test's own: AOF on (fsync always), in the test's directory, on a
 free port, so it can be stopped with SIGTERM and started again with its data."""
 
 from __future__ import annotations
