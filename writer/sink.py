@@ -207,8 +207,9 @@ class TableSink:
             schema = infer_schema(records)
             if len(schema) == 0:
                 reason = (
-                    f"table {self.name!r} does not exist and these records have no values to "
-                    "define its columns; give the writer a schema"
+                    f"table {self.name!r} does not exist and these records define no column a "
+                    "table can hold (no values, or none a column type fits); give the writer "
+                    "a schema"
                 )
                 return None, dict.fromkeys(range(len(records)), reason)
             logger.info(
