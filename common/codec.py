@@ -187,7 +187,10 @@ def _walk(record: dict[str, Any]) -> str | None:
                         f"field {field!r:.80}: timestamp with nanoseconds; only microseconds "
                         "are kept, and nothing is truncated"
                     )
-                container[slot] = value.to_datetime()
+                try:
+                    container[slot] = value.to_datetime()
+                except (OverflowError, ValueError, OSError) as exc:
+                    return f"field {field!r:.80}: timestamp out of range ({exc})"
             elif isinstance(value, (dict, list)):
                 stack.append((field, value, depth + 1))
     return None

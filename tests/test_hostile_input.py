@@ -608,6 +608,13 @@ def test_a_map_key_that_is_not_a_string_is_rejected_naming_the_key(rec: bytes, n
     assert named in entry.rejection, entry.rejection
 
 
+def test_a_timestamp_past_the_last_datetime_is_rejected_naming_the_field() -> None:
+    far = b"\x81\xa2ts\xc7\x0c\xff\x00\x00\x00\x00\x00\x00\x00:\xff\xf4A\x80"
+    entry = entry_of(far)
+    assert entry.record is None and entry.rejection is not None
+    assert "field 'ts'" in entry.rejection and "out of range" in entry.rejection
+
+
 def test_a_nested_map_keyed_by_bytes_is_rejected_naming_the_field_and_the_key() -> None:
     entry = entry_of(pack({"id": 1, "text": {b"k": "v"}}))
     assert entry.record is None
