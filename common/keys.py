@@ -98,10 +98,6 @@ class TableKeys:
         producer touches it (not a reply key: ``is_reply_key`` refuses the ``:inflight``)."""
         return self.reply(producer_id) + ":inflight"
 
-    def producer_of(self, reply_key: str) -> str:
-        """The producer id a reply key of this table belongs to."""
-        return reply_key[len(self.reply_prefix) :]
-
     def is_reply_key(self, key: str) -> bool:
         """Whether ``key`` is a reply key of this table (the only keys a stream entry may name)."""
         if not key.startswith(self.reply_prefix):

@@ -35,7 +35,7 @@ from lancequeue.common.codec import encode_record, packb
 from lancequeue.common.keys import TableKeys
 from lancequeue.writer.arrow_batch import BatchBuilder
 from lancequeue.writer.entries import Entry, read_entry
-from lancequeue.writer.schema_inference import infer_schema, is_empty
+from lancequeue.writer.schema_inference import infer_schema
 from tests.support import KEYS, stream_entry
 
 pytestmark = pytest.mark.timeout(60)  # a hang fails fast instead of at the suite's 120 s
@@ -466,10 +466,6 @@ def assert_rows_hold(records: list[dict[str, Any]], landed: list[int], table: pa
                 assert stored == value.astimezone(timezone.utc).replace(tzinfo=None)
             else:
                 assert stored == value and type(stored) is type(value), (name, value, stored)
-
-
-def has_no_value(record: dict[str, Any]) -> bool:
-    return all(is_empty(value) for value in record.values())
 
 
 def build_mixed(
