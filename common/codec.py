@@ -86,15 +86,13 @@ def _unpack_ndarray(payload: bytes) -> object:
     if not (isinstance(parts, list) and len(parts) == 3):
         raise ValueError("array extension must hold [dtype, shape, data]")
     dtype_str, shape, data = parts
-    if not (isinstance(dtype_str, str) and _DTYPE.match(dtype_str)):
-        raise ValueError(f"unsupported array dtype {dtype_str!r}")
+    dtype = _dtype(dtype_str)
     if not (isinstance(shape, list) and all(type(n) is int and n >= 0 for n in shape)):
         raise ValueError("array shape must be a list of non-negative integers")
     if not isinstance(data, bytes):
         raise ValueError("array data must be bytes")
     import numpy as np
 
-    dtype = np.dtype(dtype_str)
     count = 1
     for n in shape:
         count *= n
@@ -104,6 +102,23 @@ def _unpack_ndarray(payload: bytes) -> object:
             f"{count * dtype.itemsize}"
         )
     return np.frombuffer(data, dtype=dtype).reshape(shape)
+
+
+_DTYPES: dict[str, Any] = {}
+
+
+def _dtype(dtype_str: object) -> Any:
+    """The numpy dtype of an array extension's dtype string (only numeric ones)."""
+    if isinstance(dtype_str, str):
+        known = _DTYPES.get(dtype_str)
+        if known is not None:
+            return known
+        if _DTYPE.match(dtype_str):
+            import numpy as np
+
+            _DTYPES[dtype_str] = np.dtype(dtype_str)
+            return _DTYPES[dtype_str]
+    raise ValueError(f"unsupported array dtype {dtype_str!r}")
 
 
 def packb(obj: object) -> bytes:
@@ -153,10 +168,15 @@ def decode_record(data: bytes) -> dict[str, Any]:
     for name in record:
         if not isinstance(name, str):
             raise RecordRejected(f"field names must be strings, got {name!r:.80}")
-    problem = _walk(record)
-    if problem is not None:
-        raise RecordRejected(problem)
+    if any(type(value) in _NESTED for value in record.values()):
+        problem = _walk(record)
+        if problem is not None:
+            raise RecordRejected(problem)
     return record
+
+
+_NESTED = (dict, list, msgpack.Timestamp)
+"""Values ``_walk`` looks into (or converts); a record holding none of them is left as is."""
 
 
 MAX_NESTING = 32

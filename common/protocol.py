@@ -8,6 +8,11 @@ A stream entry carries one record::
     ttl    "59980"                   ms the record may wait, counted from the entry id's time
     rec    <msgpack map>             the record (common/codec.py)
 
+or several (a packed entry), in place of ``rec``::
+
+    n      "3"                       how many records
+    recs   <msgpack array of bin>    each one an encoded record; record i has sequence seq + i
+
 A record's deadline is its entry id's millisecond part plus ``ttl``, both in Redis server time,
 so producer and writer clocks never need to agree. A writer never writes a record whose deadline
 passed before its batch was built: it answers ``WriteTimeout`` instead.
@@ -31,33 +36,54 @@ FIELD_REPLY = b"reply"
 FIELD_SEQ = b"seq"
 FIELD_TTL = b"ttl"
 FIELD_RECORD = b"rec"
+FIELD_COUNT = b"n"
+FIELD_RECORDS = b"recs"
+MAX_PACKED_RECORDS = 65536
+"""Most records one packed entry may carry."""
 
 DEFAULT_MAX_QUEUE_SIZE = 4096
 """Records the stream may hold before producers wait, until a writer publishes its own value."""
 CONFIG_MAX_QUEUE_SIZE = "max_queue_size"
+CONFIG_MAX_BATCH = "max_batch"
+"""Config hash field: the writer's ``max_batch``; producers pack no more records per entry."""
 CONFIG_EPOCH = "epoch"
 """Config hash field naming the stream's incarnation (changes if the stream is lost)."""
+CONFIG_QUEUED = "queued"
+"""Config hash field counting the records in the stream (entries may carry several)."""
 
 ENTRY_WIDTH = 10
-"""Arguments one entry takes in the enqueue script: five field/value pairs."""
+"""Arguments one single-record entry takes in the enqueue script: five field/value pairs."""
+PACKED_ENTRY_WIDTH = 12
+"""Arguments one packed entry takes in the enqueue script: six field/value pairs."""
 
 ENQUEUE_SCRIPT = """
 local limit = tonumber(redis.call('HGET', KEYS[2], 'max_queue_size') or ARGV[1])
 local width = tonumber(ARGV[2])
-local room = limit - redis.call('XLEN', KEYS[1])
+local queued = tonumber(redis.call('HGET', KEYS[2], 'queued') or '0')
+queued = math.max(queued, redis.call('XLEN', KEYS[1]))
 local ids = {}
+local added = 0
 local i = 3
-while i + width - 1 <= #ARGV and #ids < room do
+while i + width - 1 <= #ARGV do
+  local n = 1
+  if width == 12 then n = tonumber(ARGV[i + 9]) end
+  if queued + n > limit and queued > 0 then break end
   ids[#ids + 1] = redis.call('XADD', KEYS[1], '*', unpack(ARGV, i, i + width - 1))
+  queued = queued + n
+  added = added + n
   i = i + width
 end
+if added > 0 then redis.call('HINCRBY', KEYS[2], 'queued', added) end
 return ids
 """
-"""Append entries, in order, while the stream holds fewer than ``max_queue_size`` entries.
+"""Append entries, in order, while the stream holds fewer than ``max_queue_size`` records.
 
-KEYS: stream, config. ARGV: default max_queue_size, entry width (10), then each entry's
-field/value pairs. Returns the ids of the entries added: a prefix of those given, empty when
-the queue is full.
+KEYS: stream, config. ARGV: default max_queue_size, entry width (10 for single-record entries,
+12 for packed ones, whose ``n`` is the fifth pair), then each entry's field/value pairs.
+Returns the ids of the entries added: a prefix of those given, empty when the queue is full.
+An entry is added to an empty queue even if it alone holds more than ``max_queue_size``
+records. The config hash's ``queued`` counts the records added; the writer lowers it as it
+deletes entries, and resets it whenever the stream is empty.
 """
 
 
@@ -78,6 +104,27 @@ def entry_fields(reply_key: str, seq: int, record: bytes, ttl_ms: int) -> list[b
         str(max(0, int(ttl_ms))),
         FIELD_RECORD,
         record,
+    ]
+
+
+def packed_entry_fields(
+    reply_key: str, first_seq: int, records: list[bytes], ttl_ms: int
+) -> list[bytes | str]:
+    """The field/value pairs of one packed stream entry: ``records`` (encoded) with sequence
+    numbers ``first_seq``, ``first_seq + 1``, ... in the order the enqueue script takes them."""
+    return [
+        FIELD_VERSION,
+        PROTOCOL_VERSION,
+        FIELD_REPLY,
+        reply_key,
+        FIELD_SEQ,
+        str(first_seq),
+        FIELD_TTL,
+        str(max(0, int(ttl_ms))),
+        FIELD_COUNT,
+        str(len(records)),
+        FIELD_RECORDS,
+        packb(records),
     ]
 
 

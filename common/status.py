@@ -14,6 +14,7 @@ from lancequeue.common.cli_options import connection_options
 from lancequeue.common.connection import resolve_redis_url
 from lancequeue.common.errors import LancequeueError
 from lancequeue.common.keys import GROUP, TableKeys
+from lancequeue.common.protocol import CONFIG_QUEUED
 
 
 def read_status(client: redis.Redis, table: str) -> dict[str, Any]:
@@ -24,7 +25,8 @@ def read_status(client: redis.Redis, table: str) -> dict[str, Any]:
         pipe.hgetall(keys.writer)
         pipe.exists(keys.lease)
         pipe.xlen(keys.dead_letters)
-        depth, writer_raw, alive, dead = pipe.execute()
+        pipe.hget(keys.config, CONFIG_QUEUED)
+        entries, writer_raw, alive, dead, queued = pipe.execute()
     try:
         pending = int(client.xpending(keys.stream, GROUP)["pending"])
     except redis.ResponseError:  # no group yet: no writer ever ran
@@ -36,7 +38,9 @@ def read_status(client: redis.Redis, table: str) -> dict[str, Any]:
 
     return {
         "table": table,
-        "queue_depth": int(depth),
+        # Records waiting (an entry may carry several); at least one per entry.
+        "queue_depth": max(int(entries), int(queued or 0)),
+        "queue_entries": int(entries),
         "pending": pending,
         "writer_alive": bool(alive),
         "writer_state": writer.get("state"),

@@ -20,7 +20,7 @@ from redis.exceptions import RedisError
 from lancequeue.common.backoff import Backoff
 from lancequeue.common.connection import resolve_redis_url
 from lancequeue.common.errors import LancequeueError, ProducerClosed
-from lancequeue.common.protocol import ENQUEUE_SCRIPT, encode_results
+from lancequeue.common.protocol import CONFIG_MAX_BATCH, ENQUEUE_SCRIPT, encode_results
 from lancequeue.producer.outbox import REPLY_INFLIGHT_TTL_MS, Outbox
 from lancequeue.producer.sending import (
     RECONNECT_INITIAL_S,
@@ -60,7 +60,10 @@ class AsyncProducer:
     ) -> None:
         self.settings = ProducerSettings(table, redis_url, data_dir, **settings)
         self._outbox: Outbox[AsyncFuture] = Outbox(
-            table, self.settings.answer_grace_ms / 1000, self.settings.max_record_bytes
+            table,
+            self.settings.answer_grace_ms / 1000,
+            self.settings.max_record_bytes,
+            self.settings.pack_records,
         )
         self.keys = self._outbox.keys
         self.producer_id = self._outbox.producer_id
@@ -327,6 +330,9 @@ class AsyncProducer:
         enqueue script fails only on a connection lost while it ran."""
         pool = self._sender_client.connection_pool
         await pool.release(await pool.get_connection())  # type: ignore[no-untyped-call]
+        if self._outbox.pack_limit_stale(time.monotonic()):
+            max_batch = await self._sender_client.hget(self.keys.config, CONFIG_MAX_BATCH)
+            self._outbox.learn_writer_max_batch(max_batch, time.monotonic())
 
     async def _pause(self, sending: Sending[AsyncFuture], backoff: Backoff) -> None:
         """Wait before reconnecting (bounded by the deadline; close() ends the wait and the

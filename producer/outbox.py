@@ -21,8 +21,10 @@ from lancequeue.common.keys import TableKeys
 from lancequeue.common.protocol import (
     DEFAULT_MAX_QUEUE_SIZE,
     ENTRY_WIDTH,
+    PACKED_ENTRY_WIDTH,
     decode_results,
     entry_fields,
+    packed_entry_fields,
 )
 
 logger = logging.getLogger(__name__)
@@ -32,6 +34,10 @@ Fail = Callable[[F, LancequeueError], None]
 """Fails a future with an error (a no-op if it is resolved already)."""
 
 _COMPACT_SLACK = 1024  # expiry-heap entries of answered records tolerated before a rebuild
+
+PACK_LIMIT_REFRESH_S = 5.0
+"""How often a producer re-reads the writer's ``max_batch``, the most records it packs into
+one entry."""
 
 REPLY_INFLIGHT_TTL_MS = 600_000
 """Expiry of a producer's in-flight reply list, set each time a message is moved into it: a
@@ -56,7 +62,9 @@ class Outgoing(Generic[F]):
 class Outbox(Generic[F]):
     """Records of one producer instance sent and not yet answered, keyed by sequence number."""
 
-    def __init__(self, table: str, answer_grace_s: float, max_record_bytes: int) -> None:
+    def __init__(
+        self, table: str, answer_grace_s: float, max_record_bytes: int, pack_records: int = 1
+    ) -> None:
         self.keys = TableKeys(table)
         self.producer_id = uuid.uuid4().hex
         """This producer instance's identity: its reply key is derived from it."""
@@ -66,6 +74,9 @@ class Outbox(Generic[F]):
         a connection lost after the pop loses no message."""
         self._answer_grace_s = answer_grace_s
         self._max_record_bytes = max_record_bytes
+        self._pack_records = pack_records
+        self._pack_limit = pack_records
+        self._pack_limit_learned_at: float | None = None
         self._seqs = itertools.count(1)
         self._lock = threading.Lock()
         self._waiting: dict[int, Outgoing[F]] = {}
@@ -121,12 +132,55 @@ class Outbox(Generic[F]):
                 self._expiry = [(item.deadline, seq) for seq, item in self._waiting.items()]
                 heapq.heapify(self._expiry)
 
-    def script_args(self, chunk: list[Outgoing[F]], ttl_ms: int) -> list[bytes | str | int]:
-        """ARGV of the enqueue script for ``chunk`` (numbered), each entry with ``ttl_ms``."""
-        args: list[bytes | str | int] = [DEFAULT_MAX_QUEUE_SIZE, ENTRY_WIDTH]
+    def pack(self, chunk: list[Outgoing[F]]) -> list[int]:
+        """How ``chunk`` (numbered) is split into stream entries: the number of records of each,
+        in order. An entry takes up to ``pack_records`` records (and no more than the writer's
+        ``max_batch``: a packed entry is never split across batches) with consecutive sequence
+        numbers; with ``pack_records`` 1, every record is an entry of its own."""
+        sizes: list[int] = []
+        previous = -1
         for item in chunk:
-            args.extend(entry_fields(self.reply_key, item.seq, item.data, ttl_ms))
+            if sizes and sizes[-1] < self._pack_limit and item.seq == previous + 1:
+                sizes[-1] += 1
+            else:
+                sizes.append(1)
+            previous = item.seq
+        return sizes
+
+    def script_args(
+        self, chunk: list[Outgoing[F]], sizes: list[int], ttl_ms: int
+    ) -> list[bytes | str | int]:
+        """ARGV of the enqueue script for ``chunk`` (numbered) split into entries of ``sizes``
+        records (see ``pack``), each entry with ``ttl_ms``."""
+        if self._pack_records == 1:
+            args: list[bytes | str | int] = [DEFAULT_MAX_QUEUE_SIZE, ENTRY_WIDTH]
+            for item in chunk:
+                args.extend(entry_fields(self.reply_key, item.seq, item.data, ttl_ms))
+            return args
+        args = [DEFAULT_MAX_QUEUE_SIZE, PACKED_ENTRY_WIDTH]
+        start = 0
+        for size in sizes:
+            items = chunk[start : start + size]
+            data = [item.data for item in items]
+            args.extend(packed_entry_fields(self.reply_key, items[0].seq, data, ttl_ms))
+            start += size
         return args
+
+    def pack_limit_stale(self, now: float) -> bool:
+        """Whether to (re)read the writer's ``max_batch`` before packing: never read yet, or
+        last read ``PACK_LIMIT_REFRESH_S`` ago (a new writer may have another)."""
+        if self._pack_records == 1:
+            return False
+        learned_at = self._pack_limit_learned_at
+        return learned_at is None or now - learned_at >= PACK_LIMIT_REFRESH_S
+
+    def learn_writer_max_batch(self, raw: bytes | str | None, now: float) -> None:
+        """Pack no more records per entry than the writer's ``max_batch`` (the config hash's
+        field, absent until a writer has run)."""
+        text = raw.decode() if isinstance(raw, bytes) else raw
+        limit = int(text) if text is not None and text.isdigit() and int(text) > 0 else None
+        self._pack_limit = min(self._pack_records, limit or self._pack_records)
+        self._pack_limit_learned_at = now
 
     @property
     def script_keys(self) -> list[str]:

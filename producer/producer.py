@@ -21,7 +21,7 @@ from redis.retry import Retry
 from lancequeue.common.backoff import Backoff
 from lancequeue.common.connection import resolve_redis_url
 from lancequeue.common.errors import LancequeueError, ProducerClosed
-from lancequeue.common.protocol import ENQUEUE_SCRIPT, encode_results
+from lancequeue.common.protocol import CONFIG_MAX_BATCH, ENQUEUE_SCRIPT, encode_results
 from lancequeue.producer.outbox import REPLY_INFLIGHT_TTL_MS, Outbox
 from lancequeue.producer.sending import (
     RECONNECT_INITIAL_S,
@@ -63,7 +63,10 @@ class Producer:
     ) -> None:
         self.settings = ProducerSettings(table, redis_url, data_dir, **settings)
         self._outbox: Outbox[Future[None]] = Outbox(
-            table, self.settings.answer_grace_ms / 1000, self.settings.max_record_bytes
+            table,
+            self.settings.answer_grace_ms / 1000,
+            self.settings.max_record_bytes,
+            self.settings.pack_records,
         )
         self.keys = self._outbox.keys
         self.producer_id = self._outbox.producer_id
@@ -318,6 +321,9 @@ class Producer:
         enqueue script fails only on a connection lost while it ran."""
         pool = self._redis.connection_pool
         pool.release(pool.get_connection())
+        if self._outbox.pack_limit_stale(time.monotonic()):
+            max_batch = self._redis.hget(self.keys.config, CONFIG_MAX_BATCH)
+            self._outbox.learn_writer_max_batch(max_batch, time.monotonic())
 
     def _pause(self, sending: Sending[Future[None]], backoff: Backoff) -> None:
         """Wait before reconnecting (bounded by the deadline; close() ends the wait and the

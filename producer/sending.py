@@ -79,6 +79,7 @@ class Sending(Generic[F]):
         self._chunk_bytes = chunk_bytes
         self._fail = fail
         self._chunk: list[Outgoing[F]] = []
+        self._entry_sizes: list[int] = []
         self.failed: list[F] = []
         """Futures failed here, before any answer from the writer."""
         self.queue_full = False
@@ -105,7 +106,8 @@ class Sending(Generic[F]):
             return None
         self._chunk = self._unsent[: self._chunk_length()]
         self._outbox.number(self._chunk)
-        return self._outbox.script_args(self._chunk, ttl_ms)
+        self._entry_sizes = self._outbox.pack(self._chunk)
+        return self._outbox.script_args(self._chunk, self._entry_sizes, ttl_ms)
 
     def _chunk_length(self) -> int:
         """How many of the unsent records the next chunk takes: at most ``chunk_records``, and
@@ -119,9 +121,10 @@ class Sending(Generic[F]):
                 return count
         return min(len(self._unsent), self._chunk_records)
 
-    def added(self, count: int) -> bool:
-        """The script added the first ``count`` records of the chunk; True if it added all of
-        them, False if the queue is full."""
+    def added(self, entries: int) -> bool:
+        """The script added the first ``entries`` entries of the chunk; True if it added all
+        of them, False if the queue is full."""
+        count = sum(self._entry_sizes[:entries])
         self._unsent = self._unsent[count:]
         self.queue_full = count < len(self._chunk)
         self.redis_error = None

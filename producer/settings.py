@@ -7,6 +7,7 @@ from pathlib import Path
 
 from lancequeue.common.errors import ConfigError
 from lancequeue.common.keys import check_table_name
+from lancequeue.common.protocol import MAX_PACKED_RECORDS
 
 
 @dataclass(frozen=True)
@@ -31,6 +32,10 @@ class ProducerSettings:
     chunk_bytes: int = 8 * 1024 * 1024
     """Most encoded record bytes sent per enqueue-script call; a record larger than this (but
     within ``max_record_bytes``) goes in a call of its own."""
+    pack_records: int = 64
+    """Most records packed into one stream entry (records sent in one enqueue-script call
+    share entries, so Redis handles one entry per this many); 1 sends every record as an entry
+    of its own. Every record still gets its own answer."""
     max_record_bytes: int = 1024 * 1024
     """Largest encoded record sent (the writer's ``--max-record-bytes`` default): a larger one
     fails at once with ``RecordRejected`` naming its size, and is never sent."""
@@ -56,6 +61,7 @@ class ProducerSettings:
             "close_timeout_ms",
             "chunk_records",
             "chunk_bytes",
+            "pack_records",
             "max_record_bytes",
             "room_recheck_ms",
             "redis_timeout_ms",
@@ -63,5 +69,9 @@ class ProducerSettings:
         for name in positive:
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be positive, got {getattr(self, name)}")
+        if self.pack_records > MAX_PACKED_RECORDS:
+            raise ConfigError(
+                f"pack_records must be at most {MAX_PACKED_RECORDS}, got {self.pack_records}"
+            )
         if self.answer_grace_ms < 0:
             raise ConfigError(f"answer_grace_ms must not be negative, got {self.answer_grace_ms}")

@@ -20,7 +20,9 @@ import redis
 
 from lancequeue.common.keys import TableKeys
 from lancequeue.common.protocol import entry_fields
+from lancequeue.common.status import read_status
 from lancequeue.writer import Writer
+from lancequeue.writer.entries import record_count
 
 CLI = [sys.executable, "-c", "from lancequeue.common.cli import main; main()"]
 KEYS = TableKeys("docs")
@@ -115,15 +117,21 @@ def writer_alive(client: redis.Redis, table: str = "docs") -> bool:
 
 
 def pending_count(client: redis.Redis, table: str = "docs") -> int:
-    """Entries read by a writer and not yet acked."""
+    """Records read by a writer and not yet acked (a packed entry counts its records)."""
+    stream = TableKeys(table).stream
     try:
-        return int(client.xpending(f"lancequeue:{{{table}}}:stream", "writers")["pending"])
-    except redis.ResponseError:
+        pending: Any = client.xpending_range(stream, "writers", "-", "+", 1_000_000)
+    except redis.ResponseError:  # no group yet
         return 0
+    count = 0
+    for item in pending:
+        found: Any = client.xrange(stream, item["message_id"], item["message_id"])
+        count += record_count(found[0][1]) if found else 1
+    return count
 
 
 def wait_until_pending(client: redis.Redis, count: int, timeout: float = 30.0) -> None:
-    wait_for(lambda: pending_count(client) == count, timeout, f"{count} pending entries")
+    wait_for(lambda: pending_count(client) == count, timeout, f"{count} pending records")
 
 
 def table_ids(db_uri: str, table: str = "docs") -> list[int]:
@@ -156,6 +164,20 @@ def table_versions(db_uri: str, table: str = "docs") -> int:
 
 def table_ids_with_nulls(db_uri: str) -> list[int | None]:
     return list(lancedb.connect(db_uri).open_table("docs").to_arrow().column("id").to_pylist())
+
+
+async def writer_serving(client: redis.Redis, table: str = "docs") -> None:
+    """Wait until a writer of the table announced itself (its settings are in Redis)."""
+    keys = TableKeys(table)
+    await async_wait_for(
+        lambda: asyncio.to_thread(lambda: client.hget(keys.writer, "state") == b"running"),
+        what="the writer to serve",
+    )
+
+
+def queued_records(client: redis.Redis, table: str = "docs") -> int:
+    """Records waiting in the table's stream, as ``lancequeue status`` reports them."""
+    return int(read_status(client, table)["queue_depth"])
 
 
 def stream_entry(

@@ -11,7 +11,14 @@ import redis
 from lancequeue.common.codec import encode_record
 from lancequeue.common.errors import ProducerClosed, QueueFull, RecordRejected, WriteTimeout
 from lancequeue.producer import AsyncProducer
-from tests.support import KEYS, StartWriter, async_wait_for, record, table_ids
+from tests.support import (
+    KEYS,
+    StartWriter,
+    async_wait_for,
+    queued_records,
+    record,
+    table_ids,
+)
 from tests.test_producer import evalsha_calls, padded
 
 
@@ -60,7 +67,7 @@ async def test_enqueue_awaits_room_in_a_full_queue_then_raises_queue_full(
     await async_producer.enqueue_many([record(0), record(1)])
     with pytest.raises(QueueFull):
         await async_producer.enqueue(record(2), timeout=0.2)
-    assert client.xlen(KEYS.stream) == 2
+    assert queued_records(client) == 2
     await async_producer.close(timeout=0)
 
 
@@ -148,7 +155,7 @@ async def test_an_async_record_over_max_record_bytes_fails_at_once_unsent_and_th
         size = len(encode_record(big))
         with pytest.raises(RecordRejected, match=rf"{size} bytes .*max_record_bytes \({limit}\)"):
             await producer.enqueue(big)
-        assert client.xlen(KEYS.stream) == 2
+        assert queued_records(client) == 2
         start_writer(coalesce_ms=20)
         await asyncio.wait_for(asyncio.gather(futures[0], futures[2]), 30)
         assert table_ids(db_uri) == [1, 3]
@@ -164,5 +171,5 @@ async def test_an_async_enqueue_script_call_carries_at_most_chunk_bytes(
         before = evalsha_calls(client)
         await producer.enqueue_many(records)
         assert evalsha_calls(client) - before == 3  # [1, 2], [3, 4], [5]
-        assert client.xlen(KEYS.stream) == 6
+        assert queued_records(client) == 6
         await producer.close(timeout=0)

@@ -19,6 +19,7 @@ from tests.support import (
     StartWriter,
     async_wait_for,
     gather,
+    queued_records,
     record,
     table_ids,
 )
@@ -51,7 +52,7 @@ async def test_back_pressure_blocks_enqueue_until_a_flush_makes_room(
             ),
             what="the blocked enqueue to subscribe",
         )
-        assert not done and client.xlen(KEYS.stream) == 4
+        assert not done and queued_records(client) == 4
         start_writer(max_queue_size=4, max_batch=4)
         await asyncio.to_thread(thread.join, 60)
         assert len(done) == 1
@@ -73,7 +74,7 @@ async def test_a_full_queue_raises_queue_full_after_the_timeout(
         assert time.monotonic() - started >= 0.3
         futures = made.enqueue_many([record(i) for i in range(4, 6)], timeout=0.1)
         assert all(isinstance(f.exception(), QueueFull) for f in futures)
-        assert client.xlen(KEYS.stream) == 3
+        assert queued_records(client) == 3
         made.close(timeout=0)
 
 
@@ -87,5 +88,5 @@ async def test_before_any_writer_ran_the_queue_holds_the_documented_default(
         made.enqueue_many(tiny, timeout=10)
         with pytest.raises(QueueFull):
             made.enqueue({"id": -1}, timeout=0.1)
-        assert client.xlen(KEYS.stream) == DEFAULT_MAX_QUEUE_SIZE == 4096
+        assert queued_records(client) == DEFAULT_MAX_QUEUE_SIZE == 4096
         made.close(timeout=0)

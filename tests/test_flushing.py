@@ -30,6 +30,7 @@ from tests.support import (
     stream_entry,
     table_ids,
     table_versions,
+    writer_serving,
 )
 
 
@@ -54,10 +55,11 @@ async def test_vector_columns_become_fixed_size_lists_of_float32(
 
 
 async def test_records_sent_together_flush_at_max_batch_one_append_each(
-    start_writer: StartWriter, producer: Producer, db_uri: str
+    start_writer: StartWriter, producer: Producer, db_uri: str, client: redis.Redis
 ) -> None:
     flushes, on_flushed = flush_recorder()
     start_writer(max_batch=10, coalesce_ms=60_000, on_flushed=on_flushed)
+    await writer_serving(client)  # producers pack no more than the writer's max_batch
     futures = producer.enqueue_many([record(i) for i in range(30)])
     results = await gather(futures)
     assert results == [None] * 30
@@ -129,7 +131,7 @@ async def test_a_batch_the_table_refuses_is_bisected_so_only_the_refused_record_
 
 
 async def test_on_flushed_sees_the_records_before_any_future_resolves(
-    start_writer: StartWriter, producer: Producer
+    start_writer: StartWriter, producer: Producer, client: redis.Redis
 ) -> None:
     futures: list[concurrent.futures.Future[None]] = []
     seen: list[tuple[list[int], bool]] = []
@@ -139,6 +141,7 @@ async def test_on_flushed_sees_the_records_before_any_future_resolves(
         seen.append((ids, any(futures[i].done() for i in ids)))
 
     start_writer(on_flushed=on_flushed, coalesce_ms=60_000, max_batch=4)
+    await writer_serving(client)
     futures.extend(producer.enqueue_many([record(i) for i in range(8)]))
     await gather(futures)
     assert seen == [([0, 1, 2, 3], False), ([4, 5, 6, 7], False)]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import signal
 import subprocess
 import sys
@@ -141,7 +142,7 @@ def test_a_killed_writer_s_unacked_records_are_replayed_by_the_next_writer(
         assert future.result(timeout=60) is None
     assert table_ids(db_uri) == [0, 1, 2, 3, 4]
     assert pending_count(client) == 0
-    assert "replaying 5 entries left pending by an earlier writer" in second.log()
+    assert re.search(r"replaying \d+ entries left pending by an earlier writer", second.log())
     consumers = client.xinfo_consumers("lancequeue:{docs}:stream", "writers")
     assert len(consumers) == 1  # the dead writer's consumer is gone
     second.signal(signal.SIGTERM)

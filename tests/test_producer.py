@@ -8,6 +8,7 @@ import socket
 import threading
 from typing import Any
 
+import msgpack
 import pytest
 import redis
 
@@ -31,9 +32,14 @@ def padded(i: int, text_chars: int) -> dict[str, Any]:
 
 
 def stream_records(client: redis.Redis) -> list[tuple[int, bytes]]:
-    """(seq, record bytes) of each entry in the stream, in stream order."""
+    """(seq, record bytes) of each record in the stream (packed or not), in stream order."""
     entries: Any = client.xrange(KEYS.stream)
-    return [(int(fields[b"seq"]), fields[b"rec"]) for _, fields in entries]
+    found: list[tuple[int, bytes]] = []
+    for _, fields in entries:
+        seq = int(fields[b"seq"])
+        records = msgpack.unpackb(fields[b"recs"]) if b"recs" in fields else [fields[b"rec"]]
+        found.extend((seq + i, data) for i, data in enumerate(records))
+    return found
 
 
 def evalsha_calls(client: redis.Redis) -> int:

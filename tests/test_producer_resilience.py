@@ -17,6 +17,7 @@ import threading
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
+import msgpack
 import pytest
 import redis
 
@@ -182,9 +183,14 @@ def proxy(redis_url: str) -> Iterator[LossyProxy]:
 
 
 def _stream(client: redis.Redis) -> list[tuple[int, int, bytes]]:
-    """(seq, ttl, record bytes) of each entry in the stream, in stream order."""
+    """(seq, ttl, record bytes) of each record in the stream (packed or not), in stream order."""
     entries: list[tuple[bytes, dict[bytes, bytes]]] = client.xrange(KEYS.stream)  # type: ignore[assignment]
-    return [(int(fields[b"seq"]), int(fields[b"ttl"]), fields[b"rec"]) for _, fields in entries]
+    found: list[tuple[int, int, bytes]] = []
+    for _, fields in entries:
+        seq, ttl = int(fields[b"seq"]), int(fields[b"ttl"])
+        records = msgpack.unpackb(fields[b"recs"]) if b"recs" in fields else [fields[b"rec"]]
+        found.extend((seq + i, ttl, data) for i, data in enumerate(records))
+    return found
 
 
 # -- deadlines ------------------------------------------------------------------------------

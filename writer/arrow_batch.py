@@ -15,7 +15,7 @@ import numpy as np
 import pyarrow as pa
 
 from lancequeue.writer.schema_inference import is_empty
-from lancequeue.writer.values import value_problem
+from lancequeue.writer.values import unchecked_types, value_problem
 
 logger = logging.getLogger(__name__)
 
@@ -34,6 +34,9 @@ class BatchBuilder:
     def __init__(self, schema: pa.Schema) -> None:
         self.schema = schema
         self._names = set(schema.names)
+        self._unchecked = {
+            field.name: unchecked_types(field.type) | {type(None)} for field in schema
+        }
 
     def build(self, records: Records) -> tuple[pa.Table | None, dict[int, str]]:
         """Return the table of the records that fit (None if none do) and, for each record
@@ -78,6 +81,11 @@ class BatchBuilder:
     def _column(self, field: pa.Field, values: list[Any]) -> tuple[pa.Array | None, dict[int, str]]:
         if is_vector_type(field.type):
             return _vector_column(field, values)
+        if {type(value) for value in values} <= self._unchecked[field.name]:
+            try:
+                return pa.array(values, type=field.type), {}
+            except (pa.ArrowException, TypeError, ValueError, OverflowError):
+                pass  # an int out of range: found below, value by value
         lossy = {
             position: f"field {field.name!r}: {problem}"
             for position, value in enumerate(values)
@@ -109,6 +117,14 @@ class BatchBuilder:
 def _vector_column(field: pa.Field, values: list[Any]) -> tuple[pa.Array | None, dict[int, str]]:
     dim = field.type.list_size
     value_type = field.type.value_type.to_pandas_dtype()
+    if all(
+        type(value) is np.ndarray and value.dtype == value_type and value.shape == (dim,)
+        for value in values
+    ):
+        # The common case: every vector arrived as raw bytes of the column's own type, each
+        # a view over its record's buffer. One copy into one contiguous buffer; nothing to check.
+        flat = np.concatenate(values) if values else np.zeros(0, dtype=value_type)
+        return pa.FixedSizeListArray.from_arrays(pa.array(flat), dim), {}
     parts: list[np.ndarray] = []
     bad: dict[int, str] = {}
     nulls = False

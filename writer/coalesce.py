@@ -1,7 +1,13 @@
 """When to flush: the coalescing rule, free of I/O so it can be tested on its own.
 
-A batch is flushed ``coalesce_ms`` after its first record arrived, or as soon as ``max_batch``
-records (or ``max_bytes`` bytes of them) are in hand, whichever comes first.
+A batch is flushed ``coalesce_ms`` after its first record arrived in the stream, or as soon as
+``max_batch`` records (or ``max_bytes`` bytes of them) are in hand, whichever comes first. The
+window is counted from the record's arrival, not from when the writer read it: records that
+waited in the stream while the writer was busy (a backlog) are flushed at once, and the window
+only bounds the latency of a lone record.
+
+Stream entries may carry several records (``count``); a batch holds whole entries, so one read
+that brought more records than ``max_batch`` leaves the extra entries for the next batch.
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ class Coalescer(Generic[T]):
         clock: Callable[[], float] = time.monotonic,
         max_bytes: int | None = None,
         size: Callable[[T], int] = lambda _: 0,
+        count: Callable[[T], int] = lambda _: 1,
     ) -> None:
         self.coalesce_s = coalesce_ms / 1000
         self.max_batch = max_batch
@@ -32,29 +39,47 @@ class Coalescer(Generic[T]):
         self._clock = clock
         self.max_bytes = max_bytes
         self._size = size
+        self._count = count
+        self._entries: list[tuple[T, int, int]] = []  # entry, its records, its bytes
+        self._records = 0
         self._bytes = 0
-        self._entries: list[T] = []
         self._first_at = 0.0
+        self._records_per_entry = 1
 
     def __len__(self) -> int:
-        return len(self._entries)
+        """Records in hand."""
+        return self._records
 
-    def add(self, entries: list[T]) -> None:
-        if entries and not self._entries:
-            self._first_at = self._clock()
-        self._entries.extend(entries)
-        self._bytes += sum(self._size(entry) for entry in entries)
+    def add(self, entries: list[T], waited_s: float = 0.0) -> None:
+        """Take entries just read; ``waited_s`` is how long the first of them had been in the
+        stream (it counts against the window of a batch it starts)."""
+        if not entries:
+            return
+        if not self._entries:
+            self._first_at = self._clock() - max(0.0, waited_s)
+        records = 0
+        for entry in entries:
+            count, size = max(1, self._count(entry)), self._size(entry)
+            self._entries.append((entry, count, size))
+            records += count
+            self._bytes += size
+        self._records += records
+        self._records_per_entry = max(1, records // len(entries))
 
     @property
     def room(self) -> int:
-        """Entries the next read may take."""
-        return max(0, self.max_batch - len(self._entries))
+        """Entries the next read may take: enough for the records the batch still has room
+        for, judging by how many records the last entries carried."""
+        records = self.max_batch - self._records
+        if records <= 0:
+            return 0
+        return max(1, records // self._records_per_entry)
 
     def due(self) -> bool:
         """Whether the batch in hand must be flushed now."""
         if not self._entries:
             return False
-        if len(self._entries) >= self.max_batch:
+        if self._records >= self.max_batch:
             return True
         if self.max_bytes is not None and self._bytes >= self.max_bytes:
             return True
@@ -69,7 +94,21 @@ class Coalescer(Generic[T]):
         return min(self.max_block_ms, max(1, math.ceil(remaining_s * 1000)))
 
     def take(self) -> list[T]:
-        """Hand over the batch and start a new one."""
-        entries, self._entries = self._entries, []
-        self._bytes = 0
-        return entries
+        """Hand over a batch: whole entries, in order, up to ``max_batch`` records and
+        ``max_bytes`` bytes (at least one entry). Entries beyond stay for the next batch, whose
+        window started when they arrived."""
+        taken = 0
+        records = size = 0
+        for _, count, entry_bytes in self._entries:
+            over_records = records + count > self.max_batch
+            over_bytes = self.max_bytes is not None and size + entry_bytes > self.max_bytes
+            if taken and (over_records or over_bytes):
+                break
+            taken += 1
+            records += count
+            size += entry_bytes
+        batch = [entry for entry, _, _ in self._entries[:taken]]
+        del self._entries[:taken]
+        self._records -= records
+        self._bytes -= size
+        return batch

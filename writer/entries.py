@@ -2,19 +2,25 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 from dataclasses import dataclass, field
 from typing import Any
+
+import msgpack
 
 from lancequeue.common.codec import decode_record
 from lancequeue.common.errors import RecordRejected
 from lancequeue.common.keys import TableKeys
 from lancequeue.common.protocol import (
+    FIELD_COUNT,
     FIELD_RECORD,
+    FIELD_RECORDS,
     FIELD_REPLY,
     FIELD_SEQ,
     FIELD_TTL,
     FIELD_VERSION,
+    MAX_PACKED_RECORDS,
     PROTOCOL_VERSION,
 )
 
@@ -23,13 +29,14 @@ logger = logging.getLogger(__name__)
 
 @dataclass
 class Entry:
-    """One stream entry as the writer sees it.
+    """One record of a stream entry as the writer sees it (a packed entry gives several).
 
     ``reply_key`` is None when the entry names no usable reply key: such an entry is acked and
     never answered. ``rejection`` is set when the record cannot go into the table.
     """
 
     entry_id: bytes
+    """The stream entry's id (acked once all its records are settled)."""
     reply_key: str | None
     seq: int
     record: dict[str, Any] | None
@@ -37,11 +44,59 @@ class Entry:
     deadline_ms: int | None = None
     """Redis server time (ms) after which the record must not be written; None: no deadline."""
     fields: dict[bytes, bytes] = field(default_factory=dict, repr=False)
-    """The raw fields, kept for the dead-letter stream."""
+    """The raw fields of a single-record entry (for a packed one, those it would have alone),
+    kept for the dead-letter stream."""
+    part: int | None = None
+    """The record's position in a packed entry; None for a single-record entry."""
 
     @property
     def producer_id(self) -> str | None:
         return None if self.reply_key is None else self.reply_key.rsplit(":", 1)[-1]
+
+    @property
+    def record_id(self) -> str:
+        """Names the record in watermarks: the entry id, with ``#i`` for record i of a packed
+        entry."""
+        entry_id = self.entry_id.decode()
+        return entry_id if self.part is None else f"{entry_id}#{self.part}"
+
+
+def record_count(fields: dict[bytes, bytes] | None) -> int:
+    """How many records an entry carries, by its ``n`` field (1 if it has none, or an invalid
+    one)."""
+    raw = (fields or {}).get(FIELD_COUNT)
+    if raw is None or not raw.isdigit() or len(raw) > 6:
+        return 1
+    return min(max(1, int(raw)), MAX_PACKED_RECORDS)
+
+
+def read_entries(
+    keys: TableKeys,
+    entry_id: bytes,
+    fields: dict[bytes, bytes],
+    max_record_bytes: int | None = None,
+) -> list[Entry]:
+    """Decode one stream entry into its records (one, or those of a packed entry); never
+    raises, whatever the entry holds. A record that cannot be read is rejected alone."""
+    packed = fields.get(FIELD_RECORDS)
+    if packed is None or FIELD_RECORD in fields:
+        return [read_entry(keys, entry_id, fields, max_record_bytes)]
+    head = _head(keys, entry_id, fields)
+    count_raw = fields.get(FIELD_COUNT)
+    count = record_count(fields)
+    if count_raw is None or str(count).encode() != count_raw:
+        head.rejection = f"packed entry: invalid 'n' {count_raw!r:.40} (1 to {MAX_PACKED_RECORDS})"
+        return [head]
+    parts = [_part(head, index, fields) for index in range(count)]
+    records = head.rejection or _unpack_records(packed, count)
+    if isinstance(records, str):
+        for part in parts:
+            part.rejection = records
+        return parts
+    for part, data in zip(parts, records, strict=True):
+        part.fields[FIELD_RECORD] = data
+        _decode_into(part, data, max_record_bytes)
+    return parts
 
 
 def read_entry(
@@ -50,7 +105,21 @@ def read_entry(
     fields: dict[bytes, bytes],
     max_record_bytes: int | None = None,
 ) -> Entry:
-    """Decode one entry; never raises, whatever the entry holds."""
+    """Decode one single-record entry; never raises, whatever the entry holds."""
+    entry = _head(keys, entry_id, fields)
+    if entry.rejection is not None:
+        return entry
+    data = fields.get(FIELD_RECORD)
+    if data is None:
+        entry.rejection = "entry has no 'rec' field"
+        return entry
+    _decode_into(entry, data, max_record_bytes)
+    return entry
+
+
+def _head(keys: TableKeys, entry_id: bytes, fields: dict[bytes, bytes]) -> Entry:
+    """The entry's addressing (reply key, sequence number, deadline), without its record;
+    ``rejection`` set if those fields are unusable."""
     reply_key = _reply_key(keys, entry_id, fields)
     seq = _seq(fields)
     if reply_key is not None and seq is None:
@@ -67,21 +136,51 @@ def read_entry(
             entry.rejection = f"invalid 'ttl' {ttl!r:.40}: milliseconds as a decimal integer"
             return entry
         entry.deadline_ms = _id_ms(entry_id) + int(ttl)
-    data = fields.get(FIELD_RECORD)
-    if data is None:
-        entry.rejection = "entry has no 'rec' field"
-        return entry
+    return entry
+
+
+def _part(head: Entry, index: int, fields: dict[bytes, bytes]) -> Entry:
+    """Record ``index`` of a packed entry, before decoding; its fields are those it would have
+    as an entry of its own."""
+    part_fields = {
+        name: value for name, value in fields.items() if name not in (FIELD_COUNT, FIELD_RECORDS)
+    }
+    part_fields[FIELD_SEQ] = str(head.seq + index).encode()
+    return Entry(
+        head.entry_id,
+        head.reply_key,
+        head.seq + index,
+        None,
+        deadline_ms=head.deadline_ms,
+        fields=part_fields,
+        part=index,
+    )
+
+
+def _unpack_records(packed: bytes, count: int) -> list[bytes] | str:
+    """The encoded records of a packed entry, or why they cannot be had."""
+    try:
+        records = msgpack.unpackb(packed, raw=False, max_array_len=MAX_PACKED_RECORDS)
+    except Exception as exc:  # msgpack raises several unrelated types on malformed input
+        return f"packed entry: 'recs' is not a msgpack array ({type(exc).__name__})"
+    if not isinstance(records, list) or not all(isinstance(r, bytes) for r in records):
+        return "packed entry: 'recs' must be a msgpack array of bin (encoded records)"
+    if len(records) != count:
+        return f"packed entry: 'n' is {count} but 'recs' holds {len(records)} records"
+    return records
+
+
+def _decode_into(entry: Entry, data: bytes, max_record_bytes: int | None) -> None:
     if max_record_bytes is not None and len(data) > max_record_bytes:
         entry.rejection = (
             f"record is {len(data)} bytes encoded, over the writer's max_record_bytes "
             f"({max_record_bytes})"
         )
-        return entry
+        return
     try:
         entry.record = decode_record(data)
     except RecordRejected as exc:
         entry.rejection = str(exc)
-    return entry
 
 
 def _reply_key(keys: TableKeys, entry_id: bytes, fields: dict[bytes, bytes]) -> str | None:
@@ -89,11 +188,8 @@ def _reply_key(keys: TableKeys, entry_id: bytes, fields: dict[bytes, bytes]) -> 
     if raw is None:
         logger.warning("entry %s has no reply key; it will not be answered", entry_id)
         return None
-    try:
-        key = raw.decode("utf-8")
-    except UnicodeDecodeError:
-        key = ""
-    if not keys.is_reply_key(key):
+    key = _valid_reply_key(keys, raw)
+    if key is None:
         logger.warning(
             "entry %s names reply key %r outside %s; it will not be answered",
             entry_id,
@@ -102,6 +198,17 @@ def _reply_key(keys: TableKeys, entry_id: bytes, fields: dict[bytes, bytes]) -> 
         )
         return None
     return key
+
+
+@functools.lru_cache(maxsize=4096)
+def _valid_reply_key(keys: TableKeys, raw: bytes) -> str | None:
+    """``raw`` as a reply key of the table, or None if it is not one (cached: a batch holds
+    many entries of few producers)."""
+    try:
+        key = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+    return key if keys.is_reply_key(key) else None
 
 
 def _seq(fields: dict[bytes, bytes]) -> int | None:

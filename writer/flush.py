@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import Any, TypeVar
 
 import pyarrow as pa
 
@@ -24,6 +26,8 @@ from lancequeue.writer.watermark import SKIPPED_SILENTLY, Outcome, Watermark, pa
 
 logger = logging.getLogger(__name__)
 
+T = TypeVar("T")
+
 _DATA_ERRORS = (pa.ArrowInvalid, pa.ArrowTypeError, ValueError, TypeError)
 """Append failures caused by the data itself: bisected, not retried."""
 
@@ -32,9 +36,9 @@ _DATA_ERRORS = (pa.ArrowInvalid, pa.ArrowTypeError, ValueError, TypeError)
 class Settlement:
     """What became of a batch's entries."""
 
-    answers: dict[bytes, Outcome] = field(default_factory=dict)
-    """Entry id → its answer (None: in the table). Entries not here are acked unanswered."""
-    silent: set[bytes] = field(default_factory=set)
+    answers: dict[str, Outcome] = field(default_factory=dict)
+    """Record id → its answer (None: in the table). Records not here are acked unanswered."""
+    silent: set[str] = field(default_factory=set)
     """Entries acked without an answer: duplicates, and entries naming no usable reply key."""
     landed: list[Entry] = field(default_factory=list)
     failed: int = 0
@@ -42,6 +46,18 @@ class Settlement:
     expired: int = 0
     duplicates: int = 0
     commits: int = 0
+
+
+@dataclass
+class PreparedBatch:
+    """A batch ready to append: its entries in stream order, the answers settled without
+    writing, and the Arrow table of the rows to write (None if there are none)."""
+
+    entries: list[Entry]
+    epoch: str
+    result: Settlement
+    rows: list[Entry] = field(default_factory=list)
+    table: pa.Table | None = None
 
 
 @dataclass(frozen=True)
@@ -61,6 +77,15 @@ class BatchSettler:
     async def settle(self, entries: list[Entry], now_ms: int, epoch: str) -> Settlement:
         """Write and answer ``entries`` (in stream order). Raises ``WriterReplaced`` if a newer
         writer fenced the table: nothing of the batch is answered then."""
+        return await self.land(await self.prepare(entries, now_ms, epoch))
+
+    async def prepare(self, entries: list[Entry], now_ms: int, epoch: str) -> PreparedBatch:
+        """Everything before the append: drop duplicates, answer what cannot be written, and
+        build the Arrow table of the rest. ``now_ms`` (Redis time) is the batch's build time:
+        records whose deadline passed before it are answered ``WriteTimeout``.
+
+        Batches are prepared in stream order, each after the one before it; the next batch may
+        be prepared while this one is appended."""
         result = Settlement()
         await self._seen.load({e.producer_id for e in entries if e.producer_id is not None})
         in_batch: set[tuple[str, int]] = set()
@@ -68,17 +93,17 @@ class BatchSettler:
         for entry in entries:
             producer = entry.producer_id
             if producer is None:
-                result.silent.add(entry.entry_id)  # no usable reply key: never written
+                result.silent.add(entry.record_id)  # no usable reply key: never written
                 continue
             if self._seen.settled(producer, entry.seq) or (producer, entry.seq) in in_batch:
-                result.silent.add(entry.entry_id)  # a re-send; the first copy gets the answer
+                result.silent.add(entry.record_id)  # a re-send; the first copy gets the answer
                 result.duplicates += 1
                 continue
             in_batch.add((producer, entry.seq))
             if entry.record is None:
-                result.answers[entry.entry_id] = _rejected(entry.rejection or "rejected")
+                result.answers[entry.record_id] = _rejected(entry.rejection or "rejected")
             elif entry.deadline_ms is not None and entry.deadline_ms < now_ms:
-                result.answers[entry.entry_id] = error_payload(
+                result.answers[entry.record_id] = error_payload(
                     "WriteTimeout",
                     f"deadline passed {now_ms - entry.deadline_ms} ms before the record's batch "
                     "was built: not written",
@@ -87,21 +112,14 @@ class BatchSettler:
                 result.expired += 1
             else:
                 writable.append(entry)
-        if writable:
-            await self._write(writable, entries, result, epoch)
-        result.rejected = sum(
-            1
-            for answer in result.answers.values()
-            if answer is not None and answer["error"] == "RecordRejected"
-        )
+        # Whatever becomes of this batch, each of its sequence numbers gets its answer from it:
+        # a copy in a later batch is dropped.
         for entry in entries:
             if entry.producer_id is not None:
                 self._seen.advance(entry.producer_id, entry.seq)
-        return result
-
-    async def _write(
-        self, writable: list[Entry], entries: list[Entry], result: Settlement, epoch: str
-    ) -> None:
+        prepared = PreparedBatch(entries, epoch, result)
+        if not writable:
+            return prepared
         records = [entry.record for entry in writable if entry.record is not None]
         try:
             batch, rejected = await self._sink.prepare(records)
@@ -109,69 +127,89 @@ class BatchSettler:
             raise
         except Exception as exc:  # creating the table failed: answer, keep serving
             self._fail(writable, result, exc)
-            return
+            return prepared
         for index, reason in rejected.items():
-            result.answers[writable[index].entry_id] = _rejected(reason)
-        if batch is None:
-            return
-        rows = [entry for index, entry in enumerate(writable) if index not in rejected]
-        last_id = entries[-1].entry_id.decode()
-        await self._land(rows, batch, result, epoch, entries, last_id)
+            result.answers[writable[index].record_id] = _rejected(reason)
+        prepared.rows = [entry for index, entry in enumerate(writable) if index not in rejected]
+        prepared.table = batch
+        return prepared
 
-    async def _land(
-        self,
-        rows: list[Entry],
-        batch: pa.Table,
-        result: Settlement,
-        epoch: str,
-        entries: list[Entry],
-        last_id: str,
+    async def land(self, prepared: PreparedBatch) -> Settlement:
+        """Append a prepared batch in one commit carrying its watermark. Data files are written
+        first; if the table refuses them, the batch is bisected to reject only the records it
+        refuses, and the rest is committed at once. Transient failures are retried. Batches are
+        landed in the order they were prepared. Raises ``WriterReplaced`` if a newer writer
+        fenced the table."""
+        result = prepared.result
+        if prepared.table is not None:
+            written = _Written()
+            await self._write(prepared.rows, prepared.table, result, written)
+            if written.fragments:
+                await self._commit(prepared, written, result)
+        result.rejected = sum(
+            1
+            for answer in result.answers.values()
+            if answer is not None and answer["error"] == "RecordRejected"
+        )
+        return result
+
+    async def _write(
+        self, rows: list[Entry], batch: pa.Table, result: Settlement, written: _Written
     ) -> bool:
-        """Append ``rows`` (``batch``) in one commit, or bisect it. Returns False once a
-        transient failure outlasted the retries: everything not landed then is answered
-        ``WriteFailed`` and nothing more is attempted."""
-        watermark = _watermark(epoch, last_id, entries, result)
-        error = await self._append_with_retries(batch, watermark)
-        if error is None:
-            result.landed.extend(rows)
-            result.commits += 1
-            for entry in rows:
-                result.answers[entry.entry_id] = None
+        """Write the data files of ``rows`` (``batch``), bisecting it while the table refuses
+        it. Returns False once a transient failure outlasted the retries: the rows not written
+        then are answered ``WriteFailed`` and nothing more is attempted."""
+        outcome = await self._with_retries(lambda: self._sink.write(batch), batch.num_rows)
+        if not isinstance(outcome, BaseException):
+            written.add(rows, outcome, batch.num_rows)
             return True
-        if not isinstance(error, _DATA_ERRORS):
-            self._fail(rows, result, error)
+        if not isinstance(outcome, _DATA_ERRORS):
+            self._fail(rows, result, outcome)
             return False
         if len(rows) == 1:
-            result.answers[rows[0].entry_id] = _rejected(
-                f"the table refused it: {type(error).__name__}: {error}"
+            result.answers[rows[0].record_id] = _rejected(
+                f"the table refused it: {type(outcome).__name__}: {outcome}"
             )
             return True
         half = len(rows) // 2
-        left_last = rows[half - 1].entry_id.decode()
-        left = batch.slice(0, half)
-        if not await self._land(rows[:half], left, result, epoch, entries, left_last):
-            self._fail(rows[half:], result, error)
+        if not await self._write(rows[:half], batch.slice(0, half), result, written):
+            self._fail(rows[half:], result, outcome)
             return False
-        return await self._land(rows[half:], batch.slice(half), result, epoch, entries, last_id)
+        return await self._write(rows[half:], batch.slice(half), result, written)
 
-    async def _append_with_retries(
-        self, batch: pa.Table, watermark: Watermark
-    ) -> BaseException | None:
+    async def _commit(self, prepared: PreparedBatch, written: _Written, result: Settlement) -> None:
+        """One commit of everything written, with the watermark of the whole batch: by now
+        every record of it is written or has its answer."""
+        last_id = prepared.entries[-1].entry_id.decode()
+        watermark = _watermark(prepared.epoch, last_id, prepared.entries, result)
+        outcome = await self._with_retries(
+            lambda: self._sink.commit(written.fragments, written.count, watermark), written.count
+        )
+        if isinstance(outcome, BaseException):
+            self._fail(written.rows, result, outcome)
+            return
+        result.landed.extend(written.rows)
+        result.commits += 1
+        for entry in written.rows:
+            result.answers[entry.record_id] = None
+
+    async def _with_retries(self, step: Callable[[], Awaitable[T]], rows: int) -> T | BaseException:
+        """Run one step of an append, retrying transient failures; returns its result, or the
+        error that ended it (a data error at once, a transient one after the retries)."""
         delay_s = self._retry.backoff_ms / 1000
         for attempt in range(self._retry.retries + 1):
             try:
-                await self._sink.append(batch, watermark)
-                return None
+                return await step()
             except WriterReplaced:
                 raise
             except _DATA_ERRORS as exc:
-                logger.warning("append of %d rows refused: %s", batch.num_rows, exc)
+                logger.warning("append of %d rows refused: %s", rows, exc)
                 return exc
             except Exception as exc:  # I/O, object store, conflicts: worth another try
                 if attempt == self._retry.retries:
                     logger.error(
                         "append of %d rows failed %d times; answering WriteFailed: %s: %s",
-                        batch.num_rows,
+                        rows,
                         attempt + 1,
                         type(exc).__name__,
                         exc,
@@ -179,7 +217,7 @@ class BatchSettler:
                     return exc
                 logger.warning(
                     "append of %d rows failed (%s: %s); retry %d/%d in %.2fs",
-                    batch.num_rows,
+                    rows,
                     type(exc).__name__,
                     exc,
                     attempt + 1,
@@ -193,11 +231,25 @@ class BatchSettler:
     @staticmethod
     def _fail(entries: list[Entry], result: Settlement, exc: BaseException) -> None:
         for entry in entries:
-            if entry.entry_id not in result.answers:
-                result.answers[entry.entry_id] = error_payload(
+            if entry.record_id not in result.answers:
+                result.answers[entry.record_id] = error_payload(
                     "WriteFailed", str(exc), type(exc).__name__
                 )
                 result.failed += 1
+
+
+@dataclass
+class _Written:
+    """Data files written for a batch and not yet committed, with the rows they hold."""
+
+    rows: list[Entry] = field(default_factory=list)
+    fragments: list[Any] = field(default_factory=list)
+    count: int = 0
+
+    def add(self, rows: list[Entry], fragments: list[Any], count: int) -> None:
+        self.rows.extend(rows)
+        self.fragments.extend(fragments)
+        self.count += count
 
 
 def _watermark(epoch: str, last_id: str, entries: list[Entry], result: Settlement) -> Watermark:
@@ -208,11 +260,11 @@ def _watermark(epoch: str, last_id: str, entries: list[Entry], result: Settlemen
     for entry in entries:
         if parse_id(entry.entry_id) > limit:
             break
-        answer = result.answers.get(entry.entry_id)
+        answer = result.answers.get(entry.record_id)
         if answer is not None:
-            skipped[entry.entry_id.decode()] = answer
-        elif entry.entry_id in result.silent:
-            skipped[entry.entry_id.decode()] = SKIPPED_SILENTLY
+            skipped[entry.record_id] = answer
+        elif entry.record_id in result.silent:
+            skipped[entry.record_id] = SKIPPED_SILENTLY
     return Watermark(epoch, last_id, skipped)
 
 

@@ -35,6 +35,23 @@ end
 """
 """Raise each producer's settled sequence number, never lower it."""
 
+_DELETE_ENTRIES = """
+local removed = 0
+for i = 1, #ARGV, 2 do
+  removed = removed + redis.call('XDEL', KEYS[1], ARGV[i]) * tonumber(ARGV[i + 1])
+end
+if redis.call('XLEN', KEYS[1]) == 0 then
+  redis.call('HSET', KEYS[2], 'queued', 0)
+elseif removed > 0 then
+  local left = tonumber(redis.call('HGET', KEYS[2], 'queued') or '0') - removed
+  redis.call('HSET', KEYS[2], 'queued', math.max(left, 0))
+end
+return removed
+"""
+"""Delete acked entries and lower the count of queued records by the records of those deleted
+(KEYS: stream, config; ARGV: id, records, id, records, ...). An empty stream resets the count,
+so it can never drift for long."""
+
 DEAD_LETTERS_MAXLEN = 100_000
 """The dead-letter stream keeps about this many entries, oldest dropped first."""
 
@@ -51,8 +68,8 @@ class Acknowledgement:
     """Everything one flush tells Redis."""
 
     entries: list[Entry]
-    answers: dict[bytes, Outcome]
-    """Entry id → answer (None: written). Entries not here, or answered ``SKIPPED_SILENTLY``,
+    answers: dict[str, Outcome]
+    """Record id → answer (None: written). Records not here, or answered ``SKIPPED_SILENTLY``,
     are acked without an answer."""
     increments: dict[str, int] = field(default_factory=dict)
     values: dict[str, int | str] = field(default_factory=dict)
@@ -70,9 +87,13 @@ async def ack_and_answer(
         if entry.reply_key is None or entry.producer_id is None:
             continue
         seen[entry.producer_id] = max(seen.get(entry.producer_id, 0), entry.seq)
-        if entry.entry_id in ack.answers and ack.answers[entry.entry_id] != SKIPPED_SILENTLY:
-            per_reply_key[entry.reply_key].append((entry.seq, ack.answers[entry.entry_id]))
-    ids = [entry.entry_id for entry in ack.entries]
+        answer = ack.answers.get(entry.record_id, SKIPPED_SILENTLY)
+        if answer != SKIPPED_SILENTLY:
+            per_reply_key[entry.reply_key].append((entry.seq, answer))
+    records_of: dict[bytes, int] = {}  # stream entry id → its records, in stream order
+    for entry in ack.entries:
+        records_of[entry.entry_id] = records_of.get(entry.entry_id, 0) + 1
+    ids = list(records_of)
     now_ms = int(time.time() * 1000)
     async with redis.pipeline(transaction=True) as pipe:
         for dead in ack.dead_letters:
@@ -89,7 +110,13 @@ async def ack_and_answer(
             )
             pipe.xadd(keys.dead_letters, fields, maxlen=DEAD_LETTERS_MAXLEN, approximate=True)  # type: ignore[arg-type]
         pipe.xack(keys.stream, GROUP, *ids)
-        pipe.xdel(keys.stream, *ids)
+        pipe.eval(
+            _DELETE_ENTRIES,
+            2,
+            keys.stream,
+            keys.config,
+            *[part for pair in records_of.items() for part in pair],
+        )
         if seen:
             seen_keys = [keys.seen(producer_id) for producer_id in seen]
             pipe.eval(_RAISE_SEEN, len(seen_keys), *seen_keys, reply_ttl_ms, *seen.values())

@@ -11,6 +11,7 @@ from typing import Any
 from lancequeue.common.connection import default_data_dir
 from lancequeue.common.errors import ConfigError
 from lancequeue.common.keys import check_table_name
+from lancequeue.writer.compaction import CompactionPolicy
 
 
 def _option(flag: str, help: str) -> dict[str, str]:
@@ -121,11 +122,21 @@ class WriterSettings:
             "--max-batch-bytes", "Flush as soon as the records in hand reach this many bytes."
         ),
     )
-    compact_every: int = field(
-        default=0,
+    compact_every: str = field(
+        default="16",
         metadata=_option(
             "--compact-every",
-            "Compact the table's small fragments after this many flushes (0: never).",
+            "Compact once this many fragments of about one size pile up (size-tiered: each "
+            "row is rewritten a few times at most), checked after every flush; or 30s: check "
+            "at most every 30 seconds; 0: never.",
+        ),
+    )
+    keep_versions: int = field(
+        default=16,
+        metadata=_option(
+            "--keep-versions",
+            "Table versions kept after each compaction; older ones (and the files only they "
+            "use) are deleted. At least 2.",
         ),
     )
     metadata_cache_bytes: int = field(
@@ -153,7 +164,15 @@ class WriterSettings:
             value = getattr(self, name)
             if not isinstance(value, int) or value <= 0:
                 raise ConfigError(f"{name} must be a positive integer, got {value!r}")
-        for name in ("flush_retries", "compact_every"):
+        if isinstance(self.compact_every, int) and not isinstance(self.compact_every, bool):
+            object.__setattr__(self, "compact_every", str(self.compact_every))
+        CompactionPolicy.parse(self.compact_every)
+        if not isinstance(self.keep_versions, int) or self.keep_versions < 2:
+            raise ConfigError(
+                f"keep_versions must be at least 2 (the newest append's watermark is kept), "
+                f"got {self.keep_versions!r}"
+            )
+        for name in ("flush_retries",):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 0:
                 raise ConfigError(f"{name} must be a non-negative integer, got {value!r}")

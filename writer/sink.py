@@ -223,17 +223,33 @@ class TableSink:
     async def append(self, batch: pa.Table, watermark: Watermark) -> None:
         """One commit for the whole batch, carrying ``watermark``. Raises ``WriterReplaced`` if
         a newer writer fenced the table."""
-        await asyncio.to_thread(self._append_sync, batch, watermark)
+        await self.commit(await self.write(batch), batch.num_rows, watermark)
 
-    def _append_sync(self, batch: pa.Table, watermark: Watermark) -> None:
-        dataset = self._latest()
-        self._check_fence(dataset)
+    async def write(self, batch: pa.Table) -> list[Any]:
+        """Write the batch's data files (fragments), not yet part of the table. Raises what
+        the table refuses the data with, or ``WriterReplaced`` if a newer writer fenced it."""
+        return await asyncio.to_thread(self._write_sync, batch)
+
+    def _write_sync(self, batch: pa.Table) -> list[Any]:
+        assert self._dataset is not None
+        self._check_fence(self._dataset)
         refusal(batch)
-        fragments = lance.fragment.write_fragments(batch, dataset, session=self._session)
+        return list(lance.fragment.write_fragments(batch, self._dataset, session=self._session))
+
+    async def commit(self, fragments: list[Any], rows: int, watermark: Watermark) -> None:
+        """Add written fragments holding ``rows`` rows to the table in one commit carrying
+        ``watermark``. Raises ``WriterReplaced`` if a newer writer fenced the table."""
+        await asyncio.to_thread(self._commit_sync, fragments, rows, watermark)
+
+    def _commit_sync(self, fragments: list[Any], rows: int, watermark: Watermark) -> None:
+        assert self._dataset is not None
         crash_point("mid_append")
+        dataset = self._dataset
         properties = watermark.properties(self._fence_token, self._consumer)
         for _ in range(_CONFLICT_RETRIES):
             try:
+                # A fence committed since ``dataset`` conflicts with this append (Project
+                # against Append), so a replaced writer can never commit here.
                 dataset = lance.LanceDataset.commit(
                     dataset,
                     Transaction(
@@ -250,25 +266,37 @@ class TableSink:
         else:
             raise OSError(f"append to {self.name!r}: {_CONFLICT_RETRIES} commit conflicts")
         self._dataset = dataset
-        self.rows += batch.num_rows
+        self.rows += rows
         self.version = dataset.version
 
-    async def compact(self) -> None:
-        """Compact small fragments (one Lance ``Rewrite`` commit)."""
-        await asyncio.to_thread(self._compact_sync)
+    def fragment_rows(self) -> list[int]:
+        """The row count of each of the table's fragments (from the manifest in memory)."""
+        if self._dataset is None:
+            return []
+        return [fragment.metadata.physical_rows for fragment in self._dataset.get_fragments()]
 
-    def _compact_sync(self) -> None:
+    async def compact(self, target_rows: int, keep_versions: int) -> None:
+        """Merge the fragments under ``target_rows`` rows (one Lance ``Rewrite`` commit), then
+        delete all but the newest ``keep_versions`` versions (at least 2, so the newest
+        append's watermark stays readable) and the files only they used."""
+        await asyncio.to_thread(self._compact_sync, target_rows, keep_versions)
+
+    def _compact_sync(self, target_rows: int, keep_versions: int) -> None:
         dataset = self._latest()
         self._check_fence(dataset)
-        metrics = dataset.optimize.compact_files()
+        metrics = dataset.optimize.compact_files(target_rows_per_fragment=target_rows)
         self.version = self._latest().version
         crash_point("after_compact")
+        cleaned = dataset.cleanup_old_versions(
+            retain_versions=max(2, keep_versions), error_if_tagged_old_versions=False
+        )
         logger.info(
-            "compacted %r: %d fragments into %d (version %d)",
+            "compacted %r: %d fragments into %d (version %d); removed %d old versions",
             self.name,
             metrics.fragments_removed,
             metrics.fragments_added,
             self.version,
+            cleaned.old_versions,
         )
 
 

@@ -15,7 +15,7 @@ from redis.exceptions import ResponseError
 
 from lancequeue.common.errors import WriterReplaced
 from lancequeue.common.keys import GROUP, TableKeys
-from lancequeue.common.protocol import CONFIG_EPOCH, CONFIG_MAX_QUEUE_SIZE
+from lancequeue.common.protocol import CONFIG_EPOCH, CONFIG_MAX_BATCH, CONFIG_MAX_QUEUE_SIZE
 from lancequeue.writer.lease import Lease
 
 logger = logging.getLogger(__name__)
@@ -177,8 +177,11 @@ class StreamGroup:
                 await self._redis.xgroup_delconsumer(self.keys.stream, GROUP, name)
         return claimed
 
-    async def announce(self, max_queue_size: int, status: dict[str, int | str]) -> None:
-        """Publish ``max_queue_size`` for producers and start a fresh status hash."""
+    async def announce(
+        self, max_queue_size: int, max_batch: int, status: dict[str, int | str]
+    ) -> None:
+        """Publish ``max_queue_size`` and ``max_batch`` for producers and start a fresh status
+        hash."""
         now_ms = int(time.time() * 1000)
         fields: dict[str | bytes, int | str] = {
             "state": "running",
@@ -198,7 +201,10 @@ class StreamGroup:
         }
         fields.update(status)
         async with self._redis.pipeline(transaction=True) as pipe:
-            pipe.hset(self.keys.config, CONFIG_MAX_QUEUE_SIZE, max_queue_size)
+            pipe.hset(
+                self.keys.config,
+                mapping={CONFIG_MAX_QUEUE_SIZE: max_queue_size, CONFIG_MAX_BATCH: max_batch},
+            )
             pipe.delete(self.keys.writer)
             pipe.hset(self.keys.writer, mapping=fields)  # type: ignore[arg-type]
             await pipe.execute()

@@ -17,6 +17,22 @@ _FLOAT_MAX = {16: float(np.finfo(np.float16).max), 32: float(np.finfo(np.float32
 _MICROS_PER_UNIT = {"s": 1_000_000, "ms": 1000}
 
 
+def unchecked_types(data_type: pa.DataType) -> frozenset[type]:
+    """Python types whose values Arrow converts to ``data_type`` either exactly or not at all
+    (an int out of range raises): a column holding only these needs no per-value check."""
+    if pa.types.is_boolean(data_type):
+        return frozenset({bool})
+    if pa.types.is_integer(data_type):
+        return frozenset({int})
+    if pa.types.is_float64(data_type):
+        return frozenset({float})
+    if pa.types.is_string(data_type) or pa.types.is_large_string(data_type):
+        return frozenset({str})
+    if pa.types.is_binary(data_type) or pa.types.is_large_binary(data_type):
+        return frozenset({bytes})
+    return frozenset()
+
+
 def value_problem(value: Any, data_type: pa.DataType) -> str | None:
     """Why ``value`` (not None) cannot go into a column of ``data_type`` as it is, or None."""
     expected = f"expected {data_type}, got {type(value).__name__}"

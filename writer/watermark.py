@@ -41,16 +41,17 @@ class Watermark:
     epoch: str
     last_id: str
     skipped: dict[str, Outcome] = field(default_factory=dict)
-    """Entries at or below ``last_id`` of the last batch that are not in the table, with the
-    answer they got (``SKIPPED_SILENTLY`` for those acked unanswered)."""
+    """Records at or below ``last_id`` of the last batch that are not in the table, by record
+    id, with the answer they got (``SKIPPED_SILENTLY`` for those acked unanswered)."""
 
     def covers(self, epoch: str, entry_id: bytes) -> bool:
         """Whether the entry was settled by the commits up to this watermark."""
         return epoch == self.epoch and parse_id(entry_id) <= parse_id(self.last_id)
 
-    def outcome(self, entry_id: bytes) -> Outcome:
-        """The answer of a covered entry: None (written) unless it was skipped."""
-        return self.skipped.get(entry_id.decode(), None)
+    def outcome(self, record_id: str) -> Outcome:
+        """The answer of a covered record (``Entry.record_id``): None (written) unless it was
+        skipped."""
+        return self.skipped.get(record_id, None)
 
     def properties(self, token: int, consumer: str) -> dict[str, str]:
         return {

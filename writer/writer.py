@@ -11,6 +11,7 @@ import socket
 import time
 import uuid
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -24,12 +25,14 @@ from lancequeue.common.errors import ConfigError, WriterReplaced
 from lancequeue.common.keys import TableKeys
 from lancequeue.common.protocol import error_payload
 from lancequeue.writer.coalesce import Coalescer
+from lancequeue.writer.compaction import CompactionPolicy, compaction_target
 from lancequeue.writer.dedupe import SeenSequences
-from lancequeue.writer.entries import Entry, read_entry
+from lancequeue.writer.entries import Entry, read_entries, record_count
 from lancequeue.writer.faults import crash_point
-from lancequeue.writer.flush import BatchSettler, RetryPolicy, Settlement
+from lancequeue.writer.flush import BatchSettler, PreparedBatch, RetryPolicy, Settlement
 from lancequeue.writer.lease import Lease, Renewal
 from lancequeue.writer.loading import load_object
+from lancequeue.writer.pipeline import FlushPipeline
 from lancequeue.writer.replies import Acknowledgement, DeadLetter, ack_and_answer
 from lancequeue.writer.settings import WriterSettings
 from lancequeue.writer.sink import TableSink, resolve_schema
@@ -78,6 +81,12 @@ class Writer:
         self._settler: BatchSettler | None = None
         self._seen: SeenSequences | None = None
         self._flushes = 0
+        self._redis_clock_offset_ms = 0.0
+        self._compaction = CompactionPolicy.parse(self.settings.compact_every)
+        self._next_compaction_check = 0.0
+        self._pipeline: FlushPipeline[PreparedBatch, _Flushed] = FlushPipeline(
+            self._append, self._answer, self._after_append
+        )
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -118,6 +127,7 @@ class Writer:
                 )
                 await self._group.announce(
                     settings.max_queue_size,
+                    settings.max_batch,
                     {**self._table_status(), "db_uri": settings.resolved_db_uri},
                 )
                 logger.info(
@@ -171,10 +181,20 @@ class Writer:
     # -- the coalesce loop -------------------------------------------------------------------
 
     async def _serve(self, watermark: Watermark | None) -> None:
+        try:
+            await self._coalesce_loop(watermark)
+            await self._pipeline.drain()
+        except BaseException:
+            self.request_stop()  # so that Redis calls still retrying give up
+            await self._pipeline.abandon()
+            raise
+
+    async def _coalesce_loop(self, watermark: Watermark | None) -> None:
         group = self._group
         assert group is not None
         # Entries left pending by earlier writers (crashed, or replaced) come first: those the
         # table already holds are answered from the watermark, the others written.
+        await self._with_retry(self._redis_now_ms)  # the clock offset batch windows rely on
         claimed = await self._with_retry(lambda: group.claim_orphans(0))
         if claimed:
             logger.info("replaying %d entries left pending by an earlier writer", claimed)
@@ -185,6 +205,7 @@ class Writer:
             self.settings.max_block_ms,
             max_bytes=self.settings.max_batch_bytes,
             size=_entry_bytes,
+            count=lambda entry: record_count(entry[1]),
         )
         next_claim_at = time.monotonic() + self._claim_interval_s
         backoff = Backoff()
@@ -198,6 +219,8 @@ class Writer:
                 # Only with no batch in hand: this consumer's pending list is empty then, so
                 # replaying it covers just what was claimed.
                 next_claim_at = time.monotonic() + self._claim_interval_s
+                # Batches in flight are pending too: settle them before replaying the list.
+                await self._pipeline.drain()
                 if await self._with_retry(lambda: group.claim_orphans(self._orphan_idle_ms)):
                     logger.info("replaying entries left pending by a replaced writer")
                     await self._replay_pending(None)
@@ -222,7 +245,7 @@ class Writer:
                 continue
             if entries:
                 last_read = entries[-1][0].decode()
-            coalescer.add(entries)
+                coalescer.add(entries, self._waited_s(entries[0][0]))
         if len(coalescer) and not self._replaced:
             logger.info("stopping: flushing %d records in hand", len(coalescer))
             await self._flush(coalescer.take())
@@ -271,48 +294,91 @@ class Writer:
     # -- one flush ---------------------------------------------------------------------------
 
     def _read(self, raw_entries: list[RawEntry]) -> list[Entry]:
+        """The records of the entries, in stream order."""
         return [
-            read_entry(self.keys, entry_id, fields or {}, self.settings.max_record_bytes)
+            entry
             for entry_id, fields in raw_entries
+            for entry in read_entries(
+                self.keys, entry_id, fields or {}, self.settings.max_record_bytes
+            )
         ]
 
     async def _flush(self, raw_entries: list[RawEntry], deliveries: int = 1) -> None:
+        """Build the batch now (while the one before may still be appending) and hand it to
+        the pipeline, which appends it after the one before, then answers it."""
         if self._replaced:
             return  # the new writer replays these entries; appending them here would duplicate
-        assert self._settler is not None and self._lease is not None
         entries = self._read(raw_entries)
         if deliveries > self.settings.max_deliveries:
+            await self._pipeline.drain()
             await self._dead_letter(entries, deliveries)
             return
+        prepared = await self._prepare(entries)
+        if prepared is not None:
+            await self._pipeline.submit(prepared)
+
+    async def _prepare(self, entries: list[Entry]) -> PreparedBatch | None:
+        assert self._settler is not None and self._lease is not None
         now_ms = await self._with_retry(self._redis_now_ms)
         try:
             if not await self._with_retry(self._lease.held):
                 raise WriterReplaced(f"writer {await self._lease.holder()} holds the lease")
             producers = {entry.producer_id for entry in entries if entry.producer_id is not None}
             await self._with_retry(functools.partial(self._seen_sequences.load, producers))
-            settlement = await self._settler.settle(entries, now_ms, self._stream_group.epoch)
+            return await self._settler.prepare(entries, now_ms, self._stream_group.epoch)
         except WriterReplaced as exc:
-            logger.error("%s; stopping without flushing", exc)
-            self._replaced = True
-            self.request_stop()
-            return
+            self._stop_replaced(exc)
+            return None
+
+    async def _append(self, prepared: PreparedBatch) -> _Flushed | None:
+        """The table lane's part of a flush: the append (None if this writer was replaced)."""
+        assert self._settler is not None
+        if self._replaced:
+            return None
+        try:
+            settlement = await self._settler.land(prepared)
+        except WriterReplaced as exc:
+            self._stop_replaced(exc)
+            return None
         if settlement.commits:
             crash_point("after_commit")
+        self._flushes += 1
+        return _Flushed(prepared.entries, settlement, self._compaction_due(settlement))
+
+    def _compaction_due(self, settlement: Settlement) -> int | None:
+        """The row count to compact towards after this flush, or None."""
+        policy = self._compaction
+        now = time.monotonic()
+        if not policy.enabled or not settlement.commits or now < self._next_compaction_check:
+            return None
+        self._next_compaction_check = now + policy.interval_s
+        assert self._sink is not None
+        return compaction_target(self._sink.fragment_rows(), self.settings.max_batch, policy.fanout)
+
+    async def _answer(self, flushed: _Flushed) -> None:
+        """The answer lane's part of a flush: the hook, then ack and answer."""
+        settlement = flushed.settlement
         if settlement.landed:
             await self._call_on_flushed(settlement.landed)
-        await self._acknowledge(entries, settlement.answers, _increments(settlement))
+        await self._acknowledge(flushed.entries, settlement.answers, _increments(settlement))
         crash_point("after_ack")
-        self._flushes += 1
-        every = self.settings.compact_every
-        if every and settlement.commits and self._flushes % every == 0:
-            await self._compact()
+
+    async def _after_append(self, flushed: _Flushed) -> None:
+        """The table lane's housekeeping after an append, while its answers go out."""
+        if flushed.compact_to_rows is not None:
+            await self._compact(flushed.compact_to_rows)
+
+    def _stop_replaced(self, exc: WriterReplaced) -> None:
+        logger.error("%s; stopping without flushing", exc)
+        self._replaced = True
+        self.request_stop()
 
     async def _settle_from_watermark(self, raw: list[RawEntry], watermark: Watermark) -> None:
         """Ack and answer entries an earlier writer committed but did not ack: never again
         written. The watermark says which of them were written and what the others got."""
         entries = self._read(raw)
-        answers = {entry.entry_id: watermark.outcome(entry.entry_id) for entry in entries}
-        written = [entry for entry in entries if answers[entry.entry_id] is None]
+        answers = {entry.record_id: watermark.outcome(entry.record_id) for entry in entries}
+        written = [entry for entry in entries if answers[entry.record_id] is None]
         logger.info(
             "%d pending entries are in the table already (watermark %s): answering, not writing",
             len(written),
@@ -333,7 +399,9 @@ class Writer:
         )
         logger.error("moving %d entries to the dead-letter stream: %s", len(entries), reason)
         answers = {
-            entry.entry_id: error_payload("WriteFailed", f"moved to dead letters: {reason}", "dead")
+            entry.record_id: error_payload(
+                "WriteFailed", f"moved to dead letters: {reason}", "dead"
+            )
             for entry in entries
         }
         dead = [DeadLetter(entry, deliveries, reason) for entry in entries]
@@ -342,7 +410,7 @@ class Writer:
     async def _acknowledge(
         self,
         entries: list[Entry],
-        answers: dict[bytes, Any],
+        answers: dict[str, Any],
         increments: dict[str, int],
         dead: list[DeadLetter] | None = None,
     ) -> None:
@@ -351,10 +419,10 @@ class Writer:
             lambda: ack_and_answer(self._redis_client, self.keys, ack, self.settings.reply_ttl_ms)
         )
 
-    async def _compact(self) -> None:
+    async def _compact(self, target_rows: int) -> None:
         assert self._sink is not None
         try:
-            await self._sink.compact()
+            await self._sink.compact(target_rows, self.settings.keep_versions)
         except WriterReplaced:
             self._replaced = True
             self.request_stop()
@@ -392,7 +460,15 @@ class Writer:
     async def _redis_now_ms(self) -> int:
         """Redis server time, the clock record deadlines are measured against."""
         seconds, microseconds = await self._redis_client.time()
-        return int(seconds) * 1000 + int(microseconds) // 1000
+        now_ms = int(seconds) * 1000 + int(microseconds) // 1000
+        self._redis_clock_offset_ms = now_ms - time.time() * 1000
+        return now_ms
+
+    def _waited_s(self, entry_id: bytes) -> float:
+        """How long the entry has been in the stream, by its id's time (Redis time, estimated
+        from this host's clock and their offset at the last flush)."""
+        now_ms = time.time() * 1000 + self._redis_clock_offset_ms
+        return max(0.0, (now_ms - int(entry_id.split(b"-", 1)[0])) / 1000)
 
     def _table_status(self) -> dict[str, int | str]:
         """The table's row count and version, recorded in the status hash after each flush."""
@@ -450,6 +526,15 @@ class Writer:
             await lease.release()
         except (*_TRANSIENT, RedisError) as exc:
             logger.warning("could not record the stop in redis: %s", exc)
+
+
+@dataclass
+class _Flushed:
+    """A batch whose append returned: what to answer, and whether to compact after it."""
+
+    entries: list[Entry]
+    settlement: Settlement
+    compact_to_rows: int | None
 
 
 class _RedisGaveUp(Exception):

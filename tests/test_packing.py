@@ -1,0 +1,165 @@
+"""Packed entries: several records in one stream entry, each still answered, checked and
+written exactly once on its own."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from collections.abc import Callable
+
+import msgpack
+import pytest
+import redis
+
+from lancequeue.common.codec import encode_record
+from lancequeue.common.errors import QueueFull, RecordRejected
+from lancequeue.common.protocol import Result, decode_results, packed_entry_fields
+from lancequeue.producer import Producer
+from tests.support import (
+    KEYS,
+    StartWriter,
+    WriterProcess,
+    gather,
+    pending_count,
+    queued_records,
+    record,
+    table_ids,
+    table_versions,
+    wait_for,
+)
+
+REPLY = KEYS.reply("p1")
+StartProcess = Callable[..., WriterProcess]
+
+
+def send_packed(client: redis.Redis, first_seq: int, records: list[bytes]) -> None:
+    """One packed entry, exactly as PROTOCOL.md describes it."""
+    fields = packed_entry_fields(REPLY, first_seq, records, 600_000)
+    client.xadd(KEYS.stream, dict(zip(fields[::2], fields[1::2], strict=True)))  # type: ignore[arg-type]
+
+
+def answers(client: redis.Redis, count: int, timeout: float = 60.0) -> dict[int, Result]:
+    results: dict[int, Result] = {}
+
+    def more() -> bool:
+        popped = client.blpop([REPLY], 1)
+        if popped is not None:
+            results.update((r.seq, r) for r in decode_results(popped[1]))
+        return len(results) >= count
+
+    wait_for(more, timeout, f"{count} answers")
+    return results
+
+
+async def test_a_bad_record_in_a_packed_entry_is_rejected_alone_and_its_entry_mates_land(
+    start_writer: StartWriter, client: redis.Redis, db_uri: str
+) -> None:
+    start_writer(coalesce_ms=20)
+    send_packed(client, 1, [encode_record(record(1))])  # creates the table: id is an integer
+    await asyncio.to_thread(answers, client, 1)
+    send_packed(
+        client,
+        10,
+        [
+            encode_record(record(10)),
+            b"\xc1",  # not msgpack
+            encode_record({"id": "eleven"}),  # does not fit the id column
+            encode_record(record(13)),
+        ],
+    )
+    results = await asyncio.to_thread(answers, client, 4)
+    assert results[10].error is None and results[13].error is None
+    assert isinstance(results[11].error, RecordRejected)
+    assert "undecodable" in str(results[11].error)
+    assert isinstance(results[12].error, RecordRejected) and "'id'" in str(results[12].error)
+    assert table_ids(db_uri) == [1, 10, 13]
+
+
+async def test_a_packed_entry_whose_records_cannot_be_unpacked_is_answered_for_each_record(
+    start_writer: StartWriter, client: redis.Redis, db_uri: str
+) -> None:
+    start_writer(coalesce_ms=20)
+    fields = packed_entry_fields(REPLY, 5, [encode_record(record(5))] * 3, 600_000)
+    entry = dict(zip(fields[::2], fields[1::2], strict=True))
+    entry[b"recs"] = msgpack.packb(["not bytes", "either", "nor this"])
+    client.xadd(KEYS.stream, entry)  # type: ignore[arg-type]
+    results = await asyncio.to_thread(answers, client, 3)
+    assert sorted(results) == [5, 6, 7]
+    for result in results.values():
+        assert isinstance(result.error, RecordRejected)
+        assert "array of bin" in str(result.error)
+
+
+async def test_the_table_refusing_one_record_of_a_packed_entry_rejects_it_alone_in_one_commit(
+    start_writer: StartWriter,
+    client: redis.Redis,
+    db_uri: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    start_writer(coalesce_ms=20)
+    send_packed(client, 1, [encode_record(record(1))])
+    await asyncio.to_thread(answers, client, 1)
+    before = table_versions(db_uri)
+    monkeypatch.setenv("LANCEQUEUE_REFUSE", "id=23")  # the table refuses the record with id 23
+    send_packed(client, 20, [encode_record(record(i)) for i in range(20, 28)])
+    results = await asyncio.to_thread(answers, client, 8)
+    assert isinstance(results[23].error, RecordRejected)
+    assert "the table refused it" in str(results[23].error)
+    assert all(results[seq].error is None for seq in results if seq != 23)
+    assert table_ids(db_uri) == [1, 20, 21, 22, 24, 25, 26, 27]
+    assert table_versions(db_uri) == before + 1  # the seven landed together
+
+
+def test_a_writer_killed_after_committing_packed_entries_answers_them_from_the_watermark(
+    writer_process: StartProcess,
+    client: redis.Redis,
+    db_uri: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    send_packed(client, 1, [encode_record(record(1))])
+    first = writer_process("--coalesce-ms", "10")
+    answers(client, 1)  # the table exists now, with an integer id column
+    first.signal(signal.SIGTERM)
+    assert first.wait() == 0
+    send_packed(client, 2, [encode_record(record(2)), encode_record({"id": "x"})])
+    send_packed(client, 4, [encode_record(record(4)), encode_record(record(5))])
+    monkeypatch.setenv("LANCEQUEUE_CRASH_AT", "after_commit")
+    crashing = writer_process("--coalesce-ms", "50", "--lease-ms", "800")
+    monkeypatch.delenv("LANCEQUEUE_CRASH_AT")
+    assert crashing.wait() == -signal.SIGKILL, crashing.log()
+    assert pending_count(client) == 4  # both entries: committed, never acked
+    restarted = writer_process("--coalesce-ms", "50")
+    results = answers(client, 4)
+    assert [seq for seq, result in sorted(results.items()) if result.error is None] == [2, 4, 5]
+    assert isinstance(results[3].error, RecordRejected)
+    assert table_ids(db_uri) == [1, 2, 4, 5]
+    assert "are in the table already" in restarted.log()
+    wait_for(lambda: pending_count(client) == 0, 30, "acks")
+
+
+async def test_a_producer_packs_one_call_s_records_into_entries_each_answered(
+    start_writer: StartWriter, redis_url: str, client: redis.Redis, db_uri: str
+) -> None:
+    with Producer("docs", redis_url=redis_url, pack_records=4) as producer:
+        futures = producer.enqueue_many([record(i) for i in range(10)])
+        assert client.xlen(KEYS.stream) == 3  # 4 + 4 + 2
+        assert queued_records(client) == 10
+        start_writer(coalesce_ms=20)
+        assert await gather(futures) == [None] * 10
+    assert table_ids(db_uri) == list(range(10))
+    wait_for(lambda: queued_records(client) == 0, 30, "the queue to empty")
+
+
+async def test_the_queue_bound_counts_records_not_entries(
+    start_writer: StartWriter, redis_url: str, client: redis.Redis, db_uri: str
+) -> None:
+    client.hset(KEYS.config, "max_queue_size", 6)
+    with Producer("docs", redis_url=redis_url, pack_records=4) as producer:
+        first = producer.enqueue_many([record(i) for i in range(6)])  # two entries: 4 + 2
+        assert queued_records(client) == 6
+        with pytest.raises(QueueFull):
+            producer.enqueue(record(6), timeout=0.2)
+        start_writer(coalesce_ms=20, max_queue_size=6, max_batch=6)
+        assert await gather(first) == [None] * 6
+        await asyncio.to_thread(producer.write, record(6), 30)
+    assert table_ids(db_uri) == list(range(7))

@@ -1,0 +1,109 @@
+"""Overlapping a flush's stages: while one batch is appended, the next one is read and built
+and the one before is answered.
+
+Two lanes, each strictly ordered:
+
+* the table lane runs appends (and housekeeping such as compaction) one at a time, in the order
+  they were submitted: the single-writer commit order, which the watermark relies on;
+* the answer lane runs each batch's answers after its own append returned and after the
+  answers of the batch before it: nothing is answered before its commit, and producers hear
+  about batches in stream order.
+
+``submit`` returns once the batch's append has started, so the caller (the reader) is never
+more than one batch ahead of the table: memory stays bounded by a few batches.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Generic, TypeVar
+
+logger = logging.getLogger(__name__)
+
+P = TypeVar("P")
+R = TypeVar("R")
+
+
+class FlushPipeline(Generic[P, R]):
+    """Runs ``append(prepared)`` in the table lane, then ``answer(result)`` in the answer lane
+    and, meanwhile, ``housekeeping(result)`` in the table lane (neither when ``append`` returns
+    None). Only one task drives it: ``submit`` and ``drain`` are never called concurrently."""
+
+    def __init__(
+        self,
+        append: Callable[[P], Awaitable[R | None]],
+        answer: Callable[[R], Awaitable[None]],
+        housekeeping: Callable[[R], Awaitable[None]],
+    ) -> None:
+        self._append = append
+        self._answer = answer
+        self._housekeeping = housekeeping
+        self._table_lane: asyncio.Task[None] | None = None
+        self._answer_lane: asyncio.Task[None] | None = None
+
+    async def submit(self, prepared: P) -> None:
+        """Start appending ``prepared`` once the table lane is free (waiting for it), and
+        answer it after. Raises what an earlier stage raised."""
+        await self._free_table_lane()
+        handoff: asyncio.Future[R | None] = asyncio.get_running_loop().create_future()
+        self._table_lane = asyncio.create_task(
+            self._table_work(prepared, handoff), name="lancequeue-append"
+        )
+        self._answer_lane = asyncio.create_task(
+            self._answer_work(handoff, self._answer_lane), name="lancequeue-answer"
+        )
+
+    async def drain(self) -> None:
+        """Wait until every submitted batch is appended and answered. Raises what a stage
+        raised."""
+        await self._free_table_lane()
+        if self._answer_lane is not None:
+            lane, self._answer_lane = self._answer_lane, None
+            await lane
+
+    async def abandon(self) -> None:
+        """Wait for the running stages to end, logging rather than raising their errors (the
+        caller is already failing)."""
+        for task in (self._table_lane, self._answer_lane):
+            if task is None:
+                continue
+            try:
+                await task
+            except BaseException as exc:  # the caller's own error is the one that matters
+                logger.debug("flush stage ended with %s: %s", type(exc).__name__, exc)
+        self._table_lane = self._answer_lane = None
+
+    async def _free_table_lane(self) -> None:
+        if self._table_lane is not None:
+            lane, self._table_lane = self._table_lane, None
+            await lane
+        answering = self._answer_lane
+        if answering is not None and answering.done():
+            self._answer_lane = None
+            answering.result()  # raises an answer's error promptly
+
+    async def _table_work(self, prepared: P, handoff: asyncio.Future[R | None]) -> None:
+        try:
+            result = await self._append(prepared)
+        except BaseException as exc:
+            handoff.set_exception(exc)
+            raise
+        handoff.set_result(result)
+        if result is not None:
+            await self._housekeeping(result)
+
+    async def _answer_work(
+        self, handoff: asyncio.Future[R | None], previous: asyncio.Task[None] | None
+    ) -> None:
+        waits: list[asyncio.Future[object]] = [handoff]  # type: ignore[list-item]
+        if previous is not None:
+            waits.append(previous)  # type: ignore[arg-type]
+        outcomes = await asyncio.gather(*waits, return_exceptions=True)
+        for outcome in outcomes:
+            if isinstance(outcome, BaseException):
+                raise outcome
+        result = outcomes[0]
+        if result is not None:
+            await self._answer(result)  # type: ignore[arg-type]
