@@ -22,9 +22,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from core_bench import start_redis, stop_process, tail
+from lancequeue.writer.bench.processes import stop_process, tail
+from lancequeue.writer.bench.redis_server import start_redis
 
 TABLE = "takeover"
 

@@ -11,6 +11,11 @@ import click
 
 SUBCOMMANDS = {
     "writer": ("lancequeue.writer.cli", "writer_command", "Run the writer that owns a table."),
+    "bench": (
+        "lancequeue.writer.bench.cli",
+        "bench_command",
+        "Benchmark lancequeue end to end, optionally against single-process baselines.",
+    ),
     "produce": (
         "lancequeue.producer.cli",
         "produce_command",

@@ -1,0 +1,221 @@
+"""One producer process of ``lancequeue bench``: ``python -m lancequeue.producer.bench_load``.
+
+It generates its slice of the benchmark's records, says ``ready`` on stdout and waits for a
+``go`` line on stdin (the start barrier: start-up, imports and record generation are not
+timed), then sends them with ``Producer.enqueue_many`` in chunks, as fast as it can or paced at
+``--rate`` records/s, and waits for every future. Each record's ack latency runs from the
+``enqueue_many`` call that sent it to its future resolving. It writes a JSON result (counts,
+errors, times on the machine-wide monotonic clock, bytes sent, its peak RSS and CPU seconds)
+and, with ``--latencies``, every latency in ms as a float32 ``.npy`` file.
+
+Extra ``Producer`` keywords come as JSON (``--producer-options '{"chunk_records": 512}'``), so
+new producer settings need no change here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import json
+import resource
+import sys
+import threading
+import time
+from collections import Counter
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import redis
+
+from lancequeue.common.bench_latency import latency_summary_ms
+from lancequeue.common.bench_records import DEFAULT_SEED, DEFAULT_TEXT_BYTES, make_records
+from lancequeue.common.codec import encode_record
+from lancequeue.common.protocol import ENQUEUE_SCRIPT
+from lancequeue.producer.producer import Producer
+
+READY_LINE = "ready"
+"""What the process prints once its records are generated and its producer is connected."""
+GO_LINE = "go"
+"""What the benchmark writes to its stdin to start the clock."""
+DEFAULT_CHUNK_RECORDS = 256
+"""Records per ``enqueue_many`` call unless told otherwise."""
+_CLOSE_TIMEOUT_S = 10.0
+
+
+def _parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m lancequeue.producer.bench_load", description=__doc__.split("\n\n")[0]
+    )
+    parser.add_argument("--table", required=True)
+    parser.add_argument("--redis", required=True, help="Redis URL.")
+    parser.add_argument("--start", type=int, required=True, help="First record id to send.")
+    parser.add_argument("--count", type=int, required=True, help="Records to send.")
+    parser.add_argument("--dim", type=int, required=True, help="Vector dimension.")
+    parser.add_argument("--text-bytes", type=int, default=DEFAULT_TEXT_BYTES)
+    parser.add_argument("--seed", type=int, default=DEFAULT_SEED)
+    parser.add_argument(
+        "--chunk", type=int, default=DEFAULT_CHUNK_RECORDS, help="Records per enqueue_many."
+    )
+    parser.add_argument(
+        "--rate", type=float, default=0.0, help="Records/s this process sends (0: flat out)."
+    )
+    parser.add_argument(
+        "--timeout-s", type=float, default=600.0, help="Longest wait for the start or answers."
+    )
+    parser.add_argument(
+        "--producer-options", default="{}", help="JSON object of extra Producer keywords."
+    )
+    parser.add_argument("--result", type=Path, required=True, help="Where to write the JSON.")
+    parser.add_argument("--latencies", type=Path, default=None, help="Where to write the .npy.")
+    args = parser.parse_args(argv)
+    if args.count < 0 or args.chunk <= 0 or args.rate < 0:
+        parser.error("--count must not be negative, --chunk positive, --rate not negative")
+    options = json.loads(args.producer_options)
+    if not isinstance(options, dict):
+        parser.error("--producer-options must be a JSON object")
+    args.producer_options = options
+    return args
+
+
+def _cpu_s() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _peak_rss_bytes() -> int:
+    maxrss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return maxrss if sys.platform == "darwin" else maxrss * 1024  # Linux reports KiB
+
+
+def _wait_for_go(timeout_s: float) -> None:
+    print(READY_LINE, flush=True)
+    line: list[str] = []
+    reader = threading.Thread(target=lambda: line.append(sys.stdin.readline()), daemon=True)
+    reader.start()
+    reader.join(timeout_s)
+    if not line or line[0].strip() != GO_LINE:
+        raise RuntimeError("no start signal (the benchmark stopped or timed out)")
+
+
+def _send(
+    producer: Producer, records: list[dict[str, Any]], chunk: int, rate: float
+) -> dict[str, Any]:
+    """Send every record, paced at ``rate`` records/s if positive; wait for no answer."""
+    count = len(records)
+    sent_at = np.zeros(count)
+    resolved_at = np.zeros(count)
+    futures: list[concurrent.futures.Future[None]] = []
+    # Set once every done-callback ran (futures.wait may return before the last one has).
+    all_resolved = threading.Event()
+    unresolved = [count]
+    lock = threading.Lock()
+
+    def resolved(position: int, _: concurrent.futures.Future[None]) -> None:
+        resolved_at[position] = time.monotonic()
+        with lock:
+            unresolved[0] -= 1
+            if unresolved[0] == 0:
+                all_resolved.set()
+
+    if count == 0:
+        all_resolved.set()
+
+    behind_s = 0.0
+    started = time.monotonic()
+    position = 0
+    while position < count:
+        now = time.monotonic()
+        end = min(count, position + chunk)
+        if rate > 0:
+            due = min(count, int((now - started) * rate) + 1)
+            if due <= position:  # pacing: nothing is due yet
+                time.sleep(started + position / rate - now)
+                continue
+            end = min(end, due)
+            behind_s = max(behind_s, now - (started + position / rate))
+        sent_at[position:end] = now
+        batch = producer.enqueue_many(records[position:end])
+        for offset, future in enumerate(batch):
+            future.add_done_callback(partial(resolved, position + offset))
+        futures.extend(batch)
+        position = end
+    return {
+        "started": started,
+        "enqueued": time.monotonic(),
+        "futures": futures,
+        "all_resolved": all_resolved,
+        "sent_at": sent_at,
+        "resolved_at": resolved_at,
+        "max_behind_schedule_ms": round(behind_s * 1000, 3),
+    }
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    """Generate, wait for the start, send, wait for the answers; the result."""
+    records = make_records(args.start, args.count, args.dim, args.text_bytes, args.seed)
+    encoded_bytes = sum(len(encode_record(record)) for record in records)
+    with redis.Redis.from_url(args.redis) as client:
+        client.script_load(ENQUEUE_SCRIPT)  # cached before the clock starts, as in steady state
+    producer = Producer(args.table, redis_url=args.redis, **args.producer_options)
+    try:
+        _wait_for_go(args.timeout_s)
+        cpu_at_go = _cpu_s()
+        sent = _send(producer, records, args.chunk, args.rate)
+        futures: list[concurrent.futures.Future[None]] = sent["futures"]
+        sent["all_resolved"].wait(args.timeout_s)
+        finished = time.monotonic()
+        answered = sent["resolved_at"] > 0  # before close() fails what is left
+        cpu_window_s = _cpu_s() - cpu_at_go
+    finally:
+        producer.close(timeout=_CLOSE_TIMEOUT_S)
+    errors: Counter[str] = Counter()
+    ok = np.zeros(len(futures), dtype=bool)
+    for position, future in enumerate(futures):
+        if answered[position]:
+            error = future.exception()
+            if error is None:
+                ok[position] = True
+            else:
+                errors[type(error).__name__] += 1
+    latencies_s = (sent["resolved_at"] - sent["sent_at"])[ok]
+    unanswered = int((~answered).sum())
+    last_resolved = float(sent["resolved_at"][answered].max()) if answered.any() else finished
+    if args.latencies is not None:
+        np.save(args.latencies, (latencies_s * 1000).astype(np.float32))
+    return {
+        "start": args.start,
+        "count": args.count,
+        "sent": len(futures),
+        "ok": int(ok.sum()),
+        "errors": dict(errors),
+        "unanswered": unanswered,
+        "started": sent["started"],
+        "enqueued": sent["enqueued"],
+        "last_resolved": last_resolved,
+        "elapsed_s": last_resolved - sent["started"],
+        "encoded_bytes": encoded_bytes,
+        "rate": args.rate,
+        "max_behind_schedule_ms": sent["max_behind_schedule_ms"],
+        "latency": latency_summary_ms(latencies_s),
+        "peak_rss_bytes": _peak_rss_bytes(),
+        "cpu_s_window": round(cpu_window_s, 3),
+        "cpu_s_total": round(_cpu_s(), 3),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: run, write the JSON result; exit 1 (with ``error`` in it) on failure."""
+    args = _parse_args(argv)
+    try:
+        result = run(args)
+    except Exception as exc:
+        args.result.write_text(json.dumps({"error": f"{type(exc).__name__}: {exc}"}))
+        raise
+    args.result.write_text(json.dumps(result, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,124 @@
+"""``lancequeue bench`` on a small load, through the CLI, as a user runs it: its own
+redis-server, the writer and producers as real processes. No assertion on speed."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import signal
+import subprocess
+from pathlib import Path
+
+import psutil
+
+from tests.support import CLI, cli_env, run_cli, wait_for
+
+
+def _processes_mentioning(path: Path) -> list[str]:
+    """Command lines of running processes that name a file under ``path`` (the benchmark's
+    children all do: databases, logs, results)."""
+    found = []
+    for process in psutil.process_iter(["cmdline"]):
+        cmdline = " ".join(process.info["cmdline"] or [])
+        if str(path) in cmdline:
+            found.append(cmdline)
+    return found
+
+
+def test_compare_runs_the_four_systems_and_finds_every_record_once_in_the_table(
+    tmp_path: Path,
+) -> None:
+    out, chart = tmp_path / "bench.json", tmp_path / "bench.png"
+    done = run_cli(
+        *("bench", "--producers", "2", "--records", "600", "--dim", "8", "--compare"),
+        *("--naive-records", "50", "--out", str(out), "--chart", str(chart)),
+        *("--workdir", str(tmp_path)),
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    report = json.loads(out.read_text())
+    assert set(report["systems"]) == {"naive", "in_process", "limit", "lancequeue"}
+    assert all(system["rows_per_s"] > 0 for system in report["systems"].values())
+    end_to_end = report["systems"]["lancequeue"]
+    assert end_to_end["check"] == {
+        "expected_rows": 600,
+        "rows": 600,
+        "duplicates": 0,
+        "missing": 0,
+        "unexpected": 0,
+        "ok": True,
+    }
+    assert end_to_end["batches"] > 0 and end_to_end["latency"]["p99_ms"] > 0
+    assert report["systems"]["naive"]["table_rows"] == 50
+    assert report["machine"]["cpu_count"] > 0 and report["problems"] == []
+    assert "measured on the first 50 rows" in done.stdout
+    assert "the table holds exactly 600 rows" in done.stdout
+    for system, rows in (("lancequeue", 600), ("naive", 50)):
+        storage = report["systems"][system]["storage"]
+        written, compacted = storage["written"], storage["compacted"]
+        assert written["rows"] == compacted["rows"] == rows
+        for figures in (written, compacted):
+            assert figures["scan_ms"] > 0 and figures["search_p50_ms"] > 0
+            assert figures["fragments"] >= 1
+        assert compacted["fragments"] <= written["fragments"]
+    assert "storage shape" in done.stdout
+    if importlib.util.find_spec("matplotlib") is not None:
+        assert chart.stat().st_size > 0
+    assert not list(tmp_path.glob("lancequeue-bench-*")), "the temporary directory is left"
+    assert _processes_mentioning(tmp_path) == []
+
+
+def test_sweep_reports_the_writer_s_memory_at_each_record_count(tmp_path: Path) -> None:
+    out = tmp_path / "bench.json"
+    done = run_cli(
+        *("bench", "--producers", "1", "--dim", "8", "--sweep", "200,400"),
+        *("--out", str(out), "--chart", str(tmp_path / "sweep.png")),
+        *("--workdir", str(tmp_path)),
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    sweep = json.loads(out.read_text())["sweep"]
+    assert [run["records"] for run in sweep] == [200, 400]
+    assert all(run["check"]["ok"] and run["peak_rss_bytes"] > 0 for run in sweep)
+    assert "writer peak RSS MiB" in done.stdout
+
+
+def _start_a_long_run(tmp_path: Path) -> subprocess.Popen[str]:
+    """A run paced to last minutes, once its records are flowing."""
+    command = [*CLI, "bench", "--producers", "2", "--records", "200000", "--dim", "8"]
+    command += ["--rate", "1000", "--workdir", str(tmp_path), "--out", str(tmp_path / "b.json")]
+    bench = subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=cli_env()
+    )
+    try:
+        # The writer's first flush creates the table: records are flowing.
+        wait_for(
+            lambda: any(tmp_path.glob("lancequeue-bench-*/lancequeue/db/bench.lance/_versions")),
+            60,
+            "the first flush",
+        )
+    except BaseException:
+        bench.kill()
+        bench.communicate()
+        raise
+    return bench
+
+
+def test_ctrl_c_stops_the_benchmark_and_every_process_it_started(tmp_path: Path) -> None:
+    bench = _start_a_long_run(tmp_path)
+    bench.send_signal(signal.SIGINT)
+    output, _ = bench.communicate(timeout=60)
+    assert bench.returncode != 0, output
+    assert _processes_mentioning(tmp_path) == []
+    assert not list(tmp_path.glob("lancequeue-bench-*"))
+
+
+def test_a_killed_benchmark_leaves_no_process_behind(tmp_path: Path) -> None:
+    bench = _start_a_long_run(tmp_path)
+    bench.kill()
+    bench.communicate(timeout=60)
+    wait_for(lambda: _processes_mentioning(tmp_path) == [], 60, "its children to exit")
+
+
+def test_an_unknown_writer_option_is_a_usage_error() -> None:
+    done = run_cli("bench", "--writer-option", "no-such-option=1")
+    assert done.returncode == 2
+    assert "unknown writer option --no-such-option" in done.stderr

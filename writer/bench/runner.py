@@ -1,0 +1,120 @@
+"""One benchmark invocation: which systems run, in which order, in which directory, and what
+counts as a failed run."""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from lancequeue.writer.bench.baselines import baseline_records, run_baseline
+from lancequeue.writer.bench.end_to_end import run_end_to_end
+from lancequeue.writer.bench.machine import machine_facts
+from lancequeue.writer.bench.report import LABELS
+from lancequeue.writer.bench.settings import TABLE, BenchSettings
+from lancequeue.writer.bench.storage_shape import measure_storage
+from lancequeue.writer.bench.table_stats import dataset_path
+
+BASELINES = ("naive", "in_process", "limit")
+"""The baselines of ``--compare``, in the order they run: (a), (b), (c)."""
+
+Say = Callable[[str], None]
+
+
+def end_to_end_problems(result: dict[str, Any]) -> list[str]:
+    """What makes an end-to-end run untrustworthy: records not written exactly once, errors,
+    unanswered records, a writer that did not exit cleanly."""
+    problems: list[str] = []
+    check = result["check"]
+    if not check["ok"]:
+        problems.append(
+            f"table holds {check['rows']} rows for {check['expected_rows']} records sent: "
+            f"{check['duplicates']} duplicates, {check['missing']} missing, "
+            f"{check['unexpected']} unexpected ids"
+        )
+    if result["errors"]:
+        problems.append(f"records failed: {result['errors']}")
+    if result["unanswered"]:
+        problems.append(f"{result['unanswered']} records unanswered")
+    if result["writer_exit_code"] != 0:
+        problems.append(f"the writer exited with {result['writer_exit_code']}")
+    return [f"lancequeue ({result['records']} records): {problem}" for problem in problems]
+
+
+def _baseline_problems(result: dict[str, Any], expected: int) -> list[str]:
+    if result["table_rows"] != expected:
+        return [f"{result['system']}: table holds {result['table_rows']} rows, not {expected}"]
+    return []
+
+
+def _describe_run(settings: BenchSettings, records: int) -> str:
+    pace = f"{settings.rate:,.0f} records/s" if settings.rate else "flat out"
+    return (
+        f"(d) lancequeue: {settings.producers} producers, {records:,} records "
+        f"(dim {settings.dim}, {pace}), writer --max-batch {settings.max_batch} "
+        f"--coalesce-ms {' '.join((str(settings.coalesce_ms), *settings.writer_flags))} ..."
+    )
+
+
+def _add_storage(
+    result: dict[str, Any], run_dir: Path, table: str, settings: BenchSettings, say: Say
+) -> None:
+    """Measure the storage shape of the table a run left in ``run_dir`` (every system keeps
+    its database in ``<run dir>/db``), once its processes have exited."""
+    say(
+        f"{LABELS[result['system']]}: storage shape of its {result['table_rows']:,}-row table "
+        "and of a compacted copy ..."
+    )
+    uri = dataset_path(run_dir / "db", table)
+    result["storage"] = measure_storage(uri, run_dir / "compacted", settings.dim, settings.seed)
+
+
+def _run_systems(settings: BenchSettings, work: Path, say: Say) -> dict[str, Any]:
+    systems: dict[str, Any] = {}
+    sweep: list[dict[str, Any]] = []
+    problems: list[str] = []
+    if settings.sweep:
+        for records in settings.sweep:
+            say(_describe_run(settings, records))
+            run_dir = work / f"lancequeue-{records}"
+            result = run_end_to_end(settings, records, run_dir)
+            sweep.append(result)
+            problems += end_to_end_problems(result)
+            _add_storage(result, run_dir, result["table"], settings, say)
+            if not settings.keep:  # a large sweep's tables need not all fit on disk at once
+                shutil.rmtree(run_dir, ignore_errors=True)
+        return {"systems": systems, "sweep": sweep, "problems": problems}
+    if settings.compare:
+        for system in BASELINES:
+            count = baseline_records(system, settings)
+            say(f"({'abc'[BASELINES.index(system)]}) {system}: {count:,} records ...")
+            result = run_baseline(system, settings, work / system)
+            systems[system] = result
+            problems += _baseline_problems(result, count)
+    say(_describe_run(settings, settings.records))
+    systems["lancequeue"] = result = run_end_to_end(settings, settings.records, work / "lancequeue")
+    problems += end_to_end_problems(result)
+    # Read once every system has run, so no reading overlaps a timed run.
+    if settings.compare:
+        _add_storage(systems["naive"], work / "naive", TABLE, settings, say)
+    _add_storage(result, work / "lancequeue", result["table"], settings, say)
+    return {"systems": systems, "sweep": sweep, "problems": problems}
+
+
+def run_bench(settings: BenchSettings, say: Say) -> dict[str, Any]:
+    """Run every system ``settings`` asks for, in a temporary directory removed at the end
+    (unless ``keep``); the whole report: parameters, machine, per-system figures, problems."""
+    machine = machine_facts()
+    work = Path(tempfile.mkdtemp(prefix="lancequeue-bench-", dir=settings.workdir))
+    try:
+        outcome = _run_systems(settings, work, say)
+    finally:
+        if settings.keep:
+            say(f"kept {work}")
+        else:
+            shutil.rmtree(work, ignore_errors=True)
+    runs = [*outcome["systems"].values(), *outcome["sweep"]]
+    machine["redis_server"] = next((r["redis_version"] for r in runs if "redis_version" in r), None)
+    return {"parameters": settings.parameters(), "machine": machine, **outcome}
