@@ -30,11 +30,20 @@ class SeenSequences:
 
     async def load(self, producer_ids: set[str]) -> None:
         """Fetch what Redis knows of producers not in the cache (one MGET)."""
-        missing = [pid for pid in producer_ids if pid not in self._cache]
-        if not missing:
-            return
-        values = await self._redis.mget([self._keys.seen(pid) for pid in missing])
-        for pid, value in zip(missing, values, strict=True):
+        missing = self.missing(producer_ids)
+        if missing:
+            self.remember(missing, await self._redis.mget(self.keys_of(missing)))
+
+    def missing(self, producer_ids: set[str]) -> list[str]:
+        """The producers not in the cache, whose ``seen`` keys must be read."""
+        return [pid for pid in producer_ids if pid not in self._cache]
+
+    def keys_of(self, producer_ids: list[str]) -> list[str]:
+        return [self._keys.seen(pid) for pid in producer_ids]
+
+    def remember(self, producer_ids: list[str], values: list[bytes | str | None]) -> None:
+        """Cache what an MGET of ``keys_of(producer_ids)`` returned."""
+        for pid, value in zip(producer_ids, values, strict=True):
             self._remember(pid, int(value) if value is not None and value.isdigit() else _NONE)
 
     def settled(self, producer_id: str, seq: int) -> bool:

@@ -131,6 +131,10 @@ class Lease:
         """Whether this writer still holds the lease (checked before every commit)."""
         return await self.holder() in (self.value, None)
 
+    @property
+    def key(self) -> str:
+        return self._keys.lease
+
     async def holder(self) -> str | None:
         value = await self._redis.get(self._keys.lease)
         return value.decode() if isinstance(value, bytes) else value

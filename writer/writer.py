@@ -318,17 +318,38 @@ class Writer:
             await self._pipeline.submit(prepared)
 
     async def _prepare(self, entries: list[Entry]) -> PreparedBatch | None:
-        assert self._settler is not None and self._lease is not None
-        now_ms = await self._with_retry(self._redis_now_ms)
+        assert self._settler is not None
+        producers = {entry.producer_id for entry in entries if entry.producer_id is not None}
         try:
-            if not await self._with_retry(self._lease.held):
-                raise WriterReplaced(f"writer {await self._lease.holder()} holds the lease")
-            producers = {entry.producer_id for entry in entries if entry.producer_id is not None}
-            await self._with_retry(functools.partial(self._seen_sequences.load, producers))
+            now_ms = await self._with_retry(functools.partial(self._batch_context, producers))
             return await self._settler.prepare(entries, now_ms, self._stream_group.epoch)
         except WriterReplaced as exc:
             self._stop_replaced(exc)
             return None
+
+    async def _batch_context(self, producers: set[str]) -> int:
+        """One round trip before building a batch: Redis time (the batch's build time, which
+        deadlines are checked against), the lease (raises ``WriterReplaced`` if another writer
+        holds it), and the settled sequence numbers of producers not cached yet."""
+        lease = self._lease
+        assert lease is not None
+        seen = self._seen_sequences
+        missing = seen.missing(producers)
+        async with self._redis_client.pipeline(transaction=False) as pipe:
+            pipe.time()
+            pipe.get(lease.key)
+            if missing:
+                pipe.mget(seen.keys_of(missing))
+            results = await pipe.execute()
+        seconds, microseconds = results[0]
+        now_ms = int(seconds) * 1000 + int(microseconds) // 1000
+        self._redis_clock_offset_ms = now_ms - time.time() * 1000
+        holder = results[1].decode() if isinstance(results[1], bytes) else results[1]
+        if holder not in (lease.value, None):
+            raise WriterReplaced(f"writer {holder} holds the lease")
+        if missing:
+            seen.remember(missing, results[2])
+        return now_ms
 
     async def _append(self, prepared: PreparedBatch) -> _Flushed | None:
         """The table lane's part of a flush: the append (None if this writer was replaced)."""

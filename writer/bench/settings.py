@@ -82,6 +82,7 @@ class BenchSettings:
             "max_batch",
             "coalesce_ms",
             "callers",
+            "naive_records",
             "records_per_call",
             "sample_ms",
             "timeout_s",
@@ -89,7 +90,7 @@ class BenchSettings:
         for name in positive:
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be positive, got {getattr(self, name)}")
-        for name in ("text_bytes", "naive_records", "rate"):
+        for name in ("text_bytes", "rate"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must not be negative, got {getattr(self, name)}")
         if any(n <= 0 for n in self.sweep):
