@@ -275,17 +275,23 @@ class TableSink:
             return []
         return [fragment.metadata.physical_rows for fragment in self._dataset.get_fragments()]
 
-    async def compact(self, target_rows: int, keep_versions: int) -> None:
+    async def compact(self, target_rows: int, keep_versions: int) -> list[int] | None:
         """Merge the fragments under ``target_rows`` rows (one Lance ``Rewrite`` commit), then
         delete all but the newest ``keep_versions`` versions (at least 2, so the newest
-        append's watermark stays readable) and the files only they used."""
-        await asyncio.to_thread(self._compact_sync, target_rows, keep_versions)
+        append's watermark stays readable) and the files only they used. Safe to run while
+        ``write`` and ``commit`` run. Returns the row counts of the fragments of the table's
+        newest version then, or None if there was nothing Lance could merge."""
+        return await asyncio.to_thread(self._compact_sync, target_rows, keep_versions)
 
-    def _compact_sync(self, target_rows: int, keep_versions: int) -> None:
-        dataset = self._latest()
+    def _compact_sync(self, target_rows: int, keep_versions: int) -> list[int] | None:
+        # A handle of its own: appends go on meanwhile with the writer's, and Lance commits
+        # the Rewrite over them (they touch other fragments).
+        dataset = lance.dataset(self.uri, session=self._session)
         self._check_fence(dataset)
         metrics = dataset.optimize.compact_files(target_rows_per_fragment=target_rows)
-        self.version = self._latest().version
+        if metrics.fragments_removed == 0:
+            return None  # e.g. the small fragments are not adjacent
+        self.version = max(self.version, dataset.version)
         crash_point("after_compact")
         cleaned = dataset.cleanup_old_versions(
             retain_versions=max(2, keep_versions), error_if_tagged_old_versions=False
@@ -298,6 +304,8 @@ class TableSink:
             self.version,
             cleaned.old_versions,
         )
+        dataset.checkout_latest()  # type: ignore[no-untyped-call]
+        return [fragment.metadata.physical_rows for fragment in dataset.get_fragments()]
 
 
 def table_uri(db_uri: str, name: str) -> str:

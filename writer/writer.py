@@ -84,6 +84,7 @@ class Writer:
         self._redis_clock_offset_ms = 0.0
         self._compaction = CompactionPolicy.parse(self.settings.compact_every)
         self._next_compaction_check = 0.0
+        self._compacting: asyncio.Task[None] | None = None
         self._pipeline: FlushPipeline[PreparedBatch, _Flushed] = FlushPipeline(
             self._append, self._answer, self._after_append
         )
@@ -188,6 +189,9 @@ class Writer:
             self.request_stop()  # so that Redis calls still retrying give up
             await self._pipeline.abandon()
             raise
+        finally:
+            if self._compacting is not None:
+                await self._compacting  # never raises: compaction failures are logged
 
     async def _coalesce_loop(self, watermark: Watermark | None) -> None:
         group = self._group
@@ -372,6 +376,8 @@ class Writer:
         now = time.monotonic()
         if not policy.enabled or not settlement.commits or now < self._next_compaction_check:
             return None
+        if self._compacting is not None and not self._compacting.done():
+            return None
         self._next_compaction_check = now + policy.interval_s
         assert self._sink is not None
         return compaction_target(self._sink.fragment_rows(), self.settings.max_batch, policy.fanout)
@@ -385,9 +391,14 @@ class Writer:
         crash_point("after_ack")
 
     async def _after_append(self, flushed: _Flushed) -> None:
-        """The table lane's housekeeping after an append, while its answers go out."""
-        if flushed.compact_to_rows is not None:
-            await self._compact(flushed.compact_to_rows)
+        """Housekeeping after an append: start a compaction if one is due and none is running.
+        It runs beside the appends (a Lance ``Rewrite`` commits over concurrent appends), so
+        no batch waits for it."""
+        target = flushed.compact_to_rows
+        if target is not None and (self._compacting is None or self._compacting.done()):
+            self._compacting = asyncio.create_task(
+                self._compact(target), name="lancequeue-compaction"
+            )
 
     def _stop_replaced(self, exc: WriterReplaced) -> None:
         logger.error("%s; stopping without flushing", exc)
@@ -441,9 +452,16 @@ class Writer:
         )
 
     async def _compact(self, target_rows: int) -> None:
+        """Compact towards ``target_rows``, then again while another tier is full (appends
+        made during one compaction may fill one)."""
         assert self._sink is not None
         try:
-            await self._sink.compact(target_rows, self.settings.keep_versions)
+            target: int | None = target_rows
+            while target is not None and not self._replaced:
+                rows = await self._sink.compact(target, self.settings.keep_versions)
+                if rows is None:
+                    return  # nothing merged: the next append looks again
+                target = compaction_target(rows, self.settings.max_batch, self._compaction.fanout)
         except WriterReplaced:
             self._replaced = True
             self.request_stop()
