@@ -31,6 +31,7 @@ import redis
 
 from lancequeue.common.bench_latency import latency_summary_ms
 from lancequeue.common.bench_records import DEFAULT_SEED, DEFAULT_TEXT_BYTES, make_records
+from lancequeue.common.bench_result import write_result
 from lancequeue.common.codec import encode_record
 from lancequeue.common.protocol import ENQUEUE_SCRIPT
 from lancequeue.producer.producer import Producer
@@ -208,13 +209,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> int:
     """Entry point: run, write the JSON result; exit 1 (with ``error`` in it) on failure."""
     args = _parse_args(argv)
-    try:
-        result = run(args)
-    except Exception as exc:
-        args.result.write_text(json.dumps({"error": f"{type(exc).__name__}: {exc}"}))
-        raise
-    args.result.write_text(json.dumps(result, indent=2))
-    return 0
+    return write_result(args.result, lambda: run(args))
 
 
 if __name__ == "__main__":

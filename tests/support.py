@@ -19,7 +19,7 @@ import numpy as np
 import redis
 
 from lancequeue.common.keys import TableKeys
-from lancequeue.common.protocol import entry_fields
+from lancequeue.common.protocol import Result, decode_results, entry_fields
 from lancequeue.common.status import read_status
 from lancequeue.writer import Writer
 from lancequeue.writer.entries import record_count
@@ -173,6 +173,22 @@ async def writer_serving(client: redis.Redis, table: str = "docs") -> None:
         lambda: asyncio.to_thread(lambda: client.hget(keys.writer, "state") == b"running"),
         what="the writer to serve",
     )
+
+
+def pop_answers(
+    client: redis.Redis, reply_key: str, count: int, timeout: float = 60.0
+) -> dict[int, Result]:
+    """Pop reply messages from ``reply_key`` until ``count`` results arrived, by seq."""
+    results: dict[int, Result] = {}
+
+    def more() -> bool:
+        popped = client.blpop([reply_key], 1)
+        if popped is not None:
+            results.update((r.seq, r) for r in decode_results(popped[1]))
+        return len(results) >= count
+
+    wait_for(more, timeout, f"{count} answers")
+    return results
 
 
 def queued_records(client: redis.Redis, table: str = "docs") -> int:

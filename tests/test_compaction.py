@@ -33,8 +33,13 @@ def test_nothing_is_compacted_until_a_tier_is_full() -> None:
 
 def test_a_full_higher_tier_is_merged_with_everything_below_it() -> None:
     rows = [32_768] * 16 + [2048, 128]  # tier 2 (32,768 to 524,287 rows) is full
-    assert compaction_target(rows, 128, 16) == 524_288
+    assert compaction_target(rows, 128, 16, max_rows=2**40) == 524_288
     assert compaction_target([32_768] * 15 + [2048] * 15 + [128] * 15, 128, 16) is None
+
+
+def test_fragments_are_merged_up_to_a_cap_and_then_left_alone() -> None:
+    assert compaction_target([32_768] * 16, 128, 16, max_rows=131_072) == 131_072
+    assert compaction_target([131_072] * 40 + [128] * 3, 128, 16, max_rows=131_072) is None
 
 
 def test_merged_fragments_land_in_the_next_tier_and_are_left_alone() -> None:

@@ -12,11 +12,12 @@ import redis
 
 from lancequeue.common.codec import encode_record
 from lancequeue.common.errors import RecordRejected, WriteFailed, WriteTimeout
-from lancequeue.common.protocol import Result, decode_results
+from lancequeue.common.protocol import Result
 from tests.support import (
     KEYS,
     WriterProcess,
     pending_count,
+    pop_answers,
     record,
     run_cli,
     stream_entry,
@@ -42,16 +43,7 @@ def send(client: redis.Redis, seqs: range | list[int], ttl_ms: int = 600_000) ->
 
 def answers(client: redis.Redis, count: int, timeout: float = 60.0) -> dict[int, Result]:
     """Pop reply messages until ``count`` results arrived."""
-    results: dict[int, Result] = {}
-
-    def more() -> bool:
-        popped = client.blpop([REPLY], 1)
-        if popped is not None:
-            results.update((r.seq, r) for r in decode_results(popped[1]))
-        return len(results) >= count
-
-    wait_for(more, timeout, f"{count} answers")
-    return results
+    return pop_answers(client, REPLY, count, timeout)
 
 
 def crash_at(

@@ -13,7 +13,7 @@ import redis
 
 from lancequeue.common.codec import encode_record
 from lancequeue.common.errors import QueueFull, RecordRejected
-from lancequeue.common.protocol import Result, decode_results, packed_entry_fields
+from lancequeue.common.protocol import Result, packed_entry_fields
 from lancequeue.producer import Producer
 from tests.support import (
     KEYS,
@@ -21,6 +21,7 @@ from tests.support import (
     WriterProcess,
     gather,
     pending_count,
+    pop_answers,
     queued_records,
     record,
     table_ids,
@@ -39,16 +40,7 @@ def send_packed(client: redis.Redis, first_seq: int, records: list[bytes]) -> No
 
 
 def answers(client: redis.Redis, count: int, timeout: float = 60.0) -> dict[int, Result]:
-    results: dict[int, Result] = {}
-
-    def more() -> bool:
-        popped = client.blpop([REPLY], 1)
-        if popped is not None:
-            results.update((r.seq, r) for r in decode_results(popped[1]))
-        return len(results) >= count
-
-    wait_for(more, timeout, f"{count} answers")
-    return results
+    return pop_answers(client, REPLY, count, timeout)
 
 
 async def test_a_bad_record_in_a_packed_entry_is_rejected_alone_and_its_entry_mates_land(

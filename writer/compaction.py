@@ -21,6 +21,10 @@ from dataclasses import dataclass
 from lancequeue.common.errors import ConfigError
 
 DEFAULT_FANOUT = 16
+MAX_FRAGMENT_ROWS = 131_072
+"""Fragments are merged up to this many rows and no further: a compaction's memory (Lance
+buffers what it writes) then does not grow with the table. A table keeps about one fragment per
+this many rows, plus the tiers below."""
 _SPEC = re.compile(r"^(\d+)(s?)$")
 
 
@@ -57,20 +61,25 @@ class CompactionPolicy:
         return self.fanout > 0
 
 
-def compaction_target(fragment_rows: list[int], unit_rows: int, fanout: int) -> int | None:
+def compaction_target(
+    fragment_rows: list[int], unit_rows: int, fanout: int, max_rows: int = MAX_FRAGMENT_ROWS
+) -> int | None:
     """The row count to compact towards, or None if no tier is full.
 
     Tier 0 holds fragments under ``unit_rows * fanout`` rows, tier i those from
     ``unit_rows * fanout**i`` to ``fanout`` times that. The highest tier holding ``fanout``
-    fragments is merged, with every smaller fragment, into fragments of its upper limit."""
+    fragments is merged, with every smaller fragment, into fragments of its upper limit, at
+    most ``max_rows``; fragments of ``max_rows`` or more are left alone."""
     if fanout < 2 or not fragment_rows:
         return None
     base = max(1, unit_rows) * fanout
     counts: dict[int, int] = {}
     for rows in fragment_rows:
+        if rows >= max_rows:
+            continue
         tier, limit = 0, base
         while rows >= limit:
             tier, limit = tier + 1, limit * fanout
         counts[tier] = counts.get(tier, 0) + 1
     full = [tier for tier, count in counts.items() if count >= fanout]
-    return base * fanout ** max(full) if full else None
+    return min(base * fanout ** max(full), max_rows) if full else None

@@ -38,6 +38,10 @@ _WATERMARK_SCAN_VERSIONS = 1000
 """How far back through the table's versions to look for the latest watermark; the fence
 commit of every takeover carries it forward, so the scan stops there at the latest."""
 _CONFLICT_RETRIES = 20
+_COMPACTION_THREADS = 1
+_COMPACTION_BATCH_ROWS = 1024
+"""Compaction reads and writes this many rows at a time, on one thread: it runs beside the
+appends, and its memory stays small."""
 
 
 def resolve_schema(spec: Any) -> pa.Schema | None:
@@ -288,7 +292,11 @@ class TableSink:
         # the Rewrite over them (they touch other fragments).
         dataset = lance.dataset(self.uri, session=self._session)
         self._check_fence(dataset)
-        metrics = dataset.optimize.compact_files(target_rows_per_fragment=target_rows)
+        metrics = dataset.optimize.compact_files(
+            target_rows_per_fragment=target_rows,
+            num_threads=_COMPACTION_THREADS,
+            batch_size=_COMPACTION_BATCH_ROWS,
+        )
         if metrics.fragments_removed == 0:
             return None  # e.g. the small fragments are not adjacent
         self.version = max(self.version, dataset.version)

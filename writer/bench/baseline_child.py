@@ -5,7 +5,6 @@ system, and writes a JSON result."""
 from __future__ import annotations
 
 import argparse
-import json
 import resource
 import sys
 from pathlib import Path
@@ -13,6 +12,7 @@ from typing import Any
 
 from lancequeue.common.bench_latency import latency_summary_ms
 from lancequeue.common.bench_records import make_records
+from lancequeue.common.bench_result import write_result
 from lancequeue.common.codec import encode_record
 from lancequeue.writer.bench.in_process import run_in_process
 from lancequeue.writer.bench.limit import run_limit
@@ -81,13 +81,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> int:
     """Entry point: run the baseline and write its JSON result (``error`` in it on failure)."""
     args = _parse_args(argv)
-    try:
-        result = run(args)
-    except Exception as exc:
-        args.result.write_text(json.dumps({"error": f"{type(exc).__name__}: {exc}"}))
-        raise
-    args.result.write_text(json.dumps(result, indent=2))
-    return 0
+    return write_result(args.result, lambda: run(args))
 
 
 if __name__ == "__main__":
