@@ -30,6 +30,7 @@ from lancequeue.producer.sending import (
     is_refusal,
 )
 from lancequeue.producer.settings import ProducerSettings
+from lancequeue.producer.tick import TickSender
 
 logger = logging.getLogger(__name__)
 
@@ -47,8 +48,9 @@ class AsyncProducer:
             await producer.write({"id": 2, "vector": vector})   # the same, in one call
 
     ``enqueue`` awaits while the table's queue is full or Redis is unreachable, until the
-    record's deadline (the call's time plus its timeout). Concurrent callers send one at a time,
-    in order. Every future resolves by the deadline plus ``answer_grace_ms``.
+    record's deadline (the call's time plus its timeout). Records enqueued by concurrent tasks
+    in the same event-loop tick go to Redis in one call; sends go one at a time, in order. Every
+    future resolves by the deadline plus ``answer_grace_ms``.
     """
 
     def __init__(
@@ -81,6 +83,8 @@ class AsyncProducer:
         self._sending = 0
         self._idle = asyncio.Event()  # set while no send is in progress
         self._idle.set()
+        # Single-record enqueues of one event-loop tick go in one send.
+        self._tick = TickSender(self._send)
 
     async def start(self) -> None:
         """Connect and start listening for replies (``async with`` calls it)."""
@@ -101,7 +105,9 @@ class AsyncProducer:
     async def enqueue(self, record: Mapping[str, Any], timeout: float | None = None) -> AsyncFuture:
         """Send one record; return a future resolved once it is in the table.
 
-        The record's deadline is now plus ``timeout`` seconds (default ``timeout_ms``). Awaits
+        Records enqueued in the same event-loop tick (by concurrent tasks) with the same
+        timeout are sent together, in one Redis call. The record's deadline is now plus
+        ``timeout`` seconds (default ``timeout_ms``). Awaits
         while the queue is full or Redis is unreachable, raising ``QueueFull`` or
         ``WriteTimeout`` if the record could not be sent by its deadline (it was not written);
         raises ``RecordRejected`` at once for a record that cannot be encoded or is over
@@ -109,10 +115,7 @@ class AsyncProducer:
         stream: its future is returned, and resolves from the writer's answer or fails by the
         deadline plus ``answer_grace_ms``.
         """
-        futures, failed_here = await self._send(records=[record], timeout=timeout)
-        if failed_here:
-            raise failed_here[0].exception()  # type: ignore[misc]
-        return futures[0]
+        return await self._tick.send(record, timeout)
 
     async def enqueue_many(
         self, records: Iterable[Mapping[str, Any]], timeout: float | None = None

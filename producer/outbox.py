@@ -49,6 +49,7 @@ class Outgoing(Generic[F]):
     """One record on its way: encoded, with its future and deadline."""
 
     data: bytes
+    """The encoded record; emptied once Redis confirmed it is in the stream."""
     future: F
     deadline: float
     """``time.monotonic()`` of the enqueue call plus its timeout."""

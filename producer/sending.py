@@ -125,6 +125,8 @@ class Sending(Generic[F]):
         """The script added the first ``entries`` entries of the chunk; True if it added all
         of them, False if the queue is full."""
         count = sum(self._entry_sizes[:entries])
+        for item in self._unsent[:count]:
+            item.data = b""  # in the stream now: never sent again, so not kept
         self._unsent = self._unsent[count:]
         self.queue_full = count < len(self._chunk)
         self.redis_error = None

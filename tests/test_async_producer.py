@@ -173,3 +173,30 @@ async def test_an_async_enqueue_script_call_carries_at_most_chunk_bytes(
         assert evalsha_calls(client) - before == 3  # [1, 2], [3, 4], [5]
         assert queued_records(client) == 6
         await producer.close(timeout=0)
+
+
+async def test_records_enqueued_by_concurrent_tasks_in_one_tick_go_in_one_redis_call(
+    start_writer: StartWriter, async_producer: AsyncProducer, client: redis.Redis, db_uri: str
+) -> None:
+    await async_producer.enqueue(record(0))  # connects and loads the script
+    before = evalsha_calls(client)
+    futures = await asyncio.gather(*(async_producer.enqueue(record(i)) for i in range(1, 201)))
+    assert evalsha_calls(client) - before == 1
+    start_writer(coalesce_ms=20)
+    await asyncio.wait_for(asyncio.gather(*futures), 30)
+    assert table_ids(db_uri) == list(range(201))
+
+
+async def test_a_bad_record_enqueued_with_others_in_one_tick_fails_alone(
+    start_writer: StartWriter, async_producer: AsyncProducer, db_uri: str
+) -> None:
+    start_writer(coalesce_ms=20)
+    outcomes = await asyncio.gather(
+        async_producer.enqueue(record(1)),
+        async_producer.enqueue({"id": 2, "when": object()}),
+        async_producer.enqueue(record(3)),
+        return_exceptions=True,
+    )
+    assert isinstance(outcomes[1], RecordRejected) and "'when'" in str(outcomes[1])
+    await asyncio.wait_for(asyncio.gather(outcomes[0], outcomes[2]), 30)  # type: ignore[arg-type]
+    assert table_ids(db_uri) == [1, 3]

@@ -74,11 +74,6 @@ class BatchSettler:
         self._seen = seen
         self._retry = retry
 
-    async def settle(self, entries: list[Entry], now_ms: int, epoch: str) -> Settlement:
-        """Write and answer ``entries`` (in stream order). Raises ``WriterReplaced`` if a newer
-        writer fenced the table: nothing of the batch is answered then."""
-        return await self.land(await self.prepare(entries, now_ms, epoch))
-
     async def prepare(self, entries: list[Entry], now_ms: int, epoch: str) -> PreparedBatch:
         """Everything before the append: drop duplicates, answer what cannot be written, and
         build the Arrow table of the rest. ``now_ms`` (Redis time) is the batch's build time:

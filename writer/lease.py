@@ -127,10 +127,6 @@ class Lease:
         )
         return Renewal(int(state))
 
-    async def held(self) -> bool:
-        """Whether this writer still holds the lease (checked before every commit)."""
-        return await self.holder() in (self.value, None)
-
     @property
     def key(self) -> str:
         return self._keys.lease
