@@ -59,21 +59,25 @@ PACKED_ENTRY_WIDTH = 12
 ENQUEUE_SCRIPT = """
 local limit = tonumber(redis.call('HGET', KEYS[2], 'max_queue_size') or ARGV[1])
 local width = tonumber(ARGV[2])
-local queued = tonumber(redis.call('HGET', KEYS[2], 'queued') or '0')
-queued = math.max(queued, redis.call('XLEN', KEYS[1]))
-local ids = {}
-local added = 0
+local stored = tonumber(redis.call('HGET', KEYS[2], 'queued') or '0') or 0
+local length = redis.call('XLEN', KEYS[1])
+local queued = stored
+if length == 0 then queued = 0 elseif queued < length then queued = length end
+local last = 2
 local i = 3
 while i + width - 1 <= #ARGV do
   local n = 1
-  if width == 12 then n = tonumber(ARGV[i + 9]) end
+  if width == 12 then n = math.max(tonumber(ARGV[i + 9]) or 1, 1) end
   if queued + n > limit and queued > 0 then break end
-  ids[#ids + 1] = redis.call('XADD', KEYS[1], '*', unpack(ARGV, i, i + width - 1))
   queued = queued + n
-  added = added + n
+  last = i + width - 1
   i = i + width
 end
-if added > 0 then redis.call('HINCRBY', KEYS[2], 'queued', added) end
+if queued ~= stored then redis.call('HINCRBY', KEYS[2], 'queued', queued - stored) end
+local ids = {}
+for j = 3, last, width do
+  ids[#ids + 1] = redis.call('XADD', KEYS[1], '*', unpack(ARGV, j, j + width - 1))
+end
 return ids
 """
 """Append entries, in order, while the stream holds fewer than ``max_queue_size`` records.
@@ -82,8 +86,10 @@ KEYS: stream, config. ARGV: default max_queue_size, entry width (10 for single-r
 12 for packed ones, whose ``n`` is the fifth pair), then each entry's field/value pairs.
 Returns the ids of the entries added: a prefix of those given, empty when the queue is full.
 An entry is added to an empty queue even if it alone holds more than ``max_queue_size``
-records. The config hash's ``queued`` counts the records added; the writer lowers it as it
-deletes entries, and resets it whenever the stream is empty.
+records. The config hash's ``queued`` counts the records in the stream: the script decides
+what fits and records it before adding anything (so a failing ``XADD`` adds nothing after the
+count), takes it as 0 when the stream is empty and as at least ``XLEN`` otherwise (healing a
+count that drifted), and the writer lowers it as it deletes entries.
 """
 
 

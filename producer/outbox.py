@@ -177,10 +177,11 @@ class Outbox(Generic[F]):
 
     def learn_writer_max_batch(self, raw: bytes | str | None, now: float) -> None:
         """Pack no more records per entry than the writer's ``max_batch`` (the config hash's
-        field, absent until a writer has run)."""
+        field). Until a writer has published one, do not pack: it also says the writer reads
+        packed entries."""
         text = raw.decode() if isinstance(raw, bytes) else raw
-        limit = int(text) if text is not None and text.isdigit() and int(text) > 0 else None
-        self._pack_limit = min(self._pack_records, limit or self._pack_records)
+        limit = int(text) if text is not None and text.isdigit() and int(text) > 0 else 1
+        self._pack_limit = min(self._pack_records, limit)
         self._pack_limit_learned_at = now
 
     @property

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import time
+from pathlib import Path
 from typing import Any
 
 import lancedb
@@ -241,3 +242,34 @@ async def test_with_compact_every_the_writer_compacts_small_fragments_and_keeps_
         "the small fragments to be compacted",
     )
     assert table_ids(db_uri) == list(range(8))
+
+
+async def test_a_batch_commits_only_after_the_batch_before_it_is_answered(
+    start_writer: StartWriter, producer: Producer, db_uri: str, client: redis.Redis
+) -> None:
+    """Its watermark covers the earlier batch's entries: were they still unacked, a crash would
+    leave the next writer unable to tell what they were answered."""
+    release = asyncio.Event()
+    calls: list[list[int]] = []
+
+    async def on_flushed(records: list[dict[str, Any]]) -> None:
+        calls.append([r["id"] for r in records])
+        if len(calls) == 2:
+            await release.wait()  # holds the second batch's answers back
+
+    start_writer(max_batch=2, coalesce_ms=60_000, on_flushed=on_flushed)
+    await writer_serving(client)
+    await gather(producer.enqueue_many([record(0), record(1)]))
+    data = Path(db_uri) / "docs.lance" / "data"
+    files_before = len(list(data.iterdir()))
+    held = producer.enqueue_many([record(2), record(3)])
+    waiting = producer.enqueue_many([record(4), record(5)])
+    await async_wait_for(  # the third batch's data files are written...
+        lambda: asyncio.to_thread(lambda: len(list(data.iterdir())) >= files_before + 2),
+        what="the third batch to be written",
+    )
+    assert calls == [[0, 1], [2, 3]]
+    assert table_ids(db_uri) == [0, 1, 2, 3]  # ...and not committed while batch 2 is unanswered
+    release.set()
+    assert await gather(held + waiting) == [None] * 4
+    assert table_ids(db_uri) == [0, 1, 2, 3, 4, 5]

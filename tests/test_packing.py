@@ -132,6 +132,7 @@ def test_a_writer_killed_after_committing_packed_entries_answers_them_from_the_w
 async def test_a_producer_packs_one_call_s_records_into_entries_each_answered(
     start_writer: StartWriter, redis_url: str, client: redis.Redis, db_uri: str
 ) -> None:
+    client.hset(KEYS.config, "max_batch", 128)  # as a writer that reads packed entries left it
     with Producer("docs", redis_url=redis_url, pack_records=4) as producer:
         futures = producer.enqueue_many([record(i) for i in range(10)])
         assert client.xlen(KEYS.stream) == 3  # 4 + 4 + 2
@@ -142,10 +143,19 @@ async def test_a_producer_packs_one_call_s_records_into_entries_each_answered(
     wait_for(lambda: queued_records(client) == 0, 30, "the queue to empty")
 
 
+async def test_producers_do_not_pack_until_a_writer_published_its_max_batch(
+    redis_url: str, client: redis.Redis
+) -> None:
+    with Producer("docs", redis_url=redis_url, pack_records=4) as producer:
+        producer.enqueue_many([record(i) for i in range(3)])
+        assert client.xlen(KEYS.stream) == 3
+        producer.close(timeout=0)
+
+
 async def test_the_queue_bound_counts_records_not_entries(
     start_writer: StartWriter, redis_url: str, client: redis.Redis, db_uri: str
 ) -> None:
-    client.hset(KEYS.config, "max_queue_size", 6)
+    client.hset(KEYS.config, mapping={"max_queue_size": 6, "max_batch": 6})
     with Producer("docs", redis_url=redis_url, pack_records=4) as producer:
         first = producer.enqueue_many([record(i) for i in range(6)])  # two entries: 4 + 2
         assert queued_records(client) == 6

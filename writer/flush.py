@@ -129,17 +129,22 @@ class BatchSettler:
         prepared.table = batch
         return prepared
 
-    async def land(self, prepared: PreparedBatch) -> Settlement:
+    async def land(
+        self, prepared: PreparedBatch, before_commit: Callable[[], Awaitable[None]]
+    ) -> Settlement:
         """Append a prepared batch in one commit carrying its watermark. Data files are written
         first; if the table refuses them, the batch is bisected to reject only the records it
         refuses, and the rest is committed at once. Transient failures are retried. Batches are
-        landed in the order they were prepared. Raises ``WriterReplaced`` if a newer writer
+        landed in the order they were prepared, and each commits only after ``before_commit()``
+        returned: the batches before it are acked and answered, so its watermark, which covers
+        them, needs to list no answer of theirs. Raises ``WriterReplaced`` if a newer writer
         fenced the table."""
         result = prepared.result
         if prepared.table is not None:
             written = _Written()
             await self._write(prepared.rows, prepared.table, result, written)
             if written.fragments:
+                await before_commit()
                 await self._commit(prepared, written, result)
         result.rejected = sum(
             1

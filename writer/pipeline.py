@@ -26,14 +26,21 @@ P = TypeVar("P")
 R = TypeVar("R")
 
 
+Answered = Callable[[], Awaitable[None]]
+"""Waits until every batch submitted before this one is answered (raising what that raised)."""
+
+
 class FlushPipeline(Generic[P, R]):
-    """Runs ``append(prepared)`` in the table lane, then ``answer(result)`` in the answer lane
-    and, meanwhile, ``housekeeping(result)`` in the table lane (neither when ``append`` returns
-    None). Only one task drives it: ``submit`` and ``drain`` are never called concurrently."""
+    """Runs ``append(prepared, answered)`` in the table lane, then ``answer(result)`` in the
+    answer lane and, meanwhile, ``housekeeping(result)`` in the table lane (neither when
+    ``append`` returns None). ``append`` must await ``answered()`` before it commits: a commit's
+    watermark covers every earlier entry, so every earlier batch must be acked and answered by
+    then (its data files may be written meanwhile). Only one task drives the pipeline:
+    ``submit`` and ``drain`` are never called concurrently."""
 
     def __init__(
         self,
-        append: Callable[[P], Awaitable[R | None]],
+        append: Callable[[P, Answered], Awaitable[R | None]],
         answer: Callable[[R], Awaitable[None]],
         housekeeping: Callable[[R], Awaitable[None]],
     ) -> None:
@@ -48,8 +55,14 @@ class FlushPipeline(Generic[P, R]):
         answer it after. Raises what an earlier stage raised."""
         await self._free_table_lane()
         handoff: asyncio.Future[R | None] = asyncio.get_running_loop().create_future()
+        previous = self._answer_lane
+
+        async def answered() -> None:
+            if previous is not None:
+                await asyncio.shield(previous)  # shielded: cancelling the append spares it
+
         self._table_lane = asyncio.create_task(
-            self._table_work(prepared, handoff), name="lancequeue-append"
+            self._table_work(prepared, answered, handoff), name="lancequeue-append"
         )
         self._answer_lane = asyncio.create_task(
             self._answer_work(handoff, self._answer_lane), name="lancequeue-answer"
@@ -84,9 +97,11 @@ class FlushPipeline(Generic[P, R]):
             self._answer_lane = None
             answering.result()  # raises an answer's error promptly
 
-    async def _table_work(self, prepared: P, handoff: asyncio.Future[R | None]) -> None:
+    async def _table_work(
+        self, prepared: P, answered: Answered, handoff: asyncio.Future[R | None]
+    ) -> None:
         try:
-            result = await self._append(prepared)
+            result = await self._append(prepared, answered)
         except BaseException as exc:
             handoff.set_exception(exc)
             raise

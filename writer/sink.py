@@ -75,6 +75,7 @@ class TableSink:
         self._dataset: lance.LanceDataset | None = None
         self._builder: BatchBuilder | None = None
         self._fence_token = 0
+        self._last_append_version = 0
         self._consumer = ""
         self.rows = 0
         self.version = 0
@@ -272,6 +273,7 @@ class TableSink:
         self._dataset = dataset
         self.rows += rows
         self.version = dataset.version
+        self._last_append_version = dataset.version
 
     def fragment_rows(self) -> list[int]:
         """The row count of each of the table's fragments (from the manifest in memory)."""
@@ -301,8 +303,13 @@ class TableSink:
             return None  # e.g. the small fragments are not adjacent
         self.version = max(self.version, dataset.version)
         crash_point("after_compact")
+        # Never the newest append, whose watermark a crash would need: two compactions in a
+        # row would otherwise push it out of a small window.
+        dataset.checkout_latest()  # type: ignore[no-untyped-call]
+        newest_append = self._last_append_version or dataset.version
+        retain = max(2, keep_versions, dataset.version - newest_append + 1)
         cleaned = dataset.cleanup_old_versions(
-            retain_versions=max(2, keep_versions), error_if_tagged_old_versions=False
+            retain_versions=retain, error_if_tagged_old_versions=False
         )
         logger.info(
             "compacted %r: %d fragments into %d (version %d); removed %d old versions",

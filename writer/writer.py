@@ -32,7 +32,7 @@ from lancequeue.writer.faults import crash_point
 from lancequeue.writer.flush import BatchSettler, PreparedBatch, RetryPolicy, Settlement
 from lancequeue.writer.lease import Lease, Renewal
 from lancequeue.writer.loading import load_object
-from lancequeue.writer.pipeline import FlushPipeline
+from lancequeue.writer.pipeline import Answered, FlushPipeline
 from lancequeue.writer.replies import Acknowledgement, DeadLetter, ack_and_answer
 from lancequeue.writer.settings import WriterSettings
 from lancequeue.writer.sink import TableSink, resolve_schema
@@ -80,7 +80,6 @@ class Writer:
         self._lease: Lease | None = None
         self._settler: BatchSettler | None = None
         self._seen: SeenSequences | None = None
-        self._flushes = 0
         self._redis_clock_offset_ms = 0.0
         self._compaction = CompactionPolicy.parse(self.settings.compact_every)
         self._next_compaction_check = 0.0
@@ -252,6 +251,7 @@ class Writer:
                 coalescer.add(entries, self._waited_s(entries[0][0]))
         if len(coalescer) and not self._replaced:
             logger.info("stopping: flushing %d records in hand", len(coalescer))
+        while len(coalescer) and not self._replaced:
             await self._flush(coalescer.take())
 
     async def _replay_pending(self, watermark: Watermark | None) -> None:
@@ -355,19 +355,19 @@ class Writer:
             seen.remember(missing, results[2])
         return now_ms
 
-    async def _append(self, prepared: PreparedBatch) -> _Flushed | None:
-        """The table lane's part of a flush: the append (None if this writer was replaced)."""
+    async def _append(self, prepared: PreparedBatch, answered: Answered) -> _Flushed | None:
+        """The table lane's part of a flush: the append (None if this writer was replaced),
+        committed once the batches before it are answered."""
         assert self._settler is not None
         if self._replaced:
             return None
         try:
-            settlement = await self._settler.land(prepared)
+            settlement = await self._settler.land(prepared, answered)
         except WriterReplaced as exc:
             self._stop_replaced(exc)
             return None
         if settlement.commits:
             crash_point("after_commit")
-        self._flushes += 1
         return _Flushed(prepared.entries, settlement, self._compaction_due(settlement))
 
     def _compaction_due(self, settlement: Settlement) -> int | None:
@@ -457,7 +457,7 @@ class Writer:
         assert self._sink is not None
         try:
             target: int | None = target_rows
-            while target is not None and not self._replaced:
+            while target is not None and not self._replaced and not self._stop_event.is_set():
                 rows = await self._sink.compact(target, self.settings.keep_versions)
                 if rows is None:
                     return  # nothing merged: the next append looks again
