@@ -10,7 +10,9 @@ import subprocess
 from pathlib import Path
 
 import psutil
+import pytest
 
+from lancequeue.writer.bench.settings import STOP_TIMEOUT_S
 from tests.support import CLI, cli_env, run_cli, wait_for
 
 
@@ -102,10 +104,18 @@ def _start_a_long_run(tmp_path: Path) -> subprocess.Popen[str]:
     return bench
 
 
+@pytest.mark.timeout(4 * STOP_TIMEOUT_S + 90)
 def test_ctrl_c_stops_the_benchmark_and_every_process_it_started(tmp_path: Path) -> None:
     bench = _start_a_long_run(tmp_path)
     bench.send_signal(signal.SIGINT)
-    output, _ = bench.communicate(timeout=60)
+    # Each of its 4 children (2 producers, the writer, redis-server) may take up to
+    # STOP_TIMEOUT_S to exit before it is killed.
+    try:
+        output, _ = bench.communicate(timeout=4 * STOP_TIMEOUT_S + 30)
+    except subprocess.TimeoutExpired:
+        bench.kill()
+        output, _ = bench.communicate()
+        raise AssertionError(f"the benchmark did not stop after Ctrl-C:\n{output}") from None
     assert bench.returncode != 0, output
     assert _processes_mentioning(tmp_path) == []
     assert not list(tmp_path.glob("lancequeue-bench-*"))
