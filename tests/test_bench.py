@@ -7,13 +7,14 @@ import importlib.util
 import json
 import signal
 import subprocess
+import sys
 from pathlib import Path
 
 import psutil
 import pytest
 
 from lancequeue.writer.bench.settings import STOP_TIMEOUT_S
-from tests.support import CLI, cli_env, run_cli, wait_for
+from tests.support import cli_env, run_cli, wait_for
 
 
 def _processes_mentioning(path: Path) -> list[str]:
@@ -83,12 +84,27 @@ def test_sweep_reports_the_writer_s_memory_at_each_record_count(tmp_path: Path) 
     assert "writer peak RSS MiB" in done.stdout
 
 
+INTERRUPTIBLE_CLI = [
+    sys.executable,
+    "-c",
+    "import signal; signal.signal(signal.SIGINT, signal.default_int_handler); "
+    "from lancequeue.common.cli import main; main()",
+]
+"""The CLI with Ctrl-C handled as in a terminal: a suite started in the background inherits
+SIGINT ignored, and so would the benchmark."""
+
+
 def _start_a_long_run(tmp_path: Path) -> subprocess.Popen[str]:
     """A run paced to last minutes, once its records are flowing."""
-    command = [*CLI, "bench", "--producers", "2", "--records", "200000", "--dim", "8"]
+    command = [*INTERRUPTIBLE_CLI, "bench", "--producers", "2", "--records", "200000"]
+    command += ["--dim", "8"]
     command += ["--rate", "1000", "--workdir", str(tmp_path), "--out", str(tmp_path / "b.json")]
     bench = subprocess.Popen(
-        command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=cli_env()
+        command,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=cli_env(),
     )
     try:
         # The writer's first flush creates the table: records are flowing.
