@@ -18,10 +18,12 @@ def test_a_writer_stalled_past_its_lease_is_replaced_and_never_commits_after_the
     rig_for: MakeRig,
 ) -> None:
     rig = rig_for("SIGSTOP past the lease")
-    old = rig.start_writer()
+    # Every version kept: the table's history is what shows who committed when.
+    keep_history = ("--keep-versions", "1000000")
+    old = rig.start_writer(*keep_history)
     old_consumer, old_token = rig.wait_serving(old)
     rig.start_load()  # after the writer: the stall hits a steady state, not a backlog
-    standby = rig.start_writer()
+    standby = rig.start_writer(*keep_history)
     wait_for(
         lambda: "standing by until its lease expires" in standby.log(),
         60,
