@@ -118,20 +118,8 @@ def packed_entry_fields(
 ) -> list[bytes | str]:
     """The field/value pairs of one packed stream entry: ``records`` (encoded) with sequence
     numbers ``first_seq``, ``first_seq + 1``, ... in the order the enqueue script takes them."""
-    return [
-        FIELD_VERSION,
-        PROTOCOL_VERSION,
-        FIELD_REPLY,
-        reply_key,
-        FIELD_SEQ,
-        str(first_seq),
-        FIELD_TTL,
-        str(max(0, int(ttl_ms))),
-        FIELD_COUNT,
-        str(len(records)),
-        FIELD_RECORDS,
-        packb(records),
-    ]
+    fields = entry_fields(reply_key, first_seq, b"", ttl_ms)[:-2]  # all but "rec"
+    return [*fields, FIELD_COUNT, str(len(records)), FIELD_RECORDS, packb(records)]
 
 
 @dataclass(frozen=True)

@@ -225,11 +225,6 @@ class TableSink:
         assert self._builder is not None
         return self._builder.build(records)
 
-    async def append(self, batch: pa.Table, watermark: Watermark) -> None:
-        """One commit for the whole batch, carrying ``watermark``. Raises ``WriterReplaced`` if
-        a newer writer fenced the table."""
-        await self.commit(await self.write(batch), batch.num_rows, watermark)
-
     async def write(self, batch: pa.Table) -> list[Any]:
         """Write the batch's data files (fragments), not yet part of the table. Raises what
         the table refuses the data with, or ``WriterReplaced`` if a newer writer fenced it."""
