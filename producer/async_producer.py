@@ -19,7 +19,7 @@ from redis.exceptions import RedisError
 
 from lancequeue.common.backoff import Backoff
 from lancequeue.common.connection import resolve_redis_url
-from lancequeue.common.errors import LancequeueError, ProducerClosed
+from lancequeue.common.errors import ConfigError, LancequeueError, ProducerClosed
 from lancequeue.common.protocol import CONFIG_MAX_BATCH, ENQUEUE_SCRIPT, encode_results
 from lancequeue.producer.outbox import REPLY_INFLIGHT_TTL_MS, Outbox
 from lancequeue.producer.sending import (
@@ -61,6 +61,11 @@ class AsyncProducer:
         **settings: Any,
     ) -> None:
         self.settings = ProducerSettings(table, redis_url, data_dir, **settings)
+        if self.settings.linger_ms:
+            raise ConfigError(
+                "linger_ms is a setting of the sync Producer: AsyncProducer already sends the "
+                "records enqueued in one event-loop tick together"
+            )
         self._outbox: Outbox[AsyncFuture] = Outbox(
             table,
             self.settings.answer_grace_ms / 1000,

@@ -22,7 +22,8 @@ from lancequeue.common.backoff import Backoff
 from lancequeue.common.connection import resolve_redis_url
 from lancequeue.common.errors import LancequeueError, ProducerClosed
 from lancequeue.common.protocol import CONFIG_MAX_BATCH, ENQUEUE_SCRIPT, encode_results
-from lancequeue.producer.outbox import REPLY_INFLIGHT_TTL_MS, Outbox
+from lancequeue.producer.linger import Linger
+from lancequeue.producer.outbox import REPLY_INFLIGHT_TTL_MS, Outbox, Outgoing
 from lancequeue.producer.sending import (
     RECONNECT_INITIAL_S,
     RECONNECT_MAX_S,
@@ -88,6 +89,15 @@ class Producer:
             target=self._listen, name=f"lancequeue-replies-{table}", daemon=True
         )
         self._listener.start()
+        self._linger: Linger[Future[None]] | None = None
+        if self.settings.linger_ms:
+            self._linger = Linger(
+                self.settings.linger_ms / 1000,
+                self.settings.chunk_records,
+                self.settings.max_buffered_records,
+                self._send_buffered,
+                f"lancequeue-sender-{table}",
+            )
 
     # -- public API --------------------------------------------------------------------------
 
@@ -101,6 +111,10 @@ class Producer:
         ``max_record_bytes`` encoded, and ``ProducerClosed`` after ``close()``. A record whose
         send Redis never confirmed may be in the stream: its future is returned, and resolves
         from the writer's answer or fails by the deadline plus ``answer_grace_ms``.
+
+        With ``linger_ms`` set, the record is buffered and sent from a background thread: this
+        returns at once (or once the buffer has room, raising ``QueueFull``/``WriteTimeout`` if
+        it got none by the deadline), and errors of sending go to the future.
         """
         futures, failed_here = self._send([record], timeout)
         if failed_here:
@@ -114,7 +128,8 @@ class Producer:
 
         Errors go to the futures: ``RecordRejected`` for a record that cannot be encoded or is
         over ``max_record_bytes`` (never sent), ``QueueFull`` or ``WriteTimeout`` for records
-        that could not be sent by their deadline (now plus ``timeout``); the others go.
+        that could not be sent by their deadline (now plus ``timeout``); the others go. With
+        ``linger_ms`` set, the records join the send buffer and go from the background thread.
         """
         futures, _ = self._send(records, timeout)
         return futures
@@ -161,6 +176,8 @@ class Producer:
             self._closing.set()
             # Sends in progress finish (or, waiting for room, give up within a second).
             self._lifecycle.wait_for(lambda: self._sending == 0, self._room_recheck_s + wait_s)
+        if self._linger is not None:  # what is buffered goes now, if the queue has room
+            self._linger.close()
         concurrent.futures.wait(self._outbox.futures(), max(0.0, deadline - time.monotonic()))
         self._stop_listening.set()
         reachable = self._wake_listener()
@@ -180,8 +197,8 @@ class Producer:
 
     @property
     def outstanding(self) -> int:
-        """Records sent and not yet answered by the writer."""
-        return len(self._outbox)
+        """Records enqueued and not yet answered by the writer (buffered ones included)."""
+        return len(self._outbox) + (0 if self._linger is None else len(self._linger))
 
     @property
     def closed(self) -> bool:
@@ -221,22 +238,38 @@ class Producer:
             futures, outgoing, rejected = self._outbox.register(records, _running_future, deadline)
             for future, error in rejected:
                 _resolve_error(future, error)
-            sending = Sending(
-                self._outbox,
-                outgoing,
-                deadline,
-                timeout_s,
-                self.settings.chunk_records,
-                self.settings.chunk_bytes,
-                _resolve_error,
-            )
+            if self._linger is not None:
+                no_room = self._linger.put(outgoing, timeout_s)
+                outgoing = no_room  # sent from the buffer, or failed below as never sent
+            sending = self._sending_of(outgoing, timeout_s)
             if not sending.done:
-                self._send_in_turn(sending)
+                if self._linger is None:
+                    self._send_in_turn(sending)
+                else:
+                    sending.give_up(sending.not_sent_in_time(self._sender))
             return futures, [future for future, _ in rejected] + sending.failed
         finally:
             with self._lifecycle:
                 self._sending -= 1
                 self._lifecycle.notify_all()
+
+    def _sending_of(
+        self, records: list[Outgoing[Future[None]]], timeout_s: float
+    ) -> Sending[Future[None]]:
+        """Records of one timeout as one send; its deadline is the first (earliest) one's."""
+        return Sending(
+            self._outbox,
+            records,
+            records[0].deadline if records else time.monotonic() + timeout_s,
+            timeout_s,
+            self.settings.chunk_records,
+            self.settings.chunk_bytes,
+            _resolve_error,
+        )
+
+    def _send_buffered(self, records: list[Outgoing[Future[None]]], timeout_s: float) -> None:
+        """The sender thread's send of buffered records: errors go to their futures."""
+        self._send_in_turn(self._sending_of(records, timeout_s))
 
     def _send_in_turn(self, sending: Sending[Future[None]]) -> None:
         """Send once this producer's earlier sends are done (waiting counts against the

@@ -36,6 +36,19 @@ class ProducerSettings:
     """Most records packed into one stream entry (records sent in one enqueue-script call
     share entries, so Redis handles one entry per this many); 1 sends every record as an entry
     of its own. Every record still gets its own answer."""
+    linger_ms: int = 0
+    """How long a record may wait in the producer for others to share its send (Kafka's
+    ``linger.ms``). 0: each ``enqueue``/``enqueue_many`` call sends its records itself, in the
+    calling thread, and returns once Redis has them. Above 0: ``enqueue`` buffers the record
+    and returns at once; a background thread sends the buffer once its oldest record has waited
+    this long or ``chunk_records`` are in, so records enqueued one by one (from one thread or
+    many) share round trips and stream entries. Errors of sending (``QueueFull``,
+    ``WriteTimeout``) then go to the futures, and records sent together share the deadline of
+    the oldest of them."""
+    max_buffered_records: int = 4096
+    """With ``linger_ms``, the most records waiting in the producer to be sent: an enqueue that
+    finds the buffer full waits for room until its deadline (bounds the producer's memory
+    while the queue is full or Redis is unreachable)."""
     max_record_bytes: int = 1024 * 1024
     """Largest encoded record sent (the writer's ``--max-record-bytes`` default): a larger one
     fails at once with ``RecordRejected`` naming its size, and is never sent."""
@@ -62,6 +75,7 @@ class ProducerSettings:
             "chunk_records",
             "chunk_bytes",
             "pack_records",
+            "max_buffered_records",
             "max_record_bytes",
             "room_recheck_ms",
             "redis_timeout_ms",
@@ -73,5 +87,7 @@ class ProducerSettings:
             raise ConfigError(
                 f"pack_records must be at most {MAX_PACKED_RECORDS}, got {self.pack_records}"
             )
+        if self.linger_ms < 0:
+            raise ConfigError(f"linger_ms must not be negative, got {self.linger_ms}")
         if self.answer_grace_ms < 0:
             raise ConfigError(f"answer_grace_ms must not be negative, got {self.answer_grace_ms}")

@@ -1,0 +1,81 @@
+"""The sync producer's ``linger_ms``: records enqueued one by one share sends, from a
+background thread, with a bounded buffer."""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+
+import pytest
+import redis
+
+from lancequeue.common.errors import ConfigError, ProducerClosed, QueueFull
+from lancequeue.common.protocol import ENQUEUE_SCRIPT
+from lancequeue.producer import AsyncProducer, Producer
+from tests.support import KEYS, StartWriter, async_wait_for, record, table_ids
+from tests.test_producer import evalsha_calls, stream_records
+
+
+async def test_records_enqueued_one_by_one_within_the_linger_share_one_send_and_all_land(
+    start_writer: StartWriter, redis_url: str, client: redis.Redis, db_uri: str
+) -> None:
+    client.hset(KEYS.config, "max_batch", 128)  # as a writer publishes it: producers may pack
+    client.script_load(ENQUEUE_SCRIPT)  # so that the count below is of sends alone
+    made = Producer("docs", redis_url=redis_url, linger_ms=1_000)
+    calls_before = evalsha_calls(client)
+    futures = [made.enqueue(record(i)) for i in range(50)]
+    assert made.outstanding == 50
+    await async_wait_for(
+        lambda: asyncio.to_thread(lambda: client.xlen(KEYS.stream) > 0), what="the send"
+    )
+    assert evalsha_calls(client) - calls_before == 1
+    assert [seq for seq, _ in stream_records(client)] == list(range(1, 51))
+    assert client.xlen(KEYS.stream) == 1  # one packed entry
+    start_writer(coalesce_ms=20)
+    done, _ = await asyncio.to_thread(concurrent.futures.wait, futures, 60)
+    assert len(done) == 50 and all(future.exception() is None for future in futures)
+    assert table_ids(db_uri) == list(range(50))
+    made.close()
+
+
+async def test_enqueue_returns_before_the_linger_passes_and_close_sends_what_is_buffered(
+    redis_url: str, client: redis.Redis
+) -> None:
+    made = Producer("docs", redis_url=redis_url, linger_ms=600_000)
+    future = made.enqueue(record(1))
+    assert client.xlen(KEYS.stream) == 0 and not future.done()
+    await asyncio.to_thread(made.close, 0)
+    assert client.xlen(KEYS.stream) == 1  # sent at close; no writer answered it
+    assert isinstance(future.exception(), ProducerClosed)
+
+
+async def test_a_full_buffer_makes_enqueue_wait_and_fail_with_queue_full_at_its_deadline(
+    redis_url: str, client: redis.Redis
+) -> None:
+    client.hset(KEYS.config, "max_queue_size", 1)
+    made = Producer(
+        "docs", redis_url=redis_url, linger_ms=1, max_buffered_records=2, room_recheck_ms=50
+    )
+    made.enqueue(record(0))  # fills the queue
+    made.enqueue(record(1))  # taken by the sender thread, which waits for room
+    await async_wait_for(
+        lambda: asyncio.to_thread(lambda: client.pubsub_numsub(KEYS.flushed_channel)[0][1] == 1),
+        what="the sender to wait for room",
+    )
+    buffered = [made.enqueue(record(i), timeout=600) for i in (2, 3)]
+    with pytest.raises(QueueFull, match="queue full"):
+        await asyncio.to_thread(made.enqueue, record(4), 0.3)
+    assert made.outstanding == 4
+    await asyncio.to_thread(made.close, 0)
+    for future in buffered:
+        assert isinstance(future.exception(), ProducerClosed)
+    assert client.xlen(KEYS.stream) == 1
+
+
+def test_linger_ms_must_not_be_negative_and_is_a_setting_of_the_sync_producer_only(
+    redis_url: str,
+) -> None:
+    with pytest.raises(ConfigError, match="linger_ms"):
+        Producer("docs", redis_url=redis_url, linger_ms=-1)
+    with pytest.raises(ConfigError, match="linger_ms"):
+        AsyncProducer("docs", redis_url=redis_url, linger_ms=5)
