@@ -49,6 +49,7 @@ def read_status(client: redis.Redis, table: str) -> dict[str, Any]:
         "last_flush_at_ms": number("last_flush_at_ms"),
         "batches": number("batches"),
         "rows_written": number("rows"),
+        "append_ms": number("append_ms"),
         "rejected": number("rejected"),
         "failed": number("failed"),
         "expired": number("expired"),
@@ -67,6 +68,13 @@ def _when(ms: int | None) -> str:
     return f"{stamp} ({time.time() - ms / 1000:.1f}s ago)"
 
 
+def _mean_append(status: dict[str, Any]) -> str | None:
+    """Mean time a batch took to write and commit, from the writer's counters."""
+    if not status["batches"] or status["append_ms"] is None:
+        return None
+    return f"{status['append_ms'] / status['batches']:.1f} ms"
+
+
 def format_status(status: dict[str, Any]) -> str:
     alive = "alive" if status["writer_alive"] else "not running"
     rows = [
@@ -77,6 +85,7 @@ def format_status(status: dict[str, Any]) -> str:
         ("writer since", _when(status["writer_since_ms"])),
         ("last flush", _when(status["last_flush_at_ms"])),
         ("batches / rows written", f"{status['batches']} / {status['rows_written']}"),
+        ("mean append", _mean_append(status)),
         (
             "rejected / failed / expired",
             f"{status['rejected']} / {status['failed']} / {status['expired']}",

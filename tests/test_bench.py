@@ -51,6 +51,7 @@ def test_compare_runs_the_four_systems_and_finds_every_record_once_in_the_table(
         "ok": True,
     }
     assert end_to_end["batches"] > 0 and end_to_end["latency"]["p99_ms"] > 0
+    assert end_to_end["mean_append_ms"] > 0
     assert report["systems"]["naive"]["table_rows"] == 50
     assert report["machine"]["cpu_count"] > 0 and report["problems"] == []
     assert "measured on the first 50 rows" in done.stdout

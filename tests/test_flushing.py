@@ -217,7 +217,7 @@ async def test_one_reply_message_per_producer_per_flush(
 async def test_status_reports_queue_writer_and_table(
     start_writer: StartWriter, producer: Producer, client: redis.Redis
 ) -> None:
-    from lancequeue.common.status import read_status
+    from lancequeue.common.status import format_status, read_status
 
     start_writer(coalesce_ms=10)
     await gather(producer.enqueue_many([record(i) for i in range(20)]))
@@ -226,7 +226,8 @@ async def test_status_reports_queue_writer_and_table(
     assert status["queue_depth"] == 0 and status["pending"] == 0
     assert status["rows_written"] == 20 and status["table_rows"] == 20
     assert status["batches"] >= 1 and status["table_version"] >= 2
-    assert status["last_flush_at_ms"] is not None
+    assert status["append_ms"] is not None and status["last_flush_at_ms"] is not None
+    assert "mean append" in format_status(status)
 
 
 async def test_with_compact_every_the_writer_compacts_small_fragments_and_keeps_every_row(

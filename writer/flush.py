@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -46,6 +47,8 @@ class Settlement:
     expired: int = 0
     duplicates: int = 0
     commits: int = 0
+    append_s: float = 0.0
+    """Time spent writing data files and committing (not waiting for the batch before)."""
 
 
 @dataclass
@@ -142,10 +145,14 @@ class BatchSettler:
         result = prepared.result
         if prepared.table is not None:
             written = _Written()
+            started = time.monotonic()
             await self._write(prepared.rows, prepared.table, result, written)
+            result.append_s += time.monotonic() - started
             if written.fragments:
                 await before_commit()
+                started = time.monotonic()
                 await self._commit(prepared, written, result)
+                result.append_s += time.monotonic() - started
         result.rejected = sum(
             1
             for answer in result.answers.values()

@@ -588,6 +588,7 @@ def _entry_bytes(entry: RawEntry) -> int:
 def _increments(settlement: Settlement) -> dict[str, int]:
     return {
         "batches": settlement.commits,
+        "append_ms": round(settlement.append_s * 1000),
         "rows": len(settlement.landed),
         "rejected": settlement.rejected,
         "failed": settlement.failed,

@@ -138,6 +138,7 @@ def _figures(
         "records": records,
         "producers": settings.producers,
         "rate": settings.rate,
+        "coalesce_ms": settings.coalesce_ms,
         "seconds": seconds,
         "rows_per_s": records / seconds,
         "mb_per_s": encoded_bytes / seconds / BYTES_PER_MB,
@@ -151,6 +152,9 @@ def _figures(
         "batches": counters["batches"],
         "rows_by_writer": counters["rows"],
         "mean_batch_rows": counters["rows"] / counters["batches"] if counters["batches"] else None,
+        "mean_append_ms": counters["append_ms"] / counters["batches"]
+        if counters["batches"]
+        else None,
         "peak_rss_bytes": sampler.peak_rss_bytes,
         "maxrss_bytes": maxrss_bytes(raw["writer_usage"]),
         "writer_idle_rss_bytes": raw["writer_idle_rss_bytes"],

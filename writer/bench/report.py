@@ -123,7 +123,8 @@ def end_to_end_lines(result: dict[str, Any]) -> list[str]:
         f"p95 {_number(result['latency']['p95_ms'], '.1f')}, "
         f"p99 {_number(result['latency']['p99_ms'], '.1f')}, "
         f"max {_number(result['latency']['max_ms'], '.1f')}",
-        f"  writer: {result['batches']:,} batches, mean {_number(mean_batch, ',.1f')} rows; "
+        f"  writer: {result['batches']:,} batches, mean {_number(mean_batch, ',.1f')} rows, "
+        f"mean append {_number(result['mean_append_ms'], ',.1f')} ms; "
         f"table version {result['table_version']}, {result['versions']:,} versions, "
         f"{result['fragments']:,} fragments",
         f"  RSS MiB: writer peak {_mib(result['peak_rss_bytes'])} sampled "
@@ -135,6 +136,14 @@ def end_to_end_lines(result: dict[str, Any]) -> list[str]:
         f"{cpu['producers']:.1f}, writer {writer_cpu}, redis {cpu['redis']:.1f}",
         f"  check: {verdict}",
     ]
+    if result["rate"] and result["mean_append_ms"] is not None:
+        bound_ms = result["coalesce_ms"] + 2 * result["mean_append_ms"]
+        p99_ms = result["latency"]["p99_ms"]
+        met = p99_ms is not None and p99_ms <= bound_ms
+        lines.append(
+            f"  latency bound at this load: p99 {_number(p99_ms, '.1f')} ms "
+            f"{'<=' if met else '>'} coalesce_ms + 2 x mean append = {bound_ms:.1f} ms"
+        )
     if not result["rate"]:
         lines.append(
             "  (producers sent flat out: the latency is mostly waiting in the full queue; "

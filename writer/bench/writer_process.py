@@ -71,9 +71,9 @@ def wait_writer_ready(process: Process, client: redis.Redis, table: str, log: Pa
 
 
 def writer_counters(client: redis.Redis, table: str) -> dict[str, int]:
-    """The writer's ``batches`` and ``rows`` counters from its status hash."""
+    """The writer's ``batches``, ``rows`` and ``append_ms`` counters from its status hash."""
     raw: dict[bytes, bytes] = client.hgetall(TableKeys(table).writer)  # type: ignore[assignment]
-    return {name: int(raw.get(name.encode(), 0)) for name in ("batches", "rows")}
+    return {name: int(raw.get(name.encode(), 0)) for name in ("batches", "rows", "append_ms")}
 
 
 def delete_table_keys(client: redis.Redis, table: str) -> None:
