@@ -17,7 +17,7 @@ from lancequeue.common.codec import encode_record
 from lancequeue.common.errors import (
     WriteFailed,
 )
-from lancequeue.common.protocol import decode_results
+from lancequeue.common.protocol import decode_results, packed_entry_fields
 from lancequeue.producer import Producer
 from tests.support import (
     KEYS,
@@ -26,6 +26,7 @@ from tests.support import (
     broken_storage,
     flush_recorder,
     gather,
+    pop_answers,
     record,
     resolve,
     stream_entry,
@@ -69,6 +70,33 @@ async def test_records_sent_together_flush_at_max_batch_one_append_each(
     # one table version for the creation, two for the writer's fence, then one per batch
     assert table_versions(db_uri) == 1 + 2 + 3
     assert table_ids(db_uri) == list(range(30))
+
+
+async def test_under_a_backlog_a_batch_due_by_its_window_is_topped_up_to_max_batch(
+    start_writer: StartWriter, client: redis.Redis, db_uri: str
+) -> None:
+    reply_key = KEYS.reply("p1")
+    packed = packed_entry_fields(
+        reply_key, 1, [encode_record(record(i)) for i in range(1, 6)], 600_000
+    )
+    seconds, micros = client.time()  # type: ignore[misc]
+    ten_s_ago = f"{seconds * 1000 + micros // 1000 - 10_000}"
+    with client.pipeline() as pipe:  # a backlog: entries that have waited 10 s, by their ids
+        pipe.xadd(
+            KEYS.stream, dict(zip(packed[::2], packed[1::2], strict=True)), id=f"{ten_s_ago}-0"
+        )  # type: ignore[arg-type]
+        for seq in range(6, 36):
+            entry = stream_entry(reply_key, seq, encode_record(record(seq)))
+            pipe.xadd(KEYS.stream, entry, id=f"{ten_s_ago}-{seq}")
+        pipe.execute()
+    flushes, on_flushed = flush_recorder()
+    start_writer(max_batch=10, coalesce_ms=50, on_flushed=on_flushed)
+    results = await asyncio.to_thread(pop_answers, client, reply_key, 35)
+    assert all(result.error is None for result in results.values())
+    # The first read brings 14 records (it expects one per entry): a full batch of 10, then the
+    # 4 left over are topped up with what else is waiting rather than flushed alone.
+    assert [len(batch) for batch in flushes] == [10, 10, 10, 5]
+    assert table_ids(db_uri) == list(range(1, 36))
 
 
 async def test_records_arriving_within_the_window_flush_together_once_it_expires(

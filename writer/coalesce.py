@@ -4,7 +4,9 @@ A batch is flushed ``coalesce_ms`` after its first record arrived in the stream,
 ``max_batch`` records (or ``max_bytes`` bytes of them) are in hand, whichever comes first. The
 window is counted from the record's arrival, not from when the writer read it: records that
 waited in the stream while the writer was busy (a backlog) are flushed at once, and the window
-only bounds the latency of a lone record.
+only bounds the latency of a lone record. A batch due by its window but not full is topped up
+first with whatever else is waiting in the stream (a read that does not wait), so under a
+backlog every batch is full.
 
 Stream entries may carry several records (``count``); a batch holds whole entries, so one read
 that brought more records than ``max_batch`` leaves the extra entries for the next batch.
@@ -75,15 +77,17 @@ class Coalescer(Generic[T]):
             return 0
         return max(1, records // self._records_per_entry)
 
+    def full(self) -> bool:
+        """Whether the records in hand reach ``max_batch`` or ``max_bytes``."""
+        if self._records >= self.max_batch:
+            return True
+        return self.max_bytes is not None and self._bytes >= self.max_bytes
+
     def due(self) -> bool:
         """Whether the batch in hand must be flushed now."""
         if not self._entries:
             return False
-        if self._records >= self.max_batch:
-            return True
-        if self.max_bytes is not None and self._bytes >= self.max_bytes:
-            return True
-        return self._clock() - self._first_at >= self.coalesce_s
+        return self.full() or self._clock() - self._first_at >= self.coalesce_s
 
     def block_ms(self) -> int:
         """How long the next read may block: the rest of the window, at most ``max_block_ms``

@@ -113,10 +113,10 @@ class StreamGroup:
     def _lease_args(self) -> list[str | int]:
         return [self._lease.value, self._lease.ttl_ms]
 
-    async def read_new(self, count: int, block_ms: int) -> list[RawEntry]:
+    async def read_new(self, count: int, block_ms: int | None) -> list[RawEntry]:
         """Read up to ``count`` entries no writer has read, if this writer still holds the
         lease (raises ``WriterReplaced`` if not); with none there, wait up to ``block_ms`` for
-        one to arrive and return nothing (the caller reads again)."""
+        one to arrive (None: do not wait) and return nothing (the caller reads again)."""
         response: Any = await self._unless_group_vanished(
             self._read_new(
                 keys=[self.keys.stream, self.keys.lease],
@@ -129,7 +129,8 @@ class StreamGroup:
             raise _replaced(response[1])
         if response[0] == 1:
             return [(entry_id, _pairs(fields)) for entry_id, fields in response[1]]
-        await self._redis.xread({self.keys.stream: response[1]}, count=1, block=block_ms)
+        if block_ms is not None:
+            await self._redis.xread({self.keys.stream: response[1]}, count=1, block=block_ms)
         return []
 
     async def _unless_group_vanished(self, read: Awaitable[Any]) -> Any:

@@ -214,9 +214,12 @@ class Writer:
         backoff = Backoff()
         read_lost = False
         last_read = "0"  # the last entry read; everything up to it is in hand or settled
+        topped_up = False  # the batch due in hand had its read that does not wait
         while not self._stop_event.is_set():
-            if coalescer.due():
+            top_up = coalescer.due()
+            if top_up and (topped_up or coalescer.full()):
                 await self._flush(coalescer.take())
+                topped_up = False
                 continue
             if not len(coalescer) and time.monotonic() >= next_claim_at:
                 # Only with no batch in hand: this consumer's pending list is empty then, so
@@ -236,7 +239,10 @@ class Writer:
                     entries = await group.read_pending(last_read, coalescer.room)
                     read_lost = bool(entries)
                 else:
-                    entries = await group.read_new(coalescer.room, coalescer.block_ms())
+                    # A batch due by its window takes what else is waiting, without waiting.
+                    block_ms = None if top_up else coalescer.block_ms()
+                    entries = await group.read_new(coalescer.room, block_ms)
+                    topped_up = top_up
                 backoff.reset()
             except (AuthenticationError, NoPermissionError):
                 raise  # a configuration error: retrying cannot help
