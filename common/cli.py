@@ -26,6 +26,11 @@ SUBCOMMANDS = {
         "dlq_group",
         "List, replay or purge a table's dead letters.",
     ),
+    "redis": (
+        "lancequeue.common.redis_command",
+        "redis_group",
+        "Start, stop or check the embedded Redis server of a data directory.",
+    ),
     "status": (
         "lancequeue.common.status",
         "status_command",

@@ -16,6 +16,7 @@ import redis
 from lancequeue.common import embedded_redis
 from lancequeue.producer import Producer
 from tests.support import (
+    KEYS,
     WriterProcess,
     cli_env,
     pending_count,
@@ -228,6 +229,25 @@ def test_status_command_prints_a_table_and_json(
     assert writer.wait() == 0
     done = run_cli("status", "--table", "docs", "--redis", redis_url, "--json")
     assert json.loads(done.stdout)["writer_alive"] is False
+
+
+def test_writer_check_exits_0_while_a_live_writer_holds_the_lease_and_1_otherwise(
+    writer_process: StartProcess, redis_url: str, client: redis.Redis
+) -> None:
+    check = ("writer", "--check", "--table", "docs", "--redis", redis_url)
+    done = run_cli(*check)
+    assert done.returncode == 1 and "no writer holds the lease" in done.stdout
+    writer = writer_process("--coalesce-ms", "20")
+    wait_for(lambda: writer_alive(client), 60, "the writer")
+    done = run_cli(*check)
+    assert done.returncode == 0, done.stdout + done.stderr
+    consumer = client.hget(KEYS.writer, "consumer")
+    assert consumer is not None and f"writer {consumer.decode()} holds the lease" in done.stdout
+    writer.signal(signal.SIGTERM)
+    assert writer.wait() == 0
+    assert run_cli(*check).returncode == 1  # a stopped writer gives its lease up
+    unreachable = run_cli("writer", "--check", "--table", "docs", "--redis", "redis://127.0.0.1:1")
+    assert unreachable.returncode == 1 and "cannot check the writer" in unreachable.stderr
 
 
 def test_writer_settings_come_from_environment_variables(

@@ -15,8 +15,11 @@ from pathlib import Path
 from typing import Any
 
 import click
+import redis
 
+from lancequeue.common.connection import resolve_redis_url
 from lancequeue.common.errors import ConfigError, LancequeueError
+from lancequeue.common.keys import TableKeys
 from lancequeue.writer.settings import WriterSettings
 from lancequeue.writer.writer import Writer
 
@@ -45,7 +48,7 @@ def settings_options(command: Callable[..., Any]) -> Callable[..., Any]:
             settings_field.name,
             type=click_type,
             envvar=env_var(flag),
-            required=required,
+            required=False,  # checked in writer_command: --check needs only --table
             default=None if required else default,
             show_default=not required and default is not None,
             show_envvar=True,
@@ -56,18 +59,61 @@ def settings_options(command: Callable[..., Any]) -> Callable[..., Any]:
 
 @click.command("writer")
 @settings_options
-def writer_command(**options: Any) -> None:
+@click.option(
+    "--check",
+    is_flag=True,
+    help="Start nothing: exit 0 if a live writer holds the table's lease, 1 if not (for health "
+    "checks). Needs only --table and the Redis options.",
+)
+def writer_command(check: bool, **options: Any) -> None:
     """Run the writer that owns one table: coalesce records from its Redis stream into batches,
     append each in one commit, ack and answer every producer.
 
     SIGTERM or Ctrl-C: stop reading, flush what is in hand, answer, exit 0. A second signal
     exits at once; unacked records stay pending for the next writer.
     """
+    needed = ["table"] if check else _required_fields()
+    missing = [_flag(name) for name in needed if options.get(name) is None]
+    if missing:
+        raise click.UsageError(f"Missing option {', '.join(repr(flag) for flag in missing)}.")
+    if check:
+        sys.exit(check_lease(options["table"], options["redis_url"], options["data_dir"]))
     try:
         writer = Writer(WriterSettings(**options))
     except ConfigError as exc:
         raise click.BadParameter(str(exc)) from exc
     asyncio.run(_run_until_signalled(writer))
+
+
+def check_lease(table: str, redis_url: str | None, data_dir: Path | None) -> int:
+    """``--check``: say whether a live writer holds ``table``'s lease; the exit code (0: one
+    does, 1: none does or Redis cannot be reached). Never starts the embedded server."""
+    try:
+        url = resolve_redis_url(redis_url, data_dir, start_embedded=False)
+        with redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=5) as client:
+            holder = client.get(TableKeys(table).lease)
+    except (LancequeueError, redis.RedisError, OSError) as exc:
+        click.echo(f"table {table!r}: cannot check the writer: {exc}", err=True)
+        return 1
+    if holder is None:
+        click.echo(f"table {table!r}: no writer holds the lease")
+        return 1
+    consumer = holder.decode(errors="replace").split(" ", 1)[0]
+    click.echo(f"table {table!r}: writer {consumer} holds the lease")
+    return 0
+
+
+def _required_fields() -> list[str]:
+    return [
+        settings_field.name
+        for settings_field in dataclasses.fields(WriterSettings)
+        if settings_field.default is dataclasses.MISSING
+        and settings_field.default_factory is dataclasses.MISSING
+    ]
+
+
+def _flag(name: str) -> str:
+    return str(WriterSettings.__dataclass_fields__[name].metadata["flag"])
 
 
 async def _run_until_signalled(writer: Writer) -> None:
