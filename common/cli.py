@@ -11,6 +11,11 @@ import click
 
 SUBCOMMANDS = {
     "writer": ("lancequeue.writer.cli", "writer_command", "Run the writer that owns a table."),
+    "demo": (
+        "lancequeue.writer.bench.demo",
+        "demo_command",
+        "Run a writer and producer processes on this machine; show the result.",
+    ),
     "bench": (
         "lancequeue.writer.bench.cli",
         "bench_command",

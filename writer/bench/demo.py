@@ -1,0 +1,175 @@
+"""``lancequeue demo``: the whole write path on this machine in one command.
+
+Redis (the embedded server of the data directory unless ``--redis`` is given), the writer
+through its CLI, and K producer processes writing N records each (a text and a 384-dim float32
+vector), with a live progress bar; then a summary and a vector search of the table it wrote.
+The table (``demo``) stays in the data directory; a new demo replaces it.
+"""
+
+from __future__ import annotations
+
+import shutil
+import signal
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+import lancedb
+import numpy as np
+import redis
+
+from lancequeue.common.bench_latency import latency_summary_ms
+from lancequeue.common.bench_records import DEFAULT_SEED, DEFAULT_TEXT_BYTES, make_records
+from lancequeue.common.connection import (
+    ENV_DATA_DIR,
+    ENV_REDIS_URL,
+    default_data_dir,
+    resolve_redis_url,
+)
+from lancequeue.common.errors import LancequeueError
+from lancequeue.writer.bench.errors import BenchError
+from lancequeue.writer.bench.processes import Children, maxrss_bytes, stop_process
+from lancequeue.writer.bench.producer_processes import (
+    ProducerProcess,
+    collect,
+    release,
+    start_producers,
+    wait_ready,
+)
+from lancequeue.writer.bench.settings import BenchSettings
+from lancequeue.writer.bench.table_stats import table_stats
+from lancequeue.writer.bench.writer_process import (
+    delete_table_keys,
+    start_writer,
+    wait_writer_ready,
+    writer_counters,
+)
+
+TABLE = "demo"
+"""The table the demo writes, in ``<data dir>/demo-db``."""
+_PROGRESS_POLL_S = 0.2
+
+
+@click.command("demo")
+@click.option("--producers", default=4, show_default=True, help="Producer processes.")
+@click.option("--records", default=5_000, show_default=True, help="Records each producer writes.")
+@click.option("--dim", default=384, show_default=True, help="Vector dimension.")
+@click.option(
+    "--data-dir",
+    type=click.Path(path_type=Path),
+    envvar=ENV_DATA_DIR,
+    help="Where the embedded Redis server and the demo table live. "
+    "Default: ~/.local/share/lancequeue.",
+)
+@click.option("--redis", "redis_url", envvar=ENV_REDIS_URL, help="Use this Redis instead.")
+def demo_command(
+    producers: int, records: int, dim: int, data_dir: Path | None, redis_url: str | None
+) -> None:
+    """Run a writer and K producer processes writing N records each; show what happened."""
+    if producers < 1 or records < 1 or dim < 1:
+        raise click.BadParameter("--producers, --records and --dim must be positive")
+    directory = data_dir or default_data_dir()
+    try:
+        url = resolve_redis_url(redis_url, directory)
+    except LancequeueError as exc:
+        raise click.ClickException(str(exc)) from exc
+    db_dir = directory / "demo-db"
+    settings = BenchSettings(producers=producers, records=producers * records, dim=dim)
+    work = Path(tempfile.mkdtemp(prefix="lancequeue-demo-"))
+    try:
+        summary = _run(settings, url, db_dir, work)
+    except BenchError as exc:
+        raise click.ClickException(str(exc)) from exc
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    click.echo(_format(summary))
+
+
+def _run(settings: BenchSettings, url: str, db_dir: Path, work: Path) -> dict[str, Any]:
+    total = settings.records
+    shutil.rmtree(db_dir / f"{TABLE}.lance", ignore_errors=True)  # an earlier demo's table
+    with redis.Redis.from_url(url) as client, Children() as children:
+        delete_table_keys(client, TABLE)  # and its stream
+        click.echo(f"Redis: {url}")
+        writer_log = work / "writer.log"
+        writer = children.add(
+            start_writer(
+                url, db_dir, TABLE, settings.max_batch, settings.coalesce_ms, (), writer_log
+            )
+        )
+        wait_writer_ready(writer, client, TABLE, writer_log)
+        click.echo(f"writer: pid {writer.pid}, table {TABLE!r} in {db_dir}")
+        started = start_producers(settings, url, TABLE, total, work, children)
+        wait_ready(started)
+        click.echo(f"{settings.producers} producers: {total:,} records, dim {settings.dim}")
+        release(started)
+        _show_progress(client, started, total)
+        results = collect(started, settings.timeout_s)
+        counters = writer_counters(client, TABLE)
+        writer_usage = stop_process(writer, signal.SIGTERM)
+    seconds = max(r["last_resolved"] for r in results) - min(r["started"] for r in results)
+    latencies_ms = np.concatenate([result["latencies_ms"] for result in results])
+    return {
+        "records": total,
+        "ok": sum(result["ok"] for result in results),
+        "not_written": sum(result["count"] - result["ok"] for result in results),
+        "seconds": seconds,
+        "latency": latency_summary_ms(latencies_ms / 1000),
+        "counters": counters,
+        "writer_peak_rss_bytes": maxrss_bytes(writer_usage),
+        "table": table_stats(db_dir, TABLE),
+        "db_dir": db_dir,
+        "search": _search(db_dir, settings),
+    }
+
+
+def _show_progress(client: redis.Redis, producers: list[ProducerProcess], total: int) -> None:
+    """A progress bar of the rows the writer has committed, until every producer is done."""
+    shown = 0
+    with click.progressbar(length=total, label="written", show_pos=True) as bar:
+        while any(producer.process.poll() is None for producer in producers):
+            rows = writer_counters(client, TABLE)["rows"]
+            bar.update(rows - shown)
+            shown = rows
+            time.sleep(_PROGRESS_POLL_S)  # a display refresh, not a synchronisation
+        bar.update(writer_counters(client, TABLE)["rows"] - shown)
+
+
+def _search(db_dir: Path, settings: BenchSettings) -> list[dict[str, Any]]:
+    """The 3 rows nearest the vector of record 0 (regenerated: the producers made it)."""
+    query = make_records(0, 1, settings.dim, DEFAULT_TEXT_BYTES, DEFAULT_SEED)[0]
+    table = lancedb.connect(str(db_dir)).open_table(TABLE)
+    hits = table.search(query["vector"]).limit(3).select(["id", "text", "_distance"]).to_list()
+    return [
+        {"id": hit["id"], "text": hit["text"], "distance": float(hit["_distance"])} for hit in hits
+    ]
+
+
+def _format(summary: dict[str, Any]) -> str:
+    latency = summary["latency"]
+    counters = summary["counters"]
+    table = summary["table"]
+    peak = summary["writer_peak_rss_bytes"]
+    mean_batch = counters["rows"] / max(1, counters["batches"])
+    rows = [
+        ("records written", f"{summary['ok']:,} of {summary['records']:,}"),
+        ("rows/s", f"{summary['records'] / summary['seconds']:,.0f}"),
+        ("ack latency p50 / p99", f"{latency['p50_ms']:.0f} ms / {latency['p99_ms']:.0f} ms"),
+        (
+            "batches",
+            f"{counters['batches']:,} (mean {mean_batch:.0f} rows)",
+        ),
+        ("writer peak memory", "-" if peak is None else f"{peak / 2**20:,.0f} MiB"),
+        ("table rows / versions", f"{table['table_rows']:,} / {table['versions']:,}"),
+        ("table", str(summary["db_dir"] / f"{TABLE}.lance")),
+    ]
+    width = max(len(name) for name, _ in rows)
+    lines = ["", *(f"{name:<{width}}  {value}" for name, value in rows), ""]
+    lines.append("nearest rows to record 0's vector (a vector search of the table):")
+    for hit in summary["search"]:
+        lines.append(f"  id {hit['id']:>6}  distance {hit['distance']:.4f}  {hit['text'][:48]!r}")
+    if summary["not_written"]:
+        lines.append(f"{summary['not_written']:,} records were not written: see the producers")
+    return "\n".join(lines)
