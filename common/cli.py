@@ -4,10 +4,11 @@ so ``lancequeue produce --help`` never loads lancedb (click's lazy-group pattern
 from __future__ import annotations
 
 import importlib
-import logging
 from typing import Any
 
 import click
+
+from lancequeue.common.logs import LOG_FORMATS, configure_logging
 
 SUBCOMMANDS = {
     "writer": ("lancequeue.writer.cli", "writer_command", "Run the writer that owns a table."),
@@ -73,11 +74,16 @@ class LazyGroup(click.Group):
     count=True,
     help="More logging: -v debug for lancequeue, -vv debug for everything.",
 )
+@click.option(
+    "--log-format",
+    type=click.Choice(LOG_FORMATS),
+    default="text",
+    show_default=True,
+    envvar="LANCEQUEUE_LOG_FORMAT",
+    show_envvar=True,
+    help="Log lines as text, or as one JSON object each for log shippers.",
+)
 @click.version_option(package_name="lancequeue")
-def main(verbose: int) -> None:
+def main(verbose: int, log_format: str) -> None:
     """lancequeue: many processes write one LanceDB table through a Redis stream."""
-    logging.basicConfig(
-        level=logging.DEBUG if verbose >= 2 else logging.WARNING,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    logging.getLogger("lancequeue").setLevel(logging.DEBUG if verbose else logging.INFO)
+    configure_logging(verbose, log_format)

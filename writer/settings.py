@@ -145,6 +145,13 @@ class WriterSettings:
             "--metadata-cache-bytes", "Size of Lance's metadata cache (one manifest per version)."
         ),
     )
+    summary_every_s: int = field(
+        default=60,
+        metadata=_option(
+            "--summary-every-s",
+            "Log a one-line summary of what the writer did this often (0: never).",
+        ),
+    )
 
     def __post_init__(self) -> None:
         check_table_name(self.table)
@@ -172,7 +179,7 @@ class WriterSettings:
                 f"keep_versions must be at least 2 (the newest append's watermark is kept), "
                 f"got {self.keep_versions!r}"
             )
-        for name in ("flush_retries",):
+        for name in ("flush_retries", "summary_every_s"):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 0:
                 raise ConfigError(f"{name} must be a non-negative integer, got {value!r}")

@@ -37,6 +37,7 @@ from lancequeue.writer.replies import Acknowledgement, DeadLetter, ack_and_answe
 from lancequeue.writer.settings import WriterSettings
 from lancequeue.writer.sink import TableSink, resolve_schema
 from lancequeue.writer.stream_group import RawEntry, StreamGroup
+from lancequeue.writer.summary import Summary
 from lancequeue.writer.watermark import Watermark
 
 logger = logging.getLogger(__name__)
@@ -81,6 +82,7 @@ class Writer:
         self._settler: BatchSettler | None = None
         self._seen: SeenSequences | None = None
         self._redis_clock_offset_ms = 0.0
+        self._summary = Summary()
         self._compaction = CompactionPolicy.parse(self.settings.compact_every)
         self._next_compaction_check = 0.0
         self._compacting: asyncio.Task[None] | None = None
@@ -138,7 +140,11 @@ class Writer:
                     settings.coalesce_ms,
                     settings.max_batch,
                 )
-                await self._serve(watermark)
+                summaries = asyncio.create_task(self._log_summaries(), name="lancequeue-summary")
+                try:
+                    await self._serve(watermark)
+                finally:
+                    summaries.cancel()  # it only logs: no Redis call to interrupt
             except WriterReplaced:
                 self._replaced = True
             except _RedisGaveUp as exc:
@@ -411,6 +417,15 @@ class Writer:
         self._replaced = True
         self.request_stop()
 
+    async def _log_summaries(self) -> None:
+        """Every ``summary_every_s``, one log line of what the writer did meanwhile."""
+        interval_s = self.settings.summary_every_s
+        if not interval_s:
+            return
+        while True:
+            await asyncio.sleep(interval_s)  # a reporting period, not a synchronisation
+            logger.info("table %r: %s", self.keys.table, self._summary.line())
+
     async def _settle_from_watermark(self, raw: list[RawEntry], watermark: Watermark) -> None:
         """Ack and answer entries an earlier writer committed but did not ack: never again
         written. The watermark says which of them were written and what the others got."""
@@ -452,6 +467,7 @@ class Writer:
         increments: dict[str, int],
         dead: list[DeadLetter] | None = None,
     ) -> None:
+        self._summary.add(increments)
         ack = Acknowledgement(entries, answers, increments, self._table_status(), dead or [])
         await self._with_retry(
             lambda: ack_and_answer(self._redis_client, self.keys, ack, self.settings.reply_ttl_ms)
