@@ -152,6 +152,12 @@ class WriterSettings:
             "Log a one-line summary of what the writer did this often (0: never).",
         ),
     )
+    metrics_port: int = field(
+        default=0,
+        metadata=_option(
+            "--metrics-port", "Serve Prometheus metrics on this port at /metrics (0: off)."
+        ),
+    )
 
     def __post_init__(self) -> None:
         check_table_name(self.table)
@@ -179,7 +185,7 @@ class WriterSettings:
                 f"keep_versions must be at least 2 (the newest append's watermark is kept), "
                 f"got {self.keep_versions!r}"
             )
-        for name in ("flush_retries", "summary_every_s"):
+        for name in ("flush_retries", "summary_every_s", "metrics_port"):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 0:
                 raise ConfigError(f"{name} must be a non-negative integer, got {value!r}")

@@ -32,6 +32,7 @@ from lancequeue.writer.faults import crash_point
 from lancequeue.writer.flush import BatchSettler, PreparedBatch, RetryPolicy, Settlement
 from lancequeue.writer.lease import Lease, Renewal
 from lancequeue.writer.loading import load_object
+from lancequeue.writer.metrics import WriterMetrics, entry_arrivals_ms
 from lancequeue.writer.pipeline import Answered, FlushPipeline
 from lancequeue.writer.replies import Acknowledgement, DeadLetter, ack_and_answer
 from lancequeue.writer.settings import WriterSettings
@@ -83,6 +84,7 @@ class Writer:
         self._seen: SeenSequences | None = None
         self._redis_clock_offset_ms = 0.0
         self._summary = Summary()
+        self._metrics: WriterMetrics | None = None
         self._compaction = CompactionPolicy.parse(self.settings.compact_every)
         self._next_compaction_check = 0.0
         self._compacting: asyncio.Task[None] | None = None
@@ -105,6 +107,9 @@ class Writer:
                 resolve_redis_url, settings.redis_url, settings.resolved_data_dir
             )
             self._redis = aioredis.Redis.from_url(url)
+            if settings.metrics_port:
+                self._metrics = WriterMetrics(settings.table, url)
+                self._metrics.serve(settings.metrics_port)
             self._sink = await TableSink.open(
                 settings.resolved_db_uri,
                 settings.table,
@@ -141,10 +146,14 @@ class Writer:
                     settings.max_batch,
                 )
                 summaries = asyncio.create_task(self._log_summaries(), name="lancequeue-summary")
+                if self._metrics is not None:
+                    self._metrics.lease_held(True)
                 try:
                     await self._serve(watermark)
                 finally:
                     summaries.cancel()  # it only logs: no Redis call to interrupt
+                    if self._metrics is not None:
+                        self._metrics.lease_held(False)
             except WriterReplaced:
                 self._replaced = True
             except _RedisGaveUp as exc:
@@ -170,6 +179,8 @@ class Writer:
             raise ConfigError(f"redis refused the writer: {exc} (check its ACL user)") from exc
         finally:
             self._running = False
+            if self._metrics is not None:
+                self._metrics.close()
             if self._redis is not None:
                 await self._redis.aclose()
             self._finished.set()
@@ -468,6 +479,10 @@ class Writer:
         dead: list[DeadLetter] | None = None,
     ) -> None:
         self._summary.add(increments)
+        if self._metrics is not None:
+            now_ms = time.time() * 1000 + self._redis_clock_offset_ms
+            arrivals = entry_arrivals_ms(entry.entry_id for entry in entries)
+            self._metrics.acknowledged(increments, arrivals, now_ms)
         ack = Acknowledgement(entries, answers, increments, self._table_status(), dead or [])
         await self._with_retry(
             lambda: ack_and_answer(self._redis_client, self.keys, ack, self.settings.reply_ttl_ms)
