@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
+import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import click
 import redis
+from rich.console import Console
+from rich.table import Table
 
 from lancequeue.common.cli_options import connection_options
 from lancequeue.common.connection import resolve_redis_url
@@ -75,10 +80,9 @@ def _mean_append(status: dict[str, Any]) -> str | None:
     return f"{status['append_ms'] / status['batches']:.1f} ms"
 
 
-def format_status(status: dict[str, Any]) -> str:
+def _rows(status: dict[str, Any]) -> list[tuple[str, object]]:
     alive = "alive" if status["writer_alive"] else "not running"
-    rows = [
-        ("table", status["table"]),
+    return [
         ("queue depth", status["queue_depth"]),
         ("pending (read, not acked)", status["pending"]),
         ("writer", f"{alive} ({status['writer'] or '-'})"),
@@ -95,19 +99,62 @@ def format_status(status: dict[str, Any]) -> str:
         ("dead letters", status["dead_letters"]),
         ("table rows / version", f"{status['table_rows']} / {status['table_version']}"),
     ]
-    width = max(len(name) for name, _ in rows)
-    return "\n".join(f"{name:<{width}}  {'-' if value is None else value}" for name, value in rows)
+
+
+def status_table(status: dict[str, Any]) -> Table:
+    """The status as a two-column rich table titled with the table's name."""
+    shown = Table(title=f"lancequeue: table {status['table']!r}", show_header=False)
+    shown.add_column("what", style="bold")
+    shown.add_column("value")
+    for name, value in _rows(status):
+        shown.add_row(name, "-" if value is None else str(value))
+    return shown
+
+
+def format_status(status: dict[str, Any], width: int = 100) -> str:
+    """The status table as plain text."""
+    console = Console(file=io.StringIO(), width=width, color_system=None)
+    console.print(status_table(status))
+    return console.file.getvalue()  # type: ignore[attr-defined, no-any-return]
 
 
 @click.command("status")
 @connection_options
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
-def status_command(table: str, redis_url: str | None, data_dir: Path | None, as_json: bool) -> None:
+@click.option(
+    "--watch",
+    "watch_s",
+    type=float,
+    default=None,
+    is_flag=False,
+    flag_value=2.0,
+    help="Refresh every this many seconds (2 if given no value) until Ctrl-C.",
+)
+def status_command(
+    table: str, redis_url: str | None, data_dir: Path | None, as_json: bool, watch_s: float | None
+) -> None:
     """Show a table's queue depth, pending entries, writer and progress."""
+    if watch_s is not None and watch_s <= 0:
+        raise click.BadParameter("--watch must be a positive number of seconds")
     try:
         url = resolve_redis_url(redis_url, data_dir, start_embedded=False)
         with redis.Redis.from_url(url) as client:
-            status = read_status(client, table)
+            if watch_s is None:
+                _show(read_status(client, table), as_json)
+                return
+            with contextlib.suppress(KeyboardInterrupt):
+                while True:
+                    status = read_status(client, table)
+                    if sys.stdout.isatty() and not as_json:
+                        click.clear()
+                    _show(status, as_json)
+                    time.sleep(watch_s)  # the refresh period
     except (LancequeueError, redis.RedisError) as exc:
         raise click.ClickException(str(exc)) from exc
-    click.echo(json.dumps(status, indent=2) if as_json else format_status(status))
+
+
+def _show(status: dict[str, Any], as_json: bool) -> None:
+    if as_json:
+        click.echo(json.dumps(status), nl=True)
+    else:
+        Console().print(status_table(status))

@@ -231,6 +231,35 @@ def test_status_command_prints_a_table_and_json(
     assert json.loads(done.stdout)["writer_alive"] is False
 
 
+def test_status_watch_refreshes_until_ctrl_c(
+    writer_process: StartProcess, producer: Producer, redis_url: str, client: redis.Redis
+) -> None:
+    writer = writer_process("--coalesce-ms", "20")
+    wait_for(lambda: writer_alive(client), 60, "the writer")
+    command = [
+        sys.executable,
+        "-c",  # Ctrl-C handled as in a terminal (a suite in the background ignores SIGINT)
+        "import signal; signal.signal(signal.SIGINT, signal.default_int_handler); "
+        "from lancequeue.common.cli import main; main()",
+        "status", "--table", "docs", "--redis", redis_url, "--json", "--watch", "0.1",
+    ]  # fmt: skip
+    with subprocess.Popen(command, stdout=subprocess.PIPE, text=True, env=cli_env()) as watching:
+        try:
+            assert watching.stdout is not None
+            first = json.loads(watching.stdout.readline())
+            producer.write_many([record(i) for i in range(5)], timeout=60)
+            while json.loads(watching.stdout.readline())["rows_written"] != 5:
+                pass  # each line is one refresh; it shows the rows once they are written
+            assert first["writer_alive"] is True
+            watching.send_signal(signal.SIGINT)
+            assert watching.wait(30) == 0
+        finally:
+            if watching.poll() is None:
+                watching.kill()
+    writer.signal(signal.SIGTERM)
+    assert writer.wait() == 0
+
+
 def test_writer_check_exits_0_while_a_live_writer_holds_the_lease_and_1_otherwise(
     writer_process: StartProcess, redis_url: str, client: redis.Redis
 ) -> None:
