@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import socket
 import subprocess
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
@@ -15,20 +14,13 @@ import redis
 from lancequeue.common import embedded_redis
 from lancequeue.producer import AsyncProducer, Producer
 from lancequeue.writer import Writer
-from tests.support import WriterProcess, cli_env, wait_for
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+from tests.support import WriterProcess, cli_env, free_port, wait_for
 
 
 @pytest.fixture(scope="session")
 def redis_server() -> Iterator[str]:
     """A redis-server of the tests' own on a free loopback port."""
-    port = _free_port()
+    port = free_port()
     process = subprocess.Popen(
         [
             embedded_redis.redis_server_binary(),

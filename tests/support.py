@@ -7,6 +7,7 @@ import concurrent.futures
 import contextlib
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -110,6 +111,14 @@ class WriterProcess:
             self.process.send_signal(signal.SIGKILL)
             self.process.wait(30)
         self._log.close()
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 right now."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
 
 
 def writer_alive(client: redis.Redis, table: str = "docs") -> bool:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import socket
 import urllib.request
 
 import pytest
@@ -12,13 +11,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from lancequeue.common.errors import RecordRejected
 from lancequeue.producer import Producer
-from tests.support import StartWriter, gather, record, writer_serving
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
+from tests.support import StartWriter, free_port, gather, record, writer_serving
 
 
 def _scrape(port: int) -> dict[str, float]:
@@ -36,7 +29,7 @@ def _scrape(port: int) -> dict[str, float]:
 async def test_the_writer_serves_counts_latencies_queue_and_lease_of_its_table(
     start_writer: StartWriter, producer: Producer, client: redis.Redis
 ) -> None:
-    port = _free_port()
+    port = free_port()
     start_writer(coalesce_ms=20, metrics_port=port)
     await writer_serving(client)
     await gather(producer.enqueue_many([record(i) for i in range(50)]))

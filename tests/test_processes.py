@@ -7,6 +7,7 @@ import re
 import signal
 import subprocess
 import sys
+import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
@@ -19,6 +20,7 @@ from tests.support import (
     KEYS,
     WriterProcess,
     cli_env,
+    free_port,
     pending_count,
     record,
     run_cli,
@@ -277,6 +279,32 @@ def test_writer_check_exits_0_while_a_live_writer_holds_the_lease_and_1_otherwis
     assert run_cli(*check).returncode == 1  # a stopped writer gives its lease up
     unreachable = run_cli("writer", "--check", "--table", "docs", "--redis", "redis://127.0.0.1:1")
     assert unreachable.returncode == 1 and "cannot check the writer" in unreachable.stderr
+
+
+def test_one_writer_process_serves_several_tables_each_with_its_own_stream_and_lease(
+    writer_process: StartProcess, redis_url: str, client: redis.Redis, db_uri: str
+) -> None:
+    port = free_port()
+    writer = writer_process(
+        "--table", "docs", "--table", "other", "--coalesce-ms", "20",
+        "--metrics-port", str(port),
+    )  # fmt: skip
+    for table in ("docs", "other"):
+        wait_for(lambda t=table: writer_alive(client, t), 60, f"the writer of {table}")
+    for table, first in (("docs", 0), ("other", 100)):
+        with Producer(table, redis_url=redis_url) as made:
+            made.write_many([record(i) for i in range(first, first + 20)], timeout=60)
+    assert table_ids(db_uri) == list(range(20))
+    assert table_ids(db_uri, "other") == list(range(100, 120))
+    both = ("writer", "--check", "--table", "docs", "--table", "other", "--redis", redis_url)
+    assert run_cli(*both).returncode == 0
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
+        scraped = response.read().decode()
+    for table in ("docs", "other"):
+        assert f'lancequeue_records_written_total{{table="{table}"}} 20.0' in scraped
+    writer.signal(signal.SIGTERM)
+    assert writer.wait() == 0
+    assert run_cli(*both).returncode == 1
 
 
 def test_writer_settings_come_from_environment_variables(

@@ -20,6 +20,7 @@ import redis
 from lancequeue.common.connection import resolve_redis_url
 from lancequeue.common.errors import ConfigError, LancequeueError
 from lancequeue.common.keys import TableKeys
+from lancequeue.writer.metrics import WriterMetrics
 from lancequeue.writer.settings import WriterSettings
 from lancequeue.writer.writer import Writer
 
@@ -43,16 +44,19 @@ def settings_options(command: Callable[..., Any]) -> Callable[..., Any]:
             if isinstance(default, int)
             else (click.Path(path_type=Path) if settings_field.name == "data_dir" else click.STRING)
         )
+        many = settings_field.name == "table"  # one writer process may serve several tables
         command = click.option(
             flag,
             settings_field.name,
             type=click_type,
+            multiple=many,
             envvar=env_var(flag),
             required=False,  # checked in writer_command: --check needs only --table
-            default=None if required else default,
+            default=() if many else (None if required else default),
             show_default=not required and default is not None,
             show_envvar=True,
-            help=settings_field.metadata["help"],
+            help=settings_field.metadata["help"]
+            + (" Repeat it to serve several tables from one process." if many else ""),
         )(command)
     return command
 
@@ -66,23 +70,37 @@ def settings_options(command: Callable[..., Any]) -> Callable[..., Any]:
     "checks). Needs only --table and the Redis options.",
 )
 def writer_command(check: bool, **options: Any) -> None:
-    """Run the writer that owns one table: coalesce records from its Redis stream into batches,
-    append each in one commit, ack and answer every producer.
+    """Run the writer that owns a table: coalesce records from its Redis stream into batches,
+    append each in one commit, ack and answer every producer. Several --table options serve
+    several tables from this process, each with its own stream, lease and loop.
 
     SIGTERM or Ctrl-C: stop reading, flush what is in hand, answer, exit 0. A second signal
     exits at once; unacked records stay pending for the next writer.
     """
-    needed = ["table"] if check else _required_fields()
+    tables: tuple[str, ...] = options.pop("table")
+    if not tables:
+        raise click.UsageError("Missing option '--table'.")
+    needed = [] if check else [name for name in _required_fields() if name != "table"]
     missing = [_flag(name) for name in needed if options.get(name) is None]
     if missing:
         raise click.UsageError(f"Missing option {', '.join(repr(flag) for flag in missing)}.")
+    if len(set(tables)) != len(tables):
+        raise click.BadParameter("a table is named twice", param_hint="'--table'")
     if check:
-        sys.exit(check_lease(options["table"], options["redis_url"], options["data_dir"]))
+        codes = [check_lease(table, options["redis_url"], options["data_dir"]) for table in tables]
+        sys.exit(max(codes))
+    metrics = WriterMetrics() if options["metrics_port"] and len(tables) > 1 else None
     try:
-        writer = Writer(WriterSettings(**options))
+        writers = [Writer(WriterSettings(table=table, **options), metrics) for table in tables]
     except ConfigError as exc:
         raise click.BadParameter(str(exc)) from exc
-    asyncio.run(_run_until_signalled(writer))
+    if metrics is not None:
+        metrics.serve(options["metrics_port"])
+    try:
+        asyncio.run(_run_until_signalled(writers))
+    finally:
+        if metrics is not None:
+            metrics.close()
 
 
 def check_lease(table: str, redis_url: str | None, data_dir: Path | None) -> int:
@@ -116,9 +134,14 @@ def _flag(name: str) -> str:
     return str(WriterSettings.__dataclass_fields__[name].metadata["flag"])
 
 
-async def _run_until_signalled(writer: Writer) -> None:
+async def _run_until_signalled(writers: list[Writer]) -> None:
+    """Run every writer (one per table) until a signal; exit 1 if any of them failed."""
     loop = asyncio.get_running_loop()
     signals_seen = 0
+
+    def stop_all() -> None:
+        for writer in writers:
+            writer.request_stop()
 
     def on_signal(signum: int, frame: object) -> None:
         nonlocal signals_seen
@@ -129,7 +152,7 @@ async def _run_until_signalled(writer: Writer) -> None:
                 signal.Signals(signum).name,
             )
             with contextlib.suppress(RuntimeError):  # the loop may be closed already
-                loop.call_soon_threadsafe(writer.request_stop)  # wakes the loop, signal-safe
+                loop.call_soon_threadsafe(stop_all)  # wakes the loop, signal-safe
         else:
             logger.warning("second signal: exiting now; unacked records stay pending")
             os._exit(1)
@@ -138,8 +161,20 @@ async def _run_until_signalled(writer: Writer) -> None:
     # hook holds the event loop, so the second signal always exits at once.
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, on_signal)
-    try:
-        await writer.run()
-    except LancequeueError as exc:
-        logger.error("%s", exc)
+    # One table's writer failing (replaced, misconfigured) leaves the others serving; a crash
+    # (a bug) stops them all, warm, and is raised.
+    running = {asyncio.ensure_future(writer.run()) for writer in writers}
+    failed = False
+    while running:
+        done, running = await asyncio.wait(running, return_when=asyncio.FIRST_EXCEPTION)
+        for task in done:
+            error = task.exception()
+            if isinstance(error, LancequeueError):
+                logger.error("%s", error)
+                failed = True
+            elif error is not None:
+                stop_all()
+                await asyncio.gather(*running, return_exceptions=True)
+                raise error
+    if failed:
         sys.exit(1)

@@ -1,8 +1,9 @@
 """Prometheus metrics of a writer (``--metrics-port``), served over HTTP from a thread.
 
 Counters and histograms are fed as batches are acknowledged; queue depth, pending entries and
-the oldest pending entry's age are read from Redis when scraped, so they are never stale. Each
-writer has a registry of its own, so several writers can run in one process.
+the oldest pending entry's age are read from Redis when scraped, so they are never stale. The
+writers of one process (one per table) share one registry and one server; every series has a
+``table`` label.
 """
 
 from __future__ import annotations
@@ -32,18 +33,18 @@ _COUNTED = {
 
 
 class WriterMetrics:
-    """The metrics of one writer's table, and the HTTP server that serves them."""
+    """The metrics of one process's writers (one table or several, told apart by the ``table``
+    label), and the HTTP server that serves them."""
 
-    def __init__(self, table: str, redis_url: str) -> None:
+    def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
-        labels = {"table": table}
         self._counters = {
             name: Counter(
                 f"lancequeue_{metric}",
                 f"{metric.replace('_', ' ').capitalize()} by this writer.",
                 ["table"],
                 registry=self.registry,
-            ).labels(**labels)
+            )
             for name, metric in _COUNTED.items()
         }
         self._batch_rows = Histogram(
@@ -52,30 +53,41 @@ class WriterMetrics:
             ["table"],
             buckets=_BATCH_ROWS_BUCKETS,
             registry=self.registry,
-        ).labels(**labels)
+        )
         self._flush_seconds = Histogram(
             "lancequeue_flush_seconds",
             "Time a batch took to write its data files and commit.",
             ["table"],
             buckets=_SECONDS_BUCKETS,
             registry=self.registry,
-        ).labels(**labels)
+        )
         self._ack_seconds = Histogram(
             "lancequeue_ack_latency_seconds",
             "From a record's arrival in the stream to its answer.",
             ["table"],
             buckets=_SECONDS_BUCKETS,
             registry=self.registry,
-        ).labels(**labels)
+        )
         self._lease = Gauge(
             "lancequeue_lease_held",
             "1 while this writer holds the table's lease and serves it.",
             ["table"],
             registry=self.registry,
-        ).labels(**labels)
-        self._queue = _QueueCollector(table, redis_url)
-        self.registry.register(self._queue)
+        )
+        self._queues = _QueueCollector()
+        self.registry.register(self._queues)
         self._server: Any = None
+
+    def table(self, table: str, redis_url: str) -> TableMetrics:
+        """The metrics of one table's writer; its queue gauges are read from ``redis_url``."""
+        self._queues.add(table, redis_url)
+        return TableMetrics(
+            {name: counter.labels(table=table) for name, counter in self._counters.items()},
+            self._batch_rows.labels(table=table),
+            self._flush_seconds.labels(table=table),
+            self._ack_seconds.labels(table=table),
+            self._lease.labels(table=table),
+        )
 
     def serve(self, port: int, addr: str = "0.0.0.0") -> None:
         """Serve ``/metrics`` on ``addr:port`` from a daemon thread."""
@@ -87,7 +99,25 @@ class WriterMetrics:
             self._server.shutdown()
             self._server.server_close()
             self._server = None
-        self._queue.close()
+        self._queues.close()
+
+
+class TableMetrics:
+    """What one table's writer feeds: counts as batches are acknowledged, and its lease."""
+
+    def __init__(
+        self,
+        counters: Mapping[str, Any],
+        batch_rows: Any,
+        flush_seconds: Any,
+        ack_seconds: Any,
+        lease: Any,
+    ) -> None:
+        self._counters = counters
+        self._batch_rows = batch_rows
+        self._flush_seconds = flush_seconds
+        self._ack_seconds = ack_seconds
+        self._lease = lease
 
     def lease_held(self, held: bool) -> None:
         self._lease.set(1 if held else 0)
@@ -109,46 +139,56 @@ class WriterMetrics:
 
 
 class _QueueCollector(Collector):
-    """Queue depth, pending entries and the oldest pending entry's age, read when scraped."""
+    """Queue depth, pending entries and the oldest pending entry's age of each table, read
+    from Redis when scraped."""
 
-    def __init__(self, table: str, redis_url: str) -> None:
-        self._table = table
-        self._keys = TableKeys(table)
-        self._client = redis.Redis.from_url(redis_url, socket_timeout=5, socket_connect_timeout=5)
+    def __init__(self) -> None:
+        self._clients: dict[str, redis.Redis] = {}
+
+    def add(self, table: str, redis_url: str) -> None:
+        self._clients[table] = redis.Redis.from_url(
+            redis_url, socket_timeout=5, socket_connect_timeout=5
+        )
 
     def close(self) -> None:
-        self._client.close()
+        for client in self._clients.values():
+            client.close()
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
-        try:
-            status = read_status(self._client, self._table)
-            oldest_age_s = self._oldest_pending_age_s()
-        except (redis.RedisError, OSError):
-            return  # Redis unreachable: the scrape shows the counters alone
-        for name, help_text, value in (
-            ("lancequeue_queue_depth", "Records waiting in the stream.", status["queue_depth"]),
-            ("lancequeue_pending", "Entries read and not yet acknowledged.", status["pending"]),
-            (
-                "lancequeue_oldest_pending_age_seconds",
-                "Age of the oldest entry read and not yet acknowledged (0: none).",
-                oldest_age_s,
-            ),
-        ):
-            family = GaugeMetricFamily(name, help_text, labels=["table"])
-            family.add_metric([self._table], float(value))
-            yield family
+        families = [
+            GaugeMetricFamily(name, help_text, labels=["table"])
+            for name, help_text in (
+                ("lancequeue_queue_depth", "Records waiting in the stream."),
+                ("lancequeue_pending", "Entries read and not yet acknowledged."),
+                (
+                    "lancequeue_oldest_pending_age_seconds",
+                    "Age of the oldest entry read and not yet acknowledged (0: none).",
+                ),
+            )
+        ]
+        for table, client in list(self._clients.items()):
+            try:
+                status = read_status(client, table)
+                oldest_age_s = _oldest_pending_age_s(client, TableKeys(table))
+            except (redis.RedisError, OSError):
+                continue  # Redis unreachable: the scrape shows the counters alone
+            values = (status["queue_depth"], status["pending"], oldest_age_s)
+            for family, value in zip(families, values, strict=True):
+                family.add_metric([table], float(value))
+        yield from families
 
-    def _oldest_pending_age_s(self) -> float:
-        try:
-            summary: Any = self._client.xpending(self._keys.stream, GROUP)
-        except redis.ResponseError:  # no group yet
-            return 0.0
-        oldest = summary.get("min")
-        if not summary.get("pending") or not oldest:
-            return 0.0
-        seconds, micros = self._client.time()
-        oldest_id = oldest.decode() if isinstance(oldest, bytes) else str(oldest)
-        return max(0.0, seconds + micros / 1e6 - int(oldest_id.split("-")[0]) / 1000)
+
+def _oldest_pending_age_s(client: redis.Redis, keys: TableKeys) -> float:
+    try:
+        summary: Any = client.xpending(keys.stream, GROUP)
+    except redis.ResponseError:  # no group yet
+        return 0.0
+    oldest = summary.get("min")
+    if not summary.get("pending") or not oldest:
+        return 0.0
+    seconds, micros = client.time()
+    oldest_id = oldest.decode() if isinstance(oldest, bytes) else str(oldest)
+    return max(0.0, seconds + micros / 1e6 - int(oldest_id.split("-")[0]) / 1000)
 
 
 def entry_arrivals_ms(entry_ids: Iterable[bytes]) -> list[int]:

@@ -32,7 +32,7 @@ from lancequeue.writer.faults import crash_point
 from lancequeue.writer.flush import BatchSettler, PreparedBatch, RetryPolicy, Settlement
 from lancequeue.writer.lease import Lease, Renewal
 from lancequeue.writer.loading import load_object
-from lancequeue.writer.metrics import WriterMetrics, entry_arrivals_ms
+from lancequeue.writer.metrics import TableMetrics, WriterMetrics, entry_arrivals_ms
 from lancequeue.writer.pipeline import Answered, FlushPipeline
 from lancequeue.writer.replies import Acknowledgement, DeadLetter, ack_and_answer
 from lancequeue.writer.settings import WriterSettings
@@ -66,8 +66,15 @@ class Writer:
     takes over: it replays what the first left pending, writing none of it twice.
     """
 
-    def __init__(self, settings: WriterSettings | None = None, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        settings: WriterSettings | None = None,
+        metrics: WriterMetrics | None = None,
+        **kwargs: Any,
+    ) -> None:
         self.settings = settings if settings is not None else WriterSettings(**kwargs)
+        # Shared by the writers of one process; else its own if metrics_port is set.
+        self._shared_metrics = metrics
         self.keys = TableKeys(self.settings.table)
         self.consumer = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         self._on_flushed = _resolve_hook(self.settings.on_flushed)
@@ -84,7 +91,8 @@ class Writer:
         self._seen: SeenSequences | None = None
         self._redis_clock_offset_ms = 0.0
         self._summary = Summary()
-        self._metrics: WriterMetrics | None = None
+        self._metrics: TableMetrics | None = None
+        self._own_metrics: WriterMetrics | None = None
         self._compaction = CompactionPolicy.parse(self.settings.compact_every)
         self._next_compaction_check = 0.0
         self._compacting: asyncio.Task[None] | None = None
@@ -107,9 +115,12 @@ class Writer:
                 resolve_redis_url, settings.redis_url, settings.resolved_data_dir
             )
             self._redis = aioredis.Redis.from_url(url)
-            if settings.metrics_port:
-                self._metrics = WriterMetrics(settings.table, url)
-                self._metrics.serve(settings.metrics_port)
+            if self._shared_metrics is not None:
+                self._metrics = self._shared_metrics.table(settings.table, url)
+            elif settings.metrics_port:
+                self._own_metrics = WriterMetrics()
+                self._metrics = self._own_metrics.table(settings.table, url)
+                self._own_metrics.serve(settings.metrics_port)
             self._sink = await TableSink.open(
                 settings.resolved_db_uri,
                 settings.table,
@@ -179,8 +190,8 @@ class Writer:
             raise ConfigError(f"redis refused the writer: {exc} (check its ACL user)") from exc
         finally:
             self._running = False
-            if self._metrics is not None:
-                self._metrics.close()
+            if self._own_metrics is not None:
+                self._own_metrics.close()
             if self._redis is not None:
                 await self._redis.aclose()
             self._finished.set()
