@@ -1,43 +1,85 @@
-"""``lancequeue produce``: send JSON Lines records to a table and wait until they are written."""
+"""``lancequeue produce``: send records from JSON Lines, CSV or Parquet files to a table and
+wait until they are written."""
 
 from __future__ import annotations
 
-import json
 import sys
+import time
+from collections import deque
 from collections.abc import Iterator
+from concurrent.futures import Future
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
 
 import click
 
 from lancequeue.common.cli_options import connection_options
 from lancequeue.common.errors import LancequeueError, RecordRejected
 from lancequeue.producer.producer import Producer
+from lancequeue.producer.sources import FORMATS, Item, file_format, read_items
 
 _SHOWN_REASONS = 5
+_PROGRESS_EVERY_S = 0.5
 
 
-def _records(files: tuple[IO[str], ...]) -> Iterator[tuple[str, Any]]:
-    """(where, the parsed line) for each non-blank line; a line that is not JSON gives the
-    ``RecordRejected`` saying so instead."""
-    for handle in files:
-        for number, line in enumerate(handle, 1):
-            if not line.strip():
-                continue
-            try:
-                yield f"{handle.name}:{number}", json.loads(line)
-            except json.JSONDecodeError as exc:
-                yield f"{handle.name}:{number}", RecordRejected(f"not JSON: {exc}")
+@dataclass
+class _Tally:
+    """What became of the records so far, and the first few reasons for those not written."""
+
+    written: int = 0
+    rejected: int = 0
+    failed: int = 0
+    reasons: list[str] = field(default_factory=list)
+
+    def settle(self, where: str, outcome: RecordRejected | Future[None]) -> None:
+        try:
+            if isinstance(outcome, RecordRejected):
+                raise outcome
+            outcome.result()  # answered by the deadline + answer_grace_ms
+            self.written += 1
+        except RecordRejected as exc:
+            self.rejected += 1
+            self._reason(f"{where}: {exc}")
+        except (LancequeueError, TimeoutError) as exc:
+            self.failed += 1
+            self._reason(f"{where}: {type(exc).__name__}: {exc}")
+
+    def _reason(self, text: str) -> None:
+        if len(self.reasons) < _SHOWN_REASONS:
+            self.reasons.append(text)
+
+    @property
+    def line(self) -> str:
+        return f"written {self.written:,}, rejected {self.rejected:,}, failed {self.failed:,}"
+
+
+def _chunks(items: Iterator[Item], size: int) -> Iterator[list[Item]]:
+    while chunk := [item for _, item in zip(range(size), items, strict=False)]:
+        yield chunk
+
+
+def _all_items(paths: tuple[str, ...], forced: str | None) -> Iterator[Item]:
+    for path in paths:
+        yield from read_items(path, file_format(path, forced))
 
 
 @click.command("produce")
-@click.argument("files", nargs=-1, type=click.File("r"))
+@click.argument("files", nargs=-1)
 @connection_options
 @click.option(
-    "--batch",
-    default=256,
+    "--format",
+    "forced_format",
+    type=click.Choice(FORMATS),
+    default=None,
+    help="Format of every FILE. Default: from each name (.jsonl/.ndjson/.json, .csv, "
+    ".parquet); standard input is JSON Lines.",
+)
+@click.option("--batch", default=256, show_default=True, help="Records sent together.")
+@click.option(
+    "--concurrency",
+    default=4,
     show_default=True,
-    help="Records sent together and awaited before the next ones are read.",
+    help="Batches in flight at once: the next is sent while earlier ones are being written.",
 )
 @click.option(
     "--timeout",
@@ -46,41 +88,71 @@ def _records(files: tuple[IO[str], ...]) -> Iterator[tuple[str, Any]]:
     help="Seconds each record may take to reach the table (its deadline).",
 )
 def produce_command(
-    files: tuple[IO[str], ...],
+    files: tuple[str, ...],
     table: str,
     redis_url: str | None,
     data_dir: Path | None,
+    forced_format: str | None,
     batch: int,
+    concurrency: int,
     timeout: float,
 ) -> None:
-    """Send JSON Lines records from FILES (default: standard input), one object per line, and
-    report how many were written, rejected or failed. Exits 1 unless all were written."""
-    written = rejected = failed = 0
-    reasons: list[str] = []
+    """Send records from FILES (default: standard input) and report how many were written,
+    rejected (with the first few reasons) or failed. JSON Lines: one object per line; CSV: a
+    header row, vectors as JSON lists ("[0.1, 0.2]"); Parquet: read a row batch at a time.
+    Exits 1 unless every record was written."""
+    if batch < 1 or concurrency < 1:
+        raise click.BadParameter("--batch and --concurrency must be positive")
+    paths = files or ("-",)
+    try:
+        for path in paths:  # a bad name fails before anything is sent
+            file_format(path, forced_format)
+            if path != "-" and not Path(path).is_file():
+                raise click.BadParameter(f"{path}: no such file", param_hint="FILES")
+    except LancequeueError as exc:
+        raise click.BadParameter(str(exc), param_hint="FILES") from exc
+    tally = _Tally()
+    progress = _Progress(sys.stderr.isatty())
+    in_flight: deque[list[tuple[str, RecordRejected | Future[None]]]] = deque()
     with Producer(table, redis_url=redis_url, data_dir=data_dir) as producer:
-        streams: tuple[IO[str], ...] = files or (sys.stdin,)
-        source = _records(streams)
-        while True:
-            pending = [item for _, item in zip(range(batch), source, strict=False)]
-            if not pending:
-                break
-            sendable = [r for _, r in pending if not isinstance(r, RecordRejected)]
+        for chunk in _chunks(_all_items(paths, forced_format), batch):
+            sendable = [item for _, item in chunk if not isinstance(item, RecordRejected)]
             futures = iter(producer.enqueue_many(sendable, timeout))
-            for where, item in pending:
-                try:
-                    if isinstance(item, RecordRejected):
-                        raise item
-                    next(futures).result()  # answered by the deadline + answer_grace_ms
-                    written += 1
-                except RecordRejected as exc:
-                    rejected += 1
-                    if len(reasons) < _SHOWN_REASONS:
-                        reasons.append(f"{where}: {exc}")
-                except (LancequeueError, TimeoutError) as exc:
-                    failed += 1
-                    if len(reasons) < _SHOWN_REASONS:
-                        reasons.append(f"{where}: {type(exc).__name__}: {exc}")
-    click.echo(f"written {written}, rejected {rejected}, failed {failed}")
-    for reason in reasons:
+            in_flight.append(
+                [
+                    (where, item if isinstance(item, RecordRejected) else next(futures))
+                    for where, item in chunk
+                ]
+            )
+            while len(in_flight) >= concurrency:
+                for where, outcome in in_flight.popleft():
+                    tally.settle(where, outcome)
+                progress.show(tally)
+        while in_flight:
+            for where, outcome in in_flight.popleft():
+                tally.settle(where, outcome)
+    progress.done()
+    click.echo(tally.line)
+    for reason in tally.reasons:
         click.echo(f"  {reason}", err=True)
-    sys.exit(0 if rejected == failed == 0 else 1)
+    sys.exit(0 if tally.rejected == tally.failed == 0 else 1)
+
+
+class _Progress:
+    """A status line on a terminal's stderr, rewritten in place at most twice a second."""
+
+    def __init__(self, enabled: bool) -> None:
+        self._enabled = enabled
+        self._started = self._shown_at = time.monotonic()
+
+    def show(self, tally: _Tally) -> None:
+        now = time.monotonic()
+        if not self._enabled or now - self._shown_at < _PROGRESS_EVERY_S:
+            return
+        self._shown_at = now
+        rate = tally.written / max(now - self._started, 1e-9)
+        click.echo(f"\r{tally.line} ({rate:,.0f} records/s)", err=True, nl=False)
+
+    def done(self) -> None:
+        if self._enabled:
+            click.echo("", err=True)

@@ -11,6 +11,8 @@ import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 import redis
 
@@ -210,6 +212,46 @@ def test_produce_command_writes_json_lines_and_reports_what_was_rejected(
     assert "bad.jsonl:3: not JSON" in done.stderr
     assert "bad.jsonl:4: a record must be a mapping" in done.stderr
     assert table_ids(db_uri) == [*range(20), 101]
+    writer.signal(signal.SIGTERM)
+    assert writer.wait() == 0
+
+
+def test_produce_reads_parquet_and_csv_files_and_names_each_bad_row(
+    writer_process: StartProcess, redis_url: str, client: redis.Redis, db_uri: str, tmp_path: Path
+) -> None:
+    writer = writer_process("--coalesce-ms", "20")
+    wait_for(lambda: writer_alive(client), 60, "the writer")
+    parquet_path = tmp_path / "rows.parquet"
+    pq.write_table(
+        pa.table(
+            {
+                "id": pa.array(range(1000), pa.int64()),
+                "text": [f"t{i}" for i in range(1000)],
+                "vector": [[float(i), 0.5, 0.25] for i in range(1000)],
+            }
+        ),
+        parquet_path,
+        row_group_size=100,
+    )
+    csv_path = tmp_path / "rows.csv"
+    csv_path.write_text(
+        "id,text,vector\n"
+        '1000,"a, with a comma","[1.0, 2.0, 3.0]"\n'
+        '1001,b,"[1.0, 2.0]"\n'  # line 3: a vector of the wrong length
+        "1002,c\n"  # line 4: a cell short
+        '1003,d,"[0.0, 0.0, 1.0]"\n'
+    )
+    done = run_cli(
+        "produce", "--table", "docs", "--redis", redis_url, "--batch", "64",
+        "--concurrency", "3", str(parquet_path), str(csv_path),
+    )  # fmt: skip
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "written 1,002, rejected 2, failed 0" in done.stdout
+    assert "rows.csv:3" in done.stderr and "expected a vector of 3 floats, got 2" in done.stderr
+    assert "rows.csv:4: the row does not have one cell per column" in done.stderr
+    assert table_ids(db_uri) == [*range(1000), 1000, 1003]
+    unknown = run_cli("produce", "--table", "docs", "--redis", redis_url, str(tmp_path / "x.txt"))
+    assert unknown.returncode == 2 and "--format" in unknown.stderr
     writer.signal(signal.SIGTERM)
     assert writer.wait() == 0
 
