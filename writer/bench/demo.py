@@ -85,6 +85,11 @@ def demo_command(
     finally:
         shutil.rmtree(work, ignore_errors=True)
     click.echo(_format(summary))
+    if url.startswith("unix://") and redis_url is None:
+        click.echo(
+            f"\nThe embedded Redis server keeps running for the next process; "
+            f"`lancequeue redis stop --data-dir {directory}` stops it."
+        )
 
 
 def _run(settings: BenchSettings, url: str, db_dir: Path, work: Path) -> dict[str, Any]:
