@@ -140,21 +140,35 @@ def status_command(
         url = resolve_redis_url(redis_url, data_dir, start_embedded=False)
         with redis.Redis.from_url(url) as client:
             if watch_s is None:
-                _show(read_status(client, table), as_json)
+                status = read_status(client, table)
+                if as_json:
+                    click.echo(json.dumps(status, indent=2))
+                else:
+                    _print_table(status)
                 return
             with contextlib.suppress(KeyboardInterrupt):
                 while True:
-                    status = read_status(client, table)
-                    if sys.stdout.isatty() and not as_json:
-                        click.clear()
-                    _show(status, as_json)
+                    _refresh(client, table, as_json)
                     time.sleep(watch_s)  # the refresh period
     except (LancequeueError, redis.RedisError) as exc:
         raise click.ClickException(str(exc)) from exc
 
 
-def _show(status: dict[str, Any], as_json: bool) -> None:
+def _refresh(client: redis.Redis, table: str, as_json: bool) -> None:
+    """One refresh of ``--watch``: the table redrawn (on a terminal), or one JSON line; a Redis
+    error is shown and the next refresh tries again."""
+    try:
+        status = read_status(client, table)
+    except redis.RedisError as exc:
+        click.echo(f"{time.strftime('%H:%M:%S')} Redis: {exc}", err=True)
+        return
     if as_json:
-        click.echo(json.dumps(status), nl=True)
-    else:
-        Console().print(status_table(status))
+        click.echo(json.dumps(status))
+        return
+    if sys.stdout.isatty():
+        click.clear()
+    _print_table(status)
+
+
+def _print_table(status: dict[str, Any]) -> None:
+    Console().print(status_table(status))

@@ -71,8 +71,8 @@ def _all_items(paths: tuple[str, ...], forced: str | None) -> Iterator[Item]:
     "forced_format",
     type=click.Choice(FORMATS),
     default=None,
-    help="Format of every FILE. Default: from each name (.jsonl/.ndjson/.json, .csv, "
-    ".parquet); standard input is JSON Lines.",
+    help="Format of every FILE. Default: from each name (.jsonl/.ndjson, .csv, "
+    ".parquet/.pq); standard input is JSON Lines.",
 )
 @click.option("--batch", default=256, show_default=True, help="Records sent together.")
 @click.option(
@@ -106,7 +106,8 @@ def produce_command(
     paths = files or ("-",)
     try:
         for path in paths:  # a bad name fails before anything is sent
-            file_format(path, forced_format)
+            if file_format(path, forced_format) == "parquet" and path == "-":
+                raise click.BadParameter("Parquet cannot be read from standard input")
             if path != "-" and not Path(path).is_file():
                 raise click.BadParameter(f"{path}: no such file", param_hint="FILES")
     except LancequeueError as exc:

@@ -52,13 +52,20 @@ class Linger(Generic[F]):
         self._thread.start()
 
     def __len__(self) -> int:
+        """Records buffered (a send numbers the records it takes: they count as outstanding
+        from then on)."""
         return len(self._buffer)
+
+    @property
+    def thread(self) -> threading.Thread:
+        """The sender thread (done-callbacks of records it fails run on it)."""
+        return self._thread
 
     def put(self, records: list[Outgoing[F]], timeout_s: float) -> list[Outgoing[F]]:
         """Buffer ``records`` in order, waiting for room until each one's deadline; returns
-        those that found no room by then (never sent: the caller fails them). From the sender
-        thread itself (a done-callback of a record it failed), it never waits: only that thread
-        makes room."""
+        those that found no room by then, or came after ``close()`` (never sent: the caller
+        fails them). From the sender thread itself (a done-callback of a record it failed), it
+        never waits: only that thread makes room."""
         may_wait = threading.current_thread() is not self._thread
         with self._changed:
             for position, record in enumerate(records):
@@ -67,6 +74,8 @@ class Linger(Generic[F]):
                     if left_s <= 0:
                         return records[position:]
                     self._changed.wait(left_s)
+                if self._closing:
+                    return records[position:]
                 if not self._buffer:
                     self._oldest_at = time.monotonic()
                 self._buffer.append((timeout_s, record))
@@ -74,13 +83,20 @@ class Linger(Generic[F]):
                     self._changed.notify_all()
         return []
 
-    def close(self) -> None:
-        """Send what is buffered now, then stop the thread (returns once it has stopped)."""
+    def close(self) -> list[Outgoing[F]]:
+        """Send what is buffered now, then stop the thread (returns once it has stopped); later
+        ``put`` calls buffer nothing. From the sender thread itself (a done-callback), it cannot
+        wait for itself: it takes what is still buffered and returns it, unsent, for the caller
+        to fail."""
         with self._changed:
             self._closing = True
             self._changed.notify_all()
-        if threading.current_thread() is not self._thread:
-            self._thread.join()
+            if threading.current_thread() is self._thread:
+                left = [record for _, record in self._buffer]
+                self._buffer.clear()
+                return left
+        self._thread.join()
+        return []
 
     def _run(self) -> None:
         while True:
@@ -90,7 +106,9 @@ class Linger(Generic[F]):
             timeout_s, records = group
             try:
                 self._send(records, timeout_s)
-            except Exception:  # the send failed its records; the thread must go on for others
+            # Even SystemExit from a done-callback: the thread must go on sending (or failing)
+            # what is buffered, or those records would never be answered.
+            except BaseException:
                 logger.exception("sending buffered records failed")
 
     def _next_group(self) -> tuple[float, list[Outgoing[F]]] | None:

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import atexit
 import concurrent.futures
 import contextlib
+import functools
 import logging
 import threading
 import time
 import warnings
+import weakref
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from types import TracebackType
@@ -28,6 +31,7 @@ from lancequeue.producer.sending import (
     RECONNECT_INITIAL_S,
     RECONNECT_MAX_S,
     Sending,
+    closed_unsent,
     is_connection_loss,
     is_refusal,
 )
@@ -98,6 +102,9 @@ class Producer:
                 self._send_buffered,
                 f"lancequeue-sender-{table}",
             )
+            # Buffered records go before the interpreter exits, even without close().
+            self._close_at_exit = functools.partial(_close_at_exit, weakref.ref(self))
+            atexit.register(self._close_at_exit)
 
     # -- public API --------------------------------------------------------------------------
 
@@ -148,7 +155,8 @@ class Producer:
         that takes at most ``timeout`` plus ``answer_grace_ms`` (``WriteTimeout`` if the writer
         did not answer by then).
         """
-        if threading.current_thread() is self._listener:
+        linger_thread = None if self._linger is None else self._linger.thread
+        if threading.current_thread() in (self._listener, linger_thread):
             raise LancequeueError(
                 "write() in a future's done-callback would wait for answers only the thread "
                 "running that callback can deliver; use enqueue() there"
@@ -177,7 +185,9 @@ class Producer:
             # Sends in progress finish (or, waiting for room, give up within a second).
             self._lifecycle.wait_for(lambda: self._sending == 0, self._room_recheck_s + wait_s)
         if self._linger is not None:  # what is buffered goes now, if the queue has room
-            self._linger.close()
+            atexit.unregister(self._close_at_exit)
+            for record in self._linger.close():  # left unsent by a close() in a callback
+                _resolve_error(record.future, closed_unsent())
         concurrent.futures.wait(self._outbox.futures(), max(0.0, deadline - time.monotonic()))
         self._stop_listening.set()
         reachable = self._wake_listener()
@@ -245,6 +255,8 @@ class Producer:
             if not sending.done:
                 if self._linger is None:
                     self._send_in_turn(sending)
+                elif self._closed:
+                    sending.closed()
                 else:
                     sending.give_up(sending.not_sent_in_time(self._sender))
             return futures, [future for future, _ in rejected] + sending.failed
@@ -460,6 +472,12 @@ def _close_quietly(pubsub: redis.client.PubSub | None) -> None:
     if pubsub is not None:
         with contextlib.suppress(RedisError, OSError):
             pubsub.close()
+
+
+def _close_at_exit(producer: weakref.ref[Producer]) -> None:
+    alive = producer()
+    if alive is not None:
+        alive.close()
 
 
 def _running_future() -> Future[None]:

@@ -58,6 +58,13 @@ def is_refusal(exc: BaseException) -> bool:
     return isinstance(exc, ResponseError | AuthenticationError | AuthorizationError)
 
 
+def closed_unsent() -> ProducerClosed:
+    """What a record the producer was closed before sending fails with."""
+    return ProducerClosed(
+        "producer closed before the record was sent; it was not written and will not be"
+    )
+
+
 class Sending(Generic[F]):
     """The records of one enqueue call, sent chunk by chunk; all share one deadline."""
 
@@ -162,11 +169,7 @@ class Sending(Generic[F]):
         self.give_up(error)
 
     def closed(self) -> None:
-        self.give_up(
-            ProducerClosed(
-                "producer closed before the record was sent; it was not written and will not be"
-            )
-        )
+        self.give_up(closed_unsent())
 
     def interrupted(self, exc: BaseException) -> None:
         """Sending stopped on ``exc``: an unexpected Redis error, an interrupt, a

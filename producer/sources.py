@@ -9,9 +9,11 @@ batch at a time.
 from __future__ import annotations
 
 import csv
+import itertools
 import json
+import re
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +26,6 @@ FORMATS = ("jsonl", "csv", "parquet")
 _SUFFIXES = {
     ".jsonl": "jsonl",
     ".ndjson": "jsonl",
-    ".json": "jsonl",
     ".csv": "csv",
     ".parquet": "parquet",
     ".pq": "parquet",
@@ -48,7 +49,17 @@ def file_format(path: str, forced: str | None) -> str:
 
 
 def read_items(path: str, kind: str) -> Iterator[Item]:
-    """The entries of one file (or standard input for "-") in the given format."""
+    """The entries of one file (or standard input for "-") in the given format; if the file
+    cannot be read on (not UTF-8, not CSV, not Parquet...), a last ``RecordRejected`` says why
+    and where, and the next file is read."""
+    where = "<stdin>" if path == "-" else path
+    try:
+        yield from _read(path, kind)
+    except (OSError, UnicodeDecodeError, csv.Error, ValueError) as exc:  # pyarrow's too
+        yield where, RecordRejected(f"cannot read on: {type(exc).__name__}: {exc}")
+
+
+def _read(path: str, kind: str) -> Iterator[Item]:
     if kind == "parquet":
         yield from _parquet(path)
         return
@@ -70,34 +81,68 @@ def _jsonl(name: str, lines: Any) -> Iterator[Item]:
 
 
 def _csv(name: str, lines: Any) -> Iterator[Item]:
-    """Rows as records: a header row names the columns; a cell is an integer, a number, a JSON
-    list (a vector: ``"[0.1, 0.2]"``) or text, whichever it reads as; an empty cell is null."""
+    """Rows as records, a header row naming the columns. Each column gets one type, from its
+    first ``CSV_SAMPLE_ROWS`` rows: integers, numbers, JSON lists (vectors: ``"[0.1, 0.2]"``)
+    if every cell there reads as one, else text (so ``02134`` or ``nan`` stay text). An empty
+    cell is null; a later cell that does not read as its column's type rejects its row."""
     reader = csv.DictReader(lines)
+    sample: list[tuple[str, dict[str, Any]]] = []
     for row in reader:
-        where = f"{name}:{reader.line_num}"
+        sample.append((f"{name}:{reader.line_num}", row))
+        if len(sample) == CSV_SAMPLE_ROWS:
+            break
+    columns = list(reader.fieldnames or [])
+    parsers = {column: _column_parser([row.get(column) for _, row in sample]) for column in columns}
+    rest = ((f"{name}:{reader.line_num}", row) for row in reader)
+    for where, row in itertools.chain(sample, rest):
         if None in row or any(value is None for value in row.values()):
             yield where, RecordRejected("the row does not have one cell per column of the header")
             continue
         try:
-            yield where, {column: _cell(value) for column, value in row.items()}
+            yield where, {column: parsers[column](column, value) for column, value in row.items()}
         except ValueError as exc:
             yield where, RecordRejected(str(exc))
 
 
-def _cell(text: str) -> Any:
+CSV_SAMPLE_ROWS = 1000
+"""Rows of a CSV file read to choose each column's type."""
+_INTEGER = re.compile(r"-?(0|[1-9][0-9]*)\Z")
+_NUMBER = re.compile(r"-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][-+]?[0-9]+)?\Z")
+Parser = Callable[[str, str], Any]
+
+
+def _column_parser(cells: list[str | None]) -> Parser:
+    present = [cell for cell in cells if cell]
+    if present and all(_INTEGER.match(cell) for cell in present):
+        return _parse_with(int, _INTEGER, "an integer")
+    if present and all(_NUMBER.match(cell) for cell in present):
+        return _parse_with(float, _NUMBER, "a number")
+    if present and all(cell.startswith("[") for cell in present):
+        return _parse_list
+    return lambda _, text: text if text != "" else None
+
+
+def _parse_with(convert: Callable[[str], Any], pattern: re.Pattern[str], what: str) -> Parser:
+    def parse(column: str, text: str) -> Any:
+        if text == "":
+            return None
+        if not pattern.match(text):
+            raise ValueError(f"column {column!r} holds {what}, not {text[:40]!r}")
+        return convert(text)
+
+    return parse
+
+
+def _parse_list(column: str, text: str) -> Any:
     if text == "":
         return None
-    if text.startswith("["):
-        try:
-            return json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"a cell starting with '[' is not a JSON list: {exc}") from exc
-    for parse in (int, float):
-        try:
-            return parse(text)
-        except ValueError:
-            pass
-    return text
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"column {column!r} holds JSON lists: {exc}") from exc
+    if not isinstance(value, list):
+        raise ValueError(f"column {column!r} holds JSON lists, not {text[:40]!r}")
+    return value
 
 
 def _parquet(path: str) -> Iterator[Item]:

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import subprocess
+import sys
 
 import pytest
 import redis
@@ -12,7 +14,7 @@ import redis
 from lancequeue.common.errors import ConfigError, ProducerClosed, QueueFull
 from lancequeue.common.protocol import ENQUEUE_SCRIPT
 from lancequeue.producer import AsyncProducer, Producer
-from tests.support import KEYS, StartWriter, async_wait_for, record, table_ids
+from tests.support import KEYS, StartWriter, async_wait_for, cli_env, record, table_ids
 from tests.test_producer import evalsha_calls, stream_records
 
 
@@ -79,3 +81,21 @@ def test_linger_ms_must_not_be_negative_and_is_a_setting_of_the_sync_producer_on
         Producer("docs", redis_url=redis_url, linger_ms=-1)
     with pytest.raises(ConfigError, match="linger_ms"):
         AsyncProducer("docs", redis_url=redis_url, linger_ms=5)
+
+
+def test_a_process_that_exits_without_close_still_sends_what_it_buffered(
+    redis_url: str, client: redis.Redis
+) -> None:
+    script = (
+        "from lancequeue.producer import Producer\n"
+        "from tests.support import record\n"
+        f"producer = Producer('docs', redis_url={redis_url!r}, linger_ms=600_000,"
+        " close_timeout_ms=100)\n"
+        "producer.enqueue(record(1))\n"  # and exit: no close(), no with-block
+    )
+    done = subprocess.run(
+        [sys.executable, "-W", "ignore::ResourceWarning", "-c", script],
+        capture_output=True, text=True, timeout=60, env=cli_env(),
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert client.xlen(KEYS.stream) == 1

@@ -11,6 +11,7 @@ import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
+import lancedb
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -239,17 +240,22 @@ def test_produce_reads_parquet_and_csv_files_and_names_each_bad_row(
         '1000,"a, with a comma","[1.0, 2.0, 3.0]"\n'
         '1001,b,"[1.0, 2.0]"\n'  # line 3: a vector of the wrong length
         "1002,c\n"  # line 4: a cell short
-        '1003,d,"[0.0, 0.0, 1.0]"\n'
+        '1003,02134,"[0.0, 0.0, 1.0]"\n'  # text that looks like a number stays text
     )
+    broken_path = tmp_path / "broken.csv"
+    broken_path.write_bytes(b"id,text\n2000,\xff\xfe\n")  # not UTF-8
     done = run_cli(
         "produce", "--table", "docs", "--redis", redis_url, "--batch", "64",
-        "--concurrency", "3", str(parquet_path), str(csv_path),
+        "--concurrency", "3", str(parquet_path), str(csv_path), str(broken_path),
     )  # fmt: skip
     assert done.returncode == 1, done.stdout + done.stderr
-    assert "written 1,002, rejected 2, failed 0" in done.stdout
+    assert "written 1,002, rejected 3, failed 0" in done.stdout
     assert "rows.csv:3" in done.stderr and "expected a vector of 3 floats, got 2" in done.stderr
     assert "rows.csv:4: the row does not have one cell per column" in done.stderr
+    assert "broken.csv: cannot read on: UnicodeDecodeError" in done.stderr
     assert table_ids(db_uri) == [*range(1000), 1000, 1003]
+    texts = lancedb.connect(db_uri).open_table("docs").to_arrow().column("text").to_pylist()
+    assert "02134" in texts
     unknown = run_cli("produce", "--table", "docs", "--redis", redis_url, str(tmp_path / "x.txt"))
     assert unknown.returncode == 2 and "--format" in unknown.stderr
     writer.signal(signal.SIGTERM)

@@ -161,20 +161,27 @@ async def _run_until_signalled(writers: list[Writer]) -> None:
     # hook holds the event loop, so the second signal always exits at once.
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, on_signal)
-    # One table's writer failing (replaced, misconfigured) leaves the others serving; a crash
-    # (a bug) stops them all, warm, and is raised.
+    # A writer that ends before any signal (replaced, misconfigured, crashed) stops the others
+    # too, and the process exits 1, so a supervisor restarts all of them.
     running = {asyncio.ensure_future(writer.run()) for writer in writers}
     failed = False
     while running:
-        done, running = await asyncio.wait(running, return_when=asyncio.FIRST_EXCEPTION)
+        done, running = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
+        crash: BaseException | None = None
         for task in done:
             error = task.exception()
             if isinstance(error, LancequeueError):
                 logger.error("%s", error)
                 failed = True
             elif error is not None:
-                stop_all()
-                await asyncio.gather(*running, return_exceptions=True)
-                raise error
+                crash = error
+            elif signals_seen == 0:
+                failed = True  # it returned without being asked to stop
+        if failed and running:
+            logger.error("a writer stopped on its own: stopping the other tables' writers too")
+            stop_all()
+        if crash is not None:
+            await asyncio.gather(*running, return_exceptions=True)
+            raise crash
     if failed:
         sys.exit(1)

@@ -489,15 +489,15 @@ class Writer:
         increments: dict[str, int],
         dead: list[DeadLetter] | None = None,
     ) -> None:
-        self._summary.add(increments)
-        if self._metrics is not None:
-            now_ms = time.time() * 1000 + self._redis_clock_offset_ms
-            arrivals = entry_arrivals_ms(entry.entry_id for entry in entries)
-            self._metrics.acknowledged(increments, arrivals, now_ms)
         ack = Acknowledgement(entries, answers, increments, self._table_status(), dead or [])
         await self._with_retry(
             lambda: ack_and_answer(self._redis_client, self.keys, ack, self.settings.reply_ttl_ms)
         )
+        self._summary.add(increments)  # counted once acked and answered
+        if self._metrics is not None:
+            now_ms = time.time() * 1000 + self._redis_clock_offset_ms
+            arrivals = entry_arrivals_ms(entry.entry_id for entry in entries)
+            self._metrics.acknowledged(increments, arrivals, now_ms)
 
     async def _compact(self, target_rows: int) -> None:
         """Compact towards ``target_rows``, then again while another tier is full (appends
