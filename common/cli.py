@@ -25,7 +25,7 @@ SUBCOMMANDS = {
     "produce": (
         "lancequeue.producer.cli",
         "produce_command",
-        "Send JSON Lines records to a table and wait until they are written.",
+        "Send records from JSON Lines, CSV or Parquet files to a table; wait until written.",
     ),
     "dlq": (
         "lancequeue.producer.dead_letters",

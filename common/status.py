@@ -20,9 +20,10 @@ from lancequeue.common.connection import resolve_redis_url
 from lancequeue.common.errors import LancequeueError
 from lancequeue.common.keys import GROUP, TableKeys
 from lancequeue.common.protocol import CONFIG_QUEUED
+from lancequeue.common.redis_client import SyncRedis, sync_client
 
 
-def read_status(client: redis.Redis, table: str) -> dict[str, Any]:
+def read_status(client: SyncRedis, table: str) -> dict[str, Any]:
     """Queue depth, pending count, writer liveness and progress of ``table``."""
     keys = TableKeys(table)
     with client.pipeline(transaction=False) as pipe:
@@ -138,7 +139,7 @@ def status_command(
         raise click.BadParameter("--watch must be a positive number of seconds")
     try:
         url = resolve_redis_url(redis_url, data_dir, start_embedded=False)
-        with redis.Redis.from_url(url) as client:
+        with sync_client(url) as client:
             if watch_s is None:
                 status = read_status(client, table)
                 if as_json:
@@ -154,7 +155,7 @@ def status_command(
         raise click.ClickException(str(exc)) from exc
 
 
-def _refresh(client: redis.Redis, table: str, as_json: bool) -> None:
+def _refresh(client: SyncRedis, table: str, as_json: bool) -> None:
     """One refresh of ``--watch``: the table redrawn (on a terminal), or one JSON line; a Redis
     error is shown and the next refresh tries again."""
     try:

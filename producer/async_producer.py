@@ -21,6 +21,7 @@ from lancequeue.common.backoff import Backoff
 from lancequeue.common.connection import resolve_redis_url
 from lancequeue.common.errors import ConfigError, LancequeueError, ProducerClosed
 from lancequeue.common.protocol import CONFIG_MAX_BATCH, ENQUEUE_SCRIPT, encode_results
+from lancequeue.common.redis_client import AsyncRedis, async_client, is_cluster_url_async
 from lancequeue.producer.outbox import REPLY_INFLIGHT_TTL_MS, Outbox
 from lancequeue.producer.sending import (
     RECONNECT_INITIAL_S,
@@ -74,8 +75,8 @@ class AsyncProducer:
         )
         self.keys = self._outbox.keys
         self.producer_id = self._outbox.producer_id
-        self._redis: aioredis.Redis | None = None
-        self._replies: aioredis.Redis | None = None
+        self._redis: AsyncRedis | None = None
+        self._replies: AsyncRedis | None = None
         self._listener: asyncio.Task[None] | None = None
         self._closed = False
         self._closing = asyncio.Event()  # set by close(): ends pauses between reconnections
@@ -102,8 +103,9 @@ class AsyncProducer:
                 resolve_redis_url, self.settings.redis_url, self.settings.data_dir
             )
             timeout_s = self.settings.redis_timeout_ms / 1000
-            self._redis = _client(url, timeout_s)
-            self._replies = _client(url, timeout_s + _REPLY_BLOCK_S)
+            cluster = await is_cluster_url_async(url)
+            self._redis = _client(url, cluster, timeout_s)
+            self._replies = _client(url, cluster, timeout_s + _REPLY_BLOCK_S)
             self._enqueue_script = self._redis.register_script(ENQUEUE_SCRIPT)
             self._listener = asyncio.create_task(self._listen(), name="lancequeue-replies")
 
@@ -329,15 +331,18 @@ class AsyncProducer:
             await _close_quietly(pubsub)
 
     @property
-    def _sender_client(self) -> aioredis.Redis:
+    def _sender_client(self) -> AsyncRedis:
         assert self._redis is not None, "start() made it"
         return self._redis
 
     async def _connect(self) -> None:
         """Have the pool's next connection connected (a stale one is replaced), so that the
         enqueue script fails only on a connection lost while it ran."""
-        pool = self._sender_client.connection_pool
-        await pool.release(await pool.get_connection())  # type: ignore[no-untyped-call]
+        client = self._sender_client
+        if isinstance(client, aioredis.Redis):
+            pool = client.connection_pool
+            await pool.release(await pool.get_connection())  # type: ignore[no-untyped-call]
+        # A cluster client's nodes replace a stale connection as they hand it out.
         if self._outbox.pack_limit_stale(time.monotonic()):
             max_batch = await self._sender_client.hget(self.keys.config, CONFIG_MAX_BATCH)
             self._outbox.learn_writer_max_batch(max_batch, time.monotonic())
@@ -415,7 +420,7 @@ class AsyncProducer:
                     await asyncio.wait_for(self._stop_listening.wait(), delay)
             self._outbox.expire(time.monotonic(), _resolve_error)
 
-    async def _next_reply(self, replies: aioredis.Redis) -> bytes | None:
+    async def _next_reply(self, replies: AsyncRedis) -> bytes | None:
         """Move the next reply message to the in-flight list (waiting up to a second) and
         return it; the same round trip gives the in-flight list its expiry."""
         async with replies.pipeline(transaction=False) as pipe:
@@ -437,11 +442,12 @@ class AsyncProducer:
         self._outbox.settle_all(leftovers, _resolve_ok, _resolve_error)
 
 
-def _client(url: str, socket_timeout_s: float) -> aioredis.Redis:
+def _client(url: str, cluster: bool, socket_timeout_s: float) -> AsyncRedis:
     """A client that never repeats a command by itself: the producer decides what to send
     again after a lost connection."""
-    return aioredis.Redis.from_url(
+    return async_client(
         url,
+        cluster,
         retry=Retry(NoBackoff(), 0),
         socket_timeout=socket_timeout_s,
         socket_connect_timeout=socket_timeout_s,

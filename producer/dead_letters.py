@@ -28,6 +28,7 @@ from lancequeue.common.connection import resolve_redis_url
 from lancequeue.common.errors import LancequeueError, RecordRejected
 from lancequeue.common.keys import TableKeys
 from lancequeue.common.protocol import FIELD_RECORD, FIELD_REPLY, FIELD_SEQ
+from lancequeue.common.redis_client import SyncRedis, sync_client
 from lancequeue.producer.producer import Producer
 from lancequeue.producer.settings import ProducerSettings
 
@@ -89,13 +90,13 @@ def _letters(entries: Any) -> list[DeadLetter]:
 
 
 def read_dead_letters(
-    client: redis.Redis, keys: TableKeys, limit: int | None = None
+    client: SyncRedis, keys: TableKeys, limit: int | None = None
 ) -> list[DeadLetter]:
     """The first ``limit`` dead letters of the table (all when ``None``), oldest first."""
     return _letters(client.xrange(keys.dead_letters, count=limit))
 
 
-def read_by_ids(client: redis.Redis, keys: TableKeys, ids: Iterable[str]) -> list[DeadLetter]:
+def read_by_ids(client: SyncRedis, keys: TableKeys, ids: Iterable[str]) -> list[DeadLetter]:
     """The dead letters with these ids, in the order given (duplicates once).
 
     Raises ``LancequeueError`` naming every id that is malformed or not in the stream, before
@@ -119,7 +120,7 @@ def read_by_ids(client: redis.Redis, keys: TableKeys, ids: Iterable[str]) -> lis
     return [letter for entries in found for letter in _letters(entries)]
 
 
-def delete_dead_letters(client: redis.Redis, keys: TableKeys, ids: list[str]) -> int:
+def delete_dead_letters(client: SyncRedis, keys: TableKeys, ids: list[str]) -> int:
     """XDEL ``ids`` from the dead-letter stream; returns how many were there."""
     deleted = 0
     for start in range(0, len(ids), _DELETE_CHUNK):
@@ -225,7 +226,7 @@ def replay(
     if not sendable:
         return report
     with (
-        redis.Redis.from_url(url) as client,
+        sync_client(url) as client,
         Producer(
             keys.table, redis_url=url, timeout_ms=timeout_ms, answer_grace_ms=answer_grace_ms
         ) as producer,
@@ -252,7 +253,7 @@ def _connect(table: str, redis_url: str | None, data_dir: Path | None) -> tuple[
     return resolve_redis_url(redis_url, data_dir, start_embedded=False), keys
 
 
-def _selected(client: redis.Redis, keys: TableKeys, ids: tuple[str, ...]) -> list[DeadLetter]:
+def _selected(client: SyncRedis, keys: TableKeys, ids: tuple[str, ...]) -> list[DeadLetter]:
     """The dead letters named by ``ids``, or all of them when ``ids`` is empty."""
     return read_by_ids(client, keys, ids) if ids else read_dead_letters(client, keys)
 
@@ -285,7 +286,7 @@ def list_command(
         raise click.BadParameter("must be 0 or more", param_hint="--limit")
     try:
         url, keys = _connect(table, redis_url, data_dir)
-        with redis.Redis.from_url(url) as client:
+        with sync_client(url) as client:
             total = int(client.xlen(keys.dead_letters))
             letters = read_dead_letters(client, keys, limit or None)
     except (LancequeueError, redis.RedisError) as exc:
@@ -340,7 +341,7 @@ def replay_command(
         raise click.BadParameter("must not be negative", param_hint="--answer-grace-ms")
     try:
         url, keys = _connect(table, redis_url, data_dir)
-        with redis.Redis.from_url(url) as client:
+        with sync_client(url) as client:
             letters = _selected(client, keys, ids)
         if not letters:
             click.echo(f"no dead letters for table {table!r}")
@@ -372,7 +373,7 @@ def purge_command(
     _check_selection(ids, everything)
     try:
         url, keys = _connect(table, redis_url, data_dir)
-        with redis.Redis.from_url(url) as client:
+        with sync_client(url) as client:
             chosen = [letter.id for letter in _selected(client, keys, ids)]
             if not chosen:
                 click.echo(f"no dead letters for table {table!r}")

@@ -25,6 +25,7 @@ from lancequeue.common.backoff import Backoff
 from lancequeue.common.connection import resolve_redis_url
 from lancequeue.common.errors import LancequeueError, ProducerClosed
 from lancequeue.common.protocol import CONFIG_MAX_BATCH, ENQUEUE_SCRIPT, encode_results
+from lancequeue.common.redis_client import SyncRedis, is_cluster_url, sync_client
 from lancequeue.producer.linger import Linger
 from lancequeue.producer.outbox import REPLY_INFLIGHT_TTL_MS, Outbox, Outgoing
 from lancequeue.producer.sending import (
@@ -76,8 +77,11 @@ class Producer:
         self.keys = self._outbox.keys
         self.producer_id = self._outbox.producer_id
         url = resolve_redis_url(self.settings.redis_url, self.settings.data_dir)
-        self._redis = _client(url, self.settings.redis_timeout_ms / 1000)
-        self._replies = _client(url, self.settings.redis_timeout_ms / 1000 + _REPLY_BLOCK_S)
+        cluster = is_cluster_url(url)
+        self._redis = _client(url, cluster, self.settings.redis_timeout_ms / 1000)
+        self._replies = _client(
+            url, cluster, self.settings.redis_timeout_ms / 1000 + _REPLY_BLOCK_S
+        )
         self._enqueue_script = self._redis.register_script(ENQUEUE_SCRIPT)
         # One send at a time, so sequence numbers follow stream order; _sender is the send
         # holding the lock (what blocks it tells the others what they fail with).
@@ -364,7 +368,11 @@ class Producer:
     def _connect(self) -> None:
         """Have the pool's next connection connected (a stale one is replaced), so that the
         enqueue script fails only on a connection lost while it ran."""
-        pool = self._redis.connection_pool
+        client = self._redis
+        if isinstance(client, redis.RedisCluster):
+            node = client.get_node_from_key(self.keys.stream)  # type: ignore[no-untyped-call]
+            client = client.get_redis_connection(node)
+        pool = client.connection_pool
         pool.release(pool.get_connection())
         if self._outbox.pack_limit_stale(time.monotonic()):
             max_batch = self._redis.hget(self.keys.config, CONFIG_MAX_BATCH)
@@ -457,11 +465,12 @@ class Producer:
         self._outbox.settle_all(leftovers, _resolve_ok, _resolve_error)
 
 
-def _client(url: str, socket_timeout_s: float) -> redis.Redis:
+def _client(url: str, cluster: bool, socket_timeout_s: float) -> SyncRedis:
     """A client that never repeats a command by itself: the producer decides what to send
     again after a lost connection."""
-    return redis.Redis.from_url(
+    return sync_client(
         url,
+        cluster,
         retry=Retry(NoBackoff(), 0),
         socket_timeout=socket_timeout_s,
         socket_connect_timeout=socket_timeout_s,

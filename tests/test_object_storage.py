@@ -4,6 +4,7 @@ variables."""
 
 from __future__ import annotations
 
+import os
 import shutil
 import signal
 import subprocess
@@ -17,7 +18,7 @@ import pytest
 import redis
 
 from lancequeue.producer import Producer
-from tests.support import WriterProcess, free_port, record, wait_for, writer_alive
+from tests.support import WriterProcess, free_port, record, run_cli, wait_for, writer_alive
 
 StartProcess = Callable[..., WriterProcess]
 BUCKET = "lancequeue-tables"
@@ -81,3 +82,40 @@ def test_batches_land_in_a_table_on_s3(
     assert "db/docs.lance/data/" in keys and ".lance</Key>" in keys  # data files in the bucket
     writer.signal(signal.SIGTERM)
     assert writer.wait() == 0
+
+
+def test_storage_options_on_the_command_line_reach_the_bucket_without_any_environment(
+    writer_process: StartProcess,
+    s3_endpoint: str,
+    redis_url: str,
+    client: redis.Redis,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    for name in list(os.environ):
+        if name.startswith("AWS_"):
+            monkeypatch.delenv(name)  # nothing for Lance to find but the options given
+    options = {
+        "aws_endpoint": s3_endpoint,
+        "allow_http": "true",
+        "aws_access_key_id": "test",
+        "aws_secret_access_key": "test",
+        "aws_region": "us-east-1",
+    }
+    db = f"s3://{BUCKET}/options"
+    flags = [
+        part for key, value in options.items() for part in ("--storage-option", f"{key}={value}")
+    ]
+    writer = writer_process("--db", db, "--coalesce-ms", "20", *flags)
+    wait_for(lambda: writer_alive(client), 60, "the writer")
+    with Producer("docs", redis_url=redis_url) as producer:
+        producer.write_many([record(i) for i in range(50)], timeout=60)
+    table = lancedb.connect(db, storage_options=options).open_table("docs")
+    assert sorted(table.to_arrow().column("id").to_pylist()) == list(range(50))
+    writer.signal(signal.SIGTERM)
+    assert writer.wait() == 0
+
+
+def test_a_storage_option_that_is_not_key_value_is_refused_by_name() -> None:
+    refused = run_cli("writer", "--table", "docs", "--storage-option", "aws_endpoint")
+    assert refused.returncode == 2
+    assert "storage option 'aws_endpoint' is not KEY=VALUE" in refused.stderr

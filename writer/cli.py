@@ -20,8 +20,9 @@ import redis
 from lancequeue.common.connection import resolve_redis_url
 from lancequeue.common.errors import ConfigError, LancequeueError
 from lancequeue.common.keys import TableKeys
+from lancequeue.common.redis_client import sync_client
 from lancequeue.writer.metrics import WriterMetrics
-from lancequeue.writer.settings import WriterSettings
+from lancequeue.writer.settings import WriterSettings, parse_storage_options
 from lancequeue.writer.writer import Writer
 
 logger = logging.getLogger(__name__)
@@ -45,20 +46,31 @@ def settings_options(command: Callable[..., Any]) -> Callable[..., Any]:
             else (click.Path(path_type=Path) if settings_field.name == "data_dir" else click.STRING)
         )
         many = settings_field.name == "table"  # one writer process may serve several tables
+        pairs = settings_field.name == "storage_options"
         command = click.option(
             flag,
             settings_field.name,
             type=click_type,
-            multiple=many,
+            multiple=many or pairs,
+            callback=_storage_options if pairs else None,
             envvar=env_var(flag),
             required=False,  # checked in writer_command: --check needs only --table
-            default=() if many else (None if required else default),
+            default=() if many or pairs else (None if required else default),
             show_default=not required and default is not None,
             show_envvar=True,
             help=settings_field.metadata["help"]
             + (" Repeat it to serve several tables from one process." if many else ""),
         )(command)
     return command
+
+
+def _storage_options(
+    context: click.Context, parameter: click.Parameter, pairs: tuple[str, ...]
+) -> dict[str, str] | None:
+    try:
+        return parse_storage_options(pairs) or None
+    except ConfigError as exc:
+        raise click.BadParameter(str(exc), context, parameter) from exc
 
 
 @click.command("writer")
@@ -108,7 +120,7 @@ def check_lease(table: str, redis_url: str | None, data_dir: Path | None) -> int
     does, 1: none does or Redis cannot be reached). Never starts the embedded server."""
     try:
         url = resolve_redis_url(redis_url, data_dir, start_embedded=False)
-        with redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=5) as client:
+        with sync_client(url, socket_timeout=5, socket_connect_timeout=5) as client:
             holder = client.get(TableKeys(table).lease)
     except (LancequeueError, redis.RedisError, OSError) as exc:
         click.echo(f"table {table!r}: cannot check the writer: {exc}", err=True)

@@ -11,9 +11,8 @@ from __future__ import annotations
 
 from collections import OrderedDict
 
-import redis.asyncio as aioredis
-
 from lancequeue.common.keys import TableKeys
+from lancequeue.common.redis_client import AsyncRedis
 
 _CACHED_PRODUCERS = 100_000
 _NONE = -1
@@ -23,7 +22,7 @@ _NONE = -1
 class SeenSequences:
     """The highest settled sequence number of each producer."""
 
-    def __init__(self, redis: aioredis.Redis, keys: TableKeys) -> None:
+    def __init__(self, redis: AsyncRedis, keys: TableKeys) -> None:
         self._redis = redis
         self._keys = keys
         self._cache: OrderedDict[str, int] = OrderedDict()

@@ -19,9 +19,8 @@ import enum
 import logging
 import time
 
-import redis.asyncio as aioredis
-
 from lancequeue.common.keys import TableKeys
+from lancequeue.common.redis_client import AsyncRedis
 
 logger = logging.getLogger(__name__)
 
@@ -70,7 +69,7 @@ class Renewal(enum.Enum):
 class Lease:
     """One writer's hold on its table's lease."""
 
-    def __init__(self, redis: aioredis.Redis, keys: TableKeys, consumer: str, ttl_ms: int) -> None:
+    def __init__(self, redis: AsyncRedis, keys: TableKeys, consumer: str, ttl_ms: int) -> None:
         self._redis = redis
         self._keys = keys
         self.consumer = consumer

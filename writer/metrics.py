@@ -17,6 +17,7 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from lancequeue.common.keys import GROUP, TableKeys
+from lancequeue.common.redis_client import SyncRedis, sync_client
 from lancequeue.common.status import read_status
 
 _BATCH_ROWS_BUCKETS = (1, 8, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384)
@@ -143,12 +144,10 @@ class _QueueCollector(Collector):
     from Redis when scraped."""
 
     def __init__(self) -> None:
-        self._clients: dict[str, redis.Redis] = {}
+        self._clients: dict[str, SyncRedis] = {}
 
     def add(self, table: str, redis_url: str) -> None:
-        self._clients[table] = redis.Redis.from_url(
-            redis_url, socket_timeout=5, socket_connect_timeout=5
-        )
+        self._clients[table] = sync_client(redis_url, socket_timeout=5, socket_connect_timeout=5)
 
     def close(self) -> None:
         for client in self._clients.values():
@@ -178,7 +177,7 @@ class _QueueCollector(Collector):
         yield from families
 
 
-def _oldest_pending_age_s(client: redis.Redis, keys: TableKeys) -> float:
+def _oldest_pending_age_s(client: SyncRedis, keys: TableKeys) -> float:
     try:
         summary: Any = client.xpending(keys.stream, GROUP)
     except redis.ResponseError:  # no group yet

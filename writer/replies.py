@@ -13,10 +13,9 @@ import time
 from collections import defaultdict
 from dataclasses import dataclass, field
 
-import redis.asyncio as aioredis
-
 from lancequeue.common.keys import GROUP, TableKeys
 from lancequeue.common.protocol import encode_results
+from lancequeue.common.redis_client import AsyncRedis
 from lancequeue.writer.entries import Entry
 from lancequeue.writer.watermark import SKIPPED_SILENTLY, Outcome
 
@@ -52,6 +51,13 @@ return removed
 (KEYS: stream, config; ARGV: id, records, id, records, ...). An empty stream resets the count,
 so it can never drift for long."""
 
+_PUBLISH = """
+redis.call('PUBLISH', ARGV[1], ARGV[2])
+"""
+"""PUBLISH from a script naming the table's stream (KEYS[1]): a Redis Cluster pipeline routes
+commands by their keys and refuses a bare PUBLISH; from the table's node it reaches every
+subscriber, whichever node they are on."""
+
 DEAD_LETTERS_MAXLEN = 100_000
 """The dead-letter stream keeps about this many entries, oldest dropped first."""
 
@@ -77,7 +83,7 @@ class Acknowledgement:
 
 
 async def ack_and_answer(
-    redis: aioredis.Redis, keys: TableKeys, ack: Acknowledgement, reply_ttl_ms: int
+    redis: AsyncRedis, keys: TableKeys, ack: Acknowledgement, reply_ttl_ms: int
 ) -> None:
     """Ack and delete the entries, push each reply key its results, record each producer's
     settled sequence number, dead-letter what must be, and update the writer's status hash."""
@@ -128,7 +134,7 @@ async def ack_and_answer(
         status: dict[str | bytes, int | str] = {"last_flush_at_ms": now_ms}
         status.update(ack.values)
         pipe.hset(keys.writer, mapping=status)  # type: ignore[arg-type]
-        pipe.publish(keys.flushed_channel, len(ids))
+        pipe.eval(_PUBLISH, 1, keys.stream, keys.flushed_channel, len(ids))
         # raise_on_error=False: one command failing (a reply key someone made a string:
         # WRONGTYPE) must not lose the acks and the other answers, which Redis applied.
         results = await pipe.execute(raise_on_error=False)

@@ -3,7 +3,7 @@ generates one option and one environment variable per field from the metadata be
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,6 +16,17 @@ from lancequeue.writer.compaction import CompactionPolicy
 
 def _option(flag: str, help: str) -> dict[str, str]:
     return {"flag": flag, "help": help}
+
+
+def parse_storage_options(pairs: Iterable[str]) -> dict[str, str]:
+    """``["KEY=VALUE", ...]`` as a dict; raises :class:`ConfigError` naming a malformed one."""
+    options: dict[str, str] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"storage option {pair!r} is not KEY=VALUE")
+        options[key.strip()] = value
+    return options
 
 
 @dataclass(frozen=True)
@@ -32,6 +43,16 @@ class WriterSettings:
         default=None,
         metadata=_option(
             "--db", "LanceDB URI of the database holding the table. Default: DATA_DIR/db."
+        ),
+    )
+    storage_options: Mapping[str, str] | None = field(
+        default=None,
+        repr=False,  # may hold credentials
+        metadata=_option(
+            "--storage-option",
+            "KEY=VALUE passed to Lance's object store for --db (e.g. aws_endpoint=http://..., "
+            "aws_access_key_id=..., allow_http=true); repeat it for several. Default: Lance "
+            "reads its environment (AWS_*, GOOGLE_*, AZURE_*).",
         ),
     )
     data_dir: Path | None = field(
@@ -161,6 +182,16 @@ class WriterSettings:
 
     def __post_init__(self) -> None:
         check_table_name(self.table)
+        if self.storage_options is not None:
+            if not isinstance(self.storage_options, Mapping) or not all(
+                isinstance(key, str) and isinstance(value, str)
+                for key, value in self.storage_options.items()
+            ):
+                raise ConfigError(
+                    "storage_options must map option names to strings, "
+                    f"got {type(self.storage_options).__name__}"
+                )
+            object.__setattr__(self, "storage_options", dict(self.storage_options))
         for name in (
             "coalesce_ms",
             "max_batch",

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -66,9 +67,15 @@ class TableSink:
     batch's records."""
 
     def __init__(
-        self, uri: str, name: str, schema: pa.Schema | None, metadata_cache_bytes: int
+        self,
+        uri: str,
+        name: str,
+        schema: pa.Schema | None,
+        metadata_cache_bytes: int,
+        storage_options: Mapping[str, str] | None = None,
     ) -> None:
         self.uri = uri
+        self._storage_options = dict(storage_options) if storage_options else None
         self.name = name
         self._configured_schema = schema
         self._session = lance.Session(metadata_cache_size_bytes=metadata_cache_bytes)  # type: ignore[attr-defined]
@@ -82,9 +89,16 @@ class TableSink:
 
     @classmethod
     async def open(
-        cls, db_uri: str, name: str, schema: pa.Schema | None, metadata_cache_bytes: int
+        cls,
+        db_uri: str,
+        name: str,
+        schema: pa.Schema | None,
+        metadata_cache_bytes: int,
+        storage_options: Mapping[str, str] | None = None,
     ) -> TableSink:
-        sink = cls(table_uri(db_uri, name), name, schema, metadata_cache_bytes)
+        """The sink of table ``name`` in the database at ``db_uri`` (``storage_options`` go to
+        Lance's object store), opened if the table exists, created if a schema is given."""
+        sink = cls(table_uri(db_uri, name), name, schema, metadata_cache_bytes, storage_options)
         existing = await asyncio.to_thread(sink._open_existing)
         if existing is not None:
             await sink._use(existing)
@@ -103,17 +117,25 @@ class TableSink:
 
     def _open_existing(self) -> lance.LanceDataset | None:
         try:
-            return lance.dataset(self.uri, session=self._session)
+            return self._open()
         except ValueError as exc:  # Lance's "Dataset at path ... was not found"
             if "not found" not in str(exc):
                 raise
             return None
 
+    def _open(self) -> lance.LanceDataset:
+        return lance.dataset(self.uri, session=self._session, storage_options=self._storage_options)
+
     def _create(self, schema: pa.Schema) -> lance.LanceDataset:
         """Create the table, empty, as LanceDB's ``create_table`` would (or open it if another
         process just did)."""
         try:
-            lance.write_dataset(schema.empty_table(), self.uri, mode="create")
+            lance.write_dataset(
+                schema.empty_table(),
+                self.uri,
+                mode="create",
+                storage_options=self._storage_options,
+            )
         except (OSError, ValueError):
             existing = self._open_existing()
             if existing is None:
@@ -166,6 +188,7 @@ class TableSink:
                         transaction_properties=properties,
                     ),
                     max_retries=0,
+                    storage_options=self._storage_options,
                 )
                 dataset = lance.LanceDataset.commit(
                     dataset,
@@ -175,6 +198,7 @@ class TableSink:
                         transaction_properties=properties,
                     ),
                     max_retries=0,
+                    storage_options=self._storage_options,
                 )
             except CommitConflictError as exc:
                 logger.info("fencing %r raced another commit (%s); again", self.name, exc)
@@ -234,7 +258,11 @@ class TableSink:
         assert self._dataset is not None
         self._check_fence(self._dataset)
         refusal(batch)
-        return list(lance.fragment.write_fragments(batch, self._dataset, session=self._session))
+        return list(
+            lance.fragment.write_fragments(
+                batch, self._dataset, session=self._session, storage_options=self._storage_options
+            )
+        )
 
     async def commit(self, fragments: list[Any], rows: int, watermark: Watermark) -> None:
         """Add written fragments holding ``rows`` rows to the table in one commit carrying
@@ -258,6 +286,7 @@ class TableSink:
                         transaction_properties=properties,
                     ),
                     max_retries=0,
+                    storage_options=self._storage_options,
                 )
                 break
             except CommitConflictError:
@@ -287,7 +316,7 @@ class TableSink:
     def _compact_sync(self, target_rows: int, keep_versions: int) -> list[int] | None:
         # A handle of its own: appends go on meanwhile with the writer's, and Lance commits
         # the Rewrite over them (they touch other fragments).
-        dataset = lance.dataset(self.uri, session=self._session)
+        dataset = self._open()
         self._check_fence(dataset)
         metrics = dataset.optimize.compact_files(
             target_rows_per_fragment=target_rows,

@@ -10,12 +10,12 @@ import uuid
 from collections.abc import Awaitable
 from typing import Any
 
-import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
 
 from lancequeue.common.errors import WriterReplaced
 from lancequeue.common.keys import GROUP, TableKeys
 from lancequeue.common.protocol import CONFIG_EPOCH, CONFIG_MAX_BATCH, CONFIG_MAX_QUEUE_SIZE
+from lancequeue.common.redis_client import AsyncRedis
 from lancequeue.writer.lease import Lease
 
 logger = logging.getLogger(__name__)
@@ -66,7 +66,7 @@ In a script also because redis-py drops the cursor of a JUSTID reply."""
 class StreamGroup:
     """One writer's consumer in the table's consumer group, plus the status it publishes."""
 
-    def __init__(self, redis: aioredis.Redis, keys: TableKeys, lease: Lease) -> None:
+    def __init__(self, redis: AsyncRedis, keys: TableKeys, lease: Lease) -> None:
         self._redis = redis
         self.keys = keys
         self.consumer = lease.consumer

@@ -14,7 +14,6 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-import redis.asyncio as aioredis
 from redis.exceptions import AuthenticationError, NoPermissionError, RedisError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -24,6 +23,8 @@ from lancequeue.common.connection import resolve_redis_url
 from lancequeue.common.errors import ConfigError, WriterReplaced
 from lancequeue.common.keys import TableKeys
 from lancequeue.common.protocol import error_payload
+from lancequeue.common.redis_client import AsyncRedis, async_client, is_cluster_url_async
+from lancequeue.writer.batch_context import BatchContextReader
 from lancequeue.writer.coalesce import Coalescer
 from lancequeue.writer.compaction import CompactionPolicy, compaction_target
 from lancequeue.writer.dedupe import SeenSequences
@@ -85,7 +86,8 @@ class Writer:
         self._finished: asyncio.Event | None = None
         self._sink: TableSink | None = None
         self._group: StreamGroup | None = None
-        self._redis: aioredis.Redis | None = None
+        self._redis: AsyncRedis | None = None
+        self._batch_context_reader: BatchContextReader | None = None
         self._lease: Lease | None = None
         self._settler: BatchSettler | None = None
         self._seen: SeenSequences | None = None
@@ -114,7 +116,8 @@ class Writer:
             url = await asyncio.to_thread(
                 resolve_redis_url, settings.redis_url, settings.resolved_data_dir
             )
-            self._redis = aioredis.Redis.from_url(url)
+            self._redis = async_client(url, await is_cluster_url_async(url))
+            self._batch_context_reader = BatchContextReader(self._redis, self.keys)
             if self._shared_metrics is not None:
                 self._metrics = self._shared_metrics.table(settings.table, url)
             elif settings.metrics_port:
@@ -126,6 +129,7 @@ class Writer:
                 settings.table,
                 self._schema,
                 settings.metadata_cache_bytes,
+                settings.storage_options,
             )
             lease = Lease(self._redis, self.keys, self.consumer, settings.lease_ms)
             self._lease = lease
@@ -373,21 +377,14 @@ class Writer:
         assert lease is not None
         seen = self._seen_sequences
         missing = seen.missing(producers)
-        async with self._redis_client.pipeline(transaction=False) as pipe:
-            pipe.time()
-            pipe.get(lease.key)
-            if missing:
-                pipe.mget(seen.keys_of(missing))
-            results = await pipe.execute()
-        seconds, microseconds = results[0]
-        now_ms = int(seconds) * 1000 + int(microseconds) // 1000
-        self._redis_clock_offset_ms = now_ms - time.time() * 1000
-        holder = results[1].decode() if isinstance(results[1], bytes) else results[1]
-        if holder not in (lease.value, None):
-            raise WriterReplaced(f"writer {holder} holds the lease")
+        assert self._batch_context_reader is not None
+        context = await self._batch_context_reader.read(seen.keys_of(missing) if missing else [])
+        self._redis_clock_offset_ms = context.now_ms - time.time() * 1000
+        if context.lease_holder not in (lease.value, None):
+            raise WriterReplaced(f"writer {context.lease_holder} holds the lease")
         if missing:
-            seen.remember(missing, results[2])
-        return now_ms
+            seen.remember(missing, list(context.seen))
+        return context.now_ms
 
     async def _append(self, prepared: PreparedBatch, answered: Answered) -> _Flushed | None:
         """The table lane's part of a flush: the append (None if this writer was replaced),
@@ -540,14 +537,14 @@ class Writer:
         return self._group
 
     @property
-    def _redis_client(self) -> aioredis.Redis:
+    def _redis_client(self) -> AsyncRedis:
         assert self._redis is not None
         return self._redis
 
     async def _redis_now_ms(self) -> int:
         """Redis server time, the clock record deadlines are measured against."""
-        seconds, microseconds = await self._redis_client.time()
-        now_ms = int(seconds) * 1000 + int(microseconds) // 1000
+        assert self._batch_context_reader is not None
+        now_ms = (await self._batch_context_reader.read()).now_ms
         self._redis_clock_offset_ms = now_ms - time.time() * 1000
         return now_ms
 

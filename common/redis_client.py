@@ -1,0 +1,98 @@
+"""Redis clients for a URL that may name a single server or a node of a Redis Cluster.
+
+``redis+cluster://`` (``rediss+cluster://`` with TLS) always means a cluster. For a plain
+``redis://``/``rediss://`` URL the server is asked once (``HELLO 2``, which any account may run
+whatever its ACL) whether it runs in cluster mode, so every process can be pointed at any node's
+URL and nothing else changes. A server that cannot be reached at that moment is taken for a
+single server: start processes that may come up before the cluster with a ``+cluster`` URL (a
+blocking client then needs one node reachable when it is made). A ``unix://`` URL is always a
+single server (the embedded one).
+"""
+
+from __future__ import annotations
+
+from typing import Any, TypeAlias
+
+import redis
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+SyncRedis: TypeAlias = redis.Redis | redis.RedisCluster
+"""A blocking client of a single server or of a cluster."""
+
+AsyncRedis: TypeAlias = aioredis.Redis | aioredis.RedisCluster
+"""An asyncio client of a single server or of a cluster."""
+
+_CLUSTER_SCHEMES = {"redis+cluster": "redis", "rediss+cluster": "rediss"}
+_PROBE_TIMEOUT_S = 2.0
+
+
+def _split(url: str) -> tuple[str, bool | None]:
+    """The URL redis-py understands and whether it names a cluster (None: ask the server)."""
+    scheme, sep, rest = url.partition("://")
+    if sep and scheme.lower() in _CLUSTER_SCHEMES:
+        return f"{_CLUSTER_SCHEMES[scheme.lower()]}://{rest}", True
+    if scheme.lower() == "unix":
+        return url, False
+    return url, None
+
+
+def _says_cluster(hello: Any) -> bool:
+    """Whether a ``HELLO 2`` reply (``[b"server", b"redis", ..., b"mode", b"cluster", ...]``)
+    says the server runs in cluster mode."""
+    if not isinstance(hello, list):
+        return False
+    fields = dict(zip(hello[::2], hello[1::2], strict=False))
+    return fields.get(b"mode") == b"cluster"
+
+
+def is_cluster_url(url: str) -> bool:
+    """Whether ``url`` names a Redis Cluster: by its scheme, else by asking the server."""
+    plain, cluster = _split(url)
+    if cluster is not None:
+        return cluster
+    try:
+        with redis.Redis.from_url(
+            plain, socket_timeout=_PROBE_TIMEOUT_S, socket_connect_timeout=_PROBE_TIMEOUT_S
+        ) as probe:
+            hello = probe.execute_command("HELLO", 2)
+    except (RedisError, OSError):
+        return False
+    return _says_cluster(hello)
+
+
+async def is_cluster_url_async(url: str) -> bool:
+    """:func:`is_cluster_url` without blocking the event loop."""
+    plain, cluster = _split(url)
+    if cluster is not None:
+        return cluster
+    probe = aioredis.Redis.from_url(
+        plain, socket_timeout=_PROBE_TIMEOUT_S, socket_connect_timeout=_PROBE_TIMEOUT_S
+    )
+    try:
+        hello = await probe.execute_command("HELLO", 2)  # type: ignore[no-untyped-call]
+    except (RedisError, OSError):
+        return False
+    finally:
+        await probe.aclose()
+    return _says_cluster(hello)
+
+
+def sync_client(url: str, cluster: bool | None = None, **options: Any) -> SyncRedis:
+    """A blocking client for ``url`` (``cluster``: whether it is a cluster, None to find out);
+    ``options`` go to redis-py's client."""
+    if cluster is None:
+        cluster = is_cluster_url(url)
+    plain, _ = _split(url)
+    if cluster:
+        return redis.RedisCluster.from_url(plain, **options)
+    return redis.Redis.from_url(plain, **options)
+
+
+def async_client(url: str, cluster: bool, **options: Any) -> AsyncRedis:
+    """An asyncio client for ``url``; find ``cluster`` first with :func:`is_cluster_url_async`.
+    ``options`` go to redis-py's client."""
+    plain, _ = _split(url)
+    if cluster:
+        return aioredis.RedisCluster.from_url(plain, **options)
+    return aioredis.Redis.from_url(plain, **options)
