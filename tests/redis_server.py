@@ -10,14 +10,7 @@ from pathlib import Path
 from typing import IO
 
 from lancequeue.common import embedded_redis
-from tests.support import wait_for
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+from tests.support import free_port, wait_for
 
 
 def pongs(port: int) -> bool:
