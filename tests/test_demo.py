@@ -20,7 +20,7 @@ def test_the_demo_writes_every_record_and_finds_record_0_by_its_vector(tmp_path:
         )  # fmt: skip
         assert done.returncode == 0, done.stdout + done.stderr
         assert "records written        300 of 300" in done.stdout
-        assert "table rows / versions  300 / " in done.stdout
+        assert "table rows / version   300 / " in done.stdout
         assert "id      0  distance 0.0000" in done.stdout  # its own vector, found first
         assert _demo_rows(data_dir) == 300
         again = run_cli("demo", "--data-dir", str(data_dir), "--records", "25", "--dim", "8")

@@ -167,7 +167,11 @@ def _format(summary: dict[str, Any]) -> str:
             f"{counters['batches']:,} (mean {mean_batch:.0f} rows)",
         ),
         ("writer peak memory", "-" if peak is None else f"{peak / 2**20:,.0f} MiB"),
-        ("table rows / versions", f"{table['table_rows']:,} / {table['versions']:,}"),
+        (
+            "table rows / version",
+            f"{table['table_rows']:,} / {table['table_version']:,} "
+            f"({table['versions']:,} versions kept)",
+        ),
         ("table", str(summary["db_dir"] / f"{TABLE}.lance")),
     ]
     width = max(len(name) for name, _ in rows)
