@@ -54,6 +54,17 @@ def s3_endpoint(tmp_path: Path) -> Iterator[str]:
         server.wait(30)
 
 
+def _s3_options(endpoint: str) -> dict[str, str]:
+    """Lance storage options for the moto server at ``endpoint``."""
+    return {
+        "aws_endpoint": endpoint,
+        "allow_http": "true",
+        "aws_access_key_id": "test",
+        "aws_secret_access_key": "test",
+        "aws_region": "us-east-1",
+    }
+
+
 def test_batches_land_in_a_table_on_s3(
     writer_process: StartProcess,
     s3_endpoint: str,
@@ -61,13 +72,9 @@ def test_batches_land_in_a_table_on_s3(
     client: redis.Redis,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    for name, value in {
-        "AWS_ENDPOINT": s3_endpoint,
-        "AWS_ALLOW_HTTP": "true",
-        "AWS_ACCESS_KEY_ID": "test",
-        "AWS_SECRET_ACCESS_KEY": "test",
-        "AWS_REGION": "us-east-1",
-    }.items():
+    for key, value in _s3_options(s3_endpoint).items():
+        # aws_endpoint → AWS_ENDPOINT, allow_http → AWS_ALLOW_HTTP, as Lance reads them
+        name = "AWS_" + key.upper().removeprefix("AWS_")
         monkeypatch.setenv(name, value)  # for the writer process and for reading back here
     db = f"s3://{BUCKET}/db"
     writer = writer_process("--db", db, "--coalesce-ms", "20", "--max-batch", "32")
@@ -94,13 +101,7 @@ def test_storage_options_on_the_command_line_reach_the_bucket_without_any_enviro
     for name in list(os.environ):
         if name.startswith("AWS_"):
             monkeypatch.delenv(name)  # nothing for Lance to find but the options given
-    options = {
-        "aws_endpoint": s3_endpoint,
-        "allow_http": "true",
-        "aws_access_key_id": "test",
-        "aws_secret_access_key": "test",
-        "aws_region": "us-east-1",
-    }
+    options = _s3_options(s3_endpoint)
     db = f"s3://{BUCKET}/options"
     flags = [
         part for key, value in options.items() for part in ("--storage-option", f"{key}={value}")
