@@ -15,13 +15,32 @@ from typing import Any, TypeAlias
 
 import redis
 import redis.asyncio as aioredis
-from redis.exceptions import RedisError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisClusterException, RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from lancequeue.common.errors import LancequeueError
 
 SyncRedis: TypeAlias = redis.Redis | redis.RedisCluster
 """A blocking client of a single server or of a cluster."""
 
 AsyncRedis: TypeAlias = aioredis.Redis | aioredis.RedisCluster
 """An asyncio client of a single server or of a cluster."""
+
+REDIS_FAILURES: tuple[type[Exception], ...] = (RedisError, RedisClusterException, OSError)
+"""What a Redis call may fail with. redis-py's cluster client raises ``RedisClusterException``,
+which is not a ``RedisError``, when no node answers or a slot has no node."""
+
+COMMAND_FAILURES: tuple[type[Exception], ...] = (LancequeueError, *REDIS_FAILURES)
+"""What a CLI command reports as one line and an exit status rather than a traceback."""
+
+UNREACHABLE: tuple[type[Exception], ...] = (
+    RedisConnectionError,
+    RedisTimeoutError,
+    RedisClusterException,
+    OSError,
+)
+"""Failures that say Redis (or every node of the cluster) could not be reached: waited out."""
 
 _CLUSTER_SCHEMES = {"redis+cluster": "redis", "rediss+cluster": "rediss"}
 _PROBE_TIMEOUT_S = 2.0
@@ -56,7 +75,7 @@ def is_cluster_url(url: str) -> bool:
             plain, socket_timeout=_PROBE_TIMEOUT_S, socket_connect_timeout=_PROBE_TIMEOUT_S
         ) as probe:
             hello = probe.execute_command("HELLO", 2)
-    except (RedisError, OSError):
+    except REDIS_FAILURES:
         return False
     return _says_cluster(hello)
 
@@ -71,7 +90,7 @@ async def is_cluster_url_async(url: str) -> bool:
     )
     try:
         hello = await probe.execute_command("HELLO", 2)  # type: ignore[no-untyped-call]
-    except (RedisError, OSError):
+    except REDIS_FAILURES:
         return False
     finally:
         await probe.aclose()

@@ -17,10 +17,9 @@ from rich.table import Table
 
 from lancequeue.common.cli_options import connection_options
 from lancequeue.common.connection import resolve_redis_url
-from lancequeue.common.errors import LancequeueError
 from lancequeue.common.keys import GROUP, TableKeys
 from lancequeue.common.protocol import CONFIG_QUEUED
-from lancequeue.common.redis_client import SyncRedis, sync_client
+from lancequeue.common.redis_client import COMMAND_FAILURES, REDIS_FAILURES, SyncRedis, sync_client
 
 
 def read_status(client: SyncRedis, table: str) -> dict[str, Any]:
@@ -151,7 +150,7 @@ def status_command(
                 while True:
                     _refresh(client, table, as_json)
                     time.sleep(watch_s)  # the refresh period
-    except (LancequeueError, redis.RedisError) as exc:
+    except COMMAND_FAILURES as exc:
         raise click.ClickException(str(exc)) from exc
 
 
@@ -160,7 +159,7 @@ def _refresh(client: SyncRedis, table: str, as_json: bool) -> None:
     error is shown and the next refresh tries again."""
     try:
         status = read_status(client, table)
-    except redis.RedisError as exc:
+    except REDIS_FAILURES as exc:
         click.echo(f"{time.strftime('%H:%M:%S')} Redis: {exc}", err=True)
         return
     if as_json:

@@ -15,13 +15,20 @@ from typing import Any
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from lancequeue.common.backoff import Backoff
 from lancequeue.common.connection import resolve_redis_url
 from lancequeue.common.errors import ConfigError, LancequeueError, ProducerClosed
 from lancequeue.common.protocol import CONFIG_MAX_BATCH, ENQUEUE_SCRIPT, encode_results
-from lancequeue.common.redis_client import AsyncRedis, async_client, is_cluster_url_async
+from lancequeue.common.redis_client import (
+    REDIS_FAILURES,
+    AsyncRedis,
+    async_client,
+    is_cluster_url_async,
+)
 from lancequeue.producer.outbox import REPLY_INFLIGHT_TTL_MS, Outbox
 from lancequeue.producer.sending import (
     RECONNECT_INITIAL_S,
@@ -342,7 +349,8 @@ class AsyncProducer:
         if isinstance(client, aioredis.Redis):
             pool = client.connection_pool
             await pool.release(await pool.get_connection())  # type: ignore[no-untyped-call]
-        # A cluster client's nodes replace a stale connection as they hand it out.
+        else:
+            await _refresh_cluster_connection(client, self.keys.stream)
         if self._outbox.pack_limit_stale(time.monotonic()):
             max_batch = await self._sender_client.hget(self.keys.config, CONFIG_MAX_BATCH)
             self._outbox.learn_writer_max_batch(max_batch, time.monotonic())
@@ -375,7 +383,7 @@ class AsyncProducer:
                 pipe.pexpire(self._outbox.reply_key, 60_000)
                 await pipe.execute()
             reachable = True
-        except (RedisError, OSError):
+        except REDIS_FAILURES:
             reachable = False
         await asyncio.wait({listener}, timeout=2 * _REPLY_BLOCK_S)
         listener.cancel()
@@ -437,7 +445,7 @@ class AsyncProducer:
                 pipe.lrange(self._outbox.inflight_key, 0, -1)
                 pipe.delete(self._outbox.inflight_key)
                 leftovers, _ = await pipe.execute()
-        except (RedisError, OSError):
+        except REDIS_FAILURES:
             return  # the list expires by itself
         self._outbox.settle_all(leftovers, _resolve_ok, _resolve_error)
 
@@ -454,9 +462,31 @@ def _client(url: str, cluster: bool, socket_timeout_s: float) -> AsyncRedis:
     )
 
 
+async def _refresh_cluster_connection(client: aioredis.RedisCluster, key: str) -> None:
+    """What a single server's pool does as it hands out a connection, for the cluster node
+    serving ``key``: connect its next connection, replacing one the server closed while it sat
+    idle (a cluster node hands out its connections unchecked)."""
+    await client.initialize()
+    node = client.get_node_from_key(key)
+    if node is None:
+        return
+    connection = node.acquire_connection()
+    try:
+        if connection.is_connected:
+            try:
+                stale = await connection.can_read()
+            except (RedisConnectionError, RedisTimeoutError, OSError):
+                stale = True
+            if stale:
+                await connection.disconnect()
+        await connection.connect()  # type: ignore[no-untyped-call]
+    finally:
+        node.release(connection)
+
+
 async def _close_quietly(pubsub: aioredis.client.PubSub | None) -> None:
     if pubsub is not None:
-        with contextlib.suppress(RedisError, OSError):
+        with contextlib.suppress(*REDIS_FAILURES):
             await pubsub.aclose()  # type: ignore[no-untyped-call]
 
 

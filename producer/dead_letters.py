@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import Any
 
 import click
-import redis
 
 from lancequeue.common.cli_options import connection_options
 from lancequeue.common.codec import decode_record
@@ -28,7 +27,7 @@ from lancequeue.common.connection import resolve_redis_url
 from lancequeue.common.errors import LancequeueError, RecordRejected
 from lancequeue.common.keys import TableKeys
 from lancequeue.common.protocol import FIELD_RECORD, FIELD_REPLY, FIELD_SEQ
-from lancequeue.common.redis_client import SyncRedis, sync_client
+from lancequeue.common.redis_client import COMMAND_FAILURES, SyncRedis, sync_client
 from lancequeue.producer.producer import Producer
 from lancequeue.producer.settings import ProducerSettings
 
@@ -289,7 +288,7 @@ def list_command(
         with sync_client(url) as client:
             total = int(client.xlen(keys.dead_letters))
             letters = read_dead_letters(client, keys, limit or None)
-    except (LancequeueError, redis.RedisError) as exc:
+    except COMMAND_FAILURES as exc:
         raise click.ClickException(str(exc)) from exc
     if not letters:
         if not as_json:
@@ -347,7 +346,7 @@ def replay_command(
             click.echo(f"no dead letters for table {table!r}")
             return
         report = replay(url, keys, letters, timeout_ms, answer_grace_ms)
-    except (LancequeueError, redis.RedisError) as exc:
+    except COMMAND_FAILURES as exc:
         raise click.ClickException(str(exc)) from exc
     click.echo(f"written {len(report.written)}, failed {len(report.failed)}")
     for letter_id, why in report.failed:
@@ -383,6 +382,6 @@ def purge_command(
                 click.echo("nothing deleted")
                 sys.exit(1)
             deleted = delete_dead_letters(client, keys, chosen)
-    except (LancequeueError, redis.RedisError) as exc:
+    except COMMAND_FAILURES as exc:
         raise click.ClickException(str(exc)) from exc
     click.echo(f"deleted {deleted} dead letter(s)")

@@ -25,7 +25,7 @@ from lancequeue.common.backoff import Backoff
 from lancequeue.common.connection import resolve_redis_url
 from lancequeue.common.errors import LancequeueError, ProducerClosed
 from lancequeue.common.protocol import CONFIG_MAX_BATCH, ENQUEUE_SCRIPT, encode_results
-from lancequeue.common.redis_client import SyncRedis, is_cluster_url, sync_client
+from lancequeue.common.redis_client import REDIS_FAILURES, SyncRedis, is_cluster_url, sync_client
 from lancequeue.producer.linger import Linger
 from lancequeue.producer.outbox import REPLY_INFLIGHT_TTL_MS, Outbox, Outgoing
 from lancequeue.producer.sending import (
@@ -79,9 +79,13 @@ class Producer:
         url = resolve_redis_url(self.settings.redis_url, self.settings.data_dir)
         cluster = is_cluster_url(url)
         self._redis = _client(url, cluster, self.settings.redis_timeout_ms / 1000)
-        self._replies = _client(
-            url, cluster, self.settings.redis_timeout_ms / 1000 + _REPLY_BLOCK_S
-        )
+        try:
+            self._replies = _client(
+                url, cluster, self.settings.redis_timeout_ms / 1000 + _REPLY_BLOCK_S
+            )
+        except BaseException:
+            self._redis.close()
+            raise
         self._enqueue_script = self._redis.register_script(ENQUEUE_SCRIPT)
         # One send at a time, so sequence numbers follow stream order; _sender is the send
         # holding the lock (what blocks it tells the others what they fail with).
@@ -401,7 +405,7 @@ class Producer:
                 pipe.rpush(self._outbox.reply_key, encode_results([]))
                 pipe.pexpire(self._outbox.reply_key, 60_000)
                 pipe.execute()
-        except (RedisError, OSError):
+        except REDIS_FAILURES:
             return False
         return True
 
@@ -460,7 +464,7 @@ class Producer:
                 pipe.lrange(self._outbox.inflight_key, 0, -1)
                 pipe.delete(self._outbox.inflight_key)
                 leftovers, _ = pipe.execute()
-        except (RedisError, OSError):
+        except REDIS_FAILURES:
             return  # the list expires by itself
         self._outbox.settle_all(leftovers, _resolve_ok, _resolve_error)
 
@@ -479,7 +483,7 @@ def _client(url: str, cluster: bool, socket_timeout_s: float) -> SyncRedis:
 
 def _close_quietly(pubsub: redis.client.PubSub | None) -> None:
     if pubsub is not None:
-        with contextlib.suppress(RedisError, OSError):
+        with contextlib.suppress(*REDIS_FAILURES):
             pubsub.close()
 
 

@@ -20,12 +20,6 @@ from redis.exceptions import (
     RedisError,
     ResponseError,
 )
-from redis.exceptions import (
-    ConnectionError as RedisConnectionError,
-)
-from redis.exceptions import (
-    TimeoutError as RedisTimeoutError,
-)
 
 from lancequeue.common.errors import (
     LancequeueError,
@@ -34,6 +28,7 @@ from lancequeue.common.errors import (
     RedisUnavailable,
     WriteTimeout,
 )
+from lancequeue.common.redis_client import UNREACHABLE
 from lancequeue.producer.outbox import F, Fail, Outbox, Outgoing
 
 logger = logging.getLogger(__name__)
@@ -49,7 +44,7 @@ def is_connection_loss(exc: BaseException) -> bool:
     succeed), rather than that Redis refused the command."""
     if isinstance(exc, AuthenticationError | AuthorizationError):
         return False  # bad credentials: trying again cannot help
-    return isinstance(exc, RedisConnectionError | RedisTimeoutError | InvalidResponse | OSError)
+    return isinstance(exc, (*UNREACHABLE, InvalidResponse))
 
 
 def is_refusal(exc: BaseException) -> bool:

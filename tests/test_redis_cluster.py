@@ -64,7 +64,7 @@ async def test_producers_and_a_writer_pointed_at_different_nodes_of_a_cluster_wr
     home = cluster.node_of(f"lancequeue:{{{table}}}:stream")
     others = [port for port in cluster.ports if port != home]
     # Every process is given a node that does not serve the table: the client follows the
-    # cluster's redirections, found by asking the node (INFO cluster), not by a special URL.
+    # cluster's redirections, found by asking the node (HELLO), not by a special URL.
     writer = _start_writer(
         tmp_path, table, _node_url(others[0]), db_uri, "--coalesce-ms", "50", "--max-batch", "64"
     )

@@ -16,13 +16,17 @@ _CONTEXT = """
 local now = redis.call('TIME')
 local holder = redis.call('GET', KEYS[1])
 local seen = {}
-if #KEYS > 1 then
-  seen = redis.call('MGET', unpack(KEYS, 2))
+for first = 2, #KEYS, 1000 do
+  local values = redis.call('MGET', unpack(KEYS, first, math.min(first + 999, #KEYS)))
+  for _, value in ipairs(values) do
+    seen[#seen + 1] = value
+  end
 end
 return {now[1], now[2], holder, seen}
 """
 """KEYS: the lease, then the ``seen`` keys wanted. Returns seconds, microseconds, the lease's
-holder (nil if free) and the seen values (nil for a producer never settled)."""
+holder (nil if free) and the seen values (nil for a producer never settled). MGET a thousand
+keys at a time: Lua's ``unpack`` fails beyond about 8,000 values."""
 
 
 @dataclass(frozen=True)

@@ -15,12 +15,11 @@ from pathlib import Path
 from typing import Any
 
 import click
-import redis
 
 from lancequeue.common.connection import resolve_redis_url
 from lancequeue.common.errors import ConfigError, LancequeueError
 from lancequeue.common.keys import TableKeys
-from lancequeue.common.redis_client import sync_client
+from lancequeue.common.redis_client import COMMAND_FAILURES, sync_client
 from lancequeue.writer.metrics import WriterMetrics
 from lancequeue.writer.settings import WriterSettings, parse_storage_options
 from lancequeue.writer.writer import Writer
@@ -122,7 +121,7 @@ def check_lease(table: str, redis_url: str | None, data_dir: Path | None) -> int
         url = resolve_redis_url(redis_url, data_dir, start_embedded=False)
         with sync_client(url, socket_timeout=5, socket_connect_timeout=5) as client:
             holder = client.get(TableKeys(table).lease)
-    except (LancequeueError, redis.RedisError, OSError) as exc:
+    except COMMAND_FAILURES as exc:
         click.echo(f"table {table!r}: cannot check the writer: {exc}", err=True)
         return 1
     if holder is None:

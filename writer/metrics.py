@@ -8,6 +8,7 @@ writers of one process (one per table) share one registry and one server; every 
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
@@ -17,7 +18,7 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from lancequeue.common.keys import GROUP, TableKeys
-from lancequeue.common.redis_client import SyncRedis, sync_client
+from lancequeue.common.redis_client import REDIS_FAILURES, SyncRedis, sync_client
 from lancequeue.common.status import read_status
 
 _BATCH_ROWS_BUCKETS = (1, 8, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384)
@@ -79,9 +80,10 @@ class WriterMetrics:
         self.registry.register(self._queues)
         self._server: Any = None
 
-    def table(self, table: str, redis_url: str) -> TableMetrics:
-        """The metrics of one table's writer; its queue gauges are read from ``redis_url``."""
-        self._queues.add(table, redis_url)
+    def table(self, table: str, redis_url: str, cluster: bool) -> TableMetrics:
+        """The metrics of one table's writer; its queue gauges are read from ``redis_url`` (a
+        Redis Cluster if ``cluster``)."""
+        self._queues.add(table, redis_url, cluster)
         return TableMetrics(
             {name: counter.labels(table=table) for name, counter in self._counters.items()},
             self._batch_rows.labels(table=table),
@@ -144,10 +146,23 @@ class _QueueCollector(Collector):
     from Redis when scraped."""
 
     def __init__(self) -> None:
+        self._redis_urls: dict[str, tuple[str, bool]] = {}
         self._clients: dict[str, SyncRedis] = {}
+        self._clients_lock = threading.Lock()  # scrapes may run in several threads
 
-    def add(self, table: str, redis_url: str) -> None:
-        self._clients[table] = sync_client(redis_url, socket_timeout=5, socket_connect_timeout=5)
+    def add(self, table: str, redis_url: str, cluster: bool) -> None:
+        self._redis_urls[table] = (redis_url, cluster)
+
+    def _client(self, table: str) -> SyncRedis:
+        """The table's client, made at the first scrape (a cluster client connects as it is
+        made, which must not hold up the writer's start)."""
+        with self._clients_lock:
+            if table not in self._clients:
+                url, cluster = self._redis_urls[table]
+                self._clients[table] = sync_client(
+                    url, cluster, socket_timeout=5, socket_connect_timeout=5
+                )
+            return self._clients[table]
 
     def close(self) -> None:
         for client in self._clients.values():
@@ -165,11 +180,12 @@ class _QueueCollector(Collector):
                 ),
             )
         ]
-        for table, client in list(self._clients.items()):
+        for table in list(self._redis_urls):
             try:
+                client = self._client(table)
                 status = read_status(client, table)
                 oldest_age_s = _oldest_pending_age_s(client, TableKeys(table))
-            except (redis.RedisError, OSError):
+            except REDIS_FAILURES:
                 continue  # Redis unreachable: the scrape shows the counters alone
             values = (status["queue_depth"], status["pending"], oldest_age_s)
             for family, value in zip(families, values, strict=True):

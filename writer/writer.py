@@ -14,16 +14,20 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from redis.exceptions import AuthenticationError, NoPermissionError, RedisError
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.exceptions import AuthenticationError, NoPermissionError
 
 from lancequeue.common.backoff import Backoff
 from lancequeue.common.connection import resolve_redis_url
 from lancequeue.common.errors import ConfigError, WriterReplaced
 from lancequeue.common.keys import TableKeys
 from lancequeue.common.protocol import error_payload
-from lancequeue.common.redis_client import AsyncRedis, async_client, is_cluster_url_async
+from lancequeue.common.redis_client import (
+    REDIS_FAILURES,
+    UNREACHABLE,
+    AsyncRedis,
+    async_client,
+    is_cluster_url_async,
+)
 from lancequeue.writer.batch_context import BatchContextReader
 from lancequeue.writer.coalesce import Coalescer
 from lancequeue.writer.compaction import CompactionPolicy, compaction_target
@@ -44,7 +48,7 @@ from lancequeue.writer.watermark import Watermark
 
 logger = logging.getLogger(__name__)
 
-_TRANSIENT = (RedisConnectionError, RedisTimeoutError, OSError)
+_TRANSIENT = UNREACHABLE
 _CLAIM_EVERY_RENEWALS = 10
 """While idle, look for entries left pending by replaced writers every this many renewals."""
 _ISOLATE_AFTER_DELIVERIES = 3
@@ -116,13 +120,14 @@ class Writer:
             url = await asyncio.to_thread(
                 resolve_redis_url, settings.redis_url, settings.resolved_data_dir
             )
-            self._redis = async_client(url, await is_cluster_url_async(url))
+            cluster = await is_cluster_url_async(url)
+            self._redis = async_client(url, cluster)
             self._batch_context_reader = BatchContextReader(self._redis, self.keys)
             if self._shared_metrics is not None:
-                self._metrics = self._shared_metrics.table(settings.table, url)
+                self._metrics = self._shared_metrics.table(settings.table, url, cluster)
             elif settings.metrics_port:
                 self._own_metrics = WriterMetrics()
-                self._metrics = self._own_metrics.table(settings.table, url)
+                self._metrics = self._own_metrics.table(settings.table, url, cluster)
                 self._own_metrics.serve(settings.metrics_port)
             self._sink = await TableSink.open(
                 settings.resolved_db_uri,
@@ -569,7 +574,7 @@ class Writer:
                 return await operation()
             except (AuthenticationError, NoPermissionError) as exc:
                 raise ConfigError(f"redis refused the writer: {exc} (check its ACL user)") from exc
-            except (*_TRANSIENT, RedisError) as exc:
+            except REDIS_FAILURES as exc:
                 if self._stop_event.is_set():
                     # Stopping: what is unacked stays pending, and the next writer settles it
                     # (from the watermark if it was committed).
@@ -587,7 +592,7 @@ class Writer:
                 pass
             try:
                 state = await lease.renew()
-            except (*_TRANSIENT, RedisError) as exc:
+            except REDIS_FAILURES as exc:
                 logger.warning("lease renewal failed: %s: %s", type(exc).__name__, exc)
                 continue
             if state is Renewal.RETAKEN:
@@ -608,7 +613,7 @@ class Writer:
         try:
             await self._group.retire()
             await lease.release()
-        except (*_TRANSIENT, RedisError) as exc:
+        except REDIS_FAILURES as exc:
             logger.warning("could not record the stop in redis: %s", exc)
 
 
