@@ -15,8 +15,8 @@ from typing import Any, TypeAlias
 
 import redis
 import redis.asyncio as aioredis
+from redis.exceptions import ClusterDownError, RedisClusterException, RedisError, TryAgainError
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisClusterException, RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from lancequeue.common.errors import LancequeueError
@@ -38,9 +38,13 @@ UNREACHABLE: tuple[type[Exception], ...] = (
     RedisConnectionError,
     RedisTimeoutError,
     RedisClusterException,
+    ClusterDownError,
+    TryAgainError,
     OSError,
 )
-"""Failures that say Redis (or every node of the cluster) could not be reached: waited out."""
+"""Failures that say Redis could not be reached, or a cluster cannot serve the table yet (no
+node answers, ``CLUSTERDOWN`` while it forms, ``TRYAGAIN`` while a slot moves): waited out.
+Redis ran none of the command."""
 
 _CLUSTER_SCHEMES = {"redis+cluster": "redis", "rediss+cluster": "rediss"}
 _PROBE_TIMEOUT_S = 2.0

@@ -50,6 +50,8 @@ def is_connection_loss(exc: BaseException) -> bool:
 def is_refusal(exc: BaseException) -> bool:
     """Whether ``exc`` is Redis's own error answer: the command ran no further than the error.
     The enqueue script fails before its first ``XADD`` or not at all, so nothing was added."""
+    if isinstance(exc, UNREACHABLE):
+        return False  # CLUSTERDOWN, TRYAGAIN: error answers that say "not yet"
     return isinstance(exc, ResponseError | AuthenticationError | AuthorizationError)
 
 

@@ -56,6 +56,29 @@ class LoopbackCluster:
         self._logs: list[IO[bytes]] = []
 
     def start(self) -> None:
+        self._start_nodes()
+        subprocess.run(
+            [
+                redis_cli_binary(),
+                "--cluster",
+                "create",
+                *(f"127.0.0.1:{port}" for port in self.ports),
+                "--cluster-replicas",
+                "0",
+                "--cluster-yes",
+            ],
+            check=True,
+            capture_output=True,
+            timeout=60,
+        )
+        wait_for(self._ready, 60, "every cluster node to report cluster_state:ok")
+
+    def resume(self) -> None:
+        """Start every node again after ``stop()``: each finds its slots in its nodes.conf."""
+        self._start_nodes()
+        wait_for(self._ready, 60, "every restarted node to report cluster_state:ok")
+
+    def _start_nodes(self) -> None:
         for port in self.ports:
             node_dir = self.directory / f"node-{port}"
             node_dir.mkdir(parents=True, exist_ok=True)
@@ -86,21 +109,6 @@ class LoopbackCluster:
             )
         for port in self.ports:
             wait_for(lambda port=port: pongs(port), 30, f"cluster node {port} to answer")
-        subprocess.run(
-            [
-                redis_cli_binary(),
-                "--cluster",
-                "create",
-                *(f"127.0.0.1:{port}" for port in self.ports),
-                "--cluster-replicas",
-                "0",
-                "--cluster-yes",
-            ],
-            check=True,
-            capture_output=True,
-            timeout=60,
-        )
-        wait_for(self._ready, 60, "every cluster node to report cluster_state:ok")
 
     def _ready(self) -> bool:
         for port in self.ports:

@@ -141,3 +141,34 @@ def test_a_producer_held_back_by_a_full_queue_on_a_cluster_is_woken_by_the_write
             writer.close()
     rows = lancedb.connect(db_uri).open_table(table).to_arrow()
     assert sorted(rows.column("id").to_pylist()) == [0, 1, 2, 3, 5]
+
+
+def test_a_writer_and_a_producer_wait_out_a_cluster_outage_and_every_record_lands(
+    cluster: LoopbackCluster, tmp_path: Path
+) -> None:
+    table = "cluster_outage"
+    db_uri = str(tmp_path / "db")
+    url = _node_url(cluster.ports[1])
+    writer = _start_writer(tmp_path, table, url, db_uri, "--coalesce-ms", "20")
+    try:
+        wait_for(lambda: _writer_checks(table, url), 60, "the writer's lease")
+        with Producer(table, redis_url=url) as producer:
+            producer.write_many([record(i) for i in range(100)], timeout=60)
+            cluster.stop()
+            wait_for(lambda: "redis: " in writer.log(), 60, "the writer to notice the outage")
+            during: list[Future[None]] = []
+            sending = threading.Thread(
+                target=lambda: during.extend(
+                    producer.enqueue_many([record(i) for i in range(100, 200)], timeout=90)
+                )
+            )
+            sending.start()  # waits for Redis, retrying
+            cluster.resume()
+            sending.join(90)
+            for future in during:
+                future.result(timeout=90)
+        assert writer.process.poll() is None  # the same writer, never restarted
+        rows = lancedb.connect(db_uri).open_table(table).to_arrow()
+        assert sorted(rows.column("id").to_pylist()) == list(range(200))
+    finally:
+        writer.close()
