@@ -48,7 +48,6 @@ from lancequeue.writer.watermark import Watermark
 
 logger = logging.getLogger(__name__)
 
-_TRANSIENT = UNREACHABLE
 _CLAIM_EVERY_RENEWALS = 10
 """While idle, look for entries left pending by replaced writers every this many renewals."""
 _ISOLATE_AFTER_DELIVERIES = 3
@@ -283,7 +282,7 @@ class Writer:
                 backoff.reset()
             except (AuthenticationError, NoPermissionError):
                 raise  # a configuration error: retrying cannot help
-            except _TRANSIENT as exc:
+            except UNREACHABLE as exc:
                 read_lost = True
                 delay = backoff.next_delay()
                 logger.warning("redis unreachable (%s); retrying in %.2fs", exc, delay)
