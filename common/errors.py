@@ -45,10 +45,17 @@ class QueueFull(LancequeueError):
 
 
 class WriteTimeout(LancequeueError, TimeoutError):
-    """The record's deadline passed before a writer built a batch with it: it was not written
-    and never will be, so sending it again is safe."""
+    """The record was not written by its deadline, and never will be: it was never sent, the
+    writer found its deadline passed before building a batch with it, or the producer abandoned
+    it in Redis before any writer claimed it. Sending it again is safe."""
 
     retriable = True
+
+
+class OutcomeUnknown(LancequeueError, TimeoutError):
+    """The record's deadline (plus ``answer_grace_ms``) passed while Redis could not be reached
+    to settle it: it may be in the table or not. It cannot be retried blindly without risking a
+    second copy; check the table, or give records an id and write them idempotently."""
 
 
 class RedisUnavailable(LancequeueError, ConnectionError):

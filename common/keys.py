@@ -71,12 +71,26 @@ class TableKeys:
         """Stream of entries set aside after ``max_deliveries`` failed deliveries."""
         return self.prefix + "dead"
 
+    def _of_producer(self, kind: str, producer_id: str) -> str:
+        if not _PRODUCER_ID.fullmatch(producer_id):
+            raise ConfigError(f"invalid producer id {producer_id!r}")
+        return f"{self.prefix}{kind}:{producer_id}"
+
     def seen(self, producer_id: str) -> str:
         """The highest sequence number of ``producer_id`` the writer has settled (dedupes
         records a producer sent again after losing the confirmation of the first send)."""
-        if not _PRODUCER_ID.fullmatch(producer_id):
-            raise ConfigError(f"invalid producer id {producer_id!r}")
-        return self.prefix + "seen:" + producer_id
+        return self._of_producer("seen", producer_id)
+
+    def claim(self, producer_id: str) -> str:
+        """The highest sequence number of ``producer_id`` the writer has claimed: taken into a
+        batch it is committing, so the producer can no longer abandon it (it waits for the
+        answer instead)."""
+        return self._of_producer("claim", producer_id)
+
+    def abandoned(self, producer_id: str) -> str:
+        """Set of ``producer_id``'s sequence numbers it abandoned at their deadline, before any
+        writer claimed them: the writer never writes them."""
+        return self._of_producer("abandoned", producer_id)
 
     @property
     def flushed_channel(self) -> str:
@@ -89,9 +103,7 @@ class TableKeys:
 
     def reply(self, producer_id: str) -> str:
         """The reply list of one producer instance."""
-        if not _PRODUCER_ID.fullmatch(producer_id):
-            raise ConfigError(f"invalid producer id {producer_id!r}")
-        return self.reply_prefix + producer_id
+        return self._of_producer("reply", producer_id)
 
     def reply_inflight(self, producer_id: str) -> str:
         """Reply messages the producer has popped (``BLMOVE``) but not yet settled; only the

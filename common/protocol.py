@@ -24,6 +24,7 @@ array of results ``[seq, error]``: ``error`` is nil when the record is in the ta
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from typing import Any
 
@@ -40,6 +41,16 @@ FIELD_COUNT = b"n"
 FIELD_RECORDS = b"recs"
 MAX_PACKED_RECORDS = 65536
 """Most records one packed entry may carry."""
+MAX_SEQ = 2**53 - 1
+"""Largest sequence number: Redis scripts compare them as Lua numbers (doubles)."""
+SEQ_JUMP_LIMIT = 2**20
+"""A producer's sequence number more than this above the highest the writer settled or claimed
+for it is refused (acked, never written or answered): it can only be another client's doing,
+and would make the producer's later records look like copies."""
+ABANDONED_TTL_MS = 86_400_000
+"""Expiry of a producer's set of abandoned sequence numbers, renewed at each abandonment; the
+writer removes the members it has settled."""
+DIGEST_BYTES = 8
 
 DEFAULT_MAX_QUEUE_SIZE = 4096
 """Records the stream may hold before producers wait, until a writer publishes its own value."""
@@ -122,17 +133,57 @@ def packed_entry_fields(
     return [*fields, FIELD_COUNT, str(len(records)), FIELD_RECORDS, packb(records)]
 
 
+ABANDON_SCRIPT = """
+local seen = tonumber(redis.call('GET', KEYS[1]) or '-1') or -1
+local claim = tonumber(redis.call('GET', KEYS[2]) or '-1') or -1
+local decided = math.max(seen, claim)
+local abandoned = {}
+for i = 2, #ARGV do
+  if tonumber(ARGV[i]) > decided then
+    redis.call('SADD', KEYS[3], ARGV[i])
+    abandoned[#abandoned + 1] = ARGV[i]
+  end
+end
+if #abandoned > 0 then redis.call('PEXPIRE', KEYS[3], ARGV[1]) end
+return abandoned
+"""
+"""Abandon records a producer sent and the writer has not answered by their deadline.
+
+KEYS: the producer's ``seen``, ``claim`` and ``abandoned`` keys. ARGV: the expiry of the
+abandoned set (ms), then sequence numbers. Returns those abandoned: no writer had claimed or
+settled them, and none ever will write them. The others were claimed by a writer (or settled):
+their true answer is on its way."""
+
+
+def record_digest(data: bytes) -> bytes:
+    """What the writer answers a written record with: a digest of its encoded bytes, so a
+    producer can tell its own record from another client's sent under its id and sequence
+    number."""
+    return hashlib.blake2b(data, digest_size=DIGEST_BYTES).digest()
+
+
 @dataclass(frozen=True)
 class Result:
-    """The writer's answer for one record."""
+    """The writer's answer for one record: ``error`` None means written, and ``digest`` is then
+    the written record's (``record_digest``)."""
 
     seq: int
     error: LancequeueError | None
+    digest: bytes | None = None
 
 
-def encode_results(results: list[tuple[int, dict[str, str] | None]]) -> bytes:
+Answer = tuple[int, dict[str, str] | None, bytes | None]
+"""A result as the writer sends it: sequence number, error map (None: written), digest."""
+
+
+def encode_results(results: list[Answer]) -> bytes:
     """One reply message: the results of one producer's records in one flush."""
-    return packb([[seq, error] for seq, error in results])
+    return packb(
+        [
+            [seq, error] if error is not None else [seq, None, digest]
+            for seq, error, digest in results
+        ]
+    )
 
 
 def error_payload(kind: str, message: str, cause: str) -> dict[str, str]:
@@ -150,10 +201,15 @@ def decode_results(message: bytes | str) -> list[Result]:
         raise ValueError("reply message must be a msgpack array")
     results = []
     for item in items:
-        if not (isinstance(item, list) and len(item) == 2 and isinstance(item[0], int)):
-            raise ValueError(f"malformed result {item!r}")
-        seq, payload = item
-        results.append(Result(seq, None if payload is None else _to_error(payload)))
+        if not (isinstance(item, list) and len(item) in (2, 3) and isinstance(item[0], int)):
+            raise ValueError(f"malformed result {item!r:.200}")
+        seq, payload = item[0], item[1]
+        if payload is not None:
+            results.append(Result(seq, _to_error(payload)))
+        elif len(item) == 3 and isinstance(item[2], bytes):
+            results.append(Result(seq, None, item[2]))
+        else:
+            raise ValueError(f"result {item!r:.200} says written but carries no digest")
     return results
 
 

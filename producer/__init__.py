@@ -5,6 +5,7 @@ Importing this package never imports lancedb or pyarrow.
 
 from lancequeue.common.errors import (
     LancequeueError,
+    OutcomeUnknown,
     ProducerClosed,
     QueueFull,
     RecordRejected,
@@ -19,6 +20,7 @@ from lancequeue.producer.settings import ProducerSettings
 __all__ = [
     "AsyncProducer",
     "LancequeueError",
+    "OutcomeUnknown",
     "Producer",
     "ProducerClosed",
     "ProducerSettings",

@@ -22,14 +22,24 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from lancequeue.common.backoff import Backoff
 from lancequeue.common.connection import resolve_redis_url
 from lancequeue.common.errors import ConfigError, LancequeueError, ProducerClosed
-from lancequeue.common.protocol import CONFIG_MAX_BATCH, ENQUEUE_SCRIPT, encode_results
+from lancequeue.common.protocol import (
+    ABANDON_SCRIPT,
+    CONFIG_MAX_BATCH,
+    ENQUEUE_SCRIPT,
+    encode_results,
+)
 from lancequeue.common.redis_client import (
     REDIS_FAILURES,
     AsyncRedis,
     async_client,
     is_cluster_url_async,
 )
-from lancequeue.producer.outbox import REPLY_INFLIGHT_TTL_MS, Outbox
+from lancequeue.producer.outbox import (
+    ABANDON_CHUNK,
+    ABANDON_TIMEOUT_S,
+    REPLY_INFLIGHT_TTL_MS,
+    Outbox,
+)
 from lancequeue.producer.sending import (
     RECONNECT_INITIAL_S,
     RECONNECT_MAX_S,
@@ -42,9 +52,10 @@ from lancequeue.producer.tick import TickSender
 
 logger = logging.getLogger(__name__)
 
-_REPLY_BLOCK_S = 1  # BLMOVE timeout: how often the reply listener expires unanswered records
+_REPLY_BLOCK_S = 1  # BLMOVE timeout: how often the reply listener checks whether to stop
 
 AsyncFuture = asyncio.Future[None]
+_ABANDON_FAILURES: tuple[type[Exception], ...] = (*REDIS_FAILURES, TimeoutError)
 
 
 class AsyncProducer:
@@ -84,7 +95,11 @@ class AsyncProducer:
         self.producer_id = self._outbox.producer_id
         self._redis: AsyncRedis | None = None
         self._replies: AsyncRedis | None = None
+        self._abandoner: AsyncRedis | None = None
         self._listener: asyncio.Task[None] | None = None
+        self._expirer: asyncio.Task[None] | None = None
+        self._due_changed = asyncio.Event()
+        self._outbox.on_sooner_due = self._due_changed.set
         self._closed = False
         self._closing = asyncio.Event()  # set by close(): ends pauses between reconnections
         self._stop_listening = asyncio.Event()
@@ -113,8 +128,12 @@ class AsyncProducer:
             cluster = await is_cluster_url_async(url)
             self._redis = _client(url, cluster, timeout_s)
             self._replies = _client(url, cluster, timeout_s + _REPLY_BLOCK_S)
+            self._abandoner = _client(url, cluster, ABANDON_TIMEOUT_S)
             self._enqueue_script = self._redis.register_script(ENQUEUE_SCRIPT)
             self._listener = asyncio.create_task(self._listen(), name="lancequeue-replies")
+            self._expirer = asyncio.create_task(
+                self._abandon_when_due(self._abandoner), name="lancequeue-expiry"
+            )
 
     async def enqueue(self, record: Mapping[str, Any], timeout: float | None = None) -> AsyncFuture:
         """Send one record; return a future resolved once it is in the table.
@@ -180,12 +199,15 @@ class AsyncProducer:
             await asyncio.wait(pending, timeout=max(0.0, deadline - time.monotonic()))
         if self._listener is not None and await self._stop_listener(self._listener):
             await self._settle_inflight_at_close()  # else the in-flight list expires by itself
+        if self._expirer is not None:
+            self._due_changed.set()
+            await self._expirer
         closed = ProducerClosed(
             "producer closed before the writer answered; the record may still be written"
         )
         for future in self._outbox.take_all():
             _resolve_error(future, closed)
-        for client in (self._redis, self._replies):
+        for client in (self._redis, self._replies, self._abandoner):
             if client is not None:
                 await client.aclose()
 
@@ -426,7 +448,32 @@ class AsyncProducer:
                 )
                 with contextlib.suppress(asyncio.TimeoutError):
                     await asyncio.wait_for(self._stop_listening.wait(), delay)
-            self._outbox.expire(time.monotonic(), _resolve_error)
+
+    async def _abandon_when_due(self, abandoner: AsyncRedis) -> None:
+        """Abandon each record the writer has not answered by its deadline plus the answer
+        grace (see ``Producer._abandon_when_due``), apart from the reply listener."""
+        script = abandoner.register_script(ABANDON_SCRIPT)
+        while not self._stop_listening.is_set():
+            self._due_changed.clear()
+            due_at = self._outbox.next_due()
+            now = time.monotonic()
+            if due_at is None or due_at > now:
+                with contextlib.suppress(asyncio.TimeoutError):
+                    wait = None if due_at is None else due_at - now
+                    await asyncio.wait_for(self._due_changed.wait(), wait)
+                continue
+            due = self._outbox.due(now)
+            for start in range(0, len(due), ABANDON_CHUNK):
+                seqs = due[start : start + ABANDON_CHUNK]
+                try:
+                    call = script(
+                        keys=self._outbox.abandon_keys, args=self._outbox.abandon_args(seqs)
+                    )
+                    gone = await asyncio.wait_for(call, ABANDON_TIMEOUT_S)
+                except _ABANDON_FAILURES as exc:
+                    self._outbox.unknown(seqs, exc, _resolve_error)
+                    continue
+                self._outbox.abandoned(seqs, gone, _resolve_error)
 
     async def _next_reply(self, replies: AsyncRedis) -> bytes | None:
         """Move the next reply message to the in-flight list (waiting up to a second) and
@@ -487,7 +534,7 @@ async def _refresh_cluster_connection(client: aioredis.RedisCluster, key: str) -
 async def _close_quietly(pubsub: aioredis.client.PubSub | None) -> None:
     if pubsub is not None:
         with contextlib.suppress(*REDIS_FAILURES):
-            await pubsub.aclose()  # type: ignore[no-untyped-call]
+            await pubsub.aclose()  # type: ignore[no-untyped-call,unused-ignore]
 
 
 def _resolve_ok(future: AsyncFuture) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import heapq
 import itertools
 import logging
+import math
 import threading
 import uuid
 from collections.abc import Callable, Iterable, Mapping
@@ -16,15 +17,23 @@ from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
 from lancequeue.common.codec import encode_record
-from lancequeue.common.errors import LancequeueError, RecordRejected, WriteTimeout
+from lancequeue.common.errors import (
+    LancequeueError,
+    OutcomeUnknown,
+    RecordRejected,
+    WriteFailed,
+    WriteTimeout,
+)
 from lancequeue.common.keys import TableKeys
 from lancequeue.common.protocol import (
+    ABANDONED_TTL_MS,
     DEFAULT_MAX_QUEUE_SIZE,
     ENTRY_WIDTH,
     PACKED_ENTRY_WIDTH,
     decode_results,
     entry_fields,
     packed_entry_fields,
+    record_digest,
 )
 
 logger = logging.getLogger(__name__)
@@ -38,6 +47,12 @@ _COMPACT_SLACK = 1024  # expiry-heap entries of answered records tolerated befor
 PACK_LIMIT_REFRESH_S = 5.0
 """How often a producer re-reads the writer's ``max_batch``, the most records it packs into
 one entry."""
+
+ABANDON_TIMEOUT_S = 1.0
+"""How long abandoning a record may wait for Redis: a hung Redis makes a record's future
+resolve this much after its deadline plus ``answer_grace_ms``, with ``OutcomeUnknown``."""
+ABANDON_CHUNK = 1000
+"""Most records abandoned in one script call."""
 
 REPLY_INFLIGHT_TTL_MS = 600_000
 """Expiry of a producer's in-flight reply list, set each time a message is moved into it: a
@@ -53,11 +68,17 @@ class Outgoing(Generic[F]):
     future: F
     deadline: float
     """``time.monotonic()`` of the enqueue call plus its timeout."""
+    digest: bytes = b""
+    """``record_digest(data)``: what the writer's ok answer must carry for this record."""
     seq: int = 0
     """Its sequence number, given when it is first sent (0 until then)."""
     maybe_sent: bool = False
-    """A send of it got no answer from Redis: it may be in the stream. It then fails only by
-    the writer's answer or, lacking one, at its deadline plus the answer grace."""
+    """A send of it got no answer from Redis: it may be in the stream (perhaps twice). It then
+    fails only by the writer's answer or, lacking one, once abandoned after its deadline."""
+    confirmed: bool = False
+    """Redis confirmed it is in the stream."""
+    claimed: bool = False
+    """Its abandonment came too late: a writer claimed it and owes it its true answer."""
 
 
 class Outbox(Generic[F]):
@@ -82,6 +103,9 @@ class Outbox(Generic[F]):
         self._lock = threading.Lock()
         self._waiting: dict[int, Outgoing[F]] = {}
         self._expiry: list[tuple[float, int]] = []  # heap of (deadline, seq) of _waiting
+        self.on_sooner_due: Callable[[], None] | None = None
+        """Called when a record numbered now is due to be abandoned before any other (so the
+        driver's abandoning loop wakes for it)."""
 
     def __len__(self) -> int:
         return len(self._waiting)
@@ -110,7 +134,7 @@ class Outbox(Generic[F]):
             if len(data) > self._max_record_bytes:
                 rejected.append((future, self._too_large(len(data))))
                 continue
-            outgoing.append(Outgoing(data, future, deadline))
+            outgoing.append(Outgoing(data, future, deadline, record_digest(data)))
         return futures, outgoing, rejected
 
     def _too_large(self, size: int) -> RecordRejected:
@@ -124,6 +148,7 @@ class Outbox(Generic[F]):
         are sent (the caller sends one chunk at a time, so numbers follow stream order), and
         wait for their answers."""
         with self._lock:
+            earliest = self._expiry[0][0] if self._expiry else math.inf
             for item in chunk:
                 if item.seq == 0:
                     item.seq = next(self._seqs)
@@ -132,6 +157,9 @@ class Outbox(Generic[F]):
             if len(self._expiry) > 2 * len(self._waiting) + _COMPACT_SLACK:
                 self._expiry = [(item.deadline, seq) for seq, item in self._waiting.items()]
                 heapq.heapify(self._expiry)
+            sooner = bool(self._expiry) and self._expiry[0][0] < earliest
+        if sooner and self.on_sooner_due is not None:
+            self.on_sooner_due()
 
     def pack(self, chunk: list[Outgoing[F]]) -> list[int]:
         """How ``chunk`` (numbered) is split into stream entries: the number of records of each,
@@ -207,21 +235,59 @@ class Outbox(Generic[F]):
 
     def settle(self, message: bytes | str, ok: Callable[[F], None], fail: Fail[F]) -> None:
         """Resolve the futures of the records one reply message answers; unknown sequence
-        numbers are ignored, a malformed message is logged and dropped."""
+        numbers are ignored, a malformed message is logged and dropped.
+
+        An ok answer counts only with this record's digest: another client's record written
+        under this producer's id and sequence number fails this one (it was not written). The
+        writer answers a producer's records in sequence order and never writes one below a
+        sequence number it has answered, so a record never confirmed in the stream and below
+        one answered now never will be written."""
         try:
             results = decode_results(message)
         except ValueError as exc:
             logger.error("malformed reply on %s: %s", self.reply_key, exc)
             return
-        for result in results:
-            with self._lock:
-                item = self._waiting.pop(result.seq, None)
-            if item is None:
-                continue
-            if result.error is None:
+        resolved: list[tuple[Outgoing[F], LancequeueError | None]] = []
+        with self._lock:
+            for result in results:
+                item = self._waiting.get(result.seq)
+                if item is None:
+                    continue
+                error = result.error
+                if error is None and result.digest != item.digest:
+                    error = WriteFailed(
+                        "SequenceConflict",
+                        f"another client's record was written under this producer's id and "
+                        f"sequence number {result.seq}; this record was not written",
+                    )
+                elif _is_duplicate(error) and item.maybe_sent:
+                    # An earlier copy of this very record may have been written, its answer
+                    # lost: not known, so not settled by this answer.
+                    continue
+                del self._waiting[result.seq]
+                resolved.append((item, error))
+            if results:
+                highest = max(result.seq for result in results)
+                never_in_stream = [
+                    item
+                    for seq, item in self._waiting.items()
+                    if seq < highest and not item.confirmed
+                ]
+                for item in never_in_stream:
+                    del self._waiting[item.seq]
+                    resolved.append((item, self._never_added()))
+        for item, error in resolved:
+            if error is None:
                 ok(item.future)
             else:
-                fail(item.future, result.error)
+                fail(item.future, error)
+
+    def _never_added(self) -> WriteTimeout:
+        return WriteTimeout(
+            f"Redis never confirmed sending this record to {self.keys.table!r} before its "
+            "deadline, and the writer has answered records sent after it: it is not in the "
+            "stream, was not written and never will be"
+        )
 
     def settle_all(
         self, messages: Iterable[bytes | str], ok: Callable[[F], None], fail: Fail[F]
@@ -231,22 +297,86 @@ class Outbox(Generic[F]):
         for message in messages:
             self.settle(message, ok, fail)
 
-    def expire(self, now: float, fail: Fail[F]) -> None:
-        """Fail, with ``WriteTimeout``, the records still unanswered at their deadline plus the
-        answer grace. Cheap when none is due: the reply listener calls it each time it wakes."""
-        due: list[Outgoing[F]] = []
+    # -- abandoning records the writer did not answer by their deadline ----------------------
+
+    def next_due(self) -> float | None:
+        """When the next record's deadline plus the answer grace is up (monotonic), if any."""
+        with self._lock:
+            self._drop_settled_expiries()
+            return self._expiry[0][0] + self._answer_grace_s if self._expiry else None
+
+    def due(self, now: float) -> list[int]:
+        """Sequence numbers of the records unanswered at their deadline plus the answer grace,
+        to abandon now (each once: one a writer claimed waits for its answer)."""
+        due: list[int] = []
         with self._lock:
             while self._expiry and self._expiry[0][0] + self._answer_grace_s <= now:
                 _, seq = heapq.heappop(self._expiry)
-                item = self._waiting.pop(seq, None)
-                if item is not None:
-                    due.append(item)
-        for item in due:
+                if seq in self._waiting:
+                    due.append(seq)
+        return due
+
+    @property
+    def abandon_keys(self) -> list[str]:
+        """KEYS of ``ABANDON_SCRIPT`` for this producer."""
+        return [
+            self.keys.seen(self.producer_id),
+            self.keys.claim(self.producer_id),
+            self.keys.abandoned(self.producer_id),
+        ]
+
+    @staticmethod
+    def abandon_args(seqs: list[int]) -> list[int]:
+        """ARGV of ``ABANDON_SCRIPT`` for ``seqs``."""
+        return [ABANDONED_TTL_MS, *seqs]
+
+    def abandoned(
+        self, seqs: list[int], abandoned: Iterable[bytes | str | int], fail: Fail[F]
+    ) -> None:
+        """Apply the abandon script's reply: the records it abandoned fail with
+        ``WriteTimeout`` (never written); the others were claimed by a writer, whose answer
+        they now wait for, however late."""
+        gone = {int(seq) for seq in abandoned}
+        failed: list[Outgoing[F]] = []
+        with self._lock:
+            for seq in seqs:
+                item = self._waiting.get(seq)
+                if item is None:
+                    continue  # answered meanwhile
+                if seq in gone:
+                    del self._waiting[seq]
+                    failed.append(item)
+                else:
+                    item.claimed = True
+        for item in failed:
             fail(
                 item.future,
                 WriteTimeout(
-                    f"the writer of {self.keys.table!r} did not answer by the record's deadline "
-                    f"+ answer_grace_ms ({self._answer_grace_s * 1000:.0f} ms); a writer never "
-                    "writes a record after its deadline, so it will not write this one"
+                    f"the writer of {self.keys.table!r} did not answer by the record's "
+                    f"deadline + answer_grace_ms ({self._answer_grace_s * 1000:.0f} ms), and "
+                    "the producer abandoned it before any writer claimed it: it was not "
+                    "written, and a writer will not write it now"
                 ),
             )
+
+    def unknown(self, seqs: list[int], cause: BaseException, fail: Fail[F]) -> None:
+        """Redis could not be reached to abandon these records in time: their outcome is
+        unknown (a writer may have claimed them before Redis became unreachable)."""
+        with self._lock:
+            items = [self._waiting.pop(seq) for seq in seqs if seq in self._waiting]
+        for item in items:
+            error = OutcomeUnknown(
+                f"the record's deadline + answer_grace_ms passed with no answer from the writer "
+                f"of {self.keys.table!r}, and Redis could not be reached to abandon it "
+                f"({type(cause).__name__}: {cause}): it may or may not be in the table"
+            )
+            error.__cause__ = cause
+            fail(item.future, error)
+
+    def _drop_settled_expiries(self) -> None:
+        while self._expiry and self._expiry[0][1] not in self._waiting:
+            heapq.heappop(self._expiry)
+
+
+def _is_duplicate(error: LancequeueError | None) -> bool:
+    return isinstance(error, WriteFailed) and error.error_type == "Duplicate"

@@ -24,10 +24,21 @@ from redis.retry import Retry
 from lancequeue.common.backoff import Backoff
 from lancequeue.common.connection import resolve_redis_url
 from lancequeue.common.errors import LancequeueError, ProducerClosed
-from lancequeue.common.protocol import CONFIG_MAX_BATCH, ENQUEUE_SCRIPT, encode_results
+from lancequeue.common.protocol import (
+    ABANDON_SCRIPT,
+    CONFIG_MAX_BATCH,
+    ENQUEUE_SCRIPT,
+    encode_results,
+)
 from lancequeue.common.redis_client import REDIS_FAILURES, SyncRedis, is_cluster_url, sync_client
 from lancequeue.producer.linger import Linger
-from lancequeue.producer.outbox import REPLY_INFLIGHT_TTL_MS, Outbox, Outgoing
+from lancequeue.producer.outbox import (
+    ABANDON_CHUNK,
+    ABANDON_TIMEOUT_S,
+    REPLY_INFLIGHT_TTL_MS,
+    Outbox,
+    Outgoing,
+)
 from lancequeue.producer.sending import (
     RECONNECT_INITIAL_S,
     RECONNECT_MAX_S,
@@ -42,7 +53,7 @@ logger = logging.getLogger(__name__)
 
 Future = concurrent.futures.Future
 
-_REPLY_BLOCK_S = 1  # BLMOVE timeout: how often the reply listener expires unanswered records
+_REPLY_BLOCK_S = 1  # BLMOVE timeout: how often the reply listener checks whether to stop
 
 
 class Producer:
@@ -83,10 +94,12 @@ class Producer:
             self._replies = _client(
                 url, cluster, self.settings.redis_timeout_ms / 1000 + _REPLY_BLOCK_S
             )
+            self._abandoner = _client(url, cluster, ABANDON_TIMEOUT_S)
         except BaseException:
             self._redis.close()
             raise
         self._enqueue_script = self._redis.register_script(ENQUEUE_SCRIPT)
+        self._abandon_script = self._abandoner.register_script(ABANDON_SCRIPT)
         # One send at a time, so sequence numbers follow stream order; _sender is the send
         # holding the lock (what blocks it tells the others what they fail with).
         self._send_lock = threading.Lock()
@@ -101,6 +114,12 @@ class Producer:
             target=self._listen, name=f"lancequeue-replies-{table}", daemon=True
         )
         self._listener.start()
+        self._due_changed = threading.Event()
+        self._outbox.on_sooner_due = self._due_changed.set
+        self._expirer = threading.Thread(
+            target=self._abandon_when_due, name=f"lancequeue-expiry-{table}", daemon=True
+        )
+        self._expirer.start()
         self._linger: Linger[Future[None]] | None = None
         if self.settings.linger_ms:
             self._linger = Linger(
@@ -164,7 +183,7 @@ class Producer:
         did not answer by then).
         """
         linger_thread = None if self._linger is None else self._linger.thread
-        if threading.current_thread() in (self._listener, linger_thread):
+        if threading.current_thread() in (self._listener, self._expirer, linger_thread):
             raise LancequeueError(
                 "write() in a future's done-callback would wait for answers only the thread "
                 "running that callback can deliver; use enqueue() there"
@@ -198,9 +217,11 @@ class Producer:
                 _resolve_error(record.future, closed_unsent())
         concurrent.futures.wait(self._outbox.futures(), max(0.0, deadline - time.monotonic()))
         self._stop_listening.set()
+        self._due_changed.set()
         reachable = self._wake_listener()
-        if threading.current_thread() is not self._listener:  # close() from a done-callback
-            self._listener.join()
+        if threading.current_thread() not in (self._listener, self._expirer):
+            self._listener.join()  # not from a done-callback, run by one of them
+            self._expirer.join()
         if reachable:  # else the in-flight list expires by itself
             self._settle_inflight_at_close()
         for future in self._outbox.take_all():
@@ -212,6 +233,7 @@ class Producer:
             )
         self._redis.close()
         self._replies.close()
+        self._abandoner.close()
 
     @property
     def outstanding(self) -> int:
@@ -354,7 +376,7 @@ class Producer:
                     if pubsub is None:
                         # Subscribe, then try again at once: a flush between the last try and
                         # the subscription would otherwise be missed.
-                        pubsub = self._redis.pubsub(ignore_subscribe_messages=True)  # type: ignore[no-untyped-call]
+                        pubsub = self._redis.pubsub(ignore_subscribe_messages=True)  # type: ignore[no-untyped-call,unused-ignore]
                         pubsub.subscribe(self.keys.flushed_channel)
                         continue
                     # The cap bounds a missed message and how long close() waits.
@@ -438,7 +460,32 @@ class Producer:
                     "reply listener: %s: %s; retrying in %.1fs", type(exc).__name__, exc, delay
                 )
                 self._stop_listening.wait(delay)
-            self._outbox.expire(time.monotonic(), _resolve_error)
+
+    def _abandon_when_due(self) -> None:
+        """Abandon each record the writer has not answered by its deadline plus the answer
+        grace, in Redis, atomically against the writer's claim: one abandoned fails with
+        ``WriteTimeout`` (never written), one claimed waits for its answer. It runs apart from
+        the reply listener, whose reads may block on a hung Redis: a record's future resolves
+        by its deadline plus the grace plus ``ABANDON_TIMEOUT_S`` (``OutcomeUnknown`` if Redis
+        does not answer by then)."""
+        while not self._stop_listening.is_set():
+            self._due_changed.clear()
+            due_at = self._outbox.next_due()
+            now = time.monotonic()
+            if due_at is None or due_at > now:
+                self._due_changed.wait(None if due_at is None else due_at - now)
+                continue
+            due = self._outbox.due(now)
+            for start in range(0, len(due), ABANDON_CHUNK):
+                seqs = due[start : start + ABANDON_CHUNK]
+                try:
+                    gone = self._abandon_script(
+                        keys=self._outbox.abandon_keys, args=self._outbox.abandon_args(seqs)
+                    )
+                except REDIS_FAILURES as exc:
+                    self._outbox.unknown(seqs, exc, _resolve_error)
+                    continue
+                self._outbox.abandoned(seqs, gone, _resolve_error)
 
     def _next_reply(self) -> bytes | None:
         """Move the next reply message to the in-flight list (waiting up to a second) and

@@ -162,7 +162,7 @@ def test_replay_without_a_writer_answering_leaves_the_dead_letters_as_not_writte
     assert result.stdout.strip() == "written 0, failed 1"
     # Unanswered by its deadline plus the grace: not written, so replaying it again is safe.
     assert f"{entry_id}: WriteTimeout: " in result.stderr
-    assert "will not write this one" in result.stderr
+    assert "abandoned it before any writer claimed it" in result.stderr
     assert dead_letter_ids(client) == [entry_id]
 
 

@@ -71,7 +71,7 @@ async def test_write_times_out_without_a_writer_and_close_fails_what_is_left(
     redis_url: str,
 ) -> None:
     made = Producer("docs", redis_url=redis_url, answer_grace_ms=100)
-    with pytest.raises(WriteTimeout, match="did not answer"):
+    with pytest.raises(WriteTimeout, match="abandoned it"):
         await asyncio.to_thread(made.write, record(1), 0.3)
     assert made.outstanding == 0
     future = made.enqueue(record(2))
@@ -170,7 +170,7 @@ async def test_write_in_a_done_callback_raises_instead_of_waiting_for_itself(
         except LancequeueError as exc:
             raised.append(exc)
 
-    made.enqueue(record(1)).add_done_callback(write_again)  # unanswered: the listener fails it
+    made.enqueue(record(1)).add_done_callback(write_again)  # unanswered: abandoned, failed
     await async_wait_for(lambda: asyncio.sleep(0, raised), what="the callback to run")
     assert "done-callback" in str(raised[0])
     await asyncio.to_thread(made.close, 0)

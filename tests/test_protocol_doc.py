@@ -33,5 +33,5 @@ async def test_the_protocol_s_bare_producer_example_lands_and_gets_its_reply(
         subprocess.run, [sys.executable, "-c", code], capture_output=True, text=True, timeout=60
     )
     assert done.returncode == 0, done.stderr
-    assert done.stdout.strip().startswith("[[1, None]]")
+    assert done.stdout.strip().startswith("[[1, None, b")
     assert table_ids(db_uri) == [1]

@@ -17,7 +17,7 @@ from lancequeue.common.codec import encode_record
 from lancequeue.common.errors import (
     RecordRejected,
 )
-from lancequeue.common.protocol import decode_results
+from lancequeue.common.protocol import decode_results, record_digest
 from lancequeue.producer import Producer
 from tests.support import (
     KEYS,
@@ -198,8 +198,11 @@ async def test_the_protocol_document_s_hand_built_producer_works(
     code = code.replace("redis.Redis()", f"redis.Redis.from_url({redis_url!r})")
     start_writer(coalesce_ms=10)
     printed: list[object] = []
-    await asyncio.to_thread(exec, code, {"print": printed.append})
-    assert printed == [[[1, None]]]
+    namespace: dict[str, object] = {"print": printed.append}
+    await asyncio.to_thread(exec, code, namespace)
+    rec = namespace["rec"]
+    assert isinstance(rec, bytes)
+    assert printed == [[[1, None, record_digest(rec)]]]  # ok, with the digest of what it sent
     assert table_ids(db_uri) == [1]
 
 

@@ -15,10 +15,17 @@ every 30 seconds, fanout 16); ``0`` turns compaction off.
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import re
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
-from lancequeue.common.errors import ConfigError
+from lancequeue.common.errors import ConfigError, WriterReplaced
+
+logger = logging.getLogger(__name__)
 
 DEFAULT_FANOUT = 16
 MAX_FRAGMENT_ROWS = 131_072
@@ -83,3 +90,72 @@ def compaction_target(
         counts[tier] = counts.get(tier, 0) + 1
     full = [tier for tier, count in counts.items() if count >= fanout]
     return min(base * fanout ** max(full), max_rows) if full else None
+
+
+class Compactor:
+    """Runs the compactions a policy calls for, one at a time, beside the appends (a Lance
+    ``Rewrite`` commits over concurrent appends, so no batch waits for it)."""
+
+    def __init__(
+        self,
+        policy: CompactionPolicy,
+        sink: CompactingSink,
+        unit_rows: int,
+        keep_versions: int,
+        stopping: Callable[[], bool],
+        on_replaced: Callable[[WriterReplaced], None],
+    ) -> None:
+        self._policy = policy
+        self._sink = sink
+        self._unit_rows = unit_rows
+        self._keep_versions = keep_versions
+        self._stopping = stopping
+        self._on_replaced = on_replaced
+        self._next_check = 0.0
+        self._running: asyncio.Task[None] | None = None
+
+    def due(self) -> int | None:
+        """After a commit: the row count to compact towards, or None (none due, or one is
+        running)."""
+        now = time.monotonic()
+        if not self._policy.enabled or now < self._next_check:
+            return None
+        if self._running is not None and not self._running.done():
+            return None
+        self._next_check = now + self._policy.interval_s
+        return compaction_target(self._sink.fragment_rows(), self._unit_rows, self._policy.fanout)
+
+    def start(self, target_rows: int) -> None:
+        """Start compacting towards ``target_rows`` unless a compaction is running."""
+        if self._running is None or self._running.done():
+            self._running = asyncio.create_task(
+                self._compact(target_rows), name="lancequeue-compaction"
+            )
+
+    async def wait(self) -> None:
+        """Wait for the running compaction, if any (it never raises)."""
+        if self._running is not None:
+            await self._running
+
+    async def _compact(self, target_rows: int) -> None:
+        """Compact towards ``target_rows``, then again while another tier is full (appends
+        made during one compaction may fill one)."""
+        try:
+            target: int | None = target_rows
+            while target is not None and not self._stopping():
+                rows = await self._sink.compact(target, self._keep_versions)
+                if rows is None:
+                    return  # nothing merged: the next append looks again
+                target = compaction_target(rows, self._unit_rows, self._policy.fanout)
+        except WriterReplaced as exc:
+            self._on_replaced(exc)
+        except Exception:  # compaction is housekeeping: never stops the writer
+            logger.exception("compaction failed; will try again later")
+
+
+class CompactingSink(Protocol):
+    """What the compactor needs of the table (``sink.TableSink``)."""
+
+    def fragment_rows(self) -> list[int]: ...
+
+    async def compact(self, target_rows: int, keep_versions: int) -> list[int] | None: ...

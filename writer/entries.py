@@ -21,6 +21,7 @@ from lancequeue.common.protocol import (
     FIELD_TTL,
     FIELD_VERSION,
     MAX_PACKED_RECORDS,
+    MAX_SEQ,
     PROTOCOL_VERSION,
 )
 
@@ -52,6 +53,11 @@ class Entry:
     @property
     def producer_id(self) -> str | None:
         return None if self.reply_key is None else self.reply_key.rsplit(":", 1)[-1]
+
+    @property
+    def record_bytes(self) -> bytes:
+        """The record as its producer encoded it (what an ok answer's digest is of)."""
+        return self.fields.get(FIELD_RECORD, b"")
 
     @property
     def record_id(self) -> str:
@@ -87,6 +93,11 @@ def read_entries(
     if count_raw is None or str(count).encode() != count_raw:
         head.rejection = f"packed entry: invalid 'n' {count_raw!r:.40} (1 to {MAX_PACKED_RECORDS})"
         return [head]
+    if head.seq + count - 1 > MAX_SEQ:
+        logger.warning(
+            "entry %s: sequence numbers past %d; it will not be answered", entry_id, MAX_SEQ
+        )
+        head.reply_key = None
     parts = [_part(head, index, fields) for index in range(count)]
     records = head.rejection or _unpack_records(packed, count)
     if isinstance(records, str):
@@ -213,10 +224,10 @@ def _valid_reply_key(keys: TableKeys, raw: bytes) -> str | None:
 
 def _seq(fields: dict[bytes, bytes]) -> int | None:
     raw = fields.get(FIELD_SEQ)
-    if raw is None or not raw.isdigit() or len(raw) > 19:
+    if raw is None or not raw.isdigit() or len(raw) > 16:
         return None
     seq = int(raw)
-    return seq if seq < 2**63 else None
+    return seq if seq <= MAX_SEQ else None
 
 
 def _id_ms(entry_id: bytes) -> int:

@@ -45,3 +45,12 @@ def refusal(rows: Any) -> None:
     column, _, value = spec.partition("=")
     if column in rows.column_names and value in {str(v) for v in rows.column(column).to_pylist()}:
         raise ValueError(f"the table refuses {column}={value} (LANCEQUEUE_REFUSE)")
+
+
+def pause_point(point: str) -> None:
+    """SIGSTOP this process if ``LANCEQUEUE_PAUSE_AT`` names ``point`` (the first time it is
+    reached), so a test can let another writer take the table over meanwhile and SIGCONT it."""
+    if os.environ.get("LANCEQUEUE_PAUSE_AT") != point or point in _reached:
+        return
+    _reached[point] = 1
+    os.kill(os.getpid(), signal.SIGSTOP)

@@ -1,10 +1,11 @@
 """One flush: settle a batch of stream entries and say how to answer each.
 
-Settling a batch means: drop duplicates and answer what cannot be written (undecodable,
-expired, over the limits, not fitting the schema), append the rest in one commit carrying the
-batch's watermark, and, if that append fails, retry it (transient failures) or bisect it (a
-record the checks missed that the table refuses), so that only the records at fault are
-rejected and the others land.
+Settling a batch means: claim its records in Redis (``claims.py``), answer what cannot or must
+not be written (copies, undecodable records, records over the limits or not fitting the
+schema, records their producer abandoned or whose deadline passed), append the rest in one
+commit carrying the batch's watermark, and, if that append fails, retry it (transient failures)
+or bisect it (a record the checks missed that the table refuses), so that only the records at
+fault are rejected and the others land.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import pyarrow as pa
 
 from lancequeue.common.errors import WriterReplaced
 from lancequeue.common.protocol import error_payload
+from lancequeue.writer.claims import BatchClaim, Ranges
 from lancequeue.writer.dedupe import SeenSequences
 from lancequeue.writer.entries import Entry
 from lancequeue.writer.sink import TableSink
@@ -40,12 +42,16 @@ class Settlement:
     answers: dict[str, Outcome] = field(default_factory=dict)
     """Record id → its answer (None: in the table). Records not here are acked unanswered."""
     silent: set[str] = field(default_factory=set)
-    """Entries acked without an answer: duplicates, and entries naming no usable reply key."""
+    """Entries acked without an answer: no usable reply key, or a sequence number refused."""
     landed: list[Entry] = field(default_factory=list)
+    recovered: int = 0
+    """Records found in the table already (an earlier writer committed them): answered, not
+    written again."""
     failed: int = 0
     rejected: int = 0
     expired: int = 0
     duplicates: int = 0
+    ignored: int = 0
     commits: int = 0
     append_s: float = 0.0
     """Time spent writing data files and committing (not waiting for the batch before)."""
@@ -69,58 +75,81 @@ class RetryPolicy:
     backoff_ms: int
 
 
+Claim = Callable[[Ranges], Awaitable[BatchClaim]]
+"""Claims a batch's records in Redis (``Claimer.claim``, with the writer's retries)."""
+
+
 class BatchSettler:
     """Settles batches for one writer."""
 
-    def __init__(self, sink: TableSink, seen: SeenSequences, retry: RetryPolicy) -> None:
+    def __init__(self, sink: TableSink, retry: RetryPolicy) -> None:
         self._sink = sink
-        self._seen = seen
+        self._seen = SeenSequences()
         self._retry = retry
 
-    async def prepare(self, entries: list[Entry], now_ms: int, epoch: str) -> PreparedBatch:
-        """Everything before the append: drop duplicates, answer what cannot be written, and
-        build the Arrow table of the rest. ``now_ms`` (Redis time) is the batch's build time:
-        records whose deadline passed before it are answered ``WriteTimeout``.
+    async def prepare(self, entries: list[Entry], epoch: str, claim: Claim) -> PreparedBatch:
+        """Everything before the append: claim the batch's records in Redis, answer what cannot
+        or must not be written (copies, undecodable or unfitting records, records their
+        producer abandoned, records past their deadline at the claim's Redis time), and build
+        the Arrow table of the rest.
 
         Batches are prepared in stream order, each after the one before it; the next batch may
         be prepared while this one is appended."""
         result = Settlement()
-        await self._seen.load({e.producer_id for e in entries if e.producer_id is not None})
+        claimed = await claim(_ranges(entries))
+        refused = _refused_entries(entries, claimed)
+        for producer_id, producer_claim in claimed.producers.items():
+            self._seen.learn(producer_id, producer_claim.seen)
         in_batch: set[tuple[str, int]] = set()
         writable: list[Entry] = []
         for entry in entries:
             producer = entry.producer_id
-            if producer is None:
-                result.silent.add(entry.record_id)  # no usable reply key: never written
+            if producer is None or entry.entry_id in refused:
+                result.silent.add(entry.record_id)  # never written, nobody to answer
+                result.ignored += 1
                 continue
             if self._seen.settled(producer, entry.seq) or (producer, entry.seq) in in_batch:
-                result.silent.add(entry.record_id)  # a re-send; the first copy gets the answer
+                result.answers[entry.record_id] = DUPLICATE
                 result.duplicates += 1
                 continue
             in_batch.add((producer, entry.seq))
             if entry.record is None:
                 result.answers[entry.record_id] = _rejected(entry.rejection or "rejected")
-            elif entry.deadline_ms is not None and entry.deadline_ms < now_ms:
+            elif entry.seq in claimed.producers[producer].abandoned:
                 result.answers[entry.record_id] = error_payload(
                     "WriteTimeout",
-                    f"deadline passed {now_ms - entry.deadline_ms} ms before the record's batch "
-                    "was built: not written",
+                    "its producer abandoned it at its deadline, before a writer claimed it: "
+                    "not written",
+                    "abandoned",
+                )
+                result.expired += 1
+            elif entry.deadline_ms is not None and entry.deadline_ms < claimed.now_ms:
+                result.answers[entry.record_id] = error_payload(
+                    "WriteTimeout",
+                    f"deadline passed {claimed.now_ms - entry.deadline_ms} ms before the record's "
+                    "batch was built: not written",
                     "expired",
                 )
                 result.expired += 1
             else:
                 writable.append(entry)
         # Whatever becomes of this batch, each of its sequence numbers gets its answer from it:
-        # a copy in a later batch is dropped.
+        # a copy in a later batch is answered as one.
         for entry in entries:
-            if entry.producer_id is not None:
+            if entry.producer_id is not None and entry.entry_id not in refused:
                 self._seen.advance(entry.producer_id, entry.seq)
         prepared = PreparedBatch(entries, epoch, result)
         if not writable:
             return prepared
         records = [entry.record for entry in writable if entry.record is not None]
         try:
-            batch, rejected = await self._sink.prepare(records)
+            earlier = await self._sink.ensure_table(records)
+            if earlier is not None:
+                writable = self._recover(writable, earlier, epoch, result)
+                records = [entry.record for entry in writable if entry.record is not None]
+            if not writable:
+                return prepared
+            batch, rejected = self._sink.build(records)
         except WriterReplaced:
             raise
         except Exception as exc:  # creating the table failed: answer, keep serving
@@ -131,6 +160,26 @@ class BatchSettler:
         prepared.rows = [entry for index, entry in enumerate(writable) if index not in rejected]
         prepared.table = batch
         return prepared
+
+    @staticmethod
+    def _recover(
+        writable: list[Entry], earlier: Watermark, epoch: str, result: Settlement
+    ) -> list[Entry]:
+        """Answer the records an earlier writer committed (the table it created meanwhile
+        holds them, by its watermark) without writing them again; return the others."""
+        rest = []
+        for entry in writable:
+            if not earlier.covers(epoch, entry.entry_id):
+                rest.append(entry)
+                continue
+            answer = earlier.outcome(entry.record_id)
+            if answer == SKIPPED_SILENTLY:
+                result.silent.add(entry.record_id)
+                continue
+            result.answers[entry.record_id] = answer
+            if answer is None:
+                result.recovered += 1
+        return rest
 
     async def land(
         self, prepared: PreparedBatch, before_commit: Callable[[], Awaitable[None]]
@@ -273,6 +322,48 @@ def _watermark(epoch: str, last_id: str, entries: list[Entry], result: Settlemen
         elif entry.record_id in result.silent:
             skipped[entry.record_id] = SKIPPED_SILENTLY
     return Watermark(epoch, last_id, skipped)
+
+
+DUPLICATE = error_payload(
+    "WriteFailed",
+    "a record with this producer id and sequence number was settled before (a copy sent again "
+    "after a lost connection, or another client's under this producer's id): this one was not "
+    "written",
+    "Duplicate",
+)
+
+
+def _ranges(entries: list[Entry]) -> Ranges:
+    """Each producer's sequence numbers in the batch, one range per stream entry."""
+    ranges: Ranges = {}
+    previous: bytes | None = None
+    for entry in entries:
+        if entry.producer_id is None:
+            continue
+        producer_ranges = ranges.setdefault(entry.producer_id, [])
+        if entry.part and entry.entry_id == previous:
+            producer_ranges[-1] = (producer_ranges[-1][0], entry.seq)
+        else:
+            producer_ranges.append((entry.seq, entry.seq))
+        previous = entry.entry_id
+    return ranges
+
+
+def _refused_entries(entries: list[Entry], claimed: BatchClaim) -> set[bytes]:
+    """The stream ids of entries whose sequence numbers the claim refused."""
+    refused: set[bytes] = set()
+    position: dict[str, int] = {}
+    previous: bytes | None = None
+    for entry in entries:
+        producer = entry.producer_id
+        if producer is None or (entry.part and entry.entry_id == previous):
+            continue
+        previous = entry.entry_id
+        index = position.get(producer, 0)
+        position[producer] = index + 1
+        if index in claimed.producers[producer].refused:
+            refused.add(entry.entry_id)
+    return refused
 
 
 def _rejected(reason: str) -> Outcome:

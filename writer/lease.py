@@ -19,8 +19,12 @@ import enum
 import logging
 import time
 
+from redis.exceptions import AuthenticationError, NoPermissionError
+
+from lancequeue.common.errors import WriterReplaced
 from lancequeue.common.keys import TableKeys
-from lancequeue.common.redis_client import AsyncRedis
+from lancequeue.common.redis_client import REDIS_FAILURES, AsyncRedis
+from lancequeue.writer.retrying import Outage
 
 logger = logging.getLogger(__name__)
 
@@ -29,12 +33,20 @@ if redis.call('EXISTS', KEYS[1]) == 1 then
   return 0
 end
 local token = redis.call('INCR', KEYS[2])
+redis.call('SET', KEYS[1], ARGV[1] .. ' ' .. token, 'PX', ARGV[2])
+return token
+"""
+_RAISE_TOKEN = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then
+  return 0
+end
+local token = redis.call('INCR', KEYS[2])
 local floor = tonumber(ARGV[3])
 if token <= floor then
   token = floor + 1
   redis.call('SET', KEYS[2], token)
 end
-redis.call('SET', KEYS[1], ARGV[1] .. ' ' .. token, 'PX', ARGV[2])
+redis.call('SET', KEYS[1], ARGV[2] .. ' ' .. token, 'KEEPTTL')
 return token
 """
 _RENEW = """
@@ -42,8 +54,14 @@ local holder = redis.call('GET', KEYS[1])
 if holder and holder ~= ARGV[1] then
   return 0
 end
-redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+-- PEXPIRE first: a write Redis allows at maxmemory, after which the others may follow.
+if holder then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+else
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+end
 redis.call('HSET', KEYS[2], 'heartbeat_at_ms', ARGV[3])
+if #ARGV >= 5 then redis.call('HSET', KEYS[3], unpack(ARGV, 4)) end
 if holder then
   return 1
 end
@@ -67,15 +85,27 @@ class Renewal(enum.Enum):
 
 
 class Lease:
-    """One writer's hold on its table's lease."""
+    """One writer's hold on its table's lease. ``published`` are the config-hash fields the
+    writer publishes for producers (``max_queue_size``, ``max_batch``): each renewal writes
+    them again, so they are back within a renewal if Redis lost them or a client changed
+    them."""
 
-    def __init__(self, redis: AsyncRedis, keys: TableKeys, consumer: str, ttl_ms: int) -> None:
+    def __init__(
+        self,
+        redis: AsyncRedis,
+        keys: TableKeys,
+        consumer: str,
+        ttl_ms: int,
+        published: dict[str, int] | None = None,
+    ) -> None:
         self._redis = redis
         self._keys = keys
         self.consumer = consumer
         self.ttl_ms = ttl_ms
         self.token = 0
+        self._published = published or {}
         self._acquire = redis.register_script(_ACQUIRE)
+        self._raise_token = redis.register_script(_RAISE_TOKEN)
         self._renew = redis.register_script(_RENEW)
         self._release = redis.register_script(_RELEASE)
 
@@ -92,43 +122,68 @@ class Lease:
     def value(self) -> str:
         return f"{self.consumer} {self.token}"
 
-    async def acquire(self, give_up: asyncio.Event, min_token: int = 0) -> bool:
-        """Take the lease, waiting as a standby while another writer holds it; the token is
-        larger than ``min_token`` (the newest fence found in the table). False if ``give_up`` was
-        set first."""
+    async def acquire(self, give_up: asyncio.Event) -> bool:
+        """Take the lease, waiting as a standby while another writer holds it, and riding out
+        Redis outages (one log line, then retries with backoff). False if ``give_up`` was set
+        first."""
         announced = False
+        outage = Outage(f"table {self._keys.table!r}: taking the lease")
         while not give_up.is_set():
-            token = int(
-                await self._acquire(
-                    keys=[self._keys.lease, self._keys.fence],
-                    args=[self.consumer, self.ttl_ms, min_token],
+            try:
+                token = int(
+                    await self._acquire(
+                        keys=[self._keys.lease, self._keys.fence], args=[self.consumer, self.ttl_ms]
+                    )
                 )
-            )
-            if token:
-                self.token = token
-                return True
-            if not announced:
-                logger.warning(
-                    "writer %s holds table %r; standing by until its lease expires",
-                    await self.holder(),
-                    self._keys.table,
-                )
-                announced = True
+                if token:
+                    self.token = token
+                    return True
+                if not announced:
+                    logger.warning(
+                        "writer %s holds table %r; standing by until its lease expires",
+                        await self.holder(),
+                        self._keys.table,
+                    )
+                    announced = True
+                delay = self.poll_interval_s
+                outage.succeeded()
+            except (AuthenticationError, NoPermissionError):
+                raise  # a configuration error: waiting cannot help
+            except REDIS_FAILURES as exc:
+                delay = outage.failed(exc)
             with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(give_up.wait(), self.poll_interval_s)
+                await asyncio.wait_for(give_up.wait(), delay)
         return False
 
+    async def raise_token(self, floor: int) -> int:
+        """Take a token above ``floor`` (one found in the table: Redis lost the counter), keeping
+        the lease. Raises ``WriterReplaced`` if another writer holds the lease now."""
+        token = int(
+            await self._raise_token(
+                keys=[self._keys.lease, self._keys.fence], args=[self.value, self.consumer, floor]
+            )
+        )
+        if not token:
+            raise WriterReplaced(f"writer {await self.holder()} holds the lease now")
+        logger.warning(
+            "table %r holds fencing token %d, above Redis's counter (Redis lost its data?): "
+            "this writer takes token %d",
+            self._keys.table,
+            floor,
+            token,
+        )
+        self.token = token
+        return token
+
     async def renew(self) -> Renewal:
-        """Extend the lease (taking it back if it vanished and is free)."""
+        """Extend the lease (taking it back if it vanished and is free), and publish the
+        writer's settings again."""
+        fields = [part for pair in self._published.items() for part in pair]
         state = await self._renew(
-            keys=[self._keys.lease, self._keys.writer],
-            args=[self.value, self.ttl_ms, int(time.time() * 1000)],
+            keys=[self._keys.lease, self._keys.writer, self._keys.config],
+            args=[self.value, self.ttl_ms, int(time.time() * 1000), *fields],
         )
         return Renewal(int(state))
-
-    @property
-    def key(self) -> str:
-        return self._keys.lease
 
     async def holder(self) -> str | None:
         value = await self._redis.get(self._keys.lease)

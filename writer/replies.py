@@ -1,9 +1,13 @@
-"""After a flush: ack and trim the batch's entries, answer every reply key, publish the flush.
+"""After a flush: ack and delete the batch's entries, answer every reply key, publish the flush.
 
-All of it goes to Redis in one MULTI, so a batch is never acked without being answered; the same
-MULTI records each producer's highest settled sequence number (for dedupe) and moves entries that
-exhausted their deliveries to the dead-letter stream. Only keys of the table's own namespace are
-written: reply keys were checked when the entries were read.
+All of it is one Lua script, so a batch is never acked without being answered; the same script
+raises each producer's highest settled sequence number (for dedupe), forgets the abandoned
+sequence numbers now settled, and moves entries that exhausted their deliveries to the
+dead-letter stream. Its first write is the ``XACK``, which Redis allows at ``maxmemory``: the
+writes after it may then go over the cap, and the ``XDEL``s free the batch's memory, so a full
+Redis never strands answered-but-unacked records (a ``MULTI`` holding an ``RPUSH`` would be
+refused whole). Only keys of the table's own namespace are written: reply keys were checked
+when the entries were read.
 """
 
 from __future__ import annotations
@@ -14,30 +18,34 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 
 from lancequeue.common.keys import GROUP, TableKeys
-from lancequeue.common.protocol import encode_results
+from lancequeue.common.protocol import Answer, encode_results, record_digest
 from lancequeue.common.redis_client import AsyncRedis
 from lancequeue.writer.entries import Entry
 from lancequeue.writer.watermark import SKIPPED_SILENTLY, Outcome
 
 logger = logging.getLogger(__name__)
 
-_RAISE_SEEN = """
-for i, key in ipairs(KEYS) do
-  local seq = tonumber(ARGV[i + 1])
-  local current = tonumber(redis.call('GET', key) or '-1')
-  if seq > current then
-    redis.call('SET', key, seq, 'PX', ARGV[1])
-  else
-    redis.call('PEXPIRE', key, ARGV[1])
-  end
+_ACK_AND_ANSWER = """
+local group, ttl, channel = ARGV[1], ARGV[2], ARGV[3]
+local a = 4
+local count = tonumber(ARGV[a])
+a = a + 1
+local ids, records = {}, {}
+for i = 1, count do
+  ids[i], records[i] = ARGV[a], tonumber(ARGV[a + 1])
+  a = a + 2
 end
-"""
-"""Raise each producer's settled sequence number, never lower it."""
-
-_DELETE_ENTRIES = """
+-- Writes Redis allows at maxmemory come first (after one of them, the others may follow): a
+-- retried call acks nothing, so the status hash's expiry is set and cleared to be sure.
+redis.call('PEXPIRE', KEYS[3], 9999999999999)
+redis.call('PERSIST', KEYS[3])
 local removed = 0
-for i = 1, #ARGV, 2 do
-  removed = removed + redis.call('XDEL', KEYS[1], ARGV[i]) * tonumber(ARGV[i + 1])
+for first = 1, count, 1000 do
+  local last = math.min(first + 999, count)
+  redis.call('XACK', KEYS[1], group, unpack(ids, first, last))
+  for i = first, last do
+    removed = removed + redis.call('XDEL', KEYS[1], ids[i]) * records[i]
+  end
 end
 if redis.call('XLEN', KEYS[1]) == 0 then
   redis.call('HSET', KEYS[2], 'queued', 0)
@@ -45,18 +53,58 @@ elseif removed > 0 then
   local left = tonumber(redis.call('HGET', KEYS[2], 'queued') or '0') - removed
   redis.call('HSET', KEYS[2], 'queued', math.max(left, 0))
 end
-return removed
+local dead = tonumber(ARGV[a])
+a = a + 1
+for d = 1, dead do
+  local width = tonumber(ARGV[a])
+  redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[a + 1], '*', unpack(ARGV, a + 2, a + 1 + width))
+  a = a + 2 + width
+end
+local failures = {}
+for k = 5, #KEYS, 3 do
+  local seen, message = ARGV[a], ARGV[a + 1]
+  a = a + 2
+  if seen ~= '' then
+    local settled = tonumber(seen)
+    local current = tonumber(redis.call('GET', KEYS[k]) or '-1') or -1
+    if settled > current then
+      redis.call('SET', KEYS[k], seen, 'PX', ttl)
+    else
+      redis.call('PEXPIRE', KEYS[k], ttl)
+      settled = current
+    end
+    if redis.call('EXISTS', KEYS[k + 2]) == 1 then
+      for _, member in ipairs(redis.call('SMEMBERS', KEYS[k + 2])) do
+        if tonumber(member) <= settled then redis.call('SREM', KEYS[k + 2], member) end
+      end
+    end
+  end
+  if message ~= '' then
+    -- pcall: a reply key someone made another type must not lose the other answers.
+    local pushed = redis.pcall('RPUSH', KEYS[k + 1], message)
+    if type(pushed) == 'table' and pushed.err then
+      failures[#failures + 1] = KEYS[k + 1] .. ': ' .. pushed.err
+    else
+      redis.call('PEXPIRE', KEYS[k + 1], ttl)
+    end
+  end
+end
+local increments = tonumber(ARGV[a])
+a = a + 1
+for i = 1, increments do
+  redis.call('HINCRBY', KEYS[3], ARGV[a], ARGV[a + 1])
+  a = a + 2
+end
+redis.call('HSET', KEYS[3], unpack(ARGV, a))
+redis.call('PUBLISH', channel, count)
+return failures
 """
-"""Delete acked entries and lower the count of queued records by the records of those deleted
-(KEYS: stream, config; ARGV: id, records, id, records, ...). An empty stream resets the count,
-so it can never drift for long."""
-
-_PUBLISH = """
-redis.call('PUBLISH', ARGV[1], ARGV[2])
-"""
-"""PUBLISH from a script naming the table's stream (KEYS[1]): a Redis Cluster pipeline routes
-commands by their keys and refuses a bare PUBLISH; from the table's node it reaches every
-subscriber, whichever node they are on."""
+"""KEYS: stream, config, status hash, dead-letter stream, then per producer its seen key, reply
+key and abandoned key. ARGV: group, reply expiry (ms), flushed channel; the number of entries,
+then each entry's id and record count; the number of dead letters, then each one's field count,
+MAXLEN and fields; per producer its settled sequence number ('' for none) and reply message (''
+for none); the number of status increments, then field/increment pairs; then status fields to
+set. Returns the reply keys that could not be written to, with Redis's error."""
 
 DEAD_LETTERS_MAXLEN = 100_000
 """The dead-letter stream keeps about this many entries, oldest dropped first."""
@@ -82,62 +130,68 @@ class Acknowledgement:
     dead_letters: list[DeadLetter] = field(default_factory=list)
 
 
-async def ack_and_answer(
-    redis: AsyncRedis, keys: TableKeys, ack: Acknowledgement, reply_ttl_ms: int
-) -> None:
-    """Ack and delete the entries, push each reply key its results, record each producer's
-    settled sequence number, dead-letter what must be, and update the writer's status hash."""
-    per_reply_key: dict[str, list[tuple[int, Outcome]]] = defaultdict(list)
-    seen: dict[str, int] = {}
-    for entry in ack.entries:
-        if entry.reply_key is None or entry.producer_id is None:
-            continue
-        seen[entry.producer_id] = max(seen.get(entry.producer_id, 0), entry.seq)
-        answer = ack.answers.get(entry.record_id, SKIPPED_SILENTLY)
-        if answer != SKIPPED_SILENTLY:
-            per_reply_key[entry.reply_key].append((entry.seq, answer))
-    records_of: dict[bytes, int] = {}  # stream entry id → its records, in stream order
-    for entry in ack.entries:
-        records_of[entry.entry_id] = records_of.get(entry.entry_id, 0) + 1
-    ids = list(records_of)
-    now_ms = int(time.time() * 1000)
-    async with redis.pipeline(transaction=True) as pipe:
+class Acknowledger:
+    """Acks and answers the flushes of one table."""
+
+    def __init__(self, redis: AsyncRedis, keys: TableKeys, reply_ttl_ms: int) -> None:
+        self._keys = keys
+        self._reply_ttl_ms = reply_ttl_ms
+        self._script = redis.register_script(_ACK_AND_ANSWER)
+
+    async def send(self, ack: Acknowledgement) -> None:
+        """Ack and delete the entries, push each reply key its results, record each producer's
+        settled sequence number, dead-letter what must be, and update the status hash."""
+        keys = self._keys
+        per_producer: dict[str, list[Answer]] = defaultdict(list)
+        seen: dict[str, int] = {}
+        for entry in ack.entries:
+            producer = entry.producer_id
+            if producer is None:
+                continue
+            answer = ack.answers.get(entry.record_id, SKIPPED_SILENTLY)
+            if answer == SKIPPED_SILENTLY:
+                continue  # acked unanswered: nothing settled for this producer either
+            seen[producer] = max(seen.get(producer, -1), entry.seq)
+            digest = record_digest(entry.record_bytes) if answer is None else None
+            per_producer[producer].append((entry.seq, answer, digest))
+        records_of: dict[bytes, int] = {}  # stream entry id → its records, in stream order
+        for entry in ack.entries:
+            records_of[entry.entry_id] = records_of.get(entry.entry_id, 0) + 1
+        script_keys = [keys.stream, keys.config, keys.writer, keys.dead_letters]
+        args: list[bytes | str | int] = [GROUP, self._reply_ttl_ms, keys.flushed_channel]
+        args.append(len(records_of))
+        for entry_id, records in records_of.items():
+            args += [entry_id, records]
+        args.append(len(ack.dead_letters))
         for dead in ack.dead_letters:
-            fields: dict[bytes | str, bytes | str | int] = {}
-            for field_name, value in dead.entry.fields.items():
-                fields[field_name] = value
-            fields.update(
-                {
-                    "reason": dead.reason,
-                    "deliveries": dead.deliveries,
-                    "original_id": dead.entry.entry_id,
-                    "dead_at_ms": now_ms,
-                }
-            )
-            pipe.xadd(keys.dead_letters, fields, maxlen=DEAD_LETTERS_MAXLEN, approximate=True)  # type: ignore[arg-type]
-        pipe.xack(keys.stream, GROUP, *ids)
-        pipe.eval(
-            _DELETE_ENTRIES,
-            2,
-            keys.stream,
-            keys.config,
-            *[part for pair in records_of.items() for part in pair],
-        )
-        if seen:
-            seen_keys = [keys.seen(producer_id) for producer_id in seen]
-            pipe.eval(_RAISE_SEEN, len(seen_keys), *seen_keys, reply_ttl_ms, *seen.values())
-        for reply_key, results in per_reply_key.items():
-            pipe.rpush(reply_key, encode_results(results))
-            pipe.pexpire(reply_key, reply_ttl_ms)
+            fields = _dead_letter_fields(dead)
+            args += [len(fields), DEAD_LETTERS_MAXLEN, *fields]
+        for producer in seen.keys() | per_producer.keys():
+            script_keys += [keys.seen(producer), keys.reply(producer), keys.abandoned(producer)]
+            results = per_producer.get(producer)
+            args += [seen.get(producer, ""), encode_results(results) if results else ""]
+        args.append(len(ack.increments))
         for name, increment in ack.increments.items():
-            pipe.hincrby(keys.writer, name, increment)
-        status: dict[str | bytes, int | str] = {"last_flush_at_ms": now_ms}
+            args += [name, increment]
+        status: dict[str, int | str] = {"last_flush_at_ms": int(time.time() * 1000)}
         status.update(ack.values)
-        pipe.hset(keys.writer, mapping=status)  # type: ignore[arg-type]
-        pipe.eval(_PUBLISH, 1, keys.stream, keys.flushed_channel, len(ids))
-        # raise_on_error=False: one command failing (a reply key someone made a string:
-        # WRONGTYPE) must not lose the acks and the other answers, which Redis applied.
-        results = await pipe.execute(raise_on_error=False)
-    for result in results:
-        if isinstance(result, Exception):
-            logger.warning("after a flush of %d entries: %s", len(ids), result)
+        for name, value in status.items():
+            args += [name, value]
+        failures = await self._script(keys=script_keys, args=args)
+        for failure in failures:
+            logger.warning("after a flush of %d entries: %s", len(records_of), failure)
+
+
+def _dead_letter_fields(dead: DeadLetter) -> list[bytes | str | int]:
+    fields: dict[bytes | str, bytes | str | int] = {}
+    for name, value in dead.entry.fields.items():
+        fields[name] = value
+    fields.update(
+        {
+            "reason": dead.reason,
+            "deliveries": dead.deliveries,
+            "original_id": dead.entry.entry_id,
+            "dead_at_ms": int(time.time() * 1000),
+        }
+    )
+    return [part for pair in fields.items() for part in pair]

@@ -7,10 +7,13 @@ Lance transaction can carry the watermark atomically with the data. (Not importi
 spares the writer two seconds of start-up.)
 
 Fencing: a writer taking the table over commits an ``UpdateConfig`` that records its token in
-the table's metadata, then a ``Project`` onto the unchanged schema. Lance treats a ``Project``
-and an ``Append`` based on an older version as conflicting, in both orders, so a paused writer
-that read the table before the takeover can no longer commit; one that reads it after sees the
-newer token in the metadata and stops.
+the table's metadata, then a ``Merge`` of the unchanged fragments and schema. Lance treats a
+``Merge`` and an ``Append`` based on an older version as conflicting, in both orders, and lets
+no ``Rewrite`` (compaction) planned before it commit after it, so a paused writer that read the
+table before the takeover can no longer commit anything; one that reads it after sees the newer
+token in the metadata and stops. The sink is opened only once its writer holds the lease, and
+fences the table then (or as it creates it), so what it reads of the table (the watermark) is
+what the table holds after every earlier writer.
 """
 
 from __future__ import annotations
@@ -19,16 +22,17 @@ import asyncio
 import logging
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import lance
 import pyarrow as pa
 from lance import LanceOperation, Transaction
 from lance.commit import CommitConflictError
+from lance.optimize import Compaction, CompactionOptions
 
 from lancequeue.common.errors import ConfigError, WriterReplaced
 from lancequeue.writer.arrow_batch import BatchBuilder, Records
-from lancequeue.writer.faults import crash_point, refusal
+from lancequeue.writer.faults import crash_point, pause_point, refusal
 from lancequeue.writer.loading import load_object
 from lancequeue.writer.schema_inference import infer_schema
 from lancequeue.writer.watermark import EPOCH, FENCE, LAST_ID, SKIPPED, Watermark
@@ -43,6 +47,14 @@ _COMPACTION_THREADS = 1
 _COMPACTION_BATCH_ROWS = 1024
 """Compaction reads and writes this many rows at a time, on one thread: it runs beside the
 appends, and its memory stays small."""
+
+
+class TokenSource(Protocol):
+    """The lease a sink's writer holds (``lease.Lease``)."""
+
+    token: int
+
+    async def raise_token(self, floor: int) -> int: ...
 
 
 def resolve_schema(spec: Any) -> pa.Schema | None:
@@ -62,9 +74,9 @@ def resolve_schema(spec: Any) -> pa.Schema | None:
 
 
 class TableSink:
-    """Appends batches to one table, each commit carrying its watermark. The table is created
-    on first use when it does not exist: from the configured schema, else from the first
-    batch's records."""
+    """Appends batches to one table for the writer holding fencing token ``token``, each commit
+    carrying its watermark. The table is created on first use when it does not exist: from the
+    configured schema, else from the first batch's records."""
 
     def __init__(
         self,
@@ -72,6 +84,8 @@ class TableSink:
         name: str,
         schema: pa.Schema | None,
         metadata_cache_bytes: int,
+        token: int,
+        consumer: str,
         storage_options: Mapping[str, str] | None = None,
     ) -> None:
         self.uri = uri
@@ -81,9 +95,10 @@ class TableSink:
         self._session = lance.Session(metadata_cache_size_bytes=metadata_cache_bytes)  # type: ignore[attr-defined]
         self._dataset: lance.LanceDataset | None = None
         self._builder: BatchBuilder | None = None
-        self._fence_token = 0
+        self._no_table_reason = ""
+        self._fence_token = token
+        self._consumer = consumer
         self._last_append_version = 0
-        self._consumer = ""
         self.rows = 0
         self.version = 0
 
@@ -94,26 +109,39 @@ class TableSink:
         name: str,
         schema: pa.Schema | None,
         metadata_cache_bytes: int,
+        lease: TokenSource,
+        consumer: str,
         storage_options: Mapping[str, str] | None = None,
-    ) -> TableSink:
+    ) -> tuple[TableSink, Watermark | None]:
         """The sink of table ``name`` in the database at ``db_uri`` (``storage_options`` go to
-        Lance's object store), opened if the table exists, created if a schema is given."""
-        sink = cls(table_uri(db_uri, name), name, schema, metadata_cache_bytes, storage_options)
+        Lance's object store) for the writer holding ``lease``: the table is opened and fenced
+        if it exists, created (and fenced) if a schema is given. Returns it with the newest
+        watermark of the writers before (None if none). Raises ``WriterReplaced`` if a newer
+        writer fenced the table meanwhile."""
+        sink = cls(
+            table_uri(db_uri, name),
+            name,
+            schema,
+            metadata_cache_bytes,
+            lease.token,
+            consumer,
+            storage_options,
+        )
         existing = await asyncio.to_thread(sink._open_existing)
-        if existing is not None:
-            await sink._use(existing)
-        elif sink._configured_schema is not None:
-            await sink._use(await asyncio.to_thread(sink._create, sink._configured_schema))
-        return sink
-
-    @property
-    def exists(self) -> bool:
-        return self._dataset is not None
-
-    @property
-    def table_fence(self) -> int:
-        """The newest fencing token recorded in the table (0 if none, or no table yet)."""
-        return _fence_of(self._dataset) if self._dataset is not None else 0
+        if existing is None and sink._configured_schema is None:
+            return sink, None  # created by the first batch
+        if existing is None:
+            assert sink._configured_schema is not None
+            existing = await asyncio.to_thread(sink._create, sink._configured_schema)
+        recorded = _fence_of(existing)
+        if recorded >= lease.token:
+            # Tokens handed out by a Redis that has since lost its data: this writer holds
+            # the lease, so no writer is newer; take a token above the table's.
+            sink._fence_token = await lease.raise_token(recorded)
+        sink._dataset = existing
+        watermark = await asyncio.to_thread(sink._fence_sync)
+        await sink._use(sink._latest())
+        return sink, watermark
 
     def _open_existing(self) -> lance.LanceDataset | None:
         try:
@@ -154,18 +182,9 @@ class TableSink:
 
     # -- takeover ----------------------------------------------------------------------------
 
-    async def fence(self, token: int, consumer: str) -> Watermark | None:
-        """Record ``token`` in the table so older writers can no longer commit; return the
-        latest watermark (carried forward into the fence). Raises ``WriterReplaced`` if the
-        table already holds a newer token. A table that does not exist yet is fenced when it
-        is created."""
-        self._fence_token = token
-        self._consumer = consumer
-        if self._dataset is None:
-            return None
-        return await asyncio.to_thread(self._fence_sync)
-
     def _fence_sync(self) -> Watermark | None:
+        """Record this writer's token in the table (see the module's docstring); return the
+        newest watermark as the table holds it once fenced, carried into the fence."""
         assert self._dataset is not None
         for _ in range(_CONFLICT_RETRIES):
             dataset = self._latest()
@@ -194,7 +213,10 @@ class TableSink:
                     dataset,
                     Transaction(
                         read_version=dataset.version,
-                        operation=LanceOperation.Project(dataset.schema),
+                        operation=LanceOperation.Merge(
+                            [fragment.metadata for fragment in dataset.get_fragments()],
+                            dataset.lance_schema,
+                        ),
                         transaction_properties=properties,
                     ),
                     max_retries=0,
@@ -230,23 +252,33 @@ class TableSink:
 
     # -- appends -----------------------------------------------------------------------------
 
-    async def prepare(self, records: Records) -> tuple[pa.Table | None, dict[int, str]]:
+    async def ensure_table(self, records: Records) -> Watermark | None:
+        """Create the table, if it does not exist yet, with the schema these records define,
+        and fence it. Returns the watermark found in it if another writer created it first
+        (a writer before this one, that committed before it was fenced), else None. Records
+        that define no column create nothing: ``build`` rejects them."""
+        if self._builder is not None:
+            return None
+        schema = infer_schema(records)
+        if len(schema) == 0:
+            self._no_table_reason = (
+                f"table {self.name!r} does not exist and these records define no column a "
+                "table can hold (no values, or none a column type fits); give the writer "
+                "a schema"
+            )
+            return None
+        logger.info(
+            "creating table %r with schema inferred from the first batch: %s", self.name, schema
+        )
+        self._dataset = await asyncio.to_thread(self._create, schema)
+        watermark = await asyncio.to_thread(self._fence_sync)
+        await self._use(self._latest())
+        return watermark
+
+    def build(self, records: Records) -> tuple[pa.Table | None, dict[int, str]]:
         """The batch's Arrow table and the rejected records (index → reason)."""
         if self._builder is None:
-            schema = infer_schema(records)
-            if len(schema) == 0:
-                reason = (
-                    f"table {self.name!r} does not exist and these records define no column a "
-                    "table can hold (no values, or none a column type fits); give the writer "
-                    "a schema"
-                )
-                return None, dict.fromkeys(range(len(records)), reason)
-            logger.info(
-                "creating table %r with schema inferred from the first batch: %s", self.name, schema
-            )
-            await self._use(await asyncio.to_thread(self._create, schema))
-            await asyncio.to_thread(self._fence_sync)
-        assert self._builder is not None
+            return None, dict.fromkeys(range(len(records)), self._no_table_reason)
         return self._builder.build(records)
 
     async def write(self, batch: pa.Table) -> list[Any]:
@@ -315,16 +347,27 @@ class TableSink:
 
     def _compact_sync(self, target_rows: int, keep_versions: int) -> list[int] | None:
         # A handle of its own: appends go on meanwhile with the writer's, and Lance commits
-        # the Rewrite over them (they touch other fragments).
+        # the Rewrite over them (they touch other fragments). A fence committed since the plan
+        # stops it: checked just before the commit, and Lance refuses a Rewrite planned before
+        # a Merge, so a writer replaced meanwhile cannot commit it even if the check races.
         dataset = self._open()
         self._check_fence(dataset)
-        metrics = dataset.optimize.compact_files(
+        options = CompactionOptions(
             target_rows_per_fragment=target_rows,
             num_threads=_COMPACTION_THREADS,
             batch_size=_COMPACTION_BATCH_ROWS,
         )
-        if metrics.fragments_removed == 0:
+        plan = Compaction.plan(dataset, options)
+        if plan.num_tasks() == 0:
             return None  # e.g. the small fragments are not adjacent
+        rewrites = [task.execute(dataset) for task in plan.tasks]
+        pause_point("before_compaction_commit")
+        self._check_fence(self._open())
+        try:
+            metrics = Compaction.commit(dataset, rewrites, options)
+        except OSError as exc:
+            self._check_fence(self._open())  # replaced: say so; else a plain failure
+            raise OSError(f"compaction of {self.name!r} was not committed: {exc}") from exc
         self.version = max(self.version, dataset.version)
         crash_point("after_compact")
         # Never the newest append, whose watermark a crash would need: two compactions in a

@@ -33,6 +33,18 @@ end
 """
 """Prelude of the scripts below: go on only while this writer holds the lease (taking it back if
 it vanished and is free), so a writer that was replaced cannot take entries any more."""
+_ANNOUNCE = (
+    _LEASED
+    + """
+redis.call('PEXPIRE', KEYS[2], ARGV[2])
+redis.call('HSET', KEYS[3], ARGV[3], ARGV[4], ARGV[5], ARGV[6])
+redis.call('DEL', KEYS[4])
+redis.call('HSET', KEYS[4], unpack(ARGV, 7))
+"""
+)
+"""Publish the writer's settings (KEYS[3], the config hash) and a fresh status hash (KEYS[4])
+while this writer holds the lease (KEYS[2]; KEYS[1] is the stream, for the cluster's
+routing)."""
 _READ_NEW = (
     _LEASED
     + """
@@ -73,6 +85,7 @@ class StreamGroup:
         self._lease = lease
         self._claim = redis.register_script(_CLAIM)
         self._read_new = redis.register_script(_READ_NEW)
+        self._announce = redis.register_script(_ANNOUNCE)
         self.epoch = ""
         """The stream's epoch, as of the last ``ensure()``."""
 
@@ -84,16 +97,27 @@ class StreamGroup:
         try:
             await self._redis.xgroup_create(self.keys.stream, GROUP, id="0", mkstream=True)
         except ResponseError as exc:
-            if "BUSYGROUP" not in str(exc):
+            # BUSYGROUP: it exists. At maxmemory Redis refuses the command before looking.
+            if "BUSYGROUP" not in str(exc) and not await self._group_exists():
                 raise
             created = False
-        fresh = uuid.uuid4().hex
-        if created:
-            await self._redis.hset(self.keys.config, CONFIG_EPOCH, fresh)
-        else:
-            await self._redis.hsetnx(self.keys.config, CONFIG_EPOCH, fresh)
-        self.epoch = _text(await self._redis.hget(self.keys.config, CONFIG_EPOCH))
+        epoch = await self._redis.hget(self.keys.config, CONFIG_EPOCH)
+        if created or epoch is None:
+            fresh = uuid.uuid4().hex
+            if created:
+                await self._redis.hset(self.keys.config, CONFIG_EPOCH, fresh)
+            else:
+                await self._redis.hsetnx(self.keys.config, CONFIG_EPOCH, fresh)
+            epoch = await self._redis.hget(self.keys.config, CONFIG_EPOCH)
+        self.epoch = _text(epoch)
         return self.epoch
+
+    async def _group_exists(self) -> bool:
+        try:
+            groups: Any = await self._redis.xinfo_groups(self.keys.stream)
+        except ResponseError:
+            return False  # no stream
+        return any(_text(group["name"]) == GROUP for group in groups)
 
     async def deliveries(self, entry_ids: list[bytes]) -> dict[bytes, int]:
         """How many times each of this consumer's pending entries was read."""
@@ -182,9 +206,11 @@ class StreamGroup:
         self, max_queue_size: int, max_batch: int, status: dict[str, int | str]
     ) -> None:
         """Publish ``max_queue_size`` and ``max_batch`` for producers and start a fresh status
-        hash."""
+        hash (one script: its first write, renewing the lease, is one Redis allows at
+        maxmemory, so a writer starting against a full Redis still gets to serve and free
+        it)."""
         now_ms = int(time.time() * 1000)
-        fields: dict[str | bytes, int | str] = {
+        fields: dict[str, int | str] = {
             "state": "running",
             "consumer": self.consumer,
             "pid": os.getpid(),
@@ -198,17 +224,23 @@ class StreamGroup:
             "expired": 0,
             "duplicates": 0,
             "recovered": 0,
+            "ignored": 0,
             "dead_letters": 0,
         }
         fields.update(status)
-        async with self._redis.pipeline(transaction=True) as pipe:
-            pipe.hset(
-                self.keys.config,
-                mapping={CONFIG_MAX_QUEUE_SIZE: max_queue_size, CONFIG_MAX_BATCH: max_batch},
-            )
-            pipe.delete(self.keys.writer)
-            pipe.hset(self.keys.writer, mapping=fields)  # type: ignore[arg-type]
-            await pipe.execute()
+        response: Any = await self._announce(
+            keys=[self.keys.stream, self.keys.lease, self.keys.config, self.keys.writer],
+            args=[
+                *self._lease_args,
+                CONFIG_MAX_QUEUE_SIZE,
+                max_queue_size,
+                CONFIG_MAX_BATCH,
+                max_batch,
+                *[part for pair in fields.items() for part in pair],
+            ],
+        )
+        if response and response[0] == 0:
+            raise _replaced(response[1])
 
     async def retire(self) -> None:
         """Mark the status hash stopped."""

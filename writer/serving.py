@@ -1,0 +1,454 @@
+"""Serving one table, once its writer holds the lease and has fenced the table.
+
+Built only then (``TableServer.open``), so everything it holds is known: the table, the fencing
+token, the watermark the writers before left. It replays what they left pending, then runs the
+coalesce loop: read entries, flush a batch when its window or size is up, and hand it to the
+flush pipeline (claim and build, append, then ack and answer).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import inspect
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import pyarrow as pa
+from redis.exceptions import AuthenticationError, NoPermissionError
+
+from lancequeue.common.errors import WriterReplaced
+from lancequeue.common.keys import TableKeys
+from lancequeue.common.protocol import error_payload
+from lancequeue.common.redis_client import REDIS_FAILURES, AsyncRedis
+from lancequeue.writer.claims import BatchClaim, Claimer, Ranges
+from lancequeue.writer.coalesce import Coalescer
+from lancequeue.writer.compaction import CompactionPolicy, Compactor
+from lancequeue.writer.entries import Entry, read_entries, record_count
+from lancequeue.writer.faults import crash_point
+from lancequeue.writer.flush import BatchSettler, PreparedBatch, RetryPolicy, Settlement
+from lancequeue.writer.lease import Lease
+from lancequeue.writer.metrics import TableMetrics, entry_arrivals_ms
+from lancequeue.writer.pipeline import Answered, FlushPipeline
+from lancequeue.writer.replies import Acknowledgement, Acknowledger, DeadLetter
+from lancequeue.writer.retrying import Outage, until_done
+from lancequeue.writer.settings import WriterSettings
+from lancequeue.writer.sink import TableSink
+from lancequeue.writer.stream_group import RawEntry, StreamGroup
+from lancequeue.writer.summary import Summary
+from lancequeue.writer.watermark import Watermark
+
+logger = logging.getLogger(__name__)
+
+_CLAIM_EVERY_RENEWALS = 10
+"""While idle, look for entries left pending by replaced writers every this many renewals."""
+_ISOLATE_AFTER_DELIVERIES = 3
+"""An entry read this often without being settled may be what kills the writer: it is written
+in a batch of its own, so its batch-mates land before it is tried."""
+
+OnFlushed = Callable[[list[dict[str, Any]]], Any]
+
+
+class Shutdown:
+    """Whether the writer is asked to stop, and whether because another writer replaced it."""
+
+    def __init__(self) -> None:
+        self.requested = asyncio.Event()
+        self.replaced = False
+
+    def request(self) -> None:
+        self.requested.set()
+
+    def replace(self, exc: WriterReplaced) -> None:
+        """Another writer holds the table: stop at once, without flushing (what this writer
+        holds stays pending, for the new one)."""
+        if not self.replaced:
+            logger.error("%s; stopping without flushing", exc)
+        self.replaced = True
+        self.requested.set()
+
+
+@dataclass
+class _Flushed:
+    """A batch whose append returned: what to answer, and whether to compact after it."""
+
+    entries: list[Entry]
+    settlement: Settlement
+    compact_to_rows: int | None
+
+
+class TableServer:
+    """Serves one table for the writer holding its lease."""
+
+    def __init__(
+        self,
+        settings: WriterSettings,
+        redis: AsyncRedis,
+        lease: Lease,
+        sink: TableSink,
+        group: StreamGroup,
+        takeover: Watermark | None,
+        shutdown: Shutdown,
+        metrics: TableMetrics | None,
+        on_flushed: OnFlushed | None,
+    ) -> None:
+        self.settings = settings
+        self.keys = group.keys
+        self.sink = sink
+        self._group = group
+        self._takeover = takeover
+        """The newest watermark of the writers before this one, read as this one fenced the
+        table: what they committed and did not answer is answered from it."""
+        self._shutdown = shutdown
+        self._metrics = metrics
+        self._on_flushed = on_flushed
+        self._claimer = Claimer(
+            redis, group.keys, lease.value, settings.lease_ms, settings.reply_ttl_ms
+        )
+        self._acks = Acknowledger(redis, group.keys, settings.reply_ttl_ms)
+        self._settler = BatchSettler(
+            sink, RetryPolicy(settings.flush_retries, settings.retry_backoff_ms)
+        )
+        self._compactor = Compactor(
+            CompactionPolicy.parse(settings.compact_every),
+            sink,
+            settings.max_batch,
+            settings.keep_versions,
+            lambda: shutdown.requested.is_set(),
+            shutdown.replace,
+        )
+        self._pipeline: FlushPipeline[PreparedBatch, _Flushed] = FlushPipeline(
+            self._append, self._answer, self._after_append
+        )
+        self.summary = Summary()
+        self._clock_offset_ms = 0.0
+
+    @classmethod
+    async def open(
+        cls,
+        settings: WriterSettings,
+        redis: AsyncRedis,
+        lease: Lease,
+        schema: pa.Schema | None,
+        shutdown: Shutdown,
+        metrics: TableMetrics | None = None,
+        on_flushed: OnFlushed | None = None,
+    ) -> TableServer:
+        """Open (or create) and fence the table, make sure the stream and its group exist, and
+        publish the writer's settings and status. Raises ``WriterReplaced`` if a newer writer
+        fenced the table meanwhile."""
+        keys = TableKeys(settings.table)
+        sink, takeover = await TableSink.open(
+            settings.resolved_db_uri,
+            settings.table,
+            schema,
+            settings.metadata_cache_bytes,
+            lease,
+            lease.consumer,
+            settings.storage_options,
+        )
+        group = StreamGroup(redis, keys, lease)
+        what = f"table {settings.table!r}"
+        await until_done(group.ensure, shutdown.requested, what)
+        status = {**_table_status(sink), "db_uri": settings.resolved_db_uri}
+        await until_done(
+            lambda: group.announce(settings.max_queue_size, settings.max_batch, status),
+            shutdown.requested,
+            what,
+        )
+        return cls(settings, redis, lease, sink, group, takeover, shutdown, metrics, on_flushed)
+
+    # -- the coalesce loop -------------------------------------------------------------------
+
+    async def serve(self) -> None:
+        """Replay what earlier writers left pending, then serve until a stop is requested; on
+        return every record read was flushed, acked and answered (unless replaced)."""
+        try:
+            await self._coalesce_loop()
+            await self._pipeline.drain()
+        except BaseException:
+            self._shutdown.request()  # so that Redis calls still retrying give up
+            await self._pipeline.abandon()
+            raise
+        finally:
+            await self._compactor.wait()
+
+    async def _coalesce_loop(self) -> None:
+        group = self._group
+        stopping = self._shutdown.requested
+        # Entries left pending by earlier writers (crashed, or replaced) come first: those the
+        # table already holds are answered from the watermark, the others written.
+        await self._retrying(self._redis_now_ms)  # the clock offset batch windows rely on
+        claimed = await self._retrying(lambda: group.claim_orphans(0))
+        if claimed:
+            logger.info("replaying %d entries left pending by an earlier writer", claimed)
+        await self._replay_pending()
+        coalescer: Coalescer[RawEntry] = Coalescer(
+            self.settings.coalesce_ms,
+            self.settings.max_batch,
+            self.settings.max_block_ms,
+            max_bytes=self.settings.max_batch_bytes,
+            size=_entry_bytes,
+            count=lambda entry: record_count(entry[1]),
+        )
+        next_claim_at = time.monotonic() + self._claim_interval_s
+        outage = Outage(f"table {self.keys.table!r}: reading the stream")
+        read_lost = False
+        last_read = "0"  # the last entry read; everything up to it is in hand or settled
+        topped_up = False  # the batch due in hand had its read that does not wait
+        while not stopping.is_set():
+            top_up = coalescer.due()
+            if top_up and (topped_up or coalescer.full()):
+                await self._flush(coalescer.take())
+                topped_up = False
+                continue
+            if not len(coalescer) and time.monotonic() >= next_claim_at:
+                # Only with no batch in hand: this consumer's pending list is empty then, so
+                # replaying it covers just what was claimed.
+                next_claim_at = time.monotonic() + self._claim_interval_s
+                # Batches in flight are pending too: settle them before replaying the list.
+                await self._pipeline.drain()
+                if await self._retrying(lambda: group.claim_orphans(self._orphan_idle_ms)):
+                    logger.info("replaying entries left pending by a replaced writer")
+                    await self._replay_pending()
+                continue
+            try:
+                if read_lost:
+                    # A read whose reply was lost still delivered its entries to this consumer:
+                    # they are pending after the last entry in hand. Take them first, so entries
+                    # are handled in stream order.
+                    entries = await group.read_pending(last_read, coalescer.room)
+                    read_lost = bool(entries)
+                else:
+                    # A batch due by its window takes what else is waiting, without waiting.
+                    block_ms = None if top_up else coalescer.block_ms()
+                    entries = await group.read_new(coalescer.room, block_ms)
+                    topped_up = top_up
+                outage.succeeded()
+            except WriterReplaced as exc:
+                self._shutdown.replace(exc)
+                break
+            except (AuthenticationError, NoPermissionError):
+                raise  # a configuration error: retrying cannot help
+            except REDIS_FAILURES as exc:
+                # Unreachable, or refusing (out of memory, loading): the read may have been
+                # delivered, so what it took is read again from the pending list.
+                read_lost = True
+                await asyncio.sleep(outage.failed(exc))
+                continue
+            if entries:
+                last_read = entries[-1][0].decode()
+                coalescer.add(entries, self._waited_s(entries[0][0]))
+        if len(coalescer) and not self._shutdown.replaced:
+            logger.info("stopping: flushing %d records in hand", len(coalescer))
+        while len(coalescer) and not self._shutdown.replaced:
+            await self._flush(coalescer.take())
+
+    async def _replay_pending(self) -> None:
+        """Settle this consumer's pending entries (claimed from earlier writers): those the
+        watermark of the writers before covers are answered from it, never written again."""
+        group = self._group
+        watermark = self._takeover
+        position = "0"
+        while not self._shutdown.replaced:
+            raw: list[RawEntry] = await self._retrying(
+                functools.partial(group.read_pending, position, self.settings.max_batch)
+            )
+            if not raw:
+                return
+            position = raw[-1][0].decode()
+            ids = [entry_id for entry_id, _ in raw]
+            deliveries = await self._retrying(functools.partial(group.deliveries, ids))
+            if watermark is not None:
+                covered = [r for r in raw if watermark.covers(group.epoch, r[0])]
+                if covered:
+                    await self._settle_from_watermark(covered, watermark)
+                raw = [r for r in raw if not watermark.covers(group.epoch, r[0])]
+            # In stream order, so each commit's watermark covers only settled entries.
+            batch: list[RawEntry] = []
+            for item in raw:
+                count = deliveries.get(item[0], 1)
+                if count < _ISOLATE_AFTER_DELIVERIES:
+                    batch.append(item)
+                    continue
+                if batch:
+                    await self._flush(batch)
+                    batch = []
+                await self._flush([item], count)
+            if batch:
+                await self._flush(batch)
+
+    @property
+    def _claim_interval_s(self) -> float:
+        return _CLAIM_EVERY_RENEWALS * self.settings.lease_ms / 4000
+
+    @property
+    def _orphan_idle_ms(self) -> int:
+        return 2 * self.settings.lease_ms
+
+    # -- one flush ---------------------------------------------------------------------------
+
+    def _read(self, raw_entries: list[RawEntry]) -> list[Entry]:
+        """The records of the entries, in stream order."""
+        return [
+            entry
+            for entry_id, fields in raw_entries
+            for entry in read_entries(
+                self.keys, entry_id, fields or {}, self.settings.max_record_bytes
+            )
+        ]
+
+    async def _flush(self, raw_entries: list[RawEntry], deliveries: int = 1) -> None:
+        """Claim and build the batch now (while the one before may still be appending) and hand
+        it to the pipeline, which appends it after the one before, then answers it."""
+        if self._shutdown.replaced:
+            return  # the new writer replays these entries; appending them here would duplicate
+        entries = self._read(raw_entries)
+        if deliveries > self.settings.max_deliveries:
+            await self._pipeline.drain()
+            await self._dead_letter(entries, deliveries)
+            return
+        try:
+            prepared = await self._settler.prepare(entries, self._group.epoch, self._claim)
+        except WriterReplaced as exc:
+            self._shutdown.replace(exc)
+            return
+        await self._pipeline.submit(prepared)
+
+    async def _claim(self, ranges: Ranges) -> BatchClaim:
+        claim: BatchClaim = await self._retrying(lambda: self._claimer.claim(ranges))
+        self._clock_offset_ms = claim.now_ms - time.time() * 1000
+        return claim
+
+    async def _append(self, prepared: PreparedBatch, answered: Answered) -> _Flushed | None:
+        """The table lane's part of a flush: the append (None if this writer was replaced),
+        committed once the batches before it are answered."""
+        if self._shutdown.replaced:
+            return None
+        try:
+            settlement = await self._settler.land(prepared, answered)
+        except WriterReplaced as exc:
+            self._shutdown.replace(exc)
+            return None
+        compact_to = None
+        if settlement.commits:
+            crash_point("after_commit")
+            compact_to = self._compactor.due()
+        return _Flushed(prepared.entries, settlement, compact_to)
+
+    async def _answer(self, flushed: _Flushed) -> None:
+        """The answer lane's part of a flush: the hook, then ack and answer."""
+        settlement = flushed.settlement
+        if settlement.landed:
+            await self._call_on_flushed(settlement.landed)
+        await self._acknowledge(flushed.entries, settlement.answers, _increments(settlement))
+        crash_point("after_ack")
+
+    async def _after_append(self, flushed: _Flushed) -> None:
+        """Housekeeping after an append: start a compaction if one is due."""
+        if flushed.compact_to_rows is not None:
+            self._compactor.start(flushed.compact_to_rows)
+
+    async def _settle_from_watermark(self, raw: list[RawEntry], watermark: Watermark) -> None:
+        """Ack and answer entries an earlier writer committed but did not ack: never again
+        written. The watermark says which of them were written and what the others got."""
+        entries = self._read(raw)
+        answers = {entry.record_id: watermark.outcome(entry.record_id) for entry in entries}
+        written = [entry for entry in entries if answers[entry.record_id] is None]
+        logger.info(
+            "%d pending entries are in the table already (watermark %s): answering, not writing",
+            len(written),
+            watermark.last_id,
+        )
+        if written:
+            await self._call_on_flushed(written)
+        await self._acknowledge(entries, answers, {"recovered": len(written)})
+
+    async def _dead_letter(self, entries: list[Entry], deliveries: int) -> None:
+        reason = (
+            f"read {deliveries} times without being settled (max_deliveries is "
+            f"{self.settings.max_deliveries}): the writer died each time it held it"
+        )
+        logger.error("moving %d entries to the dead-letter stream: %s", len(entries), reason)
+        answers = {
+            entry.record_id: error_payload(
+                "WriteFailed", f"moved to dead letters: {reason}", "dead"
+            )
+            for entry in entries
+        }
+        dead = [DeadLetter(entry, deliveries, reason) for entry in entries]
+        await self._acknowledge(entries, answers, {"dead_letters": len(entries)}, dead)
+
+    async def _acknowledge(
+        self,
+        entries: list[Entry],
+        answers: dict[str, Any],
+        increments: dict[str, int],
+        dead: list[DeadLetter] | None = None,
+    ) -> None:
+        ack = Acknowledgement(entries, answers, increments, _table_status(self.sink), dead or [])
+        await self._retrying(lambda: self._acks.send(ack))
+        self.summary.add(increments)  # counted once acked and answered
+        if self._metrics is not None:
+            now_ms = time.time() * 1000 + self._clock_offset_ms
+            arrivals = entry_arrivals_ms(entry.entry_id for entry in entries)
+            self._metrics.acknowledged(increments, arrivals, now_ms)
+
+    async def _call_on_flushed(self, entries: list[Entry]) -> None:
+        if self._on_flushed is None:
+            return
+        records = [entry.record for entry in entries if entry.record is not None]
+        try:
+            outcome = self._on_flushed(records)
+            if inspect.isawaitable(outcome):
+                await outcome
+        except Exception:  # the hook never breaks the write path
+            logger.exception("on_flushed hook raised; ignored")
+
+    async def retire(self) -> None:
+        """Record the stop in the status hash."""
+        await self._group.retire()
+
+    # -- redis bookkeeping -------------------------------------------------------------------
+
+    async def _retrying(self, operation: Callable[[], Any]) -> Any:
+        return await until_done(operation, self._shutdown.requested, f"table {self.keys.table!r}")
+
+    async def _redis_now_ms(self) -> int:
+        """Redis server time, the clock record deadlines are measured against."""
+        now_ms = await self._claimer.now_ms()
+        self._clock_offset_ms = now_ms - time.time() * 1000
+        return now_ms
+
+    def _waited_s(self, entry_id: bytes) -> float:
+        """How long the entry has been in the stream, by its id's time (Redis time, estimated
+        from this host's clock and their offset at the last claim)."""
+        now_ms = time.time() * 1000 + self._clock_offset_ms
+        return max(0.0, (now_ms - int(entry_id.split(b"-", 1)[0])) / 1000)
+
+
+def _table_status(sink: TableSink) -> dict[str, int | str]:
+    """The table's row count and version, recorded in the status hash after each flush."""
+    return {"table_rows": sink.rows, "table_version": sink.version}
+
+
+def _entry_bytes(entry: RawEntry) -> int:
+    fields = entry[1] or {}
+    return sum(len(value) for value in fields.values())
+
+
+def _increments(settlement: Settlement) -> dict[str, int]:
+    return {
+        "batches": settlement.commits,
+        "append_ms": round(settlement.append_s * 1000),
+        "rows": len(settlement.landed),
+        "rejected": settlement.rejected,
+        "failed": settlement.failed,
+        "expired": settlement.expired,
+        "duplicates": settlement.duplicates,
+        "recovered": settlement.recovered,
+        "ignored": settlement.ignored,
+    }
