@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import inspect
 import logging
 import time
 from collections.abc import Callable
@@ -22,8 +21,8 @@ from redis.exceptions import AuthenticationError, NoPermissionError
 
 from lancequeue.common.errors import WriterReplaced
 from lancequeue.common.keys import TableKeys
-from lancequeue.common.protocol import error_payload
 from lancequeue.common.redis_client import REDIS_FAILURES, AsyncRedis
+from lancequeue.writer.answering import Answerer, OnFlushed, RedisClock, table_status
 from lancequeue.writer.claims import BatchClaim, Claimer, Ranges
 from lancequeue.writer.coalesce import Coalescer
 from lancequeue.writer.compaction import CompactionPolicy, Compactor
@@ -31,9 +30,9 @@ from lancequeue.writer.entries import Entry, read_entries, record_count
 from lancequeue.writer.faults import crash_point
 from lancequeue.writer.flush import BatchSettler, PreparedBatch, RetryPolicy, Settlement
 from lancequeue.writer.lease import Lease
-from lancequeue.writer.metrics import TableMetrics, entry_arrivals_ms
+from lancequeue.writer.metrics import TableMetrics
 from lancequeue.writer.pipeline import Answered, FlushPipeline
-from lancequeue.writer.replies import Acknowledgement, Acknowledger, DeadLetter
+from lancequeue.writer.replies import Acknowledger
 from lancequeue.writer.retrying import Outage, until_done
 from lancequeue.writer.settings import WriterSettings
 from lancequeue.writer.sink import TableSink
@@ -48,8 +47,6 @@ _CLAIM_EVERY_RENEWALS = 10
 _ISOLATE_AFTER_DELIVERIES = 3
 """An entry read this often without being settled may be what kills the writer: it is written
 in a batch of its own, so its batch-mates land before it is tried."""
-
-OnFlushed = Callable[[list[dict[str, Any]]], Any]
 
 
 class Shutdown:
@@ -103,12 +100,18 @@ class TableServer:
         """The newest watermark of the writers before this one, read as this one fenced the
         table: what they committed and did not answer is answered from it."""
         self._shutdown = shutdown
-        self._metrics = metrics
-        self._on_flushed = on_flushed
         self._claimer = Claimer(
             redis, group.keys, lease.value, settings.lease_ms, settings.reply_ttl_ms
         )
-        self._acks = Acknowledger(redis, group.keys, settings.reply_ttl_ms)
+        self._clock = RedisClock()
+        self._answers = Answerer(
+            Acknowledger(redis, group.keys, settings.reply_ttl_ms),
+            sink,
+            self._retrying,
+            self._clock,
+            metrics,
+            on_flushed,
+        )
         self._settler = BatchSettler(
             sink, RetryPolicy(settings.flush_retries, settings.retry_backoff_ms)
         )
@@ -123,8 +126,6 @@ class TableServer:
         self._pipeline: FlushPipeline[PreparedBatch, _Flushed] = FlushPipeline(
             self._append, self._answer, self._after_append
         )
-        self.summary = Summary()
-        self._clock_offset_ms = 0.0
 
     @classmethod
     async def open(
@@ -153,7 +154,7 @@ class TableServer:
         group = StreamGroup(redis, keys, lease)
         what = f"table {settings.table!r}"
         await until_done(group.ensure, shutdown.requested, what)
-        status = {**_table_status(sink), "db_uri": settings.resolved_db_uri}
+        status = {**table_status(sink), "db_uri": settings.resolved_db_uri}
         await until_done(
             lambda: group.announce(settings.max_queue_size, settings.max_batch, status),
             shutdown.requested,
@@ -265,7 +266,7 @@ class TableServer:
             if watermark is not None:
                 covered = [r for r in raw if watermark.covers(group.epoch, r[0])]
                 if covered:
-                    await self._settle_from_watermark(covered, watermark)
+                    await self._answers.from_watermark(self._read(covered), watermark)
                 raw = [r for r in raw if not watermark.covers(group.epoch, r[0])]
             # In stream order, so each commit's watermark covers only settled entries.
             batch: list[RawEntry] = []
@@ -309,7 +310,7 @@ class TableServer:
         entries = self._read(raw_entries)
         if deliveries > self.settings.max_deliveries:
             await self._pipeline.drain()
-            await self._dead_letter(entries, deliveries)
+            await self._answers.dead_letter(entries, deliveries, self.settings.max_deliveries)
             return
         try:
             prepared = await self._settler.prepare(entries, self._group.epoch, self._claim)
@@ -320,7 +321,7 @@ class TableServer:
 
     async def _claim(self, ranges: Ranges) -> BatchClaim:
         claim: BatchClaim = await self._retrying(lambda: self._claimer.claim(ranges))
-        self._clock_offset_ms = claim.now_ms - time.time() * 1000
+        self._clock.learn(claim.now_ms)
         return claim
 
     async def _append(self, prepared: PreparedBatch, answered: Answered) -> _Flushed | None:
@@ -341,10 +342,7 @@ class TableServer:
 
     async def _answer(self, flushed: _Flushed) -> None:
         """The answer lane's part of a flush: the hook, then ack and answer."""
-        settlement = flushed.settlement
-        if settlement.landed:
-            await self._call_on_flushed(settlement.landed)
-        await self._acknowledge(flushed.entries, settlement.answers, _increments(settlement))
+        await self._answers.flushed(flushed.entries, flushed.settlement)
         crash_point("after_ack")
 
     async def _after_append(self, flushed: _Flushed) -> None:
@@ -352,61 +350,10 @@ class TableServer:
         if flushed.compact_to_rows is not None:
             self._compactor.start(flushed.compact_to_rows)
 
-    async def _settle_from_watermark(self, raw: list[RawEntry], watermark: Watermark) -> None:
-        """Ack and answer entries an earlier writer committed but did not ack: never again
-        written. The watermark says which of them were written and what the others got."""
-        entries = self._read(raw)
-        answers = {entry.record_id: watermark.outcome(entry.record_id) for entry in entries}
-        written = [entry for entry in entries if answers[entry.record_id] is None]
-        logger.info(
-            "%d pending entries are in the table already (watermark %s): answering, not writing",
-            len(written),
-            watermark.last_id,
-        )
-        if written:
-            await self._call_on_flushed(written)
-        await self._acknowledge(entries, answers, {"recovered": len(written)})
-
-    async def _dead_letter(self, entries: list[Entry], deliveries: int) -> None:
-        reason = (
-            f"read {deliveries} times without being settled (max_deliveries is "
-            f"{self.settings.max_deliveries}): the writer died each time it held it"
-        )
-        logger.error("moving %d entries to the dead-letter stream: %s", len(entries), reason)
-        answers = {
-            entry.record_id: error_payload(
-                "WriteFailed", f"moved to dead letters: {reason}", "dead"
-            )
-            for entry in entries
-        }
-        dead = [DeadLetter(entry, deliveries, reason) for entry in entries]
-        await self._acknowledge(entries, answers, {"dead_letters": len(entries)}, dead)
-
-    async def _acknowledge(
-        self,
-        entries: list[Entry],
-        answers: dict[str, Any],
-        increments: dict[str, int],
-        dead: list[DeadLetter] | None = None,
-    ) -> None:
-        ack = Acknowledgement(entries, answers, increments, _table_status(self.sink), dead or [])
-        await self._retrying(lambda: self._acks.send(ack))
-        self.summary.add(increments)  # counted once acked and answered
-        if self._metrics is not None:
-            now_ms = time.time() * 1000 + self._clock_offset_ms
-            arrivals = entry_arrivals_ms(entry.entry_id for entry in entries)
-            self._metrics.acknowledged(increments, arrivals, now_ms)
-
-    async def _call_on_flushed(self, entries: list[Entry]) -> None:
-        if self._on_flushed is None:
-            return
-        records = [entry.record for entry in entries if entry.record is not None]
-        try:
-            outcome = self._on_flushed(records)
-            if inspect.isawaitable(outcome):
-                await outcome
-        except Exception:  # the hook never breaks the write path
-            logger.exception("on_flushed hook raised; ignored")
+    @property
+    def summary(self) -> Summary:
+        """What the writer did, for its periodic log line."""
+        return self._answers.summary
 
     async def retire(self) -> None:
         """Record the stop in the status hash."""
@@ -420,35 +367,15 @@ class TableServer:
     async def _redis_now_ms(self) -> int:
         """Redis server time, the clock record deadlines are measured against."""
         now_ms = await self._claimer.now_ms()
-        self._clock_offset_ms = now_ms - time.time() * 1000
+        self._clock.learn(now_ms)
         return now_ms
 
     def _waited_s(self, entry_id: bytes) -> float:
         """How long the entry has been in the stream, by its id's time (Redis time, estimated
         from this host's clock and their offset at the last claim)."""
-        now_ms = time.time() * 1000 + self._clock_offset_ms
-        return max(0.0, (now_ms - int(entry_id.split(b"-", 1)[0])) / 1000)
-
-
-def _table_status(sink: TableSink) -> dict[str, int | str]:
-    """The table's row count and version, recorded in the status hash after each flush."""
-    return {"table_rows": sink.rows, "table_version": sink.version}
+        return max(0.0, (self._clock.now_ms() - int(entry_id.split(b"-", 1)[0])) / 1000)
 
 
 def _entry_bytes(entry: RawEntry) -> int:
     fields = entry[1] or {}
     return sum(len(value) for value in fields.values())
-
-
-def _increments(settlement: Settlement) -> dict[str, int]:
-    return {
-        "batches": settlement.commits,
-        "append_ms": round(settlement.append_s * 1000),
-        "rows": len(settlement.landed),
-        "rejected": settlement.rejected,
-        "failed": settlement.failed,
-        "expired": settlement.expired,
-        "duplicates": settlement.duplicates,
-        "recovered": settlement.recovered,
-        "ignored": settlement.ignored,
-    }

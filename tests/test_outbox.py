@@ -1,0 +1,126 @@
+"""The producer's answering core, free of I/O: which answer resolves which future, and how.
+
+No Redis here: replies are built as the writer builds them (``encode_results``) and fed to the
+outbox, as the drivers do.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+
+import pytest
+
+from lancequeue.common.errors import (
+    LancequeueError,
+    OutcomeUnknown,
+    WriteFailed,
+    WriteTimeout,
+)
+from lancequeue.common.protocol import encode_results, error_payload, record_digest
+from lancequeue.producer.outbox import Outbox, Outgoing
+
+Future = concurrent.futures.Future[None]
+DUPLICATE = error_payload("WriteFailed", "a copy", "Duplicate")
+
+
+def ok(future: Future) -> None:
+    future.set_result(None)
+
+
+def fail(future: Future, error: LancequeueError) -> None:
+    future.set_exception(error)
+
+
+def sent(
+    outbox: Outbox[Future], *records: bytes, deadline: float = 100.0
+) -> list[Outgoing[Future]]:
+    """Register and number records as a send does; all confirmed in the stream."""
+    _, outgoing, _ = outbox.register(
+        [{"text": text.decode()} for text in records], Future, deadline
+    )
+    outbox.number(outgoing)
+    for item in outgoing:
+        item.confirmed = True
+    return outgoing
+
+
+def answer(
+    outbox: Outbox[Future], *results: tuple[int, dict[str, str] | None, bytes | None]
+) -> None:
+    outbox.settle(encode_results(list(results)), ok, fail)
+
+
+@pytest.fixture
+def outbox() -> Outbox[Future]:
+    return Outbox("docs", answer_grace_s=1.0, max_record_bytes=1 << 20)
+
+
+def test_an_ok_answer_resolves_a_record_only_with_its_own_digest(outbox: Outbox[Future]) -> None:
+    mine, other = sent(outbox, b"a", b"b")
+    answer(outbox, (mine.seq, None, mine.digest), (other.seq, None, record_digest(b"forged")))
+    assert mine.future.result() is None
+    error = other.future.exception()
+    assert isinstance(error, WriteFailed) and error.error_type == "SequenceConflict"
+    assert "was not written" in str(error)
+
+
+def test_a_duplicate_answer_fails_a_record_sent_once_but_not_one_that_may_have_an_earlier_copy(
+    outbox: Outbox[Future],
+) -> None:
+    once, resent = sent(outbox, b"a", b"b")
+    resent.maybe_sent = True  # a send of it went unconfirmed: an earlier copy may be written
+    answer(outbox, (once.seq, DUPLICATE, None), (resent.seq, DUPLICATE, None))
+    error = once.future.exception()
+    assert isinstance(error, WriteFailed) and error.error_type == "Duplicate"
+    assert not resent.future.done()  # its own earlier copy's answer may yet say otherwise
+    assert len(outbox) == 1
+
+
+def test_an_answer_settles_earlier_records_never_confirmed_in_the_stream_as_not_written(
+    outbox: Outbox[Future],
+) -> None:
+    lost, confirmed, later = sent(outbox, b"a", b"b", b"c")
+    lost.confirmed = False  # its send went unconfirmed and was given up
+    lost.maybe_sent = True
+    answer(outbox, (later.seq, None, later.digest))
+    assert later.future.result() is None
+    assert isinstance(lost.future.exception(), WriteTimeout)  # it never reached the stream
+    assert not confirmed.future.done()  # in the stream: only its own answer settles it
+
+
+def test_records_due_are_abandoned_or_wait_for_the_writer_that_claimed_them(
+    outbox: Outbox[Future],
+) -> None:
+    first, second, third = sent(outbox, b"a", b"b", b"c", deadline=10.0)
+    assert outbox.next_due() == 11.0  # deadline plus the grace
+    assert outbox.due(10.5) == []
+    due = outbox.due(11.0)
+    assert due == [first.seq, second.seq, third.seq]
+    outbox.abandoned(due, [str(first.seq).encode(), third.seq], fail)
+    assert isinstance(first.future.exception(), WriteTimeout)
+    assert isinstance(third.future.exception(), WriteTimeout)
+    assert not second.future.done() and second.claimed  # a writer owes it its answer
+    assert outbox.due(1000.0) == []  # abandoned once, never again
+    answer(outbox, (second.seq, None, second.digest))
+    assert second.future.result() is None
+
+
+def test_records_that_could_not_be_abandoned_end_with_an_unknown_outcome(
+    outbox: Outbox[Future],
+) -> None:
+    (item,) = sent(outbox, b"a", deadline=10.0)
+    outbox.unknown(outbox.due(11.0), ConnectionError("refused"), fail)
+    error = item.future.exception()
+    assert isinstance(error, OutcomeUnknown) and isinstance(error, TimeoutError)
+    assert "may or may not be in the table" in str(error)
+
+
+def test_a_record_numbered_with_an_earlier_due_time_wakes_the_abandoning_loop(
+    outbox: Outbox[Future],
+) -> None:
+    woken: list[bool] = []
+    outbox.on_sooner_due = lambda: woken.append(True)
+    sent(outbox, b"a", deadline=50.0)
+    sent(outbox, b"b", deadline=60.0)
+    sent(outbox, b"c", deadline=20.0)
+    assert woken == [True, True]  # the first, and the one due sooner than all others
