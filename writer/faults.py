@@ -8,6 +8,12 @@ the first) it reaches ``<point>``, so a test can kill it at a precise step of a 
 - ``after_ack``: the entries are acked and answered (one MULTI does both);
 - ``after_compact``: a compaction commit is done.
 
+``LANCEQUEUE_PAUSE_AT=<point>[:<n>]`` makes the writer SIGSTOP itself the n-th time (default: the
+first) it reaches ``<point>``, and only then, so a test can let something happen at a precise
+step (another writer taking the table over) and SIGCONT it afterwards:
+
+- ``compact``: a compaction is about to run (its handle on the table opened, the fence checked).
+
 ``LANCEQUEUE_REFUSE=<column>=<value>`` makes every append of a batch holding a row whose
 ``<column>`` equals ``<value>`` (compared as text) fail with a ``ValueError``, as the table would
 for a record the writer's checks missed: the writer must bisect the batch and land the others.
@@ -35,6 +41,25 @@ def crash_point(point: str) -> None:
     _reached[point] = _reached.get(point, 0) + 1
     if _reached[point] >= int(count or 1):
         os.kill(os.getpid(), signal.SIGKILL)
+
+
+PAUSE_POINTS = ("compact",)
+_PAUSE_ENV = "LANCEQUEUE_PAUSE_AT"
+_paused_at: dict[str, int] = {}
+
+
+def pause_point(point: str) -> None:
+    """SIGSTOP this process if ``LANCEQUEUE_PAUSE_AT`` names ``point`` and this is the n-th time
+    it is reached; it goes on from here once it gets SIGCONT."""
+    spec = os.environ.get(_PAUSE_ENV)
+    if not spec:
+        return
+    name, _, count = spec.partition(":")
+    if name != point:
+        return
+    _paused_at[point] = _paused_at.get(point, 0) + 1
+    if _paused_at[point] == int(count or 1):
+        os.kill(os.getpid(), signal.SIGSTOP)
 
 
 def refusal(rows: Any) -> None:

@@ -28,7 +28,7 @@ from lance.commit import CommitConflictError
 
 from lancequeue.common.errors import ConfigError, WriterReplaced
 from lancequeue.writer.arrow_batch import BatchBuilder, Records
-from lancequeue.writer.faults import crash_point, refusal
+from lancequeue.writer.faults import crash_point, pause_point, refusal
 from lancequeue.writer.loading import load_object
 from lancequeue.writer.schema_inference import infer_schema
 from lancequeue.writer.watermark import EPOCH, FENCE, LAST_ID, SKIPPED, Watermark
@@ -318,6 +318,7 @@ class TableSink:
         # the Rewrite over them (they touch other fragments).
         dataset = self._open()
         self._check_fence(dataset)
+        pause_point("compact")
         metrics = dataset.optimize.compact_files(
             target_rows_per_fragment=target_rows,
             num_threads=_COMPACTION_THREADS,
