@@ -24,11 +24,13 @@ def pongs(port: int) -> bool:
 
 
 class RestartableRedis:
-    """``redis-server --appendonly yes --appendfsync always`` on a free loopback port."""
+    """``redis-server --appendonly yes --appendfsync always`` on a free loopback port (with
+    ``persistence=False``: no AOF, no snapshots, so a restart loses everything)."""
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, persistence: bool = True) -> None:
         directory.mkdir(parents=True, exist_ok=True)
         self.directory = directory
+        self.persistence = persistence
         self.port = free_port()
         self.url = f"redis://127.0.0.1:{self.port}/0"
         self.restarts = 0
@@ -46,10 +48,11 @@ class RestartableRedis:
                 "127.0.0.1",
                 "--dir",
                 str(self.directory),
-                "--appendonly",
-                "yes",
-                "--appendfsync",
-                "always",
+                *(
+                    ("--appendonly", "yes", "--appendfsync", "always")
+                    if self.persistence
+                    else ("--appendonly", "no")
+                ),
                 "--save",
                 "",
             ],
@@ -62,6 +65,7 @@ class RestartableRedis:
         """SIGTERM, and wait until it has exited (it fsyncs its AOF first)."""
         if self._process is not None:
             if self._process.poll() is None:
+                self._process.send_signal(signal.SIGCONT)  # if frozen, else a no-op
                 self._process.send_signal(signal.SIGTERM)
                 try:
                     self._process.wait(15)
@@ -72,6 +76,32 @@ class RestartableRedis:
         if self._log is not None:
             self._log.close()
             self._log = None
+
+    @property
+    def pid(self) -> int:
+        assert self._process is not None, "not running"
+        return self._process.pid
+
+    def kill(self) -> None:
+        """SIGKILL: gone at once, with whatever it had not persisted."""
+        if self._process is not None:
+            self._process.kill()
+        self.stop()
+
+    def freeze(self) -> None:
+        """SIGSTOP: connections stay open, nothing is answered until ``thaw``."""
+        assert self._process is not None, "not running"
+        self._process.send_signal(signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        """SIGCONT after ``freeze``."""
+        assert self._process is not None, "not running"
+        self._process.send_signal(signal.SIGCONT)
+
+    def thaw_if_frozen(self) -> None:
+        """SIGCONT if it is running (harmless if it was not frozen)."""
+        if self._process is not None and self._process.poll() is None:
+            self._process.send_signal(signal.SIGCONT)
 
     def restart(self) -> None:
         """Stop with SIGTERM, then start again on the same port and directory."""

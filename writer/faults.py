@@ -8,6 +8,12 @@ the first) it reaches ``<point>``, so a test can kill it at a precise step of a 
 - ``after_ack``: the entries are acked and answered (one MULTI does both);
 - ``after_compact``: a compaction commit is done.
 
+``LANCEQUEUE_PAUSE_AT=<point>[:<n>]`` makes the writer SIGSTOP itself the n-th time (default: the
+first) it reaches ``<point>``, and only then, so a test can let something happen at a precise
+step (another writer taking the table over) and SIGCONT it afterwards:
+
+- ``compact``: a compaction is about to run (its handle on the table opened, the fence checked).
+
 ``LANCEQUEUE_REFUSE=<column>=<value>`` makes every append of a batch holding a row whose
 ``<column>`` equals ``<value>`` (compared as text) fail with a ``ValueError``, as the table would
 for a record the writer's checks missed: the writer must bisect the batch and land the others.
@@ -37,6 +43,24 @@ def crash_point(point: str) -> None:
         os.kill(os.getpid(), signal.SIGKILL)
 
 
+_PAUSE_ENV = "LANCEQUEUE_PAUSE_AT"
+_paused_at: dict[str, int] = {}
+
+
+def pause_point(point: str) -> None:
+    """SIGSTOP this process if ``LANCEQUEUE_PAUSE_AT`` names ``point`` and this is the n-th time
+    it is reached; it goes on from here once it gets SIGCONT."""
+    spec = os.environ.get(_PAUSE_ENV)
+    if not spec:
+        return
+    name, _, count = spec.partition(":")
+    if name != point:
+        return
+    _paused_at[point] = _paused_at.get(point, 0) + 1
+    if _paused_at[point] == int(count or 1):
+        os.kill(os.getpid(), signal.SIGSTOP)
+
+
 def refusal(rows: Any) -> None:
     """Raise ``ValueError`` if ``LANCEQUEUE_REFUSE`` names a value in this Arrow table."""
     spec = os.environ.get("LANCEQUEUE_REFUSE")
@@ -46,11 +70,3 @@ def refusal(rows: Any) -> None:
     if column in rows.column_names and value in {str(v) for v in rows.column(column).to_pylist()}:
         raise ValueError(f"the table refuses {column}={value} (LANCEQUEUE_REFUSE)")
 
-
-def pause_point(point: str) -> None:
-    """SIGSTOP this process if ``LANCEQUEUE_PAUSE_AT`` names ``point`` (the first time it is
-    reached), so a test can let another writer take the table over meanwhile and SIGCONT it."""
-    if os.environ.get("LANCEQUEUE_PAUSE_AT") != point or point in _reached:
-        return
-    _reached[point] = 1
-    os.kill(os.getpid(), signal.SIGSTOP)

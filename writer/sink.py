@@ -352,6 +352,7 @@ class TableSink:
         # a Merge, so a writer replaced meanwhile cannot commit it even if the check races.
         dataset = self._open()
         self._check_fence(dataset)
+        pause_point("compact")
         options = CompactionOptions(
             target_rows_per_fragment=target_rows,
             num_threads=_COMPACTION_THREADS,
@@ -361,7 +362,6 @@ class TableSink:
         if plan.num_tasks() == 0:
             return None  # e.g. the small fragments are not adjacent
         rewrites = [task.execute(dataset) for task in plan.tasks]
-        pause_point("before_compaction_commit")
         self._check_fence(self._open())
         try:
             metrics = Compaction.commit(dataset, rewrites, options)

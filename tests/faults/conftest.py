@@ -32,8 +32,8 @@ def rig_for(tmp_path: Path) -> Iterator[MakeRig]:
     every process it started is killed at teardown."""
     made: list[FaultRig] = []
 
-    def make(fault: str) -> FaultRig:
-        rig = FaultRig(tmp_path, fault)
+    def make(fault: str, *, persistence: bool = True) -> FaultRig:
+        rig = FaultRig(tmp_path, fault, persistence)
         made.append(rig)
         return rig.start()
 

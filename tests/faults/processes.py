@@ -11,7 +11,7 @@ from typing import IO
 
 from tests.support import CLI, cli_env
 
-_FAULT_VARIABLES = ("LANCEQUEUE_CRASH_AT", "LANCEQUEUE_REFUSE")
+_FAULT_VARIABLES = ("LANCEQUEUE_CRASH_AT", "LANCEQUEUE_PAUSE_AT", "LANCEQUEUE_REFUSE")
 _LOG_TAIL_CHARS = 6000
 
 
@@ -49,6 +49,14 @@ class LoggedProcess:
     def running(self) -> bool:
         return self.process.poll() is None
 
+    def stopped(self) -> bool:
+        """Whether the process is stopped by a signal (SIGSTOP): state ``T`` in /proc."""
+        try:
+            stat = Path(f"/proc/{self.pid}/stat").read_text()
+        except OSError:
+            return False
+        return stat.rpartition(")")[2].split()[0] in ("T", "t")
+
     def signal(self, signum: int) -> None:
         if self.running():
             self.process.send_signal(signum)
@@ -84,10 +92,18 @@ class WriterDaemon(LoggedProcess):
     """``lancequeue -v writer ...`` as a subprocess."""
 
     def __init__(
-        self, name: str, args: list[str], log_path: Path, crash_at: str | None = None
+        self,
+        name: str,
+        args: list[str],
+        log_path: Path,
+        crash_at: str | None = None,
+        env: dict[str, str] | None = None,
     ) -> None:
-        env = clean_env(**({"LANCEQUEUE_CRASH_AT": crash_at} if crash_at else {}))
-        super().__init__(name, [*lancequeue_command(), "-v", "writer", *args], log_path, env)
+        extra = dict(env or {})
+        if crash_at:
+            extra["LANCEQUEUE_CRASH_AT"] = crash_at
+        command = [*lancequeue_command(), "-v", "writer", *args]
+        super().__init__(name, command, log_path, clean_env(**extra))
         self.crash_at = crash_at
 
 
@@ -104,6 +120,7 @@ class LoadProcess(LoggedProcess):
         rate: float,
         timeout_s: float,
         seed: int,
+        options: list[str] | None = None,
     ) -> None:
         self.index = index
         self.first_id = (index + 1) * 10_000_000
@@ -128,6 +145,7 @@ class LoadProcess(LoggedProcess):
             str(timeout_s),
             "--seed",
             str(seed + index),
+            *(options or []),
         ]
         super().__init__(
             f"producer {index}", command, directory / f"producer-{index}.log", clean_env()

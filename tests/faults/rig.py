@@ -10,13 +10,22 @@ import signal
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import redis
 
 from lancequeue.common.keys import TableKeys
-from tests.faults.check import AckCounter, Tally, report, table_ids, tally
-from tests.faults.processes import LoadProcess, WriterDaemon
+from lancequeue.writer.entries import record_count
+from tests.faults.check import (
+    WRITER_ANSWERS,
+    AckCounter,
+    ProducerOutcomes,
+    Tally,
+    report,
+    table_rows,
+    tally,
+)
+from tests.faults.processes import LoadProcess, LoggedProcess, WriterDaemon
 from tests.redis_server import RestartableRedis
 from tests.support import wait_for
 
@@ -34,6 +43,12 @@ START_TIMEOUT_S = 60.0
 PROGRESS_TIMEOUT_S = 60.0
 DRAIN_TIMEOUT_S = 90.0
 """How long producers may take to finish once told to stop: they wait for their answers."""
+PRODUCER_EXIT_SLACK_S = 35.0
+"""How long after its close timeout a stopped load producer may take to exit."""
+DRAIN_WAIT_S = 30.0
+"""How long ``conclude`` waits for the writer to drain the stream once producers stopped."""
+STOP_WAIT_S = 30.0
+"""How long ``conclude`` waits for the writer to exit on SIGTERM before killing it."""
 # What the writers' logs say they recovered (reported, not asserted).
 _REPLAYED = re.compile(r"replaying (\d+) entries left pending")
 _FROM_WATERMARK = re.compile(r"(\d+) pending entries are in the table already")
@@ -42,7 +57,7 @@ _FROM_WATERMARK = re.compile(r"(\d+) pending entries are in the table already")
 class FaultRig:
     """Processes and data of one fault test; ``close()`` kills whatever is still running."""
 
-    def __init__(self, directory: Path, fault: str) -> None:
+    def __init__(self, directory: Path, fault: str, persistence: bool = True) -> None:
         self.directory = directory
         self.fault = fault
         self.seed = int(os.environ.get(SEED_ENV) or random.SystemRandom().randrange(2**31))
@@ -50,13 +65,15 @@ class FaultRig:
         print(f"{fault}: seed {self.seed} (replay with {SEED_ENV}={self.seed})")
         self.keys = TableKeys(TABLE)
         self.db_uri = str(directory / "db")
-        self.redis = RestartableRedis(directory / "redis")
+        self.redis = RestartableRedis(directory / "redis", persistence)
         self.writers: list[WriterDaemon] = []
         self.producers: list[LoadProcess] = []
         self.stop_file = directory / "stop-producers"
         self.rounds = 0
         self._client: redis.Redis | None = None
         self._acks: AckCounter | None = None
+        self._close_timeout_s = 0.0
+        self._reported = False
         self._started = time.monotonic()
 
     # -- set-up ------------------------------------------------------------------------------
@@ -73,35 +90,65 @@ class FaultRig:
             )
         return self._client
 
-    def start_writer(self, *extra: str, crash_at: str | None = None) -> WriterDaemon:
-        """``lancequeue writer`` for the test's table with WRITER_ARGS, then ``extra``."""
+    def start_writer(
+        self, *extra: str, crash_at: str | None = None, env: dict[str, str] | None = None
+    ) -> WriterDaemon:
+        """``lancequeue writer`` for the test's table with WRITER_ARGS, then ``extra`` (a later
+        value of an option wins), with ``env`` added to its environment."""
         args = ["--redis", self.redis.url, "--db", self.db_uri, "--table", TABLE]
         name = f"writer-{len(self.writers)}"
         writer = WriterDaemon(
-            name, [*args, *WRITER_ARGS, *extra], self.directory / f"{name}.log", crash_at
+            name, [*args, *WRITER_ARGS, *extra], self.directory / f"{name}.log", crash_at, env
         )
         self.writers.append(writer)
         return writer
 
     def start_load(
-        self, processes: int = PRODUCERS, rate: float = RATE_PER_PRODUCER
+        self,
+        processes: int = PRODUCERS,
+        rate: float = RATE_PER_PRODUCER,
+        *,
+        timeout_s: float = RECORD_TIMEOUT_S,
+        grace_ms: int | None = None,
+        close_timeout_s: float | None = None,
+        max_records: int | None = None,
+        chunk: int | None = None,
+        hold_after: int | None = None,
+        go_file: Path | None = None,
     ) -> list[LoadProcess]:
-        """Start the load producers; they run until ``finish``."""
-        for index in range(processes):
-            self.producers.append(
+        """Start load producers (see ``tests.faults.load`` for the options); they run until
+        ``finish`` or ``conclude`` (or until they sent ``max_records``). Returns those started
+        by this call."""
+        options: list[str] = []
+        for flag, value in (
+            ("--grace-ms", grace_ms),
+            ("--close-timeout-s", close_timeout_s),
+            ("--max-records", max_records),
+            ("--chunk", chunk),
+            ("--hold-after", hold_after),
+            ("--go-file", go_file),
+        ):
+            if value is not None:
+                options += [flag, str(value)]
+        started: list[LoadProcess] = []
+        for _ in range(processes):
+            started.append(
                 LoadProcess(
-                    index,
+                    len(self.producers) + len(started),
                     self.redis.url,
                     TABLE,
                     self.directory,
                     self.stop_file,
                     rate,
-                    RECORD_TIMEOUT_S,
+                    timeout_s,
                     self.seed,
+                    options,
                 )
             )
+        self.producers += started
+        self._close_timeout_s = max(self._close_timeout_s, close_timeout_s or 30.0)
         self._acks = AckCounter([p.outcomes for p in self.producers])
-        return self.producers
+        return started
 
     # -- watching ----------------------------------------------------------------------------
 
@@ -145,15 +192,22 @@ class FaultRig:
         assert self._acks is not None, "start_load() first"
         return self._acks()
 
-    def wait_progress(self, records: int, what: str = "") -> None:
+    def wait_progress(
+        self, records: int, what: str = "", timeout: float = PROGRESS_TIMEOUT_S
+    ) -> None:
         """Wait until ``records`` more records than now are acknowledged ok."""
         target = self.acknowledged() + records
         self._check_producers()
         wait_for(
             lambda: self._check_producers() or self.acknowledged() >= target,
-            PROGRESS_TIMEOUT_S,
+            timeout,
             f"{records} more records acknowledged {what}".strip(),
         )
+
+    def progressed(self, records: int, timeout: float) -> bool:
+        """``wait_progress`` that says whether it happened rather than failing."""
+        target = self.acknowledged() + records
+        return within(lambda: self.acknowledged() >= target, timeout)
 
     def _check_producers(self) -> bool:
         for producer in self.producers:
@@ -166,6 +220,24 @@ class FaultRig:
 
     def wait_exit(self, writer: WriterDaemon, timeout: float = START_TIMEOUT_S) -> int:
         return writer.wait(timeout)
+
+    def outcomes(self) -> int:
+        """Records answered so far (ok or not), over all producers."""
+        return sum(len(ProducerOutcomes.read(p.outcomes).outcomes) for p in self.producers)
+
+    def answered(self, producer: LoadProcess) -> bool:
+        """Whether every record ``producer`` has handed to its Producer has been answered (an
+        outcome other than ``ProducerClosed``)."""
+        return ProducerOutcomes.read(producer.outcomes).answered()
+
+    def records_in_stream(self) -> int:
+        """Records in the table's stream now (a packed entry counts its records), read or not."""
+
+        def count(client: redis.Redis) -> int:
+            entries: Any = client.xrange(self.keys.stream, "-", "+")
+            return sum(record_count(fields) for _, fields in entries)
+
+        return self.redis_call(count, 0)
 
     # -- the end -----------------------------------------------------------------------------
 
@@ -196,13 +268,52 @@ class FaultRig:
         code = writer.wait(START_TIMEOUT_S)
         assert code == 0, f"{writer.name} exited {code} on SIGTERM:\n{writer.log_tail()}"
         assert self.stream_drained(), self._stream_state()
+        return self._tally([])
+
+    def conclude(
+        self,
+        writer: WriterDaemon | None,
+        drain_timeout: float = DRAIN_WAIT_S,
+        producer_timeout: float | None = None,
+    ) -> Tally:
+        """``finish`` for a test that expects things to go wrong: never fails before the table
+        is checked. Stops the load and waits for the producers, waits (bounded) for a drained
+        stream, stops ``writer`` with SIGTERM (SIGKILL if it does not exit), then compares
+        outcomes with the table. Whatever went wrong on the way is in the row's ``failures``;
+        ``assert_promises`` fails on them. A producer still running ``producer_timeout`` after
+        it was told to stop (by default its close timeout plus ``PRODUCER_EXIT_SLACK_S``) is
+        killed: its records without an outcome count as unanswered."""
+        failures: list[str] = []
+        self.stop_file.touch()
+        if producer_timeout is None:
+            producer_timeout = self._close_timeout_s + PRODUCER_EXIT_SLACK_S
+        deadline = time.monotonic() + producer_timeout
+        for producer in self.producers:
+            code = _exit_status(producer, max(0.1, deadline - time.monotonic()))
+            if code != 0:
+                failures.append(f"{producer.name} exited {code}")
+        if writer is not None:
+            if not writer.running():
+                failures.append(f"{writer.name} had exited {writer.process.returncode}")
+            elif not within(self.stream_drained, drain_timeout):
+                failures.append(f"stream not drained in {drain_timeout}s: {self._stream_state()}")
+            if writer.running():
+                writer.signal(signal.SIGCONT)  # in case a test left it stopped
+                writer.signal(signal.SIGTERM)
+                code = _exit_status(writer, STOP_WAIT_S)
+                if code != 0:
+                    failures.append(f"{writer.name} exited {code} on SIGTERM")
+        return self._tally(failures)
+
+    def _tally(self, failures: list[str]) -> Tally:
         result = tally(
             self.fault,
             self.rounds,
             [p.outcomes for p in self.producers],
-            table_ids(self.db_uri, TABLE),
+            table_rows(self.db_uri, TABLE),
         )
         result.seed = self.seed
+        result.failures = failures
         result.dead_letters = self.redis_call(lambda c: int(c.xlen(self.keys.dead_letters)), -1)
         result.dropped_as_duplicates = self.redis_call(
             lambda c: int(c.hget(self.keys.writer, "duplicates") or 0), -1
@@ -212,6 +323,7 @@ class FaultRig:
         result.settled_from_watermark = sum(int(n) for n in _FROM_WATERMARK.findall(logs))
         result.seconds = round(time.monotonic() - self._started, 1)
         report(result)
+        self._reported = True
         return result
 
     def _stream_state(self) -> str:
@@ -230,7 +342,41 @@ class FaultRig:
             + "\n".join(w.log_tail() for w in self.writers)
         )
 
+    def assert_promises(
+        self,
+        result: Tally,
+        late_allowed: frozenset[str] = WRITER_ANSWERS,
+        strangers_allowed: int = 0,
+    ) -> None:
+        """What a user is promised, whatever the fault: every record answered ok is in the
+        table exactly once with its own content, no record answered "not written" is in it,
+        every record got an answer, the processes ended well (``failures``), and every future
+        whose outcome is not in ``late_allowed`` resolved by its deadline plus the answer grace
+        (plus ``LATE_SLACK_S``)."""
+        problems = [p for p in result.problems() if not p.startswith("strangers=")]
+        if result.strangers > strangers_allowed:
+            problems.append(f"strangers={result.strangers} (allowed {strangers_allowed})")
+        late = result.late_beyond(late_allowed)
+        if late:
+            problems.append(f"futures resolved late: {late}")
+        problems += result.failures
+        assert not problems, (
+            f"{self.fault}: {'; '.join(problems)}\nrow {result.row()}\n"
+            + "\n".join(w.log_tail() for w in self.writers)
+        )
+
     def close(self) -> None:
+        """Kill whatever still runs. A test that failed before its check still reports its row
+        (the check is made with the last writer still running, if any)."""
+        if not self._reported and self.producers:
+            try:
+                self.redis.thaw_if_frozen()
+                running = [w for w in self.writers if w.running()]
+                self.conclude(
+                    running[-1] if running else None, drain_timeout=10, producer_timeout=15
+                )
+            except Exception as exc:  # the test failed already; its own error is the one shown
+                print(f"{self.fault}: no summary row: {type(exc).__name__}: {exc}")
         for process in [*self.producers, *self.writers]:
             process.close()
         if self._client is not None:
@@ -238,5 +384,26 @@ class FaultRig:
         self.redis.stop()
 
 
-MakeRig = Callable[[str], FaultRig]
-"""The ``rig_for`` fixture: a started rig for the named fault."""
+def within(condition: Callable[[], Any], timeout: float) -> bool:
+    """Poll ``condition`` until it holds (True) or ``timeout`` passed (False)."""
+    try:
+        wait_for(condition, timeout)
+    except AssertionError:
+        return False
+    return True
+
+
+def _exit_status(process: LoggedProcess, timeout: float) -> int | None:
+    """``process``'s exit status once it exits, or None if it had to be killed after
+    ``timeout``."""
+    try:
+        return process.wait(timeout)
+    except AssertionError:
+        process.kill()
+        return None
+
+
+class MakeRig(Protocol):
+    """The ``rig_for`` fixture: a started rig for the named fault."""
+
+    def __call__(self, fault: str, *, persistence: bool = True) -> FaultRig: ...

@@ -1,0 +1,62 @@
+"""Issue 12, item 4: Redis at ``maxmemory`` (``noeviction``) with records waiting. The writer
+must keep serving, free the stream's memory even at the cap (acks and deletes are what make
+room), and answer the records it committed truthfully."""
+
+from __future__ import annotations
+
+import signal
+from typing import Any
+
+import pytest
+
+from tests.faults.rig import FaultRig, MakeRig
+from tests.support import wait_for
+
+pytestmark = pytest.mark.faults
+
+HEADROOM_BYTES = 256 * 1024
+"""Room left in Redis when the writer stalls: the producers fill it in a few seconds. Then the
+cap is set half of it below what Redis holds."""
+LEASE = ("--lease-ms", "20000")
+"""Longer than the stall, so the writer resumes holding its lease."""
+RATE = 200.0
+
+
+def _memory(rig: FaultRig) -> dict[str, Any]:
+    info: dict[str, Any] = rig.client.info("memory")
+    return info
+
+
+def _full(rig: FaultRig) -> bool:
+    info = _memory(rig)
+    return int(info["used_memory"]) >= int(info["maxmemory"])
+
+
+def test_a_writer_at_redis_maxmemory_keeps_serving_frees_the_stream_and_answers_truthfully(
+    rig_for: MakeRig,
+) -> None:
+    rig = rig_for("redis at maxmemory")
+    writer = rig.start_writer(*LEASE)
+    rig.wait_serving(writer)
+    rig.start_load(rate=RATE, timeout_s=10, grace_ms=1000, close_timeout_s=12)
+    rig.wait_progress(100, "before Redis fills up")
+    # The writer stalls while the producers fill Redis to the cap; then the cap is lowered
+    # below what Redis holds (by less than the stream holds), so Redis stays over it, refusing
+    # whatever would grow it, until the writer frees memory.
+    writer.signal(signal.SIGSTOP)
+    try:
+        rig.client.config_set("maxmemory-policy", "noeviction")
+        rig.client.config_set("maxmemory", int(_memory(rig)["used_memory"]) + HEADROOM_BYTES)
+        wait_for(lambda: _full(rig), 60, "Redis to reach maxmemory")
+        cap = int(_memory(rig)["used_memory"]) - HEADROOM_BYTES // 2
+        rig.client.config_set("maxmemory", cap)
+    finally:
+        writer.signal(signal.SIGCONT)
+    rig.rounds = 1
+    print(f"maxmemory {cap}; {rig.records_in_stream()} records waiting in the stream")
+    served = rig.progressed(200, timeout=20)
+    result = rig.conclude(writer, drain_timeout=15)
+    used = int(_memory(rig)["used_memory"])
+    rig.assert_promises(result)
+    assert served, f"no 200 records acknowledged in 20 s from Redis at maxmemory: {result.row()}"
+    assert used < cap, f"Redis still uses {used} bytes of {cap} once the stream is drained"
