@@ -7,10 +7,10 @@ import contextlib
 import logging
 import time
 import warnings
-from collections.abc import Iterable, Mapping
+from collections.abc import Awaitable, Iterable, Mapping
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, TypeVar
 
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
@@ -35,8 +35,8 @@ from lancequeue.common.redis_client import (
     is_cluster_url_async,
 )
 from lancequeue.producer.outbox import (
+    ABANDON_ATTEMPT_S,
     ABANDON_CHUNK,
-    ABANDON_TIMEOUT_S,
     REPLY_INFLIGHT_TTL_MS,
     Outbox,
 )
@@ -55,6 +55,7 @@ logger = logging.getLogger(__name__)
 _REPLY_BLOCK_S = 1  # BLMOVE timeout: how often the reply listener checks whether to stop
 
 AsyncFuture = asyncio.Future[None]
+T = TypeVar("T")
 _ABANDON_FAILURES: tuple[type[Exception], ...] = (*REDIS_FAILURES, TimeoutError)
 
 
@@ -128,7 +129,7 @@ class AsyncProducer:
             cluster = await is_cluster_url_async(url)
             self._redis = _client(url, cluster, timeout_s)
             self._replies = _client(url, cluster, timeout_s + _REPLY_BLOCK_S)
-            self._abandoner = _client(url, cluster, ABANDON_TIMEOUT_S)
+            self._abandoner = _client(url, cluster, ABANDON_ATTEMPT_S)
             self._enqueue_script = self._redis.register_script(ENQUEUE_SCRIPT)
             self._listener = asyncio.create_task(self._listen(), name="lancequeue-replies")
             self._expirer = asyncio.create_task(
@@ -309,7 +310,7 @@ class AsyncProducer:
                     sending.give_up(sending.not_sent_in_time())
                     break
                 try:
-                    await self._connect()  # a failure here means nothing was sent
+                    await _by_deadline(sending, self._connect())  # nothing is sent by this
                 except Exception as exc:
                     if not is_connection_loss(exc):
                         sending.refused(exc)
@@ -321,7 +322,9 @@ class AsyncProducer:
                 if args is None:
                     continue  # the deadline passed meanwhile
                 try:
-                    ids = await self._enqueue_script(keys=self._outbox.script_keys, args=args)
+                    ids = await _by_deadline(
+                        sending, self._enqueue_script(keys=self._outbox.script_keys, args=args)
+                    )
                 except BaseException as exc:
                     if is_refusal(exc):
                         sending.refused(exc)
@@ -455,23 +458,20 @@ class AsyncProducer:
         script = abandoner.register_script(ABANDON_SCRIPT)
         while not self._stop_listening.is_set():
             self._due_changed.clear()
-            due_at = self._outbox.next_due()
-            now = time.monotonic()
-            if due_at is None or due_at > now:
+            due, wait_s = self._outbox.to_abandon(time.monotonic())
+            if not due:
                 with contextlib.suppress(asyncio.TimeoutError):
-                    wait = None if due_at is None else due_at - now
-                    await asyncio.wait_for(self._due_changed.wait(), wait)
+                    await asyncio.wait_for(self._due_changed.wait(), wait_s)
                 continue
-            due = self._outbox.due(now)
             for start in range(0, len(due), ABANDON_CHUNK):
                 seqs = due[start : start + ABANDON_CHUNK]
                 try:
                     call = script(
                         keys=self._outbox.abandon_keys, args=self._outbox.abandon_args(seqs)
                     )
-                    gone = await asyncio.wait_for(call, ABANDON_TIMEOUT_S)
+                    gone = await asyncio.wait_for(call, ABANDON_ATTEMPT_S)
                 except _ABANDON_FAILURES as exc:
-                    self._outbox.unknown(seqs, exc, _resolve_error)
+                    self._outbox.unreachable(seqs, exc, time.monotonic(), _resolve_error)
                     continue
                 self._outbox.abandoned(seqs, gone, _resolve_error)
 
@@ -495,6 +495,15 @@ class AsyncProducer:
         except REDIS_FAILURES:
             return  # the list expires by itself
         self._outbox.settle_all(leftovers, _resolve_ok, _resolve_error)
+
+
+async def _by_deadline(sending: Sending[AsyncFuture], call: Awaitable[T]) -> T:
+    """Await a Redis call no longer than the records' deadline: a hung Redis must not hold
+    ``enqueue`` past it. A call cut short is as a lost connection: it may have run."""
+    try:
+        return await asyncio.wait_for(call, sending.remaining_s())
+    except asyncio.TimeoutError:
+        raise RedisTimeoutError("no answer from Redis by the records' deadline") from None
 
 
 def _client(url: str, cluster: bool, socket_timeout_s: float) -> AsyncRedis:

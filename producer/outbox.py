@@ -48,9 +48,15 @@ PACK_LIMIT_REFRESH_S = 5.0
 """How often a producer re-reads the writer's ``max_batch``, the most records it packs into
 one entry."""
 
-ABANDON_TIMEOUT_S = 1.0
-"""How long abandoning a record may wait for Redis: a hung Redis makes a record's future
-resolve this much after its deadline plus ``answer_grace_ms``, with ``OutcomeUnknown``."""
+ABANDON_WITHIN_S = 1.0
+"""How long after a record's deadline plus ``answer_grace_ms`` its abandonment may take: a
+record Redis could not be asked about by then fails with ``OutcomeUnknown``. The slack of
+"every future resolves by its deadline plus the grace"."""
+ABANDON_ATTEMPT_S = 0.25
+"""How long one abandon call may wait for Redis before it is tried again (with the records due
+meanwhile), so that no record waits for another's slow try past its own slack."""
+ABANDON_RETRY_PAUSE_S = 0.05
+"""Pause before trying again to abandon records after a failed try."""
 ABANDON_CHUNK = 1000
 """Most records abandoned in one script call."""
 
@@ -103,6 +109,8 @@ class Outbox(Generic[F]):
         self._lock = threading.Lock()
         self._waiting: dict[int, Outgoing[F]] = {}
         self._expiry: list[tuple[float, int]] = []  # heap of (deadline, seq) of _waiting
+        self._retry: list[int] = []  # seqs whose abandonment failed, to try again
+        self._retry_at = 0.0
         self.on_sooner_due: Callable[[], None] | None = None
         """Called when a record numbered now is due to be abandoned before any other (so the
         driver's abandoning loop wakes for it)."""
@@ -299,22 +307,28 @@ class Outbox(Generic[F]):
 
     # -- abandoning records the writer did not answer by their deadline ----------------------
 
-    def next_due(self) -> float | None:
-        """When the next record's deadline plus the answer grace is up (monotonic), if any."""
+    def to_abandon(self, now: float) -> tuple[list[int], float | None]:
+        """What the abandoning loop does next: the sequence numbers to abandon now (records
+        unanswered at their deadline plus the answer grace, and those whose last try failed),
+        or none and how long to wait first (None: until a record is numbered)."""
         with self._lock:
-            self._drop_settled_expiries()
-            return self._expiry[0][0] + self._answer_grace_s if self._expiry else None
-
-    def due(self, now: float) -> list[int]:
-        """Sequence numbers of the records unanswered at their deadline plus the answer grace,
-        to abandon now (each once: one a writer claimed waits for its answer)."""
-        due: list[int] = []
-        with self._lock:
+            due: list[int] = []
             while self._expiry and self._expiry[0][0] + self._answer_grace_s <= now:
                 _, seq = heapq.heappop(self._expiry)
                 if seq in self._waiting:
                     due.append(seq)
-        return due
+            if self._retry and (due or now >= self._retry_at):
+                # Records whose last try failed go with any new ones (pacing the tries only
+                # while nothing new is due), so none waits past its slack behind the others.
+                due = [seq for seq in self._retry if seq in self._waiting] + due
+                self._retry = []
+            if due:
+                return due, None
+            self._drop_settled_expiries()
+            waits = [self._expiry[0][0] + self._answer_grace_s - now] if self._expiry else []
+            if self._retry:
+                waits.append(self._retry_at - now)
+            return [], max(0.0, min(waits)) if waits else None
 
     @property
     def abandon_keys(self) -> list[str]:
@@ -359,12 +373,26 @@ class Outbox(Generic[F]):
                 ),
             )
 
-    def unknown(self, seqs: list[int], cause: BaseException, fail: Fail[F]) -> None:
-        """Redis could not be reached to abandon these records in time: their outcome is
-        unknown (a writer may have claimed them before Redis became unreachable)."""
+    def unreachable(self, seqs: list[int], cause: BaseException, now: float, fail: Fail[F]) -> None:
+        """An abandon call for ``seqs`` failed (Redis unreachable or refusing). The records whose
+        slack is up before another try could end (``ABANDON_WITHIN_S`` after their deadline
+        plus the grace) fail with ``OutcomeUnknown``: a writer may have claimed them before
+        Redis became unreachable. The others are tried again (``to_abandon``)."""
+        unknown: list[Outgoing[F]] = []
         with self._lock:
-            items = [self._waiting.pop(seq) for seq in seqs if seq in self._waiting]
-        for item in items:
+            for seq in seqs:
+                item = self._waiting.get(seq)
+                if item is None:
+                    continue  # answered meanwhile
+                limit = item.deadline + self._answer_grace_s + ABANDON_WITHIN_S
+                if now + ABANDON_ATTEMPT_S < limit:
+                    self._retry.append(seq)
+                else:
+                    del self._waiting[seq]
+                    unknown.append(item)
+            # A Redis refusing connections fails at once: pace the tries.
+            self._retry_at = now + ABANDON_RETRY_PAUSE_S
+        for item in unknown:
             error = OutcomeUnknown(
                 f"the record's deadline + answer_grace_ms passed with no answer from the writer "
                 f"of {self.keys.table!r}, and Redis could not be reached to abandon it "

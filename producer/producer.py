@@ -11,14 +11,15 @@ import threading
 import time
 import warnings
 import weakref
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, TypeVar
 
 import redis
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.retry import Retry
 
 from lancequeue.common.backoff import Backoff
@@ -33,8 +34,8 @@ from lancequeue.common.protocol import (
 from lancequeue.common.redis_client import REDIS_FAILURES, SyncRedis, is_cluster_url, sync_client
 from lancequeue.producer.linger import Linger
 from lancequeue.producer.outbox import (
+    ABANDON_ATTEMPT_S,
     ABANDON_CHUNK,
-    ABANDON_TIMEOUT_S,
     REPLY_INFLIGHT_TTL_MS,
     Outbox,
     Outgoing,
@@ -52,6 +53,7 @@ from lancequeue.producer.settings import ProducerSettings
 logger = logging.getLogger(__name__)
 
 Future = concurrent.futures.Future
+T = TypeVar("T")
 
 _REPLY_BLOCK_S = 1  # BLMOVE timeout: how often the reply listener checks whether to stop
 
@@ -94,11 +96,16 @@ class Producer:
             self._replies = _client(
                 url, cluster, self.settings.redis_timeout_ms / 1000 + _REPLY_BLOCK_S
             )
-            self._abandoner = _client(url, cluster, ABANDON_TIMEOUT_S)
+            self._abandoner = _client(url, cluster, ABANDON_ATTEMPT_S)
         except BaseException:
             self._redis.close()
             raise
         self._enqueue_script = self._redis.register_script(ENQUEUE_SCRIPT)
+        # Where blocking sends run, one at a time, so that a caller can stop waiting for one
+        # at its records' deadline (see _by_deadline).
+        self._calls = concurrent.futures.ThreadPoolExecutor(
+            1, thread_name_prefix=f"lancequeue-send-{table}"
+        )
         self._abandon_script = self._abandoner.register_script(ABANDON_SCRIPT)
         # One send at a time, so sequence numbers follow stream order; _sender is the send
         # holding the lock (what blocks it tells the others what they fail with).
@@ -231,6 +238,7 @@ class Producer:
                     "producer closed before the writer answered; the record may still be written"
                 ),
             )
+        self._calls.shutdown(wait=False, cancel_futures=True)
         self._redis.close()
         self._replies.close()
         self._abandoner.close()
@@ -343,9 +351,9 @@ class Producer:
                     sending.give_up(sending.not_sent_in_time())
                     break
                 try:
-                    self._connect()  # a failure here means nothing was sent
+                    self._by_deadline(sending, self._connect)  # nothing is sent by this
                 except Exception as exc:
-                    if not is_connection_loss(exc):
+                    if not is_connection_loss(exc) and not isinstance(exc, _NotStarted):
                         sending.refused(exc)
                         break
                     sending.unreachable(exc)
@@ -355,7 +363,10 @@ class Producer:
                 if args is None:
                     continue  # the deadline passed meanwhile
                 try:
-                    ids = self._enqueue_script(keys=self._outbox.script_keys, args=args)
+                    ids = self._by_deadline(sending, self._run_enqueue_script, args)
+                except _NotStarted as exc:
+                    sending.unreachable(exc)
+                    continue
                 except BaseException as exc:
                     if is_refusal(exc):
                         sending.refused(exc)
@@ -390,6 +401,29 @@ class Producer:
                     self._pause(sending, backoff)
         finally:
             _close_quietly(pubsub)
+
+    def _by_deadline(self, sending: Sending[Future[None]], call: Callable[..., T], *args: Any) -> T:
+        """``call(*args)`` on the producer's Redis thread, waiting no longer than the records'
+        deadline: a hung Redis must not hold ``enqueue`` past it. Calls run one at a time, in
+        order, so one left running (its outcome unknown, like a lost connection's) goes
+        before the next. Raises ``_NotStarted`` if the call had not even started (nothing was
+        sent), a Redis ``TimeoutError`` if it had."""
+        try:
+            running = self._calls.submit(call, *args)
+        except RuntimeError:  # the interpreter is exiting: an atexit close() sends what is left
+            return call(*args)
+        try:
+            return running.result(timeout=sending.remaining_s())
+        except concurrent.futures.TimeoutError:
+            if running.cancel():
+                raise _NotStarted("Redis is still busy with this producer's call before") from None
+            raise RedisTimeoutError(
+                "no answer from Redis by the records' deadline; the call goes on without them"
+            ) from None
+
+    def _run_enqueue_script(self, args: list[bytes | str | int]) -> list[bytes]:
+        ids: list[bytes] = self._enqueue_script(keys=self._outbox.script_keys, args=args)
+        return ids
 
     def _connect(self) -> None:
         """Have the pool's next connection connected (a stale one is replaced), so that the
@@ -465,17 +499,15 @@ class Producer:
         """Abandon each record the writer has not answered by its deadline plus the answer
         grace, in Redis, atomically against the writer's claim: one abandoned fails with
         ``WriteTimeout`` (never written), one claimed waits for its answer. It runs apart from
-        the reply listener, whose reads may block on a hung Redis: a record's future resolves
-        by its deadline plus the grace plus ``ABANDON_TIMEOUT_S`` (``OutcomeUnknown`` if Redis
-        does not answer by then)."""
+        the reply listener, whose reads may block on a hung Redis, and tries in short calls,
+        so a record's future resolves within ``ABANDON_WITHIN_S`` of its deadline plus the
+        grace (``OutcomeUnknown`` if Redis could not be asked by then)."""
         while not self._stop_listening.is_set():
             self._due_changed.clear()
-            due_at = self._outbox.next_due()
-            now = time.monotonic()
-            if due_at is None or due_at > now:
-                self._due_changed.wait(None if due_at is None else due_at - now)
+            due, wait_s = self._outbox.to_abandon(time.monotonic())
+            if not due:
+                self._due_changed.wait(wait_s)
                 continue
-            due = self._outbox.due(now)
             for start in range(0, len(due), ABANDON_CHUNK):
                 seqs = due[start : start + ABANDON_CHUNK]
                 try:
@@ -483,7 +515,7 @@ class Producer:
                         keys=self._outbox.abandon_keys, args=self._outbox.abandon_args(seqs)
                     )
                 except REDIS_FAILURES as exc:
-                    self._outbox.unknown(seqs, exc, _resolve_error)
+                    self._outbox.unreachable(seqs, exc, time.monotonic(), _resolve_error)
                     continue
                 self._outbox.abandoned(seqs, gone, _resolve_error)
 
@@ -514,6 +546,10 @@ class Producer:
         except REDIS_FAILURES:
             return  # the list expires by itself
         self._outbox.settle_all(leftovers, _resolve_ok, _resolve_error)
+
+
+class _NotStarted(Exception):
+    """A call to Redis waited for the one before it past the records' deadline: never run."""
 
 
 def _client(url: str, cluster: bool, socket_timeout_s: float) -> SyncRedis:

@@ -17,7 +17,7 @@ from lancequeue.common.errors import (
     WriteTimeout,
 )
 from lancequeue.common.protocol import encode_results, error_payload, record_digest
-from lancequeue.producer.outbox import Outbox, Outgoing
+from lancequeue.producer.outbox import ABANDON_RETRY_PAUSE_S, Outbox, Outgoing
 
 Future = concurrent.futures.Future[None]
 DUPLICATE = error_payload("WriteFailed", "a copy", "Duplicate")
@@ -92,24 +92,29 @@ def test_records_due_are_abandoned_or_wait_for_the_writer_that_claimed_them(
     outbox: Outbox[Future],
 ) -> None:
     first, second, third = sent(outbox, b"a", b"b", b"c", deadline=10.0)
-    assert outbox.next_due() == 11.0  # deadline plus the grace
-    assert outbox.due(10.5) == []
-    due = outbox.due(11.0)
+    assert outbox.to_abandon(10.5) == ([], 0.5)  # due at the deadline plus the grace
+    due, _ = outbox.to_abandon(11.0)
     assert due == [first.seq, second.seq, third.seq]
     outbox.abandoned(due, [str(first.seq).encode(), third.seq], fail)
     assert isinstance(first.future.exception(), WriteTimeout)
     assert isinstance(third.future.exception(), WriteTimeout)
     assert not second.future.done() and second.claimed  # a writer owes it its answer
-    assert outbox.due(1000.0) == []  # abandoned once, never again
+    assert outbox.to_abandon(1000.0) == ([], None)  # abandoned once, never again
     answer(outbox, (second.seq, None, second.digest))
     assert second.future.result() is None
 
 
-def test_records_that_could_not_be_abandoned_end_with_an_unknown_outcome(
+def test_a_record_redis_cannot_be_asked_about_is_tried_again_then_ends_unknown_within_its_slack(
     outbox: Outbox[Future],
 ) -> None:
     (item,) = sent(outbox, b"a", deadline=10.0)
-    outbox.unknown(outbox.due(11.0), ConnectionError("refused"), fail)
+    due, _ = outbox.to_abandon(11.0)
+    outbox.unreachable(due, ConnectionError("refused"), 11.0, fail)
+    assert not item.future.done()  # its slack (ABANDON_WITHIN_S) is not up: tried again
+    assert outbox.to_abandon(11.0) == ([], pytest.approx(ABANDON_RETRY_PAUSE_S))
+    due, _ = outbox.to_abandon(11.5)
+    assert due == [item.seq]
+    outbox.unreachable(due, TimeoutError("no answer"), 11.8, fail)  # another try would end late
     error = item.future.exception()
     assert isinstance(error, OutcomeUnknown) and isinstance(error, TimeoutError)
     assert "may or may not be in the table" in str(error)
@@ -124,3 +129,15 @@ def test_a_record_numbered_with_an_earlier_due_time_wakes_the_abandoning_loop(
     sent(outbox, b"b", deadline=60.0)
     sent(outbox, b"c", deadline=20.0)
     assert woken == [True, True]  # the first, and the one due sooner than all others
+
+
+def test_records_whose_try_failed_go_again_with_every_new_record_due_so_none_starves(
+    outbox: Outbox[Future],
+) -> None:
+    (early,) = sent(outbox, b"a", deadline=10.0)
+    (late,) = sent(outbox, b"b", deadline=10.02)
+    due, _ = outbox.to_abandon(11.0)
+    outbox.unreachable(due, TimeoutError("no answer"), 11.0, fail)
+    # Before the pause after a failed try is over, a new record is due: both go now.
+    due, _ = outbox.to_abandon(11.02)
+    assert due == [early.seq, late.seq]

@@ -69,4 +69,3 @@ def refusal(rows: Any) -> None:
     column, _, value = spec.partition("=")
     if column in rows.column_names and value in {str(v) for v in rows.column(column).to_pylist()}:
         raise ValueError(f"the table refuses {column}={value} (LANCEQUEUE_REFUSE)")
-
