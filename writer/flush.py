@@ -22,15 +22,13 @@ from lancequeue.common.errors import WriterReplaced
 from lancequeue.common.protocol import error_payload
 from lancequeue.writer.dedupe import SeenSequences
 from lancequeue.writer.entries import Entry
+from lancequeue.writer.refusals import is_data_error
 from lancequeue.writer.sink import TableSink
 from lancequeue.writer.watermark import SKIPPED_SILENTLY, Outcome, Watermark, parse_id
 
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
-
-_DATA_ERRORS = (pa.ArrowInvalid, pa.ArrowTypeError, ValueError, TypeError)
-"""Append failures caused by the data itself: bisected, not retried."""
 
 
 @dataclass
@@ -170,7 +168,7 @@ class BatchSettler:
         if not isinstance(outcome, BaseException):
             written.add(rows, outcome, batch.num_rows)
             return True
-        if not isinstance(outcome, _DATA_ERRORS):
+        if not is_data_error(outcome):
             self._fail(rows, result, outcome)
             return False
         if len(rows) == 1:
@@ -209,10 +207,11 @@ class BatchSettler:
                 return await step()
             except WriterReplaced:
                 raise
-            except _DATA_ERRORS as exc:
-                logger.warning("append of %d rows refused: %s", rows, exc)
-                return exc
-            except Exception as exc:  # I/O, object store, conflicts: worth another try
+            except Exception as exc:
+                if is_data_error(exc):  # bisected by the caller: no retry would help
+                    logger.warning("append of %d rows refused: %s", rows, exc)
+                    return exc
+                # I/O, object store, conflicts: worth another try
                 if attempt == self._retry.retries:
                     logger.error(
                         "append of %d rows failed %d times; answering WriteFailed: %s: %s",
