@@ -28,6 +28,7 @@ from lance.commit import CommitConflictError
 
 from lancequeue.common.errors import ConfigError, WriterReplaced
 from lancequeue.writer.arrow_batch import BatchBuilder, Records
+from lancequeue.writer.bad_vectors import BadVectorPolicy
 from lancequeue.writer.faults import crash_point, refusal
 from lancequeue.writer.loading import load_object
 from lancequeue.writer.schema_inference import infer_schema
@@ -73,8 +74,10 @@ class TableSink:
         schema: pa.Schema | None,
         metadata_cache_bytes: int,
         storage_options: Mapping[str, str] | None = None,
+        bad_vectors: BadVectorPolicy | None = None,
     ) -> None:
         self.uri = uri
+        self._bad_vectors = bad_vectors
         self._storage_options = dict(storage_options) if storage_options else None
         self.name = name
         self._configured_schema = schema
@@ -95,10 +98,18 @@ class TableSink:
         schema: pa.Schema | None,
         metadata_cache_bytes: int,
         storage_options: Mapping[str, str] | None = None,
+        bad_vectors: BadVectorPolicy | None = None,
     ) -> TableSink:
         """The sink of table ``name`` in the database at ``db_uri`` (``storage_options`` go to
         Lance's object store), opened if the table exists, created if a schema is given."""
-        sink = cls(table_uri(db_uri, name), name, schema, metadata_cache_bytes, storage_options)
+        sink = cls(
+            table_uri(db_uri, name),
+            name,
+            schema,
+            metadata_cache_bytes,
+            storage_options,
+            bad_vectors,
+        )
         existing = await asyncio.to_thread(sink._open_existing)
         if existing is not None:
             await sink._use(existing)
@@ -147,7 +158,7 @@ class TableSink:
 
     async def _use(self, dataset: lance.LanceDataset) -> None:
         self._dataset = dataset
-        self._builder = BatchBuilder(dataset.schema)
+        self._builder = BatchBuilder(dataset.schema, self._bad_vectors)
         self.rows = await asyncio.to_thread(dataset.count_rows)
         self.version = dataset.version
         logger.info("table %r: %d rows, version %d", self.name, self.rows, self.version)

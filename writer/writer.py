@@ -134,6 +134,7 @@ class Writer:
                 self._schema,
                 settings.metadata_cache_bytes,
                 settings.storage_options,
+                settings.bad_vectors,
             )
             lease = Lease(self._redis, self.keys, self.consumer, settings.lease_ms)
             self._lease = lease
