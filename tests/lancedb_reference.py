@@ -7,10 +7,12 @@ through lancequeue on another, then compares what each accepted and the rows eac
 from __future__ import annotations
 
 import math
+from collections.abc import Collection
 from typing import Any
 
 import lancedb
 import pyarrow as pa
+import pyarrow.compute as pc
 
 
 def add_one_by_one(table: Any, records: list[dict[str, Any]], **add_options: Any) -> list[bool]:
@@ -33,9 +35,12 @@ def reference_table(db_uri: str, name: str, schema: pa.Schema | Any) -> Any:
     return lancedb.connect(db_uri).create_table(name, schema=schema)
 
 
-def rows(db_uri: str, name: str) -> list[dict[str, Any]]:
-    """The rows of table ``name`` ordered by ``id``, NaN made comparable ("NaN")."""
+def rows(db_uri: str, name: str, ids: Collection[int] | None = None) -> list[dict[str, Any]]:
+    """The rows of table ``name`` ordered by ``id`` (only those of ``ids`` if given: a value
+    ``add()`` stored may not even convert to Python), NaN made comparable ("NaN")."""
     table = lancedb.connect(db_uri).open_table(name).to_arrow().sort_by("id")
+    if ids is not None:
+        table = table.filter(pc.is_in(table["id"], pa.array(sorted(ids), pa.int64())))
     return [_comparable(row) for row in table.to_pylist()]
 
 

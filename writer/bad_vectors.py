@@ -97,6 +97,9 @@ class BadVectors:
                     rejected[index] = f"field {name!r}: {why}: dropped (on_bad_vectors=drop)"
                 elif mode == "null":
                     rows[index] = {**row, name: None}
+                elif isinstance(row[name], list) and not row[name]:
+                    # add() types [] as a list of nulls, which it cannot fill: it refuses it.
+                    rejected[index] = f"field {name!r}: {why}; an empty list is not filled"
                 else:
                     rows[index] = {**row, name: _filled(row[name], dim, self.policy.fill_value)}
 
