@@ -2,8 +2,9 @@
 
 Each record is checked against the schema on its own; a record that does not fit is rejected
 with a message naming the field, and the others still make the batch. On the way in, records get
-what LanceDB's ``table.add()`` would give them: the vectors the table's embedding functions
-compute (``embeddings``), bad vectors refused, dropped, filled or nulled (``bad_vectors``).
+what LanceDB's ``table.add()`` would give them: dicts and lists for JSON columns as JSON text
+(``json_columns``), the vectors the table's embedding functions compute (``embeddings``), bad
+vectors refused, dropped, filled or nulled (``bad_vectors``).
 Vector columns (fixed-size lists of floats) are built from one contiguous float buffer, never
 from Python floats one by one.
 """
@@ -18,6 +19,7 @@ import pyarrow as pa
 
 from lancequeue.writer.bad_vectors import BadVectorPolicy, BadVectors, is_vector_type
 from lancequeue.writer.embeddings import TableEmbeddings
+from lancequeue.writer.json_columns import JsonColumns
 from lancequeue.writer.schema_inference import is_empty
 from lancequeue.writer.values import unchecked_types, value_problem
 
@@ -39,6 +41,7 @@ class BatchBuilder:
         self._unchecked = {
             field.name: unchecked_types(field.type) | {type(None)} for field in schema
         }
+        self._json = JsonColumns(schema)
         self._embeddings = TableEmbeddings.of(schema)
         self._computed = self._embeddings.vector_columns if self._embeddings else set()
         self._bad_vectors = BadVectors(schema, bad_vectors or BadVectorPolicy(), self._computed)
@@ -53,6 +56,8 @@ class BatchBuilder:
             if reason is not None:
                 rejected[index] = reason
         rows = list(records)  # a record given a vector is replaced by a copy, never changed
+        if self._json:
+            self._json.apply(rows, rejected)
         computed = self._embeddings.compute(rows, rejected) if self._embeddings else {}
         self._bad_vectors.apply(rows, rejected, computed)
         for index, row in enumerate(rows):  # computed vector columns may be required too
@@ -109,13 +114,13 @@ class BatchBuilder:
         if lossy:
             return None, lossy
         try:
-            return pa.array(values, type=field.type), {}
+            return _arrow_array(values, field.type), {}
         except (pa.ArrowException, TypeError, ValueError, OverflowError):
             pass
         bad: dict[int, str] = {}
         for position, value in enumerate(values):
             try:
-                pa.array([value], type=field.type)
+                _arrow_array([value], field.type)
             except (pa.ArrowException, TypeError, ValueError, OverflowError) as exc:
                 bad[position] = (
                     f"field {field.name!r}: expected {field.type}, got "
@@ -127,6 +132,30 @@ class BatchBuilder:
                 for p in range(len(values))
             }
         return None, bad
+
+
+def _arrow_array(values: list[Any], data_type: pa.DataType) -> pa.Array:
+    """``pa.array(values, type=data_type)``, also where an extension type (JSON) is nested in a
+    struct or a list, which pyarrow cannot build from Python values: built as its storage
+    type, then cast."""
+    storage = _storage_type(data_type)
+    if storage == data_type:
+        return pa.array(values, type=data_type)
+    return pa.array(values, type=storage).cast(data_type)
+
+
+def _storage_type(data_type: pa.DataType) -> pa.DataType:
+    if isinstance(data_type, pa.BaseExtensionType):
+        return _storage_type(data_type.storage_type)
+    if pa.types.is_struct(data_type):
+        fields = [data_type.field(i) for i in range(data_type.num_fields)]
+        return pa.struct([f.with_type(_storage_type(f.type)) for f in fields])
+    if pa.types.is_list(data_type):
+        return pa.list_(data_type.value_field.with_type(_storage_type(data_type.value_type)))
+    if pa.types.is_large_list(data_type):
+        value_field = data_type.value_field
+        return pa.large_list(value_field.with_type(_storage_type(data_type.value_type)))
+    return data_type
 
 
 def _vector_column(field: pa.Field, values: list[Any]) -> tuple[pa.Array | None, dict[int, str]]:

@@ -15,6 +15,8 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from lancequeue.writer.json_columns import is_json_type, json_text_problem
+
 _FLOAT_MAX = {16: float(np.finfo(np.float16).max), 32: float(np.finfo(np.float32).max)}
 _MICROS_PER_UNIT = {"s": 1_000_000, "ms": 1000}
 
@@ -38,6 +40,8 @@ def unchecked_types(data_type: pa.DataType) -> frozenset[type]:
 def value_problem(value: Any, data_type: pa.DataType) -> str | None:
     """Why ``value`` (not None) cannot go into a column of ``data_type`` as it is, or None."""
     expected = f"expected {data_type}, got {type(value).__name__}"
+    if is_json_type(data_type):  # dicts and lists were made JSON text already (json_columns)
+        return json_text_problem(value)
     if pa.types.is_boolean(data_type):
         return None if isinstance(value, (bool, np.bool_)) else expected
     if pa.types.is_integer(data_type):
