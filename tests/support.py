@@ -84,14 +84,23 @@ def cli_env(**extra: str) -> dict[str, str]:
 class WriterProcess:
     """``lancequeue writer`` as a real subprocess."""
 
-    def __init__(self, args: list[str], log_path: Path, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        args: list[str],
+        log_path: Path,
+        env: dict[str, str] | None = None,
+        command: list[str] | None = None,
+        cwd: Path | None = None,
+    ) -> None:
+        """``command`` (default: ``CLI``) is the ``lancequeue`` to run, from ``cwd``."""
         self.log_path = log_path
         self._log = open(log_path, "ab")  # noqa: SIM115 - closed in wait()/close()
         self.process = subprocess.Popen(
-            [*CLI, "-v", "writer", *args],
+            [*(command or CLI), "-v", "writer", *args],
             stdout=self._log,
             stderr=subprocess.STDOUT,
             env=env or cli_env(),
+            cwd=cwd,
         )
 
     def signal(self, signum: int) -> None:

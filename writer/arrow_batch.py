@@ -1,9 +1,12 @@
 """Turning decoded records into one Arrow table for the table's schema.
 
 Each record is checked against the schema on its own; a record that does not fit is rejected
-with a message naming the field, and the others still make the batch. Vector columns
-(fixed-size lists of floats) are built from one contiguous float32 buffer, never from Python
-floats one by one.
+with a message naming the field, and the others still make the batch. On the way in, records get
+what LanceDB's ``table.add()`` would give them: dicts and lists for JSON columns as JSON text
+(``json_columns``), the vectors the table's embedding functions compute (``embeddings``), bad
+vectors refused, dropped, filled or nulled (``bad_vectors``).
+Vector columns (fixed-size lists of floats) are built from one contiguous float buffer, never
+from Python floats one by one.
 """
 
 from __future__ import annotations
@@ -14,6 +17,9 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from lancequeue.writer.bad_vectors import BadVectorPolicy, BadVectors, is_vector_type
+from lancequeue.writer.embeddings import TableEmbeddings
+from lancequeue.writer.json_columns import JsonColumns
 from lancequeue.writer.schema_inference import is_empty
 from lancequeue.writer.values import unchecked_types, value_problem
 
@@ -22,38 +28,54 @@ logger = logging.getLogger(__name__)
 Records = list[dict[str, Any]]
 
 
-def is_vector_type(data_type: pa.DataType) -> bool:
-    return bool(
-        pa.types.is_fixed_size_list(data_type) and pa.types.is_floating(data_type.value_type)
-    )
-
-
 class BatchBuilder:
-    """Builds Arrow tables of one schema from records, rejecting those that do not fit."""
+    """Builds Arrow tables of one schema from records, rejecting those that do not fit.
 
-    def __init__(self, schema: pa.Schema) -> None:
+    The schema's metadata may name embedding functions (a table created from a ``LanceModel``
+    with a ``VectorField``): they must be registered in this process, else ``ConfigError``.
+    ``bad_vectors`` is the writer's ``on_bad_vectors`` (default: refuse them)."""
+
+    def __init__(self, schema: pa.Schema, bad_vectors: BadVectorPolicy | None = None) -> None:
         self.schema = schema
         self._names = set(schema.names)
         self._unchecked = {
             field.name: unchecked_types(field.type) | {type(None)} for field in schema
         }
+        self._json = JsonColumns(schema)
+        self._embeddings = TableEmbeddings.of(schema)
+        self._computed = self._embeddings.vector_columns if self._embeddings else set()
+        self._bad_vectors = BadVectors(schema, bad_vectors or BadVectorPolicy(), self._computed)
+
+    @property
+    def computes(self) -> bool:
+        """Whether building calls the table's embedding functions (slow: not on the loop)."""
+        return self._embeddings is not None
 
     def build(self, records: Records) -> tuple[pa.Table | None, dict[int, str]]:
         """Return the table of the records that fit (None if none do) and, for each record
-        that does not, its index and the reason."""
+        that does not, its index and the reason. Raises ``EmbeddingFailed`` if an embedding
+        function fails (the batch cannot be built; nothing is the records' fault)."""
         rejected: dict[int, str] = {}
         for index, record in enumerate(records):
-            reason = self._check_fields(record)
+            reason = self._check_fields(record, self._computed)
             if reason is not None:
                 rejected[index] = reason
+        rows = list(records)  # a record given a vector is replaced by a copy, never changed
+        if self._json:
+            self._json.apply(rows, rejected)
+        computed = self._embeddings.compute(rows, rejected) if self._embeddings else {}
+        self._bad_vectors.apply(rows, rejected, computed)
+        for index, row in enumerate(rows):  # computed vector columns may be required too
+            if index not in rejected and (reason := self._check_required(row, self._computed)):
+                rejected[index] = reason
         while True:
-            keep = [i for i in range(len(records)) if i not in rejected]
+            keep = [i for i in range(len(rows)) if i not in rejected]
             if not keep:
                 return None, rejected
-            rows = [records[i] for i in keep]
+            kept = [rows[i] for i in keep]
             columns: list[pa.Array] = []
             for field in self.schema:
-                values = [row.get(field.name) for row in rows]
+                values = [row.get(field.name) for row in kept]
                 column, bad = self._column(field, values)
                 if bad:
                     for position, reason in bad.items():
@@ -64,15 +86,18 @@ class BatchBuilder:
             else:
                 return pa.Table.from_arrays(columns, schema=self.schema), rejected
 
-    def _check_fields(self, record: dict[str, Any]) -> str | None:
+    def _check_fields(self, record: dict[str, Any], computed: set[str]) -> str | None:
         for name, value in record.items():
             if name not in self._names and not is_empty(value):  # no value: nothing lost
                 return (
                     f"unknown field {name!r}; the table's columns are "
                     f"{', '.join(self.schema.names) or '(none)'}"
                 )
+        return self._check_required(record, set(self._names) - computed)
+
+    def _check_required(self, record: dict[str, Any], names: set[str]) -> str | None:
         for field in self.schema:
-            if record.get(field.name) is None and not field.nullable:
+            if field.name in names and record.get(field.name) is None and not field.nullable:
                 if field.name in record:
                     return f"field {field.name!r} is required and may not be null"
                 return f"missing required field {field.name!r}"
@@ -94,13 +119,13 @@ class BatchBuilder:
         if lossy:
             return None, lossy
         try:
-            return pa.array(values, type=field.type), {}
+            return _arrow_array(values, field.type), {}
         except (pa.ArrowException, TypeError, ValueError, OverflowError):
             pass
         bad: dict[int, str] = {}
         for position, value in enumerate(values):
             try:
-                pa.array([value], type=field.type)
+                _arrow_array([value], field.type)
             except (pa.ArrowException, TypeError, ValueError, OverflowError) as exc:
                 bad[position] = (
                     f"field {field.name!r}: expected {field.type}, got "
@@ -114,6 +139,30 @@ class BatchBuilder:
         return None, bad
 
 
+def _arrow_array(values: list[Any], data_type: pa.DataType) -> pa.Array:
+    """``pa.array(values, type=data_type)``, also where an extension type (JSON) is nested in a
+    struct or a list, which pyarrow cannot build from Python values: built as its storage
+    type, then cast."""
+    storage = _storage_type(data_type)
+    if storage == data_type:
+        return pa.array(values, type=data_type)
+    return pa.array(values, type=storage).cast(data_type)
+
+
+def _storage_type(data_type: pa.DataType) -> pa.DataType:
+    if isinstance(data_type, pa.BaseExtensionType):
+        return _storage_type(data_type.storage_type)
+    if pa.types.is_struct(data_type):
+        fields = [data_type.field(i) for i in range(data_type.num_fields)]
+        return pa.struct([f.with_type(_storage_type(f.type)) for f in fields])
+    if pa.types.is_list(data_type):
+        return pa.list_(data_type.value_field.with_type(_storage_type(data_type.value_type)))
+    if pa.types.is_large_list(data_type):
+        value_field = data_type.value_field
+        return pa.large_list(value_field.with_type(_storage_type(data_type.value_type)))
+    return data_type
+
+
 def _vector_column(field: pa.Field, values: list[Any]) -> tuple[pa.Array | None, dict[int, str]]:
     dim = field.type.list_size
     value_type = field.type.value_type.to_pandas_dtype()
@@ -122,8 +171,11 @@ def _vector_column(field: pa.Field, values: list[Any]) -> tuple[pa.Array | None,
         for value in values
     ):
         # The common case: every vector arrived as raw bytes of the column's own type, each
-        # a view over its record's buffer. One copy into one contiguous buffer; nothing to check.
+        # a view over its record's buffer. One copy into one contiguous buffer, one NaN scan.
         flat = np.concatenate(values) if values else np.zeros(0, dtype=value_type)
+        nan_rows = np.flatnonzero(np.isnan(flat).reshape(-1, dim).any(axis=1)) if dim else ()
+        if len(nan_rows):
+            return None, {int(position): _nan(field) for position in nan_rows}
         return pa.FixedSizeListArray.from_arrays(pa.array(flat), dim), {}
     parts: list[np.ndarray] = []
     bad: dict[int, str] = {}
@@ -143,12 +195,21 @@ def _vector_column(field: pa.Field, values: list[Any]) -> tuple[pa.Array | None,
         if overflowed and np.isfinite(np.asarray(value, dtype=np.float64)).all():
             bad[position] = f"field {field.name!r}: values out of range for {field.type}"
             continue
+        if np.isnan(vector).any():
+            bad[position] = _nan(field)
+            continue
         parts.append(vector)
     if bad:
         return None, bad
     flat = pa.array(np.concatenate(parts) if parts else np.zeros(0, dtype=value_type))
     mask = pa.array([v is None for v in values]) if nulls else None
     return pa.FixedSizeListArray.from_arrays(flat, dim, mask=mask), {}
+
+
+def _nan(field: pa.Field) -> str:
+    return (
+        f"field {field.name!r}: the vector holds NaN values, which LanceDB refuses (on_bad_vectors)"
+    )
 
 
 def _vector_problem(value: Any, dim: int) -> str | None:

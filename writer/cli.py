@@ -42,9 +42,12 @@ def settings_options(command: Callable[..., Any]) -> Callable[..., Any]:
         click_type: Any = (
             click.INT
             if isinstance(default, int)
+            else click.FLOAT
+            if isinstance(default, float)
             else (click.Path(path_type=Path) if settings_field.name == "data_dir" else click.STRING)
         )
-        many = settings_field.name == "table"  # one writer process may serve several tables
+        # One writer process may serve several tables; it may import several modules.
+        many = settings_field.name in ("table", "imports")
         pairs = settings_field.name == "storage_options"
         command = click.option(
             flag,
@@ -58,7 +61,11 @@ def settings_options(command: Callable[..., Any]) -> Callable[..., Any]:
             show_default=not required and default is not None,
             show_envvar=True,
             help=settings_field.metadata["help"]
-            + (" Repeat it to serve several tables from one process." if many else ""),
+            + (
+                " Repeat it to serve several tables from one process."
+                if settings_field.name == "table"
+                else ""
+            ),
         )(command)
     return command
 
@@ -88,6 +95,8 @@ def writer_command(check: bool, **options: Any) -> None:
     SIGTERM or Ctrl-C: stop reading, flush what is in hand, answer, exit 0. A second signal
     exits at once; unacked records stay pending for the next writer.
     """
+    if os.getcwd() not in sys.path:  # --import, --schema and --on-flushed find modules here
+        sys.path.insert(0, os.getcwd())
     tables: tuple[str, ...] = options.pop("table")
     if not tables:
         raise click.UsageError("Missing option '--table'.")

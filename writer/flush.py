@@ -24,15 +24,13 @@ from lancequeue.common.protocol import error_payload
 from lancequeue.writer.claims import BatchClaim, Ranges
 from lancequeue.writer.dedupe import SeenSequences
 from lancequeue.writer.entries import Entry
+from lancequeue.writer.refusals import is_data_error
 from lancequeue.writer.sink import TableSink
 from lancequeue.writer.watermark import SKIPPED_SILENTLY, Outcome, Watermark, parse_id
 
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
-
-_DATA_ERRORS = (pa.ArrowInvalid, pa.ArrowTypeError, ValueError, TypeError)
-"""Append failures caused by the data itself: bisected, not retried."""
 
 
 @dataclass
@@ -149,10 +147,16 @@ class BatchSettler:
                 records = [entry.record for entry in writable if entry.record is not None]
             if not writable:
                 return prepared
-            batch, rejected = self._sink.build(records)
+            batch, rejected = await self._sink.build(records)
         except WriterReplaced:
             raise
-        except Exception as exc:  # creating the table failed: answer, keep serving
+        except Exception as exc:  # creating the table or an embedding function failed
+            logger.error(
+                "batch of %d records not built: %s: %s; answering WriteFailed",
+                len(writable),
+                type(exc).__name__,
+                exc,
+            )
             self._fail(writable, result, exc)
             return prepared
         for index, reason in rejected.items():
@@ -219,7 +223,7 @@ class BatchSettler:
         if not isinstance(outcome, BaseException):
             written.add(rows, outcome, batch.num_rows)
             return True
-        if not isinstance(outcome, _DATA_ERRORS):
+        if not is_data_error(outcome):
             self._fail(rows, result, outcome)
             return False
         if len(rows) == 1:
@@ -258,10 +262,11 @@ class BatchSettler:
                 return await step()
             except WriterReplaced:
                 raise
-            except _DATA_ERRORS as exc:
-                logger.warning("append of %d rows refused: %s", rows, exc)
-                return exc
-            except Exception as exc:  # I/O, object store, conflicts: worth another try
+            except Exception as exc:
+                if is_data_error(exc):  # bisected by the caller: no retry would help
+                    logger.warning("append of %d rows refused: %s", rows, exc)
+                    return exc
+                # I/O, object store, conflicts: worth another try
                 if attempt == self._retry.retries:
                     logger.error(
                         "append of %d rows failed %d times; answering WriteFailed: %s: %s",

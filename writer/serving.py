@@ -150,6 +150,7 @@ class TableServer:
             lease,
             lease.consumer,
             settings.storage_options,
+            settings.bad_vectors,
         )
         group = StreamGroup(redis, keys, lease)
         what = f"table {settings.table!r}"

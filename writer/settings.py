@@ -11,7 +11,9 @@ from typing import Any
 from lancequeue.common.connection import default_data_dir
 from lancequeue.common.errors import ConfigError
 from lancequeue.common.keys import check_table_name
+from lancequeue.writer.bad_vectors import BadVectorPolicy
 from lancequeue.writer.compaction import CompactionPolicy
+from lancequeue.writer.imports import load_imports
 
 
 def _option(flag: str, help: str) -> dict[str, str]:
@@ -179,9 +181,41 @@ class WriterSettings:
             "--metrics-port", "Serve Prometheus metrics on this port at /metrics (0: off)."
         ),
     )
+    on_bad_vectors: str = field(
+        default="error",
+        metadata=_option(
+            "--on-bad-vectors",
+            "What to do with a bad vector (NaN values or the wrong length), as LanceDB's "
+            "table.add(on_bad_vectors=...): error (reject the record), drop (reject it as "
+            "dropped), fill (replace NaN and missing values with --fill-value, cut a longer "
+            "vector), null (write a null vector). As in LanceDB, drop, fill and null apply to "
+            "the columns an embedding function computes and those named vector or embedding; "
+            "NaN elsewhere is always rejected.",
+        ),
+    )
+    fill_value: float = field(
+        default=0.0,
+        metadata=_option("--fill-value", "The value --on-bad-vectors fill writes."),
+    )
+    imports: tuple[str, ...] = field(
+        default=(),
+        metadata=_option(
+            "--import",
+            "Module imported before the table is opened, e.g. one registering custom LanceDB "
+            "embedding functions the table uses; repeat it for several. The current "
+            "directory is on the module path.",
+        ),
+    )
 
     def __post_init__(self) -> None:
         check_table_name(self.table)
+        BadVectorPolicy(self.on_bad_vectors, self.fill_value)  # raises ConfigError if bad
+        object.__setattr__(self, "fill_value", float(self.fill_value))
+        if isinstance(self.imports, str) or not all(isinstance(m, str) for m in self.imports):
+            raise ConfigError(f"imports must be a list of module names, got {self.imports!r}")
+        object.__setattr__(self, "imports", tuple(self.imports))
+        # Before anything opens the table: the modules may register its embedding functions.
+        load_imports(self.imports)
         if self.storage_options is not None:
             if not isinstance(self.storage_options, Mapping) or not all(
                 isinstance(key, str) and isinstance(value, str)
@@ -230,6 +264,10 @@ class WriterSettings:
                 f"max_queue_size ({self.max_queue_size}) must be at least max_batch "
                 f"({self.max_batch})"
             )
+
+    @property
+    def bad_vectors(self) -> BadVectorPolicy:
+        return BadVectorPolicy(self.on_bad_vectors, self.fill_value)
 
     @property
     def resolved_data_dir(self) -> Path:

@@ -32,6 +32,7 @@ from lance.optimize import Compaction, CompactionOptions
 
 from lancequeue.common.errors import ConfigError, WriterReplaced
 from lancequeue.writer.arrow_batch import BatchBuilder, Records
+from lancequeue.writer.bad_vectors import BadVectorPolicy
 from lancequeue.writer.faults import crash_point, pause_point, refusal
 from lancequeue.writer.loading import load_object
 from lancequeue.writer.schema_inference import infer_schema
@@ -87,8 +88,10 @@ class TableSink:
         token: int,
         consumer: str,
         storage_options: Mapping[str, str] | None = None,
+        bad_vectors: BadVectorPolicy | None = None,
     ) -> None:
         self.uri = uri
+        self._bad_vectors = bad_vectors
         self._storage_options = dict(storage_options) if storage_options else None
         self.name = name
         self._configured_schema = schema
@@ -112,6 +115,7 @@ class TableSink:
         lease: TokenSource,
         consumer: str,
         storage_options: Mapping[str, str] | None = None,
+        bad_vectors: BadVectorPolicy | None = None,
     ) -> tuple[TableSink, Watermark | None]:
         """The sink of table ``name`` in the database at ``db_uri`` (``storage_options`` go to
         Lance's object store) for the writer holding ``lease``: the table is opened and fenced
@@ -126,6 +130,7 @@ class TableSink:
             lease.token,
             consumer,
             storage_options,
+            bad_vectors,
         )
         existing = await asyncio.to_thread(sink._open_existing)
         if existing is None and sink._configured_schema is None:
@@ -175,7 +180,7 @@ class TableSink:
 
     async def _use(self, dataset: lance.LanceDataset) -> None:
         self._dataset = dataset
-        self._builder = BatchBuilder(dataset.schema)
+        self._builder = BatchBuilder(dataset.schema, self._bad_vectors)
         self.rows = await asyncio.to_thread(dataset.count_rows)
         self.version = dataset.version
         logger.info("table %r: %d rows, version %d", self.name, self.rows, self.version)
@@ -275,11 +280,15 @@ class TableSink:
         await self._use(self._latest())
         return watermark
 
-    def build(self, records: Records) -> tuple[pa.Table | None, dict[int, str]]:
-        """The batch's Arrow table and the rejected records (index → reason)."""
-        if self._builder is None:
+    async def build(self, records: Records) -> tuple[pa.Table | None, dict[int, str]]:
+        """The batch's Arrow table and the rejected records (index → reason). Raises what the
+        table's embedding functions raise."""
+        builder = self._builder
+        if builder is None:
             return None, dict.fromkeys(range(len(records)), self._no_table_reason)
-        return self._builder.build(records)
+        if builder.computes:  # an embedding model must not hold the event loop (and the lease)
+            return await asyncio.to_thread(builder.build, records)
+        return builder.build(records)
 
     async def write(self, batch: pa.Table) -> list[Any]:
         """Write the batch's data files (fragments), not yet part of the table. Raises what

@@ -2,7 +2,9 @@
 
 Arrow converts some values silently with loss (1.5 into int64 gives 1, True into a float gives
 1.0, 1e300 into float32 gives inf, a datetime into date32 drops the time, unknown struct fields
-vanish). Records carrying such values are rejected instead, with the path of the value.
+vanish). Records carrying such values are rejected instead, with the path of the value. So are
+nulls where a nested field is not nullable (a struct's child, a list's items, a map's values):
+Arrow builds them without complaint, and Lance then refuses the whole batch.
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+
+from lancequeue.writer.json_columns import is_json_type, json_text_problem
 
 _FLOAT_MAX = {16: float(np.finfo(np.float16).max), 32: float(np.finfo(np.float32).max)}
 _MICROS_PER_UNIT = {"s": 1_000_000, "ms": 1000}
@@ -36,6 +40,8 @@ def unchecked_types(data_type: pa.DataType) -> frozenset[type]:
 def value_problem(value: Any, data_type: pa.DataType) -> str | None:
     """Why ``value`` (not None) cannot go into a column of ``data_type`` as it is, or None."""
     expected = f"expected {data_type}, got {type(value).__name__}"
+    if is_json_type(data_type):  # dicts and lists were made JSON text already (json_columns)
+        return json_text_problem(value)
     if pa.types.is_boolean(data_type):
         return None if isinstance(value, (bool, np.bool_)) else expected
     if pa.types.is_integer(data_type):
@@ -100,8 +106,12 @@ def _items_problem(value: Any, data_type: pa.DataType, expected: str) -> str | N
         return None
     if not isinstance(value, list):
         return expected
+    required = not data_type.value_field.nullable
     for index, item in enumerate(value):
-        if item is not None and (problem := value_problem(item, item_type)) is not None:
+        if item is None:
+            if required:
+                return f"item {index} is required and may not be null"
+        elif (problem := value_problem(item, item_type)) is not None:
             return f"item {index}: {problem}"
     return None
 
@@ -115,15 +125,25 @@ def _struct_problem(value: Any, data_type: pa.DataType, expected: str) -> str | 
             return f"unknown field {key!r} (expected {', '.join(names)})"
         if item is not None and (problem := value_problem(item, names[key].type)) is not None:
             return f"{key}: {problem}"
+    for name, child in names.items():
+        if not child.nullable and value.get(name) is None:
+            # Arrow would build the struct with a null there; Lance refuses the whole batch.
+            if name in value:
+                return f"field {name!r} is required and may not be null"
+            return f"missing required field {name!r}"
     return None
 
 
 def _map_problem(value: Any, data_type: pa.DataType, expected: str) -> str | None:
     if not isinstance(value, dict):
         return expected
+    required = not data_type.item_field.nullable
     for key, item in value.items():
         if (problem := value_problem(key, data_type.key_type)) is not None:
             return f"key {key!r}: {problem}"
-        if item is not None and (problem := value_problem(item, data_type.item_type)) is not None:
+        if item is None:
+            if required:
+                return f"{key!r} is required and may not be null"
+        elif (problem := value_problem(item, data_type.item_type)) is not None:
             return f"{key!r}: {problem}"
     return None

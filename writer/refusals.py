@@ -1,0 +1,51 @@
+"""Which append failures are the data's fault and which are the storage's.
+
+A failure caused by the data (Arrow or Lance refusing a value the writer's checks let through)
+would fail the same way on every retry: the batch is bisected at once so that only the records
+at fault are rejected. Any other failure (I/O, the object store, a commit conflict, a timeout)
+may pass: the append is retried.
+
+Lance raises both kinds as ``OSError``; its message says which (Lance's error kinds each print
+a fixed prefix): "Invalid user input: The field `a` contained null values …" is the data's
+fault, "LanceError(IO): …" is not.
+"""
+
+from __future__ import annotations
+
+import pyarrow as pa
+from lance.commit import CommitConflictError
+
+_DATA_ERROR_TYPES = (pa.ArrowInvalid, pa.ArrowTypeError, ValueError, TypeError)
+"""Python-side refusals of a value: Arrow's conversions, the writer's own checks."""
+
+_LANCE_DATA_ERRORS = (
+    "Invalid user input:",
+    "Append with different schema:",
+    "LanceError(Schema):",
+    "LanceError(Arrow):",
+    "Not supported:",
+    "Unprocessable:",
+)
+"""How Lance's refusals of the data begin: bad values, a schema the data does not match, an
+Arrow error in encoding (a null in a non-nullable column, a failed cast), a type it cannot store."""
+
+_ARROW_IO_ERRORS = ("Io error", "External error")
+"""Arrow errors that are not the data's fault, after the ``LanceError(Arrow): `` prefix."""
+
+
+def is_data_error(exc: BaseException) -> bool:
+    """Whether ``exc``, raised writing or committing a batch, is a refusal of the data itself
+    (bisect the batch; retrying cannot help) rather than a transient failure (retry it)."""
+    if isinstance(exc, CommitConflictError):
+        return False
+    if isinstance(exc, _DATA_ERROR_TYPES):
+        return True
+    if not isinstance(exc, (OSError, RuntimeError)):
+        return False
+    message = str(exc).lstrip()
+    if not message.startswith(_LANCE_DATA_ERRORS):
+        return False
+    if message.startswith("LanceError(Arrow):"):
+        detail = message.removeprefix("LanceError(Arrow):").lstrip()
+        return not detail.startswith(_ARROW_IO_ERRORS)
+    return True
