@@ -237,3 +237,14 @@ async def gather(futures: list[concurrent.futures.Future[None]], timeout: float 
     return await asyncio.wait_for(
         asyncio.gather(*(asyncio.wrap_future(f) for f in futures), return_exceptions=True), timeout
     )
+
+
+class FixedToken:
+    """The lease a ``TableSink``'s writer holds, as far as the table is concerned: for tests of
+    the sink without Redis."""
+
+    def __init__(self, token: int = 1) -> None:
+        self.token = token
+
+    async def raise_token(self, floor: int) -> int:
+        raise AssertionError(f"the table holds token {floor}; this test's writer has {self.token}")

@@ -12,14 +12,12 @@ import pytest
 from lance.commit import CommitConflictError
 
 from lancequeue.common.errors import RecordRejected
-from lancequeue.common.redis_client import async_client
 from lancequeue.producer import Producer
-from lancequeue.writer.dedupe import SeenSequences
 from lancequeue.writer.entries import Entry
 from lancequeue.writer.flush import BatchSettler, PreparedBatch, RetryPolicy, Settlement
 from lancequeue.writer.refusals import is_data_error
 from lancequeue.writer.sink import TableSink
-from tests.support import KEYS, StartWriter, broken_storage, gather, table_ids
+from tests.support import KEYS, FixedToken, StartWriter, broken_storage, gather, table_ids
 
 META = pa.struct([pa.field("a", pa.int64(), nullable=False), pa.field("b", pa.string())])
 SCHEMA = pa.schema([pa.field("id", pa.int64(), nullable=False), pa.field("meta", META)])
@@ -94,9 +92,8 @@ async def test_a_batch_lance_refuses_is_bisected_at_once_and_never_retried(
 ) -> None:
     """The settler against a real table and a batch the writer's checks never built: Lance's own
     refusal of one row rejects that row alone, without a single retry."""
-    sink = await TableSink.open(db_uri, "docs", SCHEMA, 64 * 1024 * 1024)
-    redis = async_client(redis_url, cluster=False)
-    settler = BatchSettler(sink, SeenSequences(redis, KEYS), RetryPolicy(retries=4, backoff_ms=10))
+    sink, _ = await TableSink.open(db_uri, "docs", SCHEMA, 64 * 1024 * 1024, FixedToken(), "w")
+    settler = BatchSettler(sink, RetryPolicy(retries=4, backoff_ms=10))
     metas = [{"a": i} for i in range(6)]
     metas[4] = {"b": "no a"}
     rows = pa.table({"id": list(range(6)), "meta": pa.array(metas, type=META)}, schema=SCHEMA)
@@ -109,10 +106,7 @@ async def test_a_batch_lance_refuses_is_bisected_at_once_and_never_retried(
     async def before_commit() -> None:
         return None
 
-    try:
-        settled = await settler.land(prepared, before_commit)
-    finally:
-        await redis.aclose()
+    settled = await settler.land(prepared, before_commit)
     answers = [settled.answers[entry.record_id] for entry in entries]
     assert answers[:4] + answers[5:] == [None] * 5
     refused = answers[4]

@@ -16,20 +16,10 @@ from lancequeue.writer.entries import Entry, read_entries
 from lancequeue.writer.flush import BatchSettler, RetryPolicy
 from lancequeue.writer.sink import TableSink
 from lancequeue.writer.watermark import FENCE
-from tests.support import record
+from tests.support import FixedToken, record
 
 KEYS = TableKeys("docs")
 EPOCH = "epoch-1"
-
-
-class Token:
-    """The lease a sink's writer holds, as far as the table is concerned."""
-
-    def __init__(self, token: int) -> None:
-        self.token = token
-
-    async def raise_token(self, floor: int) -> int:
-        raise AssertionError(f"no token above {floor} expected")
 
 
 def entries(first: int, count: int) -> list[Entry]:
@@ -52,7 +42,9 @@ async def nothing_claimed(ranges: Ranges) -> BatchClaim:
 
 
 async def open_sink(db_uri: str, token: int) -> TableSink:
-    sink, watermark = await TableSink.open(db_uri, "docs", None, 1 << 24, Token(token), f"w{token}")
+    sink, watermark = await TableSink.open(
+        db_uri, "docs", None, 1 << 24, FixedToken(token), f"w{token}"
+    )
     assert watermark is None
     return sink
 
