@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import textwrap
 from pathlib import Path
 
@@ -30,3 +31,18 @@ async def test_the_readme_s_producer_examples_write_to_the_table(
     await namespace["example"]()  # type: ignore[operator]
     # 1 + 9 records from the first example, 1 + 9 again from the second
     assert table_ids(db_uri) == sorted([1, *range(9), 0, *range(9)])
+
+
+def test_every_test_the_readme_s_guarantees_name_exists() -> None:
+    """Each promise in "What you can count on" names the tests that check it: they must be
+    there, so the README cannot point at a test that was renamed or removed."""
+    section = README.split("## What you can count on\n", 1)[1].split("\n## ", 1)[0]
+    tests_dir = Path(__file__).parent
+    named = re.findall(r"`((?:faults/)?test_\w+\.py)(?:::(test_\w+))?`", section)
+    assert len(named) >= 20, named
+    for file, test in named:
+        path = tests_dir / file
+        assert path.is_file(), f"README names {file}, which does not exist"
+        if test:
+            source = path.read_text()
+            assert re.search(rf"^(async )?def {test}\(", source, re.M), f"no {test} in {file}"
