@@ -25,21 +25,13 @@ import os
 import signal
 from typing import Any
 
-CRASH_POINTS = ("mid_append", "after_commit", "after_ack", "after_compact")
 _ENV = "LANCEQUEUE_CRASH_AT"
-_reached: dict[str, int] = {}
+_crashed_at: dict[str, int] = {}
 
 
 def crash_point(point: str) -> None:
     """SIGKILL this process if ``LANCEQUEUE_CRASH_AT`` names ``point`` and its count is up."""
-    spec = os.environ.get(_ENV)
-    if not spec:
-        return
-    name, _, count = spec.partition(":")
-    if name != point:
-        return
-    _reached[point] = _reached.get(point, 0) + 1
-    if _reached[point] >= int(count or 1):
+    if _reached(_ENV, point, _crashed_at):
         os.kill(os.getpid(), signal.SIGKILL)
 
 
@@ -50,15 +42,22 @@ _paused_at: dict[str, int] = {}
 def pause_point(point: str) -> None:
     """SIGSTOP this process if ``LANCEQUEUE_PAUSE_AT`` names ``point`` and this is the n-th time
     it is reached; it goes on from here once it gets SIGCONT."""
-    spec = os.environ.get(_PAUSE_ENV)
+    if _reached(_PAUSE_ENV, point, _paused_at, only_once=True):
+        os.kill(os.getpid(), signal.SIGSTOP)
+
+
+def _reached(variable: str, point: str, counts: dict[str, int], only_once: bool = False) -> bool:
+    """Whether ``variable`` (``<point>[:<n>]``) names ``point`` and this is its n-th time (or,
+    unless ``only_once``, a later one)."""
+    spec = os.environ.get(variable)
     if not spec:
-        return
+        return False
     name, _, count = spec.partition(":")
     if name != point:
-        return
-    _paused_at[point] = _paused_at.get(point, 0) + 1
-    if _paused_at[point] == int(count or 1):
-        os.kill(os.getpid(), signal.SIGSTOP)
+        return False
+    counts[point] = counts.get(point, 0) + 1
+    due = int(count or 1)
+    return counts[point] == due if only_once else counts[point] >= due
 
 
 def refusal(rows: Any) -> None:

@@ -27,7 +27,7 @@ from tests.faults.check import (
 )
 from tests.faults.processes import LoadProcess, LoggedProcess, WriterDaemon
 from tests.redis_server import RestartableRedis
-from tests.support import wait_for
+from tests.support import broken_storage, wait_for
 
 T = TypeVar("T")
 
@@ -49,6 +49,7 @@ DRAIN_WAIT_S = 30.0
 """How long ``conclude`` waits for the writer to drain the stream once producers stopped."""
 STOP_WAIT_S = 30.0
 """How long ``conclude`` waits for the writer to exit on SIGTERM before killing it."""
+_FAILED_APPEND = re.compile(r"append of \d+ rows failed")
 # What the writers' logs say they recovered (reported, not asserted).
 _REPLAYED = re.compile(r"replaying (\d+) entries left pending")
 _FROM_WATERMARK = re.compile(r"(\d+) pending entries are in the table already")
@@ -217,6 +218,16 @@ class FaultRig:
                     f"{producer.log_tail()}"
                 )
         return False
+
+    def storage_outage(self, writer: WriterDaemon, seconds: float) -> None:
+        """Break the table's storage until an append of ``writer`` failed and ``seconds`` have
+        passed since the break, then mend it."""
+        with broken_storage(self.db_uri, TABLE):
+            began = time.monotonic()
+            wait_for(lambda: _FAILED_APPEND.search(writer.log()), 30, "an append to fail")
+            remaining_s = seconds - (time.monotonic() - began)
+            if remaining_s > 0:
+                time.sleep(remaining_s)  # the outage's length, not a wait for a condition
 
     def wait_exit(self, writer: WriterDaemon, timeout: float = START_TIMEOUT_S) -> int:
         return writer.wait(timeout)

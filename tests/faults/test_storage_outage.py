@@ -3,20 +3,15 @@ so permissions would not stop it: the data directory is replaced by a regular fi
 
 from __future__ import annotations
 
-import re
-import time
-
 import pytest
 
-from tests.faults.rig import TABLE, MakeRig
-from tests.support import broken_storage, wait_for
+from tests.faults.rig import MakeRig
 
 pytestmark = pytest.mark.faults
 
 OUTAGE_S = 2.0
 RETRIES = ("--flush-retries", "6", "--retry-backoff-ms", "100")
 """Up to 6.3 s of retries: most batches outlast the outage."""
-_FAILED_APPEND = re.compile(r"append of \d+ rows failed")
 
 
 def test_a_storage_outage_is_ridden_out_and_records_answered_write_failed_are_absent(
@@ -27,12 +22,7 @@ def test_a_storage_outage_is_ridden_out_and_records_answered_write_failed_are_ab
     rig.wait_serving(writer)
     rig.start_load()  # after the writer: the outage hits a steady state, not a backlog
     rig.wait_progress(100, "before the outage")  # the table exists
-    with broken_storage(rig.db_uri, TABLE):
-        began = time.monotonic()
-        wait_for(lambda: _FAILED_APPEND.search(writer.log()), 30, "an append to fail")
-        remaining_s = OUTAGE_S - (time.monotonic() - began)
-        if remaining_s > 0:
-            time.sleep(remaining_s)  # the outage's length, not a wait for a condition
+    rig.storage_outage(writer, OUTAGE_S)
     rig.rounds = 1
     rig.wait_progress(100, "after the outage")
     result = rig.finish(writer)

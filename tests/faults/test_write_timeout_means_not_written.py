@@ -8,14 +8,13 @@ made at the very end, once the stream is drained and the writer stopped."""
 
 from __future__ import annotations
 
-import re
 import time
 
 import pytest
 
 from tests.faults.hooks import GO_ENV, MARKER_ENV, SLEEP_ENV
-from tests.faults.rig import TABLE, MakeRig
-from tests.support import broken_storage, wait_for
+from tests.faults.rig import MakeRig
+from tests.support import wait_for
 
 pytestmark = pytest.mark.faults
 
@@ -28,7 +27,6 @@ HOOK_S = 6.0
 OUTAGE_S = 5.0
 RETRIES = ("--flush-retries", "8", "--retry-backoff-ms", "100")
 """Up to 25.5 s of retries: every batch outlasts the outage, and commits after it."""
-_FAILED_APPEND = re.compile(r"append of \d+ rows failed")
 
 
 def test_records_answered_write_timeout_while_redis_stalled_after_their_commit_are_not_in_the_table(
@@ -78,12 +76,7 @@ def test_records_answered_write_timeout_while_a_failing_disk_was_retried_are_not
     rig.wait_serving(writer)
     rig.start_load(timeout_s=2.0, grace_ms=GRACE_MS, close_timeout_s=40)
     rig.wait_progress(100, "before the outage")  # the table exists
-    with broken_storage(rig.db_uri, TABLE):
-        began = time.monotonic()
-        wait_for(lambda: _FAILED_APPEND.search(writer.log()), 30, "an append to fail")
-        remaining_s = OUTAGE_S - (time.monotonic() - began)
-        if remaining_s > 0:
-            time.sleep(remaining_s)  # the outage's length, not a wait for a condition
+    rig.storage_outage(writer, OUTAGE_S)
     rig.rounds = 1
     rig.wait_progress(100, "after the outage")
     rig.assert_promises(rig.conclude(writer))
