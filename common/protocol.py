@@ -43,10 +43,11 @@ MAX_PACKED_RECORDS = 65536
 """Most records one packed entry may carry."""
 MAX_SEQ = 2**53 - 1
 """Largest sequence number: Redis scripts compare them as Lua numbers (doubles)."""
-SEQ_JUMP_LIMIT = 2**20
+SEQ_JUMP_LIMIT = 2**32
 """A producer's sequence number more than this above the highest the writer settled or claimed
-for it is refused (acked, never written or answered): it can only be another client's doing,
-and would make the producer's later records look like copies."""
+for it is refused (acked, never written or answered): it can only be another client's doing
+(an honest producer's numbers skip only records that never reached the stream), and would make
+the producer's later records look like copies."""
 ABANDONED_TTL_MS = 86_400_000
 """Expiry of a producer's set of abandoned sequence numbers, renewed at each abandonment; the
 writer removes the members it has settled."""
@@ -134,11 +135,15 @@ def packed_entry_fields(
 
 
 ABANDON_SCRIPT = """
+local epoch = redis.call('HGET', KEYS[4], 'epoch') or ''
+if ARGV[2] ~= '' and epoch ~= ARGV[2] then
+  return -1
+end
 local seen = tonumber(redis.call('GET', KEYS[1]) or '-1') or -1
 local claim = tonumber(redis.call('GET', KEYS[2]) or '-1') or -1
 local decided = math.max(seen, claim)
 local abandoned = {}
-for i = 2, #ARGV do
+for i = 3, #ARGV do
   if tonumber(ARGV[i]) > decided then
     redis.call('SADD', KEYS[3], ARGV[i])
     abandoned[#abandoned + 1] = ARGV[i]
@@ -149,10 +154,12 @@ return abandoned
 """
 """Abandon records a producer sent and the writer has not answered by their deadline.
 
-KEYS: the producer's ``seen``, ``claim`` and ``abandoned`` keys. ARGV: the expiry of the
-abandoned set (ms), then sequence numbers. Returns those abandoned: no writer had claimed or
-settled them, and none ever will write them. The others were claimed by a writer (or settled):
-their true answer is on its way."""
+KEYS: the producer's ``seen``, ``claim`` and ``abandoned`` keys, and the config hash. ARGV: the
+expiry of the abandoned set (ms), the stream's epoch the records were sent under ('' if none
+was known), then sequence numbers. Returns those abandoned: no writer had claimed or settled
+them, and none ever will write them. The others were claimed by a writer (or settled): their
+true answer is on its way. Returns -1, abandoning nothing, if the stream's epoch changed since
+(Redis lost its data, claims included): their outcome cannot be known."""
 
 
 def record_digest(data: bytes) -> bytes:

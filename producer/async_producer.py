@@ -24,7 +24,7 @@ from lancequeue.common.connection import resolve_redis_url
 from lancequeue.common.errors import ConfigError, LancequeueError, ProducerClosed
 from lancequeue.common.protocol import (
     ABANDON_SCRIPT,
-    CONFIG_MAX_BATCH,
+    CONFIG_EPOCH,
     ENQUEUE_SCRIPT,
     encode_results,
 )
@@ -36,7 +36,6 @@ from lancequeue.common.redis_client import (
 )
 from lancequeue.producer.outbox import (
     ABANDON_ATTEMPT_S,
-    ABANDON_CHUNK,
     REPLY_INFLIGHT_TTL_MS,
     Outbox,
 )
@@ -376,9 +375,12 @@ class AsyncProducer:
             await pool.release(await pool.get_connection())  # type: ignore[no-untyped-call]
         else:
             await _refresh_cluster_connection(client, self.keys.stream)
-        if self._outbox.pack_limit_stale(time.monotonic()):
-            max_batch = await self._sender_client.hget(self.keys.config, CONFIG_MAX_BATCH)
-            self._outbox.learn_writer_max_batch(max_batch, time.monotonic())
+        if self._outbox.config_stale(time.monotonic()):
+            client, fields = self._sender_client, self._outbox.config_fields
+            if self._outbox.learn_config(await client.hmget(self.keys.config, fields), 0.0):
+                await client.hsetnx(self.keys.config, CONFIG_EPOCH, self._outbox.new_epoch())
+            values = await client.hmget(self.keys.config, fields)
+            self._outbox.learn_config(values, time.monotonic())
 
     async def _pause(self, sending: Sending[AsyncFuture], backoff: Backoff) -> None:
         """Wait before reconnecting (bounded by the deadline; close() ends the wait and the
@@ -463,12 +465,9 @@ class AsyncProducer:
                 with contextlib.suppress(asyncio.TimeoutError):
                     await asyncio.wait_for(self._due_changed.wait(), wait_s)
                 continue
-            for start in range(0, len(due), ABANDON_CHUNK):
-                seqs = due[start : start + ABANDON_CHUNK]
+            for seqs, args in self._outbox.abandon_calls(due):
                 try:
-                    call = script(
-                        keys=self._outbox.abandon_keys, args=self._outbox.abandon_args(seqs)
-                    )
+                    call = script(keys=self._outbox.abandon_keys, args=args)
                     gone = await asyncio.wait_for(call, ABANDON_ATTEMPT_S)
                 except _ABANDON_FAILURES as exc:
                     self._outbox.unreachable(seqs, exc, time.monotonic(), _resolve_error)

@@ -7,7 +7,6 @@ Shared by the sync and the asyncio producer, which differ only in how they wait.
 from __future__ import annotations
 
 import heapq
-import itertools
 import logging
 import math
 import threading
@@ -27,6 +26,8 @@ from lancequeue.common.errors import (
 from lancequeue.common.keys import TableKeys
 from lancequeue.common.protocol import (
     ABANDONED_TTL_MS,
+    CONFIG_EPOCH,
+    CONFIG_MAX_BATCH,
     DEFAULT_MAX_QUEUE_SIZE,
     ENTRY_WIDTH,
     PACKED_ENTRY_WIDTH,
@@ -83,6 +84,8 @@ class Outgoing(Generic[F]):
     fails only by the writer's answer or, lacking one, once abandoned after its deadline."""
     confirmed: bool = False
     """Redis confirmed it is in the stream."""
+    epoch: str = ""
+    """The stream's epoch (config hash) when it was first sent, '' if none was known."""
     claimed: bool = False
     """Its abandonment came too late: a writer claimed it and owes it its true answer."""
 
@@ -105,7 +108,8 @@ class Outbox(Generic[F]):
         self._pack_records = pack_records
         self._pack_limit = pack_records
         self._pack_limit_learned_at: float | None = None
-        self._seqs = itertools.count(1)
+        self._next_seq = 1
+        self._epoch = ""
         self._lock = threading.Lock()
         self._waiting: dict[int, Outgoing[F]] = {}
         self._expiry: list[tuple[float, int]] = []  # heap of (deadline, seq) of _waiting
@@ -159,7 +163,8 @@ class Outbox(Generic[F]):
             earliest = self._expiry[0][0] if self._expiry else math.inf
             for item in chunk:
                 if item.seq == 0:
-                    item.seq = next(self._seqs)
+                    item.seq, self._next_seq = self._next_seq, self._next_seq + 1
+                    item.epoch = self._epoch
                     self._waiting[item.seq] = item
                     heapq.heappush(self._expiry, (item.deadline, item.seq))
             if len(self._expiry) > 2 * len(self._waiting) + _COMPACT_SLACK:
@@ -203,32 +208,60 @@ class Outbox(Generic[F]):
             start += size
         return args
 
-    def pack_limit_stale(self, now: float) -> bool:
-        """Whether to (re)read the writer's ``max_batch`` before packing: never read yet, or
-        last read ``PACK_LIMIT_REFRESH_S`` ago (a new writer may have another)."""
-        if self._pack_records == 1:
-            return False
+    def config_stale(self, now: float) -> bool:
+        """Whether to (re)read the config hash (the writer's ``max_batch``, the stream's
+        epoch) before sending: never read yet, or last read ``PACK_LIMIT_REFRESH_S`` ago."""
         learned_at = self._pack_limit_learned_at
         return learned_at is None or now - learned_at >= PACK_LIMIT_REFRESH_S
 
-    def learn_writer_max_batch(self, raw: bytes | str | None, now: float) -> None:
-        """Pack no more records per entry than the writer's ``max_batch`` (the config hash's
-        field). Until a writer has published one, do not pack: it also says the writer reads
-        packed entries."""
+    @property
+    def config_fields(self) -> list[str]:
+        """The config hash fields ``learn_config`` takes, in order."""
+        return [CONFIG_MAX_BATCH, CONFIG_EPOCH]
+
+    def learn_config(self, values: list[bytes | str | None], now: float) -> bool:
+        """What an ``HMGET`` of ``config_fields`` returned. Pack no more records per entry than
+        the writer's ``max_batch``; until a writer has published one, do not pack: it also says
+        the writer reads packed entries. The epoch goes with the records sent from now on.
+        Returns True if the stream has no epoch yet: name one (``HSETNX``, ``new_epoch``) and
+        read the config again, so every record is sent under one."""
+        raw, epoch = values
         text = raw.decode() if isinstance(raw, bytes) else raw
         limit = int(text) if text is not None and text.isdigit() and int(text) > 0 else 1
-        self._pack_limit = min(self._pack_records, limit)
-        self._pack_limit_learned_at = now
+        with self._lock:
+            self._pack_limit = min(self._pack_records, limit)
+            self._epoch = epoch.decode() if isinstance(epoch, bytes) else (epoch or "")
+            self._pack_limit_learned_at = now
+            return not self._epoch
+
+    @staticmethod
+    def new_epoch() -> str:
+        """A name for a stream that has none (Redis never had one, or lost it)."""
+        return uuid.uuid4().hex
 
     @property
     def script_keys(self) -> list[str]:
         return [self.keys.stream, self.keys.config]
 
     def forget(self, items: Iterable[Outgoing[F]]) -> None:
-        """Stop waiting for answers to records that were numbered but never sent."""
+        """Stop waiting for answers to records that were numbered but never sent. When they are
+        the last numbered (they are: a send gives up while it holds the send lock), their
+        numbers are handed out again, so that sends that never reach Redis (a long outage, a
+        queue full for long) make no gap in the producer's numbers (a gap past
+        ``SEQ_JUMP_LIMIT`` would get its later records ignored)."""
         with self._lock:
-            for item in items:
-                self._waiting.pop(item.seq, None)
+            seqs = sorted(item.seq for item in items if item.seq)
+            for seq in seqs:
+                self._waiting.pop(seq, None)
+            if (
+                seqs
+                and seqs[-1] == self._next_seq - 1
+                and seqs == list(range(seqs[0], seqs[-1] + 1))
+            ):
+                self._next_seq = seqs[0]
+                # Their deadlines must not be taken for those of the records numbered next.
+                self._expiry = [(d, seq) for d, seq in self._expiry if seq < seqs[0]]
+                heapq.heapify(self._expiry)
 
     def futures(self) -> list[F]:
         with self._lock:
@@ -337,19 +370,35 @@ class Outbox(Generic[F]):
             self.keys.seen(self.producer_id),
             self.keys.claim(self.producer_id),
             self.keys.abandoned(self.producer_id),
+            self.keys.config,
         ]
 
-    @staticmethod
-    def abandon_args(seqs: list[int]) -> list[int]:
-        """ARGV of ``ABANDON_SCRIPT`` for ``seqs``."""
-        return [ABANDONED_TTL_MS, *seqs]
+    def abandon_calls(self, seqs: list[int]) -> list[tuple[list[int], list[int | str]]]:
+        """The ``ABANDON_SCRIPT`` calls for ``seqs``: each its sequence numbers and ARGV, at
+        most ``ABANDON_CHUNK`` records sent under one epoch a call."""
+        by_epoch: dict[str, list[int]] = {}
+        with self._lock:
+            for seq in seqs:
+                item = self._waiting.get(seq)
+                if item is not None:
+                    by_epoch.setdefault(item.epoch, []).append(seq)
+        calls: list[tuple[list[int], list[int | str]]] = []
+        for epoch, group in by_epoch.items():
+            for start in range(0, len(group), ABANDON_CHUNK):
+                chunk = group[start : start + ABANDON_CHUNK]
+                calls.append((chunk, [ABANDONED_TTL_MS, epoch, *chunk]))
+        return calls
 
     def abandoned(
-        self, seqs: list[int], abandoned: Iterable[bytes | str | int], fail: Fail[F]
+        self, seqs: list[int], abandoned: int | Iterable[bytes | str | int], fail: Fail[F]
     ) -> None:
         """Apply the abandon script's reply: the records it abandoned fail with
         ``WriteTimeout`` (never written); the others were claimed by a writer, whose answer
         they now wait for, however late."""
+        if isinstance(abandoned, int):  # -1: the stream's epoch changed
+            why = "Redis lost its data since it was sent (the stream's epoch changed)"
+            self._fail_unknown(seqs, why, None, fail)
+            return
         gone = {int(seq) for seq in abandoned}
         failed: list[Outgoing[F]] = []
         with self._lock:
@@ -392,11 +441,27 @@ class Outbox(Generic[F]):
                     unknown.append(item)
             # A Redis refusing connections fails at once: pace the tries.
             self._retry_at = now + ABANDON_RETRY_PAUSE_S
-        for item in unknown:
+        self._fail_unknown_items(
+            unknown,
+            f"Redis could not be reached to abandon it ({type(cause).__name__}: {cause})",
+            cause,
+            fail,
+        )
+
+    def _fail_unknown(
+        self, seqs: list[int], why: str, cause: BaseException | None, fail: Fail[F]
+    ) -> None:
+        with self._lock:
+            items = [self._waiting.pop(seq) for seq in seqs if seq in self._waiting]
+        self._fail_unknown_items(items, why, cause, fail)
+
+    def _fail_unknown_items(
+        self, items: list[Outgoing[F]], why: str, cause: BaseException | None, fail: Fail[F]
+    ) -> None:
+        for item in items:
             error = OutcomeUnknown(
                 f"the record's deadline + answer_grace_ms passed with no answer from the writer "
-                f"of {self.keys.table!r}, and Redis could not be reached to abandon it "
-                f"({type(cause).__name__}: {cause}): it may or may not be in the table"
+                f"of {self.keys.table!r}, and {why}: it may or may not be in the table"
             )
             error.__cause__ = cause
             fail(item.future, error)

@@ -27,7 +27,7 @@ from lancequeue.common.connection import resolve_redis_url
 from lancequeue.common.errors import LancequeueError, ProducerClosed
 from lancequeue.common.protocol import (
     ABANDON_SCRIPT,
-    CONFIG_MAX_BATCH,
+    CONFIG_EPOCH,
     ENQUEUE_SCRIPT,
     encode_results,
 )
@@ -35,7 +35,6 @@ from lancequeue.common.redis_client import REDIS_FAILURES, SyncRedis, is_cluster
 from lancequeue.producer.linger import Linger
 from lancequeue.producer.outbox import (
     ABANDON_ATTEMPT_S,
-    ABANDON_CHUNK,
     REPLY_INFLIGHT_TTL_MS,
     Outbox,
     Outgoing,
@@ -434,9 +433,11 @@ class Producer:
             client = client.get_redis_connection(node)
         pool = client.connection_pool
         pool.release(pool.get_connection())
-        if self._outbox.pack_limit_stale(time.monotonic()):
-            max_batch = self._redis.hget(self.keys.config, CONFIG_MAX_BATCH)
-            self._outbox.learn_writer_max_batch(max_batch, time.monotonic())
+        if self._outbox.config_stale(time.monotonic()):
+            fields = self._outbox.config_fields
+            if self._outbox.learn_config(self._redis.hmget(self.keys.config, fields), 0.0):
+                self._redis.hsetnx(self.keys.config, CONFIG_EPOCH, self._outbox.new_epoch())
+            self._outbox.learn_config(self._redis.hmget(self.keys.config, fields), time.monotonic())
 
     def _pause(self, sending: Sending[Future[None]], backoff: Backoff) -> None:
         """Wait before reconnecting (bounded by the deadline; close() ends the wait and the
@@ -508,12 +509,9 @@ class Producer:
             if not due:
                 self._due_changed.wait(wait_s)
                 continue
-            for start in range(0, len(due), ABANDON_CHUNK):
-                seqs = due[start : start + ABANDON_CHUNK]
+            for seqs, args in self._outbox.abandon_calls(due):
                 try:
-                    gone = self._abandon_script(
-                        keys=self._outbox.abandon_keys, args=self._outbox.abandon_args(seqs)
-                    )
+                    gone = self._abandon_script(keys=self._outbox.abandon_keys, args=args)
                 except REDIS_FAILURES as exc:
                     self._outbox.unreachable(seqs, exc, time.monotonic(), _resolve_error)
                     continue

@@ -18,14 +18,14 @@ LEASE = "writer-a 7"
 
 def abandon(client: redis.Redis, producer: str, *seqs: int) -> list[int]:
     """What a producer does at a record's deadline: the sequence numbers it abandoned."""
-    keys = [KEYS.seen(producer), KEYS.claim(producer), KEYS.abandoned(producer)]
-    abandoned = client.eval(ABANDON_SCRIPT, 3, *keys, ABANDONED_TTL_MS, *seqs)
+    keys = [KEYS.seen(producer), KEYS.claim(producer), KEYS.abandoned(producer), KEYS.config]
+    abandoned = client.eval(ABANDON_SCRIPT, 4, *keys, ABANDONED_TTL_MS, "", *seqs)
     return [int(seq) for seq in abandoned]  # type: ignore[union-attr]
 
 
 async def claim(redis_url: str, ranges: dict[str, list[tuple[int, int]]]) -> BatchClaim:
     async with aioredis.Redis.from_url(redis_url) as connection:
-        return await Claimer(connection, KEYS, LEASE, 4000, 600_000).claim(ranges)
+        return await Claimer(connection, KEYS, LEASE, 4000).claim(ranges)
 
 
 async def test_a_record_abandoned_first_is_reported_to_the_writer_and_one_claimed_first_cannot_be_abandoned(  # noqa: E501
@@ -72,3 +72,13 @@ async def test_a_batch_from_ten_thousand_producers_reads_every_settled_sequence(
     assert [seen[pid].seen for pid in producers] == [i if i % 2 == 0 else -1 for i in range(10_000)]
     redis_seconds, _ = client.time()
     assert abs(claimed.now_ms / 1000 - redis_seconds) < 5
+
+
+async def test_abandoning_after_redis_lost_its_data_abandons_nothing_and_says_so(
+    client: redis.Redis,
+) -> None:
+    client.hset(KEYS.config, "epoch", "after-the-loss")
+    keys = [KEYS.seen("p"), KEYS.claim("p"), KEYS.abandoned("p"), KEYS.config]
+    sent_under = "before-the-loss"
+    assert client.eval(ABANDON_SCRIPT, 4, *keys, ABANDONED_TTL_MS, sent_under, 5) == -1
+    assert not client.exists(KEYS.abandoned("p"))

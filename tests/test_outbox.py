@@ -141,3 +141,22 @@ def test_records_whose_try_failed_go_again_with_every_new_record_due_so_none_sta
     # Before the pause after a failed try is over, a new record is due: both go now.
     due, _ = outbox.to_abandon(11.02)
     assert due == [early.seq, late.seq]
+
+
+def test_numbers_of_records_never_sent_are_handed_out_again_with_no_stale_deadline(
+    outbox: Outbox[Future],
+) -> None:
+    (kept,) = sent(outbox, b"a", deadline=50.0)
+    unsent = sent(outbox, b"b", b"c", deadline=10.0)  # numbered, then never reached Redis
+    outbox.forget(unsent)
+    (again,) = sent(outbox, b"d", deadline=90.0)
+    assert again.seq == kept.seq + 1  # no gap in the producer's numbers
+    assert outbox.to_abandon(11.0) == ([], pytest.approx(40.0))  # not due at b's deadline
+
+
+def test_records_sent_before_redis_lost_its_data_end_unknown(outbox: Outbox[Future]) -> None:
+    (item,) = sent(outbox, b"a", deadline=10.0)
+    due, _ = outbox.to_abandon(11.0)
+    outbox.abandoned(due, -1, fail)  # the abandon script: the stream's epoch changed
+    error = item.future.exception()
+    assert isinstance(error, OutcomeUnknown) and "lost its data" in str(error)

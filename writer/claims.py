@@ -18,25 +18,33 @@ from dataclasses import dataclass, field
 
 from lancequeue.common.errors import WriterReplaced
 from lancequeue.common.keys import TableKeys
-from lancequeue.common.protocol import SEQ_JUMP_LIMIT
+from lancequeue.common.protocol import ABANDONED_TTL_MS, SEQ_JUMP_LIMIT
 from lancequeue.common.redis_client import AsyncRedis
+from lancequeue.writer.scripting import TOUCH
 
-_CLAIM = """
+CLAIM_TTL_MS = ABANDONED_TTL_MS
+"""Expiry of a producer's claim key, renewed at each claim: as long as its abandoned set is
+kept, so no record outlives the claim on it (a commit slower than that is not foreseen)."""
+
+_CLAIM = (
+    """
 local now = redis.call('TIME')
-local holder = redis.call('GET', KEYS[1])
+local holder = redis.call('GET', KEYS[2])
 if holder and holder ~= ARGV[1] then
   return {now[1], now[2], holder, {}}
 end
--- The first write: one Redis allows at maxmemory, so that the claims below may follow it.
+"""
+    + TOUCH
+    + """
 if holder then
-  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  redis.call('PEXPIRE', KEYS[2], ARGV[2])
 else
-  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[2])
 end
 local limit = tonumber(ARGV[4])
 local out = {}
 local a = 5
-for k = 2, #KEYS, 3 do
+for k = 3, #KEYS, 3 do
   local seen = tonumber(redis.call('GET', KEYS[k]) or '-1') or -1
   local claimed = tonumber(redis.call('GET', KEYS[k + 1]) or '-1') or -1
   local base = math.max(seen, claimed)
@@ -56,7 +64,11 @@ for k = 2, #KEYS, 3 do
     end
     a = a + 2
   end
-  if top_text then redis.call('SET', KEYS[k + 1], top_text, 'PX', ARGV[3]) end
+  if top_text then
+    redis.call('SET', KEYS[k + 1], top_text, 'PX', ARGV[3])
+  elseif claimed >= 0 then
+    redis.call('PEXPIRE', KEYS[k + 1], ARGV[3])
+  end
   local abandoned = {}
   if redis.call('EXISTS', KEYS[k + 2]) == 1 then
     abandoned = redis.call('SMEMBERS', KEYS[k + 2])
@@ -65,12 +77,13 @@ for k = 2, #KEYS, 3 do
 end
 return {now[1], now[2], false, out}
 """
-"""KEYS: the lease, then per producer its seen, claim and abandoned keys. ARGV: the lease value,
-the lease's expiry (ms), the claim's expiry (ms), the jump limit, then per producer the number
-of its ranges and each range's first and last sequence number, in stream order. Returns Redis
-time, the lease holder if it is another writer (then nothing was claimed), and per producer its
-settled sequence number (-1: none), the (1-based) ranges refused as jumping too far ahead, and
-its abandoned sequence numbers."""
+)
+"""KEYS: the stream, the lease, then per producer its seen, claim and abandoned keys. ARGV: the
+lease value, the lease's expiry (ms), the claim's expiry (ms), the jump limit, then per producer
+the number of its ranges and each range's first and last sequence number, in stream order.
+Returns Redis time, the lease holder if it is another writer (then nothing was claimed), and per
+producer its settled sequence number (-1: none), the (1-based) ranges refused as jumping too
+far ahead, and its abandoned sequence numbers."""
 
 Ranges = dict[str, list[tuple[int, int]]]
 """Per producer id, the sequence numbers of its records in a batch: one (first, last) range per
@@ -99,21 +112,18 @@ class BatchClaim:
 class Claimer:
     """Claims batches of one table for the writer holding ``lease_value``."""
 
-    def __init__(
-        self, redis: AsyncRedis, keys: TableKeys, lease_value: str, lease_ms: int, key_ttl_ms: int
-    ) -> None:
+    def __init__(self, redis: AsyncRedis, keys: TableKeys, lease_value: str, lease_ms: int) -> None:
         self._keys = keys
         self._lease_value = lease_value
         self._lease_ms = lease_ms
-        self._key_ttl_ms = key_ttl_ms
         self._script = redis.register_script(_CLAIM)
 
     async def claim(self, ranges: Ranges) -> BatchClaim:
         """Claim the ranges' records; raises ``WriterReplaced`` if another writer holds the
         lease (nothing is claimed then)."""
         producers = list(ranges)
-        keys = [self._keys.lease]
-        args: list[str | int] = [self._lease_value, self._lease_ms, self._key_ttl_ms]
+        keys = [self._keys.stream, self._keys.lease]
+        args: list[str | int] = [self._lease_value, self._lease_ms, CLAIM_TTL_MS]
         args.append(SEQ_JUMP_LIMIT)
         for producer in producers:
             keys += [

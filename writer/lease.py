@@ -25,48 +25,67 @@ from lancequeue.common.errors import WriterReplaced
 from lancequeue.common.keys import TableKeys
 from lancequeue.common.redis_client import REDIS_FAILURES, AsyncRedis
 from lancequeue.writer.retrying import Outage
+from lancequeue.writer.scripting import TOUCH
 
 logger = logging.getLogger(__name__)
 
-_ACQUIRE = """
-if redis.call('EXISTS', KEYS[1]) == 1 then
+_ACQUIRE = (
+    """
+if redis.call('EXISTS', KEYS[2]) == 1 then
   return 0
 end
-local token = redis.call('INCR', KEYS[2])
-redis.call('SET', KEYS[1], ARGV[1] .. ' ' .. token, 'PX', ARGV[2])
+"""
+    + TOUCH
+    + """
+local token = redis.call('INCR', KEYS[3])
+redis.call('SET', KEYS[2], ARGV[1] .. ' ' .. token, 'PX', ARGV[2])
 return token
 """
-_RAISE_TOKEN = """
-if redis.call('GET', KEYS[1]) ~= ARGV[1] then
+)
+"""KEYS: stream, lease, fence. Take the lease if free, with the next fencing token."""
+_RAISE_TOKEN = (
+    """
+if redis.call('GET', KEYS[2]) ~= ARGV[1] then
   return 0
 end
-local token = redis.call('INCR', KEYS[2])
+"""
+    + TOUCH
+    + """
+local token = redis.call('INCR', KEYS[3])
 local floor = tonumber(ARGV[3])
 if token <= floor then
   token = floor + 1
-  redis.call('SET', KEYS[2], token)
+  redis.call('SET', KEYS[3], token)
 end
-redis.call('SET', KEYS[1], ARGV[2] .. ' ' .. token, 'KEEPTTL')
+redis.call('SET', KEYS[2], ARGV[2] .. ' ' .. token, 'KEEPTTL')
 return token
 """
-_RENEW = """
-local holder = redis.call('GET', KEYS[1])
+)
+"""KEYS: stream, lease, fence. A token above ARGV[3], keeping the lease."""
+_RENEW = (
+    """
+local holder = redis.call('GET', KEYS[2])
 if holder and holder ~= ARGV[1] then
   return 0
 end
--- PEXPIRE first: a write Redis allows at maxmemory, after which the others may follow.
+"""
+    + TOUCH
+    + """
 if holder then
-  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  redis.call('PEXPIRE', KEYS[2], ARGV[2])
 else
-  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[2])
 end
-redis.call('HSET', KEYS[2], 'heartbeat_at_ms', ARGV[3])
-if #ARGV >= 5 then redis.call('HSET', KEYS[3], unpack(ARGV, 4)) end
+redis.call('HSET', KEYS[3], 'heartbeat_at_ms', ARGV[3])
+if #ARGV >= 5 then redis.call('HSET', KEYS[4], unpack(ARGV, 4)) end
 if holder then
   return 1
 end
 return 2
 """
+)
+"""KEYS: stream, lease, status hash, config hash. Extend the lease (retake it if it vanished
+and is free) and publish the writer's settings again."""
 _RELEASE = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then
   return redis.call('DEL', KEYS[1])
@@ -132,7 +151,8 @@ class Lease:
             try:
                 token = int(
                     await self._acquire(
-                        keys=[self._keys.lease, self._keys.fence], args=[self.consumer, self.ttl_ms]
+                        keys=[self._keys.stream, self._keys.lease, self._keys.fence],
+                        args=[self.consumer, self.ttl_ms],
                     )
                 )
                 if token:
@@ -160,7 +180,8 @@ class Lease:
         the lease. Raises ``WriterReplaced`` if another writer holds the lease now."""
         token = int(
             await self._raise_token(
-                keys=[self._keys.lease, self._keys.fence], args=[self.value, self.consumer, floor]
+                keys=[self._keys.stream, self._keys.lease, self._keys.fence],
+                args=[self.value, self.consumer, floor],
             )
         )
         if not token:
@@ -180,7 +201,7 @@ class Lease:
         writer's settings again."""
         fields = [part for pair in self._published.items() for part in pair]
         state = await self._renew(
-            keys=[self._keys.lease, self._keys.writer, self._keys.config],
+            keys=[self._keys.stream, self._keys.lease, self._keys.writer, self._keys.config],
             args=[self.value, self.ttl_ms, int(time.time() * 1000), *fields],
         )
         return Renewal(int(state))

@@ -35,14 +35,13 @@ for i = 1, count do
   ids[i], records[i] = ARGV[a], tonumber(ARGV[a + 1])
   a = a + 2
 end
--- Writes Redis allows at maxmemory come first (after one of them, the others may follow): a
--- retried call acks nothing, so the status hash's expiry is set and cleared to be sure.
-redis.call('PEXPIRE', KEYS[3], 9999999999999)
-redis.call('PERSIST', KEYS[3])
-local removed = 0
+-- Writes Redis allows at maxmemory come first (after one of them, the others may follow).
+redis.call('PEXPIRE', KEYS[1], 9999999999999)
+redis.call('PERSIST', KEYS[1])
+local removed, acked = 0, 0
 for first = 1, count, 1000 do
   local last = math.min(first + 999, count)
-  redis.call('XACK', KEYS[1], group, unpack(ids, first, last))
+  acked = acked + redis.call('XACK', KEYS[1], group, unpack(ids, first, last))
   for i = first, last do
     removed = removed + redis.call('XDEL', KEYS[1], ids[i]) * records[i]
   end
@@ -53,11 +52,15 @@ elseif removed > 0 then
   local left = tonumber(redis.call('HGET', KEYS[2], 'queued') or '0') - removed
   redis.call('HSET', KEYS[2], 'queued', math.max(left, 0))
 end
+-- Acked before (this call repeated after a lost reply): its dead letters and counts are in.
+local again = count > 0 and acked == 0
 local dead = tonumber(ARGV[a])
 a = a + 1
 for d = 1, dead do
   local width = tonumber(ARGV[a])
-  redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[a + 1], '*', unpack(ARGV, a + 2, a + 1 + width))
+  if not again then
+    redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[a + 1], '*', unpack(ARGV, a + 2, a + 1 + width))
+  end
   a = a + 2 + width
 end
 local failures = {}
@@ -92,7 +95,7 @@ end
 local increments = tonumber(ARGV[a])
 a = a + 1
 for i = 1, increments do
-  redis.call('HINCRBY', KEYS[3], ARGV[a], ARGV[a + 1])
+  if not again then redis.call('HINCRBY', KEYS[3], ARGV[a], ARGV[a + 1]) end
   a = a + 2
 end
 redis.call('HSET', KEYS[3], unpack(ARGV, a))

@@ -100,9 +100,7 @@ class TableServer:
         """The newest watermark of the writers before this one, read as this one fenced the
         table: what they committed and did not answer is answered from it."""
         self._shutdown = shutdown
-        self._claimer = Claimer(
-            redis, group.keys, lease.value, settings.lease_ms, settings.reply_ttl_ms
-        )
+        self._claimer = Claimer(redis, group.keys, lease.value, settings.lease_ms)
         self._clock = RedisClock()
         self._answers = Answerer(
             Acknowledger(redis, group.keys, settings.reply_ttl_ms),

@@ -14,9 +14,10 @@ from redis.exceptions import ResponseError
 
 from lancequeue.common.errors import WriterReplaced
 from lancequeue.common.keys import GROUP, TableKeys
-from lancequeue.common.protocol import CONFIG_EPOCH, CONFIG_MAX_BATCH, CONFIG_MAX_QUEUE_SIZE
+from lancequeue.common.protocol import CONFIG_MAX_BATCH, CONFIG_MAX_QUEUE_SIZE
 from lancequeue.common.redis_client import AsyncRedis
 from lancequeue.writer.lease import Lease
+from lancequeue.writer.scripting import TOUCH
 
 logger = logging.getLogger(__name__)
 
@@ -28,11 +29,34 @@ if holder and holder ~= ARGV[1] then
   return {0, holder}
 end
 if not holder then
+  redis.call('PEXPIRE', KEYS[1], 9999999999999)
+  redis.call('PERSIST', KEYS[1])
   redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[2])
 end
 """
 """Prelude of the scripts below: go on only while this writer holds the lease (taking it back if
 it vanished and is free), so a writer that was replaced cannot take entries any more."""
+_ENSURE = (
+    TOUCH
+    + """
+local made = redis.pcall('XGROUP', 'CREATE', KEYS[1], ARGV[1], '0', 'MKSTREAM')
+local created = 1
+if type(made) == 'table' and made.err then
+  if not string.find(made.err, 'BUSYGROUP') then
+    return redis.error_reply(made.err)
+  end
+  created = 0
+end
+if redis.call('HEXISTS', KEYS[2], 'epoch') == 0 then
+  redis.call('HSET', KEYS[2], 'epoch', ARGV[2])
+end
+return {created, redis.call('HGET', KEYS[2], 'epoch')}
+"""
+)
+"""KEYS: stream, config. Create the group ARGV[1] (and the stream) unless it exists, and name the
+stream's epoch ARGV[2] unless it has one (lost with the stream, or never named: producers name
+one too, the first to send into a new stream). Returns whether the group was created, and the
+epoch. A script, so that it runs at maxmemory: a full stream is what the writer must drain."""
 _ANNOUNCE = (
     _LEASED
     + """
@@ -86,38 +110,22 @@ class StreamGroup:
         self._claim = redis.register_script(_CLAIM)
         self._read_new = redis.register_script(_READ_NEW)
         self._announce = redis.register_script(_ANNOUNCE)
+        self._ensure = redis.register_script(_ENSURE)
         self.epoch = ""
         """The stream's epoch, as of the last ``ensure()``."""
 
     async def ensure(self) -> str:
         """Create the stream and the group (from the first entry) unless they exist; return the
-        stream's epoch, a name that changes whenever the group had to be created anew (so a
-        watermark from a lost stream is never applied to a new one)."""
-        created = True
-        try:
-            await self._redis.xgroup_create(self.keys.stream, GROUP, id="0", mkstream=True)
-        except ResponseError as exc:
-            # BUSYGROUP: it exists. At maxmemory Redis refuses the command before looking.
-            if "BUSYGROUP" not in str(exc) and not await self._group_exists():
-                raise
-            created = False
-        epoch = await self._redis.hget(self.keys.config, CONFIG_EPOCH)
-        if created or epoch is None:
-            fresh = uuid.uuid4().hex
-            if created:
-                await self._redis.hset(self.keys.config, CONFIG_EPOCH, fresh)
-            else:
-                await self._redis.hsetnx(self.keys.config, CONFIG_EPOCH, fresh)
-            epoch = await self._redis.hget(self.keys.config, CONFIG_EPOCH)
+        stream's epoch: a name kept in the config hash, new whenever Redis lost it (with the
+        stream), so that nothing of a lost stream (a watermark, a claim) is taken for the new
+        one's."""
+        created, epoch = await self._ensure(
+            keys=[self.keys.stream, self.keys.config], args=[GROUP, uuid.uuid4().hex]
+        )
         self.epoch = _text(epoch)
+        if created:
+            logger.info("consumer group of %r created (epoch %s)", self.keys.table, self.epoch)
         return self.epoch
-
-    async def _group_exists(self) -> bool:
-        try:
-            groups: Any = await self._redis.xinfo_groups(self.keys.stream)
-        except ResponseError:
-            return False  # no stream
-        return any(_text(group["name"]) == GROUP for group in groups)
 
     async def deliveries(self, entry_ids: list[bytes]) -> dict[bytes, int]:
         """How many times each of this consumer's pending entries was read."""

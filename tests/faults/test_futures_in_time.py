@@ -1,4 +1,4 @@
-"""Issue 12, item 9: every future resolves by its deadline plus ``answer_grace_ms`` (plus a small
+"""Every future resolves by its deadline plus ``answer_grace_ms`` (plus a small
 slack, ``LATE_SLACK_S``), even while Redis hangs. With no writer at all, no record can be
 answered by one: each must fail in time, with ``WriteTimeout`` (not written, never will be) or
 ``OutcomeUnknown`` (Redis could not be asked in time)."""

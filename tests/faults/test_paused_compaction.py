@@ -1,4 +1,4 @@
-"""Issue 12, item 8: a writer paused past its lease "cannot commit again" once another writer
+"""A writer paused past its lease "cannot commit again" once another writer
 fenced the table, and that includes a compaction it was about to run. The writer stops itself
 (``LANCEQUEUE_PAUSE_AT=compact``) right before its first compaction runs, a standby takes the
 table over and fences it, and the paused writer is continued."""

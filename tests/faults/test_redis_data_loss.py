@@ -1,4 +1,4 @@
-"""Issue 12, item 5: Redis loses its data (no persistence, killed, started again empty). The
+"""Redis loses its data (no persistence, killed, started again empty). The
 writer must publish again what producers read (``max_queue_size`` above all): the stream never
 holds more records than the writer's ``--max-queue-size``."""
 

@@ -1,16 +1,24 @@
-"""Issue 12, item 4: Redis at ``maxmemory`` (``noeviction``) with records waiting. The writer
+"""Redis at ``maxmemory`` (``noeviction``) with records waiting. The writer
 must keep serving, free the stream's memory even at the cap (acks and deletes are what make
 room), and answer the records it committed truthfully."""
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import signal
+from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
 import pytest
+import redis
 
+from lancequeue.producer import Producer
+from lancequeue.writer import Writer
 from tests.faults.rig import FaultRig, MakeRig
-from tests.support import wait_for
+from tests.redis_server import RestartableRedis
+from tests.support import KEYS, table_ids, wait_for
 
 pytestmark = pytest.mark.faults
 
@@ -60,3 +68,48 @@ def test_a_writer_at_redis_maxmemory_keeps_serving_frees_the_stream_and_answers_
     rig.assert_promises(result)
     assert served, f"no 200 records acknowledged in 20 s from Redis at maxmemory: {result.row()}"
     assert used < cap, f"Redis still uses {used} bytes of {cap} once the stream is drained"
+
+
+async def test_a_writer_started_against_a_full_redis_takes_the_lease_serves_and_frees_it(
+    tmp_path: Path,
+) -> None:
+    """The writer died and the queue filled Redis to the cap: its restart (or a standby) must
+    still take the lease, claim, write, ack and answer, which is what frees the memory."""
+    server = RestartableRedis(tmp_path / "redis", persistence=False)
+    server.start()
+    admin = redis.Redis.from_url(server.url)
+    made = Producer("docs", redis_url=server.url)
+    writer: Writer | None = None
+    try:
+        futures = made.enqueue_many([{"id": i, "pad": "x" * 1000} for i in range(200)])
+        admin.config_set("maxmemory-policy", "noeviction")
+        admin.config_set("maxmemory", int(admin.info("memory")["used_memory"]) - 50_000)
+        assert _refused_at_the_cap(admin)
+        schema = pa.schema([pa.field("id", pa.int64()), pa.field("pad", pa.string())])
+        db_uri = str(tmp_path / "db")
+        writer = Writer(table="docs", redis_url=server.url, db_uri=db_uri, schema=schema)
+        task = asyncio.create_task(writer.run())
+        done, _ = await asyncio.to_thread(concurrent.futures.wait, futures, 60)
+        assert len(done) == 200 and all(f.exception() is None for f in futures), (
+            f"{len(done)} of 200 answered; lease holder {admin.get(KEYS.lease)!r}"
+        )
+        assert table_ids(db_uri) == list(range(200))
+        assert admin.xlen(KEYS.stream) == 0
+        assert not _refused_at_the_cap(admin)  # the writer gave the memory back
+    finally:
+        if writer is not None:
+            await writer.stop()
+            await task
+        await asyncio.to_thread(made.close, 0)
+        admin.close()
+        server.stop()
+
+
+def _refused_at_the_cap(admin: redis.Redis) -> bool:
+    """Whether Redis refuses a write that needs memory (``OOM``)."""
+    try:
+        admin.set("lancequeue-test-probe", "x" * 10_000)
+    except redis.exceptions.OutOfMemoryError:
+        return True
+    admin.delete("lancequeue-test-probe")
+    return False

@@ -1,4 +1,4 @@
-"""Issue 12, item 6: a client that may XADD to the stream and knows a producer's id sends entries
+"""A client that may XADD to the stream and knows a producer's id sends entries
 in that producer's name. An ok must still mean that *this producer's* record is in the table,
 and none of its records may hang or be silently lost: each is written and answered ok, or
 answered with an error and absent. The attacker here is a test client with full rights; the

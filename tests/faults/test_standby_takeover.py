@@ -1,4 +1,4 @@
-"""Issue 12, item 1: a hot standby started before its table existed (two writers started
+"""A hot standby started before its table existed (two writers started
 together on an empty volume, as ``compose.yaml``'s ``standby`` profile does) takes over from a
 writer that died. It must fence the table and read the newest watermark from the table as it is
 then, whatever it saw at start-up."""

@@ -1,4 +1,4 @@
-"""Issue 12, item 2: ``WriteTimeout`` means "not written, and never will be". A commit or an
+"""``WriteTimeout`` means "not written, and never will be". A commit or an
 answer delayed past the record's deadline plus ``answer_grace_ms`` must not turn into a
 ``WriteTimeout`` for a record that is, or later will be, in the table: under a stalled Redis, a
 slow ``--on-flushed`` hook, and a failing disk.

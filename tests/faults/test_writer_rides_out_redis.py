@@ -1,4 +1,4 @@
-"""Issue 12, item 3: every wait of the writer (start-up, lease acquisition, standing by,
+"""Every wait of the writer (start-up, lease acquisition, standing by,
 serving) rides out a Redis that is down or restarting, as the producers do."""
 
 from __future__ import annotations
