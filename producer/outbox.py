@@ -110,6 +110,9 @@ class Outbox(Generic[F]):
         self._pack_limit_learned_at: float | None = None
         self._next_seq = 1
         self._epoch = ""
+        self._unconfirmed: set[int] = set()
+        """Numbered records Redis has not confirmed in the stream (few: those being sent, and
+        those whose send went unanswered); some may have been settled since."""
         self._lock = threading.Lock()
         self._waiting: dict[int, Outgoing[F]] = {}
         self._expiry: list[tuple[float, int]] = []  # heap of (deadline, seq) of _waiting
@@ -166,6 +169,7 @@ class Outbox(Generic[F]):
                     item.seq, self._next_seq = self._next_seq, self._next_seq + 1
                     item.epoch = self._epoch
                     self._waiting[item.seq] = item
+                    self._unconfirmed.add(item.seq)
                     heapq.heappush(self._expiry, (item.deadline, item.seq))
             if len(self._expiry) > 2 * len(self._waiting) + _COMPACT_SLACK:
                 self._expiry = [(item.deadline, seq) for seq, item in self._waiting.items()]
@@ -243,6 +247,13 @@ class Outbox(Generic[F]):
     def script_keys(self) -> list[str]:
         return [self.keys.stream, self.keys.config]
 
+    def confirm(self, items: Iterable[Outgoing[F]]) -> None:
+        """Redis confirmed these records are in the stream."""
+        with self._lock:
+            for item in items:
+                item.confirmed = True
+                self._unconfirmed.discard(item.seq)
+
     def forget(self, items: Iterable[Outgoing[F]]) -> None:
         """Stop waiting for answers to records that were numbered but never sent. When they are
         the last numbered (they are: a send gives up while it holds the send lock), their
@@ -253,6 +264,7 @@ class Outbox(Generic[F]):
             seqs = sorted(item.seq for item in items if item.seq)
             for seq in seqs:
                 self._waiting.pop(seq, None)
+                self._unconfirmed.discard(seq)
             if (
                 seqs
                 and seqs[-1] == self._next_seq - 1
@@ -272,6 +284,7 @@ class Outbox(Generic[F]):
             futures = [item.future for item in self._waiting.values()]
             self._waiting.clear()
             self._expiry.clear()
+            self._unconfirmed.clear()
         return futures
 
     def settle(self, message: bytes | str, ok: Callable[[F], None], fail: Fail[F]) -> None:
@@ -307,16 +320,13 @@ class Outbox(Generic[F]):
                     continue
                 del self._waiting[result.seq]
                 resolved.append((item, error))
-            if results:
+            if results and self._unconfirmed:
                 highest = max(result.seq for result in results)
-                never_in_stream = [
-                    item
-                    for seq, item in self._waiting.items()
-                    if seq < highest and not item.confirmed
-                ]
-                for item in never_in_stream:
-                    del self._waiting[item.seq]
-                    resolved.append((item, self._never_added()))
+                for seq in [seq for seq in self._unconfirmed if seq < highest]:
+                    self._unconfirmed.discard(seq)
+                    unsent = self._waiting.pop(seq, None)
+                    if unsent is not None:
+                        resolved.append((unsent, self._never_added()))
         for item, error in resolved:
             if error is None:
                 ok(item.future)

@@ -131,7 +131,7 @@ class Sending(Generic[F]):
         count = sum(self._entry_sizes[:entries])
         for item in self._unsent[:count]:
             item.data = b""  # in the stream now: never sent again, so not kept
-            item.confirmed = True
+        self._outbox.confirm(self._unsent[:count])
         self._unsent = self._unsent[count:]
         self.queue_full = count < len(self._chunk)
         self.redis_error = None

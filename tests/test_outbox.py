@@ -39,8 +39,7 @@ def sent(
         [{"text": text.decode()} for text in records], Future, deadline
     )
     outbox.number(outgoing)
-    for item in outgoing:
-        item.confirmed = True
+    outbox.confirm(outgoing)
     return outgoing
 
 
@@ -79,9 +78,10 @@ def test_a_duplicate_answer_fails_a_record_sent_once_but_not_one_that_may_have_a
 def test_an_answer_settles_earlier_records_never_confirmed_in_the_stream_as_not_written(
     outbox: Outbox[Future],
 ) -> None:
-    lost, confirmed, later = sent(outbox, b"a", b"b", b"c")
-    lost.confirmed = False  # its send went unconfirmed and was given up
+    _, (lost,), _ = outbox.register([{"text": "a"}], Future, 100.0)
+    outbox.number([lost])  # its send went unconfirmed and was given up
     lost.maybe_sent = True
+    confirmed, later = sent(outbox, b"b", b"c")
     answer(outbox, (later.seq, None, later.digest))
     assert later.future.result() is None
     assert isinstance(lost.future.exception(), WriteTimeout)  # it never reached the stream
