@@ -6,14 +6,9 @@ would, so LanceDB handles on it see every row. Appends go through Lance directly
 Lance transaction can carry the watermark atomically with the data. (Not importing LanceDB also
 spares the writer two seconds of start-up.)
 
-Fencing: a writer taking the table over commits an ``UpdateConfig`` that records its token in
-the table's metadata, then a ``Merge`` of the unchanged fragments and schema. Lance treats a
-``Merge`` and an ``Append`` based on an older version as conflicting, in both orders, and lets
-no ``Rewrite`` (compaction) planned before it commit after it, so a paused writer that read the
-table before the takeover can no longer commit anything; one that reads it after sees the newer
-token in the metadata and stops. The sink is opened only once its writer holds the lease, and
-fences the table then (or as it creates it), so what it reads of the table (the watermark) is
-what the table holds after every earlier writer.
+The sink is opened only once its writer holds the lease, and fences the table then (or as it
+creates it; ``fencing.py``), so what it reads of the table (the watermark) is what the table
+holds after every earlier writer.
 """
 
 from __future__ import annotations
@@ -30,19 +25,17 @@ from lance import LanceOperation, Transaction
 from lance.commit import CommitConflictError
 from lance.optimize import Compaction, CompactionOptions
 
-from lancequeue.common.errors import ConfigError, WriterReplaced
+from lancequeue.common.errors import ConfigError
 from lancequeue.writer.arrow_batch import BatchBuilder, Records
 from lancequeue.writer.bad_vectors import BadVectorPolicy
 from lancequeue.writer.faults import crash_point, pause_point, refusal
+from lancequeue.writer.fencing import check_fence, fence, fence_of
 from lancequeue.writer.loading import load_object
 from lancequeue.writer.schema_inference import infer_schema
-from lancequeue.writer.watermark import EPOCH, FENCE, LAST_ID, SKIPPED, Watermark
+from lancequeue.writer.watermark import Watermark
 
 logger = logging.getLogger(__name__)
 
-_WATERMARK_SCAN_VERSIONS = 1000
-"""How far back through the table's versions to look for the latest watermark; the fence
-commit of every takeover carries it forward, so the scan stops there at the latest."""
 _CONFLICT_RETRIES = 20
 _COMPACTION_THREADS = 1
 _COMPACTION_BATCH_ROWS = 1024
@@ -138,7 +131,7 @@ class TableSink:
         if existing is None:
             assert sink._configured_schema is not None
             existing = await asyncio.to_thread(sink._create, sink._configured_schema)
-        recorded = _fence_of(existing)
+        recorded = fence_of(existing)
         if recorded >= lease.token:
             # Tokens handed out by a Redis that has since lost its data: this writer holds
             # the lease, so no writer is newer; take a token above the table's.
@@ -188,59 +181,14 @@ class TableSink:
     # -- takeover ----------------------------------------------------------------------------
 
     def _fence_sync(self) -> Watermark | None:
-        """Record this writer's token in the table (see the module's docstring); return the
-        newest watermark as the table holds it once fenced, carried into the fence."""
+        """Record this writer's token in the table (``fencing.fence``); return the newest
+        watermark as the table holds it once fenced."""
         assert self._dataset is not None
-        for _ in range(_CONFLICT_RETRIES):
-            dataset = self._latest()
-            self._check_fence(dataset)
-            watermark = _find_watermark(dataset)
-            updates: dict[str, str | None] = {FENCE: str(self._fence_token)}
-            properties = {FENCE: str(self._fence_token)}
-            if watermark is not None:
-                carried = watermark.properties(self._fence_token, self._consumer)
-                updates.update({key: carried[key] for key in (EPOCH, LAST_ID, SKIPPED)})
-                properties.update(carried)
-            try:
-                dataset = lance.LanceDataset.commit(
-                    dataset,
-                    Transaction(
-                        read_version=dataset.version,
-                        operation=LanceOperation.UpdateConfig(
-                            table_metadata_updates=LanceOperation.UpdateMap(updates, replace=False)
-                        ),
-                        transaction_properties=properties,
-                    ),
-                    max_retries=0,
-                    storage_options=self._storage_options,
-                )
-                dataset = lance.LanceDataset.commit(
-                    dataset,
-                    Transaction(
-                        read_version=dataset.version,
-                        operation=LanceOperation.Merge(
-                            [fragment.metadata for fragment in dataset.get_fragments()],
-                            dataset.lance_schema,
-                        ),
-                        transaction_properties=properties,
-                    ),
-                    max_retries=0,
-                    storage_options=self._storage_options,
-                )
-            except CommitConflictError as exc:
-                logger.info("fencing %r raced another commit (%s); again", self.name, exc)
-                continue
-            self._dataset = dataset
-            self.version = dataset.version
-            logger.info(
-                "table %r fenced with token %d at version %d; watermark %s",
-                self.name,
-                self._fence_token,
-                dataset.version,
-                watermark.last_id if watermark else "none",
-            )
-            return watermark
-        raise OSError(f"could not fence table {self.name!r}: {_CONFLICT_RETRIES} conflicts")
+        self._dataset, watermark = fence(
+            self._latest, self._fence_token, self._consumer, self.name, self._storage_options
+        )
+        self.version = self._dataset.version
+        return watermark
 
     def _latest(self) -> lance.LanceDataset:
         assert self._dataset is not None
@@ -248,12 +196,7 @@ class TableSink:
         return self._dataset
 
     def _check_fence(self, dataset: lance.LanceDataset) -> None:
-        newest = _fence_of(dataset)
-        if newest > self._fence_token:
-            raise WriterReplaced(
-                f"table {self.name!r} was fenced by a newer writer (token {newest}; this "
-                f"writer's is {self._fence_token})"
-            )
+        check_fence(dataset, self._fence_token, self.name)
 
     # -- appends -----------------------------------------------------------------------------
 
@@ -404,30 +347,3 @@ def table_uri(db_uri: str, name: str) -> str:
     if "://" not in db_uri:
         db_uri = str(Path(db_uri).expanduser().resolve())
     return f"{db_uri.rstrip('/')}/{name}.lance"
-
-
-def _fence_of(dataset: lance.LanceDataset) -> int:
-    value = dataset.metadata.get(FENCE, "0")
-    return int(value) if value.isdigit() else 0
-
-
-def _find_watermark(dataset: lance.LanceDataset) -> Watermark | None:
-    """The newest watermark: from the newest commit carrying one, else the table metadata (where
-    each fence copies it, in case the older transactions were cleaned up)."""
-    oldest = max(1, dataset.version - _WATERMARK_SCAN_VERSIONS)
-    for version in range(dataset.version, oldest - 1, -1):
-        try:
-            transaction = dataset.read_transaction(version)
-        except OSError:  # cleaned up
-            break
-        if transaction is None:
-            continue
-        if FENCE in (transaction.transaction_properties or {}) and LAST_ID not in (
-            transaction.transaction_properties or {}
-        ):
-            # A fence with no watermark: nothing was committed through lancequeue before it.
-            return None
-        watermark = Watermark.from_properties(transaction.transaction_properties)
-        if watermark is not None:
-            return watermark
-    return Watermark.from_properties(dict(dataset.metadata))
