@@ -93,6 +93,7 @@ class AsyncProducer:
         )
         self.keys = self._outbox.keys
         self.producer_id = self._outbox.producer_id
+        self._entries = self._outbox.entries
         self._redis: AsyncRedis | None = None
         self._replies: AsyncRedis | None = None
         self._abandoner: AsyncRedis | None = None
@@ -322,7 +323,8 @@ class AsyncProducer:
                     continue  # the deadline passed meanwhile
                 try:
                     ids = await _by_deadline(
-                        sending, self._enqueue_script(keys=self._outbox.script_keys, args=args)
+                        sending,
+                        self._enqueue_script(keys=self._outbox.entries.script_keys, args=args),
                     )
                 except BaseException as exc:
                     if is_refusal(exc):
@@ -375,12 +377,13 @@ class AsyncProducer:
             await pool.release(await pool.get_connection())  # type: ignore[no-untyped-call]
         else:
             await _refresh_cluster_connection(client, self.keys.stream)
-        if self._outbox.config_stale(time.monotonic()):
-            client, fields = self._sender_client, self._outbox.config_fields
-            if self._outbox.learn_config(await client.hmget(self.keys.config, fields), 0.0):
-                await client.hsetnx(self.keys.config, CONFIG_EPOCH, self._outbox.new_epoch())
+        entries = self._entries
+        if entries.config_stale(time.monotonic()):
+            client, fields = self._sender_client, entries.config_fields
+            if entries.learn_config(await client.hmget(self.keys.config, fields), 0.0):
+                await client.hsetnx(self.keys.config, CONFIG_EPOCH, entries.new_epoch())
             values = await client.hmget(self.keys.config, fields)
-            self._outbox.learn_config(values, time.monotonic())
+            entries.learn_config(values, time.monotonic())
 
     async def _pause(self, sending: Sending[AsyncFuture], backoff: Backoff) -> None:
         """Wait before reconnecting (bounded by the deadline; close() ends the wait and the

@@ -26,16 +26,10 @@ from lancequeue.common.errors import (
 from lancequeue.common.keys import TableKeys
 from lancequeue.common.protocol import (
     ABANDONED_TTL_MS,
-    CONFIG_EPOCH,
-    CONFIG_MAX_BATCH,
-    DEFAULT_MAX_QUEUE_SIZE,
-    ENTRY_WIDTH,
-    PACKED_ENTRY_WIDTH,
     decode_results,
-    entry_fields,
-    packed_entry_fields,
     record_digest,
 )
+from lancequeue.producer.entries import EntryMaker
 
 logger = logging.getLogger(__name__)
 
@@ -45,9 +39,6 @@ Fail = Callable[[F, LancequeueError], None]
 
 _COMPACT_SLACK = 1024  # expiry-heap entries of answered records tolerated before a rebuild
 
-PACK_LIMIT_REFRESH_S = 5.0
-"""How often a producer re-reads the writer's ``max_batch``, the most records it packs into
-one entry."""
 
 ABANDON_WITHIN_S = 1.0
 """How long after a record's deadline plus ``answer_grace_ms`` its abandonment may take: a
@@ -105,11 +96,9 @@ class Outbox(Generic[F]):
         a connection lost after the pop loses no message."""
         self._answer_grace_s = answer_grace_s
         self._max_record_bytes = max_record_bytes
-        self._pack_records = pack_records
-        self._pack_limit = pack_records
-        self._pack_limit_learned_at: float | None = None
+        self.entries = EntryMaker(self.keys, self.reply_key, pack_records)
+        """How records become stream entries, by what the writer publishes."""
         self._next_seq = 1
-        self._epoch = ""
         self._unconfirmed: set[int] = set()
         """Numbered records Redis has not confirmed in the stream (few: those being sent, and
         those whose send went unanswered); some may have been settled since."""
@@ -167,7 +156,7 @@ class Outbox(Generic[F]):
             for item in chunk:
                 if item.seq == 0:
                     item.seq, self._next_seq = self._next_seq, self._next_seq + 1
-                    item.epoch = self._epoch
+                    item.epoch = self.entries.epoch
                     self._waiting[item.seq] = item
                     self._unconfirmed.add(item.seq)
                     heapq.heappush(self._expiry, (item.deadline, item.seq))
@@ -177,75 +166,6 @@ class Outbox(Generic[F]):
             sooner = bool(self._expiry) and self._expiry[0][0] < earliest
         if sooner and self.on_sooner_due is not None:
             self.on_sooner_due()
-
-    def pack(self, chunk: list[Outgoing[F]]) -> list[int]:
-        """How ``chunk`` (numbered) is split into stream entries: the number of records of each,
-        in order. An entry takes up to ``pack_records`` records (and no more than the writer's
-        ``max_batch``: a packed entry is never split across batches) with consecutive sequence
-        numbers; with ``pack_records`` 1, every record is an entry of its own."""
-        sizes: list[int] = []
-        previous = -1
-        for item in chunk:
-            if sizes and sizes[-1] < self._pack_limit and item.seq == previous + 1:
-                sizes[-1] += 1
-            else:
-                sizes.append(1)
-            previous = item.seq
-        return sizes
-
-    def script_args(
-        self, chunk: list[Outgoing[F]], sizes: list[int], ttl_ms: int
-    ) -> list[bytes | str | int]:
-        """ARGV of the enqueue script for ``chunk`` (numbered) split into entries of ``sizes``
-        records (see ``pack``), each entry with ``ttl_ms``."""
-        if self._pack_records == 1:
-            args: list[bytes | str | int] = [DEFAULT_MAX_QUEUE_SIZE, ENTRY_WIDTH]
-            for item in chunk:
-                args.extend(entry_fields(self.reply_key, item.seq, item.data, ttl_ms))
-            return args
-        args = [DEFAULT_MAX_QUEUE_SIZE, PACKED_ENTRY_WIDTH]
-        start = 0
-        for size in sizes:
-            items = chunk[start : start + size]
-            data = [item.data for item in items]
-            args.extend(packed_entry_fields(self.reply_key, items[0].seq, data, ttl_ms))
-            start += size
-        return args
-
-    def config_stale(self, now: float) -> bool:
-        """Whether to (re)read the config hash (the writer's ``max_batch``, the stream's
-        epoch) before sending: never read yet, or last read ``PACK_LIMIT_REFRESH_S`` ago."""
-        learned_at = self._pack_limit_learned_at
-        return learned_at is None or now - learned_at >= PACK_LIMIT_REFRESH_S
-
-    @property
-    def config_fields(self) -> list[str]:
-        """The config hash fields ``learn_config`` takes, in order."""
-        return [CONFIG_MAX_BATCH, CONFIG_EPOCH]
-
-    def learn_config(self, values: list[bytes | str | None], now: float) -> bool:
-        """What an ``HMGET`` of ``config_fields`` returned. Pack no more records per entry than
-        the writer's ``max_batch``; until a writer has published one, do not pack: it also says
-        the writer reads packed entries. The epoch goes with the records sent from now on.
-        Returns True if the stream has no epoch yet: name one (``HSETNX``, ``new_epoch``) and
-        read the config again, so every record is sent under one."""
-        raw, epoch = values
-        text = raw.decode() if isinstance(raw, bytes) else raw
-        limit = int(text) if text is not None and text.isdigit() and int(text) > 0 else 1
-        with self._lock:
-            self._pack_limit = min(self._pack_records, limit)
-            self._epoch = epoch.decode() if isinstance(epoch, bytes) else (epoch or "")
-            self._pack_limit_learned_at = now
-            return not self._epoch
-
-    @staticmethod
-    def new_epoch() -> str:
-        """A name for a stream that has none (Redis never had one, or lost it)."""
-        return uuid.uuid4().hex
-
-    @property
-    def script_keys(self) -> list[str]:
-        return [self.keys.stream, self.keys.config]
 
     def confirm(self, items: Iterable[Outgoing[F]]) -> None:
         """Redis confirmed these records are in the stream."""

@@ -88,6 +88,7 @@ class Producer:
         )
         self.keys = self._outbox.keys
         self.producer_id = self._outbox.producer_id
+        self._entries = self._outbox.entries
         url = resolve_redis_url(self.settings.redis_url, self.settings.data_dir)
         cluster = is_cluster_url(url)
         self._redis = _client(url, cluster, self.settings.redis_timeout_ms / 1000)
@@ -421,7 +422,7 @@ class Producer:
             ) from None
 
     def _run_enqueue_script(self, args: list[bytes | str | int]) -> list[bytes]:
-        ids: list[bytes] = self._enqueue_script(keys=self._outbox.script_keys, args=args)
+        ids: list[bytes] = self._enqueue_script(keys=self._entries.script_keys, args=args)
         return ids
 
     def _connect(self) -> None:
@@ -433,11 +434,12 @@ class Producer:
             client = client.get_redis_connection(node)
         pool = client.connection_pool
         pool.release(pool.get_connection())
-        if self._outbox.config_stale(time.monotonic()):
-            fields = self._outbox.config_fields
-            if self._outbox.learn_config(self._redis.hmget(self.keys.config, fields), 0.0):
-                self._redis.hsetnx(self.keys.config, CONFIG_EPOCH, self._outbox.new_epoch())
-            self._outbox.learn_config(self._redis.hmget(self.keys.config, fields), time.monotonic())
+        entries = self._entries
+        if entries.config_stale(time.monotonic()):
+            fields = entries.config_fields
+            if entries.learn_config(self._redis.hmget(self.keys.config, fields), 0.0):
+                self._redis.hsetnx(self.keys.config, CONFIG_EPOCH, entries.new_epoch())
+            entries.learn_config(self._redis.hmget(self.keys.config, fields), time.monotonic())
 
     def _pause(self, sending: Sending[Future[None]], backoff: Backoff) -> None:
         """Wait before reconnecting (bounded by the deadline; close() ends the wait and the

@@ -110,8 +110,8 @@ class Sending(Generic[F]):
             return None
         self._chunk = self._unsent[: self._chunk_length()]
         self._outbox.number(self._chunk)
-        self._entry_sizes = self._outbox.pack(self._chunk)
-        return self._outbox.script_args(self._chunk, self._entry_sizes, ttl_ms)
+        self._entry_sizes = self._outbox.entries.pack(self._chunk)
+        return self._outbox.entries.script_args(self._chunk, self._entry_sizes, ttl_ms)
 
     def _chunk_length(self) -> int:
         """How many of the unsent records the next chunk takes: at most ``chunk_records``, and

@@ -1,0 +1,115 @@
+"""How a producer's records become stream entries: single or packed, by what the writer
+publishes in the table's config hash (its ``max_batch``, the stream's epoch)."""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from collections.abc import Sequence
+from typing import Protocol
+
+from lancequeue.common.keys import TableKeys
+from lancequeue.common.protocol import (
+    CONFIG_EPOCH,
+    CONFIG_MAX_BATCH,
+    DEFAULT_MAX_QUEUE_SIZE,
+    ENTRY_WIDTH,
+    PACKED_ENTRY_WIDTH,
+    entry_fields,
+    packed_entry_fields,
+)
+
+CONFIG_REFRESH_S = 5.0
+"""How often a producer re-reads the config hash: the writer's ``max_batch`` (the most records
+it packs into one entry; a new writer may have another) and the stream's epoch."""
+
+
+class Numbered(Protocol):
+    """A record on its way, numbered (``outbox.Outgoing``)."""
+
+    seq: int
+    data: bytes
+
+
+class EntryMaker:
+    """Splits numbered records into stream entries and writes the enqueue script's ARGV."""
+
+    def __init__(self, keys: TableKeys, reply_key: str, pack_records: int) -> None:
+        self._keys = keys
+        self._reply_key = reply_key
+        self._pack_records = pack_records
+        self._pack_limit = pack_records
+        self._learned_at: float | None = None
+        self._lock = threading.Lock()
+        self.epoch = ""
+        """The stream's epoch as last read ('' until read): records sent now are sent under it."""
+
+    def pack(self, chunk: Sequence[Numbered]) -> list[int]:
+        """How ``chunk`` (numbered) is split into stream entries: the number of records of each,
+        in order. An entry takes up to ``pack_records`` records (and no more than the writer's
+        ``max_batch``: a packed entry is never split across batches) with consecutive sequence
+        numbers; with ``pack_records`` 1, every record is an entry of its own."""
+        sizes: list[int] = []
+        previous = -1
+        for item in chunk:
+            if sizes and sizes[-1] < self._pack_limit and item.seq == previous + 1:
+                sizes[-1] += 1
+            else:
+                sizes.append(1)
+            previous = item.seq
+        return sizes
+
+    def script_args(
+        self, chunk: Sequence[Numbered], sizes: list[int], ttl_ms: int
+    ) -> list[bytes | str | int]:
+        """ARGV of the enqueue script for ``chunk`` (numbered) split into entries of ``sizes``
+        records (see ``pack``), each entry with ``ttl_ms``."""
+        if self._pack_records == 1:
+            args: list[bytes | str | int] = [DEFAULT_MAX_QUEUE_SIZE, ENTRY_WIDTH]
+            for item in chunk:
+                args.extend(entry_fields(self._reply_key, item.seq, item.data, ttl_ms))
+            return args
+        args = [DEFAULT_MAX_QUEUE_SIZE, PACKED_ENTRY_WIDTH]
+        start = 0
+        for size in sizes:
+            items = chunk[start : start + size]
+            data = [item.data for item in items]
+            args.extend(packed_entry_fields(self._reply_key, items[0].seq, data, ttl_ms))
+            start += size
+        return args
+
+    @property
+    def script_keys(self) -> list[str]:
+        """KEYS of the enqueue script."""
+        return [self._keys.stream, self._keys.config]
+
+    def config_stale(self, now: float) -> bool:
+        """Whether to (re)read the config hash before sending: never read yet, or last read
+        ``CONFIG_REFRESH_S`` ago."""
+        learned_at = self._learned_at
+        return learned_at is None or now - learned_at >= CONFIG_REFRESH_S
+
+    @property
+    def config_fields(self) -> list[str]:
+        """The config hash fields ``learn_config`` takes, in order."""
+        return [CONFIG_MAX_BATCH, CONFIG_EPOCH]
+
+    def learn_config(self, values: list[bytes | str | None], now: float) -> bool:
+        """What an ``HMGET`` of ``config_fields`` returned. Pack no more records per entry than
+        the writer's ``max_batch``; until a writer has published one, do not pack: it also says
+        the writer reads packed entries. The epoch goes with the records sent from now on.
+        Returns True if the stream has no epoch yet: name one (``HSETNX``, ``new_epoch``) and
+        read the config again, so every record is sent under one."""
+        raw, epoch = values
+        text = raw.decode() if isinstance(raw, bytes) else raw
+        limit = int(text) if text is not None and text.isdigit() and int(text) > 0 else 1
+        with self._lock:
+            self._pack_limit = min(self._pack_records, limit)
+            self.epoch = epoch.decode() if isinstance(epoch, bytes) else (epoch or "")
+            self._learned_at = now
+            return not self.epoch
+
+    @staticmethod
+    def new_epoch() -> str:
+        """A name for a stream that has none (Redis never had one, or lost it)."""
+        return uuid.uuid4().hex
