@@ -68,8 +68,10 @@ class AsyncProducer:
 
     ``enqueue`` awaits while the table's queue is full or Redis is unreachable, until the
     record's deadline (the call's time plus its timeout). Records enqueued by concurrent tasks
-    in the same event-loop tick go to Redis in one call; sends go one at a time, in order. Every
-    future resolves by the deadline plus ``answer_grace_ms``.
+    in the same event-loop tick go to Redis in one call; sends go one at a time, in order. A
+    future resolves by the deadline plus ``answer_grace_ms`` (plus a second if Redis hangs),
+    unless a writer claimed its record first: it then waits for that writer's answer (see
+    ``Producer``).
     """
 
     def __init__(
@@ -146,8 +148,8 @@ class AsyncProducer:
         ``WriteTimeout`` if the record could not be sent by its deadline (it was not written);
         raises ``RecordRejected`` at once for a record that cannot be encoded or is over
         ``max_record_bytes`` encoded. A record whose send Redis never confirmed may be in the
-        stream: its future is returned, and resolves from the writer's answer or fails by the
-        deadline plus ``answer_grace_ms``.
+        stream: its future is returned, and resolves from the writer's answer or, lacking one,
+        as the producer abandons it after the deadline plus ``answer_grace_ms``.
         """
         return await self._tick.send(record, timeout)
 
@@ -169,8 +171,8 @@ class AsyncProducer:
         self, records: Iterable[Mapping[str, Any]], timeout: float | None = None
     ) -> None:
         """Send records together and wait for all; raises the first record's error. That takes
-        at most ``timeout`` plus ``answer_grace_ms`` (``WriteTimeout`` if the writer did not
-        answer by then)."""
+        ``timeout`` plus ``answer_grace_ms`` at most (plus a second if Redis hangs), unless a
+        writer claimed a record and its commit takes longer."""
         futures = await self.enqueue_many(records, timeout)
         if futures:
             await asyncio.wait(futures)  # not gather: cancelling the wait leaves the futures be

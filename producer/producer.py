@@ -68,8 +68,11 @@ class Producer:
 
     Each record has a deadline: the enqueue call's time plus its timeout. The producer rides out
     Redis restarts and lost connections until then, sending again what Redis did not confirm.
-    Every future resolves by the deadline plus ``answer_grace_ms``. Futures cannot be cancelled:
-    a record that was sent is written or answered regardless.
+    A record the writer has not answered by the deadline plus ``answer_grace_ms`` is abandoned in
+    Redis and fails with ``WriteTimeout`` (never written), unless a writer claimed it first: its
+    future then waits for that writer's answer. If Redis cannot be asked within a second, it
+    fails with ``OutcomeUnknown``. Futures cannot be cancelled: a record that was sent is written
+    or answered regardless.
     """
 
     def __init__(
@@ -151,7 +154,8 @@ class Producer:
         Raises ``RecordRejected`` at once for a record that cannot be encoded or is over
         ``max_record_bytes`` encoded, and ``ProducerClosed`` after ``close()``. A record whose
         send Redis never confirmed may be in the stream: its future is returned, and resolves
-        from the writer's answer or fails by the deadline plus ``answer_grace_ms``.
+        from the writer's answer or, lacking one, as the producer abandons it after the deadline
+        plus ``answer_grace_ms``.
 
         With ``linger_ms`` set, the record is buffered and sent from a background thread: this
         returns at once (or once the buffer has room, raising ``QueueFull``/``WriteTimeout`` if
@@ -186,8 +190,8 @@ class Producer:
         ``chunk_bytes``) and wait for all of them.
 
         Raises the error of the first record that did not land once every record is answered;
-        that takes at most ``timeout`` plus ``answer_grace_ms`` (``WriteTimeout`` if the writer
-        did not answer by then).
+        that takes ``timeout`` plus ``answer_grace_ms`` at most (plus a second if Redis hangs),
+        unless a writer claimed a record and its commit takes longer: then its answer is awaited.
         """
         linger_thread = None if self._linger is None else self._linger.thread
         if threading.current_thread() in (self._listener, self._expirer, linger_thread):
