@@ -349,7 +349,7 @@ class AsyncProducer:
                         # Subscribe, then try again at once: a flush between the last try and
                         # the subscription would otherwise be missed.
                         pubsub = self._sender_client.pubsub(ignore_subscribe_messages=True)
-                        await pubsub.subscribe(self.keys.flushed_channel)
+                        await _by_deadline(sending, pubsub.subscribe(self.keys.flushed_channel))
                         continue
                     # The cap bounds a missed message and how long close() waits.
                     await pubsub.get_message(

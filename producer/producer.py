@@ -392,12 +392,12 @@ class Producer:
                         # Subscribe, then try again at once: a flush between the last try and
                         # the subscription would otherwise be missed.
                         pubsub = self._redis.pubsub(ignore_subscribe_messages=True)  # type: ignore[no-untyped-call,unused-ignore]
-                        pubsub.subscribe(self.keys.flushed_channel)
+                        self._by_deadline(sending, pubsub.subscribe, self.keys.flushed_channel)
                         continue
                     # The cap bounds a missed message and how long close() waits.
                     pubsub.get_message(timeout=min(sending.remaining_s(), self._room_recheck_s))
                 except Exception as exc:
-                    if not is_connection_loss(exc):
+                    if not is_connection_loss(exc) and not isinstance(exc, _NotStarted):
                         raise
                     _close_quietly(pubsub)
                     pubsub = None
