@@ -20,7 +20,7 @@ from lancequeue.common.errors import WriterReplaced
 from lancequeue.common.keys import TableKeys
 from lancequeue.common.protocol import ABANDONED_TTL_MS, SEQ_JUMP_LIMIT
 from lancequeue.common.redis_client import AsyncRedis
-from lancequeue.writer.scripting import TOUCH
+from lancequeue.writer.scripting import KEEP_LEASE
 
 CLAIM_TTL_MS = ABANDONED_TTL_MS
 """Expiry of a producer's claim key, renewed at each claim: as long as its abandoned set is
@@ -34,13 +34,8 @@ if holder and holder ~= ARGV[1] then
   return {now[1], now[2], holder, {}}
 end
 """
-    + TOUCH
+    + KEEP_LEASE
     + """
-if holder then
-  redis.call('PEXPIRE', KEYS[2], ARGV[2])
-else
-  redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[2])
-end
 local limit = tonumber(ARGV[4])
 local out = {}
 local a = 5

@@ -25,7 +25,7 @@ from lancequeue.common.errors import WriterReplaced
 from lancequeue.common.keys import TableKeys
 from lancequeue.common.redis_client import REDIS_FAILURES, AsyncRedis
 from lancequeue.writer.retrying import Outage
-from lancequeue.writer.scripting import TOUCH
+from lancequeue.writer.scripting import KEEP_LEASE, TOUCH
 
 logger = logging.getLogger(__name__)
 
@@ -69,13 +69,8 @@ if holder and holder ~= ARGV[1] then
   return 0
 end
 """
-    + TOUCH
+    + KEEP_LEASE
     + """
-if holder then
-  redis.call('PEXPIRE', KEYS[2], ARGV[2])
-else
-  redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[2])
-end
 redis.call('HSET', KEYS[3], 'heartbeat_at_ms', ARGV[3])
 if #ARGV >= 5 then redis.call('HSET', KEYS[4], unpack(ARGV, 4)) end
 if holder then

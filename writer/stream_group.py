@@ -17,23 +17,21 @@ from lancequeue.common.keys import GROUP, TableKeys
 from lancequeue.common.protocol import CONFIG_MAX_BATCH, CONFIG_MAX_QUEUE_SIZE
 from lancequeue.common.redis_client import AsyncRedis
 from lancequeue.writer.lease import Lease
-from lancequeue.writer.scripting import TOUCH
+from lancequeue.writer.scripting import KEEP_LEASE, TOUCH
 
 logger = logging.getLogger(__name__)
 
 RawEntry = tuple[bytes, dict[bytes, bytes] | None]
 _CLAIM_COUNT = 1000
-_LEASED = """
+_LEASED = (
+    """
 local holder = redis.call('GET', KEYS[2])
 if holder and holder ~= ARGV[1] then
   return {0, holder}
 end
-if not holder then
-  redis.call('PEXPIRE', KEYS[1], 9999999999999)
-  redis.call('PERSIST', KEYS[1])
-  redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[2])
-end
 """
+    + KEEP_LEASE
+)
 """Prelude of the scripts below: go on only while this writer holds the lease (taking it back if
 it vanished and is free), so a writer that was replaced cannot take entries any more."""
 _ENSURE = (
@@ -60,7 +58,6 @@ epoch. A script, so that it runs at maxmemory: a full stream is what the writer 
 _ANNOUNCE = (
     _LEASED
     + """
-redis.call('PEXPIRE', KEYS[2], ARGV[2])
 redis.call('HSET', KEYS[3], ARGV[3], ARGV[4], ARGV[5], ARGV[6])
 redis.call('DEL', KEYS[4])
 redis.call('HSET', KEYS[4], unpack(ARGV, 7))
