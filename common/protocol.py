@@ -15,11 +15,15 @@ or several (a packed entry), in place of ``rec``::
 
 A record's deadline is its entry id's millisecond part plus ``ttl``, both in Redis server time,
 so producer and writer clocks never need to agree. A writer never writes a record whose deadline
-passed before its batch was built: it answers ``WriteTimeout`` instead.
+passed before its batch was built: it answers ``WriteTimeout`` instead. Whether a record the
+writer has not answered by its deadline is written is decided in Redis: the writer claims a
+batch's records before writing them, a producer abandons a record at its deadline plus its
+grace (``ABANDON_SCRIPT``), and exactly one of the two wins.
 
 After each flush the writer pushes, to every reply list with records in the batch, one msgpack
-array of results ``[seq, error]``: ``error`` is nil when the record is in the table, else a map
-``{"error": "RecordRejected" | "WriteFailed" | "WriteTimeout", "message": str, "cause": str}``.
+array of results: ``[seq, nil, digest]`` when the record is in the table (``record_digest`` of
+what was written), else ``[seq, error]``, ``error`` a map ``{"error": "RecordRejected" |
+"WriteFailed" | "WriteTimeout", "message": str, "cause": str}``.
 """
 
 from __future__ import annotations
