@@ -48,8 +48,22 @@ class TableKeys:
 
     @property
     def config(self) -> str:
-        """Hash of settings the writer publishes for producers (``max_queue_size``)."""
+        """Hash of the settings the writer publishes for producers (``max_queue_size``,
+        ``max_batch``); written by the writer only."""
         return self.prefix + "config"
+
+    @property
+    def queued(self) -> str:
+        """Counter of the records in the stream (an entry may carry several): raised by the
+        producers' enqueue script, lowered by the writer as it deletes entries. Apart from
+        ``config``, which only the writer writes."""
+        return self.prefix + "queued"
+
+    @property
+    def epoch(self) -> str:
+        """Names this incarnation of the stream: set (``SETNX``) by the first producer or
+        writer to find none; a new one means Redis lost its data."""
+        return self.prefix + "epoch"
 
     @property
     def writer(self) -> str:

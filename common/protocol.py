@@ -62,10 +62,6 @@ DEFAULT_MAX_QUEUE_SIZE = 4096
 CONFIG_MAX_QUEUE_SIZE = "max_queue_size"
 CONFIG_MAX_BATCH = "max_batch"
 """Config hash field: the writer's ``max_batch``; producers pack no more records per entry."""
-CONFIG_EPOCH = "epoch"
-"""Config hash field naming the stream's incarnation (changes if the stream is lost)."""
-CONFIG_QUEUED = "queued"
-"""Config hash field counting the records in the stream (entries may carry several)."""
 
 ENTRY_WIDTH = 10
 """Arguments one single-record entry takes in the enqueue script: five field/value pairs."""
@@ -73,9 +69,10 @@ PACKED_ENTRY_WIDTH = 12
 """Arguments one packed entry takes in the enqueue script: six field/value pairs."""
 
 ENQUEUE_SCRIPT = """
-local limit = tonumber(redis.call('HGET', KEYS[2], 'max_queue_size') or ARGV[1])
+local limit = tonumber(redis.call('HGET', KEYS[2], 'max_queue_size') or '')
+if not limit or limit < 1 then limit = tonumber(ARGV[1]) end
 local width = tonumber(ARGV[2])
-local stored = tonumber(redis.call('HGET', KEYS[2], 'queued') or '0') or 0
+local stored = tonumber(redis.call('GET', KEYS[3]) or '0') or 0
 local length = redis.call('XLEN', KEYS[1])
 local queued = stored
 if length == 0 then queued = 0 elseif queued < length then queued = length end
@@ -89,7 +86,7 @@ while i + width - 1 <= #ARGV do
   last = i + width - 1
   i = i + width
 end
-if queued ~= stored then redis.call('HINCRBY', KEYS[2], 'queued', queued - stored) end
+if queued ~= stored then redis.call('INCRBY', KEYS[3], queued - stored) end
 local ids = {}
 for j = 3, last, width do
   ids[#ids + 1] = redis.call('XADD', KEYS[1], '*', unpack(ARGV, j, j + width - 1))
@@ -98,11 +95,12 @@ return ids
 """
 """Append entries, in order, while the stream holds fewer than ``max_queue_size`` records.
 
-KEYS: stream, config. ARGV: default max_queue_size, entry width (10 for single-record entries,
+KEYS: stream, config, queued. ARGV: default max_queue_size (also used if the config hash holds
+no positive one), entry width (10 for single-record entries,
 12 for packed ones, whose ``n`` is the fifth pair), then each entry's field/value pairs.
 Returns the ids of the entries added: a prefix of those given, empty when the queue is full.
 An entry is added to an empty queue even if it alone holds more than ``max_queue_size``
-records. The config hash's ``queued`` counts the records in the stream: the script decides
+records. The ``queued`` key counts the records in the stream: the script decides
 what fits and records it before adding anything (so a failing ``XADD`` adds nothing after the
 count), takes it as 0 when the stream is empty and as at least ``XLEN`` otherwise (healing a
 count that drifted), and the writer lowers it as it deletes entries.
@@ -139,7 +137,7 @@ def packed_entry_fields(
 
 
 ABANDON_SCRIPT = """
-local epoch = redis.call('HGET', KEYS[4], 'epoch') or ''
+local epoch = redis.call('GET', KEYS[4]) or ''
 if ARGV[2] ~= '' and epoch ~= ARGV[2] then
   return -1
 end
@@ -158,7 +156,7 @@ return abandoned
 """
 """Abandon records a producer sent and the writer has not answered by their deadline.
 
-KEYS: the producer's ``seen``, ``claim`` and ``abandoned`` keys, and the config hash. ARGV: the
+KEYS: the producer's ``seen``, ``claim`` and ``abandoned`` keys, and the ``epoch`` key. ARGV: the
 expiry of the abandoned set (ms), the stream's epoch the records were sent under ('' if none
 was known), then sequence numbers. Returns those abandoned: no writer had claimed or settled
 them, and none ever will write them. The others were claimed by a writer (or settled): their

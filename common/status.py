@@ -18,7 +18,6 @@ from rich.table import Table
 from lancequeue.common.cli_options import connection_options
 from lancequeue.common.connection import resolve_redis_url
 from lancequeue.common.keys import GROUP, TableKeys
-from lancequeue.common.protocol import CONFIG_QUEUED
 from lancequeue.common.redis_client import COMMAND_FAILURES, REDIS_FAILURES, SyncRedis, sync_client
 
 
@@ -30,7 +29,7 @@ def read_status(client: SyncRedis, table: str) -> dict[str, Any]:
         pipe.hgetall(keys.writer)
         pipe.exists(keys.lease)
         pipe.xlen(keys.dead_letters)
-        pipe.hget(keys.config, CONFIG_QUEUED)
+        pipe.get(keys.queued)
         entries, writer_raw, alive, dead, queued = pipe.execute()
     try:
         pending = int(client.xpending(keys.stream, GROUP)["pending"])

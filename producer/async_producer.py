@@ -24,7 +24,6 @@ from lancequeue.common.connection import resolve_redis_url
 from lancequeue.common.errors import ConfigError, LancequeueError, ProducerClosed
 from lancequeue.common.protocol import (
     ABANDON_SCRIPT,
-    CONFIG_EPOCH,
     ENQUEUE_SCRIPT,
     encode_results,
 )
@@ -381,11 +380,14 @@ class AsyncProducer:
             await _refresh_cluster_connection(client, self.keys.stream)
         entries = self._entries
         if entries.config_stale(time.monotonic()):
-            client, fields = self._sender_client, entries.config_fields
-            if entries.learn_config(await client.hmget(self.keys.config, fields), 0.0):
-                await client.hsetnx(self.keys.config, CONFIG_EPOCH, entries.new_epoch())
-            values = await client.hmget(self.keys.config, fields)
-            entries.learn_config(values, time.monotonic())
+            if entries.learn_config(await self._read_config(), 0.0):
+                await self._sender_client.setnx(self.keys.epoch, entries.new_epoch())
+            entries.learn_config(await self._read_config(), time.monotonic())
+
+    async def _read_config(self) -> list[bytes | str | None]:
+        client = self._sender_client
+        field = self._entries.config_field
+        return [await client.hget(self.keys.config, field), await client.get(self.keys.epoch)]
 
     async def _pause(self, sending: Sending[AsyncFuture], backoff: Backoff) -> None:
         """Wait before reconnecting (bounded by the deadline; close() ends the wait and the

@@ -10,7 +10,6 @@ from typing import Protocol
 
 from lancequeue.common.keys import TableKeys
 from lancequeue.common.protocol import (
-    CONFIG_EPOCH,
     CONFIG_MAX_BATCH,
     DEFAULT_MAX_QUEUE_SIZE,
     ENTRY_WIDTH,
@@ -81,7 +80,7 @@ class EntryMaker:
     @property
     def script_keys(self) -> list[str]:
         """KEYS of the enqueue script."""
-        return [self._keys.stream, self._keys.config]
+        return [self._keys.stream, self._keys.config, self._keys.queued]
 
     def config_stale(self, now: float) -> bool:
         """Whether to (re)read the config hash before sending: never read yet, or last read
@@ -90,15 +89,15 @@ class EntryMaker:
         return learned_at is None or now - learned_at >= CONFIG_REFRESH_S
 
     @property
-    def config_fields(self) -> list[str]:
-        """The config hash fields ``learn_config`` takes, in order."""
-        return [CONFIG_MAX_BATCH, CONFIG_EPOCH]
+    def config_field(self) -> str:
+        """The config hash field ``learn_config`` takes first (the epoch, its own key, second)."""
+        return CONFIG_MAX_BATCH
 
     def learn_config(self, values: list[bytes | str | None], now: float) -> bool:
-        """What an ``HMGET`` of ``config_fields`` returned. Pack no more records per entry than
-        the writer's ``max_batch``; until a writer has published one, do not pack: it also says
-        the writer reads packed entries. The epoch goes with the records sent from now on.
-        Returns True if the stream has no epoch yet: name one (``HSETNX``, ``new_epoch``) and
+        """What the config hash's ``config_field`` and the ``epoch`` key hold. Pack no more
+        records per entry than the writer's ``max_batch``; until a writer has published one, do
+        not pack: it also says the writer reads packed entries. The epoch goes with the records sent from now on.
+        Returns True if the stream has no epoch yet: name one (``SETNX``, ``new_epoch``) and
         read the config again, so every record is sent under one."""
         raw, epoch = values
         text = raw.decode() if isinstance(raw, bytes) else raw

@@ -300,7 +300,7 @@ class Outbox(Generic[F]):
             self.keys.seen(self.producer_id),
             self.keys.claim(self.producer_id),
             self.keys.abandoned(self.producer_id),
-            self.keys.config,
+            self.keys.epoch,
         ]
 
     def abandon_calls(self, seqs: list[int]) -> list[tuple[list[int], list[int | str]]]:

@@ -27,7 +27,6 @@ from lancequeue.common.connection import resolve_redis_url
 from lancequeue.common.errors import LancequeueError, ProducerClosed
 from lancequeue.common.protocol import (
     ABANDON_SCRIPT,
-    CONFIG_EPOCH,
     ENQUEUE_SCRIPT,
     encode_results,
 )
@@ -440,10 +439,16 @@ class Producer:
         pool.release(pool.get_connection())
         entries = self._entries
         if entries.config_stale(time.monotonic()):
-            fields = entries.config_fields
-            if entries.learn_config(self._redis.hmget(self.keys.config, fields), 0.0):
-                self._redis.hsetnx(self.keys.config, CONFIG_EPOCH, entries.new_epoch())
-            entries.learn_config(self._redis.hmget(self.keys.config, fields), time.monotonic())
+            if entries.learn_config(self._read_config(), 0.0):
+                self._redis.setnx(self.keys.epoch, entries.new_epoch())
+            entries.learn_config(self._read_config(), time.monotonic())
+
+    def _read_config(self) -> list[bytes | str | None]:
+        client = self._redis
+        return [
+            client.hget(self.keys.config, self._entries.config_field),
+            client.get(self.keys.epoch),
+        ]
 
     def _pause(self, sending: Sending[Future[None]], backoff: Backoff) -> None:
         """Wait before reconnecting (bounded by the deadline; close() ends the wait and the

@@ -90,3 +90,30 @@ async def test_before_any_writer_ran_the_queue_holds_the_documented_default(
             made.enqueue({"id": -1}, timeout=0.1)
         assert queued_records(client) == DEFAULT_MAX_QUEUE_SIZE == 4096
         made.close(timeout=0)
+
+
+async def test_settings_a_client_rewrote_are_restored_by_the_writer_and_never_throttle_producers(
+    start_writer: StartWriter, redis_url: str, client: redis.Redis, db_uri: str
+) -> None:
+    # What a producer account could do when producers shared the config hash (HINCRBY).
+    writer = start_writer(max_queue_size=64, max_batch=16, lease_ms=800)
+    published = {b"max_queue_size": b"64", b"max_batch": b"16"}
+
+    def settings() -> dict[bytes, bytes]:
+        fields = client.hgetall(KEYS.config)
+        return {name: fields[name] for name in published if name in fields}
+
+    await async_wait_for(lambda: asyncio.to_thread(lambda: settings() == published))
+    client.hset(KEYS.config, mapping={"max_queue_size": -(2**62), "max_batch": -(2**62)})
+    # The writer writes its settings again within a quarter of its lease.
+    await async_wait_for(lambda: asyncio.to_thread(lambda: settings() == published), 5)
+    # While no writer runs, a queue bound that is not a positive number counts as the default
+    # one (4096), not as a bound nothing fits under.
+    await writer.stop()
+    client.hset(KEYS.config, "max_queue_size", -(2**62))
+    with Producer("docs", redis_url=redis_url, pack_records=1) as producer:
+        futures = producer.enqueue_many([record(i) for i in range(300)], timeout=60)
+        assert queued_records(client) == 300
+        start_writer(max_queue_size=64, max_batch=16)
+        await gather(futures)
+    assert table_ids(db_uri) == list(range(300))

@@ -18,7 +18,7 @@ LEASE = "writer-a 7"
 
 def abandon(client: redis.Redis, producer: str, *seqs: int) -> list[int]:
     """What a producer does at a record's deadline: the sequence numbers it abandoned."""
-    keys = [KEYS.seen(producer), KEYS.claim(producer), KEYS.abandoned(producer), KEYS.config]
+    keys = [KEYS.seen(producer), KEYS.claim(producer), KEYS.abandoned(producer), KEYS.epoch]
     abandoned = client.eval(ABANDON_SCRIPT, 4, *keys, ABANDONED_TTL_MS, "", *seqs)
     return [int(seq) for seq in abandoned]  # type: ignore[union-attr]
 
@@ -77,8 +77,8 @@ async def test_a_batch_from_ten_thousand_producers_reads_every_settled_sequence(
 async def test_abandoning_after_redis_lost_its_data_abandons_nothing_and_says_so(
     client: redis.Redis,
 ) -> None:
-    client.hset(KEYS.config, "epoch", "after-the-loss")
-    keys = [KEYS.seen("p"), KEYS.claim("p"), KEYS.abandoned("p"), KEYS.config]
+    client.set(KEYS.epoch, "after-the-loss")
+    keys = [KEYS.seen("p"), KEYS.claim("p"), KEYS.abandoned("p"), KEYS.epoch]
     sent_under = "before-the-loss"
     assert client.eval(ABANDON_SCRIPT, 4, *keys, ABANDONED_TTL_MS, sent_under, 5) == -1
     assert not client.exists(KEYS.abandoned("p"))

@@ -418,8 +418,8 @@ def test_the_monitor_account_reads_counts_but_no_entry_and_changes_nothing(
             lambda: monitor.xrange(KEYS.stream),
             lambda: monitor.xreadgroup(GROUP, "m", {KEYS.stream: ">"}),
             lambda: monitor.xadd(KEYS.stream, {"v": "1"}),
-            lambda: monitor.get(KEYS.lease),
             lambda: monitor.set(KEYS.lease, "m 9"),
+            lambda: monitor.incrby(KEYS.queued, 1),
             lambda: monitor.hset(KEYS.writer, "state", "x"),
             lambda: monitor.xrange(KEYS.dead_letters),
             lambda: monitor.xdel(KEYS.dead_letters, "0-1"),
@@ -564,3 +564,32 @@ def test_on_redis_7_the_selector_producer_account_cannot_delete_or_expire_the_st
         assert producer.pexpire(own, 60_000)
         assert producer.delete(own) == 1
         assert admin.xlen(KEYS.stream) == 1 and admin.ttl(KEYS.stream) == -1
+
+
+def test_on_redis_7_the_producer_account_cannot_change_the_writers_settings_or_the_epoch(
+    tls: AclServer,
+) -> None:
+    if tls.version < (7,):
+        pytest.skip(f"Redis {tls.version} has no ACL selectors (Redis 7 and later)")
+    with tls.admin() as admin, redis.Redis.from_url(tls.url("producer")) as producer:
+        admin.hset(KEYS.config, mapping={"max_queue_size": 8, "max_batch": 4})
+        admin.set(KEYS.epoch, "the-epoch")
+        attempts: list[Callable[[], Any]] = [
+            lambda: producer.hincrby(KEYS.config, "max_queue_size", -(2**62)),
+            lambda: producer.hset(KEYS.config, "max_batch", -1),
+            lambda: producer.hsetnx(KEYS.config, "max_batch", -1),
+            lambda: producer.hdel(KEYS.config, "max_queue_size"),
+            lambda: producer.incrby(KEYS.epoch, 1),
+            lambda: producer.set(KEYS.epoch, "another"),
+            lambda: producer.delete(KEYS.epoch),
+            lambda: producer.set(KEYS.queued, -(2**62)),
+        ]
+        for attempt in attempts:
+            with pytest.raises(NoPermissionError):
+                attempt()
+        # What the enqueue script needs, it has.
+        assert producer.hget(KEYS.config, "max_batch") == b"4"
+        assert producer.setnx(KEYS.epoch, "mine") is False
+        assert producer.incrby(KEYS.queued, 1) == 1
+        assert admin.hgetall(KEYS.config) == {b"max_queue_size": b"8", b"max_batch": b"4"}
+        assert admin.get(KEYS.epoch) == b"the-epoch"

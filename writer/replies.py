@@ -47,10 +47,10 @@ for first = 1, count, 1000 do
   end
 end
 if redis.call('XLEN', KEYS[1]) == 0 then
-  redis.call('HSET', KEYS[2], 'queued', 0)
+  redis.call('SET', KEYS[2], 0)
 elseif removed > 0 then
-  local left = tonumber(redis.call('HGET', KEYS[2], 'queued') or '0') - removed
-  redis.call('HSET', KEYS[2], 'queued', math.max(left, 0))
+  local left = (tonumber(redis.call('GET', KEYS[2]) or '0') or 0) - removed
+  redis.call('SET', KEYS[2], math.max(left, 0))
 end
 -- Acked before (this call repeated after a lost reply): its dead letters and counts are in.
 local again = count > 0 and acked == 0
@@ -102,8 +102,8 @@ redis.call('HSET', KEYS[3], unpack(ARGV, a))
 redis.call('PUBLISH', channel, count)
 return failures
 """
-"""KEYS: stream, config, status hash, dead-letter stream, then per producer its seen key, reply
-key and abandoned key. ARGV: group, reply expiry (ms), flushed channel; the number of entries,
+"""KEYS: stream, queued counter, status hash, dead-letter stream, then per producer its seen key,
+reply key and abandoned key. ARGV: group, reply expiry (ms), flushed channel; the number of entries,
 then each entry's id and record count; the number of dead letters, then each one's field count,
 MAXLEN and fields; per producer its settled sequence number ('' for none) and reply message (''
 for none); the number of status increments, then field/increment pairs; then status fields to
@@ -160,7 +160,7 @@ class Acknowledger:
         records_of: dict[bytes, int] = {}  # stream entry id → its records, in stream order
         for entry in ack.entries:
             records_of[entry.entry_id] = records_of.get(entry.entry_id, 0) + 1
-        script_keys = [keys.stream, keys.config, keys.writer, keys.dead_letters]
+        script_keys = [keys.stream, keys.queued, keys.writer, keys.dead_letters]
         args: list[bytes | str | int] = [GROUP, self._reply_ttl_ms, keys.flushed_channel]
         args.append(len(records_of))
         for entry_id, records in records_of.items():

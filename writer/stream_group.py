@@ -45,16 +45,20 @@ if type(made) == 'table' and made.err then
   end
   created = 0
 end
-if redis.call('HEXISTS', KEYS[2], 'epoch') == 0 then
-  redis.call('HSET', KEYS[2], 'epoch', ARGV[2])
+local epoch = redis.call('GET', KEYS[3])
+if not epoch then
+  -- Earlier releases kept it in the config hash.
+  epoch = redis.call('HGET', KEYS[2], 'epoch') or ARGV[2]
+  redis.call('SET', KEYS[3], epoch)
 end
-return {created, redis.call('HGET', KEYS[2], 'epoch')}
+return {created, epoch}
 """
 )
-"""KEYS: stream, config. Create the group ARGV[1] (and the stream) unless it exists, and name the
-stream's epoch ARGV[2] unless it has one (lost with the stream, or never named: producers name
-one too, the first to send into a new stream). Returns whether the group was created, and the
-epoch. A script, so that it runs at maxmemory: a full stream is what the writer must drain."""
+"""KEYS: stream, config, epoch. Create the group ARGV[1] (and the stream) unless it exists, and
+name the stream's epoch ARGV[2] unless it has one (lost with the stream, or never named:
+producers name one too, the first to send into a new stream). Returns whether the group was
+created, and the epoch. A script, so that it runs at maxmemory: a full stream is what the writer
+must drain."""
 _ANNOUNCE = (
     _LEASED
     + """
@@ -117,7 +121,8 @@ class StreamGroup:
         stream), so that nothing of a lost stream (a watermark, a claim) is taken for the new
         one's."""
         created, epoch = await self._ensure(
-            keys=[self.keys.stream, self.keys.config], args=[GROUP, uuid.uuid4().hex]
+            keys=[self.keys.stream, self.keys.config, self.keys.epoch],
+            args=[GROUP, uuid.uuid4().hex],
         )
         self.epoch = _text(epoch)
         if created:
