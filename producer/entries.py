@@ -96,7 +96,8 @@ class EntryMaker:
     def learn_config(self, values: list[bytes | str | None], now: float) -> bool:
         """What the config hash's ``config_field`` and the ``epoch`` key hold. Pack no more
         records per entry than the writer's ``max_batch``; until a writer has published one, do
-        not pack: it also says the writer reads packed entries. The epoch goes with the records sent from now on.
+        not pack: it also says the writer reads packed entries. The epoch goes with the records
+        sent from now on.
         Returns True if the stream has no epoch yet: name one (``SETNX``, ``new_epoch``) and
         read the config again, so every record is sent under one."""
         raw, epoch = values

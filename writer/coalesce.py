@@ -77,6 +77,13 @@ class Coalescer(Generic[T]):
             return 0
         return max(1, records // self._records_per_entry)
 
+    @property
+    def room_bytes(self) -> int | None:
+        """Bytes the next read may bring: what ``max_bytes`` leaves (None: no bound)."""
+        if self.max_bytes is None:
+            return None
+        return max(1, self.max_bytes - self._bytes)
+
     def full(self) -> bool:
         """Whether the records in hand reach ``max_batch`` or ``max_bytes``."""
         if self._records >= self.max_batch:

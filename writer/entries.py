@@ -27,6 +27,10 @@ from lancequeue.common.protocol import (
 
 logger = logging.getLogger(__name__)
 
+OVERSIZED = b"lq:oversized"
+"""Field the writer's reads put in an entry in place of fields over its limits, which they leave
+in Redis: what was left out, as ``<field> <bytes>`` items separated by ``, ``."""
+
 
 @dataclass
 class Entry:
@@ -85,9 +89,13 @@ def read_entries(
     """Decode one stream entry into its records (one, or those of a packed entry); never
     raises, whatever the entry holds. A record that cannot be read is rejected alone."""
     packed = fields.get(FIELD_RECORDS)
-    if packed is None or FIELD_RECORD in fields:
+    # A packed entry whose records a read left out (OVERSIZED) still says how many it held.
+    left_out = OVERSIZED in fields and FIELD_COUNT in fields
+    if (packed is None and not left_out) or FIELD_RECORD in fields:
         return [read_entry(keys, entry_id, fields, max_record_bytes)]
     head = _head(keys, entry_id, fields)
+    if head.rejection is None and OVERSIZED in fields:
+        head.rejection = _oversized(fields[OVERSIZED], max_record_bytes)
     count_raw = fields.get(FIELD_COUNT)
     count = record_count(fields)
     if count_raw is None or str(count).encode() != count_raw:
@@ -99,7 +107,7 @@ def read_entries(
         )
         head.reply_key = None
     parts = [_part(head, index, fields) for index in range(count)]
-    records = head.rejection or _unpack_records(packed, count)
+    records = head.rejection or _unpack_records(packed or b"", count)
     if isinstance(records, str):
         for part in parts:
             part.rejection = records
@@ -119,6 +127,9 @@ def read_entry(
     """Decode one single-record entry; never raises, whatever the entry holds."""
     entry = _head(keys, entry_id, fields)
     if entry.rejection is not None:
+        return entry
+    if OVERSIZED in fields:
+        entry.rejection = _oversized(fields[OVERSIZED], max_record_bytes)
         return entry
     data = fields.get(FIELD_RECORD)
     if data is None:
@@ -148,6 +159,20 @@ def _head(keys: TableKeys, entry_id: bytes, fields: dict[bytes, bytes]) -> Entry
             return entry
         entry.deadline_ms = _id_ms(entry_id) + int(ttl)
     return entry
+
+
+def _oversized(dropped: bytes, max_record_bytes: int | None) -> str:
+    """Why an entry whose read left fields out (``OVERSIZED``) is rejected."""
+    what = dropped.decode(errors="replace")[:200]
+    name, _, size = what.partition(" ")
+    if name == "rec" and size.isdigit() and max_record_bytes is not None:
+        return (
+            f"record is {size} bytes encoded, over the writer's max_record_bytes "
+            f"({max_record_bytes})"
+        )
+    if name == "recs" and size.isdigit():
+        return f"packed entry is {size} bytes, over the writer's max_batch_bytes"
+    return f"entry over the writer's limits, not read: {what}"
 
 
 def _part(head: Entry, index: int, fields: dict[bytes, bytes]) -> Entry:

@@ -150,7 +150,7 @@ class TableServer:
             settings.storage_options,
             settings.bad_vectors,
         )
-        group = StreamGroup(redis, keys, lease)
+        group = StreamGroup(redis, keys, lease, settings.max_record_bytes, settings.max_batch_bytes)
         what = f"table {settings.table!r}"
         await until_done(group.ensure, shutdown.requested, what)
         status = {**table_status(sink), "db_uri": settings.resolved_db_uri}
@@ -220,12 +220,14 @@ class TableServer:
                     # A read whose reply was lost still delivered its entries to this consumer:
                     # they are pending after the last entry in hand. Take them first, so entries
                     # are handled in stream order.
-                    entries = await group.read_pending(last_read, coalescer.room)
+                    entries = await group.read_pending(
+                        last_read, coalescer.room, coalescer.room_bytes
+                    )
                     read_lost = bool(entries)
                 else:
                     # A batch due by its window takes what else is waiting, without waiting.
                     block_ms = None if top_up else coalescer.block_ms()
-                    entries = await group.read_new(coalescer.room, block_ms)
+                    entries = await group.read_new(coalescer.room, block_ms, coalescer.room_bytes)
                     topped_up = top_up
                 outage.succeeded()
             except WriterReplaced as exc:

@@ -70,13 +70,66 @@ redis.call('HSET', KEYS[4], unpack(ARGV, 7))
 """Publish the writer's settings (KEYS[3], the config hash) and a fresh status hash (KEYS[4])
 while this writer holds the lease (KEYS[2]; KEYS[1] is the stream, for the cluster's
 routing)."""
+_BOUNDED_READ = """
+local function bounded_read(stream, group, consumer, after, count, budget, limits)
+  local entries, kept_bytes, read_bytes = {}, 0, 0
+  for _ = 1, count do
+    local got = redis.call('XREADGROUP', 'GROUP', group, consumer, 'COUNT', 1, 'STREAMS',
+                           stream, after)
+    if not got or #got[1][2] == 0 then break end
+    local entry = got[1][2][1]
+    if after ~= '>' then after = entry[1] end
+    local fields = entry[2]
+    if fields then
+      local kept, dropped, size = {}, {}, 0
+      if #fields > 64 then
+        dropped[1] = (#fields / 2) .. ' fields'
+      else
+        for j = 1, #fields - 1, 2 do
+          local name, value = fields[j], fields[j + 1]
+          local limit = limits[name] or limits['']
+          read_bytes = read_bytes + #value
+          if #name > 64 then
+            dropped[#dropped + 1] = 'a field name of ' .. #name .. ' bytes'
+          elseif #value > limit then
+            dropped[#dropped + 1] = name .. ' ' .. #value
+          else
+            kept[#kept + 1] = name
+            kept[#kept + 1] = value
+            size = size + #value
+          end
+        end
+      end
+      if #dropped > 0 then
+        kept[#kept + 1] = 'lq:oversized'
+        kept[#kept + 1] = table.concat(dropped, ', ')
+      end
+      fields = kept
+      kept_bytes = kept_bytes + size
+    end
+    entries[#entries + 1] = {entry[1], fields}
+    if kept_bytes >= budget or read_bytes >= 4 * budget then break end
+  end
+  return entries
+end
+local limits = {rec = tonumber(ARGV[#ARGV - 2]), recs = tonumber(ARGV[#ARGV - 1]),
+                [''] = tonumber(ARGV[#ARGV])}
+"""
+"""Read up to a count of entries, one at a time, until those read hold a byte budget: what one
+read brings the writer is bounded by bytes, whatever the entries hold. A field value over its
+limit (``rec``: ``max_record_bytes``; ``recs``: ``max_batch_bytes``; any other: 4 KiB), a field
+name over 64 bytes, or more than 32 fields are left in Redis: the entry comes with the rest and
+``lq:oversized`` (``entries.OVERSIZED``) saying what was left out, to be refused without the
+writer ever holding it. The last three ARGV are those limits."""
+_OTHER_FIELD_LIMIT = 4096
 _READ_NEW = (
     _LEASED
+    + _BOUNDED_READ
     + """
-local got = redis.call('XREADGROUP', 'GROUP', ARGV[3], ARGV[4], 'COUNT', ARGV[5],
-                       'STREAMS', KEYS[1], '>')
-if got then
-  return {1, got[1][2]}
+local got = bounded_read(KEYS[1], ARGV[3], ARGV[4], '>', tonumber(ARGV[5]), tonumber(ARGV[6]),
+                         limits)
+if #got > 0 then
+  return {1, got}
 end
 local last = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)
 if last[1] then
@@ -85,8 +138,18 @@ end
 return {2, '0-0'}
 """
 )
-"""Read new entries if this writer holds the lease; else say who does. With nothing new, return
-the stream's last id, to wait for a newer one with a blocking XREAD (a script cannot block)."""
+"""Read new entries (a count, then a byte budget) if this writer holds the lease; else say who
+does. With nothing new, return the stream's last id, to wait for a newer one with a blocking
+XREAD (a script cannot block)."""
+_READ_PENDING = (
+    TOUCH
+    + _BOUNDED_READ
+    + """
+return bounded_read(KEYS[1], ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4]), tonumber(ARGV[5]),
+                    limits)
+"""
+)
+"""Read this consumer's pending entries after an id (a count, then a byte budget)."""
 _CLAIM = (
     _LEASED
     + """
@@ -103,13 +166,22 @@ In a script also because redis-py drops the cursor of a JUSTID reply."""
 class StreamGroup:
     """One writer's consumer in the table's consumer group, plus the status it publishes."""
 
-    def __init__(self, redis: AsyncRedis, keys: TableKeys, lease: Lease) -> None:
+    def __init__(
+        self,
+        redis: AsyncRedis,
+        keys: TableKeys,
+        lease: Lease,
+        max_record_bytes: int,
+        max_batch_bytes: int,
+    ) -> None:
         self._redis = redis
+        self._limits = [max_record_bytes, max_batch_bytes, _OTHER_FIELD_LIMIT]
         self.keys = keys
         self.consumer = lease.consumer
         self._lease = lease
         self._claim = redis.register_script(_CLAIM)
         self._read_new = redis.register_script(_READ_NEW)
+        self._read_pending = redis.register_script(_READ_PENDING)
         self._announce = redis.register_script(_ANNOUNCE)
         self._ensure = redis.register_script(_ENSURE)
         self.epoch = ""
@@ -147,14 +219,17 @@ class StreamGroup:
     def _lease_args(self) -> list[str | int]:
         return [self._lease.value, self._lease.ttl_ms]
 
-    async def read_new(self, count: int, block_ms: int | None) -> list[RawEntry]:
-        """Read up to ``count`` entries no writer has read, if this writer still holds the
-        lease (raises ``WriterReplaced`` if not); with none there, wait up to ``block_ms`` for
-        one to arrive (None: do not wait) and return nothing (the caller reads again)."""
+    async def read_new(
+        self, count: int, block_ms: int | None, budget: int | None = None
+    ) -> list[RawEntry]:
+        """Read up to ``count`` entries no writer has read, stopping once they hold ``budget``
+        bytes (default ``max_batch_bytes``), if this writer still holds the lease (raises
+        ``WriterReplaced`` if not); with none there, wait up to ``block_ms`` for one to arrive
+        (None: do not wait) and return nothing (the caller reads again)."""
         response: Any = await self._unless_group_vanished(
             self._read_new(
                 keys=[self.keys.stream, self.keys.lease],
-                args=[*self._lease_args, GROUP, self.consumer, count],
+                args=[*self._lease_args, GROUP, self.consumer, count, *self._budget(budget)],
             )
         )
         if response is None:
@@ -166,6 +241,9 @@ class StreamGroup:
         if block_ms is not None:
             await self._redis.xread({self.keys.stream: response[1]}, count=1, block=block_ms)
         return []
+
+    def _budget(self, budget: int | None) -> list[int]:
+        return [max(1, budget if budget is not None else self._limits[1]), *self._limits]
 
     async def _unless_group_vanished(self, read: Awaitable[Any]) -> Any:
         """The read's reply, or None if the stream or group vanished (Redis lost its data):
@@ -179,15 +257,20 @@ class StreamGroup:
             await self.ensure()
             return None
 
-    async def read_pending(self, after: str, count: int) -> list[RawEntry]:
-        """This consumer's own pending entries after id ``after`` (``"0"``: from the first)."""
+    async def read_pending(
+        self, after: str, count: int, budget: int | None = None
+    ) -> list[RawEntry]:
+        """This consumer's pending entries after id ``after`` (``"0"``: from the first): up to
+        ``count``, stopping once they hold ``budget`` bytes (default ``max_batch_bytes``)."""
         response: Any = await self._unless_group_vanished(
-            self._redis.xreadgroup(GROUP, self.consumer, {self.keys.stream: after}, count=count)
+            self._read_pending(
+                keys=[self.keys.stream],
+                args=[GROUP, self.consumer, after, count, *self._budget(budget)],
+            )
         )
         if not response:
             return []
-        entries: list[RawEntry] = response[0][1]
-        return entries
+        return [(entry_id, _pairs(fields)) for entry_id, fields in response]
 
     async def claim_orphans(self, min_idle_ms: int) -> int:
         """Take over entries other consumers (dead writers) left pending for at least
