@@ -41,7 +41,11 @@ def start_command(data_dir: Path | None) -> None:
 def stop_command(data_dir: Path | None) -> None:
     """Shut the embedded server down (it writes its AOF first). Exit 1 if none was running."""
     directory = data_dir or default_data_dir()
-    if not embedded_redis.stop(directory):
+    try:
+        stopped = embedded_redis.stop(directory)
+    except LancequeueError as exc:
+        raise click.ClickException(str(exc)) from exc
+    if not stopped:
         click.echo(f"no embedded Redis server runs for {directory}")
         sys.exit(1)
     click.echo(f"stopped the embedded Redis server of {directory}")
@@ -50,9 +54,14 @@ def stop_command(data_dir: Path | None) -> None:
 @redis_group.command("status")
 @_data_dir_option
 def status_command(data_dir: Path | None) -> None:
-    """Exit 0 and print the URL if the embedded server runs, 1 if not."""
+    """Exit 0 and print the URL if the embedded server runs, 1 if not (or if its socket is not
+    this user's: a symlink, or a socket of another user's, is refused with an error)."""
     directory = data_dir or default_data_dir()
-    if not embedded_redis.is_running(directory):
+    try:
+        running = embedded_redis.is_running(directory)
+    except LancequeueError as exc:
+        raise click.ClickException(str(exc)) from exc
+    if not running:
         click.echo(f"not running (data directory {directory})")
         sys.exit(1)
     click.echo(f"running at {embedded_redis.url_for(directory)} (data directory {directory})")
