@@ -42,9 +42,28 @@ class TableKeys:
         return f"{NAMESPACE}:{{{self.table}}}:"
 
     @property
+    def inbox(self) -> str:
+        """The list producers push entries onto (``RPUSH``, in the enqueue script): they cannot
+        remove, reorder or date what others pushed. The writer moves them into ``stream``."""
+        return self.prefix + "inbox"
+
+    @property
+    def inboxed(self) -> str:
+        """Counter of the records in ``inbox``: raised by the enqueue script, lowered (and
+        reset once the inbox is empty) by the writer as it moves entries into the stream."""
+        return self.prefix + "inboxed"
+
+    @property
     def stream(self) -> str:
-        """The stream producers ``XADD`` records to."""
+        """The stream the writer reads with its consumer group: only the writer adds to it,
+        moving entries from ``inbox``."""
         return self.prefix + "stream"
+
+    @property
+    def pushed_channel(self) -> str:
+        """Pub/sub channel the enqueue script publishes to after pushing entries: wakes the
+        writer."""
+        return self.prefix + "pushed"
 
     @property
     def config(self) -> str:
@@ -54,9 +73,8 @@ class TableKeys:
 
     @property
     def queued(self) -> str:
-        """Counter of the records in the stream (an entry may carry several): raised by the
-        producers' enqueue script, lowered by the writer as it deletes entries. Apart from
-        ``config``, which only the writer writes."""
+        """Counter of the records in the stream (an entry may carry several): written by the
+        writer only, raised as it moves entries into the stream, lowered as it deletes them."""
         return self.prefix + "queued"
 
     @property

@@ -1,24 +1,27 @@
 """The wire format between producers and the writer (PROTOCOL.md is the prose version).
 
-A stream entry carries one record::
+Producers push entries onto the table's inbox list (``ENQUEUE_SCRIPT``); the writer moves them
+into the stream it reads with its consumer group. A stream entry carries one record::
 
     v      "1"                       protocol version
     reply  lancequeue:{T}:reply:ID   the producer's reply list
     seq    "17"                      the producer's sequence number for this record
-    ttl    "59980"                   ms the record may wait, counted from the entry id's time
+    ttl    "59980"                   ms the record may wait, counted from ``at``
     rec    <msgpack map>             the record (common/codec.py)
+    at     "1764871234567"           Redis time of the push, added by the writer's move
 
 or several (a packed entry), in place of ``rec``::
 
     n      "3"                       how many records
     recs   <msgpack array of bin>    each one an encoded record; record i has sequence seq + i
 
-A record's deadline is its entry id's millisecond part plus ``ttl``, both in Redis server time,
-so producer and writer clocks never need to agree. A writer never writes a record whose deadline
-passed before its batch was built: it answers ``WriteTimeout`` instead. Whether a record the
-writer has not answered by its deadline is written is decided in Redis: the writer claims a
-batch's records before writing them, a producer abandons a record at its deadline plus its
-grace (``ABANDON_SCRIPT``), and exactly one of the two wins.
+A record's deadline is ``at`` (or the entry id's time, if earlier) plus ``ttl``, both Redis
+server time, so producer and writer clocks never need to agree and no client moves it. A writer
+never writes a record whose deadline passed before its batch was built: it answers
+``WriteTimeout`` instead. Whether a record the writer has not answered by its deadline is
+written is decided in Redis: the writer claims a batch's records before writing them, a
+producer abandons a record at its deadline plus its grace (``ABANDON_SCRIPT``), and exactly one
+of the two wins.
 
 After each flush the writer pushes, to every reply list with records in the batch, one msgpack
 array of results: ``[seq, nil, digest]`` when the record is in the table (``record_digest`` of
@@ -43,6 +46,10 @@ FIELD_TTL = b"ttl"
 FIELD_RECORD = b"rec"
 FIELD_COUNT = b"n"
 FIELD_RECORDS = b"recs"
+FIELD_AT = b"at"
+"""Added by the writer as it moves an entry from the inbox: the Redis time (ms) it was pushed,
+set by the enqueue script. A record's deadline is counted from it (or from the entry id, if
+earlier or missing), so no entry id a client might choose moves it."""
 MAX_PACKED_RECORDS = 65536
 """Most records one packed entry may carry."""
 MAX_SEQ = 2**53 - 1
@@ -53,8 +60,8 @@ for it is refused (acked, never written or answered): it can only be another cli
 (an honest producer's numbers skip only records that never reached the stream), and would make
 the producer's later records look like copies."""
 ABANDONED_TTL_MS = 86_400_000
-"""Expiry of a producer's set of abandoned sequence numbers, renewed at each abandonment; the
-writer removes the members it has settled."""
+"""Expiry of a producer's set of abandoned sequence numbers, set by the writer at each claim of
+that producer's records; the writer removes the members it has settled."""
 DIGEST_BYTES = 8
 
 DEFAULT_MAX_QUEUE_SIZE = 4096
@@ -69,42 +76,61 @@ PACKED_ENTRY_WIDTH = 12
 """Arguments one packed entry takes in the enqueue script: six field/value pairs."""
 
 ENQUEUE_SCRIPT = """
+redis.replicate_commands()
 local limit = tonumber(redis.call('HGET', KEYS[2], 'max_queue_size') or '')
 if not limit or limit < 1 then limit = tonumber(ARGV[1]) end
 local width = tonumber(ARGV[2])
-local stored = tonumber(redis.call('GET', KEYS[3]) or '0') or 0
-local length = redis.call('XLEN', KEYS[1])
-local queued = stored
-if length == 0 then queued = 0 elseif queued < length then queued = length end
-local last = 2
-local i = 3
+local streamed = math.max(tonumber(redis.call('GET', KEYS[3]) or '0') or 0, 0)
+local waiting = redis.call('LLEN', KEYS[1])
+local stored = tonumber(redis.call('GET', KEYS[4]) or '0') or 0
+local inboxed = stored
+if waiting == 0 then inboxed = 0 elseif inboxed < waiting then inboxed = waiting end
+local queued = streamed + inboxed
+local counts = {}
+local i = 4
 while i + width - 1 <= #ARGV do
   local n = 1
   if width == 12 then n = math.max(tonumber(ARGV[i + 9]) or 1, 1) end
   if queued + n > limit and queued > 0 then break end
   queued = queued + n
-  last = i + width - 1
+  inboxed = inboxed + n
+  counts[#counts + 1] = n
   i = i + width
 end
-if queued ~= stored then redis.call('INCRBY', KEYS[3], queued - stored) end
-local ids = {}
-for j = 3, last, width do
-  ids[#ids + 1] = redis.call('XADD', KEYS[1], '*', unpack(ARGV, j, j + width - 1))
+if inboxed ~= stored then redis.call('INCRBY', KEYS[4], inboxed - stored) end
+if #counts == 0 then return counts end
+local now = redis.call('TIME')
+local at = string.format('%d', now[1] * 1000 + math.floor(now[2] / 1000))
+local elements = {}
+for e = 1, #counts do
+  local first = 4 + (e - 1) * width
+  local lengths = {}
+  for f = first, first + width - 1 do lengths[#lengths + 1] = #ARGV[f] end
+  elements[e] = at .. ':' .. table.concat(lengths, ',') .. ';'
+                .. table.concat(ARGV, '', first, first + width - 1)
 end
-return ids
+redis.call('RPUSH', KEYS[1], unpack(elements))
+redis.call('PUBLISH', ARGV[3], #counts)
+return counts
 """
-"""Append entries, in order, while the stream holds fewer than ``max_queue_size`` records.
+"""Push entries onto the inbox, in order, while the stream and the inbox hold fewer than
+``max_queue_size`` records.
 
-KEYS: stream, config, queued. ARGV: default max_queue_size (also used if the config hash holds
-no positive one), entry width (10 for single-record entries,
-12 for packed ones, whose ``n`` is the fifth pair), then each entry's field/value pairs.
-Returns the ids of the entries added: a prefix of those given, empty when the queue is full.
-An entry is added to an empty queue even if it alone holds more than ``max_queue_size``
-records. The ``queued`` key counts the records in the stream: the script decides
-what fits and records it before adding anything (so a failing ``XADD`` adds nothing after the
-count), takes it as 0 when the stream is empty and as at least ``XLEN`` otherwise (healing a
-count that drifted), and the writer lowers it as it deletes entries.
+KEYS: inbox, config, queued (records in the stream: the writer's count), inboxed (records in
+the inbox). ARGV: default max_queue_size (also used if the config hash holds no positive one),
+entry width (10 for single-record entries, 12 for packed ones, whose ``n`` is the fifth pair),
+the pushed channel, then each entry's field/value pairs. Returns the record count of each entry
+pushed: a prefix of those given, none when the queue is full. An entry is pushed onto an empty
+queue even if it alone holds more than ``max_queue_size`` records. Each element is the Redis
+time of the push, the lengths of the fields and the fields (``INBOX_ELEMENT``); the writer moves
+it into the stream as an entry of those fields plus ``at``, that time. The script decides what
+fits and counts it before pushing anything, so a failing push adds nothing after the count;
+``inboxed`` is taken as 0 when the inbox is empty and as at least its length otherwise (healing
+a count that drifted), and the writer lowers it as it moves entries.
 """
+INBOX_ELEMENT = "<at>:<length>,<length>,...;<field><value><field><value>..."
+"""An inbox element: ``at``, the Redis time (ms) of the push (empty if unknown), then the byte
+lengths of the entry's field names and values, then those, concatenated."""
 
 
 def entry_fields(reply_key: str, seq: int, record: bytes, ttl_ms: int) -> list[bytes | str]:
@@ -138,30 +164,31 @@ def packed_entry_fields(
 
 ABANDON_SCRIPT = """
 local epoch = redis.call('GET', KEYS[4]) or ''
-if ARGV[2] ~= '' and epoch ~= ARGV[2] then
+if ARGV[1] ~= '' and epoch ~= ARGV[1] then
   return -1
 end
 local seen = tonumber(redis.call('GET', KEYS[1]) or '-1') or -1
 local claim = tonumber(redis.call('GET', KEYS[2]) or '-1') or -1
 local decided = math.max(seen, claim)
 local abandoned = {}
-for i = 3, #ARGV do
+for i = 2, #ARGV do
   if tonumber(ARGV[i]) > decided then
     redis.call('SADD', KEYS[3], ARGV[i])
     abandoned[#abandoned + 1] = ARGV[i]
   end
 end
-if #abandoned > 0 then redis.call('PEXPIRE', KEYS[3], ARGV[1]) end
 return abandoned
 """
 """Abandon records a producer sent and the writer has not answered by their deadline.
 
 KEYS: the producer's ``seen``, ``claim`` and ``abandoned`` keys, and the ``epoch`` key. ARGV: the
-expiry of the abandoned set (ms), the stream's epoch the records were sent under ('' if none
-was known), then sequence numbers. Returns those abandoned: no writer had claimed or settled
-them, and none ever will write them. The others were claimed by a writer (or settled): their
-true answer is on its way. Returns -1, abandoning nothing, if the stream's epoch changed since
-(Redis lost its data, claims included): their outcome cannot be known."""
+stream's epoch the records were sent under ('' if none was known), then sequence numbers.
+Returns those abandoned: no writer had claimed or settled them, and none ever will write them.
+The others were claimed by a writer (or settled): their true answer is on its way. Returns -1,
+abandoning nothing, if the stream's epoch changed since (Redis lost its data, claims included):
+their outcome cannot be known. Only ``SADD``: a producer account may add to an abandoned set but
+never shorten its life (the writer sets its expiry as it claims, and removes the members it
+settles), so no other client can undo an abandonment."""
 
 
 def record_digest(data: bytes) -> bytes:

@@ -30,7 +30,9 @@ def read_status(client: SyncRedis, table: str) -> dict[str, Any]:
         pipe.exists(keys.lease)
         pipe.xlen(keys.dead_letters)
         pipe.get(keys.queued)
-        entries, writer_raw, alive, dead, queued = pipe.execute()
+        pipe.llen(keys.inbox)
+        pipe.get(keys.inboxed)
+        entries, writer_raw, alive, dead, queued, waiting, inboxed = pipe.execute()
     try:
         pending = int(client.xpending(keys.stream, GROUP)["pending"])
     except redis.ResponseError:  # no group yet: no writer ever ran
@@ -42,9 +44,11 @@ def read_status(client: SyncRedis, table: str) -> dict[str, Any]:
 
     return {
         "table": table,
-        # Records waiting (an entry may carry several); at least one per entry.
-        "queue_depth": max(int(entries), int(queued or 0)),
-        "queue_entries": int(entries),
+        # Records waiting, in the stream and in the inbox (an entry may carry several; at least
+        # one per entry).
+        "queue_depth": max(int(entries), _count(queued))
+        + (max(int(waiting), _count(inboxed)) if waiting else 0),
+        "queue_entries": int(entries) + int(waiting),
         "pending": pending,
         "writer_alive": bool(alive),
         "writer_state": writer.get("state"),
@@ -171,3 +175,10 @@ def _refresh(client: SyncRedis, table: str, as_json: bool) -> None:
 
 def _print_table(status: dict[str, Any]) -> None:
     Console().print(status_table(status))
+
+
+def _count(raw: bytes | None) -> int:
+    try:
+        return max(int(raw or 0), 0)
+    except ValueError:
+        return 0

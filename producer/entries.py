@@ -35,6 +35,7 @@ class EntryMaker:
 
     def __init__(self, keys: TableKeys, reply_key: str, pack_records: int) -> None:
         self._keys = keys
+        self._channel = keys.pushed_channel
         self._reply_key = reply_key
         self._pack_records = pack_records
         self._pack_limit = pack_records
@@ -64,11 +65,11 @@ class EntryMaker:
         """ARGV of the enqueue script for ``chunk`` (numbered) split into entries of ``sizes``
         records (see ``pack``), each entry with ``ttl_ms``."""
         if self._pack_records == 1:
-            args: list[bytes | str | int] = [DEFAULT_MAX_QUEUE_SIZE, ENTRY_WIDTH]
+            args: list[bytes | str | int] = [DEFAULT_MAX_QUEUE_SIZE, ENTRY_WIDTH, self._channel]
             for item in chunk:
                 args.extend(entry_fields(self._reply_key, item.seq, item.data, ttl_ms))
             return args
-        args = [DEFAULT_MAX_QUEUE_SIZE, PACKED_ENTRY_WIDTH]
+        args = [DEFAULT_MAX_QUEUE_SIZE, PACKED_ENTRY_WIDTH, self._channel]
         start = 0
         for size in sizes:
             items = chunk[start : start + size]
@@ -80,7 +81,8 @@ class EntryMaker:
     @property
     def script_keys(self) -> list[str]:
         """KEYS of the enqueue script."""
-        return [self._keys.stream, self._keys.config, self._keys.queued]
+        keys = self._keys
+        return [keys.inbox, keys.config, keys.queued, keys.inboxed]
 
     def config_stale(self, now: float) -> bool:
         """Whether to (re)read the config hash before sending: never read yet, or last read

@@ -25,7 +25,6 @@ from lancequeue.common.errors import (
 )
 from lancequeue.common.keys import TableKeys
 from lancequeue.common.protocol import (
-    ABANDONED_TTL_MS,
     decode_results,
     record_digest,
 )
@@ -316,7 +315,7 @@ class Outbox(Generic[F]):
         for epoch, group in by_epoch.items():
             for start in range(0, len(group), ABANDON_CHUNK):
                 chunk = group[start : start + ABANDON_CHUNK]
-                calls.append((chunk, [ABANDONED_TTL_MS, epoch, *chunk]))
+                calls.append((chunk, [epoch, *chunk]))
         return calls
 
     def abandoned(

@@ -248,3 +248,33 @@ class FixedToken:
 
     async def raise_token(self, floor: int) -> int:
         raise AssertionError(f"the table holds token {floor}; this test's writer has {self.token}")
+
+
+def inbox_fields(element: bytes) -> dict[bytes, bytes]:
+    """The fields of an inbox element (``protocol.INBOX_ELEMENT``), with ``at`` if it has one, as
+    the writer's move makes them into a stream entry."""
+    head, _, body = element.partition(b";")
+    at, _, lengths = head.partition(b":")
+    values, position = [], 0
+    for length in lengths.split(b","):
+        values.append(body[position : position + int(length)])
+        position += int(length)
+    fields = dict(zip(values[::2], values[1::2], strict=True))
+    if at:
+        fields[b"at"] = at
+    return fields
+
+
+def queued_entries(client: redis.Redis, table: str = "docs") -> list[dict[bytes, bytes]]:
+    """The fields of every entry waiting for the table, in order: those the writer moved into
+    its stream, then those still in the inbox."""
+    keys = TableKeys(table)
+    moved: Any = client.xrange(keys.stream)
+    waiting: Any = client.lrange(keys.inbox, 0, -1)
+    return [fields for _, fields in moved] + [inbox_fields(element) for element in waiting]
+
+
+def queued_entry_count(client: redis.Redis, table: str = "docs") -> int:
+    """Entries waiting for the table: in its stream or in the inbox."""
+    keys = TableKeys(table)
+    return int(client.xlen(keys.stream)) + int(client.llen(keys.inbox))

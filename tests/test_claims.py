@@ -19,7 +19,7 @@ LEASE = "writer-a 7"
 def abandon(client: redis.Redis, producer: str, *seqs: int) -> list[int]:
     """What a producer does at a record's deadline: the sequence numbers it abandoned."""
     keys = [KEYS.seen(producer), KEYS.claim(producer), KEYS.abandoned(producer), KEYS.epoch]
-    abandoned = client.eval(ABANDON_SCRIPT, 4, *keys, ABANDONED_TTL_MS, "", *seqs)
+    abandoned = client.eval(ABANDON_SCRIPT, 4, *keys, "", *seqs)
     return [int(seq) for seq in abandoned]  # type: ignore[union-attr]
 
 
@@ -33,8 +33,11 @@ async def test_a_record_abandoned_first_is_reported_to_the_writer_and_one_claime
 ) -> None:
     client.set(KEYS.lease, LEASE)
     assert abandon(client, "p", 5) == [5]
+    assert client.pttl(KEYS.abandoned("p")) == -1  # a producer cannot shorten its life
     claimed = await claim(redis_url, {"p": [(4, 6)]})
     assert claimed.producers["p"].abandoned == {5}
+    # The writer gives it its expiry, longer than any commit.
+    assert ABANDONED_TTL_MS - 60_000 < client.pttl(KEYS.abandoned("p")) <= ABANDONED_TTL_MS
     # The writer claimed up to 6: abandoning 6 (or anything below) is too late now.
     assert abandon(client, "p", 6, 4) == []
     assert abandon(client, "p", 7) == [7]
@@ -80,5 +83,5 @@ async def test_abandoning_after_redis_lost_its_data_abandons_nothing_and_says_so
     client.set(KEYS.epoch, "after-the-loss")
     keys = [KEYS.seen("p"), KEYS.claim("p"), KEYS.abandoned("p"), KEYS.epoch]
     sent_under = "before-the-loss"
-    assert client.eval(ABANDON_SCRIPT, 4, *keys, ABANDONED_TTL_MS, sent_under, 5) == -1
+    assert client.eval(ABANDON_SCRIPT, 4, *keys, sent_under, 5) == -1
     assert not client.exists(KEYS.abandoned("p"))

@@ -14,10 +14,10 @@ import pyarrow as pa
 import pytest
 import redis
 
-from lancequeue.common.errors import OutcomeUnknown
+from lancequeue.common.errors import OutcomeUnknown, WriteTimeout
 from lancequeue.producer import Producer
 from lancequeue.writer.sink import TableSink
-from tests.support import StartWriter, resolve, table_ids
+from tests.support import KEYS, StartWriter, resolve, table_ids, wait_for
 
 SCHEMA = pa.schema([pa.field("id", pa.int64())])
 
@@ -74,3 +74,21 @@ async def test_a_claimed_record_redis_then_forgot_ends_unknown_not_write_timeout
         assert isinstance(future.exception(), OutcomeUnknown), future.exception()
     finally:
         await asyncio.to_thread(made.close, 0)
+
+
+async def test_a_deadline_is_judged_in_redis_time_no_entry_id_moves(
+    start_writer: StartWriter, redis_url: str, client: redis.Redis, db_uri: str
+) -> None:
+    # The stream's ids run an hour ahead of Redis's clock (an entry added with an id of its
+    # choosing, as a producer of an earlier release could): what is added after gets ids there.
+    hour_ahead = int(client.time()[0] + 3600) * 1000
+    client.xadd(KEYS.stream, {"v": "1"}, id=f"{hour_ahead}-0")
+    with Producer("docs", redis_url=redis_url, answer_grace_ms=60_000) as producer:
+        futures = producer.enqueue_many([{"id": i} for i in range(3)], timeout=0.3)
+        pushed_ms = int(client.time()[0]) * 1000
+        wait_for(lambda: int(client.time()[0]) * 1000 > pushed_ms + 1000, 10, "the deadline")
+        start_writer(schema=SCHEMA, coalesce_ms=10)
+        for future in futures:
+            with pytest.raises(WriteTimeout, match="deadline"):
+                await resolve(future)
+    assert table_ids(db_uri) == []

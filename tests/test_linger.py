@@ -14,7 +14,15 @@ import redis
 from lancequeue.common.errors import ConfigError, ProducerClosed, QueueFull
 from lancequeue.common.protocol import ENQUEUE_SCRIPT
 from lancequeue.producer import AsyncProducer, Producer
-from tests.support import KEYS, StartWriter, async_wait_for, cli_env, record, table_ids
+from tests.support import (
+    KEYS,
+    StartWriter,
+    async_wait_for,
+    cli_env,
+    queued_entry_count,
+    record,
+    table_ids,
+)
 from tests.test_producer import evalsha_calls, stream_records
 
 
@@ -28,11 +36,11 @@ async def test_records_enqueued_one_by_one_within_the_linger_share_one_send_and_
     futures = [made.enqueue(record(i)) for i in range(50)]
     assert made.outstanding == 50
     await async_wait_for(
-        lambda: asyncio.to_thread(lambda: client.xlen(KEYS.stream) > 0), what="the send"
+        lambda: asyncio.to_thread(lambda: queued_entry_count(client) > 0), what="the send"
     )
     assert evalsha_calls(client) - calls_before == 1
     assert [seq for seq, _ in stream_records(client)] == list(range(1, 51))
-    assert client.xlen(KEYS.stream) == 1  # one packed entry
+    assert queued_entry_count(client) == 1  # one packed entry
     start_writer(coalesce_ms=20)
     done, _ = await asyncio.to_thread(concurrent.futures.wait, futures, 60)
     assert len(done) == 50 and all(future.exception() is None for future in futures)
@@ -45,9 +53,9 @@ async def test_enqueue_returns_before_the_linger_passes_and_close_sends_what_is_
 ) -> None:
     made = Producer("docs", redis_url=redis_url, linger_ms=600_000)
     future = made.enqueue(record(1))
-    assert client.xlen(KEYS.stream) == 0 and not future.done()
+    assert queued_entry_count(client) == 0 and not future.done()
     await asyncio.to_thread(made.close, 0)
-    assert client.xlen(KEYS.stream) == 1  # sent at close; no writer answered it
+    assert queued_entry_count(client) == 1  # sent at close; no writer answered it
     assert isinstance(future.exception(), ProducerClosed)
 
 
@@ -71,7 +79,7 @@ async def test_a_full_buffer_makes_enqueue_wait_and_fail_with_queue_full_at_its_
     await asyncio.to_thread(made.close, 0)
     for future in buffered:
         assert isinstance(future.exception(), ProducerClosed)
-    assert client.xlen(KEYS.stream) == 1
+    assert queued_entry_count(client) == 1
 
 
 def test_linger_ms_must_not_be_negative_and_is_a_setting_of_the_sync_producer_only(
@@ -98,4 +106,4 @@ def test_a_process_that_exits_without_close_still_sends_what_it_buffered(
         capture_output=True, text=True, timeout=60, env=cli_env(),
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
-    assert client.xlen(KEYS.stream) == 1
+    assert queued_entry_count(client) == 1

@@ -134,3 +134,16 @@ def test_the_protocol_document_carries_the_enqueue_script_verbatim() -> None:
     documented = protocol.split("```lua\n")[1].split("```")[0]
     code_lines = [line for line in documented.splitlines() if not line.startswith("--")]
     assert "\n".join(code_lines).strip() == ENQUEUE_SCRIPT.strip()
+
+
+def test_the_protocol_document_carries_the_abandon_script_verbatim() -> None:
+    from lancequeue.common.protocol import ABANDON_SCRIPT
+
+    protocol = (ROOT / "PROTOCOL.md").read_text()
+    documented = protocol.split("```lua\n")[2].split("```")[0]
+    code_lines = [
+        line.strip() for line in documented.splitlines() if not line.strip().startswith("--")
+    ]
+    assert "\n".join(line for line in code_lines if line) == "\n".join(
+        line.strip() for line in ABANDON_SCRIPT.strip().splitlines() if line.strip()
+    )

@@ -22,6 +22,7 @@ from tests.support import (
     gather,
     pending_count,
     pop_answers,
+    queued_entry_count,
     queued_records,
     record,
     table_ids,
@@ -135,7 +136,7 @@ async def test_a_producer_packs_one_call_s_records_into_entries_each_answered(
     client.hset(KEYS.config, "max_batch", 128)  # as a writer that reads packed entries left it
     with Producer("docs", redis_url=redis_url, pack_records=4) as producer:
         futures = producer.enqueue_many([record(i) for i in range(10)])
-        assert client.xlen(KEYS.stream) == 3  # 4 + 4 + 2
+        assert queued_entry_count(client) == 3  # 4 + 4 + 2
         assert queued_records(client) == 10
         start_writer(coalesce_ms=20)
         assert await gather(futures) == [None] * 10
@@ -148,7 +149,7 @@ async def test_producers_do_not_pack_until_a_writer_published_its_max_batch(
 ) -> None:
     with Producer("docs", redis_url=redis_url, pack_records=4) as producer:
         producer.enqueue_many([record(i) for i in range(3)])
-        assert client.xlen(KEYS.stream) == 3
+        assert queued_entry_count(client) == 3
         producer.close(timeout=0)
 
 

@@ -23,7 +23,15 @@ from lancequeue.common.errors import (
 from lancequeue.producer import Producer
 from lancequeue.producer.settings import ProducerSettings
 from lancequeue.writer.settings import WriterSettings
-from tests.support import KEYS, StartWriter, async_wait_for, gather, record, table_ids
+from tests.support import (
+    KEYS,
+    StartWriter,
+    async_wait_for,
+    gather,
+    queued_entries,
+    record,
+    table_ids,
+)
 
 
 def padded(i: int, text_chars: int) -> dict[str, Any]:
@@ -33,9 +41,8 @@ def padded(i: int, text_chars: int) -> dict[str, Any]:
 
 def stream_records(client: redis.Redis) -> list[tuple[int, bytes]]:
     """(seq, record bytes) of each record in the stream (packed or not), in stream order."""
-    entries: Any = client.xrange(KEYS.stream)
     found: list[tuple[int, bytes]] = []
-    for _, fields in entries:
+    for fields in queued_entries(client):
         seq = int(fields[b"seq"])
         records = msgpack.unpackb(fields[b"recs"]) if b"recs" in fields else [fields[b"rec"]]
         found.extend((seq + i, data) for i, data in enumerate(records))

@@ -25,7 +25,16 @@ from lancequeue.common.errors import OutcomeUnknown, ProducerClosed, WriteTimeou
 from lancequeue.common.protocol import ENQUEUE_SCRIPT
 from lancequeue.producer import AsyncProducer, Producer
 from tests.redis_server import RestartableRedis
-from tests.support import KEYS, StartWriter, gather, record, resolve, table_ids, wait_for
+from tests.support import (
+    KEYS,
+    StartWriter,
+    gather,
+    queued_entries,
+    record,
+    resolve,
+    table_ids,
+    wait_for,
+)
 
 # -- a redis-server that can be restarted ---------------------------------------------------
 
@@ -184,9 +193,8 @@ def proxy(redis_url: str) -> Iterator[LossyProxy]:
 
 def _stream(client: redis.Redis) -> list[tuple[int, int, bytes]]:
     """(seq, ttl, record bytes) of each record in the stream (packed or not), in stream order."""
-    entries: list[tuple[bytes, dict[bytes, bytes]]] = client.xrange(KEYS.stream)  # type: ignore[assignment]
     found: list[tuple[int, int, bytes]] = []
-    for _, fields in entries:
+    for fields in queued_entries(client):
         seq, ttl = int(fields[b"seq"]), int(fields[b"ttl"])
         records = msgpack.unpackb(fields[b"recs"]) if b"recs" in fields else [fields[b"rec"]]
         found.extend((seq + i, ttl, data) for i, data in enumerate(records))

@@ -14,9 +14,9 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from lancequeue.common.protocol import error_payload
-from lancequeue.writer.entries import Entry
+from lancequeue.writer.entries import Entry, arrived_ms
 from lancequeue.writer.flush import Settlement
-from lancequeue.writer.metrics import TableMetrics, entry_arrivals_ms
+from lancequeue.writer.metrics import TableMetrics
 from lancequeue.writer.replies import Acknowledgement, Acknowledger, DeadLetter
 from lancequeue.writer.sink import TableSink
 from lancequeue.writer.summary import Summary
@@ -111,7 +111,7 @@ class Answerer:
         await self._retrying(lambda: self._acks.send(ack))
         self.summary.add(increments)  # counted once acked and answered
         if self._metrics is not None:
-            arrivals = entry_arrivals_ms(entry.entry_id for entry in entries)
+            arrivals = [arrived_ms(entry.entry_id, entry.fields) for entry in entries]
             self._metrics.acknowledged(increments, arrivals, self._clock.now_ms())
 
     async def _call_on_flushed(self, entries: list[Entry]) -> None:

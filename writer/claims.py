@@ -67,6 +67,7 @@ for k = 3, #KEYS, 3 do
   local abandoned = {}
   if redis.call('EXISTS', KEYS[k + 2]) == 1 then
     abandoned = redis.call('SMEMBERS', KEYS[k + 2])
+    redis.call('PEXPIRE', KEYS[k + 2], ARGV[3])
   end
   out[#out + 1] = {seen, refused, abandoned}
 end

@@ -13,6 +13,7 @@ from lancequeue.common.codec import decode_record
 from lancequeue.common.errors import RecordRejected
 from lancequeue.common.keys import TableKeys
 from lancequeue.common.protocol import (
+    FIELD_AT,
     FIELD_COUNT,
     FIELD_RECORD,
     FIELD_RECORDS,
@@ -157,8 +158,20 @@ def _head(keys: TableKeys, entry_id: bytes, fields: dict[bytes, bytes]) -> Entry
         if not ttl.isdigit() or len(ttl) > 15:
             entry.rejection = f"invalid 'ttl' {ttl!r:.40}: milliseconds as a decimal integer"
             return entry
-        entry.deadline_ms = _id_ms(entry_id) + int(ttl)
+        entry.deadline_ms = arrived_ms(entry_id, fields) + int(ttl)
     return entry
+
+
+def arrived_ms(entry_id: bytes, fields: dict[bytes, bytes] | None) -> int:
+    """When the entry was queued, in Redis time (ms): the time of its push (``at``, which the
+    writer adds as it moves the entry from the inbox), or its id's time if that is earlier or
+    the entry has none (added to the stream directly). Never later than the id: no value in the
+    entry moves its deadline past the writer's own clock."""
+    id_ms = _id_ms(entry_id)
+    at = (fields or {}).get(FIELD_AT)
+    if at is None or not at.isdigit() or len(at) > 15:
+        return id_ms
+    return min(int(at), id_ms)
 
 
 def _oversized(dropped: bytes, max_record_bytes: int | None) -> str:

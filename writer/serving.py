@@ -26,7 +26,7 @@ from lancequeue.writer.answering import Answerer, OnFlushed, RedisClock, table_s
 from lancequeue.writer.claims import BatchClaim, Claimer, Ranges
 from lancequeue.writer.coalesce import Coalescer
 from lancequeue.writer.compaction import CompactionPolicy, Compactor
-from lancequeue.writer.entries import Entry, read_entries, record_count
+from lancequeue.writer.entries import Entry, arrived_ms, read_entries, record_count
 from lancequeue.writer.faults import crash_point
 from lancequeue.writer.flush import BatchSettler, PreparedBatch, RetryPolicy, Settlement
 from lancequeue.writer.lease import Lease
@@ -174,6 +174,7 @@ class TableServer:
             await self._pipeline.abandon()
             raise
         finally:
+            await self._group.close()
             await self._compactor.wait()
 
     async def _coalesce_loop(self) -> None:
@@ -243,7 +244,7 @@ class TableServer:
                 continue
             if entries:
                 last_read = entries[-1][0].decode()
-                coalescer.add(entries, self._waited_s(entries[0][0]))
+                coalescer.add(entries, self._waited_s(entries[0]))
         if len(coalescer) and not self._shutdown.replaced:
             logger.info("stopping: flushing %d records in hand", len(coalescer))
         while len(coalescer) and not self._shutdown.replaced:
@@ -371,10 +372,10 @@ class TableServer:
         self._clock.learn(now_ms)
         return now_ms
 
-    def _waited_s(self, entry_id: bytes) -> float:
-        """How long the entry has been in the stream, by its id's time (Redis time, estimated
-        from this host's clock and their offset at the last claim)."""
-        return max(0.0, (self._clock.now_ms() - int(entry_id.split(b"-", 1)[0])) / 1000)
+    def _waited_s(self, entry: RawEntry) -> float:
+        """How long the entry has been queued, by the time of its push (``arrived_ms``: Redis
+        time, estimated from this host's clock and their offset at the last claim)."""
+        return max(0.0, (self._clock.now_ms() - arrived_ms(*entry)) / 1000)
 
 
 def _entry_bytes(entry: RawEntry) -> int:

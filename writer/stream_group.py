@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import socket
@@ -15,7 +16,7 @@ from redis.exceptions import ResponseError
 from lancequeue.common.errors import WriterReplaced
 from lancequeue.common.keys import GROUP, TableKeys
 from lancequeue.common.protocol import CONFIG_MAX_BATCH, CONFIG_MAX_QUEUE_SIZE
-from lancequeue.common.redis_client import AsyncRedis
+from lancequeue.common.redis_client import REDIS_FAILURES, AsyncRedis
 from lancequeue.writer.lease import Lease
 from lancequeue.writer.scripting import KEEP_LEASE, TOUCH
 
@@ -122,25 +123,76 @@ name over 64 bytes, or more than 32 fields are left in Redis: the entry comes wi
 ``lq:oversized`` (``entries.OVERSIZED``) saying what was left out, to be refused without the
 writer ever holding it. The last three ARGV are those limits."""
 _OTHER_FIELD_LIMIT = 4096
+_MOVE = """
+local function move(inbox, stream, queued, inboxed, count, byte_cap)
+  local moved, records, bytes = 0, 0, 0
+  while moved < count and bytes < byte_cap do
+    local element = redis.call('LPOP', inbox)
+    if not element then break end
+    moved = moved + 1
+    bytes = bytes + #element
+    local at, lengths = string.match(string.sub(element, 1, 400), '^(%d*):([%d,]+);')
+    local fields = nil
+    if at then
+      fields = {}
+      local pos = #at + #lengths + 3
+      for length in string.gmatch(lengths, '%d+') do
+        if #fields == 64 then fields = nil break end
+        fields[#fields + 1] = string.sub(element, pos, pos + tonumber(length) - 1)
+        pos = pos + tonumber(length)
+      end
+      if fields and (#fields == 0 or #fields % 2 == 1 or pos ~= #element + 1) then
+        fields = nil
+      end
+    end
+    local n = 1
+    if fields then
+      for f = 1, #fields - 1, 2 do
+        if fields[f] == 'n' then n = math.min(math.max(tonumber(fields[f + 1]) or 1, 1), 65536) end
+      end
+      if at ~= '' then
+        fields[#fields + 1] = 'at'
+        fields[#fields + 1] = at
+      end
+      redis.call('XADD', stream, '*', unpack(fields))
+    else
+      redis.call('XADD', stream, '*', 'lq:malformed', #element)
+    end
+    records = records + n
+  end
+  if moved > 0 then
+    redis.call('INCRBY', queued, records)
+    local left = 0
+    if redis.call('LLEN', inbox) > 0 then
+      left = math.max((tonumber(redis.call('GET', inboxed) or '0') or 0) - records, 0)
+    end
+    redis.call('SET', inboxed, left)
+  end
+end
+"""
+"""Move up to a count of entries (and about a byte cap) from the inbox into the stream, in
+order: each element's fields become a stream entry, plus ``at``, the time of its push. An
+element that is not one (pushed by hand) becomes an entry with nothing but ``lq:malformed``
+(its size): acked and never answered, as an entry naming no reply key is. Only the writer adds
+to the stream, so stream ids are Redis's own clock, never a client's choice. Keeps ``queued``
+(records in the stream) and ``inboxed`` (records in the inbox) counted."""
 _READ_NEW = (
     _LEASED
     + _BOUNDED_READ
+    + _MOVE
     + """
+move(KEYS[3], KEYS[1], KEYS[4], KEYS[5], tonumber(ARGV[5]), 4 * tonumber(ARGV[6]))
 local got = bounded_read(KEYS[1], ARGV[3], ARGV[4], '>', tonumber(ARGV[5]), tonumber(ARGV[6]),
                          limits)
 if #got > 0 then
   return {1, got}
 end
-local last = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)
-if last[1] then
-  return {2, last[1][1]}
-end
-return {2, '0-0'}
+return {2}
 """
 )
-"""Read new entries (a count, then a byte budget) if this writer holds the lease; else say who
-does. With nothing new, return the stream's last id, to wait for a newer one with a blocking
-XREAD (a script cannot block)."""
+"""If this writer holds the lease (else say who does): move entries from the inbox into the
+stream, then read new ones from the stream (a count, then a byte budget). With nothing new,
+the writer waits for the pushed channel (a script cannot block)."""
 _READ_PENDING = (
     TOUCH
     + _BOUNDED_READ
@@ -186,6 +238,8 @@ class StreamGroup:
         self._ensure = redis.register_script(_ENSURE)
         self.epoch = ""
         """The stream's epoch, as of the last ``ensure()``."""
+        self._doorbell: Any = None
+        """Subscription to the pushed channel, while waiting for producers."""
 
     async def ensure(self) -> str:
         """Create the stream and the group (from the first entry) unless they exist; return the
@@ -228,7 +282,13 @@ class StreamGroup:
         (None: do not wait) and return nothing (the caller reads again)."""
         response: Any = await self._unless_group_vanished(
             self._read_new(
-                keys=[self.keys.stream, self.keys.lease],
+                keys=[
+                    self.keys.stream,
+                    self.keys.lease,
+                    self.keys.inbox,
+                    self.keys.queued,
+                    self.keys.inboxed,
+                ],
                 args=[*self._lease_args, GROUP, self.consumer, count, *self._budget(budget)],
             )
         )
@@ -239,8 +299,39 @@ class StreamGroup:
         if response[0] == 1:
             return [(entry_id, _pairs(fields)) for entry_id, fields in response[1]]
         if block_ms is not None:
-            await self._redis.xread({self.keys.stream: response[1]}, count=1, block=block_ms)
+            await self._wait_for_push(block_ms)
         return []
+
+    async def _wait_for_push(self, block_ms: int) -> None:
+        """Wait up to ``block_ms`` for a producer's push (the pushed channel). The first call
+        only subscribes: a push between the read before and the subscription would be missed,
+        so the caller reads again at once."""
+        if self._doorbell is None:
+            doorbell = self._redis.pubsub(ignore_subscribe_messages=True)
+            try:
+                await doorbell.subscribe(self.keys.pushed_channel)
+            except BaseException:
+                await doorbell.aclose()
+                raise
+            self._doorbell = doorbell
+            return
+        try:
+            rang = await self._doorbell.get_message(
+                ignore_subscribe_messages=True, timeout=block_ms / 1000
+            )
+            # Those already here were published before the read that follows: it covers them.
+            while rang is not None:
+                rang = await self._doorbell.get_message(ignore_subscribe_messages=True, timeout=0)
+        except BaseException:
+            await self.close()
+            raise
+
+    async def close(self) -> None:
+        """Drop the subscription to the pushed channel (made anew when next needed)."""
+        doorbell, self._doorbell = self._doorbell, None
+        if doorbell is not None:
+            with contextlib.suppress(*REDIS_FAILURES):
+                await doorbell.aclose()
 
     def _budget(self, budget: int | None) -> list[int]:
         return [max(1, budget if budget is not None else self._limits[1]), *self._limits]

@@ -27,7 +27,7 @@ from tests.faults.check import (
 )
 from tests.faults.processes import LoadProcess, LoggedProcess, WriterDaemon
 from tests.redis_server import RestartableRedis
-from tests.support import broken_storage, wait_for
+from tests.support import broken_storage, queued_entries, queued_entry_count, wait_for
 
 T = TypeVar("T")
 
@@ -242,11 +242,12 @@ class FaultRig:
         return ProducerOutcomes.read(producer.outcomes).answered()
 
     def records_in_stream(self) -> int:
-        """Records in the table's stream now (a packed entry counts its records), read or not."""
+        """Records waiting for the table now (in its stream or inbox; a packed entry counts its
+        records), read or not."""
 
         def count(client: redis.Redis) -> int:
-            entries: Any = client.xrange(self.keys.stream, "-", "+")
-            return sum(record_count(fields) for _, fields in entries)
+            entries = queued_entries(client, self.keys.table)
+            return sum(record_count(fields) for fields in entries)
 
         return self.redis_call(count, 0)
 
@@ -256,7 +257,7 @@ class FaultRig:
         """Nothing waiting in the stream, nothing read and not acked."""
 
         def check(client: redis.Redis) -> bool:
-            if client.xlen(self.keys.stream):
+            if queued_entry_count(client, self.keys.table):
                 return False
             groups: Any = client.xinfo_groups(self.keys.stream)
             return all(int(group["pending"]) == 0 for group in groups)

@@ -8,7 +8,6 @@ are what is checked."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pytest
@@ -18,7 +17,7 @@ from lancequeue.common.keys import TableKeys
 from tests.faults.check import ProducerOutcomes
 from tests.faults.processes import LoadProcess
 from tests.faults.rig import TABLE, FaultRig, MakeRig, within
-from tests.support import stream_entry, wait_for
+from tests.support import queued_entries, stream_entry, wait_for
 
 pytestmark = pytest.mark.faults
 
@@ -45,8 +44,7 @@ def _enqueued(producer: LoadProcess) -> int:
 
 def _reply_key_in_stream(rig: FaultRig) -> str | None:
     """The reply key named by an entry of the stream (the honest producer's), if any."""
-    entries: Any = rig.client.xrange(KEYS.stream, "-", "+")
-    for _, fields in entries:
+    for fields in queued_entries(rig.client):
         reply = fields.get(b"reply")
         if reply is not None:
             return str(reply.decode())
