@@ -17,10 +17,12 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, star
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from lancequeue.common.errors import ConfigError
 from lancequeue.common.keys import GROUP, TableKeys
 from lancequeue.common.redis_client import REDIS_FAILURES, SyncRedis, sync_client
 from lancequeue.common.status import read_status
 
+_SCRAPE_FAILURES: tuple[type[Exception], ...] = (*REDIS_FAILURES, ConfigError)
 _BATCH_ROWS_BUCKETS = (1, 8, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384)
 _SECONDS_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 _COUNTED = {
@@ -185,7 +187,7 @@ class _QueueCollector(Collector):
                 client = self._client(table)
                 status = read_status(client, table)
                 oldest_age_s = _oldest_pending_age_s(client, TableKeys(table))
-            except REDIS_FAILURES:
+            except _SCRAPE_FAILURES:
                 continue  # Redis unreachable: the scrape shows the counters alone
             values = (status["queue_depth"], status["pending"], oldest_age_s)
             for family, value in zip(families, values, strict=True):
