@@ -1,4 +1,5 @@
-"""Prometheus metrics of a writer (``--metrics-port``), served over HTTP from a thread.
+"""Prometheus metrics of a writer (``--metrics-port``, on ``--metrics-host``), served over HTTP
+from a thread.
 
 Counters and histograms are fed as batches are acknowledged; queue depth, pending entries and
 the oldest pending entry's age are read from Redis when scraped, so they are never stale. The
@@ -94,9 +95,14 @@ class WriterMetrics:
             self._lease.labels(table=table),
         )
 
-    def serve(self, port: int, addr: str = "0.0.0.0") -> None:
-        """Serve ``/metrics`` on ``addr:port`` from a daemon thread."""
-        self._server, _ = start_http_server(port, addr, registry=self.registry)
+    def serve(self, host: str, port: int) -> None:
+        """Serve ``/metrics`` on ``host:port`` from a daemon thread (``host`` 127.0.0.1: this
+        machine only; 0.0.0.0: every interface). Raises ``ConfigError`` if that address
+        cannot be served (not this machine's, or the port is taken)."""
+        try:
+            self._server, _ = start_http_server(port, host, registry=self.registry)
+        except OSError as exc:
+            raise ConfigError(f"cannot serve metrics on {host}:{port}: {exc}") from exc
 
     def close(self) -> None:
         """Stop serving (idempotent)."""

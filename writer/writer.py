@@ -98,7 +98,7 @@ class Writer:
                 elif settings.metrics_port:
                     own_metrics = WriterMetrics()
                     metrics = own_metrics.table(settings.table, url, cluster)
-                    own_metrics.serve(settings.metrics_port)
+                    own_metrics.serve(settings.metrics_host, settings.metrics_port)
                 published = {
                     CONFIG_MAX_QUEUE_SIZE: settings.max_queue_size,
                     CONFIG_MAX_BATCH: settings.max_batch,
