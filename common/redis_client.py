@@ -7,10 +7,16 @@ URL and nothing else changes. A server that cannot be reached at that moment is 
 single server: start processes that may come up before the cluster with a ``+cluster`` URL (a
 blocking client then needs one node reachable when it is made). A ``unix://`` URL is always a
 single server (the embedded one).
+
+URLs are taken apart by :mod:`lancequeue.common.redis_url`: redis-py gets the URL without its
+user name and password, and those as ``username=``/``password=``, so no character of a password
+can cut it short. A certificate that does not verify, or a TLS file that cannot be loaded,
+raises :class:`~lancequeue.common.redis_tls.RedisTlsError` (a ``ConfigError``): not waited out.
 """
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any, TypeAlias
 
 import redis
@@ -20,6 +26,8 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from lancequeue.common.errors import LancequeueError
+from lancequeue.common.redis_tls import check_tls_files, tls_error
+from lancequeue.common.redis_url import RedisUrl, parse_redis_url
 
 SyncRedis: TypeAlias = redis.Redis | redis.RedisCluster
 """A blocking client of a single server or of a cluster."""
@@ -46,18 +54,15 @@ UNREACHABLE: tuple[type[Exception], ...] = (
 node answers, ``CLUSTERDOWN`` while it forms, ``TRYAGAIN`` while a slot moves): waited out.
 Redis ran none of the command."""
 
-_CLUSTER_SCHEMES = {"redis+cluster": "redis", "rediss+cluster": "rediss"}
 _PROBE_TIMEOUT_S = 2.0
 
 
-def _split(url: str) -> tuple[str, bool | None]:
-    """The URL redis-py understands and whether it names a cluster (None: ask the server)."""
-    scheme, sep, rest = url.partition("://")
-    if sep and scheme.lower() in _CLUSTER_SCHEMES:
-        return f"{_CLUSTER_SCHEMES[scheme.lower()]}://{rest}", True
-    if scheme.lower() == "unix":
-        return url, False
-    return url, None
+def parse(url: str) -> RedisUrl:
+    """``url`` taken apart (:func:`parse_redis_url`), its TLS files checked
+    (:func:`check_tls_files`); raises :class:`ConfigError` before any connection is made."""
+    parsed = parse_redis_url(url)
+    check_tls_files(parsed)
+    return parsed
 
 
 def _says_cluster(hello: Any) -> bool:
@@ -70,31 +75,32 @@ def _says_cluster(hello: Any) -> bool:
 
 
 def is_cluster_url(url: str) -> bool:
-    """Whether ``url`` names a Redis Cluster: by its scheme, else by asking the server."""
-    plain, cluster = _split(url)
-    if cluster is not None:
-        return cluster
+    """Whether ``url`` names a Redis Cluster: by its scheme, else by asking the server.
+    Raises :class:`RedisTlsError` if the server's certificate does not verify."""
+    parsed = parse(url)
+    if parsed.cluster is not None:
+        return parsed.cluster
     try:
-        with redis.Redis.from_url(
-            plain, socket_timeout=_PROBE_TIMEOUT_S, socket_connect_timeout=_PROBE_TIMEOUT_S
-        ) as probe:
+        with redis.Redis.from_url(parsed.address, **_probe_options(parsed)) as probe:
             hello = probe.execute_command("HELLO", 2)
-    except REDIS_FAILURES:
+    except REDIS_FAILURES as exc:
+        if (error := tls_error(exc, parsed.shown)) is not None:
+            raise error from exc
         return False
     return _says_cluster(hello)
 
 
 async def is_cluster_url_async(url: str) -> bool:
     """:func:`is_cluster_url` without blocking the event loop."""
-    plain, cluster = _split(url)
-    if cluster is not None:
-        return cluster
-    probe = aioredis.Redis.from_url(
-        plain, socket_timeout=_PROBE_TIMEOUT_S, socket_connect_timeout=_PROBE_TIMEOUT_S
-    )
+    parsed = await asyncio.to_thread(parse, url)  # reads the TLS files
+    if parsed.cluster is not None:
+        return parsed.cluster
+    probe = aioredis.Redis.from_url(parsed.address, **_probe_options(parsed))
     try:
         hello = await probe.execute_command("HELLO", 2)  # type: ignore[no-untyped-call]
-    except REDIS_FAILURES:
+    except REDIS_FAILURES as exc:
+        if (error := tls_error(exc, parsed.shown)) is not None:
+            raise error from exc
         return False
     finally:
         await probe.aclose()
@@ -103,19 +109,34 @@ async def is_cluster_url_async(url: str) -> bool:
 
 def sync_client(url: str, cluster: bool | None = None, **options: Any) -> SyncRedis:
     """A blocking client for ``url`` (``cluster``: whether it is a cluster, None to find out);
-    ``options`` go to redis-py's client."""
+    ``options`` go to redis-py's client, the URL's user name and password with them."""
+    parsed = parse(url)
     if cluster is None:
         cluster = is_cluster_url(url)
-    plain, _ = _split(url)
-    if cluster:
-        return redis.RedisCluster.from_url(plain, **options)
-    return redis.Redis.from_url(plain, **options)
+    options = {**options, **parsed.credentials()}
+    if not cluster:
+        return redis.Redis.from_url(parsed.address, **options)
+    try:  # a cluster client connects as it is made
+        return redis.RedisCluster.from_url(parsed.address, **options)
+    except REDIS_FAILURES as exc:
+        if (error := tls_error(exc, parsed.shown)) is not None:
+            raise error from exc
+        raise
 
 
 def async_client(url: str, cluster: bool, **options: Any) -> AsyncRedis:
     """An asyncio client for ``url``; find ``cluster`` first with :func:`is_cluster_url_async`.
-    ``options`` go to redis-py's client."""
-    plain, _ = _split(url)
+    ``options`` go to redis-py's client, the URL's user name and password with them."""
+    parsed = parse_redis_url(url)  # its TLS files are read as it connects
+    options = {**options, **parsed.credentials()}
     if cluster:
-        return aioredis.RedisCluster.from_url(plain, **options)
-    return aioredis.Redis.from_url(plain, **options)
+        return aioredis.RedisCluster.from_url(parsed.address, **options)
+    return aioredis.Redis.from_url(parsed.address, **options)
+
+
+def _probe_options(parsed: RedisUrl) -> dict[str, Any]:
+    return {
+        "socket_timeout": _PROBE_TIMEOUT_S,
+        "socket_connect_timeout": _PROBE_TIMEOUT_S,
+        **parsed.credentials(),
+    }

@@ -1,17 +1,32 @@
-"""``--metrics-port``: the writer serves Prometheus metrics of its table."""
+"""``--metrics-port``: the writer serves Prometheus metrics of its table, on this machine only
+unless ``--metrics-host`` says otherwise."""
 
 from __future__ import annotations
 
 import asyncio
+import ipaddress
+import signal
+import socket
 import urllib.request
+from collections.abc import Callable
 
+import psutil
 import pytest
 import redis
 from prometheus_client.parser import text_string_to_metric_families
 
 from lancequeue.common.errors import RecordRejected
 from lancequeue.producer import Producer
-from tests.support import StartWriter, free_port, gather, record, writer_serving
+from tests.support import (
+    StartWriter,
+    WriterProcess,
+    free_port,
+    gather,
+    record,
+    wait_for,
+    writer_alive,
+    writer_serving,
+)
 
 
 def _scrape(port: int) -> dict[str, float]:
@@ -48,3 +63,51 @@ async def test_the_writer_serves_counts_latencies_queue_and_lease_of_its_table(
     assert metrics["lancequeue_lease_held"] == 1
     assert metrics["lancequeue_queue_depth"] == 0 and metrics["lancequeue_pending"] == 0
     assert metrics["lancequeue_oldest_pending_age_seconds"] == 0
+
+
+def _other_address() -> str:
+    """An IPv4 address of this machine other than a loopback one (skips if it has none)."""
+    for addresses in psutil.net_if_addrs().values():
+        for address in addresses:
+            if (
+                address.family == socket.AF_INET
+                and not ipaddress.ip_address(address.address).is_loopback
+            ):
+                return str(address.address)
+    pytest.skip("this machine has no IPv4 address but loopback ones")
+
+
+def _accepts(host: str, port: int) -> bool:
+    """Whether a TCP connection to ``host:port`` is accepted (False if refused)."""
+    try:
+        with socket.create_connection((host, port), timeout=10):
+            return True
+    except OSError:
+        return False
+
+
+async def test_by_default_the_metrics_are_served_on_loopback_only(
+    start_writer: StartWriter, client: redis.Redis
+) -> None:
+    other = _other_address()
+    port = free_port()
+    start_writer(metrics_port=port)
+    await writer_serving(client)
+    assert await asyncio.to_thread(_accepts, "127.0.0.1", port)
+    assert not await asyncio.to_thread(_accepts, other, port), f"metrics served on {other}"
+
+
+def test_metrics_host_0_0_0_0_serves_them_on_every_interface(
+    writer_process: Callable[..., WriterProcess], client: redis.Redis
+) -> None:
+    other = _other_address()
+    port = free_port()
+    writer = writer_process("--metrics-port", str(port), "--metrics-host", "0.0.0.0")
+    wait_for(lambda: writer_alive(client) or writer.process.poll() is not None, 60, "the writer")
+    assert writer.process.poll() is None, writer.log()
+    direct = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # no HTTP proxy
+    with direct.open(f"http://{other}:{port}/metrics", timeout=10) as response:
+        assert "lancequeue_lease_held" in response.read().decode()
+    assert _accepts("127.0.0.1", port)
+    writer.signal(signal.SIGTERM)
+    assert writer.wait() == 0, writer.log()

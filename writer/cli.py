@@ -115,7 +115,10 @@ def writer_command(check: bool, **options: Any) -> None:
     except ConfigError as exc:
         raise click.BadParameter(str(exc)) from exc
     if metrics is not None:
-        metrics.serve(options["metrics_port"])
+        try:
+            metrics.serve(options["metrics_host"], options["metrics_port"])
+        except ConfigError as exc:
+            raise click.BadParameter(str(exc)) from exc
     try:
         asyncio.run(_run_until_signalled(writers))
     finally:

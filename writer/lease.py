@@ -24,6 +24,7 @@ from redis.exceptions import AuthenticationError, NoPermissionError
 from lancequeue.common.errors import WriterReplaced
 from lancequeue.common.keys import TableKeys
 from lancequeue.common.redis_client import REDIS_FAILURES, AsyncRedis
+from lancequeue.common.redis_tls import tls_error
 from lancequeue.writer.retrying import Outage
 from lancequeue.writer.scripting import KEEP_LEASE, TOUCH
 
@@ -139,7 +140,8 @@ class Lease:
     async def acquire(self, give_up: asyncio.Event) -> bool:
         """Take the lease, waiting as a standby while another writer holds it, and riding out
         Redis outages (one log line, then retries with backoff). False if ``give_up`` was set
-        first."""
+        first. Raises at once what waiting cannot fix: Redis refusing the account, or
+        :class:`RedisTlsError` (the server's certificate does not verify)."""
         announced = False
         outage = Outage(f"table {self._keys.table!r}: taking the lease")
         while not give_up.is_set():
@@ -165,6 +167,8 @@ class Lease:
             except (AuthenticationError, NoPermissionError):
                 raise  # a configuration error: waiting cannot help
             except REDIS_FAILURES as exc:
+                if (error := tls_error(exc)) is not None:
+                    raise error from exc  # a configuration error too
                 delay = outage.failed(exc)
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(give_up.wait(), delay)

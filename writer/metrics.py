@@ -1,4 +1,5 @@
-"""Prometheus metrics of a writer (``--metrics-port``), served over HTTP from a thread.
+"""Prometheus metrics of a writer (``--metrics-port``, on ``--metrics-host``), served over HTTP
+from a thread.
 
 Counters and histograms are fed as batches are acknowledged; queue depth, pending entries and
 the oldest pending entry's age are read from Redis when scraped, so they are never stale. The
@@ -17,10 +18,12 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, star
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from lancequeue.common.errors import ConfigError
 from lancequeue.common.keys import GROUP, TableKeys
 from lancequeue.common.redis_client import REDIS_FAILURES, SyncRedis, sync_client
 from lancequeue.common.status import read_status
 
+_SCRAPE_FAILURES: tuple[type[Exception], ...] = (*REDIS_FAILURES, ConfigError)
 _BATCH_ROWS_BUCKETS = (1, 8, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384)
 _SECONDS_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 _COUNTED = {
@@ -92,9 +95,14 @@ class WriterMetrics:
             self._lease.labels(table=table),
         )
 
-    def serve(self, port: int, addr: str = "0.0.0.0") -> None:
-        """Serve ``/metrics`` on ``addr:port`` from a daemon thread."""
-        self._server, _ = start_http_server(port, addr, registry=self.registry)
+    def serve(self, host: str, port: int) -> None:
+        """Serve ``/metrics`` on ``host:port`` from a daemon thread (``host`` 127.0.0.1: this
+        machine only; 0.0.0.0: every interface). Raises ``ConfigError`` if that address
+        cannot be served (not this machine's, or the port is taken)."""
+        try:
+            self._server, _ = start_http_server(port, host, registry=self.registry)
+        except OSError as exc:
+            raise ConfigError(f"cannot serve metrics on {host}:{port}: {exc}") from exc
 
     def close(self) -> None:
         """Stop serving (idempotent)."""
@@ -185,7 +193,7 @@ class _QueueCollector(Collector):
                 client = self._client(table)
                 status = read_status(client, table)
                 oldest_age_s = _oldest_pending_age_s(client, TableKeys(table))
-            except REDIS_FAILURES:
+            except _SCRAPE_FAILURES:
                 continue  # Redis unreachable: the scrape shows the counters alone
             values = (status["queue_depth"], status["pending"], oldest_age_s)
             for family, value in zip(families, values, strict=True):
@@ -204,8 +212,3 @@ def _oldest_pending_age_s(client: SyncRedis, keys: TableKeys) -> float:
     seconds, micros = client.time()
     oldest_id = oldest.decode() if isinstance(oldest, bytes) else str(oldest)
     return max(0.0, seconds + micros / 1e6 - int(oldest_id.split("-")[0]) / 1000)
-
-
-def entry_arrivals_ms(entry_ids: Iterable[bytes]) -> list[int]:
-    """When each stream entry arrived, in Redis milliseconds (the time part of its id)."""
-    return [int(entry_id.split(b"-", 1)[0]) for entry_id in entry_ids]

@@ -11,6 +11,7 @@ from typing import Any
 from lancequeue.common.connection import default_data_dir
 from lancequeue.common.errors import ConfigError
 from lancequeue.common.keys import check_table_name
+from lancequeue.common.redis_url import parse_redis_url
 from lancequeue.writer.bad_vectors import BadVectorPolicy
 from lancequeue.writer.compaction import CompactionPolicy
 from lancequeue.writer.imports import load_imports
@@ -181,6 +182,14 @@ class WriterSettings:
             "--metrics-port", "Serve Prometheus metrics on this port at /metrics (0: off)."
         ),
     )
+    metrics_host: str = field(
+        default="127.0.0.1",
+        metadata=_option(
+            "--metrics-host",
+            "Address the metrics are served on: 127.0.0.1 (this machine only), or 0.0.0.0 "
+            "(every interface) for a Prometheus on another host or container.",
+        ),
+    )
     on_bad_vectors: str = field(
         default="error",
         metadata=_option(
@@ -209,6 +218,10 @@ class WriterSettings:
 
     def __post_init__(self) -> None:
         check_table_name(self.table)
+        if self.redis_url is not None:
+            parse_redis_url(self.redis_url)  # raises ConfigError, never showing a password
+        if not isinstance(self.metrics_host, str) or not self.metrics_host.strip():
+            raise ConfigError(f"metrics_host must be an address, got {self.metrics_host!r}")
         BadVectorPolicy(self.on_bad_vectors, self.fill_value)  # raises ConfigError if bad
         object.__setattr__(self, "fill_value", float(self.fill_value))
         if isinstance(self.imports, str) or not all(isinstance(m, str) for m in self.imports):

@@ -29,6 +29,8 @@ from lancequeue.common.redis_client import (
     async_client,
     is_cluster_url_async,
 )
+from lancequeue.common.redis_tls import RedisTlsError
+from lancequeue.common.redis_url import redact_url
 from lancequeue.writer.lease import Lease, Renewal
 from lancequeue.writer.loading import load_object
 from lancequeue.writer.metrics import TableMetrics, WriterMetrics
@@ -85,6 +87,7 @@ class Writer:
         self._running = True
         settings = self.settings
         own_metrics: WriterMetrics | None = None
+        url: str | None = None
         try:
             url = await asyncio.to_thread(
                 resolve_redis_url, settings.redis_url, settings.resolved_data_dir
@@ -98,7 +101,7 @@ class Writer:
                 elif settings.metrics_port:
                     own_metrics = WriterMetrics()
                     metrics = own_metrics.table(settings.table, url, cluster)
-                    own_metrics.serve(settings.metrics_port)
+                    own_metrics.serve(settings.metrics_host, settings.metrics_port)
                 published = {
                     CONFIG_MAX_QUEUE_SIZE: settings.max_queue_size,
                     CONFIG_MAX_BATCH: settings.max_batch,
@@ -110,6 +113,8 @@ class Writer:
                 await redis.aclose()
         except (AuthenticationError, NoPermissionError) as exc:
             raise ConfigError(f"redis refused the writer: {exc} (check its ACL user)") from exc
+        except RedisTlsError as exc:
+            raise (exc.at(redact_url(url)) if url else exc) from exc.__cause__
         finally:
             self._running = False
             if own_metrics is not None:

@@ -18,6 +18,7 @@ import numpy as np
 import redis
 
 from lancequeue.common.bench_latency import latency_summary_ms
+from lancequeue.common.redis_url import parse_redis_url
 from lancequeue.writer.bench.baselines import BYTES_PER_MB
 from lancequeue.writer.bench.processes import Children, Process, cpu_s, maxrss_bytes, stop_process
 from lancequeue.writer.bench.producer_processes import collect, release, start_producers, wait_ready
@@ -53,7 +54,7 @@ def _measure(
     """Start the writer and the producers, run, stop the writer; the raw figures."""
     interval_s = settings.sample_ms / 1000
     writer_log = work / "writer.log"
-    with redis.Redis.from_url(redis_url) as client:
+    with _client(redis_url) as client:
         writer = children.add(
             start_writer(
                 redis_url,
@@ -117,9 +118,15 @@ def run_end_to_end(settings: BenchSettings, records: int, work: Path) -> dict[st
                     redis_sampler.stop()
     finally:
         if settings.redis_url is not None and not settings.keep:
-            with redis.Redis.from_url(settings.redis_url) as client:
+            with _client(settings.redis_url) as client:
                 delete_table_keys(client, table)  # once the writer and producers are gone
     return _figures(settings, records, work, table, raw)
+
+
+def _client(url: str) -> redis.Redis:
+    """A client of the single server at ``url``, its password taken apart as lancequeue does."""
+    parsed = parse_redis_url(url)
+    return redis.Redis.from_url(parsed.address, **parsed.credentials())
 
 
 def _figures(
