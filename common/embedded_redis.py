@@ -24,6 +24,7 @@ import struct
 import subprocess
 import time
 from pathlib import Path
+from urllib.parse import quote
 
 from lancequeue.common import private_files
 from lancequeue.common.errors import ConfigError, LancequeueError
@@ -73,7 +74,7 @@ def socket_path(data_dir: Path) -> Path:
 
 def url_for(data_dir: Path) -> str:
     """The ``unix://`` URL of the embedded server of ``data_dir`` (running or not)."""
-    return f"unix://{socket_path(data_dir)}"
+    return f"unix://{quote(str(socket_path(data_dir)))}"
 
 
 def is_running(data_dir: Path) -> bool:

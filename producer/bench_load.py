@@ -27,13 +27,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import redis
 
 from lancequeue.common.bench_latency import latency_summary_ms
 from lancequeue.common.bench_records import DEFAULT_SEED, DEFAULT_TEXT_BYTES, make_records
 from lancequeue.common.bench_result import write_result
 from lancequeue.common.codec import encode_record
 from lancequeue.common.protocol import ENQUEUE_SCRIPT
+from lancequeue.common.redis_client import sync_client
 from lancequeue.producer.producer import Producer
 
 READY_LINE = "ready"
@@ -157,7 +157,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     """Generate, wait for the start, send, wait for the answers; the result."""
     records = make_records(args.start, args.count, args.dim, args.text_bytes, args.seed)
     encoded_bytes = sum(len(encode_record(record)) for record in records)
-    with redis.Redis.from_url(args.redis) as client:
+    with sync_client(args.redis) as client:
         client.script_load(ENQUEUE_SCRIPT)  # cached before the clock starts, as in steady state
     producer = Producer(args.table, redis_url=args.redis, **args.producer_options)
     try:

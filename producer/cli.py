@@ -115,7 +115,11 @@ def produce_command(
     tally = _Tally()
     progress = _Progress(sys.stderr.isatty())
     in_flight: deque[list[tuple[str, RecordRejected | Future[None]]]] = deque()
-    with Producer(table, redis_url=redis_url, data_dir=data_dir) as producer:
+    try:
+        made = Producer(table, redis_url=redis_url, data_dir=data_dir)
+    except LancequeueError as exc:  # a bad URL, table name or certificate: one line
+        raise click.ClickException(str(exc)) from exc
+    with made as producer:
         for chunk in _chunks(_all_items(paths, forced_format), batch):
             sendable = [item for _, item in chunk if not isinstance(item, RecordRejected)]
             futures = iter(producer.enqueue_many(sendable, timeout))

@@ -29,6 +29,7 @@ from lancequeue.common.errors import (
     WriteTimeout,
 )
 from lancequeue.common.redis_client import UNREACHABLE
+from lancequeue.common.redis_tls import tls_problem
 from lancequeue.producer.outbox import F, Fail, Outbox, Outgoing
 
 logger = logging.getLogger(__name__)
@@ -44,12 +45,17 @@ def is_connection_loss(exc: BaseException) -> bool:
     succeed), rather than that Redis refused the command."""
     if isinstance(exc, AuthenticationError | AuthorizationError):
         return False  # bad credentials: trying again cannot help
+    if tls_problem(exc) is not None:
+        return False  # a certificate Redis or this client refuses: neither does trying again
     return isinstance(exc, (*UNREACHABLE, InvalidResponse))
 
 
 def is_refusal(exc: BaseException) -> bool:
-    """Whether ``exc`` is Redis's own error answer: the command ran no further than the error.
-    The enqueue script fails before its first ``XADD`` or not at all, so nothing was added."""
+    """Whether ``exc`` is Redis's own error answer (the command ran no further than the error:
+    the enqueue script fails before its first push or not at all, so nothing was added), or a
+    TLS handshake refused (nothing was sent)."""
+    if tls_problem(exc) is not None:
+        return True
     if isinstance(exc, UNREACHABLE):
         return False  # CLUSTERDOWN, TRYAGAIN: error answers that say "not yet"
     return isinstance(exc, ResponseError | AuthenticationError | AuthorizationError)

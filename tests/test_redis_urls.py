@@ -256,7 +256,7 @@ async def test_a_wrong_password_is_refused_and_no_part_of_it_is_shown(
 
 @pytest.mark.parametrize(
     "client",
-    ["producer", "async producer", "writer", "status"],
+    ["producer", "async producer", "writer", "status", "produce"],
 )
 async def test_a_url_a_raw_hash_would_cut_never_reaches_the_server(
     server: Server, client: str, tmp_path: Path
@@ -279,7 +279,10 @@ async def test_a_url_a_raw_hash_would_cut_never_reaches_the_server(
             await asyncio.wait_for(Writer(table=TABLE, redis_url=url, db_uri="unused").run(), 30)
         message = str(refused.value)
     else:
-        done = await asyncio.to_thread(run_cli, "status", "--table", TABLE, "--redis", url)
+        source = tmp_path / "records.jsonl"
+        source.write_text('{"id": 1}\n')
+        args = [str(source)] if client == "produce" else []
+        done = await asyncio.to_thread(run_cli, client, "--table", TABLE, "--redis", url, *args)
         assert done.returncode == 1
         message = done.stdout + done.stderr
         assert "Traceback" not in message
