@@ -3,6 +3,7 @@ create``), each node a redis-server of its own in the test's directory."""
 
 from __future__ import annotations
 
+import random
 import shutil
 import signal
 import socket
@@ -14,7 +15,7 @@ import redis
 
 from lancequeue.common import embedded_redis
 from tests.redis_server import pongs
-from tests.support import free_port, wait_for
+from tests.support import wait_for
 
 NODES = 3
 BUS_PORT_OFFSET = 10_000
@@ -32,16 +33,19 @@ def redis_cli_binary() -> str:
 
 
 def _node_port() -> int:
-    """A free port whose cluster bus port (10000 higher) is free too."""
+    """A free port whose cluster bus port (10000 higher) is free too, both below the range the
+    kernel hands out to outgoing connections, so that no client socket takes one of them between
+    this check and the node binding it."""
+    lowest_ephemeral = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    ceiling = min(lowest_ephemeral, 65536) - BUS_PORT_OFFSET
     while True:
-        port = free_port()
-        if port + BUS_PORT_OFFSET > 65535:
-            continue
-        with socket.socket() as bus:
-            try:
+        port = random.randrange(max(1024, ceiling - 8000), ceiling)
+        try:
+            with socket.socket() as node, socket.socket() as bus:
+                node.bind(("127.0.0.1", port))
                 bus.bind(("127.0.0.1", port + BUS_PORT_OFFSET))
-            except OSError:
-                continue
+        except OSError:
+            continue
         return port
 
 
