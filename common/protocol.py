@@ -90,7 +90,9 @@ local counts = {}
 local i = 4
 while i + width - 1 <= #ARGV do
   local n = 1
-  if width == 12 then n = math.max(tonumber(ARGV[i + 9]) or 1, 1) end
+  if width == 12 and string.match(ARGV[i + 9], '^%d%d?%d?%d?%d?$') then
+    n = math.max(tonumber(ARGV[i + 9]), 1)
+  end
   if queued + n > limit and queued > 0 then break end
   queued = queued + n
   inboxed = inboxed + n

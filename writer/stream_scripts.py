@@ -128,7 +128,9 @@ local function move(inbox, stream, queued, inboxed, count, byte_cap)
     local n = 1
     if fields then
       for f = 1, #fields - 1, 2 do
-        if fields[f] == 'n' then n = math.min(math.max(tonumber(fields[f + 1]) or 1, 1), 65536) end
+        if fields[f] == 'n' and string.match(fields[f + 1], '^%d%d?%d?%d?%d?$') then
+          n = math.min(math.max(tonumber(fields[f + 1]), 1), 65536)
+        end
       end
       if at ~= '' then
         fields[#fields + 1] = 'at'
