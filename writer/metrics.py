@@ -68,7 +68,7 @@ class WriterMetrics:
         )
         self._ack_seconds = Histogram(
             "lancequeue_ack_latency_seconds",
-            "From a record's arrival in the stream to its answer.",
+            "From a record's push into Redis to its answer.",
             ["table"],
             buckets=_SECONDS_BUCKETS,
             registry=self.registry,
@@ -180,7 +180,7 @@ class _QueueCollector(Collector):
         families = [
             GaugeMetricFamily(name, help_text, labels=["table"])
             for name, help_text in (
-                ("lancequeue_queue_depth", "Records waiting in the stream."),
+                ("lancequeue_queue_depth", "Records waiting in Redis (inbox and stream)."),
                 ("lancequeue_pending", "Entries read and not yet acknowledged."),
                 (
                     "lancequeue_oldest_pending_age_seconds",
