@@ -77,21 +77,26 @@ PACKED_ENTRY_WIDTH = 12
 
 ENQUEUE_SCRIPT = """
 redis.replicate_commands()
+local width = tonumber(ARGV[2])
+if width ~= 10 and width ~= 12 then return redis.error_reply('ERR entry width must be 10 or 12') end
 local limit = tonumber(redis.call('HGET', KEYS[2], 'max_queue_size') or '')
 if not limit or limit < 1 then limit = tonumber(ARGV[1]) end
-local width = tonumber(ARGV[2])
-local streamed = math.max(tonumber(redis.call('GET', KEYS[3]) or '0') or 0, 0)
+local packing = tonumber(redis.call('HGET', KEYS[2], 'max_batch') or '')
+if not packing or packing < 1 then packing = 1 end
+local streamed = tonumber(redis.call('GET', KEYS[3]) or '0') or 0
+if not (streamed >= 0) then streamed = 0 end
 local waiting = redis.call('LLEN', KEYS[1])
-local stored = tonumber(redis.call('GET', KEYS[4]) or '0') or 0
-local inboxed = stored
-if waiting == 0 then inboxed = 0 elseif inboxed < waiting then inboxed = waiting end
+local stored = redis.call('GET', KEYS[4])
+local inboxed = tonumber(stored or '0') or 0
+if not (inboxed >= waiting) then inboxed = waiting end
+inboxed = math.min(inboxed, waiting * packing)
 local queued = streamed + inboxed
 local counts = {}
 local i = 4
 while i + width - 1 <= #ARGV do
   local n = 1
-  if width == 12 and string.match(ARGV[i + 9], '^%d%d?%d?%d?%d?$') then
-    n = math.max(tonumber(ARGV[i + 9]), 1)
+  if width == 12 and ARGV[i + 8] == 'n' and string.match(ARGV[i + 9], '^[1-9]%d?%d?%d?%d?$') then
+    n = math.min(tonumber(ARGV[i + 9]), 65536)
   end
   if queued + n > limit and queued > 0 then break end
   queued = queued + n
@@ -99,7 +104,8 @@ while i + width - 1 <= #ARGV do
   counts[#counts + 1] = n
   i = i + width
 end
-if inboxed ~= stored then redis.call('INCRBY', KEYS[4], inboxed - stored) end
+local count = string.format('%d', inboxed)
+if stored ~= count then redis.call('SET', KEYS[4], count) end
 if #counts == 0 then return counts end
 local now = redis.call('TIME')
 local at = string.format('%d', now[1] * 1000 + math.floor(now[2] / 1000))
@@ -111,8 +117,10 @@ for e = 1, #counts do
   elements[e] = at .. ':' .. table.concat(lengths, ',') .. ';'
                 .. table.concat(ARGV, '', first, first + width - 1)
 end
-redis.call('RPUSH', KEYS[1], unpack(elements))
-redis.call('PUBLISH', ARGV[3], #counts)
+for first = 1, #elements, 1000 do
+  redis.call('RPUSH', KEYS[1], unpack(elements, first, math.min(first + 999, #elements)))
+end
+if waiting == 0 then redis.call('PUBLISH', ARGV[3], #counts) end
 return counts
 """
 """Push entries onto the inbox, in order, while the stream and the inbox hold fewer than
@@ -126,9 +134,11 @@ pushed: a prefix of those given, none when the queue is full. An entry is pushed
 queue even if it alone holds more than ``max_queue_size`` records. Each element is the Redis
 time of the push, the lengths of the fields and the fields (``INBOX_ELEMENT``); the writer moves
 it into the stream as an entry of those fields plus ``at``, that time. The script decides what
-fits and counts it before pushing anything, so a failing push adds nothing after the count;
-``inboxed`` is taken as 0 when the inbox is empty and as at least its length otherwise (healing
-a count that drifted), and the writer lowers it as it moves entries.
+fits and counts it before pushing anything, so a failing push adds nothing after the count.
+``inboxed`` is taken as at least the inbox's length and at most its length times the writer's
+``max_batch`` (the most records an entry packs), so a count that drifted, or that a client
+made up, heals at once; the writer lowers it as it moves entries. The pushed channel hears of a
+push only onto an empty inbox: the writer waits only after a read that emptied it.
 """
 INBOX_ELEMENT = "<at>:<length>,<length>,...;<field><value><field><value>..."
 """An inbox element: ``at``, the Redis time (ms) of the push (empty if unknown), then the byte

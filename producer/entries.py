@@ -3,6 +3,7 @@ publishes in the table's config hash (its ``max_batch``, the stream's epoch)."""
 
 from __future__ import annotations
 
+import re
 import threading
 import uuid
 from collections.abc import Sequence
@@ -18,6 +19,7 @@ from lancequeue.common.protocol import (
     packed_entry_fields,
 )
 
+_EPOCH = re.compile(r"[0-9a-fA-F]{32}")
 CONFIG_REFRESH_S = 5.0
 """How often a producer re-reads the config hash: the writer's ``max_batch`` (the most records
 it packs into one entry; a new writer may have another) and the stream's epoch."""
@@ -103,13 +105,16 @@ class EntryMaker:
         Returns True if the stream has no epoch yet: name one (``SETNX``, ``new_epoch``) and
         read the config again, so every record is sent under one."""
         raw, epoch = values
-        text = raw.decode() if isinstance(raw, bytes) else raw
+        text = raw.decode(errors="replace") if isinstance(raw, bytes) else raw
         limit = int(text) if text is not None and text.isdigit() and int(text) > 0 else 1
+        name = epoch.decode(errors="replace") if isinstance(epoch, bytes) else (epoch or "")
         with self._lock:
             self._pack_limit = min(self._pack_records, limit)
-            self.epoch = epoch.decode() if isinstance(epoch, bytes) else (epoch or "")
+            # Anything but an epoch of ours (32 hex digits) is unknown: records are sent under
+            # none, and a writer replaces it.
+            self.epoch = name if _EPOCH.fullmatch(name) else ""
             self._learned_at = now
-            return not self.epoch
+            return not epoch
 
     @staticmethod
     def new_epoch() -> str:

@@ -44,7 +44,7 @@ for k = 3, #KEYS, 3 do
   local claimed = tonumber(redis.call('GET', KEYS[k + 1]) or '-1') or -1
   local base = math.max(seen, claimed)
   local top, top_text = claimed, nil
-  local refused = {}
+  local refused, seqs = {}, {}
   local ranges = tonumber(ARGV[a])
   a = a + 1
   for r = 1, ranges do
@@ -56,6 +56,7 @@ for k = 3, #KEYS, 3 do
         top, top_text = last, ARGV[a + 1]
       end
       if last > base then base = last end
+      for s = first, last do seqs[#seqs + 1] = string.format('%d', s) end
     end
     a = a + 2
   end
@@ -66,7 +67,15 @@ for k = 3, #KEYS, 3 do
   end
   local abandoned = {}
   if redis.call('EXISTS', KEYS[k + 2]) == 1 then
-    abandoned = redis.call('SMEMBERS', KEYS[k + 2])
+    -- Only the batch's own sequence numbers are asked about: whatever else a client put in
+    -- the set (anything at all, on a producer account) is never read.
+    for first = 1, #seqs, 1000 do
+      local last = math.min(first + 999, #seqs)
+      local found = redis.call('SMISMEMBER', KEYS[k + 2], unpack(seqs, first, last))
+      for i = 1, #found do
+        if found[i] == 1 then abandoned[#abandoned + 1] = seqs[first + i - 1] end
+      end
+    end
     redis.call('PEXPIRE', KEYS[k + 2], ARGV[3])
   end
   out[#out + 1] = {seen, refused, abandoned}
@@ -79,7 +88,7 @@ lease value, the lease's expiry (ms), the claim's expiry (ms), the jump limit, t
 the number of its ranges and each range's first and last sequence number, in stream order.
 Returns Redis time, the lease holder if it is another writer (then nothing was claimed), and per
 producer its settled sequence number (-1: none), the (1-based) ranges refused as jumping too
-far ahead, and its abandoned sequence numbers."""
+far ahead, and those of its sequence numbers in the batch it abandoned."""
 
 Ranges = dict[str, list[tuple[int, int]]]
 """Per producer id, the sequence numbers of its records in a batch: one (first, last) range per
@@ -95,7 +104,7 @@ class ProducerClaim:
     refused: frozenset[int] = frozenset()
     """Positions (0-based) of its ranges refused: too far ahead of anything settled or claimed."""
     abandoned: frozenset[int] = frozenset()
-    """Its sequence numbers it abandoned (among others, perhaps)."""
+    """Its sequence numbers in the batch that it abandoned."""
 
 
 @dataclass(frozen=True)

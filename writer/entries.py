@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,6 +28,9 @@ from lancequeue.common.protocol import (
 )
 
 logger = logging.getLogger(__name__)
+
+_COUNT = re.compile(rb"[1-9][0-9]{0,4}")
+_RECORDS_LEFT_OUT = re.compile(rb"(?:^|, )recs [0-9]+(?:,|$)")
 
 OVERSIZED = b"lq:oversized"
 """Field the writer's reads put in an entry in place of fields over its limits, which they leave
@@ -73,12 +77,17 @@ class Entry:
 
 
 def record_count(fields: dict[bytes, bytes] | None) -> int:
-    """How many records an entry carries, by its ``n`` field (1 if it has none, or an invalid
-    one)."""
-    raw = (fields or {}).get(FIELD_COUNT)
-    if raw is None or not raw.isdigit() or len(raw) > 6:
+    """How many records an entry carries: a packed entry's ``n`` (``recs`` and no ``rec``, ``n``
+    in canonical decimal, at most ``MAX_PACKED_RECORDS``), else 1. The inbox move counts entries
+    by the same rule."""
+    fields = fields or {}
+    raw = fields.get(FIELD_COUNT)
+    packed = FIELD_RECORDS in fields or _RECORDS_LEFT_OUT.search(fields.get(OVERSIZED, b""))
+    if raw is None or not packed or FIELD_RECORD in fields:
         return 1
-    return min(max(1, int(raw)), MAX_PACKED_RECORDS)
+    if not _COUNT.fullmatch(raw):
+        return 1
+    return min(int(raw), MAX_PACKED_RECORDS)
 
 
 def read_entries(

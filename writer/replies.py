@@ -65,8 +65,12 @@ for d = 1, dead do
 end
 local failures = {}
 for k = 5, #KEYS, 3 do
-  local seen, message = ARGV[a], ARGV[a + 1]
-  a = a + 2
+  local seen, message, dropped = ARGV[a], ARGV[a + 1], tonumber(ARGV[a + 2])
+  -- The abandoned sequence numbers this batch settled: forgotten (the rest of the set expires).
+  for first = a + 3, a + 2 + dropped, 1000 do
+    redis.call('SREM', KEYS[k + 2], unpack(ARGV, first, math.min(first + 999, a + 2 + dropped)))
+  end
+  a = a + 3 + dropped
   if seen ~= '' then
     local settled = tonumber(seen)
     local current = tonumber(redis.call('GET', KEYS[k]) or '-1') or -1
@@ -75,11 +79,6 @@ for k = 5, #KEYS, 3 do
     else
       redis.call('PEXPIRE', KEYS[k], ttl)
       settled = current
-    end
-    if redis.call('EXISTS', KEYS[k + 2]) == 1 then
-      for _, member in ipairs(redis.call('SMEMBERS', KEYS[k + 2])) do
-        if tonumber(member) <= settled then redis.call('SREM', KEYS[k + 2], member) end
-      end
     end
   end
   if message ~= '' then
@@ -103,11 +102,12 @@ redis.call('PUBLISH', channel, count)
 return failures
 """
 """KEYS: stream, queued counter, status hash, dead-letter stream, then per producer its seen key,
-reply key and abandoned key. ARGV: group, reply expiry (ms), flushed channel; the number of entries,
-then each entry's id and record count; the number of dead letters, then each one's field count,
-MAXLEN and fields; per producer its settled sequence number ('' for none) and reply message (''
-for none); the number of status increments, then field/increment pairs; then status fields to
-set. Returns the reply keys that could not be written to, with Redis's error."""
+reply key and abandoned key. ARGV: group, reply expiry (ms), flushed channel; the number of
+entries, then each entry's id and record count; the number of dead letters, then each one's
+field count, MAXLEN and fields; per producer its settled sequence number ('' for none), its
+reply message ('' for none), the number of its abandoned sequence numbers the batch settled and
+those; the number of status increments, then field/increment pairs; then status fields to set.
+Returns the reply keys that could not be written to, with Redis's error."""
 
 DEAD_LETTERS_MAXLEN = 100_000
 """The dead-letter stream keeps about this many entries, oldest dropped first."""
@@ -172,7 +172,9 @@ class Acknowledger:
         for producer in seen.keys() | per_producer.keys():
             script_keys += [keys.seen(producer), keys.reply(producer), keys.abandoned(producer)]
             results = per_producer.get(producer)
+            dropped = [seq for seq, answer, _ in results or [] if _abandoned(answer)]
             args += [seen.get(producer, ""), encode_results(results) if results else ""]
+            args += [len(dropped), *dropped]
         args.append(len(ack.increments))
         for name, increment in ack.increments.items():
             args += [name, increment]
@@ -183,6 +185,12 @@ class Acknowledger:
         failures = await self._script(keys=script_keys, args=args)
         for failure in failures:
             logger.warning("after a flush of %d entries: %s", len(records_of), failure)
+
+
+def _abandoned(answer: dict[str, str] | None) -> bool:
+    """Whether ``answer`` says its record was abandoned by its producer (its seq is in the
+    producer's abandoned set, which the ack then forgets)."""
+    return answer is not None and answer.get("cause") == "abandoned"
 
 
 def _dead_letter_fields(dead: DeadLetter) -> list[bytes | str | int]:

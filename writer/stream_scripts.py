@@ -26,20 +26,26 @@ if type(made) == 'table' and made.err then
   end
   created = 0
 end
+local function valid(epoch)
+  return epoch and #epoch == 32 and string.match(epoch, '^%x+$') ~= nil
+end
 local epoch = redis.call('GET', KEYS[3])
-if not epoch then
-  -- Earlier releases kept it in the config hash.
-  epoch = redis.call('HGET', KEYS[2], 'epoch') or ARGV[2]
+if not valid(epoch) then
+  -- Earlier releases kept it in the config hash; anything else is not an epoch of ours.
+  epoch = redis.call('HGET', KEYS[2], 'epoch')
+  if not valid(epoch) then epoch = ARGV[2] end
   redis.call('SET', KEYS[3], epoch)
 end
+redis.call('HDEL', KEYS[2], 'epoch', 'queued')
 return {created, epoch}
 """
 )
 """KEYS: stream, config, epoch. Create the group ARGV[1] (and the stream) unless it exists, and
 name the stream's epoch ARGV[2] unless it has one (lost with the stream, or never named:
-producers name one too, the first to send into a new stream). Returns whether the group was
-created, and the epoch. A script, so that it runs at maxmemory: a full stream is what the writer
-must drain."""
+producers name one too, the first to send into a new stream; a value that is not 32 hex digits
+is not one, whoever wrote it). Drops the fields earlier releases kept in the config hash.
+Returns whether the group was created, and the epoch. A script, so that it runs at maxmemory: a
+full stream is what the writer must drain."""
 ANNOUNCE = (
     LEASED
     + """
@@ -127,10 +133,12 @@ local function move(inbox, stream, queued, inboxed, count, byte_cap)
     end
     local n = 1
     if fields then
-      for f = 1, #fields - 1, 2 do
-        if fields[f] == 'n' and string.match(fields[f + 1], '^%d%d?%d?%d?%d?$') then
-          n = math.min(math.max(tonumber(fields[f + 1]), 1), 65536)
-        end
+      local named = {}
+      for f = 1, #fields - 1, 2 do named[fields[f]] = fields[f + 1] end
+      local count = named['n']
+      if named['recs'] and not named['rec'] and count
+          and string.match(count, '^[1-9]%d?%d?%d?%d?$') then
+        n = math.min(tonumber(count), 65536)
       end
       if at ~= '' then
         fields[#fields + 1] = 'at'
@@ -142,13 +150,21 @@ local function move(inbox, stream, queued, inboxed, count, byte_cap)
     end
     records = records + n
   end
-  if moved > 0 then
-    redis.call('INCRBY', queued, records)
-    local left = 0
-    if redis.call('LLEN', inbox) > 0 then
-      left = math.max((tonumber(redis.call('GET', inboxed) or '0') or 0) - records, 0)
-    end
-    redis.call('SET', inboxed, left)
+  local in_stream = tonumber(redis.call('GET', queued) or '0') or 0
+  if not (in_stream >= 0) then in_stream = 0 end
+  in_stream = math.max(in_stream + records, redis.call('XLEN', stream))
+  if moved > 0 or redis.call('GET', queued) ~= string.format('%d', in_stream) then
+    redis.call('SET', queued, string.format('%d', in_stream))
+  end
+  local waiting = redis.call('LLEN', inbox)
+  local stored = redis.call('GET', inboxed)
+  local left = 0
+  if waiting > 0 then
+    left = (tonumber(stored or '0') or 0) - records
+    if not (left >= waiting) then left = waiting end
+  end
+  if stored ~= string.format('%d', left) then
+    redis.call('SET', inboxed, string.format('%d', left))
   end
 end
 """
@@ -157,7 +173,9 @@ order: each element's fields become a stream entry, plus ``at``, the time of its
 element that is not one (pushed by hand) becomes an entry with nothing but ``lq:malformed``
 (its size): acked and never answered, as an entry naming no reply key is. Only the writer adds
 to the stream, so stream ids are Redis's own clock, never a client's choice. Keeps ``queued``
-(records in the stream) and ``inboxed`` (records in the inbox) counted."""
+(records in the stream: at least one an entry) and ``inboxed`` (records in the inbox: 0 once it
+is empty, whatever a client wrote there) counted; a packed entry counts its ``n`` records, read
+as the writer reads them (canonical decimal, ``recs`` and no ``rec``)."""
 READ_NEW = (
     LEASED
     + BOUNDED_READ
