@@ -56,7 +56,7 @@ REPLY_INFLIGHT_TTL_MS = 600_000
 producer that died holding a message there leaves nothing behind for long."""
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class Outgoing(Generic[F]):
     """One record on its way: encoded, with its future and deadline."""
 
@@ -65,6 +65,8 @@ class Outgoing(Generic[F]):
     future: F
     deadline: float
     """``time.monotonic()`` of the enqueue call plus its timeout."""
+    timeout_s: float
+    """The enqueue call's timeout (records sent together share one)."""
     digest: bytes = b""
     """``record_digest(data)``: what the writer's ok answer must carry for this record."""
     seq: int = 0
@@ -78,6 +80,10 @@ class Outgoing(Generic[F]):
     """The stream's epoch (config hash) when it was first sent, '' if none was known."""
     claimed: bool = False
     """Its abandonment came too late: a writer claimed it and owes it its true answer."""
+
+    @property
+    def enqueued_at(self) -> float:
+        return self.deadline - self.timeout_s
 
 
 class Outbox(Generic[F]):
@@ -114,7 +120,11 @@ class Outbox(Generic[F]):
         return len(self._waiting)
 
     def register(
-        self, records: Iterable[Mapping[str, Any]], make_future: Callable[[], F], deadline: float
+        self,
+        records: Iterable[Mapping[str, Any]],
+        make_future: Callable[[], F],
+        deadline: float,
+        timeout_s: float,
     ) -> tuple[list[F], list[Outgoing[F]], list[tuple[F, LancequeueError]]]:
         """Give each record a future and encode it.
 
@@ -137,7 +147,7 @@ class Outbox(Generic[F]):
             if len(data) > self._max_record_bytes:
                 rejected.append((future, self._too_large(len(data))))
                 continue
-            outgoing.append(Outgoing(data, future, deadline, record_digest(data)))
+            outgoing.append(Outgoing(data, future, deadline, timeout_s, record_digest(data)))
         return futures, outgoing, rejected
 
     def _too_large(self, size: int) -> RecordRejected:

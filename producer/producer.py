@@ -1,4 +1,5 @@
-"""The thread-safe, synchronous producer."""
+"""The thread-safe, synchronous producer: :class:`~lancequeue.producer.core.ProducerCore` run
+on three background threads (sender, reply listener, abandoner)."""
 
 from __future__ import annotations
 
@@ -14,46 +15,24 @@ import weakref
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import Any
 
 import redis
 from redis.backoff import NoBackoff
-from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.retry import Retry
 
-from lancequeue.common.backoff import Backoff
 from lancequeue.common.connection import resolve_redis_url
 from lancequeue.common.errors import LancequeueError, ProducerClosed
-from lancequeue.common.protocol import (
-    ABANDON_SCRIPT,
-    ENQUEUE_SCRIPT,
-    encode_results,
-)
+from lancequeue.common.protocol import ABANDON_SCRIPT, ENQUEUE_SCRIPT, encode_results
 from lancequeue.common.redis_client import REDIS_FAILURES, SyncRedis, is_cluster_url, sync_client
-from lancequeue.producer.linger import Linger
-from lancequeue.producer.outbox import (
-    ABANDON_ATTEMPT_S,
-    REPLY_INFLIGHT_TTL_MS,
-    Outbox,
-    Outgoing,
-)
-from lancequeue.producer.sending import (
-    RECONNECT_INITIAL_S,
-    RECONNECT_MAX_S,
-    Sending,
-    closed_unsent,
-    is_connection_loss,
-    is_refusal,
-)
+from lancequeue.producer.core import REPLY_BLOCK_S, Call, NotStarted, Op, ProducerCore, Steps
+from lancequeue.producer.outbox import ABANDON_ATTEMPT_S, REPLY_INFLIGHT_TTL_MS, Outgoing
 from lancequeue.producer.settings import ProducerSettings
 
 logger = logging.getLogger(__name__)
 
 Future = concurrent.futures.Future
-T = TypeVar("T")
-
-_REPLY_BLOCK_S = 1  # BLMOVE timeout: how often the reply listener checks whether to stop
 
 
 class Producer:
@@ -65,13 +44,18 @@ class Producer:
         with Producer("docs") as producer:
             producer.write({"id": 1, "text": "hello", "vector": vector})
 
+    ``enqueue`` encodes the record, puts it in a bounded buffer (``max_buffered_records``) and
+    returns at once; a background thread sends what has accumulated while its previous send was
+    in flight. Only a full buffer makes ``enqueue`` wait: the queue in Redis is full (the
+    cross-process bound, ``max_queue_size``) or Redis is unreachable.
+
     Each record has a deadline: the enqueue call's time plus its timeout. The producer rides out
     Redis restarts and lost connections until then, sending again what Redis did not confirm.
     A record the writer has not answered by the deadline plus ``answer_grace_ms`` is abandoned in
     Redis and fails with ``WriteTimeout`` (never written), unless a writer claimed it first: its
     future then waits for that writer's answer. If Redis cannot be asked within a second, it
     fails with ``OutcomeUnknown``. Futures cannot be cancelled: a record that was sent is written
-    or answered regardless.
+    or answered regardless. A record still buffered when the process dies was never confirmed.
     """
 
     def __init__(
@@ -82,85 +66,84 @@ class Producer:
         **settings: Any,
     ) -> None:
         self.settings = ProducerSettings(table, redis_url, data_dir, **settings)
-        self._outbox: Outbox[Future[None]] = Outbox(
-            table,
-            self.settings.answer_grace_ms / 1000,
-            self.settings.max_record_bytes,
-            self.settings.pack_records,
-        )
-        self.keys = self._outbox.keys
-        self.producer_id = self._outbox.producer_id
-        self._entries = self._outbox.entries
+        core: ProducerCore[Future[None]] = ProducerCore(self.settings, _resolve_ok, _resolve_error)
+        self._core = core
+        self.keys = core.keys
+        self.producer_id = core.outbox.producer_id
         url = resolve_redis_url(self.settings.redis_url, self.settings.data_dir)
         cluster = is_cluster_url(url)
-        self._redis = _client(url, cluster, self.settings.redis_timeout_ms / 1000)
+        timeout_s = self.settings.redis_timeout_ms / 1000
+        self._redis = _client(url, cluster, timeout_s)
         try:
-            self._replies = _client(
-                url, cluster, self.settings.redis_timeout_ms / 1000 + _REPLY_BLOCK_S
-            )
+            self._replies = _client(url, cluster, timeout_s + REPLY_BLOCK_S)
             self._abandoner = _client(url, cluster, ABANDON_ATTEMPT_S)
         except BaseException:
             self._redis.close()
             raise
         self._enqueue_script = self._redis.register_script(ENQUEUE_SCRIPT)
-        # Where blocking sends run, one at a time, so that a caller can stop waiting for one
-        # at its records' deadline (see _by_deadline).
+        self._abandon_script = self._abandoner.register_script(ABANDON_SCRIPT)
+        self._pubsub: redis.client.PubSub | None = None
+        # Where the sender's Redis calls run, one at a time, so that it can stop waiting for
+        # one at its records' deadline (see _by_deadline).
         self._calls = concurrent.futures.ThreadPoolExecutor(
             1, thread_name_prefix=f"lancequeue-send-{table}"
         )
-        self._abandon_script = self._abandoner.register_script(ABANDON_SCRIPT)
-        # One send at a time, so sequence numbers follow stream order; _sender is the send
-        # holding the lock (what blocks it tells the others what they fail with).
-        self._send_lock = threading.Lock()
-        self._sender: Sending[Future[None]] | None = None
-        # close() waits for sends in progress (_sending) before it fails what is left.
-        self._lifecycle = threading.Condition()
+        # Buffer changes (records in, room made) and closing; an RLock, as the buffer's
+        # callbacks notify it from put() while an enqueue waiting for room holds it.
+        self._changed = threading.Condition()
+        core.buffer.on_room = core.buffer.on_buffered = self._notify
+        self._due = threading.Event()
+        core.on_due = self._due.set
+        self._lifecycle = threading.Condition()  # close() waits for enqueues in progress
         self._closed = False
-        self._closing = threading.Event()  # set by close(): ends pauses between reconnections
-        self._sending = 0
-        self._stop_listening = threading.Event()
-        self._listener = threading.Thread(
-            target=self._listen, name=f"lancequeue-replies-{table}", daemon=True
+        self._enqueuing = 0
+        self._closing = threading.Event()  # ends the sender's pauses between reconnections
+        self._stopping = threading.Event()  # ends the listener's pauses
+        self._ops: dict[Op, Callable[..., Any]] = {
+            Op.WAIT_BUFFERED: self._wait_buffered,
+            Op.CONNECT: self._connect,
+            Op.READ_CONFIG: self._read_config,
+            Op.SET_EPOCH: lambda epoch: self._redis.setnx(self.keys.epoch, epoch),
+            Op.ENQUEUE: lambda args: self._enqueue_script(
+                keys=core.outbox.entries.script_keys, args=args
+            ),
+            Op.SUBSCRIBE: self._subscribe,
+            Op.AWAIT_FLUSH: self._await_flush,
+            Op.UNSUBSCRIBE: self._unsubscribe,
+            Op.PAUSE: self._closing.wait,
+            Op.NEXT_REPLY: self._next_reply,
+            Op.DROP_REPLY: lambda message: self._replies.lrem(core.outbox.inflight_key, 1, message),
+            Op.READ_INFLIGHT: lambda: self._replies.lrange(core.outbox.inflight_key, 0, -1),
+            Op.TRIM_INFLIGHT: lambda count: self._replies.ltrim(
+                core.outbox.inflight_key, count, -1
+            ),
+            Op.LISTEN_PAUSE: self._stopping.wait,
+            Op.WAIT_DUE: self._wait_due,
+            Op.ABANDON: lambda args: self._abandon_script(keys=core.outbox.abandon_keys, args=args),
+        }
+        self._sender = self._thread(
+            core.sender, "sender", lambda: core.closing and not len(core.buffer)
         )
-        self._listener.start()
-        self._due_changed = threading.Event()
-        self._outbox.on_sooner_due = self._due_changed.set
-        self._expirer = threading.Thread(
-            target=self._abandon_when_due, name=f"lancequeue-expiry-{table}", daemon=True
-        )
-        self._expirer.start()
-        self._linger: Linger[Future[None]] | None = None
-        if self.settings.linger_ms:
-            self._linger = Linger(
-                self.settings.linger_ms / 1000,
-                self.settings.chunk_records,
-                self.settings.max_buffered_records,
-                self._send_buffered,
-                f"lancequeue-sender-{table}",
-            )
-            # Buffered records go before the interpreter exits, even without close().
-            self._close_at_exit = functools.partial(_close_at_exit, weakref.ref(self))
-            atexit.register(self._close_at_exit)
+        self._listener = self._thread(core.listener, "replies", lambda: core.stopping)
+        self._expirer = self._thread(core.abandoner, "expiry", lambda: core.stopping)
+        # Buffered records go before the interpreter exits, even without close().
+        self._close_at_exit = functools.partial(_close_at_exit, weakref.ref(self))
+        atexit.register(self._close_at_exit)
 
     # -- public API --------------------------------------------------------------------------
 
     def enqueue(self, record: Mapping[str, Any], timeout: float | None = None) -> Future[None]:
-        """Send one record; return a future resolved once it is in the table.
+        """Buffer one record for sending; return a future resolved once it is in the table.
 
-        The record's deadline is now plus ``timeout`` seconds (default ``timeout_ms``). Blocks
-        while the table's queue is full or Redis is unreachable, raising ``QueueFull`` or
-        ``WriteTimeout`` if the record could not be sent by its deadline (it was not written).
-        Raises ``RecordRejected`` at once for a record that cannot be encoded or is over
-        ``max_record_bytes`` encoded, and ``ProducerClosed`` after ``close()``. A record whose
-        send Redis never confirmed may be in the stream: its future is returned, and resolves
-        from the writer's answer or, lacking one, as the producer abandons it after the deadline
-        plus ``answer_grace_ms``.
-
-        With ``linger_ms`` set, the record is buffered and sent from a background thread: this
-        returns at once (or once the buffer has room, raising ``QueueFull``/``WriteTimeout`` if
-        it got none by the deadline), and errors of sending go to the future.
+        Returns at once unless the send buffer is full, then waits for room until the record's
+        deadline (now plus ``timeout`` seconds, default ``timeout_ms``), raising ``QueueFull``
+        (the table's queue stayed full) or ``WriteTimeout`` (Redis stayed unreachable) if it got
+        none: the record was not written. Raises ``RecordRejected`` at once for a record that
+        cannot be encoded or is over ``max_record_bytes`` encoded, and ``ProducerClosed`` after
+        ``close()``. Errors of sending later (the deadline passed before Redis took it) go to the
+        future; so does the writer's answer.
         """
-        futures, failed_here = self._send([record], timeout)
+        futures, failed_here = self._enqueue([record], timeout)
         if failed_here:
             raise failed_here[0].exception()  # type: ignore[misc]
         return futures[0]
@@ -168,14 +151,13 @@ class Producer:
     def enqueue_many(
         self, records: Iterable[Mapping[str, Any]], timeout: float | None = None
     ) -> list[Future[None]]:
-        """Send records in order with as few round trips as possible; one future per record.
+        """Buffer records in order; one future per record. Waits only for room in the buffer.
 
         Errors go to the futures: ``RecordRejected`` for a record that cannot be encoded or is
         over ``max_record_bytes`` (never sent), ``QueueFull`` or ``WriteTimeout`` for records
-        that could not be sent by their deadline (now plus ``timeout``); the others go. With
-        ``linger_ms`` set, the records join the send buffer and go from the background thread.
+        that could not be sent by their deadline (now plus ``timeout``); the others go.
         """
-        futures, _ = self._send(records, timeout)
+        futures, _ = self._enqueue(records, timeout)
         return futures
 
     def write(self, record: Mapping[str, Any], timeout: float | None = None) -> None:
@@ -185,15 +167,13 @@ class Producer:
     def write_many(
         self, records: Iterable[Mapping[str, Any]], timeout: float | None = None
     ) -> None:
-        """Send records together (one enqueue-script call per ``chunk_records`` or
-        ``chunk_bytes``) and wait for all of them.
+        """Send records together and wait for all of them.
 
         Raises the error of the first record that did not land once every record is answered;
         that takes ``timeout`` plus ``answer_grace_ms`` at most (plus a second if Redis hangs),
         unless a writer claimed a record and its commit takes longer: then its answer is awaited.
         """
-        linger_thread = None if self._linger is None else self._linger.thread
-        if threading.current_thread() in (self._listener, self._expirer, linger_thread):
+        if threading.current_thread() in (self._listener, self._expirer, self._sender):
             raise LancequeueError(
                 "write() in a future's done-callback would wait for answers only the thread "
                 "running that callback can deliver; use enqueue() there"
@@ -206,41 +186,42 @@ class Producer:
                 raise error
 
     def close(self, timeout: float | None = None) -> None:
-        """Wait (bounded by ``timeout``, default ``close_timeout_ms``) for outstanding records to
-        be answered, then stop; later enqueues raise ``ProducerClosed``. Idempotent.
+        """Send what is buffered, wait (bounded by ``timeout``, default ``close_timeout_ms``) for
+        outstanding records to be answered, then stop; later enqueues raise ``ProducerClosed``.
+        Idempotent.
 
         Records still unanswered then get ``ProducerClosed`` (they may still be written);
-        enqueues waiting for room or for Redis give up with ``ProducerClosed``.
+        records that cannot be sent at once (queue full, Redis unreachable) and enqueues
+        waiting for room get ``ProducerClosed`` and are not written.
         """
         wait_s = self.settings.close_timeout_ms / 1000 if timeout is None else timeout
         deadline = time.monotonic() + wait_s
+        core = self._core
         with self._lifecycle:
             if self._closed:
                 return
             self._closed = True
+            core.closing = True
             self._closing.set()
-            # Sends in progress finish (or, waiting for room, give up within a second).
-            self._lifecycle.wait_for(lambda: self._sending == 0, self._room_recheck_s + wait_s)
-        if self._linger is not None:  # what is buffered goes now, if the queue has room
-            atexit.unregister(self._close_at_exit)
-            for record in self._linger.close():  # left unsent by a close() in a callback
-                _resolve_error(record.future, closed_unsent())
-        concurrent.futures.wait(self._outbox.futures(), max(0.0, deadline - time.monotonic()))
-        self._stop_listening.set()
-        self._due_changed.set()
+            self._notify()  # enqueues waiting for room give up
+            self._lifecycle.wait_for(lambda: self._enqueuing == 0, wait_s)
+        atexit.unregister(self._close_at_exit)
+        here = threading.current_thread()
+        if here is self._sender:  # close() in a done-callback: the sender cannot wait for itself
+            core.refuse_late(core.buffer.take_all())
+        else:  # it sends what is buffered, or gives up at once if it cannot
+            self._sender.join(max(0.0, deadline - time.monotonic()) + self._room_recheck_s)
+        concurrent.futures.wait(core.outbox.futures(), max(0.0, deadline - time.monotonic()))
+        core.stopping = True
+        self._stopping.set()
+        self._due.set()
         reachable = self._wake_listener()
-        if threading.current_thread() not in (self._listener, self._expirer):
+        if here not in (self._listener, self._expirer):
             self._listener.join()  # not from a done-callback, run by one of them
             self._expirer.join()
         if reachable:  # else the in-flight list expires by itself
             self._settle_inflight_at_close()
-        for future in self._outbox.take_all():
-            _resolve_error(
-                future,
-                ProducerClosed(
-                    "producer closed before the writer answered; the record may still be written"
-                ),
-            )
+        core.fail_unanswered()
         self._calls.shutdown(wait=False, cancel_futures=True)
         self._redis.close()
         self._replies.close()
@@ -249,7 +230,7 @@ class Producer:
     @property
     def outstanding(self) -> int:
         """Records enqueued and not yet answered by the writer (buffered ones included)."""
-        return len(self._outbox) + (0 if self._linger is None else len(self._linger))
+        return self._core.outstanding
 
     @property
     def closed(self) -> bool:
@@ -273,160 +254,124 @@ class Producer:
     def __repr__(self) -> str:
         return f"<Producer table={self.keys.table!r} id={self.producer_id}>"
 
-    # -- sending -----------------------------------------------------------------------------
+    # -- enqueueing --------------------------------------------------------------------------
 
-    def _send(
+    def _enqueue(
         self, records: Iterable[Mapping[str, Any]], timeout: float | None
     ) -> tuple[list[Future[None]], list[Future[None]]]:
-        """Register and send; returns all futures and those failed here, before any answer."""
-        timeout_s = self.settings.timeout_ms / 1000 if timeout is None else timeout
-        deadline = time.monotonic() + timeout_s
+        """Encode and buffer; returns all futures and those failed here."""
         with self._lifecycle:
             if self._closed:
                 raise ProducerClosed(f"{self!r} is closed")
-            self._sending += 1
+            self._enqueuing += 1
         try:
-            futures, outgoing, rejected = self._outbox.register(records, _running_future, deadline)
-            for future, error in rejected:
-                _resolve_error(future, error)
-            if self._linger is not None:
-                no_room = self._linger.put(outgoing, timeout_s)
-                outgoing = no_room  # sent from the buffer, or failed below as never sent
-            sending = self._sending_of(outgoing, timeout_s)
-            if not sending.done:
-                if self._linger is None:
-                    self._send_in_turn(sending)
-                elif self._closed:
-                    sending.closed()
-                else:
-                    sending.give_up(sending.not_sent_in_time(self._sender))
-            return futures, [future for future, _ in rejected] + sending.failed
+            futures, outgoing = self._core.register(records, _running_future, timeout)
+            failed = [future for future in futures if future.done()]  # RecordRejected
+            late = self._put(outgoing)
+            if late:
+                self._core.refuse_late(late)
+                failed.extend(item.future for item in late)
+            return futures, failed
         finally:
             with self._lifecycle:
-                self._sending -= 1
+                self._enqueuing -= 1
                 self._lifecycle.notify_all()
 
-    def _sending_of(
-        self, records: list[Outgoing[Future[None]]], timeout_s: float
-    ) -> Sending[Future[None]]:
-        """Records of one timeout as one send; its deadline is the first (earliest) one's."""
-        return Sending(
-            self._outbox,
-            records,
-            records[0].deadline if records else time.monotonic() + timeout_s,
-            timeout_s,
-            self.settings.chunk_records,
-            self.settings.chunk_bytes,
-            _resolve_error,
+    def _put(self, items: list[Outgoing[Future[None]]]) -> list[Outgoing[Future[None]]]:
+        """Buffer ``items``, waiting for room until each one's deadline; returns those that
+        got none (or came after close()). The sender's own thread (a done-callback) never
+        waits: only it makes room."""
+        buffer = self._core.buffer
+        rest = items[buffer.put(items, threading.current_thread() is self._sender) :]
+        with self._changed:
+            while rest:
+                rest = rest[buffer.put(rest) :]
+                if not rest or self._closed:
+                    break
+                left_s = rest[0].deadline - time.monotonic()
+                if left_s <= 0:
+                    break
+                self._changed.wait(left_s)
+        return rest
+
+    def _notify(self) -> None:
+        with self._changed:
+            self._changed.notify_all()
+
+    # -- running the core's loops ------------------------------------------------------------
+
+    def _thread(
+        self, steps: Callable[[], Steps], name: str, done: Callable[[], bool]
+    ) -> threading.Thread:
+        thread = threading.Thread(
+            target=self._run_until,
+            args=(steps, done),
+            name=f"lancequeue-{name}-{self.keys.table}",
+            daemon=True,
         )
+        thread.start()
+        return thread
 
-    def _send_buffered(self, records: list[Outgoing[Future[None]]], timeout_s: float) -> None:
-        """The sender thread's send of buffered records: errors go to their futures."""
-        self._send_in_turn(self._sending_of(records, timeout_s))
+    def _run_until(self, steps: Callable[[], Steps], done: Callable[[], bool]) -> None:
+        """Run a loop of the core; should an exception escape it (a done-callback raising
+        SystemExit), start it again: records must not be left unanswered."""
+        while True:
+            try:
+                self._run(steps())
+                return
+            except BaseException:
+                logger.exception("%s: restarting", threading.current_thread().name)
+                if done():
+                    return
 
-    def _send_in_turn(self, sending: Sending[Future[None]]) -> None:
-        """Send once this producer's earlier sends are done (waiting counts against the
-        deadline: records queued behind a send that waits for room wait for room too)."""
-        if not self._send_lock.acquire(timeout=sending.remaining_s()):
-            sending.give_up(sending.not_sent_in_time(self._sender))
-            return
-        self._sender = sending
-        try:
-            self._send_locked(sending)
-        except RedisError as exc:  # neither a lost connection nor a refusal: fail the records
-            sending.interrupted(exc)
-        except BaseException as exc:  # interrupts: nothing unsent may hang
-            sending.interrupted(exc)
-            raise
-        finally:
-            self._sender = None
-            self._send_lock.release()
+    def _run(self, steps: Steps) -> None:
+        result: Any = None
+        error: BaseException | None = None
+        while True:
+            try:
+                call = steps.send(result) if error is None else steps.throw(error)
+            except StopIteration:
+                return
+            result, error = None, None
+            try:
+                result = self._perform(call)
+            except BaseException as exc:
+                error = exc
 
-    def _send_locked(self, sending: Sending[Future[None]]) -> None:
-        """Run the enqueue script until every record is in the stream: waiting for room while
-        the queue is full, reconnecting and sending again while Redis is unreachable, until
-        the deadline."""
-        backoff = Backoff(RECONNECT_INITIAL_S, RECONNECT_MAX_S)
-        pubsub: redis.client.PubSub | None = None
-        try:
-            while not sending.done:
-                if sending.expired():
-                    sending.give_up(sending.not_sent_in_time())
-                    break
-                try:
-                    self._by_deadline(sending, self._connect)  # nothing is sent by this
-                except Exception as exc:
-                    if not is_connection_loss(exc) and not isinstance(exc, _NotStarted):
-                        sending.refused(exc)
-                        break
-                    sending.unreachable(exc)
-                    self._pause(sending, backoff)
-                    continue
-                args = sending.next_args()
-                if args is None:
-                    continue  # the deadline passed meanwhile
-                try:
-                    ids = self._by_deadline(sending, self._run_enqueue_script, args)
-                except _NotStarted as exc:
-                    sending.unreachable(exc)
-                    continue
-                except BaseException as exc:
-                    if is_refusal(exc):
-                        sending.refused(exc)
-                        break
-                    sending.unconfirmed(exc)
-                    if not is_connection_loss(exc):
-                        raise
-                    self._pause(sending, backoff)
-                    continue
-                backoff.reset()
-                if sending.added(len(ids)):
-                    continue
-                # The queue is full: wait for the writer's next flush.
-                if self._closed:
-                    sending.closed()
-                    break
-                try:
-                    if pubsub is None:
-                        # Subscribe, then try again at once: a flush between the last try and
-                        # the subscription would otherwise be missed.
-                        pubsub = self._redis.pubsub(ignore_subscribe_messages=True)  # type: ignore[no-untyped-call,unused-ignore]
-                        self._by_deadline(sending, pubsub.subscribe, self.keys.flushed_channel)
-                        continue
-                    # The cap bounds a missed message and how long close() waits.
-                    pubsub.get_message(timeout=min(sending.remaining_s(), self._room_recheck_s))
-                except Exception as exc:
-                    if not is_connection_loss(exc) and not isinstance(exc, _NotStarted):
-                        raise
-                    _close_quietly(pubsub)
-                    pubsub = None
-                    sending.unreachable(exc)
-                    self._pause(sending, backoff)
-        finally:
-            _close_quietly(pubsub)
+    def _perform(self, call: Call) -> Any:
+        op = self._ops[call.op]
+        if call.timeout_s is None or call.op is Op.ABANDON:  # the abandoner's socket timeout
+            return op(*call.args)
+        return self._by_deadline(call.timeout_s, op, *call.args)
 
-    def _by_deadline(self, sending: Sending[Future[None]], call: Callable[..., T], *args: Any) -> T:
+    def _by_deadline(self, timeout_s: float, call: Callable[..., Any], *args: Any) -> Any:
         """``call(*args)`` on the producer's Redis thread, waiting no longer than the records'
-        deadline: a hung Redis must not hold ``enqueue`` past it. Calls run one at a time, in
-        order, so one left running (its outcome unknown, like a lost connection's) goes
-        before the next. Raises ``_NotStarted`` if the call had not even started (nothing was
-        sent), a Redis ``TimeoutError`` if it had."""
+        deadline: a hung Redis must not hold them past it. Calls run one at a time, in order,
+        so one left running (its outcome unknown, like a lost connection's) goes before the
+        next. Raises ``NotStarted`` if the call had not even started (nothing was sent), a
+        Redis ``TimeoutError`` if it had."""
         try:
             running = self._calls.submit(call, *args)
         except RuntimeError:  # the interpreter is exiting: an atexit close() sends what is left
             return call(*args)
         try:
-            return running.result(timeout=sending.remaining_s())
+            return running.result(timeout=timeout_s)
         except concurrent.futures.TimeoutError:
             if running.cancel():
-                raise _NotStarted("Redis is still busy with this producer's call before") from None
+                raise NotStarted("Redis is still busy with this producer's call before") from None
             raise RedisTimeoutError(
                 "no answer from Redis by the records' deadline; the call goes on without them"
             ) from None
 
-    def _run_enqueue_script(self, args: list[bytes | str | int]) -> list[bytes]:
-        ids: list[bytes] = self._enqueue_script(keys=self._entries.script_keys, args=args)
-        return ids
+    # -- the calls ---------------------------------------------------------------------------
+
+    def _wait_buffered(self, wait_s: float | None) -> None:
+        core = self._core
+        with self._changed:
+            if wait_s is not None:  # a linger: until it ends, or a chunk's worth is in
+                self._changed.wait(wait_s)
+            else:
+                self._changed.wait_for(lambda: len(core.buffer) or core.closing)
 
     def _connect(self) -> None:
         """Have the pool's next connection connected (a stale one is replaced), so that the
@@ -437,128 +382,71 @@ class Producer:
             client = client.get_redis_connection(node)
         pool = client.connection_pool
         pool.release(pool.get_connection())
-        entries = self._entries
-        if entries.config_stale(time.monotonic()):
-            if entries.learn_config(self._read_config(), 0.0):
-                self._redis.setnx(self.keys.epoch, entries.new_epoch())
-            entries.learn_config(self._read_config(), time.monotonic())
 
     def _read_config(self) -> list[bytes | str | None]:
-        client = self._redis
+        entries = self._core.outbox.entries
         return [
-            client.hget(self.keys.config, self._entries.config_field),
-            client.get(self.keys.epoch),
+            self._redis.hget(self.keys.config, entries.config_field),
+            self._redis.get(self.keys.epoch),
         ]
 
-    def _pause(self, sending: Sending[Future[None]], backoff: Backoff) -> None:
-        """Wait before reconnecting (bounded by the deadline; close() ends the wait and the
-        send)."""
-        if self._closed:
-            sending.closed()
-            return
-        self._closing.wait(min(backoff.next_delay(), sending.remaining_s()))
+    def _subscribe(self) -> None:
+        self._pubsub = self._redis.pubsub(ignore_subscribe_messages=True)  # type: ignore[no-untyped-call,unused-ignore]
+        self._pubsub.subscribe(self.keys.flushed_channel)
 
-    @property
-    def _room_recheck_s(self) -> float:
-        return self.settings.room_recheck_ms / 1000
+    def _await_flush(self, wait_s: float) -> None:
+        assert self._pubsub is not None
+        self._pubsub.get_message(timeout=wait_s)
 
-    # -- replies -----------------------------------------------------------------------------
+    def _unsubscribe(self) -> None:
+        pubsub, self._pubsub = self._pubsub, None
+        if pubsub is not None:
+            with contextlib.suppress(*REDIS_FAILURES):
+                pubsub.close()
+
+    def _next_reply(self) -> bytes | None:
+        """Move the next reply message to the in-flight list (waiting up to a second) and
+        return it; the same round trip gives the in-flight list its expiry."""
+        outbox = self._core.outbox
+        with self._replies.pipeline(transaction=False) as pipe:
+            pipe.blmove(outbox.reply_key, outbox.inflight_key, REPLY_BLOCK_S)
+            pipe.pexpire(outbox.inflight_key, REPLY_INFLIGHT_TTL_MS)
+            message, _ = pipe.execute()
+        return message  # type: ignore[no-any-return]
+
+    def _wait_due(self, wait_s: float | None) -> None:
+        self._due.wait(wait_s)
+        self._due.clear()  # after the wait: a record numbered meanwhile is seen next turn
 
     def _wake_listener(self) -> bool:
         """End the listener's blocking pop now rather than at its timeout: push an empty reply
         (no results) to our own reply list, which nobody else reads. False if Redis could not
         be reached (the listener ends at its timeout instead)."""
+        reply_key = self._core.outbox.reply_key
         try:
             with self._redis.pipeline(transaction=True) as pipe:
-                pipe.rpush(self._outbox.reply_key, encode_results([]))
-                pipe.pexpire(self._outbox.reply_key, 60_000)
+                pipe.rpush(reply_key, encode_results([]))
+                pipe.pexpire(reply_key, 60_000)
                 pipe.execute()
         except REDIS_FAILURES:
             return False
         return True
 
-    def _listen(self) -> None:
-        """Reply listener: move each message of this producer's reply list to its in-flight
-        list, resolve the futures it answers, then drop it from there; fail the records not
-        answered by their deadline plus the answer grace. Keeps going through lost connections
-        and Redis restarts: after one, it first settles what the in-flight list holds (a
-        message Redis moved whose reply the lost connection never delivered)."""
-        backoff = Backoff(initial_s=0.1, max_s=_REPLY_BLOCK_S)
-        recover = False
-        while not self._stop_listening.is_set():
-            try:
-                if recover:
-                    self._settle_inflight()
-                    recover = False
-                message = self._next_reply()
-                backoff.reset()
-                if message is not None:
-                    self._outbox.settle(message, _resolve_ok, _resolve_error)
-                    if not self._stop_listening.is_set():  # else close() deletes the list
-                        self._replies.lrem(self._outbox.inflight_key, 1, message)  # type: ignore[arg-type]
-                elif len(self._outbox):
-                    # A connection lost while blocked may have had a message moved for it.
-                    recover = True
-            except Exception as exc:  # Redis errors above all; nothing may end the listener
-                recover = True
-                delay = backoff.next_delay()
-                logger.warning(
-                    "reply listener: %s: %s; retrying in %.1fs", type(exc).__name__, exc, delay
-                )
-                self._stop_listening.wait(delay)
-
-    def _abandon_when_due(self) -> None:
-        """Abandon each record the writer has not answered by its deadline plus the answer
-        grace, in Redis, atomically against the writer's claim: one abandoned fails with
-        ``WriteTimeout`` (never written), one claimed waits for its answer. It runs apart from
-        the reply listener, whose reads may block on a hung Redis, and tries in short calls,
-        so a record's future resolves within ``ABANDON_WITHIN_S`` of its deadline plus the
-        grace (``OutcomeUnknown`` if Redis could not be asked by then)."""
-        while not self._stop_listening.is_set():
-            self._due_changed.clear()
-            due, wait_s = self._outbox.to_abandon(time.monotonic())
-            if not due:
-                self._due_changed.wait(wait_s)
-                continue
-            for seqs, args in self._outbox.abandon_calls(due):
-                try:
-                    gone = self._abandon_script(keys=self._outbox.abandon_keys, args=args)
-                except REDIS_FAILURES as exc:
-                    self._outbox.unreachable(seqs, exc, time.monotonic(), _resolve_error)
-                    continue
-                self._outbox.abandoned(seqs, gone, _resolve_error)
-
-    def _next_reply(self) -> bytes | None:
-        """Move the next reply message to the in-flight list (waiting up to a second) and
-        return it; the same round trip gives the in-flight list its expiry."""
-        with self._replies.pipeline(transaction=False) as pipe:
-            pipe.blmove(self._outbox.reply_key, self._outbox.inflight_key, _REPLY_BLOCK_S)
-            pipe.pexpire(self._outbox.inflight_key, REPLY_INFLIGHT_TTL_MS)
-            message, _ = pipe.execute()
-        return message  # type: ignore[no-any-return]
-
-    def _settle_inflight(self) -> None:
-        """Settle the messages left in the in-flight list, then drop them from it."""
-        key = self._outbox.inflight_key
-        leftovers: list[bytes] = self._replies.lrange(key, 0, -1)  # type: ignore[assignment]
-        self._outbox.settle_all(leftovers, _resolve_ok, _resolve_error)
-        if leftovers:
-            self._replies.ltrim(key, len(leftovers), -1)
-
     def _settle_inflight_at_close(self) -> None:
         """Settle and delete what the in-flight list still holds (the listener has stopped)."""
+        key = self._core.outbox.inflight_key
         try:
             with self._redis.pipeline(transaction=True) as pipe:
-                pipe.lrange(self._outbox.inflight_key, 0, -1)
-                pipe.delete(self._outbox.inflight_key)
+                pipe.lrange(key, 0, -1)
+                pipe.delete(key)
                 leftovers, _ = pipe.execute()
         except REDIS_FAILURES:
             return  # the list expires by itself
-        self._outbox.settle_all(leftovers, _resolve_ok, _resolve_error)
+        self._core.settle_leftovers(leftovers)
 
-
-class _NotStarted(Exception):
-    """A call to Redis waited for the one before it past the records' deadline: never run."""
+    @property
+    def _room_recheck_s(self) -> float:
+        return self.settings.room_recheck_ms / 1000
 
 
 def _client(url: str, cluster: bool, socket_timeout_s: float) -> SyncRedis:
@@ -571,12 +459,6 @@ def _client(url: str, cluster: bool, socket_timeout_s: float) -> SyncRedis:
         socket_timeout=socket_timeout_s,
         socket_connect_timeout=socket_timeout_s,
     )
-
-
-def _close_quietly(pubsub: redis.client.PubSub | None) -> None:
-    if pubsub is not None:
-        with contextlib.suppress(*REDIS_FAILURES):
-            pubsub.close()
 
 
 def _close_at_exit(producer: weakref.ref[Producer]) -> None:

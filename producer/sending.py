@@ -1,10 +1,9 @@
-"""One enqueue call's records on their way into the stream: chunks, their time to live, sending
+"""A chunk of records on its way into the stream: its time to live, sending
 again after a lost connection, and what records fail with when they cannot be sent in time.
 
-A producer drives a :class:`Sending` while it holds its send lock: one send in flight per
-producer, and sequence numbers given at send time, so a producer's entries appear in the stream
-in sequence order (the writer's de-duplication relies on it). The sync and the asyncio producer
-differ only in how they call Redis and wait.
+The sender drives one :class:`Sending` at a time: one send in flight per producer, and sequence
+numbers given at send time, so a producer's entries appear in the stream in sequence order (the
+writer's de-duplication relies on it).
 """
 
 from __future__ import annotations
@@ -69,26 +68,15 @@ def closed_unsent() -> ProducerClosed:
 
 
 class Sending(Generic[F]):
-    """The records of one enqueue call, sent chunk by chunk; all share one deadline."""
+    """One chunk of buffered records on its way into the stream: the records share a timeout,
+    so their deadlines follow their order, and the first unsent one's is the chunk's."""
 
-    def __init__(
-        self,
-        outbox: Outbox[F],
-        records: list[Outgoing[F]],
-        deadline: float,
-        timeout_s: float,
-        chunk_records: int,
-        chunk_bytes: int,
-        fail: Fail[F],
-    ) -> None:
+    def __init__(self, outbox: Outbox[F], records: list[Outgoing[F]], fail: Fail[F]) -> None:
         self._outbox = outbox
         self._unsent = records
-        self._deadline = deadline
-        self._timeout_s = timeout_s
-        self._chunk_records = chunk_records
-        self._chunk_bytes = chunk_bytes
+        self._timeout_s = records[0].timeout_s if records else 0.0
         self._fail = fail
-        self._chunk: list[Outgoing[F]] = []
+        self._numbered = False
         self._entry_sizes: list[int] = []
         self.failed: list[F] = []
         """Futures failed here, before any answer from the writer."""
@@ -102,52 +90,60 @@ class Sending(Generic[F]):
         """Every record is in the stream, failed, or left to the writer's answer."""
         return not self._unsent
 
+    @property
+    def unnumbered(self) -> int:
+        """Records taken from the buffer and not yet numbered (so not in the outbox yet)."""
+        return 0 if self._numbered else len(self._unsent)
+
     def remaining_s(self) -> float:
-        return max(0.0, self._deadline - time.monotonic())
+        """Time left until the first unsent record's deadline."""
+        if not self._unsent:
+            return 0.0
+        return max(0.0, self._unsent[0].deadline - time.monotonic())
 
     def expired(self) -> bool:
-        return time.monotonic() >= self._deadline
+        return bool(self._unsent) and time.monotonic() >= self._unsent[0].deadline
+
+    def give_up_expired(self) -> None:
+        """Fail the records whose deadline has passed (``QueueFull`` or ``WriteTimeout``, by
+        what held them up); the others go on."""
+        now = time.monotonic()
+        count = 0
+        while count < len(self._unsent) and self._unsent[count].deadline <= now:
+            count += 1
+        self._give_up(self._unsent[:count], self.not_sent_in_time())
+        self._unsent = self._unsent[count:]
 
     def next_args(self) -> list[bytes | str | int] | None:
-        """Script arguments for the next chunk, numbered now if not yet; each entry's ttl is
-        the time left until the deadline. None if no time is left."""
-        ttl_ms = int((self._deadline - time.monotonic()) * 1000)
+        """Script arguments for the unsent records, numbered now if not yet (under the epoch
+        just read); each entry's ttl is the time left until the first one's deadline. None if
+        no time is left."""
+        ttl_ms = int(self.remaining_s() * 1000)
         if ttl_ms <= 0:
             return None
-        self._chunk = self._unsent[: self._chunk_length()]
-        self._outbox.number(self._chunk)
-        self._entry_sizes = self._outbox.entries.pack(self._chunk)
-        return self._outbox.entries.script_args(self._chunk, self._entry_sizes, ttl_ms)
-
-    def _chunk_length(self) -> int:
-        """How many of the unsent records the next chunk takes: at most ``chunk_records``, and
-        at most ``chunk_bytes`` of encoded records, but always at least one (a record over
-        ``chunk_bytes`` goes alone). It depends on the unsent records alone, so a chunk sent
-        again after a lost connection is the same chunk."""
-        size = 0
-        for count, item in enumerate(self._unsent[: self._chunk_records]):
-            size += len(item.data)
-            if size > self._chunk_bytes and count > 0:
-                return count
-        return min(len(self._unsent), self._chunk_records)
+        if not self._numbered:
+            self._outbox.number(self._unsent)
+            self._numbered = True
+        self._entry_sizes = self._outbox.entries.pack(self._unsent)
+        return self._outbox.entries.script_args(self._unsent, self._entry_sizes, ttl_ms)
 
     def added(self, entries: int) -> bool:
-        """The script added the first ``entries`` entries of the chunk; True if it added all
-        of them, False if the queue is full."""
+        """The script added the first ``entries`` entries; True if it added all of them,
+        False if the queue is full."""
         count = sum(self._entry_sizes[:entries])
         for item in self._unsent[:count]:
             item.data = b""  # in the stream now: never sent again, so not kept
         self._outbox.confirm(self._unsent[:count])
         self._unsent = self._unsent[count:]
-        self.queue_full = count < len(self._chunk)
+        self.queue_full = bool(self._unsent)
         self.redis_error = None
         return not self.queue_full
 
     def unconfirmed(self, exc: BaseException) -> None:
-        """The script call failed without an answer: the chunk may be in the stream (the
-        script is atomic: all of it, up to the room there was, or none). It is sent again with
-        the same sequence numbers; the writer drops the copies it has settled already."""
-        for item in self._chunk:
+        """The script call failed without an answer: the records may be in the stream (the
+        script is atomic: all of them, up to the room there was, or none). They are sent again
+        with the same sequence numbers; the writer drops the copies it has settled already."""
+        for item in self._unsent:
             item.maybe_sent = True
         self.unreachable(exc)
 
@@ -185,35 +181,47 @@ class Sending(Generic[F]):
         error.__cause__ = exc
         self.give_up(error)
 
-    def not_sent_in_time(self, blocker: Sending[F] | None = None) -> LancequeueError:
-        """What records not sent by their deadline fail with: ``QueueFull`` if the queue was
-        full, else ``WriteTimeout``. ``blocker`` is the send that held the send lock meanwhile,
-        if the records never got it."""
-        state = blocker or self
-        if state.queue_full:
-            return QueueFull(
-                f"table {self._outbox.keys.table!r}: queue full for {self._timeout_s}s"
-            )
+    def not_sent_in_time(self, timeout_s: float | None = None) -> LancequeueError:
+        """What records not sent by their deadline fail with, by what this send met:
+        ``QueueFull`` if the queue was full, else ``WriteTimeout``. ``timeout_s`` is theirs,
+        if they are not this send's (records that waited for room in the buffer behind it)."""
+        waited_s = self._timeout_s if timeout_s is None else timeout_s
+        if self.queue_full:
+            return QueueFull(f"table {self._outbox.keys.table!r}: queue full for {waited_s}s")
         why = ""
-        if state.redis_error is not None:
-            cause = state.redis_error
+        if self.redis_error is not None:
+            cause = self.redis_error
             why = f" (Redis unreachable: {type(cause).__name__}: {cause})"
-        elif blocker is not None:
+        elif timeout_s is not None:
             why = " (waiting for this producer's earlier sends)"
         error = WriteTimeout(
-            f"record not sent within its timeout of {self._timeout_s}s{why}; it was not "
+            f"record not sent within its timeout of {waited_s}s{why}; it was not "
             "written and will not be"
         )
-        error.__cause__ = state.redis_error
+        error.__cause__ = self.redis_error
         return error
 
     def give_up(self, error: LancequeueError) -> None:
         """Stop sending. Records never sent fail with ``error``; records that may be in the
         stream stay in the outbox, for the writer's answer or, lacking one, the expiry at their
         deadline plus the answer grace."""
-        never_sent = [item for item in self._unsent if not item.maybe_sent]
+        self._give_up(self._unsent, error)
+        self._unsent = []
+
+    def _give_up(self, items: list[Outgoing[F]], error: LancequeueError) -> None:
+        never_sent = [item for item in items if not item.maybe_sent]
         self._outbox.forget(item for item in never_sent if item.seq)
         for item in never_sent:
             self._fail(item.future, error)
             self.failed.append(item.future)
-        self._unsent = []
+
+
+def not_sent_in_time(table: str, timeout_s: float, blocker: Sending[F] | None) -> LancequeueError:
+    """What records that found no room in the send buffer by their deadline fail with: by what
+    the send ahead of them met (``blocker``, the sender's current or last send)."""
+    if blocker is not None:
+        return blocker.not_sent_in_time(timeout_s)
+    return WriteTimeout(
+        f"record not sent within its timeout of {timeout_s}s (waiting for this producer's "
+        f"earlier sends to {table!r}); it was not written and will not be"
+    )

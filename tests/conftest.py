@@ -16,6 +16,8 @@ from lancequeue.producer import AsyncProducer, Producer
 from lancequeue.writer import Writer
 from tests.support import WriterProcess, cli_env, free_port, wait_for
 
+pytest_plugins = ["tests.drivers"]  # the fixtures of tests run once per producer driver
+
 
 @pytest.fixture(scope="session")
 def redis_server() -> Iterator[str]:

@@ -36,7 +36,7 @@ def sent(
 ) -> list[Outgoing[Future]]:
     """Register and number records as a send does; all confirmed in the stream."""
     _, outgoing, _ = outbox.register(
-        [{"text": text.decode()} for text in records], Future, deadline
+        [{"text": text.decode()} for text in records], Future, deadline, 60.0
     )
     outbox.number(outgoing)
     outbox.confirm(outgoing)
@@ -78,7 +78,7 @@ def test_a_duplicate_answer_fails_a_record_sent_once_but_not_one_that_may_have_a
 def test_an_answer_settles_earlier_records_never_confirmed_in_the_stream_as_not_written(
     outbox: Outbox[Future],
 ) -> None:
-    _, (lost,), _ = outbox.register([{"text": "a"}], Future, 100.0)
+    _, (lost,), _ = outbox.register([{"text": "a"}], Future, 100.0, 60.0)
     outbox.number([lost])  # its send went unconfirmed and was given up
     lost.maybe_sent = True
     confirmed, later = sent(outbox, b"b", b"c")

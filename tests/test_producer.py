@@ -29,8 +29,10 @@ from tests.support import (
     async_wait_for,
     gather,
     queued_entries,
+    queued_records,
     record,
     table_ids,
+    wait_for,
 )
 
 
@@ -109,12 +111,13 @@ def test_a_record_that_cannot_reach_redis_by_its_deadline_fails_unsent_with_writ
         sock.bind(("127.0.0.1", 0))
         dead_port = sock.getsockname()[1]
     made = Producer("docs", redis_url=f"redis://127.0.0.1:{dead_port}")
-    with pytest.raises(WriteTimeout) as caught:
-        made.enqueue(record(1), timeout=0.3)
-    assert isinstance(caught.value, TimeoutError) and caught.value.retriable
-    assert "not sent" in str(caught.value) and "Redis unreachable" in str(caught.value)
-    assert "will not be" in str(caught.value)
-    assert isinstance(caught.value.__cause__, redis.ConnectionError)
+    future = made.enqueue(record(1), timeout=0.3)  # buffered: enqueue does not wait for Redis
+    error = future.exception(timeout=10)
+    assert isinstance(error, WriteTimeout)
+    assert isinstance(error, TimeoutError) and error.retriable
+    assert "not sent" in str(error) and "Redis unreachable" in str(error)
+    assert "will not be" in str(error)
+    assert isinstance(error.__cause__, redis.ConnectionError)
     assert made.outstanding == 0  # nothing left waiting for an answer that cannot come
     made.close()
 
@@ -140,17 +143,26 @@ async def test_close_ends_an_enqueue_waiting_for_room_with_producer_closed(
     redis_url: str, client: redis.Redis
 ) -> None:
     client.hset(KEYS.config, "max_queue_size", 1)
-    made = Producer("docs", redis_url=redis_url, room_recheck_ms=50)
+    made = Producer("docs", redis_url=redis_url, room_recheck_ms=50, max_buffered_records=1)
     made.enqueue(record(0))
-    waiting = asyncio.ensure_future(asyncio.to_thread(made.enqueue, record(1), 600))
+    sending = made.enqueue(record(1), timeout=600)  # the sender waits for room with it
     await async_wait_for(
         lambda: asyncio.to_thread(lambda: client.pubsub_numsub(KEYS.flushed_channel)[0][1] == 1),
-        what="the enqueue to wait for room",
+        what="the sender to wait for room",
+    )
+    buffered = made.enqueue(record(2), timeout=600)  # fills the buffer
+    waiting = asyncio.ensure_future(asyncio.to_thread(made.enqueue, record(3), 600))
+    await async_wait_for(
+        lambda: asyncio.to_thread(lambda: made.outstanding == 3 and not waiting.done()),
+        what="the enqueue to wait for room in the buffer",
     )
     await asyncio.to_thread(made.close, 0)
     with pytest.raises(ProducerClosed):
         await asyncio.wait_for(waiting, 30)
+    for future in (sending, buffered):
+        assert isinstance(future.exception(timeout=0), ProducerClosed)
     assert made.outstanding == 0
+    assert queued_records(client) == 1
 
 
 async def test_close_from_a_done_callback_does_not_deadlock(
@@ -198,6 +210,7 @@ async def test_a_record_over_max_record_bytes_fails_at_once_unsent_and_its_batch
         assert "not sent" in str(error)
         with pytest.raises(RecordRejected, match=f"{size} bytes"):
             made.enqueue(big)
+        wait_for(lambda: len(stream_records(client)) == 2, 10, "the records sent")
         sent = stream_records(client)
         assert [seq for seq, _ in sent] == [1, 2]  # the big one never got a sequence number
         assert [data for _, data in sent] == [encode_record(record(1)), encode_record(record(3))]
@@ -218,8 +231,10 @@ def test_an_enqueue_script_call_carries_at_most_chunk_bytes_and_a_larger_record_
     made = Producer("docs", redis_url=redis_url, chunk_bytes=chunk_bytes)
     try:
         made.enqueue(record(0))  # loads the script
+        wait_for(lambda: queued_records(client) == 1, 10, "the first record")
         before = evalsha_calls(client)
         futures = made.enqueue_many(records)
+        wait_for(lambda: queued_records(client) == 6, 10, "the records sent")
         assert not any(future.done() for future in futures)  # all sent, none failed
         # [1, 2], [3] (3 + 4 is over), [4] alone, [5]
         assert evalsha_calls(client) - before == 4

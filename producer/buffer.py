@@ -1,0 +1,133 @@
+"""The producer's send buffer: records encoded and waiting for the sender, in enqueue order.
+
+``enqueue`` puts a record here and returns its future (as the in-process queue and Kafka's
+producer do); the sender takes what has accumulated while its previous send was in flight, a
+chunk at a time, so a lone record goes at once and a busy loop sends large chunks. The buffer
+is bounded (``max_buffered_records``): while the queue in Redis is full or Redis is
+unreachable, the sender waits, the buffer fills, and ``enqueue`` waits for room.
+
+No I/O and no waiting here: the drivers wait, woken by ``on_room`` and ``on_buffered``.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from collections import deque
+from collections.abc import Callable
+from typing import Generic
+
+from lancequeue.producer.outbox import F, Outgoing
+
+
+class SendBuffer(Generic[F]):
+    """A bounded FIFO of encoded records; thread-safe."""
+
+    def __init__(
+        self, max_records: int, chunk_records: int, chunk_bytes: int, linger_s: float
+    ) -> None:
+        self._max_records = max_records
+        self._chunk_records = chunk_records
+        self._chunk_bytes = chunk_bytes
+        self._linger_s = linger_s
+        self._items: deque[Outgoing[F]] = deque()
+        self._earliest = math.inf  # the earliest deadline of the buffered records
+        self._lock = threading.Lock()
+        self.on_room: Callable[[], None] = _nothing
+        """Called after records left the buffer (a put that found it full may succeed now)."""
+        self.on_buffered: Callable[[], None] = _nothing
+        """Called when the sender may have work: the buffer stopped being empty, or holds a
+        chunk's worth (the end of a linger)."""
+        self.on_sooner_due: Callable[[float], None] = _nothing_at
+        """Called with a record's deadline when it is due before any other buffered (the
+        abandoner fails buffered records at their deadline when the sender is held up)."""
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    @property
+    def full(self) -> bool:
+        return len(self._items) >= self._max_records
+
+    def put(self, items: list[Outgoing[F]], over_bound: bool = False) -> int:
+        """Append records in order while there is room (all of them if ``over_bound``: the
+        sender's own thread must never wait for room only it can make); returns how many."""
+        with self._lock:
+            was = len(self._items)
+            room = len(items) if over_bound else max(0, self._max_records - was)
+            placed = items if room >= len(items) else items[:room]
+            self._items.extend(placed)
+            now = len(self._items)
+            earliest = min((item.deadline for item in placed), default=math.inf)
+            sooner = earliest < self._earliest
+            if sooner:
+                self._earliest = earliest
+        if placed and (was == 0 or (was < self._chunk_records <= now)):
+            self.on_buffered()
+        if sooner:
+            self.on_sooner_due(earliest)
+        return len(placed)
+
+    def take(self, now: float, linger: bool = True) -> tuple[list[Outgoing[F]], float | None]:
+        """The next chunk to send: the oldest records sharing a timeout, at most
+        ``chunk_records`` and ``chunk_bytes`` encoded (at least one record). With a linger, the
+        chunk is taken once its oldest record has waited ``linger_s`` or a chunk's worth is in.
+        Returns ``([], wait_s)`` when there is nothing to take yet: ``wait_s`` is when to look
+        again (None: once something is buffered)."""
+        with self._lock:
+            items = self._items
+            if not items:
+                return [], None
+            if linger and self._linger_s and len(items) < self._chunk_records:
+                ready_at = items[0].enqueued_at + self._linger_s
+                if ready_at > now:
+                    return [], ready_at - now
+            timeout_s = items[0].timeout_s
+            chunk: list[Outgoing[F]] = []
+            size = 0
+            while items and len(chunk) < self._chunk_records:
+                item = items[0]
+                size += len(item.data)
+                if item.timeout_s != timeout_s or (size > self._chunk_bytes and chunk):
+                    break
+                chunk.append(items.popleft())
+            if chunk[0].deadline <= self._earliest:
+                self._rescan()
+        self.on_room()
+        return chunk, None
+
+    def expired(self, now: float) -> list[Outgoing[F]]:
+        """Take out the records whose deadline has passed (the sender is held up by an
+        earlier send: they fail now, not when it is done)."""
+        if self._earliest > now:
+            return []
+        with self._lock:
+            gone = [item for item in self._items if item.deadline <= now]
+            self._items = deque(item for item in self._items if item.deadline > now)
+            self._rescan()
+        self.on_room()
+        return gone
+
+    def due_in(self, now: float) -> float | None:
+        """Seconds until a buffered record's deadline (None: nothing buffered)."""
+        earliest = self._earliest
+        return None if earliest == math.inf else max(0.0, earliest - now)
+
+    def take_all(self) -> list[Outgoing[F]]:
+        with self._lock:
+            items = list(self._items)
+            self._items.clear()
+            self._earliest = math.inf
+        self.on_room()
+        return items
+
+    def _rescan(self) -> None:
+        self._earliest = min((item.deadline for item in self._items), default=math.inf)
+
+
+def _nothing() -> None:
+    pass
+
+
+def _nothing_at(deadline: float) -> None:
+    pass

@@ -1,0 +1,362 @@
+"""What a producer decides, free of I/O: one implementation for the sync and asyncio drivers.
+
+A producer runs three loops: the **sender** sends the buffered records chunk by chunk (waiting
+for room while the queue is full, reconnecting while Redis is unreachable, until each record's
+deadline), the **listener** applies the writer's answers, and the **abandoner** abandons the
+records the writer did not answer in time. Each loop is a generator here: it yields a
+:class:`Call` (a Redis command or a wait) and is sent its result, or has the call's exception
+thrown in. A driver only runs the generators (``Producer`` on threads, ``AsyncProducer`` on the
+event loop) and performs the calls; every decision, retry and error is made here once.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import math
+import time
+from collections.abc import Callable, Generator, Iterable, Mapping
+from typing import Any, Generic, NamedTuple
+
+from redis.exceptions import RedisError
+
+from lancequeue.common.backoff import Backoff
+from lancequeue.common.errors import LancequeueError, ProducerClosed
+from lancequeue.common.redis_client import REDIS_FAILURES
+from lancequeue.producer.buffer import SendBuffer
+from lancequeue.producer.outbox import ABANDON_ATTEMPT_S, F, Outbox, Outgoing
+from lancequeue.producer.sending import (
+    RECONNECT_INITIAL_S,
+    RECONNECT_MAX_S,
+    Sending,
+    closed_unsent,
+    is_connection_loss,
+    is_refusal,
+    not_sent_in_time,
+)
+from lancequeue.producer.settings import ProducerSettings
+
+logger = logging.getLogger(__name__)
+
+REPLY_BLOCK_S = 1
+"""How long the listener's blocking pop waits: how often it checks whether to stop."""
+
+
+class Op(enum.Enum):
+    """What a driver does for a :class:`Call`, and what it sends back."""
+
+    WAIT_BUFFERED = enum.auto()  # (wait_s | None): until records are buffered, or closing
+    CONNECT = enum.auto()  # (): have the sending connection connected
+    READ_CONFIG = enum.auto()  # (): -> [max_batch field, epoch] of the table
+    SET_EPOCH = enum.auto()  # (epoch,): SETNX the stream's epoch
+    ENQUEUE = enum.auto()  # (args,): -> ids added by the enqueue script
+    SUBSCRIBE = enum.auto()  # (): to the table's flush messages
+    AWAIT_FLUSH = enum.auto()  # (wait_s,): a flush message, or the wait is over
+    UNSUBSCRIBE = enum.auto()  # ()
+    PAUSE = enum.auto()  # (wait_s,): before reconnecting; close() ends it
+    NEXT_REPLY = enum.auto()  # (): -> the next reply message moved to the in-flight list
+    DROP_REPLY = enum.auto()  # (message,): remove it from the in-flight list
+    READ_INFLIGHT = enum.auto()  # (): -> the in-flight list's messages
+    TRIM_INFLIGHT = enum.auto()  # (count,): drop its first ``count`` messages
+    LISTEN_PAUSE = enum.auto()  # (wait_s,): before trying again; stopping ends it
+    WAIT_DUE = enum.auto()  # (wait_s | None,): until then, or a record numbered is due sooner
+    ABANDON = enum.auto()  # (args,): -> the abandon script's reply
+
+
+class Call(NamedTuple):
+    """A call a driver performs for a loop; ``timeout_s``, if set, bounds its wait (the
+    records' deadline): past it, the driver throws a Redis ``TimeoutError`` in, or
+    :class:`NotStarted` if the command never went out."""
+
+    op: Op
+    args: tuple[Any, ...] = ()
+    timeout_s: float | None = None
+
+
+Steps = Generator[Call, Any, None]
+"""A loop: yields calls, is sent their results."""
+
+
+class NotStarted(Exception):
+    """A call to Redis waited for the one before it past the records' deadline: never sent."""
+
+
+_ABANDON_FAILURES: tuple[type[Exception], ...] = (*REDIS_FAILURES, NotStarted)
+
+
+class ProducerCore(Generic[F]):
+    """The state of one producer and its three loops. ``resolve_ok`` and ``resolve_error``
+    settle a driver's futures (no-ops on a future already settled)."""
+
+    def __init__(
+        self,
+        settings: ProducerSettings,
+        resolve_ok: Callable[[F], None],
+        resolve_error: Callable[[F, LancequeueError], None],
+    ) -> None:
+        self.settings = settings
+        self.outbox: Outbox[F] = Outbox(
+            settings.table,
+            settings.answer_grace_ms / 1000,
+            settings.max_record_bytes,
+            settings.pack_records,
+        )
+        self.buffer: SendBuffer[F] = SendBuffer(
+            settings.max_buffered_records,
+            settings.chunk_records,
+            settings.chunk_bytes,
+            settings.linger_ms / 1000,
+        )
+        self.keys = self.outbox.keys
+        self.ok = resolve_ok
+        self.fail = resolve_error
+        self.closing = False
+        """Set by ``close()``: the sender sends what is buffered, then stops; a send that
+        meets a full queue or an unreachable Redis gives up (``ProducerClosed``)."""
+        self.stopping = False
+        """Set by ``close()`` once answers are no longer awaited: the listener and the
+        abandoner stop."""
+        self._sending: Sending[F] | None = None
+        self._last_sending: Sending[F] | None = None
+        self.on_due: Callable[[], None] = lambda: None
+        """Set by the driver: wakes the abandoner (a record is due before it planned to
+        wake)."""
+        self._wakes_at = math.inf  # when the abandoner is to wake, if nothing changes
+        self.buffer.on_sooner_due = self._sooner_due
+        self.outbox.on_sooner_due = self.on_due_now
+
+    # -- enqueueing ----------------------------------------------------------------------------
+
+    def register(
+        self,
+        records: Iterable[Mapping[str, Any]],
+        make_future: Callable[[], F],
+        timeout: float | None,
+    ) -> tuple[list[F], list[Outgoing[F]]]:
+        """Encode records with their deadline (now plus ``timeout``, default ``timeout_ms``):
+        their futures, and the records to buffer. A record that cannot be encoded or is too
+        large has its future failed here with ``RecordRejected``."""
+        timeout_s = self.settings.timeout_ms / 1000 if timeout is None else timeout
+        deadline = time.monotonic() + timeout_s
+        futures, outgoing, rejected = self.outbox.register(
+            records, make_future, deadline, timeout_s
+        )
+        for future, error in rejected:
+            self.fail(future, error)
+        return futures, outgoing
+
+    def refuse_late(self, items: list[Outgoing[F]]) -> LancequeueError:
+        """Fail records that found no room in the buffer by their deadline, or came after
+        ``close()``; returns the error."""
+        if self.closing:
+            error: LancequeueError = closed_unsent()
+        else:
+            blocker = self._sending or self._last_sending
+            error = not_sent_in_time(self.keys.table, items[0].timeout_s, blocker)
+        for item in items:
+            self.fail(item.future, error)
+        return error
+
+    @property
+    def outstanding(self) -> int:
+        """Records enqueued and not yet answered (buffered ones included)."""
+        sending = self._sending
+        in_hand = 0 if sending is None else sending.unnumbered
+        return len(self.buffer) + in_hand + len(self.outbox)
+
+    # -- the sender ----------------------------------------------------------------------------
+
+    def sender(self) -> Steps:
+        """Send the buffered records, one chunk at a time, until closed with nothing left."""
+        while True:
+            now = time.monotonic()
+            late = self.buffer.expired(now)
+            if late:
+                self.refuse_late(late)
+            chunk, wait_s = self.buffer.take(now, linger=not self.closing)
+            if not chunk:
+                if self.closing and not len(self.buffer):
+                    return
+                yield Call(Op.WAIT_BUFFERED, (wait_s,))
+                continue
+            sending = self._sending = Sending(self.outbox, chunk, self.fail)
+            try:
+                yield from self._send(sending)
+            except RedisError as exc:  # neither a lost connection nor a refusal
+                sending.interrupted(exc)
+            except BaseException as exc:  # interrupts, cancellation: nothing unsent may hang
+                sending.interrupted(exc)
+                raise
+            finally:
+                self._sending, self._last_sending = None, sending
+
+    def _send(self, sending: Sending[F]) -> Steps:
+        """Run the enqueue script until every record of the chunk is in the stream: waiting
+        for room while the queue is full, reconnecting and sending again while Redis is
+        unreachable, failing each record at its deadline."""
+        backoff = Backoff(RECONNECT_INITIAL_S, RECONNECT_MAX_S)
+        subscribed = False
+        try:
+            while not sending.done:
+                if sending.expired():
+                    sending.give_up_expired()
+                    continue
+                try:
+                    yield from self._connect(sending)  # nothing is sent by this
+                except Exception as exc:
+                    if not is_connection_loss(exc) and not isinstance(exc, NotStarted):
+                        sending.refused(exc)
+                        break
+                    sending.unreachable(exc)
+                    yield from self._pause(sending, backoff)
+                    continue
+                args = sending.next_args()
+                if args is None:
+                    continue  # the deadline passed meanwhile
+                try:
+                    ids = yield Call(Op.ENQUEUE, (args,), sending.remaining_s())
+                except NotStarted as exc:
+                    sending.unreachable(exc)
+                    continue
+                except BaseException as exc:
+                    if is_refusal(exc):
+                        sending.refused(exc)
+                        break
+                    sending.unconfirmed(exc)
+                    if not is_connection_loss(exc):
+                        raise
+                    yield from self._pause(sending, backoff)
+                    continue
+                backoff.reset()
+                if sending.added(len(ids)):
+                    continue
+                # The queue is full: wait for the writer's next flush.
+                if self.closing:
+                    sending.closed()
+                    break
+                try:
+                    if not subscribed:
+                        # Subscribe, then try again at once: a flush between the last try and
+                        # the subscription would otherwise be missed.
+                        subscribed = True
+                        yield Call(Op.SUBSCRIBE, (), sending.remaining_s())
+                        continue
+                    # The cap bounds a missed message and how long close() waits.
+                    wait_s = min(sending.remaining_s(), self.settings.room_recheck_ms / 1000)
+                    yield Call(Op.AWAIT_FLUSH, (wait_s,))
+                except Exception as exc:
+                    if not is_connection_loss(exc) and not isinstance(exc, NotStarted):
+                        raise
+                    subscribed = False
+                    yield Call(Op.UNSUBSCRIBE)
+                    sending.unreachable(exc)
+                    yield from self._pause(sending, backoff)
+        finally:
+            if subscribed:
+                yield Call(Op.UNSUBSCRIBE)
+
+
+    def _connect(self, sending: Sending[F]) -> Steps:
+        """Have the connection connected, and the config read if it is due (the writer's
+        ``max_batch`` and the stream's epoch; naming an epoch if the stream has none)."""
+        yield Call(Op.CONNECT, (), sending.remaining_s())
+        entries = self.outbox.entries
+        if entries.config_stale(time.monotonic()):
+            values = yield Call(Op.READ_CONFIG, (), sending.remaining_s())
+            if entries.learn_config(values, 0.0):
+                yield Call(Op.SET_EPOCH, (entries.new_epoch(),), sending.remaining_s())
+            values = yield Call(Op.READ_CONFIG, (), sending.remaining_s())
+            entries.learn_config(values, time.monotonic())
+
+    def _pause(self, sending: Sending[F], backoff: Backoff) -> Steps:
+        """Wait before reconnecting (bounded by the deadline; close() ends the send)."""
+        if self.closing:
+            sending.closed()
+            return
+        yield Call(Op.PAUSE, (min(backoff.next_delay(), sending.remaining_s()),))
+
+    # -- the listener --------------------------------------------------------------------------
+
+    def listener(self) -> Steps:
+        """Move each message of this producer's reply list to its in-flight list, resolve the
+        futures it answers, then drop it from there. Keeps going through lost connections and
+        Redis restarts until stopped: after one, it first settles what the in-flight list
+        holds (a message Redis moved whose reply the lost connection never delivered)."""
+        backoff = Backoff(initial_s=0.1, max_s=REPLY_BLOCK_S)
+        recover = False
+        while not self.stopping:
+            try:
+                if recover:
+                    leftovers = yield Call(Op.READ_INFLIGHT)
+                    self.outbox.settle_all(leftovers, self.ok, self.fail)
+                    if leftovers:
+                        yield Call(Op.TRIM_INFLIGHT, (len(leftovers),))
+                    recover = False
+                message = yield Call(Op.NEXT_REPLY)
+                backoff.reset()
+                if message is not None:
+                    self.outbox.settle(message, self.ok, self.fail)
+                    if not self.stopping:  # else close() deletes the list
+                        yield Call(Op.DROP_REPLY, (message,))
+                elif len(self.outbox):
+                    # A connection lost while blocked may have had a message moved for it.
+                    recover = True
+            except Exception as exc:  # Redis errors above all; nothing may end the listener
+                recover = True
+                delay = backoff.next_delay()
+                logger.warning(
+                    "reply listener: %s: %s; retrying in %.1fs", type(exc).__name__, exc, delay
+                )
+                yield Call(Op.LISTEN_PAUSE, (delay,))
+
+    def settle_leftovers(self, messages: list[bytes]) -> None:
+        """Settle what the in-flight list held at close (the listener has stopped)."""
+        self.outbox.settle_all(messages, self.ok, self.fail)
+
+    # -- the abandoner -------------------------------------------------------------------------
+
+    def abandoner(self) -> Steps:
+        """Fail each buffered record the sender has not taken by its deadline, and abandon each
+        record the writer has not answered by its deadline plus the answer grace, in Redis, atomically against the writer's claim: one abandoned fails with
+        ``WriteTimeout`` (never written), one claimed waits for its answer. It runs apart from
+        the listener, whose reads may block on a hung Redis, and tries in short calls, so a
+        record's future resolves within ``ABANDON_WITHIN_S`` of its deadline plus the grace
+        (``OutcomeUnknown`` if Redis could not be asked by then)."""
+        outbox = self.outbox
+        while not self.stopping:
+            self._wakes_at = math.inf  # awake: any record buffered from now on wakes it again
+            now = time.monotonic()
+            late = self.buffer.expired(now)
+            if late:  # buffered records the sender did not take by their deadline
+                self.refuse_late(late)
+            due, wait_s = outbox.to_abandon(now)
+            if not due:
+                buffered_s = self.buffer.due_in(now)
+                if buffered_s is not None:
+                    wait_s = buffered_s if wait_s is None else min(wait_s, buffered_s)
+                self._wakes_at = math.inf if wait_s is None else now + wait_s
+                yield Call(Op.WAIT_DUE, (wait_s,))
+                continue
+            for seqs, args in outbox.abandon_calls(due):
+                try:
+                    gone = yield Call(Op.ABANDON, (args,), ABANDON_ATTEMPT_S)
+                except _ABANDON_FAILURES as exc:
+                    outbox.unreachable(seqs, exc, time.monotonic(), self.fail)
+                    continue
+                outbox.abandoned(seqs, gone, self.fail)
+
+    def _sooner_due(self, deadline: float) -> None:
+        if deadline < self._wakes_at:
+            self.on_due_now()
+
+    def on_due_now(self) -> None:
+        self._wakes_at = math.inf  # awake: any sooner record wakes it again
+        self.on_due()
+
+    def fail_unanswered(self) -> None:
+        """At close: what is still unanswered gets ``ProducerClosed`` (it may be written)."""
+        closed = ProducerClosed(
+            "producer closed before the writer answered; the record may still be written"
+        )
+        for future in self.outbox.take_all():
+            self.fail(future, closed)
