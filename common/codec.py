@@ -13,6 +13,7 @@ from __future__ import annotations
 import re
 import struct
 import sys
+import threading
 from collections.abc import Mapping
 from datetime import date, datetime, timedelta
 from typing import Any
@@ -59,8 +60,24 @@ def _pack_ndarray(np: Any, array: Any) -> msgpack.ExtType:
         raise TypeError(f"cannot encode a numpy array of dtype {array.dtype}")
     little = array.dtype.newbyteorder("<")
     data = np.ascontiguousarray(array, dtype=little).tobytes()
-    payload = msgpack.packb([little.str, list(array.shape), data], use_bin_type=True)
-    return msgpack.ExtType(EXT_NDARRAY, payload)
+    key = (little.str, array.shape)
+    head = _ARRAY_HEADS.get(key)
+    if head is None:  # [dtype, shape, data]: all but the data, packed once per dtype and shape
+        packed = msgpack.packb([little.str, list(array.shape), b""], use_bin_type=True)
+        head = _ARRAY_HEADS[key] = packed[:-2]  # less the empty bin (0xc4 0x00)
+    return msgpack.ExtType(EXT_NDARRAY, head + _bin_header(len(data)) + data)
+
+
+_ARRAY_HEADS: dict[tuple[str, tuple[int, ...]], bytes] = {}
+
+
+def _bin_header(size: int) -> bytes:
+    """msgpack's bin 8/16/32 header for ``size`` bytes."""
+    if size < 0x100:
+        return struct.pack(">BB", 0xC4, size)
+    if size < 0x10000:
+        return struct.pack(">BH", 0xC5, size)
+    return struct.pack(">BI", 0xC6, size)
 
 
 def _ext_hook(code: int, data: bytes) -> object:
@@ -123,8 +140,16 @@ def _dtype(dtype_str: object) -> Any:
 
 def packb(obj: object) -> bytes:
     """Encode any supported value (replies and other protocol messages)."""
-    packed: bytes = msgpack.packb(obj, default=_default, use_bin_type=True, datetime=False)
+    packer = getattr(_packers, "packer", None)
+    if packer is None:  # one per thread: making one allocates its buffer, a Packer is not shared
+        packer = _packers.packer = msgpack.Packer(
+            default=_default, use_bin_type=True, datetime=False
+        )
+    packed: bytes = packer.pack(obj)  # on an error, it resets itself
     return packed
+
+
+_packers = threading.local()
 
 
 def unpackb(data: bytes) -> Any:

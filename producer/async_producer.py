@@ -78,7 +78,6 @@ class AsyncProducer:
         self._due = asyncio.Event()
         core.on_due = self._due.set
         self._closed = False
-        self._closing = asyncio.Event()  # ends the sender's pauses between reconnections
         self._stopping = asyncio.Event()  # ends the listener's pauses
         self._start_lock = asyncio.Lock()
         self._ops: dict[Op, Callable[..., Awaitable[Any]]] = {
@@ -92,7 +91,7 @@ class AsyncProducer:
             Op.SUBSCRIBE: self._subscribe,
             Op.AWAIT_FLUSH: self._await_flush,
             Op.UNSUBSCRIBE: self._unsubscribe,
-            Op.PAUSE: lambda wait_s: _wait(self._closing, wait_s),
+            Op.PAUSE: asyncio.sleep,  # bounded by the core, by close()'s deadline too
             Op.NEXT_REPLY: self._next_reply,
             Op.DROP_REPLY: lambda message: self._reply_client.lrem(
                 core.outbox.inflight_key, 1, message
@@ -188,15 +187,16 @@ class AsyncProducer:
         awaiting room get ``ProducerClosed`` and are not written.
         """
         core = self._core
+        wait_s = self.settings.close_timeout_ms / 1000 if timeout is None else timeout
+        deadline = time.monotonic() + wait_s
         async with self._start_lock:
             if self._closed:
                 return
             self._closed = True
+            core.close_deadline = deadline
             core.closing = True
-            for event in (self._closing, self._buffered, self._room):
+            for event in (self._buffered, self._room):
                 event.set()
-        wait_s = self.settings.close_timeout_ms / 1000 if timeout is None else timeout
-        deadline = time.monotonic() + wait_s
         if not self._tasks:  # never started: nothing was sent
             core.refuse_late(core.buffer.take_all())
             return

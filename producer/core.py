@@ -112,7 +112,10 @@ class ProducerCore(Generic[F]):
         self.fail = resolve_error
         self.closing = False
         """Set by ``close()``: the sender sends what is buffered, then stops; a send that
-        meets a full queue or an unreachable Redis gives up (``ProducerClosed``)."""
+        meets a full queue or an unreachable Redis goes on trying until ``close_deadline``,
+        then gives up (``ProducerClosed``: not sent, not written)."""
+        self.close_deadline = math.inf
+        """``time.monotonic()`` by which ``close()`` wants the sender done."""
         self.stopping = False
         """Set by ``close()`` once answers are no longer awaited: the listener and the
         abandoner stop."""
@@ -179,7 +182,8 @@ class ProducerCore(Generic[F]):
                     return
                 yield Call(Op.WAIT_BUFFERED, (wait_s,))
                 continue
-            sending = self._sending = Sending(self.outbox, chunk, self.fail)
+            sending = Sending(self.outbox, chunk, self.fail, self._last_sending)
+            self._sending = sending
             try:
                 yield from self._send(sending)
             except RedisError as exc:  # neither a lost connection nor a refusal
@@ -231,8 +235,7 @@ class ProducerCore(Generic[F]):
                 if sending.added(len(ids)):
                     continue
                 # The queue is full: wait for the writer's next flush.
-                if self.closing:
-                    sending.closed()
+                if self._give_up_closing(sending):
                     break
                 try:
                     if not subscribed:
@@ -242,7 +245,11 @@ class ProducerCore(Generic[F]):
                         yield Call(Op.SUBSCRIBE, (), sending.remaining_s())
                         continue
                     # The cap bounds a missed message and how long close() waits.
-                    wait_s = min(sending.remaining_s(), self.settings.room_recheck_ms / 1000)
+                    wait_s = min(
+                        sending.remaining_s(),
+                        self.settings.room_recheck_ms / 1000,
+                        max(0.0, self.close_deadline - time.monotonic()),
+                    )
                     yield Call(Op.AWAIT_FLUSH, (wait_s,))
                 except Exception as exc:
                     if not is_connection_loss(exc) and not isinstance(exc, NotStarted):
@@ -254,7 +261,6 @@ class ProducerCore(Generic[F]):
         finally:
             if subscribed:
                 yield Call(Op.UNSUBSCRIBE)
-
 
     def _connect(self, sending: Sending[F]) -> Steps:
         """Have the connection connected, and the config read if it is due (the writer's
@@ -270,10 +276,17 @@ class ProducerCore(Generic[F]):
 
     def _pause(self, sending: Sending[F], backoff: Backoff) -> Steps:
         """Wait before reconnecting (bounded by the deadline; close() ends the send)."""
-        if self.closing:
-            sending.closed()
+        if self._give_up_closing(sending):
             return
-        yield Call(Op.PAUSE, (min(backoff.next_delay(), sending.remaining_s()),))
+        close_left_s = max(0.0, self.close_deadline - time.monotonic())
+        yield Call(Op.PAUSE, (min(backoff.next_delay(), sending.remaining_s(), close_left_s),))
+
+    def _give_up_closing(self, sending: Sending[F]) -> bool:
+        """Past ``close()``'s deadline, records that cannot be sent at once fail unsent."""
+        if self.closing and time.monotonic() >= self.close_deadline:
+            sending.closed()
+            return True
+        return False
 
     # -- the listener --------------------------------------------------------------------------
 
@@ -317,8 +330,9 @@ class ProducerCore(Generic[F]):
 
     def abandoner(self) -> Steps:
         """Fail each buffered record the sender has not taken by its deadline, and abandon each
-        record the writer has not answered by its deadline plus the answer grace, in Redis, atomically against the writer's claim: one abandoned fails with
-        ``WriteTimeout`` (never written), one claimed waits for its answer. It runs apart from
+        record the writer has not answered by its deadline plus the answer grace, in Redis,
+        atomically against the writer's claim: one abandoned fails with ``WriteTimeout``
+        (never written), one claimed waits for its answer. It runs apart from
         the listener, whose reads may block on a hung Redis, and tries in short calls, so a
         record's future resolves within ``ABANDON_WITHIN_S`` of its deadline plus the grace
         (``OutcomeUnknown`` if Redis could not be asked by then)."""

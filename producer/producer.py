@@ -97,7 +97,6 @@ class Producer:
         self._lifecycle = threading.Condition()  # close() waits for enqueues in progress
         self._closed = False
         self._enqueuing = 0
-        self._closing = threading.Event()  # ends the sender's pauses between reconnections
         self._stopping = threading.Event()  # ends the listener's pauses
         self._ops: dict[Op, Callable[..., Any]] = {
             Op.WAIT_BUFFERED: self._wait_buffered,
@@ -110,7 +109,7 @@ class Producer:
             Op.SUBSCRIBE: self._subscribe,
             Op.AWAIT_FLUSH: self._await_flush,
             Op.UNSUBSCRIBE: self._unsubscribe,
-            Op.PAUSE: self._closing.wait,
+            Op.PAUSE: time.sleep,  # bounded by the core, by close()'s deadline too
             Op.NEXT_REPLY: self._next_reply,
             Op.DROP_REPLY: lambda message: self._replies.lrem(core.outbox.inflight_key, 1, message),
             Op.READ_INFLIGHT: lambda: self._replies.lrange(core.outbox.inflight_key, 0, -1),
@@ -201,16 +200,18 @@ class Producer:
             if self._closed:
                 return
             self._closed = True
+            core.close_deadline = deadline
             core.closing = True
-            self._closing.set()
             self._notify()  # enqueues waiting for room give up
             self._lifecycle.wait_for(lambda: self._enqueuing == 0, wait_s)
         atexit.unregister(self._close_at_exit)
         here = threading.current_thread()
         if here is self._sender:  # close() in a done-callback: the sender cannot wait for itself
             core.refuse_late(core.buffer.take_all())
-        else:  # it sends what is buffered, or gives up at once if it cannot
+        else:  # it sends what is buffered, or gives up once close()'s time is up
             self._sender.join(max(0.0, deadline - time.monotonic()) + self._room_recheck_s)
+            if self._sender.is_alive():  # held up in a call: what it has not taken fails now
+                core.refuse_late(core.buffer.take_all())
         concurrent.futures.wait(core.outbox.futures(), max(0.0, deadline - time.monotonic()))
         core.stopping = True
         self._stopping.set()

@@ -71,7 +71,13 @@ class Sending(Generic[F]):
     """One chunk of buffered records on its way into the stream: the records share a timeout,
     so their deadlines follow their order, and the first unsent one's is the chunk's."""
 
-    def __init__(self, outbox: Outbox[F], records: list[Outgoing[F]], fail: Fail[F]) -> None:
+    def __init__(
+        self,
+        outbox: Outbox[F],
+        records: list[Outgoing[F]],
+        fail: Fail[F],
+        before: Sending[F] | None = None,
+    ) -> None:
         self._outbox = outbox
         self._unsent = records
         self._timeout_s = records[0].timeout_s if records else 0.0
@@ -80,10 +86,11 @@ class Sending(Generic[F]):
         self._entry_sizes: list[int] = []
         self.failed: list[F] = []
         """Futures failed here, before any answer from the writer."""
-        self.queue_full = False
-        """The last try found the queue full."""
-        self.redis_error: BaseException | None = None
-        """What the last try to reach Redis failed with, if it did."""
+        self.queue_full: bool = False if before is None else before.queue_full
+        """The last try found the queue full (at first: the send before found it so)."""
+        self.redis_error: BaseException | None = None if before is None else before.redis_error
+        """What the last try to reach Redis failed with, if it did (at first: the send
+        before's)."""
 
     @property
     def done(self) -> bool:
@@ -111,8 +118,8 @@ class Sending(Generic[F]):
         count = 0
         while count < len(self._unsent) and self._unsent[count].deadline <= now:
             count += 1
-        self._give_up(self._unsent[:count], self.not_sent_in_time())
-        self._unsent = self._unsent[count:]
+        expired, self._unsent = self._unsent[:count], self._unsent[count:]
+        self._give_up(expired, self.not_sent_in_time())
 
     def next_args(self) -> list[bytes | str | int] | None:
         """Script arguments for the unsent records, numbered now if not yet (under the epoch
@@ -205,8 +212,8 @@ class Sending(Generic[F]):
         """Stop sending. Records never sent fail with ``error``; records that may be in the
         stream stay in the outbox, for the writer's answer or, lacking one, the expiry at their
         deadline plus the answer grace."""
-        self._give_up(self._unsent, error)
-        self._unsent = []
+        unsent, self._unsent = self._unsent, []
+        self._give_up(unsent, error)
 
     def _give_up(self, items: list[Outgoing[F]], error: LancequeueError) -> None:
         never_sent = [item for item in items if not item.maybe_sent]

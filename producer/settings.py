@@ -28,7 +28,8 @@ class ProducerSettings:
     close_timeout_ms: int = 30_000
     """How long ``close()`` waits for outstanding records to be answered."""
     chunk_records: int = 256
-    """Most records sent per enqueue-script call (bounds one Redis command's size)."""
+    """Most records the sender takes from the buffer per enqueue-script call (bounds one Redis
+    command's size)."""
     chunk_bytes: int = 8 * 1024 * 1024
     """Most encoded record bytes sent per enqueue-script call; a record larger than this (but
     within ``max_record_bytes``) goes in a call of its own."""
@@ -37,25 +38,22 @@ class ProducerSettings:
     share entries, so Redis handles one entry per this many); 1 sends every record as an entry
     of its own. Every record still gets its own answer."""
     linger_ms: int = 0
-    """How long a record may wait in the producer for others to share its send (Kafka's
-    ``linger.ms``). 0: each ``enqueue``/``enqueue_many`` call sends its records itself, in the
-    calling thread, and returns once Redis has them. Above 0: ``enqueue`` buffers the record
-    and returns at once; a background thread sends the buffer once its oldest record has waited
-    this long or ``chunk_records`` are in, so records enqueued one by one (from one thread or
-    many) share round trips and stream entries. Errors of sending (``QueueFull``,
-    ``WriteTimeout``) then go to the futures, and records sent together share the deadline of
-    the oldest of them."""
+    """An optional extra wait before the sender takes buffered records (Kafka's
+    ``linger.ms``): until the oldest has waited this long or ``chunk_records`` are in. Not
+    needed for records to share sends: the sender always takes what accumulated while its
+    previous send was in flight, so a lone record goes at once and a busy loop sends large
+    chunks. A linger trades a little latency for fewer, larger sends when records trickle in."""
     max_buffered_records: int = 4096
-    """With ``linger_ms``, the most records waiting in the producer to be sent: an enqueue that
-    finds the buffer full waits for room until its deadline (bounds the producer's memory
-    while the queue is full or Redis is unreachable)."""
+    """The most records waiting in the producer to be sent: an enqueue that finds the buffer
+    full waits for room until its deadline (bounds the producer's memory while the queue is
+    full or Redis is unreachable)."""
     max_record_bytes: int = 1024 * 1024
     """Largest encoded record sent (the writer's ``--max-record-bytes`` default): a larger one
     fails at once with ``RecordRejected`` naming its size, and is never sent."""
     room_recheck_ms: int = 1000
-    """While the queue is full, producers wait for the writer's flush message; they re-check
-    this often even without one (bounds a missed message, and how long ``close()`` waits for an
-    enqueue that is waiting for room)."""
+    """While the queue is full, a producer's sender waits for the writer's flush message; it
+    re-checks this often even without one (bounds a missed message, and how long past its
+    timeout ``close()`` waits for a sender waiting for room)."""
     answer_grace_ms: int = 10_000
     """How long after a sent record's deadline the producer still waits for the writer's answer
     before failing it with ``WriteTimeout``: covers a batch built just before the deadline whose

@@ -1,19 +1,23 @@
-"""Back-pressure across processes: the stream holds at most max_queue_size records."""
+"""Back-pressure across processes: the stream holds at most max_queue_size records.
+
+While the queue is full a producer's sender waits for room (woken by the writer's flush
+message); records it cannot send by their deadline fail with ``QueueFull`` on their futures.
+The caller feels it once the producer's own buffer (``max_buffered_records``) is full too:
+``enqueue`` then waits for room, and raises ``QueueFull`` at its record's deadline."""
 
 from __future__ import annotations
 
 import asyncio
-import threading
+import concurrent.futures
 import time
 from typing import Any
 
 import pytest
 import redis
 
-from lancequeue.common.errors import (
-    QueueFull,
-)
+from lancequeue.common.errors import ProducerClosed, QueueFull
 from lancequeue.producer import Producer
+from tests.drivers import MakeDriven
 from tests.support import (
     KEYS,
     StartWriter,
@@ -24,9 +28,51 @@ from tests.support import (
     table_ids,
 )
 
+DEADLINE_SLACK_S = 1.0
+"""How long after its deadline a record held back by a full queue may take to fail."""
+
+AnyFuture = asyncio.Future[None] | concurrent.futures.Future[None]
+
+
+async def subscribers(client: redis.Redis, count: int) -> None:
+    """Until ``count`` senders wait on the table's flush channel."""
+    await async_wait_for(
+        lambda: asyncio.to_thread(
+            lambda: client.pubsub_numsub(KEYS.flushed_channel)[0][1] == count
+        ),
+        what=f"{count} subscribers of the flush channel",
+    )
+
+
+async def queued(client: redis.Redis, count: int) -> None:
+    await async_wait_for(
+        lambda: asyncio.to_thread(lambda: queued_records(client) == count),
+        what=f"{count} records in the queue",
+    )
+
+
+async def settled(future: AnyFuture, timeout: float = 30) -> tuple[BaseException | None, float]:
+    """Wait for ``future``; its error (None if it succeeded) and when it was seen settled."""
+    waited = (
+        asyncio.wrap_future(future) if isinstance(future, concurrent.futures.Future) else future
+    )
+    done, _ = await asyncio.wait({waited}, timeout=timeout)
+    assert done, f"not settled within {timeout}s"
+    return waited.exception(), time.monotonic()
+
+
+async def fails_with_queue_full_at_its_deadline(
+    future: AnyFuture, enqueued_at: float, timeout: float
+) -> None:
+    """The record failed with ``QueueFull``: at its deadline, not sooner (room might have come)
+    and not much later."""
+    error, at = await settled(future, timeout + 30)
+    assert isinstance(error, QueueFull), error
+    assert timeout <= at - enqueued_at <= timeout + DEADLINE_SLACK_S, at - enqueued_at
+
 
 async def test_back_pressure_blocks_enqueue_until_a_flush_makes_room(
-    start_writer: StartWriter, redis_url: str, client: redis.Redis, db_uri: str
+    start_writer: StartWriter, make: MakeDriven, client: redis.Redis, db_uri: str
 ) -> None:
     writer = start_writer(max_queue_size=4, max_batch=4)
     await async_wait_for(
@@ -35,47 +81,80 @@ async def test_back_pressure_blocks_enqueue_until_a_flush_makes_room(
     )
     await writer.stop()
     # Re-checks a full queue only once a minute: only the writer's flush message can wake it.
-    made = Producer("docs", redis_url=redis_url, room_recheck_ms=60_000)
-    try:
-        first = made.enqueue_many([record(i) for i in range(4)])
-        done: list[Any] = []
+    # Its buffer holds one record.
+    made = make(room_recheck_ms=60_000, max_buffered_records=1)
+    first = await made.enqueue_many([record(i) for i in range(4)])
+    await queued(client, 4)
+    # The queue is full: the sender takes the next record and waits for room, subscribed to
+    # the flush channel, not spinning; enqueue returned at once.
+    fourth = await made.enqueue(record(4), timeout=60)
+    await subscribers(client, 1)
+    fifth = await made.enqueue(record(5), timeout=61)  # fills the buffer
+    called_at: list[float] = []
+    returned_at: list[float] = []
 
-        def enqueue_fifth() -> None:
-            done.append(made.enqueue(record(4), timeout=60))
+    async def enqueue_sixth() -> Any:
+        called_at.append(time.monotonic())
+        future = await made.enqueue(record(6), timeout=62)
+        returned_at.append(time.monotonic())
+        return future
 
-        thread = threading.Thread(target=enqueue_fifth)
-        thread.start()
-        # It waits subscribed to the flush channel, not spinning.
-        await async_wait_for(
-            lambda: asyncio.to_thread(
-                lambda: client.pubsub_numsub(KEYS.flushed_channel)[0][1] == 1
-            ),
-            what="the blocked enqueue to subscribe",
-        )
-        assert not done and queued_records(client) == 4
-        start_writer(max_queue_size=4, max_batch=4)
-        await asyncio.to_thread(thread.join, 60)
-        assert len(done) == 1
-        await gather([*first, done[0]])
-        assert table_ids(db_uri) == [0, 1, 2, 3, 4]
-    finally:
-        await asyncio.to_thread(made.close)
+    sixth = asyncio.create_task(enqueue_sixth())
+    await async_wait_for(lambda: asyncio.sleep(0, bool(called_at)), what="the sixth enqueue")
+    # The buffer is full: an enqueue waits, and raises QueueFull at its record's deadline.
+    started = time.monotonic()
+    with pytest.raises(QueueFull):
+        await made.enqueue(record(7), timeout=0.3)
+    assert time.monotonic() - started >= 0.3
+    # All the while the sixth enqueue waited, and the queue held its bound.
+    assert not sixth.done() and not returned_at
+    assert not any(f.done() for f in [*first, fourth, fifth])
+    assert queued_records(client) == 4
+    writer_started_at = time.monotonic()
+    start_writer(max_queue_size=4, max_batch=4)
+    # Woken by the writer's flush messages: well before the sender's once-a-minute recheck.
+    sixth_future = await asyncio.wait_for(sixth, 30)
+    assert returned_at[0] >= writer_started_at  # only the writer's flushes made room
+    landed = asyncio.gather(*first, fourth, fifth, sixth_future, return_exceptions=True)
+    assert await asyncio.wait_for(landed, 30) == [None] * 7
+    assert table_ids(db_uri) == [0, 1, 2, 3, 4, 5, 6]
 
 
 async def test_a_full_queue_raises_queue_full_after_the_timeout(
-    redis_url: str, client: redis.Redis
+    make: MakeDriven, client: redis.Redis
 ) -> None:
     client.hset(KEYS.config, "max_queue_size", 3)
-    with Producer("docs", redis_url=redis_url) as made:
-        made.enqueue_many([record(i) for i in range(3)])
-        started = time.monotonic()
-        with pytest.raises(QueueFull):
-            made.enqueue(record(3), timeout=0.3)
-        assert time.monotonic() - started >= 0.3
-        futures = made.enqueue_many([record(i) for i in range(4, 6)], timeout=0.1)
-        assert all(isinstance(f.exception(), QueueFull) for f in futures)
-        assert queued_records(client) == 3
-        made.close(timeout=0)
+    made = make(max_buffered_records=1)
+    await made.enqueue_many([record(i) for i in range(3)])
+    await queued(client, 3)
+    # The queue is full. enqueue returns at once (the buffer has room); the record's future
+    # fails with QueueFull at its deadline.
+    started = time.monotonic()
+    late = await made.enqueue(record(3), timeout=0.3)
+    assert time.monotonic() - started < 0.3 and not late.done()
+    await fails_with_queue_full_at_its_deadline(late, started, 0.3)
+    started = time.monotonic()
+    futures = await made.enqueue_many([record(i) for i in range(4, 6)], timeout=0.1)
+    for future in futures:
+        await fails_with_queue_full_at_its_deadline(future, started, 0.1)
+    await subscribers(client, 0)  # the sender gave up on them
+    # The caller feels it once the buffer is full: the sender holds one record, waiting for
+    # room, and the buffer another; enqueue waits, and raises QueueFull at the deadline.
+    held = [await made.enqueue(record(6), timeout=30)]
+    await subscribers(client, 1)
+    held.append(await made.enqueue(record(7), timeout=31))
+    started = time.monotonic()
+    with pytest.raises(QueueFull):
+        await made.enqueue(record(8), timeout=0.3)
+    assert time.monotonic() - started >= 0.3
+    assert not any(f.done() for f in held)
+    assert queued_records(client) == 3
+    # Closing gives up on what cannot be sent at once: not written.
+    await made.close(timeout=0)
+    for future in held:
+        error, _ = await settled(future, 10)
+        assert isinstance(error, ProducerClosed), error
+    assert queued_records(client) == 3
 
 
 async def test_before_any_writer_ran_the_queue_holds_the_documented_default(
@@ -83,13 +162,26 @@ async def test_before_any_writer_ran_the_queue_holds_the_documented_default(
 ) -> None:
     from lancequeue.common.protocol import DEFAULT_MAX_QUEUE_SIZE
 
-    with Producer("docs", redis_url=redis_url) as made:
+    with Producer("docs", redis_url=redis_url, max_buffered_records=100) as made:
         tiny = [{"id": i} for i in range(DEFAULT_MAX_QUEUE_SIZE)]
-        made.enqueue_many(tiny, timeout=10)
+        await asyncio.to_thread(made.enqueue_many, tiny, 10)
+        await queued(client, DEFAULT_MAX_QUEUE_SIZE)
+        started = time.monotonic()
+        over = made.enqueue({"id": -1}, timeout=0.1)
+        await fails_with_queue_full_at_its_deadline(over, started, 0.1)
+        await subscribers(client, 0)
+        # With the sender holding a record and the buffer full, enqueue itself raises.
+        held = [made.enqueue({"id": -2}, timeout=9)]
+        await subscribers(client, 1)
+        held += made.enqueue_many([{"id": -3 - i} for i in range(100)], timeout=10)
+        started = time.monotonic()
         with pytest.raises(QueueFull):
-            made.enqueue({"id": -1}, timeout=0.1)
+            made.enqueue({"id": -1000}, timeout=0.1)
+        assert time.monotonic() - started >= 0.1
+        assert not any(f.done() for f in held)
         assert queued_records(client) == DEFAULT_MAX_QUEUE_SIZE == 4096
-        made.close(timeout=0)
+        await asyncio.to_thread(made.close, 0)
+    assert queued_records(client) == DEFAULT_MAX_QUEUE_SIZE
 
 
 async def test_settings_a_client_rewrote_are_restored_by_the_writer_and_never_throttle_producers(
@@ -113,7 +205,7 @@ async def test_settings_a_client_rewrote_are_restored_by_the_writer_and_never_th
     client.hset(KEYS.config, "max_queue_size", -(2**62))
     with Producer("docs", redis_url=redis_url, pack_records=1) as producer:
         futures = producer.enqueue_many([record(i) for i in range(300)], timeout=60)
-        assert queued_records(client) == 300
+        await queued(client, 300)
         start_writer(max_queue_size=64, max_batch=16)
         await gather(futures)
     assert table_ids(db_uri) == list(range(300))

@@ -17,7 +17,14 @@ import redis
 from lancequeue.common.errors import OutcomeUnknown, WriteTimeout
 from lancequeue.producer import Producer
 from lancequeue.writer.sink import TableSink
-from tests.support import KEYS, StartWriter, resolve, table_ids, wait_for
+from tests.support import (
+    KEYS,
+    StartWriter,
+    queued_entry_count,
+    resolve,
+    table_ids,
+    wait_for,
+)
 
 SCHEMA = pa.schema([pa.field("id", pa.int64())])
 
@@ -85,6 +92,8 @@ async def test_a_deadline_is_judged_in_redis_time_no_entry_id_moves(
     client.xadd(KEYS.stream, {"v": "1"}, id=f"{hour_ahead}-0")
     with Producer("docs", redis_url=redis_url, answer_grace_ms=60_000) as producer:
         futures = producer.enqueue_many([{"id": i} for i in range(3)], timeout=0.3)
+        # The sender pushes them after enqueue_many returned: time counts from the push.
+        wait_for(lambda: queued_entry_count(client) > 1, 10, "the records pushed (one call)")
         pushed_ms = int(client.time()[0]) * 1000
         wait_for(lambda: int(client.time()[0]) * 1000 > pushed_ms + 1000, 10, "the deadline")
         start_writer(schema=SCHEMA, coalesce_ms=10)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import time
 from collections.abc import Callable
 
 import msgpack
@@ -19,6 +20,7 @@ from tests.support import (
     KEYS,
     StartWriter,
     WriterProcess,
+    async_wait_for,
     gather,
     pending_count,
     pop_answers,
@@ -32,6 +34,26 @@ from tests.support import (
 
 REPLY = KEYS.reply("p1")
 StartProcess = Callable[..., WriterProcess]
+DEADLINE_SLACK_S = 1.0
+"""How long after its deadline a record held back by a full queue may take to fail."""
+
+
+async def queued(client: redis.Redis, count: int) -> None:
+    """Until ``count`` records are in the queue (``enqueue`` only buffers them)."""
+    await async_wait_for(
+        lambda: asyncio.to_thread(lambda: queued_records(client) == count),
+        what=f"{count} records in the queue",
+    )
+
+
+async def sender_waits_for_room(client: redis.Redis, count: int) -> None:
+    """Until ``count`` senders wait for room on the table's flush channel."""
+    await async_wait_for(
+        lambda: asyncio.to_thread(
+            lambda: client.pubsub_numsub(KEYS.flushed_channel)[0][1] == count
+        ),
+        what=f"{count} senders waiting for room",
+    )
 
 
 def send_packed(client: redis.Redis, first_seq: int, records: list[bytes]) -> None:
@@ -135,9 +157,9 @@ async def test_a_producer_packs_one_call_s_records_into_entries_each_answered(
 ) -> None:
     client.hset(KEYS.config, "max_batch", 128)  # as a writer that reads packed entries left it
     with Producer("docs", redis_url=redis_url, pack_records=4) as producer:
-        futures = producer.enqueue_many([record(i) for i in range(10)])
-        assert queued_entry_count(client) == 3  # 4 + 4 + 2
-        assert queued_records(client) == 10
+        futures = producer.enqueue_many([record(i) for i in range(10)])  # buffered together
+        await queued(client, 10)
+        assert queued_entry_count(client) == 3  # one send: 4 + 4 + 2
         start_writer(coalesce_ms=20)
         assert await gather(futures) == [None] * 10
     assert table_ids(db_uri) == list(range(10))
@@ -149,6 +171,7 @@ async def test_producers_do_not_pack_until_a_writer_published_its_max_batch(
 ) -> None:
     with Producer("docs", redis_url=redis_url, pack_records=4) as producer:
         producer.enqueue_many([record(i) for i in range(3)])
+        await queued(client, 3)
         assert queued_entry_count(client) == 3
         producer.close(timeout=0)
 
@@ -157,12 +180,29 @@ async def test_the_queue_bound_counts_records_not_entries(
     start_writer: StartWriter, redis_url: str, client: redis.Redis, db_uri: str
 ) -> None:
     client.hset(KEYS.config, mapping={"max_queue_size": 6, "max_batch": 6})
-    with Producer("docs", redis_url=redis_url, pack_records=4) as producer:
-        first = producer.enqueue_many([record(i) for i in range(6)])  # two entries: 4 + 2
-        assert queued_records(client) == 6
+    with Producer("docs", redis_url=redis_url, pack_records=4, max_buffered_records=6) as producer:
+        first = producer.enqueue_many([record(i) for i in range(6)])  # one send
+        await queued(client, 6)
+        assert queued_entry_count(client) == 2  # 4 + 2
+        # Two entries, but six records: a seventh gets no room, and fails at its deadline.
+        started = time.monotonic()
+        over = producer.enqueue(record(6), timeout=0.2)
+        error = await asyncio.to_thread(over.exception, 30)
+        assert isinstance(error, QueueFull), error
+        assert 0.2 <= time.monotonic() - started <= 0.2 + DEADLINE_SLACK_S
+        # Once the sender holds a record waiting for room and the buffer is full, enqueue
+        # itself waits, and raises QueueFull at the record's deadline.
+        await sender_waits_for_room(client, 0)
+        held = [producer.enqueue(record(7), timeout=30)]
+        await sender_waits_for_room(client, 1)
+        held += producer.enqueue_many([record(i) for i in range(8, 14)], timeout=31)
+        started = time.monotonic()
         with pytest.raises(QueueFull):
-            producer.enqueue(record(6), timeout=0.2)
+            producer.enqueue(record(14), timeout=0.2)
+        assert time.monotonic() - started >= 0.2
+        assert queued_records(client) == 6
         start_writer(coalesce_ms=20, max_queue_size=6, max_batch=6)
         assert await gather(first) == [None] * 6
+        assert await gather(held) == [None] * 7
         await asyncio.to_thread(producer.write, record(6), 30)
-    assert table_ids(db_uri) == list(range(7))
+    assert table_ids(db_uri) == list(range(14))

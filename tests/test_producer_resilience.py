@@ -14,6 +14,7 @@ import hashlib
 import selectors
 import socket
 import threading
+import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -21,6 +22,7 @@ import msgpack
 import pytest
 import redis
 
+from lancequeue.common.codec import decode_record
 from lancequeue.common.errors import OutcomeUnknown, ProducerClosed, WriteTimeout
 from lancequeue.common.protocol import ENQUEUE_SCRIPT
 from lancequeue.producer import AsyncProducer, Producer
@@ -201,6 +203,15 @@ def _stream(client: redis.Redis) -> list[tuple[int, int, bytes]]:
     return found
 
 
+async def _stream_holds(client: redis.Redis, count: int, what: str) -> list[tuple[int, int, bytes]]:
+    """Wait until at least ``count`` records are in the stream (the producer's sender puts them
+    there after ``enqueue`` returned); returns them all."""
+    found: list[tuple[int, int, bytes]] = await asyncio.to_thread(
+        wait_for, lambda: (held := _stream(client)) and len(held) >= count and held, 30, what
+    )
+    return found
+
+
 # -- deadlines ------------------------------------------------------------------------------
 
 
@@ -210,7 +221,8 @@ async def test_a_record_the_writer_does_not_answer_by_its_deadline_plus_the_grac
     made = Producer("docs", redis_url=redis_url, timeout_ms=300, answer_grace_ms=200)
     try:
         future = made.enqueue(record(1))
-        (seq, ttl, _) = _stream(client)[0]
+        (seq, ttl, _), *more = await _stream_holds(client, 1, "the record in the stream")
+        assert not more
         assert seq == 1 and 0 < ttl <= 300  # the entry carries the time left to its deadline
         with pytest.raises(WriteTimeout) as caught:
             await resolve(future, 30)
@@ -234,19 +246,37 @@ async def test_an_async_record_the_writer_does_not_answer_in_time_fails(redis_ur
 async def test_a_record_whose_deadline_passed_while_redis_was_down_fails_and_is_never_written(
     own_redis: RestartableRedis, start_writer: StartWriter, db_uri: str
 ) -> None:
-    made = Producer("docs", redis_url=own_redis.url)
+    made = Producer("docs", redis_url=own_redis.url, max_buffered_records=1)
     try:
         await asyncio.to_thread(own_redis.stop)
+        # enqueue returns at once; the sender keeps trying until the record's deadline, then
+        # fails its future, at that deadline.
+        started = time.monotonic()
+        unsent = made.enqueue(record(1), 2.0)
+        queued = made.enqueue(record(2), 3.0)  # waits in the buffer (one record) behind it
+        # The buffer is full: an enqueue waits for room until its own deadline, and raises.
         with pytest.raises(WriteTimeout) as caught:
-            await asyncio.to_thread(made.enqueue, record(1), 0.5)
+            await asyncio.to_thread(made.enqueue, record(3), 0.5)
+        waited_s = time.monotonic() - started
+        assert 0.5 <= waited_s < 1.5, waited_s
         assert "not sent" in str(caught.value) and "will not be" in str(caught.value)
-        assert made.outstanding == 0
+        assert "Redis unreachable" in str(caught.value)
+        for future, deadline_s in ((unsent, 2.0), (queued, 3.0)):
+            with pytest.raises(WriteTimeout) as caught:
+                await resolve(future, 30)
+            failed_s = time.monotonic() - started
+            assert deadline_s <= failed_s < deadline_s + 1.0, failed_s  # at its deadline
+            message = str(caught.value)
+            assert "not sent" in message and "will not be" in message, message
+            assert "Redis unreachable" in message, message
+        # (the sender counts a record out just after failing its future)
+        await asyncio.to_thread(wait_for, lambda: made.outstanding == 0, 5, "nothing outstanding")
         await asyncio.to_thread(own_redis.start)
         start_writer(redis_url=own_redis.url, coalesce_ms=20)
         # The same producer reconnects; once its next record is answered, the writer has
         # been through everything sent before it.
-        await asyncio.to_thread(made.write, record(2), 30)
-        assert table_ids(db_uri) == [2]
+        await asyncio.to_thread(made.write, record(4), 30)
+        assert table_ids(db_uri) == [4]
     finally:
         await asyncio.to_thread(made.close)
 
@@ -257,11 +287,12 @@ async def test_a_record_sent_unconfirmed_then_cut_off_past_its_deadline_is_never
     made = Producer("docs", redis_url=proxy.url, answer_grace_ms=300)
     try:
         first = made.enqueue(record(0), timeout=60)  # loads the script; written later
+        await _stream_holds(client, 1, "the first record in the stream")
         proxy.lose_next_evalsha_reply("close", then_refuse=True)
         # Redis added it, but the producer cannot know: it retries until the deadline, then
         # leaves the record to the writer's answer, which cannot come either.
-        lost = await asyncio.to_thread(made.enqueue, record(1), 0.5)
-        assert proxy.lost_replies == 1
+        lost = made.enqueue(record(1), 0.5)
+        await asyncio.to_thread(wait_for, lambda: proxy.lost_replies == 1, 30, "a lost reply")
         assert [seq for seq, _, _ in _stream(client)] == [1, 2]
         # Nor can it abandon the record in Redis: it cannot know whether a writer claimed it.
         with pytest.raises(OutcomeUnknown, match="may or may not be in the table"):
@@ -277,15 +308,28 @@ async def test_a_record_sent_unconfirmed_then_cut_off_past_its_deadline_is_never
 async def test_close_ends_an_enqueue_waiting_for_redis_with_producer_closed(
     own_redis: RestartableRedis, caplog: pytest.LogCaptureFixture
 ) -> None:
-    made = Producer("docs", redis_url=own_redis.url)
+    made = Producer("docs", redis_url=own_redis.url, max_buffered_records=2)
     await asyncio.to_thread(own_redis.stop)
-    waiting = asyncio.ensure_future(asyncio.to_thread(made.enqueue, record(1), 600))
+    sending = made.enqueue(record(1), 600)
     await asyncio.to_thread(
-        wait_for, lambda: "reconnecting" in caplog.text, 30, "the enqueue to wait for Redis"
+        wait_for, lambda: "reconnecting" in caplog.text, 30, "the sender to wait for Redis"
     )
+    # Two more records fill the buffer behind the stuck send; the third waits for room.
+    waiting = asyncio.ensure_future(
+        asyncio.to_thread(made.enqueue_many, [record(2), record(3), record(4)], 600)
+    )
+    await asyncio.to_thread(
+        wait_for, lambda: made.outstanding == 3, 30, "the enqueue to wait for room"
+    )
+    assert not waiting.done()
+    started = time.monotonic()
     await asyncio.to_thread(made.close, 0)
-    with pytest.raises(ProducerClosed, match="not written"):
-        await asyncio.wait_for(waiting, 30)
+    futures = await asyncio.wait_for(waiting, 30)
+    assert time.monotonic() - started < 5, "close() waited for Redis"
+    for future in [sending, *futures]:
+        assert future.done()
+        with pytest.raises(ProducerClosed, match="not written"):
+            await resolve(future, 5)
     assert made.outstanding == 0
 
 
@@ -301,7 +345,13 @@ async def test_concurrent_senders_add_entries_in_sequence_order(
 
     with concurrent.futures.ThreadPoolExecutor(8) as threads:
         await asyncio.gather(*(asyncio.wrap_future(threads.submit(send, k)) for k in range(8)))
-    assert [seq for seq, _, _ in _stream(client)] == list(range(1, 401))
+    entries = await _stream_holds(client, 400, "all 400 records in the stream")
+    assert [seq for seq, _, _ in entries] == list(range(1, 401))
+    # Each thread's records are in the stream in the order it enqueued them.
+    ids = [decode_record(data)["id"] for _, _, data in entries]
+    for k in range(8):
+        mine = [i for i in ids if i // 100 == k]
+        assert mine == sorted(mine) and len(mine) == 50, (k, mine)
     producer.close(timeout=0)
 
 
@@ -311,10 +361,11 @@ async def test_a_chunk_whose_confirmation_was_lost_is_sent_again_with_the_same_s
     made = Producer("docs", redis_url=proxy.url, timeout_ms=30_000)
     try:
         first = made.enqueue(record(1))  # loads the script: the lost reply is not a NOSCRIPT
+        await _stream_holds(client, 1, "the first record in the stream")
         proxy.lose_next_evalsha_reply("close")
         second = made.enqueue_many([record(2), record(3)])
-        assert proxy.lost_replies == 1
-        entries = _stream(client)
+        await asyncio.to_thread(wait_for, lambda: proxy.lost_replies == 1, 30, "a lost reply")
+        entries = await _stream_holds(client, 5, "the chunk sent again")
         assert [seq for seq, _, _ in entries] == [1, 2, 3, 2, 3]
         assert entries[1][2] == entries[3][2] and entries[2][2] == entries[4][2]
         assert 0 < entries[3][1] <= entries[1][1] <= 30_000  # ttl recomputed for the resend
@@ -330,10 +381,12 @@ async def test_an_async_chunk_whose_confirmation_was_lost_is_sent_again_with_the
 ) -> None:
     async with AsyncProducer("docs", redis_url=proxy.url) as made:
         first = await made.enqueue(record(1))
+        await _stream_holds(client, 1, "the first record in the stream")
         proxy.lose_next_evalsha_reply("close")
         second = await made.enqueue(record(2))
-        assert proxy.lost_replies == 1
-        assert [seq for seq, _, _ in _stream(client)] == [1, 2, 2]
+        await asyncio.to_thread(wait_for, lambda: proxy.lost_replies == 1, 30, "a lost reply")
+        entries = await _stream_holds(client, 3, "the record sent again")
+        assert [seq for seq, _, _ in entries] == [1, 2, 2]
         start_writer(coalesce_ms=20)
         await asyncio.wait_for(asyncio.gather(first, second), 30)
         assert table_ids(db_uri) == [1, 2]
@@ -345,10 +398,12 @@ async def test_a_send_whose_reply_never_comes_is_sent_again_after_the_redis_time
     made = Producer("docs", redis_url=proxy.url, redis_timeout_ms=300)
     try:
         first = made.enqueue(record(1))
+        await _stream_holds(client, 1, "the first record in the stream")
         proxy.lose_next_evalsha_reply("swallow")  # the connection stays open, silent
-        second = await asyncio.to_thread(made.enqueue, record(2))
-        assert proxy.lost_replies == 1
-        assert [seq for seq, _, _ in _stream(client)] == [1, 2, 2]
+        second = made.enqueue(record(2))
+        await asyncio.to_thread(wait_for, lambda: proxy.lost_replies == 1, 30, "a lost reply")
+        entries = await _stream_holds(client, 3, "the record sent again")
+        assert [seq for seq, _, _ in entries] == [1, 2, 2]
         start_writer(coalesce_ms=20)
         assert await gather([first, second]) == [None, None]
         assert table_ids(db_uri) == [1, 2]
@@ -360,10 +415,13 @@ async def test_a_redis_that_forgot_the_enqueue_script_is_given_it_again(
     producer: Producer, client: redis.Redis
 ) -> None:
     producer.enqueue(record(1))
+    await _stream_holds(client, 1, "the first record in the stream")  # the script is loaded
     client.script_flush()
     assert client.script_exists(hashlib.sha1(ENQUEUE_SCRIPT.encode()).hexdigest()) == [False]
-    producer.enqueue(record(2))
-    assert [seq for seq, _, _ in _stream(client)] == [1, 2]
+    second = producer.enqueue(record(2))
+    entries = await _stream_holds(client, 2, "the second record in the stream")
+    assert [seq for seq, _, _ in entries] == [1, 2]
+    assert not second.done()  # sent, not failed (no writer runs: no answer yet)
     producer.close(timeout=0)
 
 

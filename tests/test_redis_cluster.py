@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import threading
+import time
 from collections.abc import Iterator
 from concurrent.futures import Future
 from pathlib import Path
@@ -17,7 +18,18 @@ import redis
 from lancequeue.common.errors import QueueFull
 from lancequeue.producer import AsyncProducer, Producer
 from tests.redis_cluster import LoopbackCluster
-from tests.support import WriterProcess, cli_env, gather, record, run_cli, wait_for
+from tests.support import (
+    WriterProcess,
+    cli_env,
+    gather,
+    queued_records,
+    record,
+    run_cli,
+    wait_for,
+)
+
+DEADLINE_SLACK_S = 1.0
+"""How long after its deadline a record held back by a full queue may take to fail."""
 
 
 @pytest.fixture(scope="module")
@@ -114,33 +126,59 @@ def test_a_producer_held_back_by_a_full_queue_on_a_cluster_is_woken_by_the_write
     table = "cluster_full"
     db_uri = str(tmp_path / "db")
     url = _node_url(cluster.ports[0], "redis+cluster")
+    flushed = f"lancequeue:{{{table}}}:flushed"
     with redis.RedisCluster(host="127.0.0.1", port=cluster.ports[0]) as admin:
         admin.hset(f"lancequeue:{{{table}}}:config", "max_queue_size", 4)
-    # Re-checks a full queue only once a minute: only the writer's flush message can wake it.
-    with Producer(table, redis_url=url, room_recheck_ms=60_000) as producer:
-        first = producer.enqueue_many([record(i) for i in range(4)])
-        with pytest.raises(QueueFull):
-            producer.enqueue(record(4), timeout=0.2)
-        fifth: list[Future[None]] = []
-        waiting = threading.Thread(
-            target=lambda: fifth.append(producer.enqueue(record(5), timeout=60))
-        )
-        waiting.start()
-        flushed = f"lancequeue:{{{table}}}:flushed"
-        wait_for(lambda: _subscribers(cluster, flushed) == 1, 30, "the enqueue to subscribe")
-        assert not fifth
-        writer = _start_writer(
-            tmp_path, table, url, db_uri, "--max-queue-size", "4", "--max-batch", "4"
-        )
-        try:
-            waiting.join(60)
-            assert len(fifth) == 1
-            for future in [*first, *fifth]:
-                future.result(timeout=60)
-        finally:
-            writer.close()
+        # Re-checks a full queue only once a minute: only the writer's flush message can wake
+        # it. Its buffer holds one record.
+        with Producer(
+            table, redis_url=url, room_recheck_ms=60_000, max_buffered_records=1
+        ) as producer:
+            first = producer.enqueue_many([record(i) for i in range(4)])
+            wait_for(lambda: queued_records(admin, table) == 4, 30, "four records queued")
+            # The queue is full: the record's future fails with QueueFull at its deadline.
+            started = time.monotonic()
+            over = producer.enqueue(record(4), timeout=0.2)
+            assert isinstance(over.exception(timeout=30), QueueFull)
+            assert 0.2 <= time.monotonic() - started <= 0.2 + DEADLINE_SLACK_S
+            wait_for(lambda: _subscribers(cluster, flushed) == 0, 30, "the sender to give up")
+            # The sender takes the next record and waits for room, subscribed; the one after
+            # fills the buffer; then enqueue waits.
+            fifth = producer.enqueue(record(5), timeout=60)
+            wait_for(lambda: _subscribers(cluster, flushed) == 1, 30, "the sender to subscribe")
+            sixth = producer.enqueue(record(6), timeout=61)
+            called_at: list[float] = []
+            returned: list[tuple[Future[None], float]] = []
+
+            def enqueue_eighth() -> None:
+                called_at.append(time.monotonic())
+                future = producer.enqueue(record(8), timeout=62)
+                returned.append((future, time.monotonic()))
+
+            waiting = threading.Thread(target=enqueue_eighth)
+            waiting.start()
+            wait_for(lambda: called_at, 30, "the eighth enqueue")
+            started = time.monotonic()
+            with pytest.raises(QueueFull):
+                producer.enqueue(record(7), timeout=0.2)
+            assert time.monotonic() - started >= 0.2
+            assert not returned  # the eighth enqueue waits too
+            assert queued_records(admin, table) == 4
+            writer_started_at = time.monotonic()
+            writer = _start_writer(
+                tmp_path, table, url, db_uri, "--max-queue-size", "4", "--max-batch", "4"
+            )
+            try:
+                waiting.join(30)  # woken by the flushes, well before the once-a-minute recheck
+                assert len(returned) == 1
+                eighth, returned_at = returned[0]
+                assert returned_at >= writer_started_at
+                for future in [*first, fifth, sixth, eighth]:
+                    future.result(timeout=60)
+            finally:
+                writer.close()
     rows = lancedb.connect(db_uri).open_table(table).to_arrow()
-    assert sorted(rows.column("id").to_pylist()) == [0, 1, 2, 3, 5]
+    assert sorted(rows.column("id").to_pylist()) == [0, 1, 2, 3, 5, 6, 8]
 
 
 def test_a_writer_and_a_producer_wait_out_a_cluster_outage_and_every_record_lands(

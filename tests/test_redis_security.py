@@ -598,7 +598,7 @@ async def test_on_redis_7_one_producer_account_cannot_destroy_or_lock_out_what_o
     with tls.admin() as admin, redis.Redis.from_url(tls.url("producer")) as attacker:
         with Producer(TABLE, redis_url=tls.url("producer"), timeout_ms=60_000) as honest:
             futures = honest.enqueue_many([record(i) for i in range(50)])  # no writer yet
-            assert admin.llen(KEYS.inbox) >= 1
+            wait_for(lambda: admin.llen(KEYS.inbox) == 50, 10, "the records pushed")
             harm: list[Callable[[], Any]] = [
                 lambda: attacker.xadd(KEYS.stream, {"v": "1"}, maxlen=0),  # trim everything
                 lambda: attacker.xadd(KEYS.stream, {"v": "1"}, id="18446744073709551615-1"),

@@ -20,6 +20,7 @@ from tests.support import (
     queued_records,
     record,
     table_ids,
+    wait_for,
 )
 from tests.test_inbox import element
 
@@ -46,10 +47,10 @@ async def test_a_made_up_inbox_count_neither_locks_producers_out_nor_lets_the_bo
     client.set(KEYS.inboxed, 10**17)  # no writer yet, the inbox empty
     with Producer("docs", redis_url=redis_url, pack_records=1) as made:
         futures = made.enqueue_many([record(i) for i in range(20)], timeout=60)
-        assert queued_records(client) == 20
+        wait_for(lambda: queued_records(client) == 20, 10, "20 records queued")
         client.set(KEYS.inboxed, -(10**17))  # a bound that would let anything in
         more = made.enqueue_many([record(i) for i in range(20, 30)], timeout=60)
-        assert queued_records(client) == 30
+        wait_for(lambda: queued_records(client) == 30, 10, "30 records queued")
         start_writer(coalesce_ms=10)
         await gather([*futures, *more])
     assert table_ids(db_uri) == list(range(30))

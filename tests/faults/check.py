@@ -31,14 +31,27 @@ ROWS: list[dict[str, Any]] = []
 """The rows reported in this session (printed at its end by the suite's conftest)."""
 _SAMPLE = 10
 
+CLOSED_UNSENT = "ProducerClosed:unsent"
+"""The outcome of a record its producer gave up at close before sending it (still buffered, or
+its send met a full queue or an unreachable Redis): the producer says it was not written and
+will not be. The outcome file names it ``ProducerClosed``; its message tells it apart."""
 NOT_WRITTEN = frozenset(
-    {"RecordRejected", "WriteFailed", "QueueFull", "WriteTimeout", "RedisUnavailable"}
+    {
+        "RecordRejected",
+        "WriteFailed",
+        "QueueFull",
+        "WriteTimeout",
+        "RedisUnavailable",
+        CLOSED_UNSENT,
+    }
 )
 """Errors that say the record is not in the table (and never will be)."""
 MAYBE_WRITTEN = frozenset({"OutcomeUnknown"})
 """Errors that honestly say the record may or may not be in the table."""
 UNANSWERED = frozenset({"ProducerClosed"})
-"""What a record gets when its producer closed before anyone answered it."""
+"""What a record gets when its producer closed after sending it, before anyone answered it."""
+_UNSENT_MESSAGE = "closed before the record was sent"
+"""What the message of ``CLOSED_UNSENT`` says (``lancequeue.producer.sending.closed_unsent``)."""
 WRITER_ANSWERS = frozenset({"ok", "RecordRejected", "WriteFailed", "WriteTimeout"})
 """Outcomes a writer gives: a record whose batch the writer had taken (claimed) waits for the
 writer's true answer, which may come after its deadline plus the grace."""
@@ -81,7 +94,10 @@ class ProducerOutcomes:
                 read.enqueued.update(range(first, first + int(item["count"])))
             else:
                 record_id = int(item["id"])
-                read.outcomes[record_id] = str(item["outcome"])
+                outcome = str(item["outcome"])
+                if outcome == "ProducerClosed" and _UNSENT_MESSAGE in item.get("message", ""):
+                    outcome = CLOSED_UNSENT
+                read.outcomes[record_id] = outcome
                 if "digest" in item:
                     read.digests[record_id] = str(item["digest"])
                 if "late_s" in item:

@@ -16,9 +16,10 @@ import redis
 
 from lancequeue.producer import Producer
 from lancequeue.writer import Writer
+from lancequeue.writer.entries import record_count
 from tests.faults.rig import FaultRig, MakeRig
 from tests.redis_server import RestartableRedis
-from tests.support import KEYS, table_ids, wait_for
+from tests.support import KEYS, queued_entries, table_ids, wait_for
 
 pytestmark = pytest.mark.faults
 
@@ -82,6 +83,10 @@ async def test_a_writer_started_against_a_full_redis_takes_the_lease_serves_and_
     writer: Writer | None = None
     try:
         futures = made.enqueue_many([{"id": i, "pad": "x" * 1000} for i in range(200)])
+        # The producer's sender pushes them after enqueue_many returned: the cap comes once
+        # all of them are waiting in Redis.
+        wait_for(lambda: _records_queued(admin) == 200, 30, "the 200 records in Redis")
+        assert not any(f.done() for f in futures)
         admin.config_set("maxmemory-policy", "noeviction")
         admin.config_set("maxmemory", int(admin.info("memory")["used_memory"]) - 50_000)
         assert _refused_at_the_cap(admin)
@@ -103,6 +108,11 @@ async def test_a_writer_started_against_a_full_redis_takes_the_lease_serves_and_
         await asyncio.to_thread(made.close, 0)
         admin.close()
         server.stop()
+
+
+def _records_queued(admin: redis.Redis) -> int:
+    """Records waiting for the table in Redis (a packed entry counts its records)."""
+    return sum(record_count(fields) for fields in queued_entries(admin))
 
 
 def _refused_at_the_cap(admin: redis.Redis) -> bool:
