@@ -27,6 +27,7 @@ from lancequeue.common.errors import LancequeueError, ProducerClosed
 from lancequeue.common.protocol import ABANDON_SCRIPT, ENQUEUE_SCRIPT, encode_results
 from lancequeue.common.redis_client import REDIS_FAILURES, SyncRedis, is_cluster_url, sync_client
 from lancequeue.producer.core import REPLY_BLOCK_S, Call, NotStarted, Op, ProducerCore, Steps
+from lancequeue.producer.futures import RecordFuture
 from lancequeue.producer.outbox import ABANDON_ATTEMPT_S, REPLY_INFLIGHT_TTL_MS, Outgoing
 from lancequeue.producer.settings import ProducerSettings
 
@@ -266,7 +267,7 @@ class Producer:
                 raise ProducerClosed(f"{self!r} is closed")
             self._enqueuing += 1
         try:
-            futures, outgoing = self._core.register(records, _running_future, timeout)
+            futures, outgoing = self._core.register(records, RecordFuture, timeout)
             failed = [future for future in futures if future.done()]  # RecordRejected
             late = self._put(outgoing)
             if late:
@@ -466,13 +467,6 @@ def _close_at_exit(producer: weakref.ref[Producer]) -> None:
     alive = producer()
     if alive is not None:
         alive.close()
-
-
-def _running_future() -> Future[None]:
-    """A future that ``cancel()`` cannot cancel: a sent record is answered regardless."""
-    future: Future[None] = Future()
-    future.set_running_or_notify_cancel()
-    return future
 
 
 def _resolve_ok(future: Future[None]) -> None:

@@ -1,0 +1,208 @@
+"""The producers' core, free of I/O: its loops are driven here as the drivers drive them, with
+Redis's answers written out by hand. What the core decides (what to send, when to wait, what a
+record fails with) is checked once, for both drivers."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import time
+from typing import Any
+
+import msgpack
+import pytest
+from redis.exceptions import ConnectionError as RedisConnectionError
+
+from lancequeue.common.codec import encode_record
+from lancequeue.common.errors import LancequeueError, QueueFull, WriteTimeout
+from lancequeue.common.protocol import (
+    FIELD_RECORD,
+    FIELD_RECORDS,
+    FIELD_SEQ,
+    encode_results,
+    record_digest,
+)
+from lancequeue.producer.core import Call, Op, ProducerCore, Steps
+from lancequeue.producer.futures import RecordFuture
+from lancequeue.producer.settings import ProducerSettings
+from tests.support import record
+
+Future = concurrent.futures.Future[None]
+EPOCH = b"0123456789abcdef0123456789abcdef"
+
+
+def ok(future: Future) -> None:
+    future.set_result(None)
+
+
+def fail(future: Future, error: LancequeueError) -> None:
+    future.set_exception(error)
+
+
+def core(**settings: Any) -> ProducerCore[Future]:
+    return ProducerCore(ProducerSettings("docs", **settings), ok, fail)
+
+
+class Loop:
+    """Runs one of the core's loops call by call, as a driver would."""
+
+    def __init__(self, steps: Steps) -> None:
+        self.steps = steps
+        self.call: Call | None = next(steps)
+
+    def answer(self, result: Any = None) -> Call | None:
+        try:
+            self.call = self.steps.send(result)
+        except StopIteration:
+            self.call = None
+        return self.call
+
+    def fail_with(self, exc: BaseException) -> Call | None:
+        try:
+            self.call = self.steps.throw(exc)
+        except StopIteration:
+            self.call = None
+        return self.call
+
+    def connect(self, max_batch: bytes | None = b"128") -> Call | None:
+        """Answer the connection and the config reads that follow it."""
+        assert self.call is not None and self.call.op is Op.CONNECT
+        self.answer()
+        while self.call is not None and self.call.op is Op.READ_CONFIG:
+            self.answer([max_batch, EPOCH])
+        return self.call
+
+
+def sent_records(call: Call) -> list[bytes]:
+    """The encoded records an ENQUEUE call carries, in order (packed or not)."""
+    fields = call.args[0][3:]
+    found: list[bytes] = []
+    for name, value in zip(fields[::2], fields[1::2], strict=True):
+        if name == FIELD_RECORDS:
+            found.extend(msgpack.unpackb(value))
+        elif name == FIELD_RECORD:
+            found.append(value)
+    return found
+
+
+def sent_seqs(call: Call) -> list[str]:
+    """The first sequence number of each entry an ENQUEUE call carries."""
+    fields = call.args[0][3:]
+    return [
+        value for name, value in zip(fields[::2], fields[1::2], strict=True) if name == FIELD_SEQ
+    ]
+
+
+def enqueue(
+    made: ProducerCore[Future], records: list[dict[str, Any]], timeout: float
+) -> list[Future]:
+    futures, outgoing = made.register(records, RecordFuture, timeout)
+    assert made.buffer.put(outgoing) == len(outgoing)
+    return futures
+
+
+def test_a_lone_record_goes_at_once_and_a_busy_loop_s_records_go_in_one_call() -> None:
+    made = core()
+    sender = Loop(made.sender())
+    assert sender.call == Call(Op.WAIT_BUFFERED, (None,))  # nothing buffered: it waits
+    enqueue(made, [record(1)], 60)
+    sender.answer()
+    call = sender.connect()
+    assert call is not None and call.op is Op.ENQUEUE
+    assert sent_records(call) == [encode_record(record(1))]
+    enqueue(made, [record(i) for i in range(2, 102)], 60)  # while that send is in flight
+    sender.answer([b"1-0"])
+    call = sender.call
+    assert call is not None and call.op is Op.CONNECT  # the next send: all 100 together
+    call = sender.connect()
+    assert call is not None and call.op is Op.ENQUEUE
+    assert sent_records(call) == [encode_record(record(i)) for i in range(2, 102)]
+    assert made.outstanding == 101
+
+
+def test_a_full_queue_makes_the_sender_wait_for_a_flush_and_records_fail_at_their_deadline() -> (
+    None
+):
+    made = core(room_recheck_ms=50)
+    sender = Loop(made.sender())
+    futures = enqueue(made, [record(1), record(2)], 0.2)
+    sender.answer()
+    sender.connect()
+    assert sender.answer([]).op is Op.SUBSCRIBE  # nothing added: the queue is full
+    assert sender.answer().op is Op.CONNECT  # subscribed: try once more at once
+    sender.connect()
+    call = sender.answer([])
+    assert call is not None and call.op is Op.AWAIT_FLUSH and call.args[0] <= 0.05
+    started = time.monotonic()
+    while sender.call is not None and sender.call.op is not Op.WAIT_BUFFERED:
+        if sender.call.op is Op.AWAIT_FLUSH:
+            time.sleep(sender.call.args[0])  # the wait the driver would make
+        if sender.call.op is Op.ENQUEUE:
+            sender.answer([])
+        elif sender.call.op is Op.CONNECT:
+            sender.connect()
+        else:
+            sender.answer()
+    assert time.monotonic() - started < 1
+    for future in futures:
+        with pytest.raises(QueueFull):
+            future.result(timeout=0)
+    assert made.outstanding == 0
+
+
+def test_a_send_whose_answer_was_lost_goes_again_with_the_same_numbers() -> None:
+    made = core()
+    sender = Loop(made.sender())
+    enqueue(made, [record(1)], 60)
+    sender.answer()
+    first = sender.connect()
+    assert first is not None and first.op is Op.ENQUEUE
+    assert sender.fail_with(RedisConnectionError("lost")).op is Op.PAUSE
+    sender.answer()
+    again = sender.connect()
+    assert again is not None and again.op is Op.ENQUEUE
+    # The same entry: the same sequence number, the same record.
+    assert sent_seqs(first) == sent_seqs(again) == ["1"]
+    assert sent_records(first) == sent_records(again) == [encode_record(record(1))]
+
+
+def test_records_redis_never_took_fail_unsent_at_their_deadline_with_the_reason() -> None:
+    made = core()
+    sender = Loop(made.sender())
+    (future,) = enqueue(made, [record(1)], 0.1)
+    sender.answer()
+    while not future.done():
+        if sender.call is not None and sender.call.op is Op.CONNECT:
+            sender.fail_with(RedisConnectionError("refused"))
+        else:
+            sender.answer()
+    error = future.exception()
+    assert isinstance(error, WriteTimeout) and "Redis unreachable" in str(error)
+    assert made.outstanding == 0
+
+
+def test_the_listener_resolves_the_futures_an_answer_names_with_their_digest() -> None:
+    made = core()
+    sender = Loop(made.sender())
+    futures = enqueue(made, [record(1), record(2)], 60)
+    sender.answer()
+    sender.connect()
+    sender.answer([b"1-0", b"1-1"])
+    listener = Loop(made.listener())
+    assert listener.call == Call(Op.NEXT_REPLY)
+    digest = record_digest(encode_record(record(1)))
+    reply = encode_results([(1, None, digest), (2, None, b"not its digest")])
+    assert listener.answer(reply) == Call(Op.DROP_REPLY, (reply,))
+    assert futures[0].result(timeout=0) is None
+    assert "another client's record" in str(futures[1].exception(timeout=0))
+
+
+def test_a_buffered_record_the_sender_cannot_take_fails_at_its_own_deadline() -> None:
+    made = core()
+    (future,) = enqueue(made, [record(1)], 0.05)  # the sender is busy elsewhere
+    abandoner = Loop(made.abandoner())
+    call = abandoner.call
+    assert call is not None and call.op is Op.WAIT_DUE and 0 < call.args[0] <= 0.05
+    time.sleep(call.args[0])
+    abandoner.answer()
+    assert isinstance(future.exception(timeout=0), WriteTimeout)
+    assert len(made.buffer) == 0
