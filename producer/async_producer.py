@@ -78,6 +78,7 @@ class AsyncProducer:
         self._due = asyncio.Event()
         core.on_due = self._due.set
         self._closed = False
+        self._close_done = asyncio.Event()
         self._stopping = asyncio.Event()  # ends the listener's pauses
         self._start_lock = asyncio.Lock()
         self._ops: dict[Op, Callable[..., Awaitable[Any]]] = {
@@ -190,20 +191,34 @@ class AsyncProducer:
         wait_s = self.settings.close_timeout_ms / 1000 if timeout is None else timeout
         deadline = time.monotonic() + wait_s
         async with self._start_lock:
-            if self._closed:
+            if self._closed:  # another close() is at work: it is done when it returns
+                if asyncio.current_task() not in self._tasks:
+                    await self._close_done.wait()
                 return
             self._closed = True
             core.close_deadline = deadline
             core.closing = True
             for event in (self._buffered, self._room):
                 event.set()
+        try:
+            await self._close(deadline)
+        finally:
+            core.stopping = True  # even if this close() was cancelled: the loops end
+            self._stopping.set()
+            self._due.set()
+            self._close_done.set()
+
+    async def _close(self, deadline: float) -> None:
+        core = self._core
         if not self._tasks:  # never started: nothing was sent
             core.refuse_late(core.buffer.take_all())
             return
         sender, listener, abandoner = self._tasks
-        await asyncio.wait({sender}, timeout=_left(deadline) + self._room_recheck_s)
+        ours = asyncio.current_task() in self._tasks  # a done-callback's close(): no waiting
+        if not ours:
+            await asyncio.wait({sender}, timeout=_left(deadline) + self._room_recheck_s)
         pending = core.outbox.futures()
-        if pending:
+        if pending and not ours:
             await asyncio.wait(pending, timeout=_left(deadline))
         core.stopping = True
         self._stopping.set()
@@ -277,15 +292,19 @@ class AsyncProducer:
         """Buffer ``rest`` as room is made, until each one's deadline; returns those that got
         none (or came after close())."""
         buffer = self._core.buffer
-        while rest:
-            self._room.clear()
-            rest = rest[buffer.put(rest) :]
-            if not rest or self._closed:
-                break
-            left_s = rest[0].deadline - time.monotonic()
-            if left_s <= 0:
-                break
-            await _wait(self._room, left_s)
+        try:
+            while rest:
+                self._room.clear()
+                rest = rest[buffer.put(rest) :]
+                if not rest or self._closed:
+                    break
+                left_s = rest[0].deadline - time.monotonic()
+                if left_s <= 0:
+                    break
+                await _wait(self._room, left_s)
+        except BaseException as exc:  # cancelled: what found no room is never sent
+            self._core.fail_unsent(rest, exc)
+            raise
         return rest
 
     # -- running the core's loops ------------------------------------------------------------

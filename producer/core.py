@@ -160,6 +160,16 @@ class ProducerCore(Generic[F]):
             self.fail(item.future, error)
         return error
 
+    def fail_unsent(self, items: list[Outgoing[F]], cause: BaseException) -> None:
+        """Fail records an interrupted enqueue left unbuffered (never sent)."""
+        error = LancequeueError(
+            f"record not sent ({type(cause).__name__} while waiting for room in the buffer); "
+            "it was not written and will not be"
+        )
+        error.__cause__ = cause
+        for item in items:
+            self.fail(item.future, error)
+
     @property
     def outstanding(self) -> int:
         """Records enqueued and not yet answered (buffered ones included)."""
@@ -189,7 +199,10 @@ class ProducerCore(Generic[F]):
             except RedisError as exc:  # neither a lost connection nor a refusal
                 sending.interrupted(exc)
             except BaseException as exc:  # interrupts, cancellation: nothing unsent may hang
-                sending.interrupted(exc)
+                if self.stopping:  # close() cancelled the send
+                    sending.closed()
+                else:
+                    sending.interrupted(exc)
                 raise
             finally:
                 self._sending, self._last_sending = None, sending
@@ -200,8 +213,12 @@ class ProducerCore(Generic[F]):
         unreachable, failing each record at its deadline."""
         backoff = Backoff(RECONNECT_INITIAL_S, RECONNECT_MAX_S)
         subscribed = False
+        abandoned = False  # the generator is being closed: no more calls, not even in finally
         try:
             while not sending.done:
+                if self.stopping:  # close() is done waiting: nothing more is sent
+                    sending.closed()
+                    break
                 if sending.expired():
                     sending.give_up_expired()
                     continue
@@ -213,6 +230,8 @@ class ProducerCore(Generic[F]):
                         break
                     sending.unreachable(exc)
                     yield from self._pause(sending, backoff)
+                    continue
+                if self.stopping:
                     continue
                 args = sending.next_args()
                 if args is None:
@@ -258,8 +277,11 @@ class ProducerCore(Generic[F]):
                     yield Call(Op.UNSUBSCRIBE)
                     sending.unreachable(exc)
                     yield from self._pause(sending, backoff)
+        except GeneratorExit:
+            abandoned = True
+            raise
         finally:
-            if subscribed:
+            if subscribed and not abandoned:
                 yield Call(Op.UNSUBSCRIBE)
 
     def _connect(self, sending: Sending[F]) -> Steps:

@@ -30,6 +30,13 @@ class Numbered(Protocol):
 
     seq: int
     data: bytes
+    deadline: float
+
+
+def _ttl_ms(deadline: float, now: float) -> int:
+    """Milliseconds from ``now`` to ``deadline``, at least 1 (the caller sends only records
+    whose deadline has not passed)."""
+    return max(1, int((deadline - now) * 1000))
 
 
 class EntryMaker:
@@ -62,13 +69,15 @@ class EntryMaker:
         return sizes
 
     def script_args(
-        self, chunk: Sequence[Numbered], sizes: list[int], ttl_ms: int
+        self, chunk: Sequence[Numbered], sizes: list[int], now: float
     ) -> list[bytes | str | int]:
         """ARGV of the enqueue script for ``chunk`` (numbered) split into entries of ``sizes``
-        records (see ``pack``), each entry with ``ttl_ms``."""
+        records (see ``pack``), each entry with the time its records have left (``now`` on
+        ``time.monotonic()``): until the earliest deadline among them."""
         if self._pack_records == 1:
             args: list[bytes | str | int] = [DEFAULT_MAX_QUEUE_SIZE, ENTRY_WIDTH, self._channel]
             for item in chunk:
+                ttl_ms = _ttl_ms(item.deadline, now)
                 args.extend(entry_fields(self._reply_key, item.seq, item.data, ttl_ms))
             return args
         args = [DEFAULT_MAX_QUEUE_SIZE, PACKED_ENTRY_WIDTH, self._channel]
@@ -76,6 +85,7 @@ class EntryMaker:
         for size in sizes:
             items = chunk[start : start + size]
             data = [item.data for item in items]
+            ttl_ms = _ttl_ms(min(item.deadline for item in items), now)
             args.extend(packed_entry_fields(self._reply_key, items[0].seq, data, ttl_ms))
             start += size
         return args

@@ -97,6 +97,7 @@ class Producer:
         core.on_due = self._due.set
         self._lifecycle = threading.Condition()  # close() waits for enqueues in progress
         self._closed = False
+        self._close_done = threading.Event()
         self._enqueuing = 0
         self._stopping = threading.Event()  # ends the listener's pauses
         self._ops: dict[Op, Callable[..., Any]] = {
@@ -197,23 +198,34 @@ class Producer:
         wait_s = self.settings.close_timeout_ms / 1000 if timeout is None else timeout
         deadline = time.monotonic() + wait_s
         core = self._core
+        here = threading.current_thread()
+        ours = here in (self._listener, self._expirer, self._sender)
         with self._lifecycle:
-            if self._closed:
+            if self._closed:  # another close() is at work: it is done when it returns
+                if not ours:
+                    self._close_done.wait()
                 return
             self._closed = True
             core.close_deadline = deadline
             core.closing = True
             self._notify()  # enqueues waiting for room give up
             self._lifecycle.wait_for(lambda: self._enqueuing == 0, wait_s)
+        try:
+            self._close(deadline, here, ours)
+        finally:
+            self._close_done.set()
+
+    def _close(self, deadline: float, here: threading.Thread, ours: bool) -> None:
+        core = self._core
         atexit.unregister(self._close_at_exit)
-        here = threading.current_thread()
         if here is self._sender:  # close() in a done-callback: the sender cannot wait for itself
             core.refuse_late(core.buffer.take_all())
         else:  # it sends what is buffered, or gives up once close()'s time is up
             self._sender.join(max(0.0, deadline - time.monotonic()) + self._room_recheck_s)
             if self._sender.is_alive():  # held up in a call: what it has not taken fails now
                 core.refuse_late(core.buffer.take_all())
-        concurrent.futures.wait(core.outbox.futures(), max(0.0, deadline - time.monotonic()))
+        if not ours:  # else the thread that would answer them is the one waiting
+            concurrent.futures.wait(core.outbox.futures(), max(0.0, deadline - time.monotonic()))
         core.stopping = True
         self._stopping.set()
         self._due.set()
@@ -281,19 +293,24 @@ class Producer:
 
     def _put(self, items: list[Outgoing[Future[None]]]) -> list[Outgoing[Future[None]]]:
         """Buffer ``items``, waiting for room until each one's deadline; returns those that
-        got none (or came after close()). The sender's own thread (a done-callback) never
-        waits: only it makes room."""
+        got none (or came after close()). The producer's own threads (a done-callback) never
+        wait: the sender makes room, and the others must not stall answers meanwhile."""
         buffer = self._core.buffer
-        rest = items[buffer.put(items, threading.current_thread() is self._sender) :]
-        with self._changed:
-            while rest:
-                rest = rest[buffer.put(rest) :]
-                if not rest or self._closed:
-                    break
-                left_s = rest[0].deadline - time.monotonic()
-                if left_s <= 0:
-                    break
-                self._changed.wait(left_s)
+        ours = threading.current_thread() in (self._sender, self._listener, self._expirer)
+        rest = items[buffer.put(items, over_bound=ours) :]
+        try:
+            with self._changed:
+                while rest:
+                    rest = rest[buffer.put(rest) :]
+                    if not rest or self._closed:
+                        break
+                    left_s = rest[0].deadline - time.monotonic()
+                    if left_s <= 0:
+                        break
+                    self._changed.wait(left_s)
+        except BaseException as exc:  # an interrupt: what found no room is never sent
+            self._core.fail_unsent(rest, exc)
+            raise
         return rest
 
     def _notify(self) -> None:
@@ -354,8 +371,10 @@ class Producer:
         Redis ``TimeoutError`` if it had."""
         try:
             running = self._calls.submit(call, *args)
-        except RuntimeError:  # the interpreter is exiting: an atexit close() sends what is left
-            return call(*args)
+        except RuntimeError:
+            if self._core.stopping:  # close() is over: nothing more goes out
+                raise NotStarted("the producer is closed") from None
+            return call(*args)  # the interpreter is exiting: an atexit close() sends the rest
         try:
             return running.result(timeout=timeout_s)
         except concurrent.futures.TimeoutError:
@@ -470,10 +489,19 @@ def _close_at_exit(producer: weakref.ref[Producer]) -> None:
 
 
 def _resolve_ok(future: Future[None]) -> None:
-    with contextlib.suppress(concurrent.futures.InvalidStateError):  # close() raced the answer
-        future.set_result(None)
+    _settle(future.set_result, None)
 
 
 def _resolve_error(future: Future[None], error: LancequeueError) -> None:
-    with contextlib.suppress(concurrent.futures.InvalidStateError):  # close() raced the answer
-        future.set_exception(error)
+    _settle(future.set_exception, error)
+
+
+def _settle(settle: Callable[[Any], None], outcome: Any) -> None:
+    """Settle a future; a done-callback raising even ``SystemExit`` must not leave the other
+    records of the batch unsettled (``Future`` itself logs only ``Exception``)."""
+    try:
+        settle(outcome)
+    except concurrent.futures.InvalidStateError:  # close() raced the answer
+        pass
+    except BaseException:
+        logger.exception("a done-callback of a record's future raised")

@@ -68,8 +68,7 @@ def closed_unsent() -> ProducerClosed:
 
 
 class Sending(Generic[F]):
-    """One chunk of buffered records on its way into the stream: the records share a timeout,
-    so their deadlines follow their order, and the first unsent one's is the chunk's."""
+    """One chunk of buffered records on its way into the stream; each keeps its deadline."""
 
     def __init__(
         self,
@@ -103,36 +102,34 @@ class Sending(Generic[F]):
         return 0 if self._numbered else len(self._unsent)
 
     def remaining_s(self) -> float:
-        """Time left until the first unsent record's deadline."""
+        """Time left until the earliest deadline among the unsent records."""
         if not self._unsent:
             return 0.0
-        return max(0.0, self._unsent[0].deadline - time.monotonic())
+        return max(0.0, min(item.deadline for item in self._unsent) - time.monotonic())
 
     def expired(self) -> bool:
-        return bool(self._unsent) and time.monotonic() >= self._unsent[0].deadline
+        now = time.monotonic()
+        return any(item.deadline <= now for item in self._unsent)
 
     def give_up_expired(self) -> None:
         """Fail the records whose deadline has passed (``QueueFull`` or ``WriteTimeout``, by
         what held them up); the others go on."""
         now = time.monotonic()
-        count = 0
-        while count < len(self._unsent) and self._unsent[count].deadline <= now:
-            count += 1
-        expired, self._unsent = self._unsent[:count], self._unsent[count:]
+        expired = [item for item in self._unsent if item.deadline <= now]
+        self._unsent = [item for item in self._unsent if item.deadline > now]
         self._give_up(expired, self.not_sent_in_time())
 
     def next_args(self) -> list[bytes | str | int] | None:
         """Script arguments for the unsent records, numbered now if not yet (under the epoch
-        just read); each entry's ttl is the time left until the first one's deadline. None if
-        no time is left."""
-        ttl_ms = int(self.remaining_s() * 1000)
-        if ttl_ms <= 0:
+        just read); each entry's ttl is the time left until its records' earliest deadline.
+        None if a deadline has passed."""
+        if self.expired():
             return None
         if not self._numbered:
             self._outbox.number(self._unsent)
             self._numbered = True
         self._entry_sizes = self._outbox.entries.pack(self._unsent)
-        return self._outbox.entries.script_args(self._unsent, self._entry_sizes, ttl_ms)
+        return self._outbox.entries.script_args(self._unsent, self._entry_sizes, time.monotonic())
 
     def added(self, entries: int) -> bool:
         """The script added the first ``entries`` entries; True if it added all of them,

@@ -32,6 +32,7 @@ from tests.support import (
     StartWriter,
     gather,
     queued_entries,
+    queued_records,
     record,
     resolve,
     table_ids,
@@ -521,3 +522,44 @@ async def test_an_async_producer_keeps_writing_through_a_redis_restart(
         producing.cancel()
     assert sorted(answered) == list(range(120))
     assert table_ids(db_uri) == list(range(120))
+
+
+def test_a_done_callback_raising_system_exit_leaves_no_record_of_its_batch_unsettled() -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        dead_port = sock.getsockname()[1]
+    made = Producer("docs", redis_url=f"redis://127.0.0.1:{dead_port}", close_timeout_ms=100)
+    futures = made.enqueue_many([record(i) for i in range(5)], timeout=0.3)
+
+    def exit_now(_: object) -> None:
+        raise SystemExit("a callback that exits")
+
+    futures[0].add_done_callback(exit_now)
+    done, _ = concurrent.futures.wait(futures, 10)
+    assert len(done) == 5  # the others of its batch were failed all the same
+    assert all(isinstance(future.exception(), WriteTimeout) for future in futures)
+    made.close()
+
+
+def test_nothing_is_sent_after_a_close_from_a_done_callback_even_if_redis_comes_back(
+    tmp_path: Path,
+) -> None:
+    server = RestartableRedis(tmp_path / "redis")  # not started yet: Redis is down
+    made = Producer("docs", redis_url=server.url, linger_ms=1_000)
+    closed = threading.Event()
+
+    def close_then_start_redis(_: object) -> None:
+        made.close()  # on the sender thread, while it holds the chunk of both records
+        server.start()
+        closed.set()
+
+    first = made.enqueue(record(1), timeout=2)
+    first.add_done_callback(close_then_start_redis)
+    second = made.enqueue(record(2), timeout=4)  # the same chunk (the linger), a later deadline
+    try:
+        assert isinstance(second.exception(timeout=30), ProducerClosed)
+        assert closed.wait(30)
+        with redis.Redis.from_url(server.url) as client:
+            assert client.llen(KEYS.inbox) == 0 and queued_records(client) == 0
+    finally:
+        server.stop()
