@@ -29,6 +29,7 @@ from lancequeue.common.redis_client import (
     async_client,
     is_cluster_url_async,
 )
+from lancequeue.producer.commands import redis_commands
 from lancequeue.producer.core import REPLY_BLOCK_S, Call, Op, ProducerCore, Steps
 from lancequeue.producer.outbox import ABANDON_ATTEMPT_S, REPLY_INFLIGHT_TTL_MS, Outgoing
 from lancequeue.producer.settings import ProducerSettings
@@ -84,26 +85,20 @@ class AsyncProducer:
         self._ops: dict[Op, Callable[..., Awaitable[Any]]] = {
             Op.WAIT_BUFFERED: self._wait_buffered,
             Op.CONNECT: self._connect,
-            Op.READ_CONFIG: self._read_config,
-            Op.SET_EPOCH: lambda epoch: self._client.setnx(self.keys.epoch, epoch),
-            Op.ENQUEUE: lambda args: self._enqueue_script(
-                keys=core.outbox.entries.script_keys, args=args
-            ),
             Op.SUBSCRIBE: self._subscribe,
             Op.AWAIT_FLUSH: self._await_flush,
             Op.UNSUBSCRIBE: self._unsubscribe,
             Op.PAUSE: asyncio.sleep,  # bounded by the core, by close()'s deadline too
             Op.NEXT_REPLY: self._next_reply,
-            Op.DROP_REPLY: lambda message: self._reply_client.lrem(
-                core.outbox.inflight_key, 1, message
-            ),
-            Op.READ_INFLIGHT: lambda: self._reply_client.lrange(core.outbox.inflight_key, 0, -1),
-            Op.TRIM_INFLIGHT: lambda count: self._reply_client.ltrim(
-                core.outbox.inflight_key, count, -1
-            ),
             Op.LISTEN_PAUSE: lambda wait_s: _wait(self._stopping, wait_s),
             Op.WAIT_DUE: self._wait_due,
-            Op.ABANDON: lambda args: self._abandon_script(keys=core.outbox.abandon_keys, args=args),
+            **redis_commands(
+                core,
+                lambda: self._client,
+                lambda: self._reply_client,
+                lambda: self._enqueue_script,
+                lambda: self._abandon_script,
+            ),
         }
 
     async def start(self) -> None:
@@ -377,13 +372,6 @@ class AsyncProducer:
             await pool.release(await pool.get_connection())  # type: ignore[no-untyped-call]
         else:
             await _refresh_cluster_connection(client, self.keys.stream)
-
-    async def _read_config(self) -> list[bytes | str | None]:
-        field = self._core.outbox.entries.config_field
-        return [
-            await self._client.hget(self.keys.config, field),
-            await self._client.get(self.keys.epoch),
-        ]
 
     async def _subscribe(self) -> None:
         self._pubsub = self._client.pubsub(ignore_subscribe_messages=True)

@@ -47,7 +47,8 @@ class Op(enum.Enum):
 
     WAIT_BUFFERED = enum.auto()  # (wait_s | None): until records are buffered, or closing
     CONNECT = enum.auto()  # (): have the sending connection connected
-    READ_CONFIG = enum.auto()  # (): -> [max_batch field, epoch] of the table
+    READ_CONFIG = enum.auto()  # (): -> the table's config field the producer reads (max_batch)
+    READ_EPOCH = enum.auto()  # (): -> the stream's epoch
     SET_EPOCH = enum.auto()  # (epoch,): SETNX the stream's epoch
     ENQUEUE = enum.auto()  # (args,): -> ids added by the enqueue script
     SUBSCRIBE = enum.auto()  # (): to the table's flush messages
@@ -290,11 +291,16 @@ class ProducerCore(Generic[F]):
         yield Call(Op.CONNECT, (), sending.remaining_s())
         entries = self.outbox.entries
         if entries.config_stale(time.monotonic()):
-            values = yield Call(Op.READ_CONFIG, (), sending.remaining_s())
+            values = yield from self._read_config(sending)
             if entries.learn_config(values, 0.0):
                 yield Call(Op.SET_EPOCH, (entries.new_epoch(),), sending.remaining_s())
-            values = yield Call(Op.READ_CONFIG, (), sending.remaining_s())
+                values = yield from self._read_config(sending)
             entries.learn_config(values, time.monotonic())
+
+    def _read_config(self, sending: Sending[F]) -> Generator[Call, Any, list[Any]]:
+        max_batch = yield Call(Op.READ_CONFIG, (), sending.remaining_s())
+        epoch = yield Call(Op.READ_EPOCH, (), sending.remaining_s())
+        return [max_batch, epoch]
 
     def _pause(self, sending: Sending[F], backoff: Backoff) -> Steps:
         """Wait before reconnecting (bounded by the deadline; close() ends the send)."""

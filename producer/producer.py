@@ -26,6 +26,7 @@ from lancequeue.common.connection import resolve_redis_url
 from lancequeue.common.errors import LancequeueError, ProducerClosed
 from lancequeue.common.protocol import ABANDON_SCRIPT, ENQUEUE_SCRIPT, encode_results
 from lancequeue.common.redis_client import REDIS_FAILURES, SyncRedis, is_cluster_url, sync_client
+from lancequeue.producer.commands import redis_commands
 from lancequeue.producer.core import REPLY_BLOCK_S, Call, NotStarted, Op, ProducerCore, Steps
 from lancequeue.producer.futures import RecordFuture
 from lancequeue.producer.outbox import ABANDON_ATTEMPT_S, REPLY_INFLIGHT_TTL_MS, Outgoing
@@ -103,24 +104,20 @@ class Producer:
         self._ops: dict[Op, Callable[..., Any]] = {
             Op.WAIT_BUFFERED: self._wait_buffered,
             Op.CONNECT: self._connect,
-            Op.READ_CONFIG: self._read_config,
-            Op.SET_EPOCH: lambda epoch: self._redis.setnx(self.keys.epoch, epoch),
-            Op.ENQUEUE: lambda args: self._enqueue_script(
-                keys=core.outbox.entries.script_keys, args=args
-            ),
             Op.SUBSCRIBE: self._subscribe,
             Op.AWAIT_FLUSH: self._await_flush,
             Op.UNSUBSCRIBE: self._unsubscribe,
             Op.PAUSE: time.sleep,  # bounded by the core, by close()'s deadline too
             Op.NEXT_REPLY: self._next_reply,
-            Op.DROP_REPLY: lambda message: self._replies.lrem(core.outbox.inflight_key, 1, message),
-            Op.READ_INFLIGHT: lambda: self._replies.lrange(core.outbox.inflight_key, 0, -1),
-            Op.TRIM_INFLIGHT: lambda count: self._replies.ltrim(
-                core.outbox.inflight_key, count, -1
-            ),
             Op.LISTEN_PAUSE: self._stopping.wait,
             Op.WAIT_DUE: self._wait_due,
-            Op.ABANDON: lambda args: self._abandon_script(keys=core.outbox.abandon_keys, args=args),
+            **redis_commands(
+                core,
+                lambda: self._redis,
+                lambda: self._replies,
+                lambda: self._enqueue_script,
+                lambda: self._abandon_script,
+            ),
         }
         self._sender = self._thread(
             core.sender, "sender", lambda: core.closing and not len(core.buffer)
@@ -403,13 +400,6 @@ class Producer:
             client = client.get_redis_connection(node)
         pool = client.connection_pool
         pool.release(pool.get_connection())
-
-    def _read_config(self) -> list[bytes | str | None]:
-        entries = self._core.outbox.entries
-        return [
-            self._redis.hget(self.keys.config, entries.config_field),
-            self._redis.get(self.keys.epoch),
-        ]
 
     def _subscribe(self) -> None:
         self._pubsub = self._redis.pubsub(ignore_subscribe_messages=True)  # type: ignore[no-untyped-call,unused-ignore]

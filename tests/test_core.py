@@ -67,8 +67,8 @@ class Loop:
         """Answer the connection and the config reads that follow it."""
         assert self.call is not None and self.call.op is Op.CONNECT
         self.answer()
-        while self.call is not None and self.call.op is Op.READ_CONFIG:
-            self.answer([max_batch, EPOCH])
+        while self.call is not None and self.call.op in (Op.READ_CONFIG, Op.READ_EPOCH):
+            self.answer(max_batch if self.call.op is Op.READ_CONFIG else EPOCH)
         return self.call
 
 
