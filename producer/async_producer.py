@@ -30,7 +30,7 @@ from lancequeue.common.redis_client import (
     is_cluster_url_async,
 )
 from lancequeue.producer.commands import redis_commands
-from lancequeue.producer.core import REPLY_BLOCK_S, Call, Op, ProducerCore, Steps
+from lancequeue.producer.core import REPLY_BLOCK_S, Call, Op, ProducerCore, Steps, resume
 from lancequeue.producer.outbox import ABANDON_ATTEMPT_S, REPLY_INFLIGHT_TTL_MS, Outgoing
 from lancequeue.producer.settings import ProducerSettings
 
@@ -319,18 +319,14 @@ class AsyncProducer:
                     return
 
     async def _run(self, steps: Steps) -> None:
-        result: Any = None
-        error: BaseException | None = None
-        while True:
-            try:
-                call = steps.send(result) if error is None else steps.throw(error)
-            except StopIteration:
-                return
-            result, error = None, None
+        call = resume(steps, None, None)
+        while call is not None:
+            error: BaseException | None = None
             try:
                 result = await self._perform(call)
-            except BaseException as exc:
-                error = exc
+            except BaseException as exc:  # the loop decides what a failed call means
+                result, error = None, exc
+            call = resume(steps, result, error)
 
     async def _perform(self, call: Call) -> Any:
         """The call, no longer than its ``timeout_s``: a hung Redis must not hold records past

@@ -78,6 +78,15 @@ Steps = Generator[Call, Any, None]
 """A loop: yields calls, is sent their results."""
 
 
+def resume(steps: Steps, result: Any, error: BaseException | None) -> Call | None:
+    """A loop's next call, once sent the last call's result (or thrown its error); None once the
+    loop has ended."""
+    try:
+        return steps.send(result) if error is None else steps.throw(error)
+    except StopIteration:
+        return None
+
+
 class NotStarted(Exception):
     """A call to Redis waited for the one before it past the records' deadline: never sent."""
 

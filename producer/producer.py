@@ -27,7 +27,15 @@ from lancequeue.common.errors import LancequeueError, ProducerClosed
 from lancequeue.common.protocol import ABANDON_SCRIPT, ENQUEUE_SCRIPT, encode_results
 from lancequeue.common.redis_client import REDIS_FAILURES, SyncRedis, is_cluster_url, sync_client
 from lancequeue.producer.commands import redis_commands
-from lancequeue.producer.core import REPLY_BLOCK_S, Call, NotStarted, Op, ProducerCore, Steps
+from lancequeue.producer.core import (
+    REPLY_BLOCK_S,
+    Call,
+    NotStarted,
+    Op,
+    ProducerCore,
+    Steps,
+    resume,
+)
 from lancequeue.producer.futures import RecordFuture
 from lancequeue.producer.outbox import ABANDON_ATTEMPT_S, REPLY_INFLIGHT_TTL_MS, Outgoing
 from lancequeue.producer.settings import ProducerSettings
@@ -341,18 +349,14 @@ class Producer:
                     return
 
     def _run(self, steps: Steps) -> None:
-        result: Any = None
-        error: BaseException | None = None
-        while True:
-            try:
-                call = steps.send(result) if error is None else steps.throw(error)
-            except StopIteration:
-                return
-            result, error = None, None
+        call = resume(steps, None, None)
+        while call is not None:
+            error: BaseException | None = None
             try:
                 result = self._perform(call)
-            except BaseException as exc:
-                error = exc
+            except BaseException as exc:  # the loop decides what a failed call means
+                result, error = None, exc
+            call = resume(steps, result, error)
 
     def _perform(self, call: Call) -> Any:
         op = self._ops[call.op]
