@@ -29,8 +29,9 @@ from lancequeue.common.redis_client import (
     async_client,
     is_cluster_url_async,
 )
+from lancequeue.producer.calls import REPLY_BLOCK_S, Call, Op, Steps, resume
 from lancequeue.producer.commands import redis_commands
-from lancequeue.producer.core import REPLY_BLOCK_S, Call, Op, ProducerCore, Steps, resume
+from lancequeue.producer.core import ProducerCore
 from lancequeue.producer.outbox import ABANDON_ATTEMPT_S, REPLY_INFLIGHT_TTL_MS, Outgoing
 from lancequeue.producer.settings import ProducerSettings
 

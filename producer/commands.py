@@ -7,7 +7,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from lancequeue.producer.core import Op, ProducerCore
+from lancequeue.producer.calls import Op
+from lancequeue.producer.core import ProducerCore
 
 Client = Callable[[], Any]
 """Returns the client (or registered script) to call: the asyncio driver makes them at start."""

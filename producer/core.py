@@ -4,19 +4,19 @@ A producer runs three loops: the **sender** sends the buffered records chunk by 
 for room while the queue is full, reconnecting while Redis is unreachable, until each record's
 deadline), the **listener** applies the writer's answers, and the **abandoner** abandons the
 records the writer did not answer in time. Each loop is a generator here: it yields a
-:class:`Call` (a Redis command or a wait) and is sent its result, or has the call's exception
-thrown in. A driver only runs the generators (``Producer`` on threads, ``AsyncProducer`` on the
-event loop) and performs the calls; every decision, retry and error is made here once.
+:class:`~lancequeue.producer.calls.Call` (a Redis command or a wait) and is sent its result, or
+has the call's exception thrown in. A driver only runs the generators (``Producer`` on threads,
+``AsyncProducer`` on the event loop) and performs the calls; every decision, retry and error is
+made here once.
 """
 
 from __future__ import annotations
 
-import enum
 import logging
 import math
 import time
 from collections.abc import Callable, Generator, Iterable, Mapping
-from typing import Any, Generic, NamedTuple
+from typing import Any, Generic
 
 from redis.exceptions import RedisError
 
@@ -24,6 +24,7 @@ from lancequeue.common.backoff import Backoff
 from lancequeue.common.errors import LancequeueError, ProducerClosed
 from lancequeue.common.redis_client import REDIS_FAILURES
 from lancequeue.producer.buffer import SendBuffer
+from lancequeue.producer.calls import REPLY_BLOCK_S, Call, NotStarted, Op, Steps
 from lancequeue.producer.outbox import ABANDON_ATTEMPT_S, F, Outbox, Outgoing
 from lancequeue.producer.sending import (
     RECONNECT_INITIAL_S,
@@ -37,59 +38,6 @@ from lancequeue.producer.sending import (
 from lancequeue.producer.settings import ProducerSettings
 
 logger = logging.getLogger(__name__)
-
-REPLY_BLOCK_S = 1
-"""How long the listener's blocking pop waits: how often it checks whether to stop."""
-
-
-class Op(enum.Enum):
-    """What a driver does for a :class:`Call`, and what it sends back."""
-
-    WAIT_BUFFERED = enum.auto()  # (wait_s | None): until records are buffered, or closing
-    CONNECT = enum.auto()  # (): have the sending connection connected
-    READ_CONFIG = enum.auto()  # (): -> the table's config field the producer reads (max_batch)
-    READ_EPOCH = enum.auto()  # (): -> the stream's epoch
-    SET_EPOCH = enum.auto()  # (epoch,): SETNX the stream's epoch
-    ENQUEUE = enum.auto()  # (args,): -> ids added by the enqueue script
-    SUBSCRIBE = enum.auto()  # (): to the table's flush messages
-    AWAIT_FLUSH = enum.auto()  # (wait_s,): a flush message, or the wait is over
-    UNSUBSCRIBE = enum.auto()  # ()
-    PAUSE = enum.auto()  # (wait_s,): before reconnecting; close() ends it
-    NEXT_REPLY = enum.auto()  # (): -> the next reply message moved to the in-flight list
-    DROP_REPLY = enum.auto()  # (message,): remove it from the in-flight list
-    READ_INFLIGHT = enum.auto()  # (): -> the in-flight list's messages
-    TRIM_INFLIGHT = enum.auto()  # (count,): drop its first ``count`` messages
-    LISTEN_PAUSE = enum.auto()  # (wait_s,): before trying again; stopping ends it
-    WAIT_DUE = enum.auto()  # (wait_s | None,): until then, or a record numbered is due sooner
-    ABANDON = enum.auto()  # (args,): -> the abandon script's reply
-
-
-class Call(NamedTuple):
-    """A call a driver performs for a loop; ``timeout_s``, if set, bounds its wait (the
-    records' deadline): past it, the driver throws a Redis ``TimeoutError`` in, or
-    :class:`NotStarted` if the command never went out."""
-
-    op: Op
-    args: tuple[Any, ...] = ()
-    timeout_s: float | None = None
-
-
-Steps = Generator[Call, Any, None]
-"""A loop: yields calls, is sent their results."""
-
-
-def resume(steps: Steps, result: Any, error: BaseException | None) -> Call | None:
-    """A loop's next call, once sent the last call's result (or thrown its error); None once the
-    loop has ended."""
-    try:
-        return steps.send(result) if error is None else steps.throw(error)
-    except StopIteration:
-        return None
-
-
-class NotStarted(Exception):
-    """A call to Redis waited for the one before it past the records' deadline: never sent."""
-
 
 _ABANDON_FAILURES: tuple[type[Exception], ...] = (*REDIS_FAILURES, NotStarted)
 

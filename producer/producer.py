@@ -26,16 +26,9 @@ from lancequeue.common.connection import resolve_redis_url
 from lancequeue.common.errors import LancequeueError, ProducerClosed
 from lancequeue.common.protocol import ABANDON_SCRIPT, ENQUEUE_SCRIPT, encode_results
 from lancequeue.common.redis_client import REDIS_FAILURES, SyncRedis, is_cluster_url, sync_client
+from lancequeue.producer.calls import REPLY_BLOCK_S, Call, NotStarted, Op, Steps, resume
 from lancequeue.producer.commands import redis_commands
-from lancequeue.producer.core import (
-    REPLY_BLOCK_S,
-    Call,
-    NotStarted,
-    Op,
-    ProducerCore,
-    Steps,
-    resume,
-)
+from lancequeue.producer.core import ProducerCore
 from lancequeue.producer.futures import RecordFuture
 from lancequeue.producer.outbox import ABANDON_ATTEMPT_S, REPLY_INFLIGHT_TTL_MS, Outgoing
 from lancequeue.producer.settings import ProducerSettings

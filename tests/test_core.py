@@ -21,7 +21,8 @@ from lancequeue.common.protocol import (
     encode_results,
     record_digest,
 )
-from lancequeue.producer.core import Call, Op, ProducerCore, Steps
+from lancequeue.producer.calls import Call, Op, Steps
+from lancequeue.producer.core import ProducerCore
 from lancequeue.producer.futures import RecordFuture
 from lancequeue.producer.settings import ProducerSettings
 from tests.support import record
