@@ -2,8 +2,10 @@
 
 It generates its slice of the benchmark's records, says ``ready`` on stdout and waits for a
 ``go`` line on stdin (the start barrier: start-up, imports and record generation are not
-timed), then sends them with ``Producer.enqueue_many`` in chunks, as fast as it can or paced at
-``--rate`` records/s, and waits for every future. Each record's ack latency runs from the
+timed), then sends them the way ``--pattern`` says and waits for every future: ``many``,
+``Producer.enqueue_many`` in chunks, as fast as it can or paced at ``--rate`` records/s;
+``loop``, a plain loop of ``Producer.enqueue``; ``async-loop``, a plain loop of
+``fut = await AsyncProducer.enqueue(r)``. Each record's ack latency runs from the
 ``enqueue_many`` call that sent it to its future resolving. It writes a JSON result (counts,
 errors, times on the machine-wide monotonic clock, bytes sent, its peak RSS and CPU seconds)
 and, with ``--latencies``, every latency in ms as a float32 ``.npy`` file.
@@ -15,6 +17,7 @@ new producer settings need no change here.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import concurrent.futures
 import json
 import resource
@@ -34,6 +37,7 @@ from lancequeue.common.bench_result import write_result
 from lancequeue.common.codec import encode_record
 from lancequeue.common.protocol import ENQUEUE_SCRIPT
 from lancequeue.common.redis_client import sync_client
+from lancequeue.producer.async_producer import AsyncProducer
 from lancequeue.producer.producer import Producer
 
 READY_LINE = "ready"
@@ -42,6 +46,9 @@ GO_LINE = "go"
 """What the benchmark writes to its stdin to start the clock."""
 DEFAULT_CHUNK_RECORDS = 256
 """Records per ``enqueue_many`` call unless told otherwise."""
+PATTERNS = ("many", "loop", "async-loop")
+"""How a producer process calls: ``enqueue_many`` in chunks, or a plain loop of ``enqueue``
+(sync, or awaited on an asyncio ``AsyncProducer``)."""
 _CLOSE_TIMEOUT_S = 10.0
 
 
@@ -63,6 +70,9 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--rate", type=float, default=0.0, help="Records/s this process sends (0: flat out)."
     )
     parser.add_argument(
+        "--pattern", choices=PATTERNS, default="many", help="How the records are enqueued."
+    )
+    parser.add_argument(
         "--timeout-s", type=float, default=600.0, help="Longest wait for the start or answers."
     )
     parser.add_argument(
@@ -73,6 +83,8 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.count < 0 or args.chunk <= 0 or args.rate < 0:
         parser.error("--count must not be negative, --chunk positive, --rate not negative")
+    if args.rate and args.pattern != "many":
+        parser.error("--rate paces --pattern many only: the loops go flat out")
     options = json.loads(args.producer_options)
     if not isinstance(options, dict):
         parser.error("--producer-options must be a JSON object")
@@ -98,6 +110,70 @@ def _wait_for_go(timeout_s: float) -> None:
     reader.join(timeout_s)
     if not line or line[0].strip() != GO_LINE:
         raise RuntimeError("no start signal (the benchmark stopped or timed out)")
+
+
+class _Timing:
+    """When each record was enqueued and when its future resolved (done-callbacks)."""
+
+    def __init__(self, count: int) -> None:
+        self.sent_at = np.zeros(count)
+        self.resolved_at = np.zeros(count)
+        self.all_resolved = threading.Event()  # set once every done-callback ran
+        self._unresolved = count
+        self._lock = threading.Lock()
+        if count == 0:
+            self.all_resolved.set()
+
+    def resolved(self, position: int, _: object) -> None:
+        self.resolved_at[position] = time.monotonic()
+        with self._lock:
+            self._unresolved -= 1
+            if self._unresolved == 0:
+                self.all_resolved.set()
+
+
+def _send_loop(producer: Producer, records: list[dict[str, Any]]) -> dict[str, Any]:
+    """A plain loop of ``enqueue``, as a user writes it first; wait for no answer."""
+    timing = _Timing(len(records))
+    futures: list[concurrent.futures.Future[None]] = []
+    started = time.monotonic()
+    for position, record in enumerate(records):
+        timing.sent_at[position] = time.monotonic()
+        future = producer.enqueue(record)
+        future.add_done_callback(partial(timing.resolved, position))
+        futures.append(future)
+    return _sent(started, futures, timing)
+
+
+async def _send_async_loop(
+    producer: AsyncProducer, records: list[dict[str, Any]], timeout_s: float
+) -> dict[str, Any]:
+    """A plain loop of ``fut = await producer.enqueue(r)``, then await every future."""
+    timing = _Timing(len(records))
+    futures: list[asyncio.Future[None]] = []
+    started = time.monotonic()
+    for position, record in enumerate(records):
+        timing.sent_at[position] = time.monotonic()
+        future = await producer.enqueue(record)
+        future.add_done_callback(partial(timing.resolved, position))
+        futures.append(future)
+    sent = _sent(started, futures, timing)
+    if futures:
+        await asyncio.wait(futures, timeout=timeout_s)
+    await asyncio.sleep(0)  # the done-callbacks of the last futures run
+    return sent
+
+
+def _sent(started: float, futures: list[Any], timing: _Timing) -> dict[str, Any]:
+    return {
+        "started": started,
+        "enqueued": time.monotonic(),
+        "futures": futures,
+        "all_resolved": timing.all_resolved,
+        "sent_at": timing.sent_at,
+        "resolved_at": timing.resolved_at,
+        "max_behind_schedule_ms": 0.0,
+    }
 
 
 def _send(
@@ -159,18 +235,24 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     encoded_bytes = sum(len(encode_record(record)) for record in records)
     with sync_client(args.redis) as client:
         client.script_load(ENQUEUE_SCRIPT)  # cached before the clock starts, as in steady state
-    producer = Producer(args.table, redis_url=args.redis, **args.producer_options)
-    try:
-        _wait_for_go(args.timeout_s)
-        cpu_at_go = _cpu_s()
-        sent = _send(producer, records, args.chunk, args.rate)
-        futures: list[concurrent.futures.Future[None]] = sent["futures"]
-        sent["all_resolved"].wait(args.timeout_s)
-        finished = time.monotonic()
-        answered = sent["resolved_at"] > 0  # before close() fails what is left
-        cpu_window_s = _cpu_s() - cpu_at_go
-    finally:
-        producer.close(timeout=_CLOSE_TIMEOUT_S)
+    if args.pattern == "async-loop":
+        sent, finished, answered, cpu_window_s = asyncio.run(_run_async(args, records))
+    else:
+        producer = Producer(args.table, redis_url=args.redis, **args.producer_options)
+        try:
+            _wait_for_go(args.timeout_s)
+            cpu_at_go = _cpu_s()
+            if args.pattern == "loop":
+                sent = _send_loop(producer, records)
+            else:
+                sent = _send(producer, records, args.chunk, args.rate)
+            sent["all_resolved"].wait(args.timeout_s)
+            finished = time.monotonic()
+            answered = sent["resolved_at"] > 0  # before close() fails what is left
+            cpu_window_s = _cpu_s() - cpu_at_go
+        finally:
+            producer.close(timeout=_CLOSE_TIMEOUT_S)
+    futures: list[Any] = sent["futures"]
     errors: Counter[str] = Counter()
     ok = np.zeros(len(futures), dtype=bool)
     for position, future in enumerate(futures):
@@ -204,6 +286,22 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "cpu_s_window": round(cpu_window_s, 3),
         "cpu_s_total": round(_cpu_s(), 3),
     }
+
+
+async def _run_async(
+    args: argparse.Namespace, records: list[dict[str, Any]]
+) -> tuple[dict[str, Any], float, Any, float]:
+    """``--pattern async-loop``: the send, when it finished, which records were answered, and
+    the CPU seconds it took."""
+    async with AsyncProducer(args.table, redis_url=args.redis, **args.producer_options) as made:
+        await asyncio.to_thread(_wait_for_go, args.timeout_s)
+        cpu_at_go = _cpu_s()
+        sent = await _send_async_loop(made, records, args.timeout_s)
+        finished = time.monotonic()
+        answered = sent["resolved_at"] > 0
+        cpu_window_s = _cpu_s() - cpu_at_go
+        await made.close(timeout=_CLOSE_TIMEOUT_S)
+    return sent, finished, answered, cpu_window_s
 
 
 def main(argv: list[str] | None = None) -> int:

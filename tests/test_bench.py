@@ -85,6 +85,25 @@ def test_sweep_reports_the_writer_s_memory_at_each_record_count(tmp_path: Path) 
     assert "writer peak RSS MiB" in done.stdout
 
 
+@pytest.mark.parametrize("pattern", ["loop", "async-loop"])
+def test_producers_can_run_the_plain_loop_a_user_writes_first(tmp_path: Path, pattern: str) -> None:
+    out = tmp_path / "bench.json"
+    done = run_cli(
+        *("bench", "--producers", "2", "--records", "400", "--dim", "8"),
+        *("--producer-pattern", pattern, "--out", str(out)),
+        *("--chart", str(tmp_path / "b.png"), "--workdir", str(tmp_path)),
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    result = json.loads(out.read_text())["systems"]["lancequeue"]
+    assert result["check"]["ok"] and result["records"] == 400
+    assert "a plain loop of" in done.stdout and "per record: producers" in done.stdout
+
+
+def test_a_paced_rate_is_for_enqueue_many_only() -> None:
+    done = run_cli("bench", "--producer-pattern", "loop", "--rate", "100")
+    assert done.returncode == 2 and "--rate paces --producer-pattern many only" in done.stderr
+
+
 INTERRUPTIBLE_CLI = [
     sys.executable,
     "-c",

@@ -23,7 +23,7 @@ from lancequeue.writer.bench.report import (
 )
 from lancequeue.writer.bench.runner import run_bench
 from lancequeue.writer.bench.sampling import require_psutil
-from lancequeue.writer.bench.settings import BenchSettings
+from lancequeue.writer.bench.settings import PRODUCER_PATTERNS, BenchSettings
 from lancequeue.writer.bench.writer_process import writer_flags
 
 DEFAULTS = BenchSettings()
@@ -143,6 +143,14 @@ def _stop_on_sigterm(signum: int, frame: FrameType | None) -> None:
     default=DEFAULTS.records_per_call,
     show_default=True,
     help="Records per Producer.enqueue_many call.",
+)
+@click.option(
+    "--producer-pattern",
+    type=click.Choice(PRODUCER_PATTERNS),
+    default=DEFAULTS.producer_pattern,
+    show_default=True,
+    help="How each producer calls: enqueue_many of --records-per-call, or a plain loop of "
+    "Producer.enqueue (loop) or of await AsyncProducer.enqueue (async-loop).",
 )
 @click.option(
     "--out",

@@ -57,6 +57,7 @@ def start_producers(
         command += ["--start", str(start), "--count", str(count), "--dim", str(settings.dim)]
         command += ["--text-bytes", str(settings.text_bytes), "--seed", str(settings.seed)]
         command += ["--chunk", str(settings.records_per_call), "--rate", repr(rate)]
+        command += ["--pattern", settings.producer_pattern]
         command += ["--timeout-s", repr(settings.timeout_s)]
         command += ["--producer-options", json.dumps(settings.producer_options)]
         command += ["--result", str(result), "--latencies", str(latencies)]

@@ -99,6 +99,10 @@ def baseline_notes(systems: dict[str, dict[str, Any]], records: int, sample_ms: 
     return notes
 
 
+def _per_record_us(seconds: float | None, records: int) -> str:
+    return "n/a" if seconds is None else f"{seconds / records * 1e6:,.0f} µs"
+
+
 def end_to_end_lines(result: dict[str, Any]) -> list[str]:
     """The end-to-end run in words: batches, memory, where the CPU went, the row check."""
     check = result["check"]
@@ -133,7 +137,9 @@ def end_to_end_lines(result: dict[str, Any]) -> list[str]:
         f"redis {_mib(result['redis_peak_rss_bytes'])}, "
         f"largest producer {_mib(result['producer_peak_rss_bytes'])}",
         f"  CPU s while the clock ran ({cpu['available']:.1f} available): producers "
-        f"{cpu['producers']:.1f}, writer {writer_cpu}, redis {cpu['redis']:.1f}",
+        f"{cpu['producers']:.1f}, writer {writer_cpu}, redis {cpu['redis']:.1f}; "
+        f"per record: producers {cpu['producers'] / result['records'] * 1e6:,.0f} µs, "
+        f"writer {_per_record_us(cpu['writer'], result['records'])}",
         f"  check: {verdict}",
     ]
     if result["rate"] and result["mean_append_ms"] is not None:

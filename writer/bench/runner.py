@@ -51,8 +51,13 @@ def _baseline_problems(result: dict[str, Any], expected: int) -> list[str]:
 
 def _describe_run(settings: BenchSettings, records: int) -> str:
     pace = f"{settings.rate:,.0f} records/s" if settings.rate else "flat out"
+    calls = {
+        "many": f"enqueue_many of {settings.records_per_call}",
+        "loop": "a plain loop of Producer.enqueue",
+        "async-loop": "a plain loop of await AsyncProducer.enqueue",
+    }[settings.producer_pattern]
     return (
-        f"(d) lancequeue: {settings.producers} producers, {records:,} records "
+        f"(d) lancequeue: {settings.producers} producers ({calls}), {records:,} records "
         f"(dim {settings.dim}, {pace}), writer --max-batch {settings.max_batch} "
         f"--coalesce-ms {' '.join((str(settings.coalesce_ms), *settings.writer_flags))} ..."
     )

@@ -12,6 +12,9 @@ from lancequeue.common.errors import ConfigError
 from lancequeue.writer.settings import WriterSettings
 
 TABLE = "bench"
+PRODUCER_PATTERNS = ("many", "loop", "async-loop")
+"""The producer processes' ways of calling (``python -m lancequeue.producer.bench_load
+--pattern``; the writer package does not import the producer's)."""
 """Table name of every system's run (each in a database of its own)."""
 WRITER_START_TIMEOUT_S = 60.0
 """Longest wait for the writer to announce itself running."""
@@ -57,6 +60,10 @@ class BenchSettings:
     """Records/s all producers send together, paced (0: as fast as they can)."""
     records_per_call: int = 256
     """Records per ``Producer.enqueue_many`` call of each producer."""
+    producer_pattern: str = "many"
+    """How each producer process calls: ``many`` (``enqueue_many`` of ``records_per_call``),
+    ``loop`` (a plain loop of ``Producer.enqueue``) or ``async-loop`` (a plain loop of
+    ``await AsyncProducer.enqueue``)."""
     out_path: Path = Path("bench.json")
     """Where every figure, parameter and machine fact is written."""
     chart_path: Path = Path("bench.png")
@@ -93,6 +100,13 @@ class BenchSettings:
         for name in ("text_bytes", "rate"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must not be negative, got {getattr(self, name)}")
+        if self.producer_pattern not in PRODUCER_PATTERNS:
+            raise ConfigError(
+                f"producer_pattern must be one of {', '.join(PRODUCER_PATTERNS)}, "
+                f"got {self.producer_pattern!r}"
+            )
+        if self.rate and self.producer_pattern != "many":
+            raise ConfigError("--rate paces --producer-pattern many only: the loops go flat out")
         if any(n <= 0 for n in self.sweep):
             raise ConfigError(f"every sweep record count must be positive, got {self.sweep}")
         try:
