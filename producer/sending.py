@@ -37,6 +37,8 @@ RECONNECT_INITIAL_S = 0.05
 """First pause before reconnecting to Redis; pauses double from there."""
 RECONNECT_MAX_S = 1.0
 """Longest pause between reconnection attempts."""
+_LEAST_WINDOW = 16
+"""Fewest records a call carries after the queue was found full (see ``Sending._window``)."""
 
 
 def is_connection_loss(exc: BaseException) -> bool:
@@ -83,6 +85,11 @@ class Sending(Generic[F]):
         self._fail = fail
         self._numbered = False
         self._entry_sizes: list[int] = []
+        self._window = len(records)
+        """Most records the next call carries: after a full queue took only part of a call,
+        about what it took (so a crowded queue is not sent the same records again and again),
+        doubling with each call it takes whole."""
+        self._in_call: list[Outgoing[F]] = []
         self.failed: list[F] = []
         """Futures failed here, before any answer from the writer."""
         self.queue_full: bool = False if before is None else before.queue_full
@@ -128,8 +135,9 @@ class Sending(Generic[F]):
         if not self._numbered:
             self._outbox.number(self._unsent)
             self._numbered = True
-        self._entry_sizes = self._outbox.entries.pack(self._unsent)
-        return self._outbox.entries.script_args(self._unsent, self._entry_sizes, time.monotonic())
+        self._in_call = self._unsent[: self._window]
+        self._entry_sizes = self._outbox.entries.pack(self._in_call)
+        return self._outbox.entries.script_args(self._in_call, self._entry_sizes, time.monotonic())
 
     def added(self, entries: int) -> bool:
         """The script added the first ``entries`` entries; True if it added all of them,
@@ -139,15 +147,19 @@ class Sending(Generic[F]):
             item.data = b""  # in the stream now: never sent again, so not kept
         self._outbox.confirm(self._unsent[:count])
         self._unsent = self._unsent[count:]
-        self.queue_full = bool(self._unsent)
+        self.queue_full = count < len(self._in_call)
         self.redis_error = None
+        if self.queue_full:
+            self._window = max(_LEAST_WINDOW, count)
+        else:
+            self._window = max(self._window * 2, _LEAST_WINDOW)
         return not self.queue_full
 
     def unconfirmed(self, exc: BaseException) -> None:
         """The script call failed without an answer: the records may be in the stream (the
         script is atomic: all of them, up to the room there was, or none). They are sent again
         with the same sequence numbers; the writer drops the copies it has settled already."""
-        for item in self._unsent:
+        for item in self._in_call:
             item.maybe_sent = True
         self.unreachable(exc)
 

@@ -207,3 +207,19 @@ def test_a_buffered_record_the_sender_cannot_take_fails_at_its_own_deadline() ->
     abandoner.answer()
     assert isinstance(future.exception(timeout=0), WriteTimeout)
     assert len(made.buffer) == 0
+
+
+def test_a_full_queue_is_not_sent_the_same_records_again_and_again() -> None:
+    made = core(pack_records=1, room_recheck_ms=50)
+    sender = Loop(made.sender())
+    enqueue(made, [record(i) for i in range(200)], 60)
+    sender.answer()
+    first = sender.connect()
+    assert first is not None and len(sent_records(first)) == 200
+    assert sender.answer([b"1-0"] * 20).op is Op.SUBSCRIBE  # room for 20 of 200
+    sender.answer()
+    again = sender.connect()
+    assert again is not None and len(sent_records(again)) == 20  # what fitted, not 180
+    sender.answer([b"1-0"] * 20)  # all of them: the next call carries twice as many
+    following = sender.connect()
+    assert following is not None and len(sent_records(following)) == 40
