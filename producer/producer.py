@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import atexit
 import concurrent.futures
-import contextlib
 import functools
 import logging
 import threading
@@ -17,21 +16,14 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-import redis
-from redis.backoff import NoBackoff
-from redis.exceptions import TimeoutError as RedisTimeoutError
-from redis.retry import Retry
-
 from lancequeue.common.connection import resolve_redis_url
 from lancequeue.common.errors import LancequeueError, ProducerClosed
-from lancequeue.common.protocol import ABANDON_SCRIPT, ENQUEUE_SCRIPT, encode_results
-from lancequeue.common.redis_client import REDIS_FAILURES, SyncRedis, is_cluster_url, sync_client
-from lancequeue.producer.calls import REPLY_BLOCK_S, Call, NotStarted, Op, Steps, resume
-from lancequeue.producer.commands import redis_commands
+from lancequeue.common.redis_client import is_cluster_url
 from lancequeue.producer.core import ProducerCore
 from lancequeue.producer.futures import RecordFuture
-from lancequeue.producer.outbox import ABANDON_ATTEMPT_S, REPLY_INFLIGHT_TTL_MS, Outgoing
+from lancequeue.producer.outbox import Outgoing
 from lancequeue.producer.settings import ProducerSettings
+from lancequeue.producer.threads import Threads
 
 logger = logging.getLogger(__name__)
 
@@ -74,57 +66,13 @@ class Producer:
         self.keys = core.keys
         self.producer_id = core.outbox.producer_id
         url = resolve_redis_url(self.settings.redis_url, self.settings.data_dir)
-        cluster = is_cluster_url(url)
-        timeout_s = self.settings.redis_timeout_ms / 1000
-        self._redis = _client(url, cluster, timeout_s)
-        try:
-            self._replies = _client(url, cluster, timeout_s + REPLY_BLOCK_S)
-            self._abandoner = _client(url, cluster, ABANDON_ATTEMPT_S)
-        except BaseException:
-            self._redis.close()
-            raise
-        self._enqueue_script = self._redis.register_script(ENQUEUE_SCRIPT)
-        self._abandon_script = self._abandoner.register_script(ABANDON_SCRIPT)
-        self._pubsub: redis.client.PubSub | None = None
-        # Where the sender's Redis calls run, one at a time, so that it can stop waiting for
-        # one at its records' deadline (see _by_deadline).
-        self._calls = concurrent.futures.ThreadPoolExecutor(
-            1, thread_name_prefix=f"lancequeue-send-{table}"
-        )
-        # Buffer changes (records in, room made) and closing; an RLock, as the buffer's
-        # callbacks notify it from put() while an enqueue waiting for room holds it.
-        self._changed = threading.Condition()
-        core.buffer.on_room = core.buffer.on_buffered = self._notify
-        self._due = threading.Event()
-        core.on_due = self._due.set
         self._lifecycle = threading.Condition()  # close() waits for enqueues in progress
         self._closed = False
         self._close_done = threading.Event()
         self._enqueuing = 0
-        self._stopping = threading.Event()  # ends the listener's pauses
-        self._ops: dict[Op, Callable[..., Any]] = {
-            Op.WAIT_BUFFERED: self._wait_buffered,
-            Op.CONNECT: self._connect,
-            Op.SUBSCRIBE: self._subscribe,
-            Op.AWAIT_FLUSH: self._await_flush,
-            Op.UNSUBSCRIBE: self._unsubscribe,
-            Op.PAUSE: time.sleep,  # bounded by the core, by close()'s deadline too
-            Op.NEXT_REPLY: self._next_reply,
-            Op.LISTEN_PAUSE: self._stopping.wait,
-            Op.WAIT_DUE: self._wait_due,
-            **redis_commands(
-                core,
-                lambda: self._redis,
-                lambda: self._replies,
-                lambda: self._enqueue_script,
-                lambda: self._abandon_script,
-            ),
-        }
-        self._sender = self._thread(
-            core.sender, "sender", lambda: core.closing and not len(core.buffer)
+        self._threads = Threads(
+            core, url, is_cluster_url(url), self.settings.redis_timeout_ms / 1000
         )
-        self._listener = self._thread(core.listener, "replies", lambda: core.stopping)
-        self._expirer = self._thread(core.abandoner, "expiry", lambda: core.stopping)
         # Buffered records go before the interpreter exits, even without close().
         self._close_at_exit = functools.partial(_close_at_exit, weakref.ref(self))
         atexit.register(self._close_at_exit)
@@ -172,7 +120,7 @@ class Producer:
         that takes ``timeout`` plus ``answer_grace_ms`` at most (plus a second if Redis hangs),
         unless a writer claimed a record and its commit takes longer: then its answer is awaited.
         """
-        if threading.current_thread() in (self._listener, self._expirer, self._sender):
+        if self._threads.ours():
             raise LancequeueError(
                 "write() in a future's done-callback would wait for answers only the thread "
                 "running that callback can deliver; use enqueue() there"
@@ -197,7 +145,7 @@ class Producer:
         deadline = time.monotonic() + wait_s
         core = self._core
         here = threading.current_thread()
-        ours = here in (self._listener, self._expirer, self._sender)
+        ours = self._threads.ours()
         with self._lifecycle:
             if self._closed:  # another close() is at work: it is done when it returns
                 if not ours:
@@ -206,7 +154,7 @@ class Producer:
             self._closed = True
             core.close_deadline = deadline
             core.closing = True
-            self._notify()  # enqueues waiting for room give up
+            self._threads.notify()  # enqueues waiting for room give up
             self._lifecycle.wait_for(lambda: self._enqueuing == 0, wait_s)
         try:
             self._close(deadline, here, ours)
@@ -216,28 +164,19 @@ class Producer:
     def _close(self, deadline: float, here: threading.Thread, ours: bool) -> None:
         core = self._core
         atexit.unregister(self._close_at_exit)
-        if here is self._sender:  # close() in a done-callback: the sender cannot wait for itself
+        sender = self._threads.sender
+        if here is sender:  # close() in a done-callback: the sender cannot wait for itself
             core.refuse_late(core.buffer.take_all())
         else:  # it sends what is buffered, or gives up once close()'s time is up
-            self._sender.join(max(0.0, deadline - time.monotonic()) + self._room_recheck_s)
-            if self._sender.is_alive():  # held up in a call: what it has not taken fails now
+            sender.join(max(0.0, deadline - time.monotonic()) + self._room_recheck_s)
+            if sender.is_alive():  # held up in a call: what it has not taken fails now
                 core.refuse_late(core.buffer.take_all())
         if not ours:  # else the thread that would answer them is the one waiting
             concurrent.futures.wait(core.outbox.futures(), max(0.0, deadline - time.monotonic()))
         core.stopping = True
-        self._stopping.set()
-        self._due.set()
-        reachable = self._wake_listener()
-        if here not in (self._listener, self._expirer):
-            self._listener.join()  # not from a done-callback, run by one of them
-            self._expirer.join()
-        if reachable:  # else the in-flight list expires by itself
-            self._settle_inflight_at_close()
+        self._threads.stop()
         core.fail_unanswered()
-        self._calls.shutdown(wait=False, cancel_futures=True)
-        self._redis.close()
-        self._replies.close()
-        self._abandoner.close()
+        self._threads.shut()
 
     @property
     def outstanding(self) -> int:
@@ -294,10 +233,10 @@ class Producer:
         got none (or came after close()). The producer's own threads (a done-callback) never
         wait: the sender makes room, and the others must not stall answers meanwhile."""
         buffer = self._core.buffer
-        ours = threading.current_thread() in (self._sender, self._listener, self._expirer)
+        ours = self._threads.ours()
         rest = items[buffer.put(items, over_bound=ours) :]
         try:
-            with self._changed:
+            with self._threads.changed:
                 while rest:
                     rest = rest[buffer.put(rest) :]
                     if not rest or self._closed:
@@ -305,168 +244,17 @@ class Producer:
                     left_s = rest[0].deadline - time.monotonic()
                     if left_s <= 0:
                         break
-                    self._changed.wait(left_s)
+                    self._threads.changed.wait(left_s)
         except BaseException as exc:  # an interrupt: what found no room is never sent
             self._core.fail_unsent(rest, exc)
             raise
         return rest
 
-    def _notify(self) -> None:
-        with self._changed:
-            self._changed.notify_all()
-
     # -- running the core's loops ------------------------------------------------------------
-
-    def _thread(
-        self, steps: Callable[[], Steps], name: str, done: Callable[[], bool]
-    ) -> threading.Thread:
-        thread = threading.Thread(
-            target=self._run_until,
-            args=(steps, done),
-            name=f"lancequeue-{name}-{self.keys.table}",
-            daemon=True,
-        )
-        thread.start()
-        return thread
-
-    def _run_until(self, steps: Callable[[], Steps], done: Callable[[], bool]) -> None:
-        """Run a loop of the core; should an exception escape it (a done-callback raising
-        SystemExit), start it again: records must not be left unanswered."""
-        while True:
-            try:
-                self._run(steps())
-                return
-            except BaseException:
-                logger.exception("%s: restarting", threading.current_thread().name)
-                if done():
-                    return
-
-    def _run(self, steps: Steps) -> None:
-        call = resume(steps, None, None)
-        while call is not None:
-            error: BaseException | None = None
-            try:
-                result = self._perform(call)
-            except BaseException as exc:  # the loop decides what a failed call means
-                result, error = None, exc
-            call = resume(steps, result, error)
-
-    def _perform(self, call: Call) -> Any:
-        op = self._ops[call.op]
-        if call.timeout_s is None or call.op is Op.ABANDON:  # the abandoner's socket timeout
-            return op(*call.args)
-        return self._by_deadline(call.timeout_s, op, *call.args)
-
-    def _by_deadline(self, timeout_s: float, call: Callable[..., Any], *args: Any) -> Any:
-        """``call(*args)`` on the producer's Redis thread, waiting no longer than the records'
-        deadline: a hung Redis must not hold them past it. Calls run one at a time, in order,
-        so one left running (its outcome unknown, like a lost connection's) goes before the
-        next. Raises ``NotStarted`` if the call had not even started (nothing was sent), a
-        Redis ``TimeoutError`` if it had."""
-        try:
-            running = self._calls.submit(call, *args)
-        except RuntimeError:
-            if self._core.stopping:  # close() is over: nothing more goes out
-                raise NotStarted("the producer is closed") from None
-            return call(*args)  # the interpreter is exiting: an atexit close() sends the rest
-        try:
-            return running.result(timeout=timeout_s)
-        except concurrent.futures.TimeoutError:
-            if running.cancel():
-                raise NotStarted("Redis is still busy with this producer's call before") from None
-            raise RedisTimeoutError(
-                "no answer from Redis by the records' deadline; the call goes on without them"
-            ) from None
-
-    # -- the calls ---------------------------------------------------------------------------
-
-    def _wait_buffered(self, wait_s: float | None) -> None:
-        core = self._core
-        with self._changed:
-            if wait_s is not None:  # a linger: until it ends, or a chunk's worth is in
-                self._changed.wait(wait_s)
-            else:
-                self._changed.wait_for(lambda: len(core.buffer) or core.closing)
-
-    def _connect(self) -> None:
-        """Have the pool's next connection connected (a stale one is replaced), so that the
-        enqueue script fails only on a connection lost while it ran."""
-        client = self._redis
-        if isinstance(client, redis.RedisCluster):
-            node = client.get_node_from_key(self.keys.stream)  # type: ignore[no-untyped-call]
-            client = client.get_redis_connection(node)
-        pool = client.connection_pool
-        pool.release(pool.get_connection())
-
-    def _subscribe(self) -> None:
-        self._pubsub = self._redis.pubsub(ignore_subscribe_messages=True)  # type: ignore[no-untyped-call,unused-ignore]
-        self._pubsub.subscribe(self.keys.flushed_channel)
-
-    def _await_flush(self, wait_s: float) -> None:
-        assert self._pubsub is not None
-        self._pubsub.get_message(timeout=wait_s)
-
-    def _unsubscribe(self) -> None:
-        pubsub, self._pubsub = self._pubsub, None
-        if pubsub is not None:
-            with contextlib.suppress(*REDIS_FAILURES):
-                pubsub.close()
-
-    def _next_reply(self) -> bytes | None:
-        """Move the next reply message to the in-flight list (waiting up to a second) and
-        return it; the same round trip gives the in-flight list its expiry."""
-        outbox = self._core.outbox
-        with self._replies.pipeline(transaction=False) as pipe:
-            pipe.blmove(outbox.reply_key, outbox.inflight_key, REPLY_BLOCK_S)
-            pipe.pexpire(outbox.inflight_key, REPLY_INFLIGHT_TTL_MS)
-            message, _ = pipe.execute()
-        return message  # type: ignore[no-any-return]
-
-    def _wait_due(self, wait_s: float | None) -> None:
-        self._due.wait(wait_s)
-        self._due.clear()  # after the wait: a record numbered meanwhile is seen next turn
-
-    def _wake_listener(self) -> bool:
-        """End the listener's blocking pop now rather than at its timeout: push an empty reply
-        (no results) to our own reply list, which nobody else reads. False if Redis could not
-        be reached (the listener ends at its timeout instead)."""
-        reply_key = self._core.outbox.reply_key
-        try:
-            with self._redis.pipeline(transaction=True) as pipe:
-                pipe.rpush(reply_key, encode_results([]))
-                pipe.pexpire(reply_key, 60_000)
-                pipe.execute()
-        except REDIS_FAILURES:
-            return False
-        return True
-
-    def _settle_inflight_at_close(self) -> None:
-        """Settle and delete what the in-flight list still holds (the listener has stopped)."""
-        key = self._core.outbox.inflight_key
-        try:
-            with self._redis.pipeline(transaction=True) as pipe:
-                pipe.lrange(key, 0, -1)
-                pipe.delete(key)
-                leftovers, _ = pipe.execute()
-        except REDIS_FAILURES:
-            return  # the list expires by itself
-        self._core.settle_leftovers(leftovers)
 
     @property
     def _room_recheck_s(self) -> float:
         return self.settings.room_recheck_ms / 1000
-
-
-def _client(url: str, cluster: bool, socket_timeout_s: float) -> SyncRedis:
-    """A client that never repeats a command by itself: the producer decides what to send
-    again after a lost connection."""
-    return sync_client(
-        url,
-        cluster,
-        retry=Retry(NoBackoff(), 0),
-        socket_timeout=socket_timeout_s,
-        socket_connect_timeout=socket_timeout_s,
-    )
 
 
 def _close_at_exit(producer: weakref.ref[Producer]) -> None:
