@@ -66,13 +66,14 @@ class Producer:
         self.keys = core.keys
         self.producer_id = core.outbox.producer_id
         url = resolve_redis_url(self.settings.redis_url, self.settings.data_dir)
+        self._threads = Threads(
+            core, url, is_cluster_url(url), self.settings.redis_timeout_ms / 1000
+        )
+        # Only now is there something to close (a failure above leaves nothing running).
         self._lifecycle = threading.Condition()  # close() waits for enqueues in progress
         self._closed = False
         self._close_done = threading.Event()
         self._enqueuing = 0
-        self._threads = Threads(
-            core, url, is_cluster_url(url), self.settings.redis_timeout_ms / 1000
-        )
         # Buffered records go before the interpreter exits, even without close().
         self._close_at_exit = functools.partial(_close_at_exit, weakref.ref(self))
         atexit.register(self._close_at_exit)
