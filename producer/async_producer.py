@@ -19,7 +19,7 @@ from lancequeue.common.redis_client import (
     is_cluster_url_async,
 )
 from lancequeue.producer.core import ProducerCore
-from lancequeue.producer.outbox import Outgoing
+from lancequeue.producer.outgoing import Outgoing
 from lancequeue.producer.settings import ProducerSettings
 from lancequeue.producer.tasks import Tasks, wait_event
 

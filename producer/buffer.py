@@ -17,7 +17,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import Generic
 
-from lancequeue.producer.outbox import F, Outgoing
+from lancequeue.producer.outgoing import F, Outgoing
 
 
 class SendBuffer(Generic[F]):
@@ -44,10 +44,6 @@ class SendBuffer(Generic[F]):
 
     def __len__(self) -> int:
         return len(self._items)
-
-    @property
-    def full(self) -> bool:
-        return len(self._items) >= self._max_records
 
     def put(self, items: list[Outgoing[F]], over_bound: bool = False) -> int:
         """Append records in order while there is room (all of them if ``over_bound``: the

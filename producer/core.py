@@ -25,7 +25,8 @@ from lancequeue.common.errors import LancequeueError, ProducerClosed
 from lancequeue.common.redis_client import REDIS_FAILURES
 from lancequeue.producer.buffer import SendBuffer
 from lancequeue.producer.calls import REPLY_BLOCK_S, Call, NotStarted, Op, Steps
-from lancequeue.producer.outbox import ABANDON_ATTEMPT_S, F, Outbox, Outgoing
+from lancequeue.producer.outbox import ABANDON_ATTEMPT_S, Outbox
+from lancequeue.producer.outgoing import F, Outgoing
 from lancequeue.producer.sending import (
     RECONNECT_INITIAL_S,
     RECONNECT_MAX_S,
@@ -84,7 +85,7 @@ class ProducerCore(Generic[F]):
         wake)."""
         self._wakes_at = math.inf  # when the abandoner is to wake, if nothing changes
         self.buffer.on_sooner_due = self._sooner_due
-        self.outbox.on_sooner_due = self.on_due_now
+        self.outbox.on_sooner_due = self._due_now
 
     # -- enqueueing ----------------------------------------------------------------------------
 
@@ -346,9 +347,9 @@ class ProducerCore(Generic[F]):
 
     def _sooner_due(self, deadline: float) -> None:
         if deadline < self._wakes_at:
-            self.on_due_now()
+            self._due_now()
 
-    def on_due_now(self) -> None:
+    def _due_now(self) -> None:
         self._wakes_at = math.inf  # awake: any sooner record wakes it again
         self.on_due()
 

@@ -12,8 +12,7 @@ import math
 import threading
 import uuid
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic
 
 from lancequeue.common.codec import encode_record
 from lancequeue.common.errors import (
@@ -29,12 +28,10 @@ from lancequeue.common.protocol import (
     record_digest,
 )
 from lancequeue.producer.entries import EntryMaker
+from lancequeue.producer.outgoing import F, Fail, Outgoing
 
 logger = logging.getLogger(__name__)
 
-F = TypeVar("F")
-Fail = Callable[[F, LancequeueError], None]
-"""Fails a future with an error (a no-op if it is resolved already)."""
 
 _COMPACT_SLACK = 1024  # expiry-heap entries of answered records tolerated before a rebuild
 
@@ -54,36 +51,6 @@ ABANDON_CHUNK = 1000
 REPLY_INFLIGHT_TTL_MS = 600_000
 """Expiry of a producer's in-flight reply list, set each time a message is moved into it: a
 producer that died holding a message there leaves nothing behind for long."""
-
-
-@dataclass(eq=False, slots=True)
-class Outgoing(Generic[F]):
-    """One record on its way: encoded, with its future and deadline."""
-
-    data: bytes
-    """The encoded record; emptied once Redis confirmed it is in the stream."""
-    future: F
-    deadline: float
-    """``time.monotonic()`` of the enqueue call plus its timeout."""
-    timeout_s: float
-    """The enqueue call's timeout (records sent together share one)."""
-    digest: bytes = b""
-    """``record_digest(data)``: what the writer's ok answer must carry for this record."""
-    seq: int = 0
-    """Its sequence number, given when it is first sent (0 until then)."""
-    maybe_sent: bool = False
-    """A send of it got no answer from Redis: it may be in the stream (perhaps twice). It then
-    fails only by the writer's answer or, lacking one, once abandoned after its deadline."""
-    confirmed: bool = False
-    """Redis confirmed it is in the stream."""
-    epoch: str = ""
-    """The stream's epoch (config hash) when it was first sent, '' if none was known."""
-    claimed: bool = False
-    """Its abandonment came too late: a writer claimed it and owes it its true answer."""
-
-    @property
-    def enqueued_at(self) -> float:
-        return self.deadline - self.timeout_s
 
 
 class Outbox(Generic[F]):

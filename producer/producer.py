@@ -21,7 +21,7 @@ from lancequeue.common.errors import LancequeueError, ProducerClosed
 from lancequeue.common.redis_client import is_cluster_url
 from lancequeue.producer.core import ProducerCore
 from lancequeue.producer.futures import RecordFuture
-from lancequeue.producer.outbox import Outgoing
+from lancequeue.producer.outgoing import Outgoing
 from lancequeue.producer.settings import ProducerSettings
 from lancequeue.producer.threads import Threads
 

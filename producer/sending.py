@@ -29,7 +29,8 @@ from lancequeue.common.errors import (
 )
 from lancequeue.common.redis_client import UNREACHABLE
 from lancequeue.common.redis_tls import tls_problem
-from lancequeue.producer.outbox import F, Fail, Outbox, Outgoing
+from lancequeue.producer.outbox import Outbox
+from lancequeue.producer.outgoing import F, Fail, Outgoing
 
 logger = logging.getLogger(__name__)
 

@@ -17,7 +17,8 @@ from lancequeue.common.errors import (
     WriteTimeout,
 )
 from lancequeue.common.protocol import encode_results, error_payload, record_digest
-from lancequeue.producer.outbox import ABANDON_RETRY_PAUSE_S, Outbox, Outgoing
+from lancequeue.producer.outbox import ABANDON_RETRY_PAUSE_S, Outbox
+from lancequeue.producer.outgoing import Outgoing
 
 Future = concurrent.futures.Future[None]
 DUPLICATE = error_payload("WriteFailed", "a copy", "Duplicate")
