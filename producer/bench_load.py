@@ -5,7 +5,9 @@ It generates its slice of the benchmark's records, says ``ready`` on stdout and 
 timed), then sends them the way ``--pattern`` says and waits for every future: ``many``,
 ``Producer.enqueue_many`` in chunks, as fast as it can or paced at ``--rate`` records/s;
 ``loop``, a plain loop of ``Producer.enqueue``; ``async-loop``, a plain loop of
-``fut = await AsyncProducer.enqueue(r)``. Each record's ack latency runs from the
+``fut = await AsyncProducer.enqueue(r)``. With ``--backlog`` it neither waits for the start nor
+for answers: it leaves its records in Redis for a writer that is not reading (the benchmark's
+drain mode) and exits once they are all there. Each record's ack latency runs from the
 ``enqueue_many`` call that sent it to its future resolving. It writes a JSON result (counts,
 errors, times on the machine-wide monotonic clock, bytes sent, its peak RSS and CPU seconds)
 and, with ``--latencies``, every latency in ms as a float32 ``.npy`` file.
@@ -35,6 +37,7 @@ from lancequeue.common.bench_latency import latency_summary_ms
 from lancequeue.common.bench_records import DEFAULT_SEED, DEFAULT_TEXT_BYTES, make_records
 from lancequeue.common.bench_result import write_result
 from lancequeue.common.codec import encode_record
+from lancequeue.common.keys import TableKeys
 from lancequeue.common.protocol import ENQUEUE_SCRIPT
 from lancequeue.common.redis_client import sync_client
 from lancequeue.producer.async_producer import AsyncProducer
@@ -50,6 +53,7 @@ PATTERNS = ("many", "loop", "async-loop")
 """How a producer process calls: ``enqueue_many`` in chunks, or a plain loop of ``enqueue``
 (sync, or awaited on an asyncio ``AsyncProducer``)."""
 _CLOSE_TIMEOUT_S = 10.0
+_BACKLOG_POLL_S = 0.02
 
 
 def _parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -77,6 +81,11 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--producer-options", default="{}", help="JSON object of extra Producer keywords."
+    )
+    parser.add_argument(
+        "--backlog",
+        action="store_true",
+        help="Send at once, exit once every record is in Redis; wait for no answer.",
     )
     parser.add_argument("--result", type=Path, required=True, help="Where to write the JSON.")
     parser.add_argument("--latencies", type=Path, default=None, help="Where to write the .npy.")
@@ -229,9 +238,34 @@ def _send(
     }
 
 
+def _backlog(args: argparse.Namespace, records: list[dict[str, Any]]) -> dict[str, Any]:
+    """Send every record with ``enqueue_many`` and return once Redis holds them all (in the
+    inbox or the stream), without waiting for any answer."""
+    keys = TableKeys(args.table)
+    started = time.monotonic()
+    deadline = started + args.timeout_s
+    producer = Producer(args.table, redis_url=args.redis, **args.producer_options)
+    try:
+        for position in range(0, len(records), args.chunk):
+            producer.enqueue_many(records[position : position + args.chunk], timeout=args.timeout_s)
+        with sync_client(args.redis) as client:
+            while True:
+                held = sum(int(client.get(key) or 0) for key in (keys.inboxed, keys.queued))
+                if held >= args.count:
+                    break
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"only {held} of {args.count} records reached Redis")
+                time.sleep(_BACKLOG_POLL_S)  # nothing announces a push to a client
+    finally:
+        producer.close(timeout=0)  # the records' answers are for nobody: fail them here
+    return {"count": args.count, "seconds": time.monotonic() - started}
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
     """Generate, wait for the start, send, wait for the answers; the result."""
     records = make_records(args.start, args.count, args.dim, args.text_bytes, args.seed)
+    if args.backlog:
+        return _backlog(args, records)
     encoded_bytes = sum(len(encode_record(record)) for record in records)
     with sync_client(args.redis) as client:
         client.script_load(ENQUEUE_SCRIPT)  # cached before the clock starts, as in steady state

@@ -18,8 +18,8 @@ from lancequeue.writer.bench.in_process import run_in_process
 from lancequeue.writer.bench.limit import run_limit
 from lancequeue.writer.bench.naive import run_naive
 
-SYSTEMS = ("naive", "in_process", "limit")
-"""The baselines this module runs: (a), (b) and (c)."""
+SYSTEMS = ("naive", "in_process", "limit", "dicts")
+"""The baselines this module runs: (a), (b) and (c), and (c) given dicts (the drain mode's)."""
 
 
 def _parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -65,7 +65,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             args.max_queue_size,
         )
     else:
-        outcome = run_limit(records, args.db, args.dim, args.max_batch)
+        outcome = run_limit(records, args.db, args.dim, args.max_batch, args.system == "dicts")
     cpu_window_s = _cpu_s() - cpu_before
     return {
         "records": args.count,

@@ -13,9 +13,11 @@ import click
 
 from lancequeue.common.errors import LancequeueError
 from lancequeue.writer.bench.chart import write_chart
+from lancequeue.writer.bench.drain import drain_table
 from lancequeue.writer.bench.report import (
     baseline_notes,
     end_to_end_lines,
+    pattern_table,
     storage_lines,
     sweep_table,
     systems_table,
@@ -32,6 +34,7 @@ DEFAULTS = BenchSettings()
 def _record_counts(
     ctx: click.Context, param: click.Parameter, value: str | None
 ) -> tuple[int, ...]:
+    """``N1,N2,...`` as integers (``--sweep``, ``--drain``)."""
     if not value:
         return ()
     try:
@@ -153,6 +156,23 @@ def _stop_on_sigterm(signum: int, frame: FrameType | None) -> None:
     "Producer.enqueue (loop) or of await AsyncProducer.enqueue (async-loop).",
 )
 @click.option(
+    "--drain",
+    "drain_batches",
+    callback=_record_counts,
+    default=None,
+    metavar="B1,B2,...",
+    help="Drain mode: also time the writer alone on a backlog of --records at each of these "
+    "--max-batch sizes, next to LanceDB's table.add of the same batches (Arrow and dicts).",
+)
+@click.option(
+    "--producer-mode",
+    "pattern_runs",
+    type=click.Choice(PRODUCER_PATTERNS),
+    multiple=True,
+    help="Producer mode: also run one producer process calling this way (repeatable), and "
+    "report its CPU per record.",
+)
+@click.option(
     "--out",
     "out_path",
     type=click.Path(path_type=Path),
@@ -249,3 +269,11 @@ def _print(report: dict[str, Any], settings: BenchSettings) -> None:
         click.echo("\n".join(end_to_end_lines(systems["lancequeue"])))
     click.echo()
     click.echo("\n".join(storage_lines(report)))
+    if report["drains"]:
+        click.echo()
+        click.echo("Drain: the writer alone on a backlog (CPU of the process, per row written)")
+        click.echo(drain_table(report["drains"]))
+    if report["patterns"]:
+        click.echo()
+        click.echo("Producer mode: one producer process, CPU per record, the way it calls")
+        click.echo(pattern_table(report["patterns"]))

@@ -158,6 +158,27 @@ def end_to_end_lines(result: dict[str, Any]) -> list[str]:
     return lines
 
 
+def pattern_table(patterns: list[dict[str, Any]]) -> str:
+    """Producer mode: one row per way of calling, the producer's CPU per record and its rate."""
+    calls = {
+        "many": "Producer.enqueue_many",
+        "loop": "for r in rows: p.enqueue(r)",
+        "async-loop": "for r in rows: fut = await p.enqueue(r)",
+    }
+    lines = [
+        "| how the producer calls | records/s | producer CPU µs/record | writer CPU µs/row |",
+        "|---|---|---|---|",
+    ]
+    for result in patterns:
+        cpu = result["cpu_s_window"]
+        lines.append(
+            f"| `{calls[result['pattern']]}` | {result['rows_per_s']:,.0f} "
+            f"| {cpu['producers'] / result['records'] * 1e6:,.1f} "
+            f"| {_per_record_us(cpu['writer'], result['records'])} |"
+        )
+    return "\n".join(lines)
+
+
 def sweep_table(sweep: list[dict[str, Any]]) -> str:
     """One row per record count of ``--sweep``: throughput and the writer's memory."""
     rows = [

@@ -3,6 +3,7 @@ counts as a failed run."""
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 import tempfile
 from collections.abc import Callable
@@ -10,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from lancequeue.writer.bench.baselines import baseline_records, run_baseline
+from lancequeue.writer.bench.drain import drain_problems, run_drain
 from lancequeue.writer.bench.end_to_end import run_end_to_end
 from lancequeue.writer.bench.machine import machine_facts
 from lancequeue.writer.bench.report import LABELS
@@ -76,10 +78,34 @@ def _add_storage(
     result["storage"] = measure_storage(uri, run_dir / "compacted", settings.dim, settings.seed)
 
 
+def _run_modes(settings: BenchSettings, work: Path, say: Say) -> dict[str, Any]:
+    """The drain mode and the producer mode, each asked for; before the other runs."""
+    drains: list[dict[str, Any]] = []
+    patterns: list[dict[str, Any]] = []
+    problems: list[str] = []
+    for batch in settings.drain_batches:
+        say(
+            f"drain: the writer alone on a backlog of {settings.records:,} records at "
+            f"--max-batch {batch}, then table.add of the same batches (Arrow, dicts) ..."
+        )
+        drain = run_drain(settings, batch, work / f"drain-{batch}")
+        drains.append(drain)
+        problems += drain_problems(drain)
+    for pattern in settings.pattern_runs:
+        one = dataclasses.replace(settings, producers=1, producer_pattern=pattern, rate=0.0)
+        say(f"producer mode: {_describe_run(one, settings.records)}")
+        result = run_end_to_end(one, settings.records, work / f"pattern-{pattern}")
+        result["pattern"] = pattern
+        patterns.append(result)
+        problems += end_to_end_problems(result)
+    return {"drains": drains, "patterns": patterns, "problems": problems}
+
+
 def _run_systems(settings: BenchSettings, work: Path, say: Say) -> dict[str, Any]:
+    modes = _run_modes(settings, work, say)
     systems: dict[str, Any] = {}
     sweep: list[dict[str, Any]] = []
-    problems: list[str] = []
+    problems: list[str] = modes.pop("problems")
     if settings.sweep:
         for records in settings.sweep:
             say(_describe_run(settings, records))
@@ -90,7 +116,7 @@ def _run_systems(settings: BenchSettings, work: Path, say: Say) -> dict[str, Any
             _add_storage(result, run_dir, result["table"], settings, say)
             if not settings.keep:  # a large sweep's tables need not all fit on disk at once
                 shutil.rmtree(run_dir, ignore_errors=True)
-        return {"systems": systems, "sweep": sweep, "problems": problems}
+        return {"systems": systems, "sweep": sweep, **modes, "problems": problems}
     if settings.compare:
         for system in BASELINES:
             count = baseline_records(system, settings)
@@ -105,7 +131,7 @@ def _run_systems(settings: BenchSettings, work: Path, say: Say) -> dict[str, Any
     if settings.compare:
         _add_storage(systems["naive"], work / "naive", TABLE, settings, say)
     _add_storage(result, work / "lancequeue", result["table"], settings, say)
-    return {"systems": systems, "sweep": sweep, "problems": problems}
+    return {"systems": systems, "sweep": sweep, **modes, "problems": problems}
 
 
 def run_bench(settings: BenchSettings, say: Say) -> dict[str, Any]:
@@ -120,6 +146,6 @@ def run_bench(settings: BenchSettings, say: Say) -> dict[str, Any]:
             say(f"kept {work}")
         else:
             shutil.rmtree(work, ignore_errors=True)
-    runs = [*outcome["systems"].values(), *outcome["sweep"]]
+    runs = [*outcome["systems"].values(), *outcome["sweep"], *outcome["patterns"]]
     machine["redis_server"] = next((r["redis_version"] for r in runs if "redis_version" in r), None)
     return {"parameters": settings.parameters(), "machine": machine, **outcome}

@@ -12,10 +12,10 @@ from lancequeue.common.errors import ConfigError
 from lancequeue.writer.settings import WriterSettings
 
 TABLE = "bench"
+"""Table name of every system's run (each in a database of its own)."""
 PRODUCER_PATTERNS = ("many", "loop", "async-loop")
 """The producer processes' ways of calling (``python -m lancequeue.producer.bench_load
 --pattern``; the writer package does not import the producer's)."""
-"""Table name of every system's run (each in a database of its own)."""
 WRITER_START_TIMEOUT_S = 60.0
 """Longest wait for the writer to announce itself running."""
 PROCESS_START_TIMEOUT_S = 120.0
@@ -64,6 +64,12 @@ class BenchSettings:
     """How each producer process calls: ``many`` (``enqueue_many`` of ``records_per_call``),
     ``loop`` (a plain loop of ``Producer.enqueue``) or ``async-loop`` (a plain loop of
     ``await AsyncProducer.enqueue``)."""
+    drain_batches: tuple[int, ...] = ()
+    """Also time the writer alone draining a backlog of ``records`` at each of these
+    ``--max-batch`` sizes, next to ``table.add`` of the same batches (drain mode)."""
+    pattern_runs: tuple[str, ...] = ()
+    """Also run one producer process per pattern here, each sending ``records`` to a live
+    writer: its CPU per record, the way it calls (producer mode)."""
     out_path: Path = Path("bench.json")
     """Where every figure, parameter and machine fact is written."""
     chart_path: Path = Path("bench.png")
@@ -107,6 +113,13 @@ class BenchSettings:
             )
         if self.rate and self.producer_pattern != "many":
             raise ConfigError("--rate paces --producer-pattern many only: the loops go flat out")
+        unknown = set(self.pattern_runs) - set(PRODUCER_PATTERNS)
+        if unknown:
+            raise ConfigError(
+                f"producer modes are {', '.join(PRODUCER_PATTERNS)}, not {sorted(unknown)}"
+            )
+        if any(n <= 0 for n in self.drain_batches):
+            raise ConfigError(f"every drain batch size must be positive, got {self.drain_batches}")
         if any(n <= 0 for n in self.sweep):
             raise ConfigError(f"every sweep record count must be positive, got {self.sweep}")
         try:
