@@ -241,6 +241,17 @@ def _walk(record: dict[str, Any]) -> str | None:
     return None
 
 
+def check_nested(record: dict[str, Any]) -> str | None:
+    """Why ``record``'s nested values cannot be taken (depth, map keys, timestamps), or None;
+    timestamps become datetimes in place (``decode_record``'s checks)."""
+    return _walk(record)
+
+
+def describe_error(exc: BaseException) -> str:
+    """A decoding error as text that always says something."""
+    return _describe(exc)
+
+
 def _describe(exc: BaseException) -> str:
     """An exception as text that always says something (msgpack's often have no message)."""
     if isinstance(exc, msgpack.StackError):

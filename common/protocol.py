@@ -15,6 +15,11 @@ or several (a packed entry), in place of ``rec``::
     n      "3"                       how many records
     recs   <msgpack array of bin>    each one an encoded record; record i has sequence seq + i
 
+or several column by column (a columnar entry, ``common/columns.py``), in place of ``rec``::
+
+    n      "3"                       how many records
+    cols   <msgpack map>             column name -> one value per record, or one array of them
+
 A record's deadline is ``at`` (or the entry id's time, if earlier) plus ``ttl``, both Redis
 server time, so producer and writer clocks never need to agree and no client moves it. A writer
 never writes a record whose deadline passed before its batch was built: it answers
@@ -25,9 +30,9 @@ of the two wins.
 
 After each flush the writer pushes, to every reply list with records in the batch, one msgpack
 array of results: ``[seq, nil, digest]`` when the record is in the table (``record_digest`` of
-what was written), else ``[seq, error]``, ``error`` a map ``{"error": "RecordRejected" |
-"WriteFailed" | "WriteTimeout", "message": str, "cause": str}``.
-"""
+what was written: the record's ``rec``, or for a columnar entry its ``cols``), else ``[seq,
+error]``, ``error`` a map ``{"error": "RecordRejected" | "WriteFailed" | "WriteTimeout",
+"message": str, "cause": str}``."""
 
 from __future__ import annotations
 
@@ -46,6 +51,7 @@ FIELD_TTL = b"ttl"
 FIELD_RECORD = b"rec"
 FIELD_COUNT = b"n"
 FIELD_RECORDS = b"recs"
+FIELD_COLUMNS = b"cols"
 FIELD_AT = b"at"
 """Added by the writer as it moves an entry from the inbox: the Redis time (ms) it was pushed,
 set by the enqueue script. A record's deadline is counted from it (or from the entry id, if
@@ -69,6 +75,9 @@ DEFAULT_MAX_QUEUE_SIZE = 4096
 CONFIG_MAX_QUEUE_SIZE = "max_queue_size"
 CONFIG_MAX_BATCH = "max_batch"
 """Config hash field: the writer's ``max_batch``; producers pack no more records per entry."""
+CONFIG_COLUMNAR_BATCH = "columnar_batch"
+"""Config hash field of a writer that reads columnar entries: its ``max_batch`` again. The
+Python producer sends columnar entries of up to this many records, and none without it."""
 
 ENTRY_WIDTH = 10
 """Arguments one single-record entry takes in the enqueue script: five field/value pairs."""
@@ -172,6 +181,15 @@ def packed_entry_fields(
     numbers ``first_seq``, ``first_seq + 1``, ... in the order the enqueue script takes them."""
     fields = entry_fields(reply_key, first_seq, b"", ttl_ms)[:-2]  # all but "rec"
     return [*fields, FIELD_COUNT, str(len(records)), FIELD_RECORDS, packb(records)]
+
+
+def columnar_entry_fields(
+    reply_key: str, first_seq: int, count: int, columns: bytes, ttl_ms: int
+) -> list[bytes | str]:
+    """The field/value pairs of one columnar stream entry of ``count`` records (sequence numbers
+    ``first_seq`` on) whose ``cols`` value is ``columns`` (``columns.encode_columns``)."""
+    fields = entry_fields(reply_key, first_seq, b"", ttl_ms)[:-2]  # all but "rec"
+    return [*fields, FIELD_COUNT, str(count), FIELD_COLUMNS, columns]
 
 
 ABANDON_SCRIPT = """

@@ -1,5 +1,5 @@
-"""How a producer's records become stream entries: single or packed, by what the writer
-publishes in the table's config hash (its ``max_batch``, the stream's epoch)."""
+"""How a producer's records become stream entries: single or columnar, by what the writer
+publishes in the table's config hash (its ``columnar_batch``, the stream's epoch)."""
 
 from __future__ import annotations
 
@@ -9,20 +9,22 @@ import uuid
 from collections.abc import Sequence
 from typing import Protocol
 
+from lancequeue.common.columns import encode_columns
 from lancequeue.common.keys import TableKeys
 from lancequeue.common.protocol import (
-    CONFIG_MAX_BATCH,
+    CONFIG_COLUMNAR_BATCH,
     DEFAULT_MAX_QUEUE_SIZE,
     ENTRY_WIDTH,
     PACKED_ENTRY_WIDTH,
+    columnar_entry_fields,
     entry_fields,
-    packed_entry_fields,
+    record_digest,
 )
 
 _EPOCH = re.compile(r"[0-9a-fA-F]{32}")
 CONFIG_REFRESH_S = 5.0
-"""How often a producer re-reads the config hash: the writer's ``max_batch`` (the most records
-it packs into one entry; a new writer may have another) and the stream's epoch."""
+"""How often a producer re-reads the config hash: the writer's ``columnar_batch`` (the most
+records it packs into one entry; a new writer may have another) and the stream's epoch."""
 
 
 class Numbered(Protocol):
@@ -31,12 +33,20 @@ class Numbered(Protocol):
     seq: int
     data: bytes
     deadline: float
+    digests: tuple[bytes, ...]
 
 
 def _ttl_ms(deadline: float, now: float) -> int:
     """Milliseconds from ``now`` to ``deadline``, at least 1 (the caller sends only records
     whose deadline has not passed)."""
     return max(1, int((deadline - now) * 1000))
+
+
+def _accept(item: Numbered, digest: bytes) -> None:
+    """Let an ok answer carrying ``digest`` settle ``item`` (as well as those of its earlier
+    sends: a copy sent before may be the one written)."""
+    if digest not in item.digests:
+        item.digests = (*item.digests, digest)
 
 
 class EntryMaker:
@@ -73,20 +83,26 @@ class EntryMaker:
     ) -> list[bytes | str | int]:
         """ARGV of the enqueue script for ``chunk`` (numbered) split into entries of ``sizes``
         records (see ``pack``), each entry with the time its records have left (``now`` on
-        ``time.monotonic()``): until the earliest deadline among them."""
-        if self._pack_records == 1:
+        ``time.monotonic()``): until the earliest deadline among them. Adds to each record's
+        ``digests`` the one the writer's ok answer carries for it as sent now (the record's own
+        in a single-record entry, the ``cols`` value's in a columnar one)."""
+        if max(sizes, default=1) == 1:  # single-record entries, which every writer reads
             args: list[bytes | str | int] = [DEFAULT_MAX_QUEUE_SIZE, ENTRY_WIDTH, self._channel]
             for item in chunk:
                 ttl_ms = _ttl_ms(item.deadline, now)
                 args.extend(entry_fields(self._reply_key, item.seq, item.data, ttl_ms))
+                _accept(item, record_digest(item.data))
             return args
         args = [DEFAULT_MAX_QUEUE_SIZE, PACKED_ENTRY_WIDTH, self._channel]
         start = 0
         for size in sizes:
             items = chunk[start : start + size]
-            data = [item.data for item in items]
+            body = encode_columns([item.data for item in items])
             ttl_ms = _ttl_ms(min(item.deadline for item in items), now)
-            args.extend(packed_entry_fields(self._reply_key, items[0].seq, data, ttl_ms))
+            args.extend(columnar_entry_fields(self._reply_key, items[0].seq, size, body, ttl_ms))
+            digest = record_digest(body)
+            for item in items:
+                _accept(item, digest)
             start += size
         return args
 
@@ -105,13 +121,13 @@ class EntryMaker:
     @property
     def config_field(self) -> str:
         """The config hash field ``learn_config`` takes first (the epoch, its own key, second)."""
-        return CONFIG_MAX_BATCH
+        return CONFIG_COLUMNAR_BATCH
 
     def learn_config(self, values: list[bytes | str | None], now: float) -> bool:
         """What the config hash's ``config_field`` and the ``epoch`` key hold. Pack no more
-        records per entry than the writer's ``max_batch``; until a writer has published one, do
-        not pack: it also says the writer reads packed entries. The epoch goes with the records
-        sent from now on.
+        records per entry than the writer's ``columnar_batch`` (its ``max_batch``); until a
+        writer has published one, do not pack: it also says the writer reads columnar entries.
+        The epoch goes with the records sent from now on.
         Returns True if the stream has no epoch yet: name one (``SETNX``, ``new_epoch``) and
         read the config again, so every record is sent under one."""
         raw, epoch = values

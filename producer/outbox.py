@@ -25,7 +25,6 @@ from lancequeue.common.errors import (
 from lancequeue.common.keys import TableKeys
 from lancequeue.common.protocol import (
     decode_results,
-    record_digest,
 )
 from lancequeue.producer.entries import EntryMaker
 from lancequeue.producer.outgoing import F, Fail, Outgoing
@@ -114,7 +113,7 @@ class Outbox(Generic[F]):
             if len(data) > self._max_record_bytes:
                 rejected.append((future, self._too_large(len(data))))
                 continue
-            outgoing.append(Outgoing(data, future, deadline, timeout_s, record_digest(data)))
+            outgoing.append(Outgoing(data, future, deadline, timeout_s))
         return futures, outgoing, rejected
 
     def _too_large(self, size: int) -> RecordRejected:
@@ -204,7 +203,7 @@ class Outbox(Generic[F]):
                 if item is None:
                     continue
                 error = result.error
-                if error is None and result.digest != item.digest:
+                if error is None and result.digest not in item.digests:
                     error = WriteFailed(
                         "SequenceConflict",
                         f"another client's record was written under this producer's id and "

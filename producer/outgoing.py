@@ -26,8 +26,9 @@ class Outgoing(Generic[F]):
     """``time.monotonic()`` of the enqueue call plus its timeout."""
     timeout_s: float
     """The enqueue call's timeout (records sent together share one)."""
-    digest: bytes = b""
-    """``record_digest(data)``: what the writer's ok answer must carry for this record."""
+    digests: tuple[bytes, ...] = ()
+    """What the writer's ok answer may carry for this record: the digest of each form it was
+    sent in (``EntryMaker.script_args``); any other is another client's record."""
     seq: int = 0
     """Its sequence number, given when it is first sent (0 until then)."""
     maybe_sent: bool = False

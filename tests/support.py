@@ -16,9 +16,12 @@ from pathlib import Path
 from typing import Any
 
 import lancedb
+import msgpack
 import numpy as np
 import redis
 
+from lancequeue.common.codec import encode_record
+from lancequeue.common.columns import decode_columns
 from lancequeue.common.keys import TableKeys
 from lancequeue.common.protocol import Result, decode_results, entry_fields
 from lancequeue.common.status import read_status
@@ -278,3 +281,24 @@ def queued_entry_count(client: redis.Redis, table: str = "docs") -> int:
     """Entries waiting for the table: in its stream or in the inbox."""
     keys = TableKeys(table)
     return int(client.xlen(keys.stream)) + int(client.llen(keys.inbox))
+
+
+def entry_records(fields: dict[Any, Any]) -> list[bytes]:
+    """The encoded records of one entry's fields, whatever its form: ``rec``, a packed entry's
+    ``recs``, or a columnar entry's ``cols`` (each record encoded again from its row)."""
+
+    def field(name: str) -> Any:
+        return fields.get(name.encode(), fields.get(name))
+
+    if field("recs") is not None:
+        return list(msgpack.unpackb(field("recs")))
+    if field("cols") is not None:
+        count = int(field("n"))
+        columns, problems = decode_columns(field("cols"), count)
+        assert not problems, problems
+        rows = [
+            {name: column[i] for name, column in columns.items() if column[i] is not None}
+            for i in range(count)
+        ]
+        return [encode_record(row) for row in rows]
+    return [field("rec")]

@@ -8,16 +8,18 @@ import concurrent.futures
 import time
 from typing import Any
 
-import msgpack
 import pytest
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from lancequeue.common.codec import encode_record
 from lancequeue.common.errors import LancequeueError, QueueFull, WriteTimeout
 from lancequeue.common.protocol import (
+    ENTRY_WIDTH,
+    FIELD_COLUMNS,
+    FIELD_COUNT,
     FIELD_RECORD,
-    FIELD_RECORDS,
     FIELD_SEQ,
+    PACKED_ENTRY_WIDTH,
     encode_results,
     record_digest,
 )
@@ -25,7 +27,7 @@ from lancequeue.producer.calls import Call, Op, Steps
 from lancequeue.producer.core import ProducerCore
 from lancequeue.producer.futures import RecordFuture
 from lancequeue.producer.settings import ProducerSettings
-from tests.support import record
+from tests.support import entry_records, record
 
 Future = concurrent.futures.Future[None]
 EPOCH = b"0123456789abcdef0123456789abcdef"
@@ -74,15 +76,28 @@ class Loop:
 
 
 def sent_records(call: Call) -> list[bytes]:
-    """The encoded records an ENQUEUE call carries, in order (packed or not)."""
+    """The encoded records an ENQUEUE call carries, in order (in columnar entries or not)."""
     fields = call.args[0][3:]
+    width = PACKED_ENTRY_WIDTH if FIELD_COUNT in fields else ENTRY_WIDTH
     found: list[bytes] = []
-    for name, value in zip(fields[::2], fields[1::2], strict=True):
-        if name == FIELD_RECORDS:
-            found.extend(msgpack.unpackb(value))
-        elif name == FIELD_RECORD:
-            found.append(value)
+    for start in range(0, len(fields), width):
+        entry = fields[start : start + width]
+        found += entry_records(dict(zip(entry[::2], entry[1::2], strict=True)))
     return found
+
+
+def sent_digests(call: Call) -> list[bytes]:
+    """The digest the writer answers each record of an ENQUEUE call with, in order: of its
+    ``rec``, or of its columnar entry's ``cols``."""
+    fields = call.args[0][3:]
+    digests: list[bytes] = []
+    count = 1
+    for name, value in zip(fields[::2], fields[1::2], strict=True):
+        if name == FIELD_COUNT:
+            count = int(value)
+        elif name in (FIELD_COLUMNS, FIELD_RECORD):
+            digests += [record_digest(value)] * (count if name == FIELD_COLUMNS else 1)
+    return digests
 
 
 def sent_seqs(call: Call) -> list[str]:
@@ -186,11 +201,12 @@ def test_the_listener_resolves_the_futures_an_answer_names_with_their_digest() -
     sender = Loop(made.sender())
     futures = enqueue(made, [record(1), record(2)], 60)
     sender.answer()
-    sender.connect()
+    call = sender.connect()
+    assert call is not None
+    digest = sent_digests(call)[0]
     sender.answer([b"1-0", b"1-1"])
     listener = Loop(made.listener())
     assert listener.call == Call(Op.NEXT_REPLY)
-    digest = record_digest(encode_record(record(1)))
     reply = encode_results([(1, None, digest), (2, None, b"not its digest")])
     assert listener.answer(reply) == Call(Op.DROP_REPLY, (reply,))
     assert futures[0].result(timeout=0) is None

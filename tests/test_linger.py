@@ -29,7 +29,8 @@ from tests.test_producer import evalsha_calls, stream_records
 async def test_records_enqueued_one_by_one_within_the_linger_share_one_send_and_all_land(
     start_writer: StartWriter, redis_url: str, client: redis.Redis, db_uri: str
 ) -> None:
-    client.hset(KEYS.config, "max_batch", 128)  # as a writer publishes it: producers may pack
+    # as a writer publishes it: producers may pack
+    client.hset(KEYS.config, mapping={"max_batch": 128, "columnar_batch": 128})
     client.script_load(ENQUEUE_SCRIPT)  # so that the count below is of sends alone
     made = Producer("docs", redis_url=redis_url, linger_ms=1_000)
     calls_before = evalsha_calls(client)

@@ -40,6 +40,7 @@ def sent(
         [{"text": text.decode()} for text in records], Future, deadline, 60.0
     )
     outbox.number(outgoing)
+    outbox.entries.script_args(outgoing, [1] * len(outgoing), 0.0)  # sent as single entries
     outbox.confirm(outgoing)
     return outgoing
 
@@ -57,7 +58,7 @@ def outbox() -> Outbox[Future]:
 
 def test_an_ok_answer_resolves_a_record_only_with_its_own_digest(outbox: Outbox[Future]) -> None:
     mine, other = sent(outbox, b"a", b"b")
-    answer(outbox, (mine.seq, None, mine.digest), (other.seq, None, record_digest(b"forged")))
+    answer(outbox, (mine.seq, None, mine.digests[0]), (other.seq, None, record_digest(b"forged")))
     assert mine.future.result() is None
     error = other.future.exception()
     assert isinstance(error, WriteFailed) and error.error_type == "SequenceConflict"
@@ -83,7 +84,7 @@ def test_an_answer_settles_earlier_records_never_confirmed_in_the_stream_as_not_
     outbox.number([lost])  # its send went unconfirmed and was given up
     lost.maybe_sent = True
     confirmed, later = sent(outbox, b"b", b"c")
-    answer(outbox, (later.seq, None, later.digest))
+    answer(outbox, (later.seq, None, later.digests[0]))
     assert later.future.result() is None
     assert isinstance(lost.future.exception(), WriteTimeout)  # it never reached the stream
     assert not confirmed.future.done()  # in the stream: only its own answer settles it
@@ -101,7 +102,7 @@ def test_records_due_are_abandoned_or_wait_for_the_writer_that_claimed_them(
     assert isinstance(third.future.exception(), WriteTimeout)
     assert not second.future.done() and second.claimed  # a writer owes it its answer
     assert outbox.to_abandon(1000.0) == ([], None)  # abandoned once, never again
-    answer(outbox, (second.seq, None, second.digest))
+    answer(outbox, (second.seq, None, second.digests[0]))
     assert second.future.result() is None
 
 

@@ -155,7 +155,8 @@ def test_a_writer_killed_after_committing_packed_entries_answers_them_from_the_w
 async def test_a_producer_packs_one_call_s_records_into_entries_each_answered(
     start_writer: StartWriter, redis_url: str, client: redis.Redis, db_uri: str
 ) -> None:
-    client.hset(KEYS.config, "max_batch", 128)  # as a writer that reads packed entries left it
+    # as a writer that reads columnar entries left it
+    client.hset(KEYS.config, mapping={"max_batch": 128, "columnar_batch": 128})
     with Producer("docs", redis_url=redis_url, pack_records=4) as producer:
         futures = producer.enqueue_many([record(i) for i in range(10)])  # buffered together
         await queued(client, 10)
@@ -179,7 +180,7 @@ async def test_producers_do_not_pack_until_a_writer_published_its_max_batch(
 async def test_the_queue_bound_counts_records_not_entries(
     start_writer: StartWriter, redis_url: str, client: redis.Redis, db_uri: str
 ) -> None:
-    client.hset(KEYS.config, mapping={"max_queue_size": 6, "max_batch": 6})
+    client.hset(KEYS.config, mapping={"max_queue_size": 6, "max_batch": 6, "columnar_batch": 6})
     with Producer("docs", redis_url=redis_url, pack_records=4, max_buffered_records=6) as producer:
         first = producer.enqueue_many([record(i) for i in range(6)])  # one send
         await queued(client, 6)

@@ -8,7 +8,6 @@ import socket
 import threading
 from typing import Any
 
-import msgpack
 import pytest
 import redis
 
@@ -27,6 +26,7 @@ from tests.support import (
     KEYS,
     StartWriter,
     async_wait_for,
+    entry_records,
     gather,
     queued_entries,
     queued_records,
@@ -46,7 +46,7 @@ def stream_records(client: redis.Redis) -> list[tuple[int, bytes]]:
     found: list[tuple[int, bytes]] = []
     for fields in queued_entries(client):
         seq = int(fields[b"seq"])
-        records = msgpack.unpackb(fields[b"recs"]) if b"recs" in fields else [fields[b"rec"]]
+        records = entry_records(fields)
         found.extend((seq + i, data) for i, data in enumerate(records))
     return found
 

@@ -117,7 +117,7 @@ class Answerer:
     async def _call_on_flushed(self, entries: list[Entry]) -> None:
         if self._on_flushed is None:
             return
-        records = [entry.record for entry in entries if entry.record is not None]
+        records = [record for entry in entries if (record := entry.materialized()) is not None]
         try:
             outcome = self._on_flushed(records)
             if inspect.isawaitable(outcome):

@@ -7,12 +7,20 @@ what LanceDB's ``table.add()`` would give them: dicts and lists for JSON columns
 vectors refused, dropped, filled or nulled (``bad_vectors``).
 Vector columns (fixed-size lists of floats) are built from one contiguous float buffer, never
 from Python floats one by one.
+
+The records of a columnar entry (``common/columns.py``) are built column by column: a column whose
+values are all of a kind Arrow converts exactly (or not at all), a vector column arriving as
+one array of the column's own type holding no NaN, a nullable column they leave out. If any
+column of the entry is not of that kind (a value that needs a check, a JSON or computed column,
+an unknown field, a NaN), the entry's records go the record-by-record way instead, so every
+rule above holds for them alike and each rejection names its record and field.
 """
 
 from __future__ import annotations
 
 import logging
-from typing import Any
+from collections.abc import Sequence
+from typing import Any, Protocol
 
 import numpy as np
 import pyarrow as pa
@@ -26,6 +34,28 @@ from lancequeue.writer.values import unchecked_types, value_problem
 logger = logging.getLogger(__name__)
 
 Records = list[dict[str, Any]]
+
+
+class Block(Protocol):
+    """A columnar entry's records (``entries.ColumnBlock``)."""
+
+    columns: dict[str, Any]
+    count: int
+
+
+class Row(Protocol):
+    """A record to build (``entries.Entry``): row ``part`` of ``block`` if that is set."""
+
+    @property
+    def block(self) -> Block | None: ...
+
+    @property
+    def part(self) -> int | None: ...
+
+    def materialized(self) -> dict[str, Any] | None: ...
+
+
+_ARROW_ERRORS = (pa.ArrowException, TypeError, ValueError, OverflowError)
 
 
 class BatchBuilder:
@@ -50,6 +80,73 @@ class BatchBuilder:
     def computes(self) -> bool:
         """Whether building calls the table's embedding functions (slow: not on the loop)."""
         return self._embeddings is not None
+
+    def build_rows(self, rows: Sequence[Row]) -> tuple[pa.Table | None, dict[int, str]]:
+        """``build`` for rows that may come from columnar entries: the rows of one entry are
+        built column by column when they can be (``_from_columns``), the others (and those
+        rows, when they cannot) record by record. Rows keep their order."""
+        pieces: list[pa.Table] = []
+        rejected: dict[int, str] = {}
+        start = 0
+        while start < len(rows):
+            block, end = rows[start].block, start + 1
+            while end < len(rows) and rows[end].block is block:
+                end += 1
+            table = None
+            if block is not None:
+                positions = [rows[i].part or 0 for i in range(start, end)]
+                table = self._from_columns(block, positions)
+            if table is None:
+                records = [rows[i].materialized() or {} for i in range(start, end)]
+                table, bad = self.build(records)
+                rejected.update({start + position: reason for position, reason in bad.items()})
+            if table is not None:
+                pieces.append(table)
+            start = end
+        if not pieces:
+            return None, rejected
+        return (pieces[0] if len(pieces) == 1 else pa.concat_tables(pieces)), rejected
+
+    def _from_columns(self, block: Block, positions: list[int]) -> pa.Table | None:
+        """The rows at ``positions`` of a columnar entry built column by column, or None if a
+        column needs the record-by-record way (see the module's docstring)."""
+        if self._json or self._embeddings is not None:
+            return None
+        columns = block.columns
+        whole = len(positions) == block.count  # positions rise: then they are all of them
+        for name, column in columns.items():
+            if name not in self._names and not _all_empty(column, positions):
+                return None  # an unknown field: named, record by record
+        arrays: list[pa.Array] = []
+        for field in self.schema:
+            column = columns.get(field.name)
+            if column is None:
+                if not field.nullable:
+                    return None
+                arrays.append(pa.nulls(len(positions), field.type))
+                continue
+            array = (
+                self._list_column(field, column if whole else [column[p] for p in positions])
+                if isinstance(column, list)
+                else _array_column(field, column if whole else column[positions])
+            )
+            if array is None:
+                return None
+            arrays.append(array)
+        return pa.Table.from_arrays(arrays, schema=self.schema)
+
+    def _list_column(self, field: pa.Field, values: list[Any]) -> pa.Array | None:
+        if (
+            is_vector_type(field.type)
+            or not {type(v) for v in values} <= self._unchecked[field.name]
+        ):
+            return None
+        if not field.nullable and any(value is None for value in values):
+            return None
+        try:
+            return pa.array(values, type=field.type)
+        except _ARROW_ERRORS:
+            return None
 
     def build(self, records: Records) -> tuple[pa.Table | None, dict[int, str]]:
         """Return the table of the records that fit (None if none do) and, for each record
@@ -137,6 +234,28 @@ class BatchBuilder:
                 for p in range(len(values))
             }
         return None, bad
+
+
+def _all_empty(column: Any, positions: list[int]) -> bool:
+    """Whether a column has no value (null, an empty list or map) at any of ``positions``."""
+    return isinstance(column, list) and all(is_empty(column[p]) for p in positions)
+
+
+def _array_column(field: pa.Field, rows: Any) -> pa.Array | None:
+    """A vector column from one array of its rows, if it is of the column's own type, one row
+    per record, holding no NaN; else None."""
+    if not is_vector_type(field.type):
+        return None
+    dim = field.type.list_size
+    if (
+        rows.ndim != 2
+        or rows.shape[1] != dim
+        or rows.dtype != field.type.value_type.to_pandas_dtype()
+    ):
+        return None
+    if np.isnan(rows).any():
+        return None  # the bad-vector policy decides, record by record
+    return pa.FixedSizeListArray.from_arrays(pa.array(rows.reshape(-1)), dim)
 
 
 def _arrow_array(values: list[Any], data_type: pa.DataType) -> pa.Array:

@@ -11,10 +11,12 @@ from typing import Any
 import msgpack
 
 from lancequeue.common.codec import decode_record
+from lancequeue.common.columns import Columns, decode_columns
 from lancequeue.common.errors import RecordRejected
 from lancequeue.common.keys import TableKeys
 from lancequeue.common.protocol import (
     FIELD_AT,
+    FIELD_COLUMNS,
     FIELD_COUNT,
     FIELD_RECORD,
     FIELD_RECORDS,
@@ -25,16 +27,42 @@ from lancequeue.common.protocol import (
     MAX_PACKED_RECORDS,
     MAX_SEQ,
     PROTOCOL_VERSION,
+    record_digest,
 )
 
 logger = logging.getLogger(__name__)
 
 _COUNT = re.compile(rb"[1-9][0-9]{0,4}")
-_RECORDS_LEFT_OUT = re.compile(rb"(?:^|, )recs [0-9]+(?:,|$)")
+_RECORDS_LEFT_OUT = re.compile(rb"(?:^|, )(?:recs|cols) [0-9]+(?:,|$)")
 
 OVERSIZED = b"lq:oversized"
 """Field the writer's reads put in an entry in place of fields over its limits, which they leave
 in Redis: what was left out, as ``<field> <bytes>`` items separated by ``, ``."""
+
+
+@dataclass(eq=False)
+class ColumnBlock:
+    """The records of one columnar entry, column by column (``common/columns.py``)."""
+
+    columns: Columns
+    count: int
+    body: bytes = field(repr=False)
+    """The entry's ``cols`` as sent: what an ok answer's digest is of, for each of its records."""
+    _digest: bytes | None = field(default=None, repr=False)
+
+    @property
+    def digest(self) -> bytes:
+        if self._digest is None:
+            self._digest = record_digest(self.body)
+        return self._digest
+
+    def row(self, position: int) -> dict[str, Any]:
+        """Record ``position`` as a dict (a column with no value for it is left out)."""
+        return {
+            name: value
+            for name, column in self.columns.items()
+            if (value := column[position]) is not None
+        }
 
 
 @dataclass
@@ -57,16 +85,33 @@ class Entry:
     """The raw fields of a single-record entry (for a packed one, those it would have alone),
     kept for the dead-letter stream."""
     part: int | None = None
-    """The record's position in a packed entry; None for a single-record entry."""
+    """The record's position in a packed or columnar entry; None for a single-record entry."""
+    block: ColumnBlock | None = field(default=None, repr=False)
+    """A columnar entry's records, this one at position ``part``; None otherwise (``record``
+    holds it)."""
 
     @property
     def producer_id(self) -> str | None:
         return None if self.reply_key is None else self.reply_key.rsplit(":", 1)[-1]
 
     @property
-    def record_bytes(self) -> bytes:
-        """The record as its producer encoded it (what an ok answer's digest is of)."""
-        return self.fields.get(FIELD_RECORD, b"")
+    def readable(self) -> bool:
+        """Whether the record was read (it may still not fit the table)."""
+        return self.rejection is None and (self.record is not None or self.block is not None)
+
+    def materialized(self) -> dict[str, Any] | None:
+        """The record as a dict (for a columnar entry's, made from its columns now)."""
+        if self.block is not None and self.part is not None and self.rejection is None:
+            return self.block.row(self.part)
+        return self.record
+
+    @property
+    def digest(self) -> bytes:
+        """What an ok answer carries: the digest of the record as its producer encoded it, or
+        of its columnar entry's ``cols``."""
+        if self.block is not None:
+            return self.block.digest
+        return record_digest(self.fields.get(FIELD_RECORD, b""))
 
     @property
     def record_id(self) -> str:
@@ -77,12 +122,17 @@ class Entry:
 
 
 def record_count(fields: dict[bytes, bytes] | None) -> int:
-    """How many records an entry carries: a packed entry's ``n`` (``recs`` and no ``rec``, ``n``
+    """How many records an entry carries: a packed or columnar entry's ``n`` (``recs`` or
+    ``cols`` and no ``rec``, ``n``
     in canonical decimal, at most ``MAX_PACKED_RECORDS``), else 1. The inbox move counts entries
     by the same rule."""
     fields = fields or {}
     raw = fields.get(FIELD_COUNT)
-    packed = FIELD_RECORDS in fields or _RECORDS_LEFT_OUT.search(fields.get(OVERSIZED, b""))
+    packed = (
+        FIELD_RECORDS in fields
+        or FIELD_COLUMNS in fields
+        or _RECORDS_LEFT_OUT.search(fields.get(OVERSIZED, b""))
+    )
     if raw is None or not packed or FIELD_RECORD in fields:
         return 1
     if not _COUNT.fullmatch(raw):
@@ -96,12 +146,13 @@ def read_entries(
     fields: dict[bytes, bytes],
     max_record_bytes: int | None = None,
 ) -> list[Entry]:
-    """Decode one stream entry into its records (one, or those of a packed entry); never
-    raises, whatever the entry holds. A record that cannot be read is rejected alone."""
+    """Decode one stream entry into its records (one, or those of a packed or columnar entry);
+    never raises, whatever the entry holds. A record that cannot be read is rejected alone."""
     packed = fields.get(FIELD_RECORDS)
+    columns = fields.get(FIELD_COLUMNS) if packed is None else None
     # A packed entry whose records a read left out (OVERSIZED) still says how many it held.
     left_out = OVERSIZED in fields and FIELD_COUNT in fields
-    if (packed is None and not left_out) or FIELD_RECORD in fields:
+    if (packed is None and columns is None and not left_out) or FIELD_RECORD in fields:
         return [read_entry(keys, entry_id, fields, max_record_bytes)]
     head = _head(keys, entry_id, fields)
     if head.rejection is None and OVERSIZED in fields:
@@ -116,6 +167,8 @@ def read_entries(
             "entry %s: sequence numbers past %d; it will not be answered", entry_id, MAX_SEQ
         )
         head.reply_key = None
+    if columns is not None:
+        return _columnar(head, count, columns, fields)
     parts = [_part(head, index, fields) for index in range(count)]
     records = head.rejection or _unpack_records(packed or b"", count)
     if isinstance(records, str):
@@ -192,7 +245,7 @@ def _oversized(dropped: bytes, max_record_bytes: int | None) -> str:
             f"record is {size} bytes encoded, over the writer's max_record_bytes "
             f"({max_record_bytes})"
         )
-    if name == "recs" and size.isdigit():
+    if name in ("recs", "cols") and size.isdigit():
         return f"packed entry is {size} bytes, over the writer's max_batch_bytes"
     return f"entry over the writer's limits, not read: {what}"
 
@@ -213,6 +266,37 @@ def _part(head: Entry, index: int, fields: dict[bytes, bytes]) -> Entry:
         fields=part_fields,
         part=index,
     )
+
+
+def _columnar(head: Entry, count: int, body: bytes, fields: dict[bytes, bytes]) -> list[Entry]:
+    """The records of a columnar entry: one ``Entry`` each, sharing the entry's columns."""
+    shared = {name: value for name, value in fields.items() if name not in _BLOCK_FIELDS}
+    block: ColumnBlock | None = None
+    problems: dict[int, str] = {}
+    rejection = head.rejection
+    if rejection is None:
+        try:
+            columns, problems = decode_columns(body, count)
+            block = ColumnBlock(columns, count, body)
+        except RecordRejected as exc:
+            rejection = str(exc)
+    return [
+        Entry(
+            head.entry_id,
+            head.reply_key,
+            head.seq + index,
+            None,
+            rejection or problems.get(index),
+            head.deadline_ms,
+            shared,
+            index,
+            block,
+        )
+        for index in range(count)
+    ]
+
+
+_BLOCK_FIELDS = (FIELD_COUNT, FIELD_COLUMNS)
 
 
 def _unpack_records(packed: bytes, count: int) -> list[bytes] | str:

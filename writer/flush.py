@@ -111,7 +111,7 @@ class BatchSettler:
                 result.duplicates += 1
                 continue
             in_batch.add((producer, entry.seq))
-            if entry.record is None:
+            if not entry.readable:
                 result.answers[entry.record_id] = _rejected(entry.rejection or "rejected")
             elif entry.seq in claimed.producers[producer].abandoned:
                 result.answers[entry.record_id] = error_payload(
@@ -139,15 +139,15 @@ class BatchSettler:
         prepared = PreparedBatch(entries, epoch, result)
         if not writable:
             return prepared
-        records = [entry.record for entry in writable if entry.record is not None]
         try:
-            earlier = await self._sink.ensure_table(records)
-            if earlier is not None:
-                writable = self._recover(writable, earlier, epoch, result)
-                records = [entry.record for entry in writable if entry.record is not None]
+            if not self._sink.ready:  # the first batch defines the table
+                records = [entry.materialized() or {} for entry in writable]
+                earlier = await self._sink.ensure_table(records)
+                if earlier is not None:
+                    writable = self._recover(writable, earlier, epoch, result)
             if not writable:
                 return prepared
-            batch, rejected = await self._sink.build(records)
+            batch, rejected = await self._sink.build(writable)
         except WriterReplaced:
             raise
         except Exception as exc:  # creating the table or an embedding function failed

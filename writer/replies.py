@@ -17,8 +17,9 @@ import time
 from collections import defaultdict
 from dataclasses import dataclass, field
 
+from lancequeue.common.codec import encode_record
 from lancequeue.common.keys import GROUP, TableKeys
-from lancequeue.common.protocol import Answer, encode_results, record_digest
+from lancequeue.common.protocol import FIELD_RECORD, FIELD_SEQ, Answer, encode_results
 from lancequeue.common.redis_client import AsyncRedis
 from lancequeue.writer.entries import Entry
 from lancequeue.writer.watermark import SKIPPED_SILENTLY, Outcome
@@ -155,7 +156,7 @@ class Acknowledger:
             if answer == SKIPPED_SILENTLY:
                 continue  # acked unanswered: nothing settled for this producer either
             seen[producer] = max(seen.get(producer, -1), entry.seq)
-            digest = record_digest(entry.record_bytes) if answer is None else None
+            digest = entry.digest if answer is None else None
             per_producer[producer].append((entry.seq, answer, digest))
         records_of: dict[bytes, int] = {}  # stream entry id → its records, in stream order
         for entry in ack.entries:
@@ -197,6 +198,10 @@ def _dead_letter_fields(dead: DeadLetter) -> list[bytes | str | int]:
     fields: dict[bytes | str, bytes | str | int] = {}
     for name, value in dead.entry.fields.items():
         fields[name] = value
+    record = dead.entry.materialized()
+    if dead.entry.block is not None and record is not None:  # a columnar entry's: on its own
+        fields[FIELD_SEQ] = str(dead.entry.seq)
+        fields[FIELD_RECORD] = encode_record(record)
     fields.update(
         {
             "reason": dead.reason,

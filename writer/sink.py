@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -26,7 +26,7 @@ from lance.commit import CommitConflictError
 from lance.optimize import Compaction, CompactionOptions
 
 from lancequeue.common.errors import ConfigError
-from lancequeue.writer.arrow_batch import BatchBuilder, Records
+from lancequeue.writer.arrow_batch import BatchBuilder, Records, Row
 from lancequeue.writer.bad_vectors import BadVectorPolicy
 from lancequeue.writer.faults import crash_point, pause_point, refusal
 from lancequeue.writer.fencing import check_fence, fence, fence_of
@@ -223,15 +223,20 @@ class TableSink:
         await self._use(self._latest())
         return watermark
 
-    async def build(self, records: Records) -> tuple[pa.Table | None, dict[int, str]]:
+    @property
+    def ready(self) -> bool:
+        """Whether the table exists (else the first batch's records define it)."""
+        return self._builder is not None
+
+    async def build(self, rows: Sequence[Row]) -> tuple[pa.Table | None, dict[int, str]]:
         """The batch's Arrow table and the rejected records (index → reason). Raises what the
         table's embedding functions raise."""
         builder = self._builder
         if builder is None:
-            return None, dict.fromkeys(range(len(records)), self._no_table_reason)
+            return None, dict.fromkeys(range(len(rows)), self._no_table_reason)
         if builder.computes:  # an embedding model must not hold the event loop (and the lease)
-            return await asyncio.to_thread(builder.build, records)
-        return builder.build(records)
+            return await asyncio.to_thread(builder.build_rows, rows)
+        return builder.build_rows(rows)
 
     async def write(self, batch: pa.Table) -> list[Any]:
         """Write the batch's data files (fragments), not yet part of the table. Raises what

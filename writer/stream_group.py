@@ -15,7 +15,11 @@ from redis.exceptions import ResponseError
 
 from lancequeue.common.errors import WriterReplaced
 from lancequeue.common.keys import GROUP, TableKeys
-from lancequeue.common.protocol import CONFIG_MAX_BATCH, CONFIG_MAX_QUEUE_SIZE
+from lancequeue.common.protocol import (
+    CONFIG_COLUMNAR_BATCH,
+    CONFIG_MAX_BATCH,
+    CONFIG_MAX_QUEUE_SIZE,
+)
 from lancequeue.common.redis_client import REDIS_FAILURES, AsyncRedis
 from lancequeue.writer.lease import Lease
 from lancequeue.writer.stream_scripts import (
@@ -207,7 +211,8 @@ class StreamGroup:
     async def announce(
         self, max_queue_size: int, max_batch: int, status: dict[str, int | str]
     ) -> None:
-        """Publish ``max_queue_size`` and ``max_batch`` for producers and start a fresh status
+        """Publish ``max_queue_size`` and ``max_batch`` (twice: ``columnar_batch`` says columnar
+        entries are read) for producers and start a fresh status
         hash (one script: its first write, renewing the lease, is one Redis allows at
         maxmemory, so a writer starting against a full Redis still gets to serve and free
         it)."""
@@ -237,6 +242,8 @@ class StreamGroup:
                 CONFIG_MAX_QUEUE_SIZE,
                 max_queue_size,
                 CONFIG_MAX_BATCH,
+                max_batch,
+                CONFIG_COLUMNAR_BATCH,
                 max_batch,
                 *[part for pair in fields.items() for part in pair],
             ],

@@ -49,9 +49,9 @@ full stream is what the writer must drain."""
 ANNOUNCE = (
     LEASED
     + """
-redis.call('HSET', KEYS[3], ARGV[3], ARGV[4], ARGV[5], ARGV[6])
+redis.call('HSET', KEYS[3], unpack(ARGV, 3, 8))
 redis.call('DEL', KEYS[4])
-redis.call('HSET', KEYS[4], unpack(ARGV, 7))
+redis.call('HSET', KEYS[4], unpack(ARGV, 9))
 """
 )
 """Publish the writer's settings (KEYS[3], the config hash) and a fresh status hash (KEYS[4])
@@ -100,14 +100,14 @@ local function bounded_read(stream, group, consumer, after, count, budget, limit
   return entries
 end
 local limits = {rec = tonumber(ARGV[#ARGV - 2]), recs = tonumber(ARGV[#ARGV - 1]),
-                [''] = tonumber(ARGV[#ARGV])}
+                cols = tonumber(ARGV[#ARGV - 1]), [''] = tonumber(ARGV[#ARGV])}
 """
 """Read up to a count of entries, one at a time, until those read hold a byte budget: what one
 read brings the writer is bounded by bytes, whatever the entries hold. A field value over its
-limit (``rec``: ``max_record_bytes``; ``recs``: ``max_batch_bytes``; any other: 4 KiB), a field
-name over 64 bytes, or more than 32 fields are left in Redis: the entry comes with the rest and
-``lq:oversized`` (``entries.OVERSIZED``) saying what was left out, to be refused without the
-writer ever holding it. The last three ARGV are those limits."""
+limit (``rec``: ``max_record_bytes``; ``recs``, ``cols``: ``max_batch_bytes``; any other: 4 KiB),
+a field name over 64 bytes, or more than 32 fields are left in Redis: the entry comes with the
+rest and ``lq:oversized`` (``entries.OVERSIZED``) saying what was left out, to be refused without
+the writer ever holding it. The last three ARGV are those limits."""
 OTHER_FIELD_LIMIT = 4096
 MOVE = """
 local function move(inbox, stream, queued, inboxed, count, byte_cap)
@@ -136,7 +136,7 @@ local function move(inbox, stream, queued, inboxed, count, byte_cap)
       local named = {}
       for f = 1, #fields - 1, 2 do named[fields[f]] = fields[f + 1] end
       local count = named['n']
-      if named['recs'] and not named['rec'] and count
+      if (named['recs'] or named['cols']) and not named['rec'] and count
           and string.match(count, '^[1-9]%d?%d?%d?%d?$') then
         n = math.min(tonumber(count), 65536)
       end
@@ -175,7 +175,7 @@ element that is not one (pushed by hand) becomes an entry with nothing but ``lq:
 to the stream, so stream ids are Redis's own clock, never a client's choice. Keeps ``queued``
 (records in the stream: at least one an entry) and ``inboxed`` (records in the inbox: 0 once it
 is empty, whatever a client wrote there) counted; a packed entry counts its ``n`` records, read
-as the writer reads them (canonical decimal, ``recs`` and no ``rec``)."""
+as the writer reads them (canonical decimal, ``recs`` or ``cols`` and no ``rec``)."""
 READ_NEW = (
     LEASED
     + BOUNDED_READ

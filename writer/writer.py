@@ -22,7 +22,11 @@ from redis.exceptions import AuthenticationError, NoPermissionError
 from lancequeue.common.connection import resolve_redis_url
 from lancequeue.common.errors import ConfigError, WriterReplaced
 from lancequeue.common.keys import TableKeys
-from lancequeue.common.protocol import CONFIG_MAX_BATCH, CONFIG_MAX_QUEUE_SIZE
+from lancequeue.common.protocol import (
+    CONFIG_COLUMNAR_BATCH,
+    CONFIG_MAX_BATCH,
+    CONFIG_MAX_QUEUE_SIZE,
+)
 from lancequeue.common.redis_client import (
     REDIS_FAILURES,
     AsyncRedis,
@@ -105,6 +109,7 @@ class Writer:
                 published = {
                     CONFIG_MAX_QUEUE_SIZE: settings.max_queue_size,
                     CONFIG_MAX_BATCH: settings.max_batch,
+                    CONFIG_COLUMNAR_BATCH: settings.max_batch,
                 }
                 lease = Lease(redis, self.keys, self.consumer, settings.lease_ms, published)
                 if await lease.acquire(self._shutdown.requested):

@@ -1,0 +1,161 @@
+"""Columnar entries: many records column by column in one stream entry, each record still
+answered, checked and written exactly once on its own, and built into Arrow per column."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime
+from typing import Any
+
+import msgpack
+import numpy as np
+import pyarrow as pa
+import pytest
+import redis
+
+from lancequeue.common.codec import encode_record
+from lancequeue.common.columns import decode_columns, encode_columns
+from lancequeue.common.errors import RecordRejected
+from lancequeue.common.protocol import Result, columnar_entry_fields, record_digest
+from lancequeue.writer.arrow_batch import BatchBuilder
+from lancequeue.writer.entries import read_entries
+from tests.support import KEYS, StartWriter, pop_answers, record, table_ids
+
+REPLY = KEYS.reply("p1")
+
+
+def rows(count: int, start: int = 0) -> list[dict[str, Any]]:
+    return [record(i) for i in range(start, start + count)]
+
+
+def send_columnar(client: redis.Redis, first_seq: int, count: int, body: bytes) -> None:
+    """One columnar entry, exactly as PROTOCOL.md describes it."""
+    fields = columnar_entry_fields(REPLY, first_seq, count, body, 600_000)
+    client.xadd(KEYS.stream, dict(zip(fields[::2], fields[1::2], strict=True)))  # type: ignore[arg-type]
+
+
+def answers(client: redis.Redis, count: int) -> dict[int, Result]:
+    return pop_answers(client, REPLY, count, 60.0)
+
+
+def test_vectors_of_one_shape_travel_as_one_array_and_every_record_comes_back_as_sent() -> None:
+    records = rows(4)
+    records[1]["note"] = None
+    records[2]["extra"] = [1, {"at": datetime(2020, 1, 2, 3, 4, 5, 6, tzinfo=UTC)}]
+    body = encode_columns([encode_record(r) for r in records])
+    columns, problems = decode_columns(body, 4)
+    assert problems == {}
+    assert isinstance(columns["vector"], np.ndarray) and columns["vector"].shape == (4, 8)
+    assert columns["id"] == [0, 1, 2, 3]
+    assert columns["extra"][2] == records[2]["extra"] and columns["extra"][0] is None
+    for position, sent in enumerate(records):
+        assert np.array_equal(columns["vector"][position], sent["vector"])
+
+
+def test_a_column_of_vectors_of_different_shapes_goes_value_by_value() -> None:
+    records = rows(3)
+    records[1]["vector"] = records[1]["vector"][:4]
+    columns, _ = decode_columns(encode_columns([encode_record(r) for r in records]), 3)
+    assert isinstance(columns["vector"], list)
+    assert [len(vector) for vector in columns["vector"]] == [8, 4, 8]
+
+
+@pytest.mark.parametrize(
+    ("body", "reason"),
+    [
+        (b"\xc1", "undecodable 'cols'"),
+        (msgpack.packb([1, 2]), "must be a msgpack map"),
+        (msgpack.packb({"id": [1, 2]}), "holds 2 values for 3 records"),
+        (msgpack.packb({"id": 7}), "must be an array of values"),
+        (msgpack.packb({1: [1, 2, 3]}), "map key"),
+    ],
+)
+def test_a_columnar_body_that_cannot_be_read_rejects_every_record_of_its_entry(
+    body: bytes, reason: str
+) -> None:
+    fields = columnar_entry_fields(REPLY, 5, 3, body, 600_000)
+    entry = {
+        (k.encode() if isinstance(k, str) else k): (v.encode() if isinstance(v, str) else v)
+        for k, v in zip(fields[::2], fields[1::2], strict=True)
+    }
+    parts = read_entries(KEYS, b"1-0", entry)
+    assert [part.seq for part in parts] == [5, 6, 7]
+    assert all(part.rejection is not None and reason in part.rejection for part in parts)
+
+
+def test_a_value_decode_record_would_refuse_rejects_its_record_alone() -> None:
+    nanos = msgpack.Timestamp(0, 1)  # nanoseconds: nothing is truncated
+    body = msgpack.packb({"id": [1, 2], "at": [None, nanos]}, datetime=False)
+    _, problems = decode_columns(body, 2)
+    assert list(problems) == [1] and "nanoseconds" in problems[1]
+
+
+def built_by_columns(builder: BatchBuilder, records: list[dict[str, Any]]) -> tuple[Any, Any]:
+    body = encode_columns([encode_record(r) for r in records])
+    fields = columnar_entry_fields(REPLY, 0, len(records), body, 600_000)
+    entry = {
+        (k.encode() if isinstance(k, str) else k): (v.encode() if isinstance(v, str) else v)
+        for k, v in zip(fields[::2], fields[1::2], strict=True)
+    }
+    return builder.build_rows(read_entries(KEYS, b"1-0", entry))
+
+
+SCHEMA = pa.schema(
+    [
+        pa.field("id", pa.int64(), nullable=False),
+        pa.field("text", pa.string()),
+        pa.field("vector", pa.list_(pa.float32(), 8)),
+    ]
+)
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        lambda r: None,  # all fit: built column by column
+        lambda r: r[2].update(vector=np.full(8, np.nan, np.float32)),
+        lambda r: r[1].update(id=1.5),
+        lambda r: r[3].update(unknown="x"),
+        lambda r: r[0].pop("id"),
+        lambda r: r[2].update(text=None, vector=[0.5] * 8),
+        lambda r: r[1].update(id=True),
+    ],
+)
+def test_building_by_columns_gives_what_building_record_by_record_gives(change: Any) -> None:
+    builder = BatchBuilder(SCHEMA)
+    records = rows(5)
+    change(records)
+    by_columns, rejected_by_columns = built_by_columns(builder, records)
+    by_records, rejected_by_records = builder.build([dict(r) for r in records])
+    assert rejected_by_columns == rejected_by_records
+    assert by_columns.equals(by_records)
+
+
+async def test_a_columnar_entry_lands_each_record_and_rejects_those_that_do_not_fit(
+    start_writer: StartWriter, client: redis.Redis, db_uri: str
+) -> None:
+    start_writer(coalesce_ms=20)
+    send_columnar(client, 1, 1, encode_columns([encode_record(record(1))]))  # creates the table
+    assert (await asyncio.to_thread(answers, client, 1))[1].error is None
+    records = rows(4, start=10)
+    records[1]["vector"] = np.full(8, np.nan, np.float32)
+    records[2]["id"] = "twelve"
+    body = encode_columns([encode_record(r) for r in records])
+    send_columnar(client, 10, 4, body)
+    results = await asyncio.to_thread(answers, client, 4)
+    assert results[10].error is None and results[13].error is None
+    assert results[10].digest == results[13].digest == record_digest(body)
+    assert isinstance(results[11].error, RecordRejected) and "NaN" in str(results[11].error)
+    assert isinstance(results[12].error, RecordRejected) and "'id'" in str(results[12].error)
+    assert table_ids(db_uri) == [1, 10, 13]
+
+
+async def test_a_columnar_entry_that_cannot_be_read_is_answered_for_each_record(
+    start_writer: StartWriter, client: redis.Redis, db_uri: str
+) -> None:
+    start_writer(coalesce_ms=20)
+    send_columnar(client, 5, 3, msgpack.packb({"id": [1, 2]}))
+    results = await asyncio.to_thread(answers, client, 3)
+    assert sorted(results) == [5, 6, 7]
+    assert all(isinstance(result.error, RecordRejected) for result in results.values())
+    assert "holds 2 values for 3 records" in str(results[6].error)
