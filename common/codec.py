@@ -71,6 +71,45 @@ def _pack_ndarray(np: Any, array: Any) -> msgpack.ExtType:
 _ARRAY_HEADS: dict[tuple[str, tuple[int, ...]], bytes] = {}
 
 
+def pack_array(array: Any) -> tuple[bytes, tuple[str, tuple[int, ...]]]:
+    """A numpy array encoded as ``packb`` encodes it (extension 2), and its dtype as sent and
+    shape; without the copies of the general path (the header before the data is made once
+    per dtype and shape)."""
+    key = (array.dtype.str, array.shape)
+    known = _ARRAY_PREFIXES.get(key)
+    if known is None:
+        if array.dtype.kind not in "biufc":
+            raise TypeError(f"cannot encode a numpy array of dtype {array.dtype}")
+        little = array.dtype.newbyteorder("<")
+        head = msgpack.packb([little.str, list(array.shape), b""], use_bin_type=True)[:-2]
+        size = array.size * array.dtype.itemsize
+        payload = len(head) + len(_bin_header(size)) + size
+        prefix = ext_header(EXT_NDARRAY, payload) + head + _bin_header(size)
+        known = _ARRAY_PREFIXES[key] = (prefix, (little.str, array.shape))
+    if array.dtype.byteorder == ">":
+        array = array.astype(array.dtype.newbyteorder("<"))
+    return known[0] + array.tobytes(), known[1]
+
+
+_ARRAY_PREFIXES: dict[tuple[str, tuple[int, ...]], tuple[bytes, tuple[str, tuple[int, ...]]]] = {}
+
+
+def ext_header(code: int, size: int) -> bytes:
+    """msgpack's header of an extension value of ``size`` bytes (the smallest form, as msgpack's
+    own packer writes it)."""
+    fixed = _FIXEXT.get(size)
+    if fixed is not None:
+        return struct.pack(">Bb", fixed, code)
+    if size < 0x100:
+        return struct.pack(">BBb", 0xC7, size, code)
+    if size < 0x10000:
+        return struct.pack(">BHb", 0xC8, size, code)
+    return struct.pack(">BIb", 0xC9, size, code)
+
+
+_FIXEXT = {1: 0xD4, 2: 0xD5, 4: 0xD6, 8: 0xD7, 16: 0xD8}
+
+
 def _bin_header(size: int) -> bytes:
     """msgpack's bin 8/16/32 header for ``size`` bytes."""
     if size < 0x100:
@@ -138,14 +177,17 @@ def _dtype(dtype_str: object) -> Any:
     raise ValueError(f"unsupported array dtype {dtype_str!r}")
 
 
+def packer() -> msgpack.Packer:
+    """This thread's packer (making one allocates its buffer; a Packer is not shared)."""
+    made: msgpack.Packer | None = getattr(_packers, "packer", None)
+    if made is None:
+        made = _packers.packer = msgpack.Packer(default=_default, use_bin_type=True, datetime=False)
+    return made
+
+
 def packb(obj: object) -> bytes:
     """Encode any supported value (replies and other protocol messages)."""
-    packer = getattr(_packers, "packer", None)
-    if packer is None:  # one per thread: making one allocates its buffer, a Packer is not shared
-        packer = _packers.packer = msgpack.Packer(
-            default=_default, use_bin_type=True, datetime=False
-        )
-    packed: bytes = packer.pack(obj)  # on an error, it resets itself
+    packed: bytes = packer().pack(obj)  # on an error, it resets itself
     return packed
 
 

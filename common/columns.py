@@ -6,85 +6,166 @@ value per record (nil: the record has no value there), or, where every record ho
 one dtype and shape, one extension-2 array of shape ``[n, *shape]``: the vectors of a column as
 one contiguous buffer, read by the writer without a Python object per record.
 
-The producer builds the body from records it encoded one by one (``encode_columns``), so what it
-sends is what it validated at ``enqueue``, whatever the caller did to the record since.
+A producer encodes each record field by field as it is enqueued (``encode_fields``): what it
+sends is what it validated then, whatever the caller did to the record since. A send joins those
+bytes into single-record entries or into a columnar body (``encode_columns``): nothing is
+encoded twice.
 """
 
 from __future__ import annotations
 
+import functools
 import struct
+import sys
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import msgpack
 
-from lancequeue.common.codec import EXT_NDARRAY, check_nested, describe_error, unpackb
+from lancequeue.common.codec import (
+    EXT_NDARRAY,
+    check_nested,
+    describe_error,
+    ext_header,
+    pack_array,
+    packer,
+    unpackb,
+)
 from lancequeue.common.errors import RecordRejected
-
-_BIN_SIZES = {b"\xc4": ">B", b"\xc5": ">H", b"\xc6": ">I"}
-"""msgpack's bin 8/16/32 markers and the format of the size after them."""
 
 Columns = dict[str, Any]
 """Column name → a list of values, or a numpy array whose first dimension is the record."""
 
 
-def encode_columns(records: list[bytes]) -> bytes:
-    """The ``cols`` value of an entry of ``records``, each one encoded by ``encode_record``."""
-    rows: list[dict[str, Any]] = [
-        msgpack.unpackb(data, raw=False, timestamp=0, strict_map_key=True) for data in records
-    ]
-    names: dict[str, None] = {}
-    for row in rows:
-        names.update(dict.fromkeys(row))
-    body: dict[str, Any] = {}
-    for name in names:
-        values = [row.get(name) for row in rows]
-        stacked = _stacked(values)
-        body[name] = values if stacked is None else stacked
-    packed: bytes = msgpack.packb(body, use_bin_type=True, datetime=False)
+@dataclass(slots=True)
+class EncodedRecord:
+    """A record encoded field by field (each value as ``encode_record`` encodes it): what a
+    producer holds between ``enqueue`` and the send, so it can send it alone or column by
+    column without encoding it again."""
+
+    names: tuple[str, ...]
+    values: tuple[bytes, ...]
+    """Each field's value, msgpack-encoded."""
+    arrays: tuple[tuple[str, tuple[int, ...]] | None, ...]
+    """For a value that is a numeric array: its dtype (as sent) and shape; its raw data ends
+    its encoding. None for any other value."""
+    size: int
+    """The size of the whole record encoded (``encoded()``)."""
+
+    def encoded(self) -> bytes:
+        """The record as one msgpack map: exactly ``encode_record``'s bytes."""
+        parts = [_map_header(len(self.names))]
+        for name, value in zip(self.names, self.values, strict=True):
+            parts += [_name(name), value]
+        return b"".join(parts)
+
+
+EMPTY = EncodedRecord((), (), (), 0)
+"""What a record sent and confirmed is replaced with (it is never sent again)."""
+
+
+def encode_fields(record: Mapping[str, Any]) -> EncodedRecord:
+    """Encode ``record`` field by field. Raises ``RecordRejected`` naming a field whose value
+    cannot be encoded (as ``encode_record`` does)."""
+    if type(record) is not dict and not isinstance(record, Mapping):
+        raise RecordRejected(f"a record must be a mapping, not {type(record).__name__}")
+    values: list[bytes] = []
+    arrays: list[tuple[str, tuple[int, ...]] | None] = []
+    size = len(_map_header(len(record)))
+    numpy = sys.modules.get("numpy")
+    ndarray = numpy.ndarray if numpy is not None else None
+    pack = packer().pack
+    for name, value in record.items():
+        if type(name) is not str:
+            raise RecordRejected(f"field names must be str, got {name!r}")
+        try:
+            if type(value) is ndarray:
+                encoded, array = pack_array(value)
+                arrays.append(array)
+            else:
+                encoded = pack(value)
+                arrays.append(None)
+        except (TypeError, ValueError, OverflowError) as exc:
+            raise RecordRejected(f"field {name!r}: {exc}") from exc
+        values.append(encoded)
+        size += len(_name(name)) + len(encoded)
+    return EncodedRecord(tuple(record), tuple(values), tuple(arrays), size)
+
+
+def encode_columns(records: Sequence[EncodedRecord]) -> bytes:
+    """The ``cols`` value of an entry of ``records``: each column a msgpack array of the
+    records' values (nil where one has none), or, where every record holds an array of one
+    dtype and shape, one extension-2 array of shape ``[n, *shape]``. Only joins bytes."""
+    count = len(records)
+    first = records[0].names
+    same = all(record.names == first for record in records)
+    names = list(first) if same else list(dict.fromkeys(n for r in records for n in r.names))
+    slots = [_slots(record, names, same) for record in records]
+    parts = [_map_header(len(names))]
+    for column, name in enumerate(names):
+        parts.append(_name(name))
+        cells = [(records[i], slot[column]) for i, slot in enumerate(slots)]
+        kinds = {None if at is None else record.arrays[at] for record, at in cells}
+        kind = kinds.pop() if len(kinds) == 1 else None
+        if kind is not None:
+            dtype, shape = kind
+            nbytes = _nbytes(dtype, shape)
+            data = b"".join(
+                record.values[at][-nbytes:] if nbytes else b""
+                for record, at in cells
+                if at is not None
+            )
+            head = msgpack.packb([dtype, [count, *shape]], use_bin_type=True)[1:]
+            payload = [_array_header(3), head, _bin_header(len(data)), data]
+            size = sum(len(part) for part in payload)
+            parts += [ext_header(EXT_NDARRAY, size), *payload]
+        else:
+            parts.append(_array_header(count))
+            parts += [_NIL if at is None else record.values[at] for record, at in cells]
+    return b"".join(parts)
+
+
+def _slots(record: EncodedRecord, names: list[str], same: bool) -> list[int | None]:
+    """For each column, the index of the record's value, or None if it has none there."""
+    if same:
+        return list(range(len(names)))
+    index = {name: i for i, name in enumerate(record.names)}
+    return [index.get(name) for name in names]
+
+
+def _nbytes(dtype: str, shape: tuple[int, ...]) -> int:
+    count = 1
+    for n in shape:
+        count *= n
+    return count * int(dtype[2:])
+
+
+_NIL = b"\xc0"
+
+
+@functools.lru_cache(maxsize=1024)
+def _name(name: str) -> bytes:
+    packed: bytes = msgpack.packb(name)
     return packed
 
 
-def _stacked(values: list[Any]) -> msgpack.ExtType | None:
-    """One extension-2 array of shape ``[n, *shape]`` holding ``values`` if every one is an
-    array of the same dtype and shape (as ``encode_record`` packed them), else None."""
-    first = values[0]
-    if not (isinstance(first, msgpack.ExtType) and first.code == EXT_NDARRAY):
-        return None
-    head = _array_head(first.data)
-    if head is None:
-        return None
-    dtype, shape, offset = head
-    parts = []
-    for value in values:
-        if not (isinstance(value, msgpack.ExtType) and value.code == EXT_NDARRAY):
-            return None
-        if value.data[:offset] != first.data[:offset] or len(value.data) != len(first.data):
-            return None
-        parts.append(value.data[offset:])
-    data = b"".join(parts)
-    payload = msgpack.packb([dtype, [len(values), *shape], data], use_bin_type=True)
-    return msgpack.ExtType(EXT_NDARRAY, payload)
+def _map_header(count: int) -> bytes:
+    if count < 16:
+        return bytes([0x80 | count])
+    return struct.pack(">BH", 0xDE, count) if count < 0x10000 else struct.pack(">BI", 0xDF, count)
 
 
-def _array_head(payload: bytes) -> tuple[str, list[int], int] | None:
-    """An array extension's dtype, shape and where its data starts (after the bin header)."""
-    unpacker = msgpack.Unpacker(raw=False)
-    unpacker.feed(payload)
-    try:
-        if unpacker.read_array_header() != 3:
-            return None
-        dtype, shape = unpacker.unpack(), unpacker.unpack()
-        start = unpacker.tell()
-    except Exception:  # not the shape encode_record gives: the column goes value by value
-        return None
-    if not isinstance(dtype, str) or not isinstance(shape, list):
-        return None
-    size_format = _BIN_SIZES.get(payload[start : start + 1])
-    if size_format is None:
-        return None
-    offset = start + 1 + struct.calcsize(size_format)
-    (size,) = struct.unpack(size_format, payload[start + 1 : offset])
-    return (dtype, shape, offset) if offset + size == len(payload) else None
+def _array_header(count: int) -> bytes:
+    if count < 16:
+        return bytes([0x90 | count])
+    return struct.pack(">BH", 0xDC, count) if count < 0x10000 else struct.pack(">BI", 0xDD, count)
+
+
+def _bin_header(size: int) -> bytes:
+    if size < 0x100:
+        return struct.pack(">BB", 0xC4, size)
+    return struct.pack(">BH", 0xC5, size) if size < 0x10000 else struct.pack(">BI", 0xC6, size)
 
 
 def decode_columns(data: bytes, count: int) -> tuple[Columns, dict[int, str]]:

@@ -83,7 +83,7 @@ class SendBuffer(Generic[F]):
             size = 0
             while items and len(chunk) < self._chunk_records:
                 item = items[0]
-                size += len(item.data)
+                size += item.record.size
                 if item.timeout_s != timeout_s or (size > self._chunk_bytes and chunk):
                     break
                 chunk.append(items.popleft())

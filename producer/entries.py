@@ -9,7 +9,7 @@ import uuid
 from collections.abc import Sequence
 from typing import Protocol
 
-from lancequeue.common.columns import encode_columns
+from lancequeue.common.columns import EncodedRecord, encode_columns
 from lancequeue.common.keys import TableKeys
 from lancequeue.common.protocol import (
     CONFIG_COLUMNAR_BATCH,
@@ -31,7 +31,7 @@ class Numbered(Protocol):
     """A record on its way, numbered (``outbox.Outgoing``)."""
 
     seq: int
-    data: bytes
+    record: EncodedRecord
     deadline: float
     digests: tuple[bytes, ...]
 
@@ -90,14 +90,15 @@ class EntryMaker:
             args: list[bytes | str | int] = [DEFAULT_MAX_QUEUE_SIZE, ENTRY_WIDTH, self._channel]
             for item in chunk:
                 ttl_ms = _ttl_ms(item.deadline, now)
-                args.extend(entry_fields(self._reply_key, item.seq, item.data, ttl_ms))
-                _accept(item, record_digest(item.data))
+                data = item.record.encoded()
+                args.extend(entry_fields(self._reply_key, item.seq, data, ttl_ms))
+                _accept(item, record_digest(data))
             return args
         args = [DEFAULT_MAX_QUEUE_SIZE, PACKED_ENTRY_WIDTH, self._channel]
         start = 0
         for size in sizes:
             items = chunk[start : start + size]
-            body = encode_columns([item.data for item in items])
+            body = encode_columns([item.record for item in items])
             ttl_ms = _ttl_ms(min(item.deadline for item in items), now)
             args.extend(columnar_entry_fields(self._reply_key, items[0].seq, size, body, ttl_ms))
             digest = record_digest(body)

@@ -14,7 +14,7 @@ import uuid
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Generic
 
-from lancequeue.common.codec import encode_record
+from lancequeue.common.columns import encode_fields
 from lancequeue.common.errors import (
     LancequeueError,
     OutcomeUnknown,
@@ -106,14 +106,14 @@ class Outbox(Generic[F]):
             future = make_future()
             futures.append(future)
             try:
-                data = encode_record(record)
+                encoded = encode_fields(record)
             except RecordRejected as exc:
                 rejected.append((future, exc))
                 continue
-            if len(data) > self._max_record_bytes:
-                rejected.append((future, self._too_large(len(data))))
+            if encoded.size > self._max_record_bytes:
+                rejected.append((future, self._too_large(encoded.size)))
                 continue
-            outgoing.append(Outgoing(data, future, deadline, timeout_s))
+            outgoing.append(Outgoing(encoded, future, deadline, timeout_s))
         return futures, outgoing, rejected
 
     def _too_large(self, size: int) -> RecordRejected:

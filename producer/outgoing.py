@@ -7,6 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
+from lancequeue.common.columns import EncodedRecord
 from lancequeue.common.errors import LancequeueError
 
 F = TypeVar("F")
@@ -19,8 +20,8 @@ Fail = Callable[[F, LancequeueError], None]
 class Outgoing(Generic[F]):
     """One record on its way: encoded, with its future and deadline."""
 
-    data: bytes
-    """The encoded record; emptied once Redis confirmed it is in the stream."""
+    record: EncodedRecord
+    """The record, encoded; ``EMPTY`` once Redis confirmed it is in the stream."""
     future: F
     deadline: float
     """``time.monotonic()`` of the enqueue call plus its timeout."""

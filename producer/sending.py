@@ -20,6 +20,7 @@ from redis.exceptions import (
     ResponseError,
 )
 
+from lancequeue.common.columns import EMPTY
 from lancequeue.common.errors import (
     LancequeueError,
     ProducerClosed,
@@ -145,7 +146,7 @@ class Sending(Generic[F]):
         False if the queue is full."""
         count = sum(self._entry_sizes[:entries])
         for item in self._unsent[:count]:
-            item.data = b""  # in the stream now: never sent again, so not kept
+            item.record = EMPTY  # in the stream now: never sent again, so not kept
         self._outbox.confirm(self._unsent[:count])
         self._unsent = self._unsent[count:]
         self.queue_full = count < len(self._in_call)

@@ -14,7 +14,7 @@ import pytest
 import redis
 
 from lancequeue.common.codec import encode_record
-from lancequeue.common.columns import decode_columns, encode_columns
+from lancequeue.common.columns import decode_columns, encode_columns, encode_fields
 from lancequeue.common.errors import RecordRejected
 from lancequeue.common.protocol import Result, columnar_entry_fields, record_digest
 from lancequeue.writer.arrow_batch import BatchBuilder
@@ -42,7 +42,7 @@ def test_vectors_of_one_shape_travel_as_one_array_and_every_record_comes_back_as
     records = rows(4)
     records[1]["note"] = None
     records[2]["extra"] = [1, {"at": datetime(2020, 1, 2, 3, 4, 5, 6, tzinfo=UTC)}]
-    body = encode_columns([encode_record(r) for r in records])
+    body = encode_columns([encode_fields(r) for r in records])
     columns, problems = decode_columns(body, 4)
     assert problems == {}
     assert isinstance(columns["vector"], np.ndarray) and columns["vector"].shape == (4, 8)
@@ -52,10 +52,55 @@ def test_vectors_of_one_shape_travel_as_one_array_and_every_record_comes_back_as
         assert np.array_equal(columns["vector"][position], sent["vector"])
 
 
+@pytest.mark.parametrize(
+    "value",
+    [
+        None,
+        7,
+        -(2**63),
+        1.5,
+        "text",
+        b"bytes",
+        [1, [2.5, None]],
+        {"a": {"b": 1}},
+        datetime(2020, 1, 2, 3, 4, 5, 6),
+        datetime(2020, 1, 2, tzinfo=UTC),
+        np.arange(6, dtype=np.int16).reshape(2, 3),
+        np.zeros(0, dtype=np.float64),
+        np.array([True, False]),
+        np.float32(2.5),
+        (1, 2),
+    ],
+)
+def test_a_record_encoded_field_by_field_is_byte_for_byte_the_record_encoded_whole(
+    value: Any,
+) -> None:
+    whole = {"id": 1, "value": value, "vector": np.ones(4, dtype=np.float32)}
+    assert encode_fields(whole).encoded() == encode_record(whole)
+    assert encode_fields(whole).size == len(encode_record(whole))
+
+
+@pytest.mark.parametrize(
+    ("record", "named"),
+    [({"id": 1, "bad": object()}, "field 'bad'"), ({1: "x"}, "field names must be str")],
+)
+def test_a_field_that_cannot_be_encoded_is_named(record: Any, named: str) -> None:
+    with pytest.raises(RecordRejected, match=named):
+        encode_fields(record)
+
+
+def test_records_with_different_fields_share_one_body_with_nil_where_one_has_none() -> None:
+    records = [{"id": 1, "a": "x"}, {"b": np.ones(2, np.float32), "id": 2}, {"id": 3}]
+    columns, problems = decode_columns(encode_columns([encode_fields(r) for r in records]), 3)
+    assert problems == {}
+    assert columns["id"] == [1, 2, 3] and columns["a"] == ["x", None, None]
+    assert columns["b"][0] is None and list(columns["b"][1]) == [1.0, 1.0]
+
+
 def test_a_column_of_vectors_of_different_shapes_goes_value_by_value() -> None:
     records = rows(3)
     records[1]["vector"] = records[1]["vector"][:4]
-    columns, _ = decode_columns(encode_columns([encode_record(r) for r in records]), 3)
+    columns, _ = decode_columns(encode_columns([encode_fields(r) for r in records]), 3)
     assert isinstance(columns["vector"], list)
     assert [len(vector) for vector in columns["vector"]] == [8, 4, 8]
 
@@ -91,7 +136,7 @@ def test_a_value_decode_record_would_refuse_rejects_its_record_alone() -> None:
 
 
 def built_by_columns(builder: BatchBuilder, records: list[dict[str, Any]]) -> tuple[Any, Any]:
-    body = encode_columns([encode_record(r) for r in records])
+    body = encode_columns([encode_fields(r) for r in records])
     fields = columnar_entry_fields(REPLY, 0, len(records), body, 600_000)
     entry = {
         (k.encode() if isinstance(k, str) else k): (v.encode() if isinstance(v, str) else v)
@@ -135,12 +180,12 @@ async def test_a_columnar_entry_lands_each_record_and_rejects_those_that_do_not_
     start_writer: StartWriter, client: redis.Redis, db_uri: str
 ) -> None:
     start_writer(coalesce_ms=20)
-    send_columnar(client, 1, 1, encode_columns([encode_record(record(1))]))  # creates the table
+    send_columnar(client, 1, 1, encode_columns([encode_fields(record(1))]))  # creates the table
     assert (await asyncio.to_thread(answers, client, 1))[1].error is None
     records = rows(4, start=10)
     records[1]["vector"] = np.full(8, np.nan, np.float32)
     records[2]["id"] = "twelve"
-    body = encode_columns([encode_record(r) for r in records])
+    body = encode_columns([encode_fields(r) for r in records])
     send_columnar(client, 10, 4, body)
     results = await asyncio.to_thread(answers, client, 4)
     assert results[10].error is None and results[13].error is None
