@@ -92,7 +92,8 @@ class Entry:
 
     @property
     def producer_id(self) -> str | None:
-        return None if self.reply_key is None else self.reply_key.rsplit(":", 1)[-1]
+        reply_key = self.reply_key
+        return None if reply_key is None else _producer_of(reply_key)
 
     @property
     def readable(self) -> bool:
@@ -113,12 +114,19 @@ class Entry:
             return self.block.digest
         return record_digest(self.fields.get(FIELD_RECORD, b""))
 
-    @property
-    def record_id(self) -> str:
-        """Names the record in watermarks: the entry id, with ``#i`` for record i of a packed
-        entry."""
+    record_id: str = field(init=False, repr=False)
+    """Names the record in watermarks: the entry id, with ``#i`` for record i of a packed or
+    columnar entry."""
+
+    def __post_init__(self) -> None:
         entry_id = self.entry_id.decode()
-        return entry_id if self.part is None else f"{entry_id}#{self.part}"
+        self.record_id = entry_id if self.part is None else f"{entry_id}#{self.part}"
+
+
+@functools.lru_cache(maxsize=4096)
+def _producer_of(reply_key: str) -> str:
+    """The producer id of a reply key (cached: a batch holds many records of few producers)."""
+    return reply_key.rsplit(":", 1)[-1]
 
 
 def record_count(fields: dict[bytes, bytes] | None) -> int:

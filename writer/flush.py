@@ -26,7 +26,7 @@ from lancequeue.writer.dedupe import SeenSequences
 from lancequeue.writer.entries import Entry
 from lancequeue.writer.refusals import is_data_error
 from lancequeue.writer.sink import TableSink
-from lancequeue.writer.watermark import SKIPPED_SILENTLY, Outcome, Watermark, parse_id
+from lancequeue.writer.watermark import SKIPPED_SILENTLY, Outcome, Watermark
 
 logger = logging.getLogger(__name__)
 
@@ -240,8 +240,7 @@ class BatchSettler:
     async def _commit(self, prepared: PreparedBatch, written: _Written, result: Settlement) -> None:
         """One commit of everything written, with the watermark of the whole batch: by now
         every record of it is written or has its answer."""
-        last_id = prepared.entries[-1].entry_id.decode()
-        watermark = _watermark(prepared.epoch, last_id, prepared.entries, result)
+        watermark = _watermark(prepared.epoch, prepared.entries, result)
         outcome = await self._with_retries(
             lambda: self._sink.commit(written.fragments, written.count, watermark), written.count
         )
@@ -313,20 +312,18 @@ class _Written:
         self.count += count
 
 
-def _watermark(epoch: str, last_id: str, entries: list[Entry], result: Settlement) -> Watermark:
-    """The watermark of a commit that settles everything up to ``last_id``: each entry up to
-    there is in this or an earlier commit, or listed with the answer it got instead."""
-    limit = parse_id(last_id)
+def _watermark(epoch: str, entries: list[Entry], result: Settlement) -> Watermark:
+    """The watermark of a commit that settles the batch ``entries`` (in stream order): each
+    entry up to its last is in this or an earlier commit, or listed with the answer it got
+    instead."""
     skipped: dict[str, Outcome] = {}
     for entry in entries:
-        if parse_id(entry.entry_id) > limit:
-            break
         answer = result.answers.get(entry.record_id)
         if answer is not None:
             skipped[entry.record_id] = answer
         elif entry.record_id in result.silent:
             skipped[entry.record_id] = SKIPPED_SILENTLY
-    return Watermark(epoch, last_id, skipped)
+    return Watermark(epoch, entries[-1].entry_id.decode(), skipped)
 
 
 DUPLICATE = error_payload(

@@ -88,6 +88,7 @@ def _drain_writer(settings: BenchSettings, batch: int, work: Path) -> dict[str, 
         cpu = psutil.Process(writer.pid).cpu_times()
         cpu_s = cpu.user + cpu.system - cpu_before
         batches = int(client.hget(status, "batches") or 0)
+        append_ms = int(client.hget(status, "append_ms") or 0)
         client.close()
         stop_process(writer, signal.SIGTERM)
     return {
@@ -98,6 +99,7 @@ def _drain_writer(settings: BenchSettings, batch: int, work: Path) -> dict[str, 
         "rows_per_s": records / seconds,
         "cpu_s_window": cpu_s,
         "batches": batches,
+        "mean_append_ms": append_ms / batches if batches else None,
         "writer_exit_code": writer.returncode,
         "check": check_ids(work / "db", TABLE, records),
     }
