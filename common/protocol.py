@@ -3,7 +3,7 @@
 Producers push entries onto the table's inbox list (``ENQUEUE_SCRIPT``); the writer moves them
 into the stream it reads with its consumer group. A stream entry carries one record::
 
-    v      "1"                       protocol version
+    v      "1"                       protocol version ("2": its producer reads answers in ranges)
     reply  lancequeue:{T}:reply:ID   the producer's reply list
     seq    "17"                      the producer's sequence number for this record
     ttl    "59980"                   ms the record may wait, counted from ``at``
@@ -28,11 +28,14 @@ written is decided in Redis: the writer claims a batch's records before writing 
 producer abandons a record at its deadline plus its grace (``ABANDON_SCRIPT``), and exactly one
 of the two wins.
 
-After each flush the writer pushes, to every reply list with records in the batch, one msgpack
-array of results: ``[seq, nil, digest]`` when the record is in the table (``record_digest`` of
-what was written: the record's ``rec``, or for a columnar entry its ``cols``), else ``[seq,
-error]``, ``error`` a map ``{"error": "RecordRejected" | "WriteFailed" | "WriteTimeout",
-"message": str, "cause": str}``."""
+After each flush the writer pushes, to every reply list with records in the batch, one
+message: for entries of version 1 a msgpack array of results, ``[seq, nil, digest]`` when the
+record is in the table (``record_digest`` of what was written: the record's ``rec``, or for a
+columnar entry its ``cols``), else ``[seq, error]``, ``error`` a map ``{"error":
+"RecordRejected" | "WriteFailed" | "WriteTimeout", "message": str, "cause": str}``; for a
+producer that sent entries of version 2, ``{"ok": [[first, last, digest], ...], "errors":
+[[seq, error], ...]}`` (``encode_ranges``).
+"""
 
 from __future__ import annotations
 
@@ -44,6 +47,10 @@ from lancequeue.common.codec import packb, unpackb
 from lancequeue.common.errors import LancequeueError, RecordRejected, WriteFailed, WriteTimeout
 
 PROTOCOL_VERSION = b"1"
+RANGED_VERSION = b"2"
+"""Entries of version 2 are those of version 1 from a producer that reads its answers in ranges
+(``encode_ranges``). The Python producer sends them to writers that publish ``columnar_batch``."""
+VERSIONS = (PROTOCOL_VERSION, RANGED_VERSION)
 FIELD_VERSION = b"v"
 FIELD_REPLY = b"reply"
 FIELD_SEQ = b"seq"
@@ -154,7 +161,9 @@ INBOX_ELEMENT = "<at>:<length>,<length>,...;<field><value><field><value>..."
 lengths of the entry's field names and values, then those, concatenated."""
 
 
-def entry_fields(reply_key: str, seq: int, record: bytes, ttl_ms: int) -> list[bytes | str]:
+def entry_fields(
+    reply_key: str, seq: int, record: bytes, ttl_ms: int, version: bytes = PROTOCOL_VERSION
+) -> list[bytes | str]:
     """The field/value pairs of one stream entry, in the order the enqueue script takes them.
 
     ``ttl_ms`` is how long the record may still wait: the writer drops it (answering
@@ -162,7 +171,7 @@ def entry_fields(reply_key: str, seq: int, record: bytes, ttl_ms: int) -> list[b
     """
     return [
         FIELD_VERSION,
-        PROTOCOL_VERSION,
+        version,
         FIELD_REPLY,
         reply_key,
         FIELD_SEQ,
@@ -184,11 +193,16 @@ def packed_entry_fields(
 
 
 def columnar_entry_fields(
-    reply_key: str, first_seq: int, count: int, columns: bytes, ttl_ms: int
+    reply_key: str,
+    first_seq: int,
+    count: int,
+    columns: bytes,
+    ttl_ms: int,
+    version: bytes = PROTOCOL_VERSION,
 ) -> list[bytes | str]:
     """The field/value pairs of one columnar stream entry of ``count`` records (sequence numbers
     ``first_seq`` on) whose ``cols`` value is ``columns`` (``columns.encode_columns``)."""
-    fields = entry_fields(reply_key, first_seq, b"", ttl_ms)[:-2]  # all but "rec"
+    fields = entry_fields(reply_key, first_seq, b"", ttl_ms, version)[:-2]  # all but "rec"
     return [*fields, FIELD_COUNT, str(count), FIELD_COLUMNS, columns]
 
 
@@ -252,31 +266,101 @@ def encode_results(results: list[Answer]) -> bytes:
     )
 
 
+def encode_ranges(results: list[Answer]) -> bytes:
+    """One reply message in ranges, for a producer whose entries are of ``RANGED_VERSION``:
+    ``{"ok": [[first, last, digest], ...], "errors": [[seq, error], ...]}``, the records
+    ``first`` to ``last`` written (each with that digest), and only the others one by one."""
+    written: list[list[Any]] = []
+    errors: list[list[Any]] = []
+    for seq, error, digest in results:
+        if error is not None:
+            errors.append([seq, error])
+        elif written and written[-1][1] == seq - 1 and written[-1][2] == digest:
+            written[-1][1] = seq
+        else:
+            written.append([seq, seq, digest])
+    return packb({"ok": written, "errors": errors})
+
+
+@dataclass(frozen=True)
+class Reply:
+    """One reply message: the records written, in ranges, and the others' errors."""
+
+    written: list[tuple[int, int, bytes]]
+    """``(first, last, digest)``: records ``first`` to ``last`` are in the table."""
+    errors: list[tuple[int, LancequeueError]]
+
+    @property
+    def highest(self) -> int | None:
+        """The highest sequence number answered (None if none is)."""
+        tops = [last for _, last, _ in self.written] + [seq for seq, _ in self.errors]
+        return max(tops, default=None)
+
+
+def decode_reply(message: bytes | str) -> Reply:
+    """Parse one reply message, in either form (``encode_results``, ``encode_ranges``); raises
+    ``ValueError`` if it is malformed."""
+    try:
+        items: Any = unpackb(message.encode() if isinstance(message, str) else message)
+    except Exception as exc:  # msgpack and the extension decoders raise several types
+        raise ValueError(f"undecodable reply message: {exc}") from exc
+    if isinstance(items, dict):
+        return _ranges_reply(items)
+    if not isinstance(items, list):
+        raise ValueError("reply message must be a msgpack array or map")
+    reply = Reply([], [])
+    for item in items:
+        if not (isinstance(item, list) and len(item) in (2, 3) and type(item[0]) is int):
+            raise ValueError(f"malformed result {item!r:.200}")
+        seq, payload = item[0], item[1]
+        if payload is not None:
+            reply.errors.append((seq, _to_error(payload)))
+        elif len(item) == 3 and isinstance(item[2], bytes):
+            reply.written.append((seq, seq, item[2]))
+        else:
+            raise ValueError(f"result {item!r:.200} says written but carries no digest")
+    return reply
+
+
+def _ranges_reply(items: dict[str, Any]) -> Reply:
+    written, errors = items.get("ok", []), items.get("errors", [])
+    if not (isinstance(written, list) and isinstance(errors, list)):
+        raise ValueError("a reply in ranges holds an 'ok' and an 'errors' array")
+    reply = Reply([], [])
+    for item in written:
+        if not (
+            isinstance(item, list)
+            and len(item) == 3
+            and type(item[0]) is int
+            and type(item[1]) is int
+            and 0 <= item[0] <= item[1]
+            and isinstance(item[2], bytes)
+        ):
+            raise ValueError(f"malformed range {item!r:.200}")
+        reply.written.append((item[0], item[1], item[2]))
+    for item in errors:
+        if not (isinstance(item, list) and len(item) == 2 and type(item[0]) is int):
+            raise ValueError(f"malformed result {item!r:.200}")
+        reply.errors.append((item[0], _to_error(item[1])))
+    return reply
+
+
 def error_payload(kind: str, message: str, cause: str) -> dict[str, str]:
     """The error map of a result (``kind`` is a key of ``REPLY_ERRORS``)."""
     return {"error": kind, "message": message, "cause": cause}
 
 
 def decode_results(message: bytes | str) -> list[Result]:
-    """Parse one reply message into results; raises ``ValueError`` if it is malformed."""
-    try:
-        items: Any = unpackb(message.encode() if isinstance(message, str) else message)
-    except Exception as exc:  # msgpack and the extension decoders raise several types
-        raise ValueError(f"undecodable reply message: {exc}") from exc
-    if not isinstance(items, list):
-        raise ValueError("reply message must be a msgpack array")
-    results = []
-    for item in items:
-        if not (isinstance(item, list) and len(item) in (2, 3) and isinstance(item[0], int)):
-            raise ValueError(f"malformed result {item!r:.200}")
-        seq, payload = item[0], item[1]
-        if payload is not None:
-            results.append(Result(seq, _to_error(payload)))
-        elif len(item) == 3 and isinstance(item[2], bytes):
-            results.append(Result(seq, None, item[2]))
-        else:
-            raise ValueError(f"result {item!r:.200} says written but carries no digest")
-    return results
+    """Parse one reply message, in either form, into one result per record (in ranges: each
+    record of a range); raises ``ValueError`` if it is malformed."""
+    reply = decode_reply(message)
+    results = [
+        Result(seq, None, digest)
+        for first, last, digest in reply.written
+        for seq in range(first, last + 1)
+    ]
+    results += [Result(seq, error) for seq, error in reply.errors]
+    return sorted(results, key=lambda result: result.seq)
 
 
 def _to_error(payload: Any) -> LancequeueError:

@@ -16,6 +16,8 @@ from lancequeue.common.protocol import (
     DEFAULT_MAX_QUEUE_SIZE,
     ENTRY_WIDTH,
     PACKED_ENTRY_WIDTH,
+    PROTOCOL_VERSION,
+    RANGED_VERSION,
     columnar_entry_fields,
     entry_fields,
     record_digest,
@@ -59,6 +61,9 @@ class EntryMaker:
         self._pack_records = pack_records
         self._pack_limit = pack_records
         self._learned_at: float | None = None
+        self._version = PROTOCOL_VERSION
+        """The version entries are sent as: ``RANGED_VERSION`` (answers in ranges) once a writer
+        published ``columnar_batch``, which says it reads them."""
         self._lock = threading.Lock()
         self.epoch = ""
         """The stream's epoch as last read ('' until read): records sent now are sent under it."""
@@ -91,7 +96,7 @@ class EntryMaker:
             for item in chunk:
                 ttl_ms = _ttl_ms(item.deadline, now)
                 data = item.record.encoded()
-                args.extend(entry_fields(self._reply_key, item.seq, data, ttl_ms))
+                args.extend(entry_fields(self._reply_key, item.seq, data, ttl_ms, self._version))
                 _accept(item, record_digest(data))
             return args
         args = [DEFAULT_MAX_QUEUE_SIZE, PACKED_ENTRY_WIDTH, self._channel]
@@ -100,7 +105,11 @@ class EntryMaker:
             items = chunk[start : start + size]
             body = encode_columns([item.record for item in items])
             ttl_ms = _ttl_ms(min(item.deadline for item in items), now)
-            args.extend(columnar_entry_fields(self._reply_key, items[0].seq, size, body, ttl_ms))
+            args.extend(
+                columnar_entry_fields(
+                    self._reply_key, items[0].seq, size, body, ttl_ms, self._version
+                )
+            )
             digest = record_digest(body)
             for item in items:
                 _accept(item, digest)
@@ -133,10 +142,12 @@ class EntryMaker:
         read the config again, so every record is sent under one."""
         raw, epoch = values
         text = raw.decode(errors="replace") if isinstance(raw, bytes) else raw
-        limit = int(text) if text is not None and text.isdigit() and int(text) > 0 else 1
+        published = text is not None and text.isdigit() and int(text) > 0
+        limit = int(text) if published and text is not None else 1
         name = epoch.decode(errors="replace") if isinstance(epoch, bytes) else (epoch or "")
         with self._lock:
             self._pack_limit = min(self._pack_records, limit)
+            self._version = RANGED_VERSION if published else PROTOCOL_VERSION
             # Anything but an epoch of ours (32 hex digits) is unknown: records are sent under
             # none, and a writer replaces it.
             self.epoch = name if _EPOCH.fullmatch(name) else ""

@@ -24,7 +24,7 @@ from lancequeue.common.errors import (
 )
 from lancequeue.common.keys import TableKeys
 from lancequeue.common.protocol import (
-    decode_results,
+    decode_reply,
 )
 from lancequeue.producer.entries import EntryMaker
 from lancequeue.producer.outgoing import F, Fail, Outgoing
@@ -192,41 +192,46 @@ class Outbox(Generic[F]):
         sequence number it has answered, so a record never confirmed in the stream and below
         one answered now never will be written."""
         try:
-            results = decode_results(message)
+            reply = decode_reply(message)
         except ValueError as exc:
             logger.error("malformed reply on %s: %s", self.reply_key, exc)
             return
         resolved: list[tuple[Outgoing[F], LancequeueError | None]] = []
         with self._lock:
-            for result in results:
-                item = self._waiting.get(result.seq)
-                if item is None:
+            waiting = self._waiting
+            for first, last, digest in reply.written:
+                for seq in self._waiting_in(first, last):
+                    written = waiting.pop(seq)
+                    ok_or_not = None if digest in written.digests else _conflict(seq)
+                    resolved.append((written, ok_or_not))
+            for seq, error in reply.errors:
+                failed = waiting.get(seq)
+                if failed is None or (_is_duplicate(error) and failed.maybe_sent):
+                    # A duplicate: an earlier copy of this very record may have been written,
+                    # its answer lost: not known, so not settled by this answer.
                     continue
-                error = result.error
-                if error is None and result.digest not in item.digests:
-                    error = WriteFailed(
-                        "SequenceConflict",
-                        f"another client's record was written under this producer's id and "
-                        f"sequence number {result.seq}; this record was not written",
-                    )
-                elif _is_duplicate(error) and item.maybe_sent:
-                    # An earlier copy of this very record may have been written, its answer
-                    # lost: not known, so not settled by this answer.
-                    continue
-                del self._waiting[result.seq]
-                resolved.append((item, error))
-            if results and self._unconfirmed:
-                highest = max(result.seq for result in results)
+                del waiting[seq]
+                resolved.append((failed, error))
+            highest = reply.highest
+            if highest is not None and self._unconfirmed:
                 for seq in [seq for seq in self._unconfirmed if seq < highest]:
                     self._unconfirmed.discard(seq)
                     unsent = self._waiting.pop(seq, None)
                     if unsent is not None:
                         resolved.append((unsent, self._never_added()))
-        for item, error in resolved:
-            if error is None:
+        for item, outcome in resolved:
+            if outcome is None:
                 ok(item.future)
             else:
-                fail(item.future, error)
+                fail(item.future, outcome)
+
+    def _waiting_in(self, first: int, last: int) -> list[int]:
+        """The sequence numbers from ``first`` to ``last`` of records waiting for an answer
+        (by the range or by the records, whichever is fewer: a reply may name any range)."""
+        waiting = self._waiting
+        if last - first < len(waiting):
+            return [seq for seq in range(first, last + 1) if seq in waiting]
+        return [seq for seq in waiting if first <= seq <= last]
 
     def _never_added(self) -> WriteTimeout:
         return WriteTimeout(
@@ -374,6 +379,14 @@ class Outbox(Generic[F]):
     def _drop_settled_expiries(self) -> None:
         while self._expiry and self._expiry[0][1] not in self._waiting:
             heapq.heappop(self._expiry)
+
+
+def _conflict(seq: int) -> WriteFailed:
+    return WriteFailed(
+        "SequenceConflict",
+        f"another client's record was written under this producer's id and sequence number "
+        f"{seq}; this record was not written",
+    )
 
 
 def _is_duplicate(error: LancequeueError | None) -> bool:

@@ -204,3 +204,22 @@ async def test_a_columnar_entry_that_cannot_be_read_is_answered_for_each_record(
     assert sorted(results) == [5, 6, 7]
     assert all(isinstance(result.error, RecordRejected) for result in results.values())
     assert "holds 2 values for 3 records" in str(results[6].error)
+
+
+async def test_entries_of_version_2_are_answered_in_ranges_and_those_of_version_1_record_by_record(
+    start_writer: StartWriter, client: redis.Redis, db_uri: str
+) -> None:
+    start_writer(coalesce_ms=20)
+    for version, first in ((b"1", 1), (b"2", 101)):
+        body = encode_columns([encode_fields(r) for r in rows(3, start=first)])
+        fields = columnar_entry_fields(REPLY, first, 3, body, 600_000, version)
+        client.xadd(KEYS.stream, dict(zip(fields[::2], fields[1::2], strict=True)))  # type: ignore[arg-type]
+        popped = await asyncio.to_thread(client.blpop, [REPLY], 60)
+        assert popped is not None
+        message = msgpack.unpackb(popped[1])
+        digest = record_digest(body)
+        if version == b"1":
+            assert message == [[seq, None, digest] for seq in range(first, first + 3)]
+        else:
+            assert message == {"ok": [[first, first + 2, digest]], "errors": []}
+    assert table_ids(db_uri) == [1, 2, 3, 101, 102, 103]

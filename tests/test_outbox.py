@@ -7,7 +7,10 @@ outbox, as the drivers do.
 from __future__ import annotations
 
 import concurrent.futures
+import time
+from typing import Any
 
+import msgpack
 import pytest
 
 from lancequeue.common.errors import (
@@ -16,7 +19,13 @@ from lancequeue.common.errors import (
     WriteFailed,
     WriteTimeout,
 )
-from lancequeue.common.protocol import encode_results, error_payload, record_digest
+from lancequeue.common.protocol import (
+    decode_results,
+    encode_ranges,
+    encode_results,
+    error_payload,
+    record_digest,
+)
 from lancequeue.producer.outbox import ABANDON_RETRY_PAUSE_S, Outbox
 from lancequeue.producer.outgoing import Outgoing
 
@@ -162,3 +171,74 @@ def test_records_sent_before_redis_lost_its_data_end_unknown(outbox: Outbox[Futu
     outbox.abandoned(due, -1, fail)  # the abandon script: the stream's epoch changed
     error = item.future.exception()
     assert isinstance(error, OutcomeUnknown) and "lost its data" in str(error)
+
+
+def test_a_reply_in_ranges_resolves_each_record_of_a_range_by_the_range_s_digest(
+    outbox: Outbox[Future],
+) -> None:
+    first, second, third, fourth = sent(outbox, b"a", b"b", b"c", b"d")
+    for item in (first, second, third):
+        item.digests += (b"entry-digest",)  # as if sent together in one columnar entry
+    rejected = error_payload("RecordRejected", "field 'x'", "RecordRejected")
+    outbox.settle(
+        encode_ranges(
+            [
+                (first.seq, None, b"entry-digest"),
+                (second.seq, None, b"entry-digest"),
+                (third.seq, None, b"another digest"),
+                (fourth.seq, rejected, None),
+            ]
+        ),
+        ok,
+        fail,
+    )
+    assert first.future.result() is None and second.future.result() is None
+    conflict = third.future.exception()
+    assert isinstance(conflict, WriteFailed) and conflict.error_type == "SequenceConflict"
+    assert "field 'x'" in str(fourth.future.exception())
+    assert len(outbox) == 0
+
+
+def test_a_reply_naming_an_enormous_range_settles_only_the_records_waiting_in_it(
+    outbox: Outbox[Future],
+) -> None:
+    (item,) = sent(outbox, b"a")
+    started = time.monotonic()
+    message = msgpack.packb({"ok": [[0, 2**53 - 1, item.digests[0]]], "errors": []})
+    outbox.settle(message, ok, fail)
+    assert item.future.result() is None
+    assert time.monotonic() - started < 1.0  # not one step per number of the range
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        {"ok": [[5, 4, b"d"]], "errors": []},  # first after last
+        {"ok": [[1, 2]], "errors": []},
+        {"ok": "all", "errors": []},
+        {"ok": [], "errors": [[1]]},
+    ],
+)
+def test_a_malformed_reply_in_ranges_settles_nothing(
+    outbox: Outbox[Future], message: dict[str, Any]
+) -> None:
+    (item,) = sent(outbox, b"a")
+    outbox.settle(msgpack.packb(message), ok, fail)
+    assert not item.future.done()
+
+
+def test_both_reply_forms_say_the_same() -> None:
+    answers = [
+        (1, None, b"d1"),
+        (2, None, b"d1"),
+        (3, error_payload("WriteTimeout", "late", "expired"), None),
+        (4, None, b"d2"),
+    ]
+    per_record, in_ranges = (
+        decode_results(encode_results(answers)),
+        decode_results(encode_ranges(answers)),
+    )
+    assert [(r.seq, r.digest, type(r.error)) for r in per_record] == [
+        (r.seq, r.digest, type(r.error)) for r in in_ranges
+    ]
+    assert msgpack.unpackb(encode_ranges(answers))["ok"] == [[1, 2, b"d1"], [4, 4, b"d2"]]

@@ -26,7 +26,8 @@ from lancequeue.common.protocol import (
     FIELD_VERSION,
     MAX_PACKED_RECORDS,
     MAX_SEQ,
-    PROTOCOL_VERSION,
+    RANGED_VERSION,
+    VERSIONS,
     record_digest,
 )
 
@@ -87,6 +88,8 @@ class Entry:
     part: int | None = None
     """The record's position in a packed or columnar entry; None for a single-record entry."""
     block: ColumnBlock | None = field(default=None, repr=False)
+    ranged: bool = False
+    """Its producer reads answers in ranges (the entry is of ``RANGED_VERSION``)."""
     """A columnar entry's records, this one at position ``part``; None otherwise (``record``
     holds it)."""
 
@@ -220,9 +223,10 @@ def _head(keys: TableKeys, entry_id: bytes, fields: dict[bytes, bytes]) -> Entry
         reply_key = None
     entry = Entry(entry_id, reply_key, seq or 0, None, fields=fields)
     version = fields.get(FIELD_VERSION)
-    if version != PROTOCOL_VERSION:
-        entry.rejection = f"unsupported protocol version {version!r:.40} (this writer speaks 1)"
+    if version not in VERSIONS:
+        entry.rejection = f"unsupported protocol version {version!r:.40} (this writer speaks 1, 2)"
         return entry
+    entry.ranged = version == RANGED_VERSION
     ttl = fields.get(FIELD_TTL)
     if ttl is not None:
         if not ttl.isdigit() or len(ttl) > 15:
@@ -273,6 +277,7 @@ def _part(head: Entry, index: int, fields: dict[bytes, bytes]) -> Entry:
         deadline_ms=head.deadline_ms,
         fields=part_fields,
         part=index,
+        ranged=head.ranged,
     )
 
 
@@ -299,6 +304,7 @@ def _columnar(head: Entry, count: int, body: bytes, fields: dict[bytes, bytes]) 
             shared,
             index,
             block,
+            head.ranged,
         )
         for index in range(count)
     ]

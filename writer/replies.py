@@ -19,7 +19,13 @@ from dataclasses import dataclass, field
 
 from lancequeue.common.codec import encode_record
 from lancequeue.common.keys import GROUP, TableKeys
-from lancequeue.common.protocol import FIELD_RECORD, FIELD_SEQ, Answer, encode_results
+from lancequeue.common.protocol import (
+    FIELD_RECORD,
+    FIELD_SEQ,
+    Answer,
+    encode_ranges,
+    encode_results,
+)
 from lancequeue.common.redis_client import AsyncRedis
 from lancequeue.writer.entries import Entry
 from lancequeue.writer.watermark import SKIPPED_SILENTLY, Outcome
@@ -148,6 +154,7 @@ class Acknowledger:
         keys = self._keys
         per_producer: dict[str, list[Answer]] = defaultdict(list)
         seen: dict[str, int] = {}
+        ranged: set[str] = set()
         for entry in ack.entries:
             producer = entry.producer_id
             if producer is None:
@@ -156,6 +163,8 @@ class Acknowledger:
             if answer == SKIPPED_SILENTLY:
                 continue  # acked unanswered: nothing settled for this producer either
             seen[producer] = max(seen.get(producer, -1), entry.seq)
+            if entry.ranged:
+                ranged.add(producer)
             digest = entry.digest if answer is None else None
             per_producer[producer].append((entry.seq, answer, digest))
         records_of: dict[bytes, int] = {}  # stream entry id → its records, in stream order
@@ -174,7 +183,8 @@ class Acknowledger:
             script_keys += [keys.seen(producer), keys.reply(producer), keys.abandoned(producer)]
             results = per_producer.get(producer)
             dropped = [seq for seq, answer, _ in results or [] if _abandoned(answer)]
-            args += [seen.get(producer, ""), encode_results(results) if results else ""]
+            encode = encode_ranges if producer in ranged else encode_results
+            args += [seen.get(producer, ""), encode(results) if results else ""]
             args += [len(dropped), *dropped]
         args.append(len(ack.increments))
         for name, increment in ack.increments.items():
