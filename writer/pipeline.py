@@ -1,16 +1,20 @@
-"""Overlapping a flush's stages: while one batch is appended, the next one is read and built
-and the one before is answered.
+"""Overlapping a flush's stages: while one batch is committed, the next one's data files are
+written, the one after is read and built, and the one before is answered.
 
 Two lanes, each strictly ordered:
 
-* the table lane runs appends (and housekeeping such as compaction) one at a time, in the order
-  they were submitted: the single-writer commit order, which the watermark relies on;
+* the table lane runs appends in the order they were submitted. An append writes its data
+  files, then waits until the batches before it are answered (``answered()``), then commits:
+  the next append may write its files meanwhile, but commits follow one another in submission
+  order, the single-writer commit order the watermark relies on (a batch is answered only after
+  its commit, and the next commits only once it is answered);
 * the answer lane runs each batch's answers after its own append returned and after the
   answers of the batch before it: nothing is answered before its commit, and producers hear
   about batches in stream order.
 
-``submit`` returns once the batch's append has started, so the caller (the reader) is never
-more than one batch ahead of the table: memory stays bounded by a few batches.
+``submit`` returns once the batch's append has started, which is once the append before it has
+written its data files: the caller (the reader) is never more than two batches ahead of the
+table, so memory stays bounded by a few batches.
 """
 
 from __future__ import annotations
@@ -33,10 +37,10 @@ Answered = Callable[[], Awaitable[None]]
 class FlushPipeline(Generic[P, R]):
     """Runs ``append(prepared, answered)`` in the table lane, then ``answer(result)`` in the
     answer lane and, meanwhile, ``housekeeping(result)`` in the table lane (neither when
-    ``append`` returns None). ``append`` must await ``answered()`` before it commits: a commit's
-    watermark covers every earlier entry, so every earlier batch must be acked and answered by
-    then (its data files may be written meanwhile). Only one task drives the pipeline:
-    ``submit`` and ``drain`` are never called concurrently."""
+    ``append`` returns None). ``append`` must await ``answered()`` before it commits, and only
+    once its data files are written (the next append starts then): a commit's watermark covers
+    every earlier entry, so every earlier batch must be acked and answered by then. Only one
+    task drives the pipeline: ``submit`` and ``drain`` are never called concurrently."""
 
     def __init__(
         self,
@@ -48,22 +52,32 @@ class FlushPipeline(Generic[P, R]):
         self._answer = answer
         self._housekeeping = housekeeping
         self._table_lane: asyncio.Task[None] | None = None
+        self._written: asyncio.Future[None] | None = None
+        """Set once the newest append has written its data files (it waits to commit)."""
+        self._appending: set[asyncio.Task[None]] = set()
         self._answer_lane: asyncio.Task[None] | None = None
 
     async def submit(self, prepared: P) -> None:
         """Start appending ``prepared`` once the table lane is free (waiting for it), and
         answer it after. Raises what an earlier stage raised."""
         await self._free_table_lane()
-        handoff: asyncio.Future[R | None] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        handoff: asyncio.Future[R | None] = loop.create_future()
+        written: asyncio.Future[None] = loop.create_future()
         previous = self._answer_lane
 
         async def answered() -> None:
+            if not written.done():
+                written.set_result(None)  # its files are written: the next append may start
             if previous is not None:
                 await asyncio.shield(previous)  # shielded: cancelling the append spares it
 
-        self._table_lane = asyncio.create_task(
+        lane = asyncio.create_task(
             self._table_work(prepared, answered, handoff), name="lancequeue-append"
         )
+        self._table_lane, self._written = lane, written
+        self._appending.add(lane)
+        lane.add_done_callback(self._appending.discard)
         self._answer_lane = asyncio.create_task(
             self._answer_work(handoff, self._answer_lane), name="lancequeue-answer"
         )
@@ -72,6 +86,8 @@ class FlushPipeline(Generic[P, R]):
         """Wait until every submitted batch is appended and answered. Raises what a stage
         raised."""
         await self._free_table_lane()
+        for lane in list(self._appending):
+            await lane
         if self._answer_lane is not None:
             lane, self._answer_lane = self._answer_lane, None
             await lane
@@ -79,7 +95,7 @@ class FlushPipeline(Generic[P, R]):
     async def abandon(self) -> None:
         """Wait for the running stages to end, logging rather than raising their errors (the
         caller is already failing)."""
-        for task in (self._table_lane, self._answer_lane):
+        for task in (*self._appending, self._table_lane, self._answer_lane):
             if task is None:
                 continue
             try:
@@ -89,9 +105,15 @@ class FlushPipeline(Generic[P, R]):
         self._table_lane = self._answer_lane = None
 
     async def _free_table_lane(self) -> None:
+        """Until the newest append has written its data files (or ended); raises what it
+        raised."""
         if self._table_lane is not None:
-            lane, self._table_lane = self._table_lane, None
-            await lane
+            lane, written = self._table_lane, self._written
+            assert written is not None
+            await asyncio.wait([lane, written], return_when=asyncio.FIRST_COMPLETED)
+            self._table_lane = self._written = None
+            if lane.done():
+                lane.result()  # raises an append's error promptly
         answering = self._answer_lane
         if answering is not None and answering.done():
             self._answer_lane = None

@@ -191,9 +191,11 @@ class TableSink:
         return watermark
 
     def _latest(self) -> lance.LanceDataset:
+        """A handle on the table's newest version. A new one: the handle it is made from may be
+        writing data files on another thread meanwhile (``write``), so it is never changed."""
         assert self._dataset is not None
-        self._dataset.checkout_latest()  # type: ignore[no-untyped-call]
-        return self._dataset
+        dataset = self._dataset
+        return dataset.checkout_version(dataset.latest_version)
 
     def _check_fence(self, dataset: lance.LanceDataset) -> None:
         check_fence(dataset, self._fence_token, self.name)
