@@ -99,6 +99,37 @@ def test_producers_can_run_the_plain_loop_a_user_writes_first(tmp_path: Path, pa
     assert "a plain loop of" in done.stdout and "per record: producers" in done.stdout
 
 
+def test_drain_and_producer_modes_time_each_side_alone_and_check_every_row(
+    tmp_path: Path,
+) -> None:
+    out = tmp_path / "bench.json"
+    done = run_cli(
+        *("bench", "--producers", "1", "--records", "300", "--dim", "8", "--drain", "32,64"),
+        *("--producer-mode", "async-loop", "--producer-mode", "many", "--out", str(out)),
+        *("--chart", str(tmp_path / "b.png"), "--workdir", str(tmp_path)),
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    report = json.loads(out.read_text())
+    assert [drain["batch"] for drain in report["drains"]] == [32, 64]
+    for drain in report["drains"]:
+        writer = drain["lancequeue"]
+        assert writer["check"]["ok"] and writer["cpu_s_window"] > 0
+        assert writer["batches"] >= 300 // drain["batch"]  # the batches were of that size
+        for baseline in ("arrow", "dicts"):
+            assert drain[baseline]["table_rows"] == 300 and drain[baseline]["cpu_s_window"] > 0
+    assert [run["pattern"] for run in report["patterns"]] == ["async-loop", "many"]
+    assert all(run["check"]["ok"] and run["producers"] == 1 for run in report["patterns"])
+    assert "Drain: the writer alone" in done.stdout and "Producer mode" in done.stdout
+    assert _processes_mentioning(tmp_path) == []
+
+
+def test_an_unknown_producer_mode_or_a_batch_size_of_zero_is_a_usage_error() -> None:
+    done = run_cli("bench", "--drain", "128,0")
+    assert done.returncode == 2 and "drain batch size must be positive" in done.stderr
+    done = run_cli("bench", "--producer-mode", "burst")
+    assert done.returncode == 2 and "burst" in done.stderr
+
+
 def test_a_paced_rate_is_for_enqueue_many_only() -> None:
     done = run_cli("bench", "--producer-pattern", "loop", "--rate", "100")
     assert done.returncode == 2 and "--rate paces --producer-pattern many only" in done.stderr
