@@ -108,7 +108,7 @@ def encode_columns(records: Sequence[EncodedRecord]) -> bytes:
         cells = [(records[i], slot[column]) for i, slot in enumerate(slots)]
         kinds = {None if at is None else record.arrays[at] for record, at in cells}
         kind = kinds.pop() if len(kinds) == 1 else None
-        if kind is not None:
+        if kind is not None and kind[1] and _nbytes(*kind):  # rows of one or more dimensions
             dtype, shape = kind
             nbytes = _nbytes(dtype, shape)
             data = b"".join(
@@ -190,16 +190,21 @@ def decode_columns(data: bytes, count: int) -> tuple[Columns, dict[int, str]]:
                     f"{count} records"
                 )
             _check_values(name, column, problems)
-        elif getattr(column, "ndim", 0) >= 1:
+        elif getattr(column, "ndim", 0) >= 2:
             if column.shape[0] != count:
                 raise RecordRejected(
                     f"columnar entry: column {name!r:.80} is an array of {column.shape[0]} rows "
                     f"for {count} records"
                 )
+            if column.size == 0:  # n rows from a few bytes: each record's costs nothing to send
+                raise RecordRejected(
+                    f"columnar entry: column {name!r:.80} is an array of empty rows; send "
+                    "empty arrays value by value"
+                )
         else:
             raise RecordRejected(
                 f"columnar entry: column {name!r:.80} must be an array of values or an "
-                f"extension-2 array of one row per record"
+                f"extension-2 array of two or more dimensions, one row per record"
             )
     return body, problems
 

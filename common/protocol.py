@@ -354,6 +354,9 @@ def decode_results(message: bytes | str) -> list[Result]:
     """Parse one reply message, in either form, into one result per record (in ranges: each
     record of a range); raises ``ValueError`` if it is malformed."""
     reply = decode_reply(message)
+    named = sum(last - first + 1 for first, last, _ in reply.written)
+    if named > MAX_PACKED_RECORDS:
+        raise ValueError(f"reply names {named} records written, more than one flush answers")
     results = [
         Result(seq, None, digest)
         for first, last, digest in reply.written

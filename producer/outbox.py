@@ -6,12 +6,13 @@ Shared by the sync and the asyncio producer, which differ only in how they wait.
 
 from __future__ import annotations
 
+import bisect
 import heapq
 import logging
 import math
 import threading
 import uuid
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any, Generic
 
 from lancequeue.common.columns import encode_fields
@@ -199,8 +200,8 @@ class Outbox(Generic[F]):
         resolved: list[tuple[Outgoing[F], LancequeueError | None]] = []
         with self._lock:
             waiting = self._waiting
-            for first, last, digest in reply.written:
-                for seq in self._waiting_in(first, last):
+            for seq, digest in _written_waiting(waiting, reply.written):
+                if seq in waiting:
                     written = waiting.pop(seq)
                     ok_or_not = None if digest in written.digests else _conflict(seq)
                     resolved.append((written, ok_or_not))
@@ -224,14 +225,6 @@ class Outbox(Generic[F]):
                 ok(item.future)
             else:
                 fail(item.future, outcome)
-
-    def _waiting_in(self, first: int, last: int) -> list[int]:
-        """The sequence numbers from ``first`` to ``last`` of records waiting for an answer
-        (by the range or by the records, whichever is fewer: a reply may name any range)."""
-        waiting = self._waiting
-        if last - first < len(waiting):
-            return [seq for seq in range(first, last + 1) if seq in waiting]
-        return [seq for seq in waiting if first <= seq <= last]
 
     def _never_added(self) -> WriteTimeout:
         return WriteTimeout(
@@ -379,6 +372,31 @@ class Outbox(Generic[F]):
     def _drop_settled_expiries(self) -> None:
         while self._expiry and self._expiry[0][1] not in self._waiting:
             heapq.heappop(self._expiry)
+
+
+_NARROW_RANGE = 64
+"""A reply whose ranges are all this narrow is walked number by number; one with a wider range
+is swept once against the waiting numbers in order. Either way a reply costs about its bytes,
+whatever ranges it names."""
+
+
+def _written_waiting(
+    waiting: Mapping[int, object], written: list[tuple[int, int, bytes]]
+) -> Iterator[tuple[int, bytes]]:
+    """Each waiting number a range of ``written`` names, with that range's digest."""
+    if all(last - first < _NARROW_RANGE for first, last, _ in written):
+        for first, last, digest in written:
+            for seq in range(first, last + 1):
+                if seq in waiting:
+                    yield seq, digest
+        return
+    ordered = sorted(waiting)
+    position = 0
+    for first, last, digest in sorted(written):
+        position = bisect.bisect_left(ordered, first, position)
+        while position < len(ordered) and ordered[position] <= last:
+            yield ordered[position], digest
+            position += 1
 
 
 def _conflict(seq: int) -> WriteFailed:

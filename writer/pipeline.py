@@ -55,6 +55,8 @@ class FlushPipeline(Generic[P, R]):
         self._written: asyncio.Future[None] | None = None
         """Set once the newest append has written its data files (it waits to commit)."""
         self._appending: set[asyncio.Task[None]] = set()
+        self._failed: BaseException | None = None
+        """What an append task raised after the next one started (its housekeeping's error)."""
         self._answer_lane: asyncio.Task[None] | None = None
 
     async def submit(self, prepared: P) -> None:
@@ -77,7 +79,7 @@ class FlushPipeline(Generic[P, R]):
         )
         self._table_lane, self._written = lane, written
         self._appending.add(lane)
-        lane.add_done_callback(self._appending.discard)
+        lane.add_done_callback(self._ended)
         self._answer_lane = asyncio.create_task(
             self._answer_work(handoff, self._answer_lane), name="lancequeue-answer"
         )
@@ -104,6 +106,11 @@ class FlushPipeline(Generic[P, R]):
                 logger.debug("flush stage ended with %s: %s", type(exc).__name__, exc)
         self._table_lane = self._answer_lane = None
 
+    def _ended(self, lane: asyncio.Task[None]) -> None:
+        self._appending.discard(lane)
+        if not lane.cancelled() and lane.exception() is not None and self._failed is None:
+            self._failed = lane.exception()
+
     async def _free_table_lane(self) -> None:
         """Until the newest append has written its data files (or ended); raises what it
         raised."""
@@ -114,6 +121,8 @@ class FlushPipeline(Generic[P, R]):
             self._table_lane = self._written = None
             if lane.done():
                 lane.result()  # raises an append's error promptly
+        if self._failed is not None:
+            raise self._failed
         answering = self._answer_lane
         if answering is not None and answering.done():
             self._answer_lane = None

@@ -154,7 +154,7 @@ class Acknowledger:
         keys = self._keys
         per_producer: dict[str, list[Answer]] = defaultdict(list)
         seen: dict[str, int] = {}
-        ranged: set[str] = set()
+        plain: set[str] = set()  # producers with an entry of version 1 here
         for entry in ack.entries:
             producer = entry.producer_id
             if producer is None:
@@ -163,8 +163,8 @@ class Acknowledger:
             if answer == SKIPPED_SILENTLY:
                 continue  # acked unanswered: nothing settled for this producer either
             seen[producer] = max(seen.get(producer, -1), entry.seq)
-            if entry.ranged:
-                ranged.add(producer)
+            if not entry.ranged:
+                plain.add(producer)
             digest = entry.digest if answer is None else None
             per_producer[producer].append((entry.seq, answer, digest))
         records_of: dict[bytes, int] = {}  # stream entry id → its records, in stream order
@@ -183,7 +183,9 @@ class Acknowledger:
             script_keys += [keys.seen(producer), keys.reply(producer), keys.abandoned(producer)]
             results = per_producer.get(producer)
             dropped = [seq for seq, answer, _ in results or [] if _abandoned(answer)]
-            encode = encode_ranges if producer in ranged else encode_results
+            # In ranges only if every entry under the reply key asked for them: another client's
+            # entry of version 2 never changes the form a version-1 producer reads.
+            encode = encode_ranges if producer not in plain else encode_results
             args += [seen.get(producer, ""), encode(results) if results else ""]
             args += [len(dropped), *dropped]
         args.append(len(ack.increments))
