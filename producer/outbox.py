@@ -6,13 +6,12 @@ Shared by the sync and the asyncio producer, which differ only in how they wait.
 
 from __future__ import annotations
 
-import bisect
 import heapq
 import logging
 import math
 import threading
 import uuid
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Generic
 
 from lancequeue.common.columns import encode_fields
@@ -29,6 +28,7 @@ from lancequeue.common.protocol import (
 )
 from lancequeue.producer.entries import EntryMaker
 from lancequeue.producer.outgoing import F, Fail, Outgoing
+from lancequeue.producer.ranges import written_waiting
 
 logger = logging.getLogger(__name__)
 
@@ -200,7 +200,7 @@ class Outbox(Generic[F]):
         resolved: list[tuple[Outgoing[F], LancequeueError | None]] = []
         with self._lock:
             waiting = self._waiting
-            for seq, digest in _written_waiting(waiting, reply.written):
+            for seq, digest in written_waiting(waiting, reply.written):
                 if seq in waiting:
                     written = waiting.pop(seq)
                     ok_or_not = None if digest in written.digests else _conflict(seq)
@@ -372,31 +372,6 @@ class Outbox(Generic[F]):
     def _drop_settled_expiries(self) -> None:
         while self._expiry and self._expiry[0][1] not in self._waiting:
             heapq.heappop(self._expiry)
-
-
-_NARROW_RANGE = 64
-"""A reply whose ranges are all this narrow is walked number by number; one with a wider range
-is swept once against the waiting numbers in order. Either way a reply costs about its bytes,
-whatever ranges it names."""
-
-
-def _written_waiting(
-    waiting: Mapping[int, object], written: list[tuple[int, int, bytes]]
-) -> Iterator[tuple[int, bytes]]:
-    """Each waiting number a range of ``written`` names, with that range's digest."""
-    if all(last - first < _NARROW_RANGE for first, last, _ in written):
-        for first, last, digest in written:
-            for seq in range(first, last + 1):
-                if seq in waiting:
-                    yield seq, digest
-        return
-    ordered = sorted(waiting)
-    position = 0
-    for first, last, digest in sorted(written):
-        position = bisect.bisect_left(ordered, first, position)
-        while position < len(ordered) and ordered[position] <= last:
-            yield ordered[position], digest
-            position += 1
 
 
 def _conflict(seq: int) -> WriteFailed:

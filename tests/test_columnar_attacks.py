@@ -56,6 +56,7 @@ from lancequeue.writer.pipeline import FlushPipeline
 from tests.support import (
     KEYS,
     StartWriter,
+    async_wait_for,
     pop_answers,
     record,
     table_ids,
@@ -63,6 +64,10 @@ from tests.support import (
 )
 
 pytestmark = pytest.mark.timeout(120)
+HOUSEKEEPING_S = 0.01
+"""How long the fake pipeline's housekeeping takes."""
+SLOW_HOOK_S = 0.3
+"""How long the slow ``on_flushed`` hook takes: batches pile up behind it meanwhile."""
 
 
 # -- helpers ---------------------------------------------------------------------------------
@@ -582,8 +587,14 @@ async def test_a_columnar_entry_pushed_through_the_enqueue_script_is_answered_pe
     assert "holds 2 values for 5 records" in str(results[3].error)
     assert results[6].error is None and results[7].digest == record_digest(good)
     assert table_ids(db_uri) == [7, 8]
-    await asyncio.sleep(0.2)
-    assert int(client.get(keys.queued) or 0) == 0 and int(client.get(keys.inboxed) or 0) == 0
+    await async_wait_for(
+        lambda: asyncio.to_thread(
+            lambda: (
+                int(client.get(keys.queued) or 0) == 0 and int(client.get(keys.inboxed) or 0) == 0
+            )
+        ),
+        what="the queue counts back at 0",
+    )
 
 
 # -- answers: mixed versions, forged and re-sent --------------------------------------------
@@ -804,7 +815,7 @@ def fake_pipeline(events: list[tuple[str, int]]) -> FlushPipeline[FakeBatch, int
         events.append(("answered", number))
 
     async def housekeeping(number: int) -> None:
-        await asyncio.sleep(0.01)
+        await asyncio.sleep(HOUSEKEEPING_S)  # the work it stands for takes this long
 
     return FlushPipeline(append, answer, housekeeping)
 
@@ -872,7 +883,7 @@ async def test_no_batch_is_committed_before_the_batches_before_it_are_answered(
     seen: list[tuple[list[int], list[int]]] = []
 
     async def slow_hook(records: list[dict[str, Any]]) -> None:
-        await asyncio.sleep(0.3)
+        await asyncio.sleep(SLOW_HOOK_S)  # a hook that takes this long: what the test is about
         in_table = await asyncio.to_thread(table_ids, db_uri)
         seen.append(([r["id"] for r in records], in_table))
 
