@@ -160,6 +160,11 @@ def _unpack_ndarray(payload: bytes) -> object:
     return np.frombuffer(data, dtype=dtype).reshape(shape)
 
 
+def readable_dtype(dtype_str: str) -> bool:
+    """Whether an array of this dtype (numpy's ``dtype.str``) decodes (only numeric ones)."""
+    return bool(_DTYPE.match(dtype_str))
+
+
 _DTYPES: dict[str, Any] = {}
 
 
@@ -192,6 +197,31 @@ def packb(obj: object) -> bytes:
 
 
 _packers = threading.local()
+
+
+def unpackb_tolerant(data: bytes) -> Any:
+    """``unpackb``, except that an extension value that cannot be decoded becomes an
+    ``Unreadable`` holding why, and map keys of any type are kept (``check_nested`` names
+    them): one bad value does not make its neighbours unreadable."""
+    return msgpack.unpackb(
+        data, raw=False, ext_hook=_tolerant_hook, timestamp=0, strict_map_key=False
+    )
+
+
+class Unreadable:
+    """An extension value that could not be decoded, and why."""
+
+    __slots__ = ("reason",)
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+
+
+def _tolerant_hook(code: int, data: bytes) -> object:
+    try:
+        return _ext_hook(code, data)
+    except ValueError as exc:
+        return Unreadable(str(exc))
 
 
 def unpackb(data: bytes) -> Any:
@@ -268,6 +298,8 @@ def _walk(record: dict[str, Any]) -> str | None:
             slots = enumerate(container)
         for slot, value in list(slots):
             field = name or str(slot)
+            if isinstance(value, Unreadable):
+                return f"field {field!r:.80}: {value.reason}"
             if isinstance(value, msgpack.Timestamp):
                 if value.nanoseconds % 1000:
                     return (

@@ -25,12 +25,14 @@ import msgpack
 
 from lancequeue.common.codec import (
     EXT_NDARRAY,
+    Unreadable,
     check_nested,
     describe_error,
     ext_header,
     pack_array,
     packer,
-    unpackb,
+    readable_dtype,
+    unpackb_tolerant,
 )
 from lancequeue.common.errors import RecordRejected
 
@@ -77,9 +79,10 @@ def encode_fields(record: Mapping[str, Any]) -> EncodedRecord:
     ndarray = numpy.ndarray if numpy is not None else None
     pack = packer().pack
     for name, value in record.items():
-        if type(name) is not str:
+        if not isinstance(name, str):
             raise RecordRejected(f"field names must be str, got {name!r}")
         try:
+            packed_name = _name(name)
             if type(value) is ndarray:
                 encoded, array = pack_array(value)
                 arrays.append(array)
@@ -89,7 +92,7 @@ def encode_fields(record: Mapping[str, Any]) -> EncodedRecord:
         except (TypeError, ValueError, OverflowError) as exc:
             raise RecordRejected(f"field {name!r}: {exc}") from exc
         values.append(encoded)
-        size += len(_name(name)) + len(encoded)
+        size += len(packed_name) + len(encoded)
     return EncodedRecord(tuple(record), tuple(values), tuple(arrays), size)
 
 
@@ -108,14 +111,13 @@ def encode_columns(records: Sequence[EncodedRecord]) -> bytes:
         cells = [(records[i], slot[column]) for i, slot in enumerate(slots)]
         kinds = {None if at is None else record.arrays[at] for record, at in cells}
         kind = kinds.pop() if len(kinds) == 1 else None
-        if kind is not None and kind[1] and _nbytes(*kind):  # rows of one or more dimensions
+        # One array of rows of one or more dimensions, of a dtype every writer decodes (else
+        # value by value: a value that does not decode is its own record's problem alone).
+        stacked = kind is not None and bool(kind[1]) and readable_dtype(kind[0])
+        nbytes = _nbytes(*kind) if stacked and kind is not None else 0
+        if kind is not None and nbytes:
             dtype, shape = kind
-            nbytes = _nbytes(dtype, shape)
-            data = b"".join(
-                record.values[at][-nbytes:] if nbytes else b""
-                for record, at in cells
-                if at is not None
-            )
+            data = b"".join(record.values[at][-nbytes:] for record, at in cells if at is not None)
             head = msgpack.packb([dtype, [count, *shape]], use_bin_type=True)[1:]
             payload = [_array_header(3), head, _bin_header(len(data)), data]
             size = sum(len(part) for part in payload)
@@ -173,7 +175,7 @@ def decode_columns(data: bytes, count: int) -> tuple[Columns, dict[int, str]]:
     values cannot be taken, with why. Raises ``RecordRejected`` if the body as a whole cannot
     be read (every record of the entry is then rejected)."""
     try:
-        body = unpackb(data)
+        body = unpackb_tolerant(data)
     except Exception as exc:  # msgpack and the extension decoders raise several types
         raise RecordRejected(f"columnar entry: undecodable 'cols': {describe_error(exc)}") from exc
     if not isinstance(body, dict):
@@ -190,6 +192,8 @@ def decode_columns(data: bytes, count: int) -> tuple[Columns, dict[int, str]]:
                     f"{count} records"
                 )
             _check_values(name, column, problems)
+        elif isinstance(column, Unreadable):
+            raise RecordRejected(f"columnar entry: column {name!r:.80}: {column.reason}")
         elif getattr(column, "ndim", 0) >= 2:
             if column.shape[0] != count:
                 raise RecordRejected(
@@ -213,7 +217,7 @@ def _check_values(name: str, column: list[Any], problems: dict[int, str]) -> Non
     """Record by record, what ``decode_record`` checks of nested values (depth, map keys,
     timestamps), converting timestamps in place."""
     for position, value in enumerate(column):
-        if type(value) not in (dict, list, msgpack.Timestamp):
+        if type(value) not in (dict, list, msgpack.Timestamp, Unreadable):
             continue
         holder = {name: value}
         problem = check_nested(holder)

@@ -81,7 +81,8 @@ DEFAULT_MAX_QUEUE_SIZE = 4096
 """Records the stream may hold before producers wait, until a writer publishes its own value."""
 CONFIG_MAX_QUEUE_SIZE = "max_queue_size"
 CONFIG_MAX_BATCH = "max_batch"
-"""Config hash field: the writer's ``max_batch``; producers pack no more records per entry."""
+"""Config hash field: the writer's ``max_batch``; producers pack no more records per entry (the
+enqueue script also bounds its count of the inbox's records by it)."""
 CONFIG_COLUMNAR_BATCH = "columnar_batch"
 """Config hash field of a writer that reads columnar entries: its ``max_batch`` again. The
 Python producer sends columnar entries of up to this many records, and none without it."""
@@ -89,7 +90,7 @@ Python producer sends columnar entries of up to this many records, and none with
 ENTRY_WIDTH = 10
 """Arguments one single-record entry takes in the enqueue script: five field/value pairs."""
 PACKED_ENTRY_WIDTH = 12
-"""Arguments one packed entry takes in the enqueue script: six field/value pairs."""
+"""Arguments one packed or columnar entry takes in the enqueue script: six field/value pairs."""
 
 ENQUEUE_SCRIPT = """
 redis.replicate_commands()

@@ -9,16 +9,18 @@ import bisect
 from collections.abc import Iterator, Mapping
 
 _NARROW_RANGE = 64
-"""A reply whose ranges are all this narrow is walked number by number; one with a wider range
-is swept once against the waiting numbers in order. Either way a reply costs about its bytes,
-whatever ranges it names."""
+"""A reply whose ranges name no more numbers than are waiting, or than this many a range, is
+walked number by number (an honest one names records that wait); any other is swept once
+against the waiting numbers in order. Either way a reply costs about its bytes plus the records
+waiting, whatever ranges it names."""
 
 
 def written_waiting(
     waiting: Mapping[int, object], written: list[tuple[int, int, bytes]]
 ) -> Iterator[tuple[int, bytes]]:
     """Each waiting number a range of ``written`` names, with that range's digest."""
-    if all(last - first < _NARROW_RANGE for first, last, _ in written):
+    named = sum(last - first + 1 for first, last, _ in written)
+    if named <= max(len(waiting), _NARROW_RANGE * len(written)):
         for first, last, digest in written:
             for seq in range(first, last + 1):
                 if seq in waiting:

@@ -4,6 +4,7 @@ answered, checked and written exactly once on its own, and built into Arrow per 
 from __future__ import annotations
 
 import asyncio
+import enum
 from datetime import UTC, datetime
 from typing import Any
 
@@ -19,9 +20,16 @@ from lancequeue.common.errors import RecordRejected
 from lancequeue.common.protocol import Result, columnar_entry_fields, record_digest
 from lancequeue.writer.arrow_batch import BatchBuilder
 from lancequeue.writer.entries import read_entries
+from lancequeue.writer.replies import DeadLetter, _dead_letter_fields
 from tests.support import KEYS, StartWriter, pop_answers, record, table_ids
 
 REPLY = KEYS.reply("p1")
+
+
+class StrEnumName(str, enum.Enum):
+    """A field name that is a ``str`` subclass, as ``encode_record`` takes it."""
+
+    ID = "id"
 
 
 def rows(count: int, start: int = 0) -> list[dict[str, Any]]:
@@ -112,7 +120,7 @@ def test_a_column_of_vectors_of_different_shapes_goes_value_by_value() -> None:
         (msgpack.packb([1, 2]), "must be a msgpack map"),
         (msgpack.packb({"id": [1, 2]}), "holds 2 values for 3 records"),
         (msgpack.packb({"id": 7}), "must be an array of values"),
-        (msgpack.packb({1: [1, 2, 3]}), "map key"),
+        (msgpack.packb({1: [1, 2, 3]}), "column names must be strings"),
     ],
 )
 def test_a_columnar_body_that_cannot_be_read_rejects_every_record_of_its_entry(
@@ -223,3 +231,49 @@ async def test_entries_of_version_2_are_answered_in_ranges_and_those_of_version_
         else:
             assert message == {"ok": [[first, first + 2, digest]], "errors": []}
     assert table_ids(db_uri) == [1, 2, 3, 101, 102, 103]
+
+
+@pytest.mark.parametrize(
+    ("bad", "named"),
+    [
+        ({"meta": {1: "x"}}, "map keys must be strings"),
+        ({"vector": np.zeros(8, dtype=np.longdouble)}, "unsupported array dtype"),
+    ],
+)
+def test_a_value_the_writer_cannot_read_rejects_its_record_alone_not_its_entry_mates(
+    bad: dict[str, Any], named: str
+) -> None:
+    records = rows(4)
+    records[2].update(bad)
+    body = encode_columns([encode_fields(r) for r in records])
+    fields = columnar_entry_fields(REPLY, 0, 4, body, 600_000)
+    entry = {
+        (k.encode() if isinstance(k, str) else k): (v.encode() if isinstance(v, str) else v)
+        for k, v in zip(fields[::2], fields[1::2], strict=True)
+    }
+    parts = read_entries(KEYS, b"1-0", entry)
+    assert [part.rejection is None for part in parts] == [True, True, False, True]
+    assert named in (parts[2].rejection or "")
+
+
+def test_a_field_name_that_cannot_be_encoded_is_a_rejection_not_a_crash() -> None:
+    with pytest.raises(RecordRejected, match="field"):
+        encode_fields({"\udc80": 1})
+    assert encode_fields({StrEnumName.ID: 1}).encoded() == encode_record({"id": 1})
+
+
+def test_each_record_of_a_columnar_entry_is_dead_lettered_as_its_own_number_and_record() -> None:
+    records = rows(3, start=40)
+    records[1]["meta"] = {1: "x"}  # unreadable: rejected as it is read
+    body = encode_columns([encode_fields(r) for r in records])
+    fields = columnar_entry_fields(REPLY, 40, 3, body, 600_000)
+    entry = {
+        (k.encode() if isinstance(k, str) else k): (v.encode() if isinstance(v, str) else v)
+        for k, v in zip(fields[::2], fields[1::2], strict=True)
+    }
+    for part, sent in zip(read_entries(KEYS, b"1-0", entry), records, strict=True):
+        flat = _dead_letter_fields(DeadLetter(part, 3, "kept killing"))
+        dead = dict(zip(flat[::2], flat[1::2], strict=True))
+        assert dead[b"seq"] == str(sent["id"])
+        if part.rejection is None:
+            assert dead[b"rec"] == encode_record(sent)

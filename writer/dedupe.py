@@ -6,8 +6,9 @@ per producer, the highest sequence number it has settled (in Redis, raised with 
 acks and read with each batch's claim) and answers any entry at or below it as a copy, never
 writing it again. Producers send in sequence order, so one number per producer is enough.
 
-Batches overlap (the next one is built while the one before is appended and answered), so the
-numbers Redis returns may lag behind the batches in flight: this keeps the higher of the two.
+Batches overlap (the next ones are built and written while the one before is committed and
+answered), so the numbers Redis returns may lag behind the batches in flight: this keeps the
+higher of the two.
 """
 
 from __future__ import annotations

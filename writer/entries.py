@@ -68,7 +68,8 @@ class ColumnBlock:
 
 @dataclass
 class Entry:
-    """One record of a stream entry as the writer sees it (a packed entry gives several).
+    """One record of a stream entry as the writer sees it (a packed or columnar entry gives
+    several).
 
     ``reply_key`` is None when the entry names no usable reply key: such an entry is acked and
     never answered. ``rejection`` is set when the record cannot go into the table.
@@ -83,15 +84,16 @@ class Entry:
     deadline_ms: int | None = None
     """Redis server time (ms) after which the record must not be written; None: no deadline."""
     fields: dict[bytes, bytes] = field(default_factory=dict, repr=False)
-    """The raw fields of a single-record entry (for a packed one, those it would have alone),
-    kept for the dead-letter stream."""
+    """The raw fields of a single-record entry (for a packed one, those it would have alone;
+    for a columnar one, its entry's but ``n`` and ``cols``, shared), kept for the dead-letter
+    stream."""
     part: int | None = None
     """The record's position in a packed or columnar entry; None for a single-record entry."""
     block: ColumnBlock | None = field(default=None, repr=False)
+    """A columnar entry's records, this one at position ``part`` (``materialized()`` makes its
+    dict); None otherwise (``record`` holds it)."""
     ranged: bool = False
     """Its producer reads answers in ranges (the entry is of ``RANGED_VERSION``)."""
-    """A columnar entry's records, this one at position ``part``; None otherwise (``record``
-    holds it)."""
 
     @property
     def producer_id(self) -> str | None:
@@ -258,7 +260,7 @@ def _oversized(dropped: bytes, max_record_bytes: int | None) -> str:
             f"({max_record_bytes})"
         )
     if name in ("recs", "cols") and size.isdigit():
-        return f"packed entry is {size} bytes, over the writer's max_batch_bytes"
+        return f"the entry's {name!r} is {size} bytes, over the writer's max_batch_bytes"
     return f"entry over the writer's limits, not read: {what}"
 
 

@@ -210,9 +210,10 @@ def _dead_letter_fields(dead: DeadLetter) -> list[bytes | str | int]:
     fields: dict[bytes | str, bytes | str | int] = {}
     for name, value in dead.entry.fields.items():
         fields[name] = value
+    if dead.entry.part is not None:  # one record of several: its own number
+        fields[FIELD_SEQ] = str(dead.entry.seq)
     record = dead.entry.materialized()
     if dead.entry.block is not None and record is not None:  # a columnar entry's: on its own
-        fields[FIELD_SEQ] = str(dead.entry.seq)
         fields[FIELD_RECORD] = encode_record(record)
     fields.update(
         {
