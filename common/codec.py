@@ -65,7 +65,7 @@ def _pack_ndarray(np: Any, array: Any) -> msgpack.ExtType:
     if head is None:  # [dtype, shape, data]: all but the data, packed once per dtype and shape
         packed = msgpack.packb([little.str, list(array.shape), b""], use_bin_type=True)
         head = _ARRAY_HEADS[key] = packed[:-2]  # less the empty bin (0xc4 0x00)
-    return msgpack.ExtType(EXT_NDARRAY, head + _bin_header(len(data)) + data)
+    return msgpack.ExtType(EXT_NDARRAY, head + bin_header(len(data)) + data)
 
 
 _ARRAY_HEADS: dict[tuple[str, tuple[int, ...]], bytes] = {}
@@ -83,8 +83,8 @@ def pack_array(array: Any) -> tuple[bytes, tuple[str, tuple[int, ...]]]:
         little = array.dtype.newbyteorder("<")
         head = msgpack.packb([little.str, list(array.shape), b""], use_bin_type=True)[:-2]
         size = array.size * array.dtype.itemsize
-        payload = len(head) + len(_bin_header(size)) + size
-        prefix = ext_header(EXT_NDARRAY, payload) + head + _bin_header(size)
+        payload = len(head) + len(bin_header(size)) + size
+        prefix = ext_header(EXT_NDARRAY, payload) + head + bin_header(size)
         known = _ARRAY_PREFIXES[key] = (prefix, (little.str, array.shape))
     if array.dtype.byteorder == ">":
         array = array.astype(array.dtype.newbyteorder("<"))
@@ -110,7 +110,7 @@ def ext_header(code: int, size: int) -> bytes:
 _FIXEXT = {1: 0xD4, 2: 0xD5, 4: 0xD6, 8: 0xD7, 16: 0xD8}
 
 
-def _bin_header(size: int) -> bytes:
+def bin_header(size: int) -> bytes:
     """msgpack's bin 8/16/32 header for ``size`` bytes."""
     if size < 0x100:
         return struct.pack(">BB", 0xC4, size)

@@ -26,6 +26,7 @@ import msgpack
 from lancequeue.common.codec import (
     EXT_NDARRAY,
     Unreadable,
+    bin_header,
     check_nested,
     describe_error,
     ext_header,
@@ -119,7 +120,7 @@ def encode_columns(records: Sequence[EncodedRecord]) -> bytes:
             dtype, shape = kind
             data = b"".join(record.values[at][-nbytes:] for record, at in cells if at is not None)
             head = msgpack.packb([dtype, [count, *shape]], use_bin_type=True)[1:]
-            payload = [_array_header(3), head, _bin_header(len(data)), data]
+            payload = [_array_header(3), head, bin_header(len(data)), data]
             size = sum(len(part) for part in payload)
             parts += [ext_header(EXT_NDARRAY, size), *payload]
         else:
@@ -162,12 +163,6 @@ def _array_header(count: int) -> bytes:
     if count < 16:
         return bytes([0x90 | count])
     return struct.pack(">BH", 0xDC, count) if count < 0x10000 else struct.pack(">BI", 0xDD, count)
-
-
-def _bin_header(size: int) -> bytes:
-    if size < 0x100:
-        return struct.pack(">BB", 0xC4, size)
-    return struct.pack(">BH", 0xC5, size) if size < 0x10000 else struct.pack(">BI", 0xC6, size)
 
 
 def decode_columns(data: bytes, count: int) -> tuple[Columns, dict[int, str]]:
