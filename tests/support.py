@@ -302,3 +302,12 @@ def entry_records(fields: dict[Any, Any]) -> list[bytes]:
         ]
         return [encode_record(row) for row in rows]
     return [field("rec")]
+
+
+def as_entry(fields: list[bytes | str]) -> dict[bytes, bytes]:
+    """Field/value pairs (``entry_fields`` and the like) as the writer reads them from the
+    stream: bytes both."""
+    return {
+        (k.encode() if isinstance(k, str) else k): (v.encode() if isinstance(v, str) else v)
+        for k, v in zip(fields[::2], fields[1::2], strict=True)
+    }

@@ -21,7 +21,7 @@ from lancequeue.common.protocol import Result, columnar_entry_fields, record_dig
 from lancequeue.writer.arrow_batch import BatchBuilder
 from lancequeue.writer.entries import read_entries
 from lancequeue.writer.replies import DeadLetter, _dead_letter_fields
-from tests.support import KEYS, StartWriter, pop_answers, record, table_ids
+from tests.support import KEYS, StartWriter, as_entry, pop_answers, record, table_ids
 
 REPLY = KEYS.reply("p1")
 
@@ -127,10 +127,7 @@ def test_a_columnar_body_that_cannot_be_read_rejects_every_record_of_its_entry(
     body: bytes, reason: str
 ) -> None:
     fields = columnar_entry_fields(REPLY, 5, 3, body, 600_000)
-    entry = {
-        (k.encode() if isinstance(k, str) else k): (v.encode() if isinstance(v, str) else v)
-        for k, v in zip(fields[::2], fields[1::2], strict=True)
-    }
+    entry = as_entry(fields)
     parts = read_entries(KEYS, b"1-0", entry)
     assert [part.seq for part in parts] == [5, 6, 7]
     assert all(part.rejection is not None and reason in part.rejection for part in parts)
@@ -146,10 +143,7 @@ def test_a_value_decode_record_would_refuse_rejects_its_record_alone() -> None:
 def built_by_columns(builder: BatchBuilder, records: list[dict[str, Any]]) -> tuple[Any, Any]:
     body = encode_columns([encode_fields(r) for r in records])
     fields = columnar_entry_fields(REPLY, 0, len(records), body, 600_000)
-    entry = {
-        (k.encode() if isinstance(k, str) else k): (v.encode() if isinstance(v, str) else v)
-        for k, v in zip(fields[::2], fields[1::2], strict=True)
-    }
+    entry = as_entry(fields)
     return builder.build_rows(read_entries(KEYS, b"1-0", entry))
 
 
@@ -247,10 +241,7 @@ def test_a_value_the_writer_cannot_read_rejects_its_record_alone_not_its_entry_m
     records[2].update(bad)
     body = encode_columns([encode_fields(r) for r in records])
     fields = columnar_entry_fields(REPLY, 0, 4, body, 600_000)
-    entry = {
-        (k.encode() if isinstance(k, str) else k): (v.encode() if isinstance(v, str) else v)
-        for k, v in zip(fields[::2], fields[1::2], strict=True)
-    }
+    entry = as_entry(fields)
     parts = read_entries(KEYS, b"1-0", entry)
     assert [part.rejection is None for part in parts] == [True, True, False, True]
     assert named in (parts[2].rejection or "")
@@ -267,10 +258,7 @@ def test_each_record_of_a_columnar_entry_is_dead_lettered_as_its_own_number_and_
     records[1]["meta"] = {1: "x"}  # unreadable: rejected as it is read
     body = encode_columns([encode_fields(r) for r in records])
     fields = columnar_entry_fields(REPLY, 40, 3, body, 600_000)
-    entry = {
-        (k.encode() if isinstance(k, str) else k): (v.encode() if isinstance(v, str) else v)
-        for k, v in zip(fields[::2], fields[1::2], strict=True)
-    }
+    entry = as_entry(fields)
     for part, sent in zip(read_entries(KEYS, b"1-0", entry), records, strict=True):
         flat = _dead_letter_fields(DeadLetter(part, 3, "kept killing"))
         dead = dict(zip(flat[::2], flat[1::2], strict=True))

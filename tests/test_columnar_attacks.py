@@ -56,6 +56,7 @@ from lancequeue.writer.pipeline import FlushPipeline
 from tests.support import (
     KEYS,
     StartWriter,
+    as_entry,
     async_wait_for,
     pop_answers,
     record,
@@ -71,14 +72,6 @@ SLOW_HOOK_S = 0.3
 
 
 # -- helpers ---------------------------------------------------------------------------------
-
-
-def as_entry(fields: list[bytes | str]) -> dict[bytes, bytes]:
-    """Field/value pairs as the writer reads them from the stream (bytes both)."""
-    return {
-        (k.encode() if isinstance(k, str) else k): (v.encode() if isinstance(v, str) else v)
-        for k, v in zip(fields[::2], fields[1::2], strict=True)
-    }
 
 
 def columnar(

@@ -49,13 +49,11 @@ class ColumnBlock:
     count: int
     body: bytes = field(repr=False)
     """The entry's ``cols`` as sent: what an ok answer's digest is of, for each of its records."""
-    _digest: bytes | None = field(default=None, repr=False)
 
-    @property
+    @functools.cached_property
     def digest(self) -> bytes:
-        if self._digest is None:
-            self._digest = record_digest(self.body)
-        return self._digest
+        """What an ok answer carries for each of the entry's records."""
+        return record_digest(self.body)
 
     def row(self, position: int) -> dict[str, Any]:
         """Record ``position`` as a dict (a column with no value for it is left out)."""
