@@ -73,28 +73,70 @@ def encode_fields(record: Mapping[str, Any]) -> EncodedRecord:
     cannot be encoded (as ``encode_record`` does)."""
     if type(record) is not dict and not isinstance(record, Mapping):
         raise RecordRejected(f"a record must be a mapping, not {type(record).__name__}")
+    names = tuple(record)
+    layout = _LAYOUTS.get(names)
+    if layout is None:
+        layout = _layout(names)
+    names, size = layout
     values: list[bytes] = []
-    arrays: list[tuple[str, tuple[int, ...]] | None] = []
-    size = len(_map_header(len(record)))
+    arrays: list[tuple[str, tuple[int, ...]] | None] | None = None
     numpy = sys.modules.get("numpy")
     ndarray = numpy.ndarray if numpy is not None else None
     pack = packer().pack
-    for name, value in record.items():
+    for position, value in enumerate(record.values()):
+        try:
+            if type(value) is ndarray:
+                encoded, array = pack_array(value)
+                if arrays is None:
+                    arrays = [None] * len(names)
+                arrays[position] = array
+            else:
+                encoded = pack(value)
+        except (TypeError, ValueError, OverflowError) as exc:
+            raise RecordRejected(f"field {names[position]!r}: {exc}") from exc
+        values.append(encoded)
+        size += len(encoded)
+    shape = _NO_ARRAYS.get(len(names)) if arrays is None else None
+    if shape is None:
+        shape = _shared(tuple(arrays) if arrays is not None else (None,) * len(names))
+    return EncodedRecord(names, tuple(values), shape, size)
+
+
+def _layout(names: tuple[Any, ...]) -> tuple[tuple[str, ...], int]:
+    """The field names of records of these fields (one tuple shared by them all) and their
+    encoded size less the values'; checked and kept (a bounded number of them)."""
+    size = len(_map_header(len(names)))
+    for name in names:
         if not isinstance(name, str):
             raise RecordRejected(f"field names must be str, got {name!r}")
         try:
-            packed_name = _name(name)
-            if type(value) is ndarray:
-                encoded, array = pack_array(value)
-                arrays.append(array)
-            else:
-                encoded = pack(value)
-                arrays.append(None)
+            size += len(_name(name))
         except (TypeError, ValueError, OverflowError) as exc:
             raise RecordRejected(f"field {name!r}: {exc}") from exc
-        values.append(encoded)
-        size += len(packed_name) + len(encoded)
-    return EncodedRecord(tuple(record), tuple(values), tuple(arrays), size)
+    layout = (names, size)
+    if len(_LAYOUTS) < _SHARED_MAX:
+        _LAYOUTS[names] = layout
+    return layout
+
+
+_LAYOUTS: dict[tuple[Any, ...], tuple[tuple[str, ...], int]] = {}
+_NO_ARRAYS = {count: (None,) * count for count in range(64)}
+"""The array layout of a record of ``count`` fields holding no array."""
+
+
+def _shared(made: tuple[Any, ...]) -> tuple[Any, ...]:
+    """One tuple for each field list or array layout seen (records alike hold the same one,
+    not a copy each: fewer objects for the garbage collector); a bounded number of them."""
+    known = _SHARED.get(made)
+    if known is not None:
+        return known
+    if len(_SHARED) < _SHARED_MAX:
+        _SHARED[made] = made
+    return made
+
+
+_SHARED: dict[tuple[Any, ...], tuple[Any, ...]] = {}
+_SHARED_MAX = 4096
 
 
 def encode_columns(records: Sequence[EncodedRecord]) -> bytes:

@@ -31,7 +31,10 @@ class SendBuffer(Generic[F]):
         self._chunk_bytes = chunk_bytes
         self._linger_s = linger_s
         self._items: deque[Outgoing[F]] = deque()
-        self._earliest = math.inf  # the earliest deadline of the buffered records
+        # The records that are due before every record buffered after them, in buffer order:
+        # their deadlines rise, the first is the earliest of all (a sliding-window minimum,
+        # so neither put nor take looks at more than the records it adds or removes).
+        self._due_first: deque[Outgoing[F]] = deque()
         self._lock = threading.Lock()
         self.on_room: Callable[[], None] = _nothing
         """Called after records left the buffer (a put that found it full may succeed now)."""
@@ -54,13 +57,13 @@ class SendBuffer(Generic[F]):
             placed = items if room >= len(items) else items[:room]
             self._items.extend(placed)
             now = len(self._items)
-            earliest = min((item.deadline for item in placed), default=math.inf)
-            sooner = earliest < self._earliest
-            if sooner:
-                self._earliest = earliest
+            before = self._earliest
+            for item in placed:
+                self._push_due(item)
+            earliest = self._earliest
         if placed and (was == 0 or (was < self._chunk_records <= now)):
             self.on_buffered()
-        if sooner:
+        if earliest < before:
             self.on_sooner_due(earliest)
         return len(placed)
 
@@ -87,8 +90,11 @@ class SendBuffer(Generic[F]):
                 if item.timeout_s != timeout_s or (size > self._chunk_bytes and chunk):
                     break
                 chunk.append(items.popleft())
-            if chunk[0].deadline <= self._earliest:
-                self._rescan()
+            due_first = self._due_first
+            for item in chunk:  # the records taken leave the front of both
+                if not due_first or due_first[0] is not item:
+                    continue
+                due_first.popleft()
         self.on_room()
         return chunk, None
 
@@ -100,7 +106,9 @@ class SendBuffer(Generic[F]):
         with self._lock:
             gone = [item for item in self._items if item.deadline <= now]
             self._items = deque(item for item in self._items if item.deadline > now)
-            self._rescan()
+            self._due_first.clear()
+            for item in self._items:
+                self._push_due(item)
         self.on_room()
         return gone
 
@@ -113,12 +121,26 @@ class SendBuffer(Generic[F]):
         with self._lock:
             items = list(self._items)
             self._items.clear()
-            self._earliest = math.inf
+            self._due_first.clear()
         self.on_room()
         return items
 
-    def _rescan(self) -> None:
-        self._earliest = min((item.deadline for item in self._items), default=math.inf)
+    @property
+    def _earliest(self) -> float:
+        """The earliest deadline of the buffered records (inf: none). Read without the lock
+        too (by ``expired`` and ``due_in``): a take may empty the deque meanwhile."""
+        try:
+            return self._due_first[0].deadline
+        except IndexError:
+            return math.inf
+
+    def _push_due(self, item: Outgoing[F]) -> None:
+        """Append ``item`` (just buffered) to ``_due_first``, dropping the records it is due
+        before: they are no longer due before every record after them."""
+        due_first = self._due_first
+        while due_first and due_first[-1].deadline >= item.deadline:
+            due_first.pop()
+        due_first.append(item)
 
 
 def _nothing() -> None:

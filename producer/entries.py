@@ -44,11 +44,15 @@ def _ttl_ms(deadline: float, now: float) -> int:
     return max(1, int((deadline - now) * 1000))
 
 
-def _accept(item: Numbered, digest: bytes) -> None:
+def _accept(item: Numbered, digest: bytes, alone: tuple[bytes, ...] | None = None) -> None:
     """Let an ok answer carrying ``digest`` settle ``item`` (as well as those of its earlier
-    sends: a copy sent before may be the one written)."""
-    if digest not in item.digests:
-        item.digests = (*item.digests, digest)
+    sends: a copy sent before may be the one written). ``alone`` is ``(digest,)``, shared by
+    the records of an entry sent for the first time."""
+    digests = item.digests
+    if not digests:
+        item.digests = alone or (digest,)
+    elif digest not in digests:
+        item.digests = (*digests, digest)
 
 
 class EntryMaker:
@@ -111,8 +115,9 @@ class EntryMaker:
                 )
             )
             digest = record_digest(body)
+            alone = (digest,)
             for item in items:
-                _accept(item, digest)
+                _accept(item, digest, alone)
             start += size
         return args
 

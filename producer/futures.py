@@ -4,21 +4,25 @@ A standard future makes a ``threading.Condition`` (a lock, a deque, five bound m
 made. The producer makes one per record, and thousands are alive at once, so that is most of
 the garbage collector's work in a plain ``enqueue`` loop. Most futures are settled before
 anyone waits on them: this one makes its condition only when a thread first needs it (to wait,
-to add a callback, ``concurrent.futures.wait``), and is settled without one if none was made.
+``concurrent.futures.wait``), and is settled without one if none was made. A done-callback is
+added under a module-wide lock, without one.
 Everything else is ``Future``'s own code.
 """
 
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from concurrent.futures import Future, InvalidStateError
 from concurrent.futures._base import FINISHED, RUNNING
+from concurrent.futures._base import LOGGER as _LOGGER
 from typing import Any
 
 _MAKING = threading.Lock()
 """Held while a condition is made, and while a future without one is settled: a thread that
 makes the condition either sees the future settled, or the settling thread sees the condition
 and settles through it (waking the waiters)."""
+_LISTS = frozenset({"_waiters", "_done_callbacks"})
 
 
 class RecordFuture(Future[None]):
@@ -29,10 +33,11 @@ class RecordFuture(Future[None]):
         self._state = RUNNING
         self._result = None
         self._exception: BaseException | None = None
-        self._waiters: list[Any] = []
-        self._done_callbacks: list[Any] = []
+        # ``_waiters`` and ``_done_callbacks`` are made when first used (``__getattr__``).
 
     def __getattr__(self, name: str) -> Any:
+        if name in _LISTS:  # setdefault: two threads making one get the same list
+            return self.__dict__.setdefault(name, [])
         if name != "_condition":
             raise AttributeError(name)
         with _MAKING:
@@ -64,6 +69,20 @@ class RecordFuture(Future[None]):
         if not self._settle_alone(None, exception):
             super().set_exception(exception)
 
+    def add_done_callback(self, fn: Callable[[Future[None]], object]) -> None:
+        with _MAKING:
+            alone = "_condition" not in self.__dict__
+            if alone and self._state != FINISHED:
+                self.__dict__.setdefault("_done_callbacks", []).append(fn)  # run when settled
+                return
+        if not alone:
+            super().add_done_callback(fn)
+            return
+        try:  # settled: now, as ``Future`` does
+            fn(self)
+        except Exception:
+            _LOGGER.exception("exception calling callback for %r", self)
+
     def _settle_alone(self, result: None, exception: BaseException | None) -> bool:
         """Settle a future nobody has made the condition of (so nobody waits on it); False if
         one was made: ``Future`` settles it then."""
@@ -77,5 +96,6 @@ class RecordFuture(Future[None]):
                 self._state = FINISHED
         if settled_before:  # raised outside the lock: repr() makes the condition
             raise InvalidStateError(f"{FINISHED}: {self!r}")
-        self._invoke_callbacks()  # none: adding one makes the condition
+        if "_done_callbacks" in self.__dict__:  # added before, under the lock: no more come
+            self._invoke_callbacks()
         return True

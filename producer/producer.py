@@ -70,7 +70,7 @@ class Producer:
             core, url, is_cluster_url(url), self.settings.redis_timeout_ms / 1000
         )
         # Only now is there something to close (a failure above leaves nothing running).
-        self._lifecycle = threading.Condition()  # close() waits for enqueues in progress
+        self._lifecycle = threading.Condition(threading.Lock())  # close() waits for enqueues
         self._closed = False
         self._close_done = threading.Event()
         self._enqueuing = 0
@@ -227,7 +227,8 @@ class Producer:
         finally:
             with self._lifecycle:
                 self._enqueuing -= 1
-                self._lifecycle.notify_all()
+                if self._closed:  # close() waits for the last one
+                    self._lifecycle.notify_all()
 
     def _put(self, items: list[Outgoing[Future[None]]]) -> list[Outgoing[Future[None]]]:
         """Buffer ``items``, waiting for room until each one's deadline; returns those that

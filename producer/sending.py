@@ -9,6 +9,7 @@ writer's de-duplication relies on it).
 from __future__ import annotations
 
 import logging
+import math
 import time
 from typing import Generic
 
@@ -83,6 +84,8 @@ class Sending(Generic[F]):
     ) -> None:
         self._outbox = outbox
         self._unsent = records
+        self._earliest = min((item.deadline for item in records), default=math.inf)
+        """The earliest deadline among ``_unsent`` (kept as it shrinks: it never falls)."""
         self._timeout_s = records[0].timeout_s if records else 0.0
         self._fail = fail
         self._numbered = False
@@ -114,18 +117,22 @@ class Sending(Generic[F]):
         """Time left until the earliest deadline among the unsent records."""
         if not self._unsent:
             return 0.0
-        return max(0.0, min(item.deadline for item in self._unsent) - time.monotonic())
+        return max(0.0, self._earliest - time.monotonic())
 
     def expired(self) -> bool:
-        now = time.monotonic()
-        return any(item.deadline <= now for item in self._unsent)
+        return self._earliest <= time.monotonic()
+
+    def _keep(self, unsent: list[Outgoing[F]]) -> None:
+        """What is left to send is ``unsent``."""
+        self._unsent = unsent
+        self._earliest = min((item.deadline for item in unsent), default=math.inf)
 
     def give_up_expired(self) -> None:
         """Fail the records whose deadline has passed (``QueueFull`` or ``WriteTimeout``, by
         what held them up); the others go on."""
         now = time.monotonic()
         expired = [item for item in self._unsent if item.deadline <= now]
-        self._unsent = [item for item in self._unsent if item.deadline > now]
+        self._keep([item for item in self._unsent if item.deadline > now])
         self._give_up(expired, self.not_sent_in_time())
 
     def next_args(self) -> list[bytes | str | int] | None:
@@ -148,7 +155,7 @@ class Sending(Generic[F]):
         for item in self._unsent[:count]:
             item.record = EMPTY  # in the stream now: never sent again, so not kept
         self._outbox.confirm(self._unsent[:count])
-        self._unsent = self._unsent[count:]
+        self._keep(self._unsent[count:])
         self.queue_full = count < len(self._in_call)
         self.redis_error = None
         if self.queue_full:
@@ -223,7 +230,8 @@ class Sending(Generic[F]):
         """Stop sending. Records never sent fail with ``error``; records that may be in the
         stream stay in the outbox, for the writer's answer or, lacking one, the expiry at their
         deadline plus the answer grace."""
-        unsent, self._unsent = self._unsent, []
+        unsent = self._unsent
+        self._keep([])
         self._give_up(unsent, error)
 
     def _give_up(self, items: list[Outgoing[F]], error: LancequeueError) -> None:

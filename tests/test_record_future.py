@@ -52,3 +52,31 @@ def test_every_way_of_waiting_wakes_as_another_thread_settles_the_futures() -> N
     with pytest.raises(concurrent.futures.InvalidStateError):
         futures[1].set_result(None)
     assert len(list(concurrent.futures.as_completed(futures[:100], timeout=5))) == 100
+
+
+def test_each_done_callback_runs_once_however_it_races_the_settling() -> None:
+    """Callbacks are added without a condition: one added as another thread settles the
+    future runs exactly once, by the settling thread or at once by the adder."""
+    futures = [RecordFuture() for _ in range(20_000)]
+    calls = [0] * len(futures)
+    lock = threading.Lock()
+
+    def count(position: int, future: concurrent.futures.Future[None]) -> None:
+        assert future.done()
+        with lock:
+            calls[position] += 1
+
+    def add_callbacks() -> None:
+        for position, future in enumerate(futures):
+            future.add_done_callback(lambda done, position=position: count(position, done))
+
+    adder = threading.Thread(target=add_callbacks)
+    adder.start()
+    for position, future in enumerate(futures):  # racing the adder: before, during, after
+        if position % 2:
+            future.set_result(None)
+        else:
+            future.set_exception(ValueError(position))
+    adder.join(30)
+    assert calls == [1] * len(futures)
+    assert all("_condition" not in future.__dict__ for future in futures)
