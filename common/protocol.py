@@ -50,7 +50,15 @@ PROTOCOL_VERSION = b"1"
 RANGED_VERSION = b"2"
 """Entries of version 2 are those of version 1 from a producer that reads its answers in ranges
 (``encode_ranges``). The Python producer sends them to writers that publish ``columnar_batch``."""
-VERSIONS = (PROTOCOL_VERSION, RANGED_VERSION)
+SHA256_VERSION = b"3"
+"""Entries of version 3 are those of version 2 whose ok answers carry SHA-256 digests, not
+BLAKE2b (``record_digest``): the cheaper of the two wherever the CPU hashes SHA-256 in hardware,
+as most x86 and ARM server CPUs do. The Python producer sends them to writers that publish
+``protocol`` 3 or more."""
+VERSIONS = (PROTOCOL_VERSION, RANGED_VERSION, SHA256_VERSION)
+HIGHEST_VERSION = SHA256_VERSION
+RANGED_VERSIONS = (RANGED_VERSION, SHA256_VERSION)
+"""The versions whose producers read their answers in ranges."""
 FIELD_VERSION = b"v"
 FIELD_REPLY = b"reply"
 FIELD_SEQ = b"seq"
@@ -86,6 +94,9 @@ enqueue script also bounds its count of the inbox's records by it)."""
 CONFIG_COLUMNAR_BATCH = "columnar_batch"
 """Config hash field of a writer that reads columnar entries: its ``max_batch`` again. The
 Python producer sends columnar entries of up to this many records, and none without it."""
+CONFIG_PROTOCOL = "protocol"
+"""Config hash field: the highest entry version the writer reads (``HIGHEST_VERSION``). The
+Python producer sends entries of version 3 once it is 3 or more."""
 
 ENTRY_WIDTH = 10
 """Arguments one single-record entry takes in the enqueue script: five field/value pairs."""
@@ -236,10 +247,13 @@ never shorten its life (the writer sets its expiry as it claims, and removes the
 settles), so no other client can undo an abandonment."""
 
 
-def record_digest(data: bytes) -> bytes:
+def record_digest(data: bytes, version: bytes = PROTOCOL_VERSION) -> bytes:
     """What the writer answers a written record with: a digest of its encoded bytes, so a
     producer can tell its own record from another client's sent under its id and sequence
-    number."""
+    number. The first ``DIGEST_BYTES`` of SHA-256 for entries of ``SHA256_VERSION``, BLAKE2b of
+    that size for the others."""
+    if version == SHA256_VERSION:
+        return hashlib.sha256(data).digest()[:DIGEST_BYTES]
     return hashlib.blake2b(data, digest_size=DIGEST_BYTES).digest()
 
 

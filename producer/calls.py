@@ -16,7 +16,7 @@ class Op(enum.Enum):
 
     WAIT_BUFFERED = enum.auto()  # (wait_s | None): until records are buffered, or closing
     CONNECT = enum.auto()  # (): have the sending connection connected
-    READ_CONFIG = enum.auto()  # (): -> the table's config field the producer reads (max_batch)
+    READ_CONFIG = enum.auto()  # (): -> the config fields the producer reads (config_fields)
     READ_EPOCH = enum.auto()  # (): -> the stream's epoch
     SET_EPOCH = enum.auto()  # (epoch,): SETNX the stream's epoch
     ENQUEUE = enum.auto()  # (args,): -> ids added by the enqueue script

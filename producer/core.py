@@ -256,9 +256,9 @@ class ProducerCore(Generic[F]):
             entries.learn_config(values, time.monotonic())
 
     def _read_config(self, sending: Sending[F]) -> Generator[Call, Any, list[Any]]:
-        max_batch = yield Call(Op.READ_CONFIG, (), sending.remaining_s())
+        published = yield Call(Op.READ_CONFIG, (), sending.remaining_s())
         epoch = yield Call(Op.READ_EPOCH, (), sending.remaining_s())
-        return [max_batch, epoch]
+        return [*published, epoch]
 
     def _pause(self, sending: Sending[F], backoff: Backoff) -> Steps:
         """Wait before reconnecting (bounded by the deadline; close() ends the send)."""

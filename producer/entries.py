@@ -13,11 +13,13 @@ from lancequeue.common.columns import EncodedRecord, encode_columns
 from lancequeue.common.keys import TableKeys
 from lancequeue.common.protocol import (
     CONFIG_COLUMNAR_BATCH,
+    CONFIG_PROTOCOL,
     DEFAULT_MAX_QUEUE_SIZE,
     ENTRY_WIDTH,
     PACKED_ENTRY_WIDTH,
     PROTOCOL_VERSION,
     RANGED_VERSION,
+    SHA256_VERSION,
     columnar_entry_fields,
     entry_fields,
     record_digest,
@@ -44,6 +46,12 @@ def _ttl_ms(deadline: float, now: float) -> int:
     return max(1, int((deadline - now) * 1000))
 
 
+def _positive(raw: bytes | str | None) -> int | None:
+    """A config field holding a positive decimal integer, else None."""
+    text = raw.decode(errors="replace") if isinstance(raw, bytes) else raw
+    return int(text) if text is not None and text.isdigit() and int(text) > 0 else None
+
+
 def _accept(item: Numbered, digest: bytes, alone: tuple[bytes, ...] | None = None) -> None:
     """Let an ok answer carrying ``digest`` settle ``item`` (as well as those of its earlier
     sends: a copy sent before may be the one written). ``alone`` is ``(digest,)``, shared by
@@ -67,7 +75,8 @@ class EntryMaker:
         self._learned_at: float | None = None
         self._version = PROTOCOL_VERSION
         """The version entries are sent as: ``RANGED_VERSION`` (answers in ranges) once a writer
-        published ``columnar_batch``, which says it reads them."""
+        published ``columnar_batch``, which says it reads them; ``SHA256_VERSION`` once it also
+        published ``protocol`` 3."""
         self._lock = threading.Lock()
         self.epoch = ""
         """The stream's epoch as last read ('' until read): records sent now are sent under it."""
@@ -95,13 +104,14 @@ class EntryMaker:
         ``time.monotonic()``): until the earliest deadline among them. Adds to each record's
         ``digests`` the one the writer's ok answer carries for it as sent now (the record's own
         in a single-record entry, the ``cols`` value's in a columnar one)."""
+        version = self._version  # one for the whole call: the digests must match the entries
         if max(sizes, default=1) == 1:  # single-record entries, which every writer reads
             args: list[bytes | str | int] = [DEFAULT_MAX_QUEUE_SIZE, ENTRY_WIDTH, self._channel]
             for item in chunk:
                 ttl_ms = _ttl_ms(item.deadline, now)
                 data = item.record.encoded()
-                args.extend(entry_fields(self._reply_key, item.seq, data, ttl_ms, self._version))
-                _accept(item, record_digest(data))
+                args.extend(entry_fields(self._reply_key, item.seq, data, ttl_ms, version))
+                _accept(item, record_digest(data, version))
             return args
         args = [DEFAULT_MAX_QUEUE_SIZE, PACKED_ENTRY_WIDTH, self._channel]
         start = 0
@@ -110,11 +120,9 @@ class EntryMaker:
             body = encode_columns([item.record for item in items])
             ttl_ms = _ttl_ms(min(item.deadline for item in items), now)
             args.extend(
-                columnar_entry_fields(
-                    self._reply_key, items[0].seq, size, body, ttl_ms, self._version
-                )
+                columnar_entry_fields(self._reply_key, items[0].seq, size, body, ttl_ms, version)
             )
-            digest = record_digest(body)
+            digest = record_digest(body, version)
             alone = (digest,)
             for item in items:
                 _accept(item, digest, alone)
@@ -134,25 +142,31 @@ class EntryMaker:
         return learned_at is None or now - learned_at >= CONFIG_REFRESH_S
 
     @property
-    def config_field(self) -> str:
-        """The config hash field ``learn_config`` takes first (the epoch, its own key, second)."""
-        return CONFIG_COLUMNAR_BATCH
+    def config_fields(self) -> list[str]:
+        """The config hash fields ``learn_config`` takes first (the epoch, its own key, last)."""
+        return [CONFIG_COLUMNAR_BATCH, CONFIG_PROTOCOL]
 
     def learn_config(self, values: list[bytes | str | None], now: float) -> bool:
-        """What the config hash's ``config_field`` and the ``epoch`` key hold. Pack no more
+        """What the config hash's ``config_fields`` and the ``epoch`` key hold. Pack no more
         records per entry than the writer's ``columnar_batch`` (its ``max_batch``); until a
-        writer has published one, do not pack: it also says the writer reads columnar entries.
-        The epoch goes with the records sent from now on.
+        writer has published one, do not pack: it also says the writer reads columnar entries
+        and answers in ranges (version 2). A ``protocol`` of 3 or more says it reads version 3
+        (SHA-256 digests). The epoch goes with the records sent from now on.
         Returns True if the stream has no epoch yet: name one (``SETNX``, ``new_epoch``) and
         read the config again, so every record is sent under one."""
-        raw, epoch = values
-        text = raw.decode(errors="replace") if isinstance(raw, bytes) else raw
-        published = text is not None and text.isdigit() and int(text) > 0
-        limit = int(text) if published and text is not None else 1
+        raw, protocol, epoch = values
+        limit = _positive(raw)
+        published = limit is not None
         name = epoch.decode(errors="replace") if isinstance(epoch, bytes) else (epoch or "")
+        if not published:
+            version = PROTOCOL_VERSION
+        elif (_positive(protocol) or 0) >= int(SHA256_VERSION):
+            version = SHA256_VERSION
+        else:
+            version = RANGED_VERSION
         with self._lock:
-            self._pack_limit = min(self._pack_records, limit)
-            self._version = RANGED_VERSION if published else PROTOCOL_VERSION
+            self._pack_limit = min(self._pack_records, limit or 1)
+            self._version = version
             # Anything but an epoch of ours (32 hex digits) is unknown: records are sent under
             # none, and a writer replaces it.
             self.epoch = name if _EPOCH.fullmatch(name) else ""

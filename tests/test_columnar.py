@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import hashlib
 from datetime import UTC, datetime
 from typing import Any
 
@@ -208,23 +209,36 @@ async def test_a_columnar_entry_that_cannot_be_read_is_answered_for_each_record(
     assert "holds 2 values for 3 records" in str(results[6].error)
 
 
-async def test_entries_of_version_2_are_answered_in_ranges_and_those_of_version_1_record_by_record(
+async def test_each_version_is_answered_in_its_form_with_its_digest(
     start_writer: StartWriter, client: redis.Redis, db_uri: str
 ) -> None:
+    """Version 1: one item per record; 2: ranges; 3: ranges whose digest is SHA-256's. A writer
+    says it reads version 3 by publishing ``protocol``; a version it does not speak is refused
+    by name, and nothing of it is written."""
     start_writer(coalesce_ms=20)
-    for version, first in ((b"1", 1), (b"2", 101)):
+    for version, first in ((b"1", 1), (b"2", 101), (b"3", 201)):
         body = encode_columns([encode_fields(r) for r in rows(3, start=first)])
         fields = columnar_entry_fields(REPLY, first, 3, body, 600_000, version)
         client.xadd(KEYS.stream, dict(zip(fields[::2], fields[1::2], strict=True)))  # type: ignore[arg-type]
         popped = await asyncio.to_thread(client.blpop, [REPLY], 60)
         assert popped is not None
         message = msgpack.unpackb(popped[1])
-        digest = record_digest(body)
+        digest = record_digest(body, version)
         if version == b"1":
             assert message == [[seq, None, digest] for seq in range(first, first + 3)]
         else:
             assert message == {"ok": [[first, first + 2, digest]], "errors": []}
-    assert table_ids(db_uri) == [1, 2, 3, 101, 102, 103]
+    assert record_digest(body, b"3") == hashlib.sha256(body).digest()[:8] != record_digest(body)
+    assert client.hget(KEYS.config, "protocol") == b"3"
+    body = encode_columns([encode_fields(r) for r in rows(1, start=301)])
+    fields = columnar_entry_fields(REPLY, 301, 1, body, 600_000, b"4")
+    client.xadd(KEYS.stream, dict(zip(fields[::2], fields[1::2], strict=True)))  # type: ignore[arg-type]
+    popped = await asyncio.to_thread(client.blpop, [REPLY], 60)
+    assert popped is not None
+    (answer,) = msgpack.unpackb(popped[1])
+    assert answer[1]["error"] == "RecordRejected"
+    assert "unsupported protocol version b'4' (this writer speaks 1, 2, 3)" in answer[1]["message"]
+    assert table_ids(db_uri) == [1, 2, 3, 101, 102, 103, 201, 202, 203]
 
 
 @pytest.mark.parametrize(

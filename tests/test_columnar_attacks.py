@@ -649,7 +649,8 @@ def outbox() -> Outbox[Future[None]]:
     made: Outbox[Future[None]] = Outbox(
         "docs", answer_grace_s=1.0, max_record_bytes=1 << 20, pack_records=64
     )
-    made.entries.learn_config([b"64", "0" * 32], 0.0)  # a writer that reads columnar entries
+    # A writer that reads columnar entries and publishes no ``protocol``: entries of version 2.
+    made.entries.learn_config([b"64", None, "0" * 32], 0.0)
     return made
 
 

@@ -19,7 +19,9 @@ from lancequeue.common.protocol import (
     FIELD_COUNT,
     FIELD_RECORD,
     FIELD_SEQ,
+    FIELD_VERSION,
     PACKED_ENTRY_WIDTH,
+    PROTOCOL_VERSION,
     encode_results,
     record_digest,
 )
@@ -66,12 +68,15 @@ class Loop:
             self.call = None
         return self.call
 
-    def connect(self, max_batch: bytes | None = b"128") -> Call | None:
-        """Answer the connection and the config reads that follow it."""
+    def connect(
+        self, max_batch: bytes | None = b"128", protocol: bytes | None = b"3"
+    ) -> Call | None:
+        """Answer the connection and the config reads that follow it (``columnar_batch`` and
+        ``protocol`` of the config hash, then the epoch)."""
         assert self.call is not None and self.call.op is Op.CONNECT
         self.answer()
         while self.call is not None and self.call.op in (Op.READ_CONFIG, Op.READ_EPOCH):
-            self.answer(max_batch if self.call.op is Op.READ_CONFIG else EPOCH)
+            self.answer([max_batch, protocol] if self.call.op is Op.READ_CONFIG else EPOCH)
         return self.call
 
 
@@ -92,11 +97,14 @@ def sent_digests(call: Call) -> list[bytes]:
     fields = call.args[0][3:]
     digests: list[bytes] = []
     count = 1
+    version = PROTOCOL_VERSION
     for name, value in zip(fields[::2], fields[1::2], strict=True):
-        if name == FIELD_COUNT:
+        if name == FIELD_VERSION:
+            version, count = value, 1
+        elif name == FIELD_COUNT:
             count = int(value)
         elif name in (FIELD_COLUMNS, FIELD_RECORD):
-            digests += [record_digest(value)] * (count if name == FIELD_COLUMNS else 1)
+            digests += [record_digest(value, version)] * (count if name == FIELD_COLUMNS else 1)
     return digests
 
 

@@ -24,6 +24,7 @@ from tests.support import (
     gather,
     pending_count,
     pop_answers,
+    queued_entries,
     queued_entry_count,
     queued_records,
     record,
@@ -165,6 +166,32 @@ async def test_a_producer_packs_one_call_s_records_into_entries_each_answered(
         assert await gather(futures) == [None] * 10
     assert table_ids(db_uri) == list(range(10))
     wait_for(lambda: queued_records(client) == 0, 30, "the queue to empty")
+
+
+@pytest.mark.parametrize(
+    ("published", "version"),
+    [
+        ({}, b"1"),  # no writer yet, or one older than columnar entries
+        ({"columnar_batch": 128}, b"2"),  # a writer that reads them, and BLAKE2b digests only
+        ({"columnar_batch": 128, "protocol": 3}, b"3"),  # one that reads SHA-256 digests too
+    ],
+)
+async def test_a_producer_sends_the_highest_version_the_writer_published_and_is_answered(
+    start_writer: StartWriter,
+    redis_url: str,
+    client: redis.Redis,
+    db_uri: str,
+    published: dict[str, int],
+    version: bytes,
+) -> None:
+    client.hset(KEYS.config, mapping={"max_batch": 128, **published})
+    with Producer("docs", redis_url=redis_url, pack_records=4) as producer:
+        futures = producer.enqueue_many([record(i) for i in range(6)])
+        await queued(client, 6)
+        assert {fields[b"v"] for fields in queued_entries(client)} == {version}
+        start_writer(coalesce_ms=20)  # a writer of this release reads all three
+        assert await gather(futures) == [None] * 6
+    assert table_ids(db_uri) == list(range(6))
 
 
 async def test_producers_do_not_pack_until_a_writer_published_its_max_batch(

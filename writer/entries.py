@@ -26,7 +26,8 @@ from lancequeue.common.protocol import (
     FIELD_VERSION,
     MAX_PACKED_RECORDS,
     MAX_SEQ,
-    RANGED_VERSION,
+    PROTOCOL_VERSION,
+    RANGED_VERSIONS,
     VERSIONS,
     record_digest,
 )
@@ -49,11 +50,13 @@ class ColumnBlock:
     count: int
     body: bytes = field(repr=False)
     """The entry's ``cols`` as sent: what an ok answer's digest is of, for each of its records."""
+    version: bytes = PROTOCOL_VERSION
+    """The entry's protocol version (it says how the digest is made)."""
 
     @functools.cached_property
     def digest(self) -> bytes:
         """What an ok answer carries for each of the entry's records."""
-        return record_digest(self.body)
+        return record_digest(self.body, self.version)
 
     def row(self, position: int) -> dict[str, Any]:
         """Record ``position`` as a dict (a column with no value for it is left out)."""
@@ -64,7 +67,7 @@ class ColumnBlock:
         }
 
 
-@dataclass
+@dataclass(slots=True)
 class Entry:
     """One record of a stream entry as the writer sees it (a packed or columnar entry gives
     several).
@@ -90,13 +93,9 @@ class Entry:
     block: ColumnBlock | None = field(default=None, repr=False)
     """A columnar entry's records, this one at position ``part`` (``materialized()`` makes its
     dict); None otherwise (``record`` holds it)."""
-    ranged: bool = False
-    """Its producer reads answers in ranges (the entry is of ``RANGED_VERSION``)."""
-
-    @property
-    def producer_id(self) -> str | None:
-        reply_key = self.reply_key
-        return None if reply_key is None else _producer_of(reply_key)
+    version: bytes = PROTOCOL_VERSION
+    """The entry's protocol version: whether its producer reads answers in ranges
+    (``ranged``), and how an ok answer's digest is made."""
 
     @property
     def readable(self) -> bool:
@@ -115,15 +114,28 @@ class Entry:
         of its columnar entry's ``cols``."""
         if self.block is not None:
             return self.block.digest
-        return record_digest(self.fields.get(FIELD_RECORD, b""))
+        return record_digest(self.fields.get(FIELD_RECORD, b""), self.version)
+
+    @property
+    def ranged(self) -> bool:
+        """Its producer reads answers in ranges (``RANGED_VERSIONS``)."""
+        return self.version in RANGED_VERSIONS
 
     record_id: str = field(init=False, repr=False)
     """Names the record in watermarks: the entry id, with ``#i`` for record i of a packed or
     columnar entry."""
+    producer_id: str | None = field(init=False, repr=False)
+    """The producer its reply key names (None with no reply key: see ``unanswerable``)."""
 
     def __post_init__(self) -> None:
         entry_id = self.entry_id.decode()
         self.record_id = entry_id if self.part is None else f"{entry_id}#{self.part}"
+        reply_key = self.reply_key
+        self.producer_id = None if reply_key is None else _producer_of(reply_key)
+
+    def unanswerable(self) -> None:
+        """Never answer it (it is acked all the same)."""
+        self.reply_key = self.producer_id = None
 
 
 @functools.lru_cache(maxsize=4096)
@@ -177,7 +189,7 @@ def read_entries(
         logger.warning(
             "entry %s: sequence numbers past %d; it will not be answered", entry_id, MAX_SEQ
         )
-        head.reply_key = None
+        head.unanswerable()
     if columns is not None:
         return _columnar(head, count, columns, fields)
     parts = [_part(head, index, fields) for index in range(count)]
@@ -223,10 +235,13 @@ def _head(keys: TableKeys, entry_id: bytes, fields: dict[bytes, bytes]) -> Entry
         reply_key = None
     entry = Entry(entry_id, reply_key, seq or 0, None, fields=fields)
     version = fields.get(FIELD_VERSION)
-    if version not in VERSIONS:
-        entry.rejection = f"unsupported protocol version {version!r:.40} (this writer speaks 1, 2)"
+    if version is None or version not in VERSIONS:
+        spoken = ", ".join(known.decode() for known in VERSIONS)
+        entry.rejection = (
+            f"unsupported protocol version {version!r:.40} (this writer speaks {spoken})"
+        )
         return entry
-    entry.ranged = version == RANGED_VERSION
+    entry.version = version
     ttl = fields.get(FIELD_TTL)
     if ttl is not None:
         if not ttl.isdigit() or len(ttl) > 15:
@@ -277,7 +292,7 @@ def _part(head: Entry, index: int, fields: dict[bytes, bytes]) -> Entry:
         deadline_ms=head.deadline_ms,
         fields=part_fields,
         part=index,
-        ranged=head.ranged,
+        version=head.version,
     )
 
 
@@ -290,7 +305,7 @@ def _columnar(head: Entry, count: int, body: bytes, fields: dict[bytes, bytes]) 
     if rejection is None:
         try:
             columns, problems = decode_columns(body, count)
-            block = ColumnBlock(columns, count, body)
+            block = ColumnBlock(columns, count, body, head.version)
         except RecordRejected as exc:
             rejection = str(exc)
     return [
@@ -304,7 +319,7 @@ def _columnar(head: Entry, count: int, body: bytes, fields: dict[bytes, bytes]) 
             shared,
             index,
             block,
-            head.ranged,
+            head.version,
         )
         for index in range(count)
     ]

@@ -19,6 +19,8 @@ from lancequeue.common.protocol import (
     CONFIG_COLUMNAR_BATCH,
     CONFIG_MAX_BATCH,
     CONFIG_MAX_QUEUE_SIZE,
+    CONFIG_PROTOCOL,
+    HIGHEST_VERSION,
 )
 from lancequeue.common.redis_client import REDIS_FAILURES, AsyncRedis
 from lancequeue.writer.lease import Lease
@@ -245,6 +247,8 @@ class StreamGroup:
                 max_batch,
                 CONFIG_COLUMNAR_BATCH,
                 max_batch,
+                CONFIG_PROTOCOL,
+                HIGHEST_VERSION,
                 *[part for pair in fields.items() for part in pair],
             ],
         )

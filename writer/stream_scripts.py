@@ -49,9 +49,9 @@ full stream is what the writer must drain."""
 ANNOUNCE = (
     LEASED
     + """
-redis.call('HSET', KEYS[3], unpack(ARGV, 3, 8))
+redis.call('HSET', KEYS[3], unpack(ARGV, 3, 10))
 redis.call('DEL', KEYS[4])
-redis.call('HSET', KEYS[4], unpack(ARGV, 9))
+redis.call('HSET', KEYS[4], unpack(ARGV, 11))
 """
 )
 """Publish the writer's settings (KEYS[3], the config hash) and a fresh status hash (KEYS[4])

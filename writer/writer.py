@@ -26,6 +26,8 @@ from lancequeue.common.protocol import (
     CONFIG_COLUMNAR_BATCH,
     CONFIG_MAX_BATCH,
     CONFIG_MAX_QUEUE_SIZE,
+    CONFIG_PROTOCOL,
+    HIGHEST_VERSION,
 )
 from lancequeue.common.redis_client import (
     REDIS_FAILURES,
@@ -110,6 +112,7 @@ class Writer:
                     CONFIG_MAX_QUEUE_SIZE: settings.max_queue_size,
                     CONFIG_MAX_BATCH: settings.max_batch,
                     CONFIG_COLUMNAR_BATCH: settings.max_batch,
+                    CONFIG_PROTOCOL: int(HIGHEST_VERSION),
                 }
                 lease = Lease(redis, self.keys, self.consumer, settings.lease_ms, published)
                 if await lease.acquire(self._shutdown.requested):
