@@ -31,9 +31,9 @@ class SeenSequences:
         if settled_in_redis > self._cache.get(producer_id, _NONE):
             self._remember(producer_id, settled_in_redis)
 
-    def settled(self, producer_id: str, seq: int) -> bool:
-        """Whether this producer's ``seq`` was settled already, or is in a batch in flight."""
-        return seq <= self._cache.get(producer_id, _NONE)
+    def highest(self, producer_id: str) -> int:
+        """The producer's highest sequence number settled or in flight (-1: none)."""
+        return self._cache.get(producer_id, _NONE)
 
     def advance(self, producer_id: str, seq: int) -> None:
         """Record ``seq`` as settled by the batch being built."""

@@ -116,22 +116,20 @@ class Entry:
             return self.block.digest
         return record_digest(self.fields.get(FIELD_RECORD, b""), self.version)
 
-    @property
-    def ranged(self) -> bool:
-        """Its producer reads answers in ranges (``RANGED_VERSIONS``)."""
-        return self.version in RANGED_VERSIONS
-
     record_id: str = field(init=False, repr=False)
     """Names the record in watermarks: the entry id, with ``#i`` for record i of a packed or
     columnar entry."""
     producer_id: str | None = field(init=False, repr=False)
     """The producer its reply key names (None with no reply key: see ``unanswerable``)."""
+    ranged: bool = field(init=False, repr=False)
+    """Its producer reads answers in ranges (its ``version`` is one of ``RANGED_VERSIONS``)."""
 
     def __post_init__(self) -> None:
         entry_id = self.entry_id.decode()
         self.record_id = entry_id if self.part is None else f"{entry_id}#{self.part}"
         reply_key = self.reply_key
         self.producer_id = None if reply_key is None else _producer_of(reply_key)
+        self.ranged = self.version in RANGED_VERSIONS
 
     def unanswerable(self) -> None:
         """Never answer it (it is acked all the same)."""
@@ -233,15 +231,22 @@ def _head(keys: TableKeys, entry_id: bytes, fields: dict[bytes, bytes]) -> Entry
     if reply_key is not None and seq is None:
         logger.warning("entry %s: missing or invalid 'seq'; it will not be answered", entry_id)
         reply_key = None
-    entry = Entry(entry_id, reply_key, seq or 0, None, fields=fields)
     version = fields.get(FIELD_VERSION)
-    if version is None or version not in VERSIONS:
-        spoken = ", ".join(known.decode() for known in VERSIONS)
+    known = version is not None and version in VERSIONS
+    entry = Entry(
+        entry_id,
+        reply_key,
+        seq or 0,
+        None,
+        fields=fields,
+        version=version if version is not None and known else PROTOCOL_VERSION,
+    )
+    if not known:
+        spoken = ", ".join(name.decode() for name in VERSIONS)
         entry.rejection = (
             f"unsupported protocol version {version!r:.40} (this writer speaks {spoken})"
         )
         return entry
-    entry.version = version
     ttl = fields.get(FIELD_TTL)
     if ttl is not None:
         if not ttl.isdigit() or len(ttl) > 15:

@@ -99,6 +99,8 @@ class BatchSettler:
         for producer_id, producer_claim in claimed.producers.items():
             self._seen.learn(producer_id, producer_claim.seen)
         in_batch: set[tuple[str, int]] = set()
+        settled: dict[str, int] = {}  # each producer's highest settled seq, read once a batch
+        highest: dict[str, int] = {}  # each producer's highest seq in the batch, not refused
         writable: list[Entry] = []
         for entry in entries:
             producer = entry.producer_id
@@ -106,11 +108,17 @@ class BatchSettler:
                 result.silent.add(entry.record_id)  # never written, nobody to answer
                 result.ignored += 1
                 continue
-            if self._seen.settled(producer, entry.seq) or (producer, entry.seq) in in_batch:
+            seq = entry.seq
+            floor = settled.get(producer)
+            if floor is None:
+                floor = settled[producer] = self._seen.highest(producer)
+            if seq > highest.get(producer, -1):
+                highest[producer] = seq
+            if seq <= floor or (producer, seq) in in_batch:
                 result.answers[entry.record_id] = DUPLICATE
                 result.duplicates += 1
                 continue
-            in_batch.add((producer, entry.seq))
+            in_batch.add((producer, seq))
             if not entry.readable:
                 result.answers[entry.record_id] = _rejected(entry.rejection or "rejected")
             elif entry.seq in claimed.producers[producer].abandoned:
@@ -133,9 +141,8 @@ class BatchSettler:
                 writable.append(entry)
         # Whatever becomes of this batch, each of its sequence numbers gets its answer from it:
         # a copy in a later batch is answered as one.
-        for entry in entries:
-            if entry.producer_id is not None and entry.entry_id not in refused:
-                self._seen.advance(entry.producer_id, entry.seq)
+        for producer, seq in highest.items():
+            self._seen.advance(producer, seq)
         prepared = PreparedBatch(entries, epoch, result)
         if not writable:
             return prepared

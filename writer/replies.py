@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 
 from lancequeue.common.codec import encode_record
@@ -167,9 +167,8 @@ class Acknowledger:
                 plain.add(producer)
             digest = entry.digest if answer is None else None
             per_producer[producer].append((entry.seq, answer, digest))
-        records_of: dict[bytes, int] = {}  # stream entry id → its records, in stream order
-        for entry in ack.entries:
-            records_of[entry.entry_id] = records_of.get(entry.entry_id, 0) + 1
+        # stream entry id → its records, in stream order
+        records_of = Counter(entry.entry_id for entry in ack.entries)
         script_keys = [keys.stream, keys.queued, keys.writer, keys.dead_letters]
         args: list[bytes | str | int] = [GROUP, self._reply_ttl_ms, keys.flushed_channel]
         args.append(len(records_of))
