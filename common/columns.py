@@ -74,7 +74,10 @@ def encode_fields(record: Mapping[str, Any]) -> EncodedRecord:
     if type(record) is not dict and not isinstance(record, Mapping):
         raise RecordRejected(f"a record must be a mapping, not {type(record).__name__}")
     names = tuple(record)
-    layout = _LAYOUTS.get(names)
+    try:
+        layout = _LAYOUTS.get(names)
+    except TypeError:  # an unhashable key of a Mapping: ``_layout`` refuses it by name
+        layout = None
     if layout is None:
         layout = _layout(names)
     names, size = layout

@@ -35,6 +35,10 @@ class SendBuffer(Generic[F]):
         # their deadlines rise, the first is the earliest of all (a sliding-window minimum,
         # so neither put nor take looks at more than the records it adds or removes).
         self._due_first: deque[Outgoing[F]] = deque()
+        self._earliest = math.inf
+        """The earliest deadline of the buffered records (inf: none): ``_due_first``'s first,
+        set under the lock once a change is done, so that ``expired`` and ``due_in`` can read
+        it without the lock and never see a change half made."""
         self._lock = threading.Lock()
         self.on_room: Callable[[], None] = _nothing
         """Called after records left the buffer (a put that found it full may succeed now)."""
@@ -60,7 +64,7 @@ class SendBuffer(Generic[F]):
             before = self._earliest
             for item in placed:
                 self._push_due(item)
-            earliest = self._earliest
+            earliest = self._settle_earliest()
         if placed and (was == 0 or (was < self._chunk_records <= now)):
             self.on_buffered()
         if earliest < before:
@@ -95,6 +99,7 @@ class SendBuffer(Generic[F]):
                 if not due_first or due_first[0] is not item:
                     continue
                 due_first.popleft()
+            self._settle_earliest()
         self.on_room()
         return chunk, None
 
@@ -109,6 +114,7 @@ class SendBuffer(Generic[F]):
             self._due_first.clear()
             for item in self._items:
                 self._push_due(item)
+            self._settle_earliest()
         self.on_room()
         return gone
 
@@ -122,17 +128,15 @@ class SendBuffer(Generic[F]):
             items = list(self._items)
             self._items.clear()
             self._due_first.clear()
+            self._earliest = math.inf
         self.on_room()
         return items
 
-    @property
-    def _earliest(self) -> float:
-        """The earliest deadline of the buffered records (inf: none). Read without the lock
-        too (by ``expired`` and ``due_in``): a take may empty the deque meanwhile."""
-        try:
-            return self._due_first[0].deadline
-        except IndexError:
-            return math.inf
+    def _settle_earliest(self) -> float:
+        """Publish ``_due_first``'s first deadline as ``_earliest`` (under the lock)."""
+        due_first = self._due_first
+        self._earliest = due_first[0].deadline if due_first else math.inf
+        return self._earliest
 
     def _push_due(self, item: Outgoing[F]) -> None:
         """Append ``item`` (just buffered) to ``_due_first``, dropping the records it is due

@@ -70,7 +70,9 @@ class Producer:
             core, url, is_cluster_url(url), self.settings.redis_timeout_ms / 1000
         )
         # Only now is there something to close (a failure above leaves nothing running).
-        self._lifecycle = threading.Condition(threading.Lock())  # close() waits for enqueues
+        # close() waits for enqueues in progress; re-entrant, for a close() from a signal
+        # handler that interrupted an enqueue of this very thread while it held the lock.
+        self._lifecycle = threading.Condition()
         self._closed = False
         self._close_done = threading.Event()
         self._enqueuing = 0

@@ -79,11 +79,10 @@ class Threads:
         )
         self.listener = self._start(core.listener, "replies", lambda: core.stopping)
         self.expirer = self._start(core.abandoner, "expiry", lambda: core.stopping)
-        self._idents = frozenset(t.ident for t in (self.sender, self.listener, self.expirer))
 
     def ours(self) -> bool:
         """Whether the calling thread is one of these (a done-callback runs on them)."""
-        return threading.get_ident() in self._idents
+        return threading.current_thread() in (self.sender, self.listener, self.expirer)
 
     def notify(self) -> None:
         with self.changed:

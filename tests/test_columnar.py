@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import enum
 import hashlib
+from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -265,6 +266,24 @@ def test_a_field_name_that_cannot_be_encoded_is_a_rejection_not_a_crash() -> Non
     with pytest.raises(RecordRejected, match="field"):
         encode_fields({"\udc80": 1})
     assert encode_fields({StrEnumName.ID: 1}).encoded() == encode_record({"id": 1})
+
+
+class _ListKeyed(Mapping[Any, Any]):
+    """A mapping whose key is a list (unhashable): a hostile or careless caller's."""
+
+    def __getitem__(self, key: Any) -> Any:
+        return 1
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter([["id"]])
+
+    def __len__(self) -> int:
+        return 1
+
+
+def test_a_mapping_with_an_unhashable_key_is_refused_by_name() -> None:
+    with pytest.raises(RecordRejected, match=r"field names must be str, got \['id'\]"):
+        encode_fields(_ListKeyed())
 
 
 def test_each_record_of_a_columnar_entry_is_dead_lettered_as_its_own_number_and_record() -> None:

@@ -5,6 +5,8 @@ record fails with) is checked once, for both drivers."""
 from __future__ import annotations
 
 import concurrent.futures
+import sys
+import threading
 import time
 from typing import Any
 
@@ -12,6 +14,7 @@ import pytest
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from lancequeue.common.codec import encode_record
+from lancequeue.common.columns import encode_fields
 from lancequeue.common.errors import LancequeueError, QueueFull, WriteTimeout
 from lancequeue.common.protocol import (
     ENTRY_WIDTH,
@@ -25,9 +28,11 @@ from lancequeue.common.protocol import (
     encode_results,
     record_digest,
 )
+from lancequeue.producer.buffer import SendBuffer
 from lancequeue.producer.calls import Call, Op, Steps
 from lancequeue.producer.core import ProducerCore
 from lancequeue.producer.futures import RecordFuture
+from lancequeue.producer.outgoing import Outgoing
 from lancequeue.producer.settings import ProducerSettings
 from tests.support import entry_records, record
 
@@ -247,3 +252,40 @@ def test_a_full_queue_is_not_sent_the_same_records_again_and_again() -> None:
     sender.answer([b"1-0"] * 20)  # all of them: the next call carries twice as many
     following = sender.connect()
     assert following is not None and len(sent_records(following)) == 40
+
+
+def test_the_buffer_s_earliest_deadline_is_never_seen_half_changed() -> None:
+    """The abandoner reads the buffer's earliest deadline without its lock: while records are
+    buffered it never reads "none", nor another deadline, whatever the puts, takes and expiry
+    passes on another thread are doing meanwhile."""
+    buffer: SendBuffer[Any] = SendBuffer(10_000, 1, 1 << 20, 0.0)
+    deadline = 1_000.0
+
+    def outgoing() -> Outgoing[Any]:  # the records of one call: one deadline
+        return Outgoing(encode_fields({"id": 1}), None, deadline, 1.0)
+
+    buffer.put([outgoing(), outgoing()])  # takes never empty it: each follows a put
+
+    def changes() -> None:
+        while not stop.is_set():
+            buffer.put([outgoing()])  # the rest of a call's records, as room appears
+            buffer.take(0.0, linger=False)  # the oldest
+            buffer.expired(0.0)  # a pass that finds nothing due, rebuilding what it keeps
+
+    stop = threading.Event()
+    switching = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # thread switches between any two steps of a change
+    changer = threading.Thread(target=changes)
+    changer.start()
+    wrong = reads = 0
+    try:
+        ends = time.monotonic() + 0.5
+        while time.monotonic() < ends:
+            reads += 1
+            if buffer.due_in(0.0) != deadline:
+                wrong += 1
+    finally:
+        stop.set()
+        changer.join()
+        sys.setswitchinterval(switching)
+    assert reads > 1_000 and wrong == 0

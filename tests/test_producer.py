@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import socket
+import subprocess
+import sys
 import threading
 from typing import Any
 
@@ -175,6 +177,30 @@ async def test_close_from_a_done_callback_does_not_deadlock(
     future.add_done_callback(lambda _: (made.close(timeout=0), closed.set()))
     assert await asyncio.to_thread(closed.wait, 30)
     assert made.closed
+
+
+_CLOSE_IN_A_SIGNAL_HANDLER = """
+import signal, sys
+from lancequeue.producer import Producer
+producer = Producer("docs", redis_url=sys.argv[1], close_timeout_ms=300)
+signal.signal(signal.SIGTERM, lambda *_: producer.close())
+with producer._lifecycle:  # as inside enqueue(), which holds it for a moment on each call
+    signal.raise_signal(signal.SIGTERM)  # a graceful shutdown's handler runs right there
+print("closed" if producer.closed else "open")
+"""
+
+
+def test_close_in_a_signal_handler_that_interrupted_an_enqueue_returns(redis_url: str) -> None:
+    """A SIGTERM handler calling close() (a common graceful shutdown) may run while the main
+    thread is inside enqueue(): close() takes the lock that enqueue holds, on the same thread."""
+    done = subprocess.run(
+        [sys.executable, "-c", _CLOSE_IN_A_SIGNAL_HANDLER, redis_url],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "closed"
 
 
 async def test_write_in_a_done_callback_raises_instead_of_waiting_for_itself(
