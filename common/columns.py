@@ -99,10 +99,11 @@ def encode_fields(record: Mapping[str, Any]) -> EncodedRecord:
             raise RecordRejected(f"field {names[position]!r}: {exc}") from exc
         values.append(encoded)
         size += len(encoded)
-    shape = _NO_ARRAYS.get(len(names)) if arrays is None else None
-    if shape is None:
-        shape = _shared(tuple(arrays) if arrays is not None else (None,) * len(names))
-    return EncodedRecord(names, tuple(values), shape, size)
+    if arrays is None:
+        held = _NO_ARRAYS.get(len(names)) or (None,) * len(names)
+    else:
+        held = _shared(tuple(arrays))
+    return EncodedRecord(names, tuple(values), held, size)
 
 
 def _layout(names: tuple[Any, ...]) -> tuple[tuple[str, ...], int]:
@@ -128,8 +129,8 @@ _NO_ARRAYS = {count: (None,) * count for count in range(64)}
 
 
 def _shared(made: tuple[Any, ...]) -> tuple[Any, ...]:
-    """One tuple for each field list or array layout seen (records alike hold the same one,
-    not a copy each: fewer objects for the garbage collector); a bounded number of them."""
+    """One tuple for each array layout seen (records alike hold the same one, not a copy each:
+    fewer objects for the garbage collector); a bounded number of them."""
     known = _SHARED.get(made)
     if known is not None:
         return known
