@@ -52,15 +52,15 @@ def _positive(raw: bytes | str | None) -> int | None:
     return int(text) if text is not None and text.isdigit() and int(text) > 0 else None
 
 
-def _accept(item: Numbered, digest: bytes, alone: tuple[bytes, ...] | None = None) -> None:
-    """Let an ok answer carrying ``digest`` settle ``item`` (as well as those of its earlier
-    sends: a copy sent before may be the one written). ``alone`` is ``(digest,)``, shared by
-    the records of an entry sent for the first time."""
+def _accept(item: Numbered, sent: tuple[bytes]) -> None:
+    """Let an ok answer carrying the digest in ``sent`` (the record's form as sent now, one
+    tuple shared by the records of an entry) settle ``item``, as well as those of its earlier
+    sends: a copy sent before may be the one written."""
     digests = item.digests
     if not digests:
-        item.digests = alone or (digest,)
-    elif digest not in digests:
-        item.digests = (*digests, digest)
+        item.digests = sent
+    elif sent[0] not in digests:
+        item.digests = (*digests, sent[0])
 
 
 class EntryMaker:
@@ -111,7 +111,7 @@ class EntryMaker:
                 ttl_ms = _ttl_ms(item.deadline, now)
                 data = item.record.encoded()
                 args.extend(entry_fields(self._reply_key, item.seq, data, ttl_ms, version))
-                _accept(item, record_digest(data, version))
+                _accept(item, (record_digest(data, version),))
             return args
         args = [DEFAULT_MAX_QUEUE_SIZE, PACKED_ENTRY_WIDTH, self._channel]
         start = 0
@@ -122,10 +122,9 @@ class EntryMaker:
             args.extend(
                 columnar_entry_fields(self._reply_key, items[0].seq, size, body, ttl_ms, version)
             )
-            digest = record_digest(body, version)
-            alone = (digest,)
+            sent = (record_digest(body, version),)
             for item in items:
-                _accept(item, digest, alone)
+                _accept(item, sent)
             start += size
         return args
 
