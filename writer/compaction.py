@@ -7,7 +7,10 @@ tier holds ``fanout`` fragments, they (and any smaller ones) are merged into one
 with fanout 16 and ``max_batch`` 128, 16 flushes make a 2,048-row fragment, 16 of those a
 32,768-row one, and so on. A table of N rows then holds at most ``fanout - 1`` fragments per
 tier (about ``(fanout - 1) * log_fanout(N / max_batch)``) and each row is rewritten once per
-tier it climbs.
+tier it climbs. One commit merges at most ``MAX_FRAGMENT_ROWS`` source rows (the oldest
+first), so a large merge is several short compactions: between two of them, each tier that
+filled meanwhile is looked at again, and the small fragments of a busy table do not pile up
+behind it.
 
 ``--compact-every`` sets the fanout (``16``), or makes the check time-based (``30s``: at most
 every 30 seconds, fanout 16); ``0`` turns compaction off.
@@ -29,9 +32,9 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_FANOUT = 16
 MAX_FRAGMENT_ROWS = 131_072
-"""Fragments are merged up to this many rows and no further: a compaction's memory (Lance
-buffers what it writes) then does not grow with the table. A table keeps about one fragment per
-this many rows, plus the tiers below."""
+"""Fragments are merged up to this many rows and no further, and one compaction commit merges
+about this many source rows at most: a compaction's memory and time then do not grow with the
+table. A table keeps about one fragment per this many rows, plus the tiers below."""
 _SPEC = re.compile(r"^(\d+)(s?)$")
 
 
@@ -143,7 +146,7 @@ class Compactor:
         try:
             target: int | None = target_rows
             while target is not None and not self._stopping():
-                rows = await self._sink.compact(target, self._keep_versions)
+                rows = await self._sink.compact(target, self._keep_versions, MAX_FRAGMENT_ROWS)
                 if rows is None:
                     return  # nothing merged: the next append looks again
                 target = compaction_target(rows, self._unit_rows, self._policy.fanout)
@@ -158,4 +161,6 @@ class CompactingSink(Protocol):
 
     def fragment_rows(self) -> list[int]: ...
 
-    async def compact(self, target_rows: int, keep_versions: int) -> list[int] | None: ...
+    async def compact(
+        self, target_rows: int, keep_versions: int, commit_rows: int
+    ) -> list[int] | None: ...

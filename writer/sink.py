@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol
@@ -95,6 +96,10 @@ class TableSink:
         self._fence_token = token
         self._consumer = consumer
         self._last_append_version = 0
+        self._committing = threading.Lock()
+        """Held by each commit, an append's or a compaction's: this writer's commits never race
+        one another. (A compaction's ``Rewrite`` that raced a stream of appends could lose to
+        them again and again, each retry reading more transactions, until Lance gave up.)"""
         self.rows = 0
         self.version = 0
 
@@ -265,6 +270,16 @@ class TableSink:
         crash_point("mid_append")
         dataset = self._dataset
         properties = watermark.properties(self._fence_token, self._consumer)
+        with self._committing:
+            dataset = self._commit_append(dataset, fragments, properties)
+        self._dataset = dataset
+        self.rows += rows
+        self.version = dataset.version
+        self._last_append_version = dataset.version
+
+    def _commit_append(
+        self, dataset: lance.LanceDataset, fragments: list[Any], properties: dict[str, str]
+    ) -> lance.LanceDataset:
         for _ in range(_CONFLICT_RETRIES):
             try:
                 # A fence committed since ``dataset`` conflicts with this append (Project
@@ -279,16 +294,11 @@ class TableSink:
                     max_retries=0,
                     storage_options=self._storage_options,
                 )
-                break
+                return dataset
             except CommitConflictError:
                 dataset = self._latest()
                 self._check_fence(dataset)  # a newer writer's fence: stop; anything else: again
-        else:
-            raise OSError(f"append to {self.name!r}: {_CONFLICT_RETRIES} commit conflicts")
-        self._dataset = dataset
-        self.rows += rows
-        self.version = dataset.version
-        self._last_append_version = dataset.version
+        raise OSError(f"append to {self.name!r}: {_CONFLICT_RETRIES} commit conflicts")
 
     def fragment_rows(self) -> list[int]:
         """The row count of each of the table's fragments (from the manifest in memory)."""
@@ -296,15 +306,22 @@ class TableSink:
             return []
         return [fragment.metadata.physical_rows for fragment in self._dataset.get_fragments()]
 
-    async def compact(self, target_rows: int, keep_versions: int) -> list[int] | None:
-        """Merge the fragments under ``target_rows`` rows (one Lance ``Rewrite`` commit), then
+    async def compact(
+        self, target_rows: int, keep_versions: int, commit_rows: int
+    ) -> list[int] | None:
+        """Merge fragments under ``target_rows`` rows into fragments of about that many (one
+        Lance ``Rewrite`` commit, copying the data pages as they are where Lance can), then
         delete all but the newest ``keep_versions`` versions (at least 2, so the newest
-        append's watermark stays readable) and the files only they used. Safe to run while
-        ``write`` and ``commit`` run. Returns the row counts of the fragments of the table's
-        newest version then, or None if there was nothing Lance could merge."""
-        return await asyncio.to_thread(self._compact_sync, target_rows, keep_versions)
+        append's watermark stays readable) and the files only they used. One commit merges the
+        oldest of them, up to ``commit_rows`` source rows (at least one output fragment's
+        worth): a large merge is several short compactions, not one long one. Safe to run
+        while ``write`` and ``commit`` run. Returns the row counts of the fragments of the
+        table's newest version then, or None if there was nothing Lance could merge."""
+        return await asyncio.to_thread(self._compact_sync, target_rows, keep_versions, commit_rows)
 
-    def _compact_sync(self, target_rows: int, keep_versions: int) -> list[int] | None:
+    def _compact_sync(
+        self, target_rows: int, keep_versions: int, commit_rows: int
+    ) -> list[int] | None:
         # A handle of its own: appends go on meanwhile with the writer's, and Lance commits
         # the Rewrite over them (they touch other fragments). A fence committed since the plan
         # stops it: checked just before the commit, and Lance refuses a Rewrite planned before
@@ -316,14 +333,18 @@ class TableSink:
             target_rows_per_fragment=target_rows,
             num_threads=_COMPACTION_THREADS,
             batch_size=_COMPACTION_BATCH_ROWS,
+            # Pages copied as they are, not decoded and encoded again: in a measurement here,
+            # half the CPU and less memory, and scans of the result no slower.
+            compaction_mode="try_binary_copy",
         )
         plan = Compaction.plan(dataset, options)
         if plan.num_tasks() == 0:
             return None  # e.g. the small fragments are not adjacent
-        rewrites = [task.execute(dataset) for task in plan.tasks]
-        self._check_fence(self._open())
+        rewrites = [task.execute(dataset) for task in first_tasks(plan.tasks, commit_rows)]
         try:
-            metrics = Compaction.commit(dataset, rewrites, options)
+            with self._committing:
+                self._check_fence(self._open())
+                metrics = Compaction.commit(dataset, rewrites, options)
         except OSError as exc:
             self._check_fence(self._open())  # replaced: say so; else a plain failure
             raise OSError(f"compaction of {self.name!r} was not committed: {exc}") from exc
@@ -347,6 +368,19 @@ class TableSink:
         )
         dataset.checkout_latest()  # type: ignore[no-untyped-call]
         return [fragment.metadata.physical_rows for fragment in dataset.get_fragments()]
+
+
+def first_tasks(tasks: Sequence[Any], rows: int) -> list[Any]:
+    """The first of a compaction plan's ``tasks`` (each merging adjacent fragments into one),
+    in table order, until they merge ``rows`` source rows; at least one."""
+    chosen: list[Any] = []
+    merged = 0
+    for task in tasks:
+        if chosen and merged >= rows:
+            break
+        chosen.append(task)
+        merged += sum(fragment.physical_rows for fragment in task.fragments)
+    return chosen
 
 
 def table_uri(db_uri: str, name: str) -> str:

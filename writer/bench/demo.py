@@ -30,7 +30,12 @@ from lancequeue.common.connection import (
 )
 from lancequeue.common.errors import LancequeueError
 from lancequeue.writer.bench.errors import BenchError
-from lancequeue.writer.bench.processes import Children, maxrss_bytes, stop_process
+from lancequeue.writer.bench.processes import (
+    Children,
+    maxrss_bytes,
+    stop_process,
+    vm_hwm_bytes,
+)
 from lancequeue.writer.bench.producer_processes import (
     ProducerProcess,
     collect,
@@ -113,6 +118,7 @@ def _run(settings: BenchSettings, url: str, db_dir: Path, work: Path) -> dict[st
         _show_progress(client, started, total)
         results = collect(started, settings.timeout_s)
         counters = writer_counters(client, TABLE)
+        writer_hwm = vm_hwm_bytes(writer.pid)
         writer_usage = stop_process(writer, signal.SIGTERM)
     seconds = max(r["last_resolved"] for r in results) - min(r["started"] for r in results)
     latencies_ms = np.concatenate([result["latencies_ms"] for result in results])
@@ -123,7 +129,7 @@ def _run(settings: BenchSettings, url: str, db_dir: Path, work: Path) -> dict[st
         "seconds": seconds,
         "latency": latency_summary_ms(latencies_ms / 1000),
         "counters": counters,
-        "writer_peak_rss_bytes": maxrss_bytes(writer_usage),
+        "writer_peak_rss_bytes": writer_hwm or maxrss_bytes(writer_usage),
         "table": table_stats(db_dir, TABLE),
         "db_dir": db_dir,
         "search": _search(db_dir, settings),

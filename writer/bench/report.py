@@ -94,7 +94,7 @@ def baseline_notes(systems: dict[str, dict[str, Any]], records: int, sample_ms: 
         )
     notes.append(
         f"peak RSS: sampled every {sample_ms} ms (the writer's for (d)); "
-        "HWM: the kernel's high-water mark of the same process."
+        "HWM: the kernel's high-water mark of the same process (VmHWM)."
     )
     return notes
 

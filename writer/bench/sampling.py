@@ -14,6 +14,7 @@ from types import ModuleType
 from typing import Any
 
 from lancequeue.writer.bench.errors import BenchError
+from lancequeue.writer.bench.processes import vm_hwm_bytes
 
 BENCH_EXTRA_HINT = "pip install 'lancequeue[bench]'"
 """How to install what the benchmark needs beyond lancequeue itself."""
@@ -40,6 +41,11 @@ class ProcessTreeSampler:
         self._samples: list[tuple[float, float]] = []  # (time.monotonic(), CPU seconds)
         self.peak_rss_bytes = 0
         """The largest RSS sampled so far."""
+        self.hwm_bytes: int | None = None
+        """The root process's own RSS high-water mark (``VmHWM``, Linux), as last read: unlike
+        ``ru_maxrss``, it does not count the memory its ``fork`` inherited from the benchmark
+        itself. None where there is no ``/proc``."""
+        self._pid = pid
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name=f"sample-{pid}", daemon=True)
         self._thread.start()
@@ -69,6 +75,7 @@ class ProcessTreeSampler:
                 return
             rss, cpu = sample
             self.peak_rss_bytes = max(self.peak_rss_bytes, rss)
+            self.hwm_bytes = vm_hwm_bytes(self._pid) or self.hwm_bytes
             self._samples.append((time.monotonic(), cpu))
             self._stop.wait(self._interval_s)
 
