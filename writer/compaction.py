@@ -97,7 +97,8 @@ def compaction_target(
 
 class Compactor:
     """Runs the compactions a policy calls for, one at a time, beside the appends (a Lance
-    ``Rewrite`` commits over concurrent appends, so no batch waits for it)."""
+    ``Rewrite`` commits over concurrent appends: a batch may wait for its commit, never for
+    the merge)."""
 
     def __init__(
         self,
