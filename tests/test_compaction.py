@@ -8,6 +8,7 @@ import lance
 import numpy as np
 import pyarrow as pa
 import pytest
+from lance.file import LanceFileReader
 
 from lancequeue.common.errors import ConfigError
 from lancequeue.producer import Producer
@@ -124,17 +125,42 @@ async def test_a_large_merge_commits_a_bounded_number_of_rows_at_a_time_and_keep
         )
         fragments = await sink.write(table)
         await sink.commit(fragments, 10, Watermark("epoch", f"{batch + 1}-0", {}))
-    seen = []
+    seen, merged = [], []
     while (rows := await sink.compact(40, keep_versions=2, commit_rows=80)) is not None:
         seen.append(sorted(rows))  # Lance lists a rewrite's fragments after the others
+        merged.append(_merged_ids(db_uri))
         if len(seen) > 10:
             break
     assert seen == [[10] * 16 + [40] * 2, [10] * 8 + [40] * 4, [40] * 6]
+    assert merged == [list(range(80)), list(range(160)), list(range(240))]  # the oldest first
+    assert _pages_per_column(db_uri) == {4}  # each source fragment's page, copied as it was
     written = lance.dataset(f"{db_uri}/docs.lance").to_table().sort_by("id")
     assert written["id"].to_pylist() == list(range(240))
     assert written["text"].to_pylist() == [f"doc {i}" for i in range(240)]
     stored = written["vector"].combine_chunks().flatten().to_numpy().reshape(240, 8)
     assert np.array_equal(stored, vectors)
+
+
+def _merged_ids(db_uri: str) -> list[int]:
+    """The ids held by the table's 40-row fragments (those compaction made), sorted."""
+    dataset = lance.dataset(f"{db_uri}/docs.lance")
+    return sorted(
+        id_
+        for fragment in dataset.get_fragments()
+        if fragment.count_rows() == 40
+        for id_ in fragment.to_table(columns=["id"])["id"].to_pylist()
+    )
+
+
+def _pages_per_column(db_uri: str) -> set[int]:
+    """How many pages each column has in each data file of the table."""
+    uri = f"{db_uri}/docs.lance"
+    return {
+        len(column.pages)
+        for fragment in lance.dataset(uri).get_fragments()
+        for data_file in fragment.data_files()
+        for column in LanceFileReader(f"{uri}/data/{data_file.path}").metadata().columns
+    }
 
 
 IDS = pa.schema([("id", pa.int64())])

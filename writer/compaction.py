@@ -7,10 +7,10 @@ tier holds ``fanout`` fragments, they (and any smaller ones) are merged into one
 with fanout 16 and ``max_batch`` 128, 16 flushes make a 2,048-row fragment, 16 of those a
 32,768-row one, and so on. A table of N rows then holds at most ``fanout - 1`` fragments per
 tier (about ``(fanout - 1) * log_fanout(N / max_batch)``) and each row is rewritten once per
-tier it climbs. One commit merges at most ``MAX_FRAGMENT_ROWS`` source rows (the oldest
-first), so a large merge is several short compactions: between two of them, each tier that
-filled meanwhile is looked at again, and the small fragments of a busy table do not pile up
-behind it.
+tier it climbs. One commit merges up to ``MAX_FRAGMENT_ROWS`` source rows (the oldest
+first; more only if one Lance task holds more), so a large merge is several short
+compactions: between two of them, each tier that filled meanwhile is looked at again, and the
+small fragments of a busy table do not pile up behind it.
 
 ``--compact-every`` sets the fanout (``16``), or makes the check time-based (``30s``: at most
 every 30 seconds, fanout 16); ``0`` turns compaction off.
@@ -33,8 +33,9 @@ logger = logging.getLogger(__name__)
 DEFAULT_FANOUT = 16
 MAX_FRAGMENT_ROWS = 131_072
 """Fragments are merged up to this many rows and no further, and one compaction commit merges
-about this many source rows at most: a compaction's memory and time then do not grow with the
-table. A table keeps about one fragment per this many rows, plus the tiers below."""
+up to this many source rows (or one Lance task's): a compaction's memory and time then do not
+grow with the table. A table keeps about one fragment per this many rows, plus the tiers
+below."""
 _SPEC = re.compile(r"^(\d+)(s?)$")
 
 

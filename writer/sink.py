@@ -313,8 +313,8 @@ class TableSink:
         Lance ``Rewrite`` commit, copying the data pages as they are where Lance can), then
         delete all but the newest ``keep_versions`` versions (at least 2, so the newest
         append's watermark stays readable) and the files only they used. One commit merges the
-        oldest of them, up to ``commit_rows`` source rows (at least one output fragment's
-        worth): a large merge is several short compactions, not one long one. Safe to run
+        oldest of them, up to ``commit_rows`` source rows (or one Lance task's, if that holds
+        more): a large merge is several short compactions, not one long one. Safe to run
         while ``write`` and ``commit`` run. Returns the row counts of the fragments of the
         table's newest version then, or None if there was nothing Lance could merge."""
         return await asyncio.to_thread(self._compact_sync, target_rows, keep_versions, commit_rows)
@@ -371,15 +371,17 @@ class TableSink:
 
 
 def first_tasks(tasks: Sequence[Any], rows: int) -> list[Any]:
-    """The first of a compaction plan's ``tasks`` (each merging adjacent fragments into one),
-    in table order, until they merge ``rows`` source rows; at least one."""
+    """The first of a compaction plan's ``tasks`` (each merging adjacent fragments), in table
+    order, that together merge at most ``rows`` source rows; the first task alone if it holds
+    more (Lance's own ``max_source_rows`` would then plan nothing at all)."""
     chosen: list[Any] = []
     merged = 0
     for task in tasks:
-        if chosen and merged >= rows:
+        task_rows = sum(fragment.physical_rows for fragment in task.fragments)
+        if chosen and merged + task_rows > rows:
             break
         chosen.append(task)
-        merged += sum(fragment.physical_rows for fragment in task.fragments)
+        merged += task_rows
     return chosen
 
 
