@@ -44,6 +44,19 @@ def test_a_full_higher_tier_is_merged_with_everything_below_it() -> None:
     assert compaction_target([32_768] * 15 + [2048] * 15 + [128] * 15, 128, 16) is None
 
 
+def test_fragments_with_no_neighbour_to_merge_with_do_not_fill_a_tier() -> None:
+    """Lance merges only neighbouring fragments: 16 small ones each between two large ones
+    give it nothing to merge, so they start no compaction (every flush would otherwise plan
+    one in vain), and they do not count towards the small fragments that do."""
+    alone = [part for _ in range(16) for part in (131_072, 128)]
+    assert compaction_target(alone, 128, 16) is None
+    assert compaction_target([*alone, *[128] * 14], 128, 16) is None  # 15 with a neighbour
+    assert compaction_target([*alone, *[128] * 15], 128, 16) == 2048
+    # tier 0 full with no neighbours below 2,048 rows; tier 1 full, with neighbours below 32,768
+    rows = [part for _ in range(16) for part in (131_072, 128, 2048)]
+    assert compaction_target(rows, 128, 16) == 32_768
+
+
 def test_fragments_are_merged_up_to_a_cap_and_then_left_alone() -> None:
     assert compaction_target([32_768] * 16, 128, 16, max_rows=131_072) == 131_072
     assert compaction_target([131_072] * 40 + [128] * 3, 128, 16, max_rows=131_072) is None

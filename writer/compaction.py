@@ -80,20 +80,36 @@ def compaction_target(
     Tier 0 holds fragments under ``unit_rows * fanout`` rows, tier i those from
     ``unit_rows * fanout**i`` to ``fanout`` times that. The highest tier holding ``fanout``
     fragments is merged, with every smaller fragment, into fragments of its upper limit, at
-    most ``max_rows``; fragments of ``max_rows`` or more are left alone."""
+    most ``max_rows``; fragments of ``max_rows`` or more are left alone.
+
+    ``fragment_rows`` is in table order, and Lance merges only neighbours: a fragment with no
+    neighbour under its tier's limit (an append made during a compaction can end up between
+    two large fragments) does not count towards its tier being full. Otherwise such strays
+    would keep a tier "full" with nothing Lance could merge, and every flush would plan a
+    compaction in vain."""
     if fanout < 2 or not fragment_rows:
         return None
     base = max(1, unit_rows) * fanout
-    counts: dict[int, int] = {}
-    for rows in fragment_rows:
-        if rows >= max_rows:
-            continue
-        tier, limit = 0, base
-        while rows >= limit:
-            tier, limit = tier + 1, limit * fanout
-        counts[tier] = counts.get(tier, 0) + 1
-    full = [tier for tier, count in counts.items() if count >= fanout]
-    return min(base * fanout ** max(full), max_rows) if full else None
+    tiers = [_tier(rows, base, fanout) if rows < max_rows else None for rows in fragment_rows]
+    for tier in sorted({tier for tier in tiers if tier is not None}, reverse=True):
+        target: int = min(base * fanout**tier, max_rows)
+        below = [rows < target for rows in fragment_rows]
+        mergeable = sum(
+            1
+            for index, of in enumerate(tiers)
+            if of == tier
+            and ((index > 0 and below[index - 1]) or (index + 1 < len(below) and below[index + 1]))
+        )
+        if mergeable >= fanout:
+            return target
+    return None
+
+
+def _tier(rows: int, base: int, fanout: int) -> int:
+    tier, limit = 0, base
+    while rows >= limit:
+        tier, limit = tier + 1, limit * fanout
+    return tier
 
 
 class Compactor:
