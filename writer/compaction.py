@@ -93,12 +93,12 @@ def compaction_target(
     tiers = [_tier(rows, base, fanout) if rows < max_rows else None for rows in fragment_rows]
     for tier in sorted({tier for tier in tiers if tier is not None}, reverse=True):
         target: int = min(base * fanout**tier, max_rows)
-        below = [rows < target for rows in fragment_rows]
+        # each fragment's neighbours, None past either end: one below target makes it mergeable
+        before, after = [None, *fragment_rows[:-1]], [*fragment_rows[1:], None]
         mergeable = sum(
             1
-            for index, of in enumerate(tiers)
-            if of == tier
-            and ((index > 0 and below[index - 1]) or (index + 1 < len(below) and below[index + 1]))
+            for of, left, right in zip(tiers, before, after, strict=True)
+            if of == tier and any(side is not None and side < target for side in (left, right))
         )
         if mergeable >= fanout:
             return target

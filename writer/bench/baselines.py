@@ -67,7 +67,7 @@ def run_baseline(system: str, settings: BenchSettings, work: Path) -> dict[str, 
         "rows_per_s": count / seconds,
         "mb_per_s": outcome["encoded_bytes"] / seconds / BYTES_PER_MB,
         "peak_rss_bytes": sampler.peak_rss_bytes,
-        "maxrss_bytes": sampler.hwm_bytes or maxrss_bytes(usage),
+        "maxrss_bytes": maxrss_bytes(usage, sampler.hwm_bytes),
         "cpu_s_total": cpu_s(usage),
         **table_stats(db_dir, TABLE),
     }

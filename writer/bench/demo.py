@@ -129,7 +129,7 @@ def _run(settings: BenchSettings, url: str, db_dir: Path, work: Path) -> dict[st
         "seconds": seconds,
         "latency": latency_summary_ms(latencies_ms / 1000),
         "counters": counters,
-        "writer_peak_rss_bytes": writer_hwm or maxrss_bytes(writer_usage),
+        "writer_peak_rss_bytes": maxrss_bytes(writer_usage, writer_hwm),
         "table": table_stats(db_dir, TABLE),
         "db_dir": db_dir,
         "search": _search(db_dir, settings),

@@ -163,7 +163,7 @@ def _figures(
         if counters["batches"]
         else None,
         "peak_rss_bytes": sampler.peak_rss_bytes,
-        "maxrss_bytes": raw["writer_sampler"].hwm_bytes or maxrss_bytes(raw["writer_usage"]),
+        "maxrss_bytes": maxrss_bytes(raw["writer_usage"], raw["writer_sampler"].hwm_bytes),
         "writer_idle_rss_bytes": raw["writer_idle_rss_bytes"],
         "writer_rss_samples": sampler.samples,
         "redis_peak_rss_bytes": raw["redis_peak_rss_bytes"],

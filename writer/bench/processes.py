@@ -114,8 +114,11 @@ def vm_hwm_bytes(pid: int) -> int | None:
     return None
 
 
-def maxrss_bytes(usage: resource.struct_rusage | None) -> int | None:
-    """The kernel's RSS high-water mark in ``usage`` (Linux reports KiB, macOS bytes)."""
+def maxrss_bytes(usage: resource.struct_rusage | None, own: int | None = None) -> int | None:
+    """The process's RSS high-water mark: ``own`` (its ``VmHWM``, see ``vm_hwm_bytes``) when
+    known, else the kernel's in ``usage`` (Linux reports KiB, macOS bytes)."""
+    if own is not None:
+        return own
     if usage is None:
         return None
     return usage.ru_maxrss if sys.platform == "darwin" else usage.ru_maxrss * 1024
