@@ -21,7 +21,7 @@ class Op(enum.Enum):
     SET_EPOCH = enum.auto()  # (epoch,): SETNX the stream's epoch
     ENQUEUE = enum.auto()  # (args,): -> ids added by the enqueue script
     SUBSCRIBE = enum.auto()  # (): to the table's flush messages
-    AWAIT_FLUSH = enum.auto()  # (wait_s,): a flush message, or the wait is over
+    AWAIT_FLUSH = enum.auto()  # (wait_s,): -> True on the writer's room message, False if none came
     UNSUBSCRIBE = enum.auto()  # ()
     PAUSE = enum.auto()  # (wait_s,): before reconnecting; close() ends it
     NEXT_REPLY = enum.auto()  # (): -> the next reply message moved to the in-flight list

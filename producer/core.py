@@ -228,7 +228,8 @@ class ProducerCore(Generic[F]):
                         self.settings.room_recheck_ms / 1000,
                         max(0.0, self.close_deadline - time.monotonic()),
                     )
-                    yield Call(Op.AWAIT_FLUSH, (wait_s,))
+                    if (yield Call(Op.AWAIT_FLUSH, (wait_s,))):
+                        sending.room_opened()
                 except Exception as exc:
                     if not is_connection_loss(exc) and not isinstance(exc, NotStarted):
                         raise

@@ -93,7 +93,8 @@ class Sending(Generic[F]):
         self._window = len(records)
         """Most records the next call carries: after a full queue took only part of a call,
         about what it took (so a crowded queue is not sent the same records again and again),
-        doubling with each call it takes whole."""
+        doubling with each call it takes whole; all of them after the writer's message that
+        the queue has room (``room_opened``)."""
         self._in_call: list[Outgoing[F]] = []
         self.failed: list[F] = []
         """Futures failed here, before any answer from the writer."""
@@ -163,6 +164,11 @@ class Sending(Generic[F]):
         else:
             self._window = max(self._window * 2, _LEAST_WINDOW)
         return not self.queue_full
+
+    def room_opened(self) -> None:
+        """The writer said the queue has room again (at least half of it is free): the next
+        call carries every unsent record."""
+        self._window = max(len(self._unsent), _LEAST_WINDOW)
 
     def unconfirmed(self, exc: BaseException) -> None:
         """The script call failed without an answer: the records may be in the stream (the

@@ -156,9 +156,9 @@ class Tasks:
         self._pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
         await self._pubsub.subscribe(self._core.keys.flushed_channel)
 
-    async def _await_flush(self, wait_s: float) -> None:
+    async def _await_flush(self, wait_s: float) -> bool:
         assert self._pubsub is not None
-        await self._pubsub.get_message(timeout=wait_s)
+        return await self._pubsub.get_message(timeout=wait_s) is not None
 
     async def _unsubscribe(self) -> None:
         pubsub, self._pubsub = self._pubsub, None

@@ -192,9 +192,9 @@ class Threads:
         self._pubsub = self._redis.pubsub(ignore_subscribe_messages=True)  # type: ignore[no-untyped-call,unused-ignore]
         self._pubsub.subscribe(self._core.keys.flushed_channel)
 
-    def _await_flush(self, wait_s: float) -> None:
+    def _await_flush(self, wait_s: float) -> bool:
         assert self._pubsub is not None
-        self._pubsub.get_message(timeout=wait_s)
+        return self._pubsub.get_message(timeout=wait_s) is not None
 
     def _unsubscribe(self) -> None:
         pubsub, self._pubsub = self._pubsub, None

@@ -17,7 +17,7 @@ import redis
 
 from lancequeue.common.errors import ProducerClosed, QueueFull
 from lancequeue.producer import Producer
-from tests.drivers import MakeDriven
+from tests.drivers import Driven, MakeDriven
 from tests.support import (
     KEYS,
     StartWriter,
@@ -118,6 +118,36 @@ async def test_back_pressure_blocks_enqueue_until_a_flush_makes_room(
     landed = asyncio.gather(*first, fourth, fifth, sixth_future, return_exceptions=True)
     assert await asyncio.wait_for(landed, 30) == [None] * 7
     assert table_ids(db_uri) == [0, 1, 2, 3, 4, 5, 6]
+
+
+async def test_waiting_producers_are_woken_once_the_queue_is_half_empty_not_by_every_flush(
+    start_writer: StartWriter, made: Driven, client: redis.Redis, db_uri: str
+) -> None:
+    """Each wake-up sends every waiting producer's calls at once; after each flush, only one
+    of them would find room and the others would be refused, again and again."""
+    client.hset(KEYS.config, "max_queue_size", 8)
+    futures = await made.enqueue_many([record(i) for i in range(8)])
+    await queued(client, 8)  # full
+    listener = client.pubsub(ignore_subscribe_messages=True)
+    listener.subscribe(KEYS.flushed_channel)
+    start_writer(max_queue_size=8, max_batch=2, coalesce_ms=20)
+    assert await asyncio.wait_for(asyncio.gather(*futures), 30) == [None] * 8
+    assert client.hget(KEYS.writer, "batches") == b"4"  # 8 records in 4 flushes of 2
+    # Every message of those flushes was published before their answers were pushed.
+    client.publish(KEYS.flushed_channel, "end")
+    heard: list[bytes] = []
+    ends = time.monotonic() + 30
+    while not heard or heard[-1] != b"end":
+        assert time.monotonic() < ends, f"the end marker never came; heard {heard}"
+        # None for the subscription's own confirmation, which it skips
+        message = await asyncio.to_thread(listener.get_message, timeout=1)
+        if message is not None:
+            heard.append(message["data"])
+    listener.close()
+    # After the flushes (of two entries each) that left 4, 2 and 0 records; not after the
+    # first, which left 6 of 8.
+    assert heard == [b"2", b"2", b"2", b"end"]
+    assert table_ids(db_uri) == list(range(8))
 
 
 async def test_a_full_queue_raises_queue_full_after_the_timeout(

@@ -254,6 +254,30 @@ def test_a_full_queue_is_not_sent_the_same_records_again_and_again() -> None:
     assert following is not None and len(sent_records(following)) == 40
 
 
+def test_after_the_writer_s_room_message_the_next_call_carries_every_unsent_record() -> None:
+    """The writer tells waiting producers of room only once the queue is half empty: the call
+    after its message carries everything, the call after a mere recheck only a probe."""
+    made = core(pack_records=1, room_recheck_ms=50)
+    sender = Loop(made.sender())
+    enqueue(made, [record(i) for i in range(200)], 60)
+    sender.answer()
+    sender.connect()
+    assert sender.answer([]).op is Op.SUBSCRIBE  # the queue is full
+    sender.answer()
+    probe = sender.connect()
+    assert probe is not None and len(sent_records(probe)) == 16  # the least a call carries
+    call = sender.answer([])
+    assert call is not None and call.op is Op.AWAIT_FLUSH
+    recheck = sender.answer(False)  # the wait ran out: no message
+    assert recheck is not None and recheck.op is Op.CONNECT
+    again = sender.connect()
+    assert again is not None and len(sent_records(again)) == 16
+    assert sender.answer([]).op is Op.AWAIT_FLUSH
+    sender.answer(True)  # the writer's message: the queue has room
+    woken = sender.connect()
+    assert woken is not None and len(sent_records(woken)) == 200
+
+
 def test_the_buffer_s_earliest_deadline_is_never_seen_half_changed() -> None:
     """The abandoner reads the buffer's earliest deadline without its lock: while records are
     buffered it never reads "none", nor another deadline, whatever the puts, takes and expiry

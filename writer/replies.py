@@ -34,7 +34,8 @@ logger = logging.getLogger(__name__)
 
 _ACK_AND_ANSWER = """
 local group, ttl, channel = ARGV[1], ARGV[2], ARGV[3]
-local a = 4
+local reopen, packing = tonumber(ARGV[4]), tonumber(ARGV[5])
+local a = 6
 local count = tonumber(ARGV[a])
 a = a + 1
 local ids, records = {}, {}
@@ -71,7 +72,7 @@ for d = 1, dead do
   a = a + 2 + width
 end
 local failures = {}
-for k = 5, #KEYS, 3 do
+for k = 7, #KEYS, 3 do
   local seen, message, dropped = ARGV[a], ARGV[a + 1], tonumber(ARGV[a + 2])
   -- The abandoned sequence numbers this batch settled: forgotten (the rest of the set expires).
   for first = a + 3, a + 2 + dropped, 1000 do
@@ -105,16 +106,25 @@ for i = 1, increments do
   a = a + 2
 end
 redis.call('HSET', KEYS[3], unpack(ARGV, a))
-redis.call('PUBLISH', channel, count)
+-- Producers waiting for room are woken once the queue is at most half full, not by every
+-- flush: each then sends a large call, and calls the queue refuses stay few.
+local queued = tonumber(redis.call('GET', KEYS[2]) or '0') or 0
+local inboxed = tonumber(redis.call('GET', KEYS[6]) or '0') or 0
+inboxed = math.min(inboxed, redis.call('LLEN', KEYS[5]) * packing)
+if queued + inboxed <= reopen then redis.call('PUBLISH', channel, count) end
 return failures
 """
-"""KEYS: stream, queued counter, status hash, dead-letter stream, then per producer its seen key,
-reply key and abandoned key. ARGV: group, reply expiry (ms), flushed channel; the number of
+"""KEYS: stream, queued counter, status hash, dead-letter stream, inbox, inboxed counter, then per
+producer its seen key, reply key and abandoned key. ARGV: group, reply expiry (ms), flushed
+channel, the most records the queue may hold for it to be told of (half of ``max_queue_size``),
+``max_batch`` (the most records an inbox entry holds); the number of
 entries, then each entry's id and record count; the number of dead letters, then each one's
 field count, MAXLEN and fields; per producer its settled sequence number ('' for none), its
 reply message ('' for none), the number of its abandoned sequence numbers the batch settled and
 those; the number of status increments, then field/increment pairs; then status fields to set.
-Returns the reply keys that could not be written to, with Redis's error."""
+Returns the reply keys that could not be written to, with Redis's error. It publishes on the
+flushed channel only if the stream and the inbox then hold at most half of ``max_queue_size``
+records (the inbox's count taken as at most its length times ``max_batch``)."""
 
 DEAD_LETTERS_MAXLEN = 100_000
 """The dead-letter stream keeps about this many entries, oldest dropped first."""
@@ -143,9 +153,18 @@ class Acknowledgement:
 class Acknowledger:
     """Acks and answers the flushes of one table."""
 
-    def __init__(self, redis: AsyncRedis, keys: TableKeys, reply_ttl_ms: int) -> None:
+    def __init__(
+        self,
+        redis: AsyncRedis,
+        keys: TableKeys,
+        reply_ttl_ms: int,
+        max_queue_size: int,
+        max_batch: int,
+    ) -> None:
         self._keys = keys
         self._reply_ttl_ms = reply_ttl_ms
+        self._reopen_at = max_queue_size // 2
+        self._max_batch = max_batch
         self._script = redis.register_script(_ACK_AND_ANSWER)
 
     async def send(self, ack: Acknowledgement) -> None:
@@ -169,8 +188,21 @@ class Acknowledger:
             per_producer[producer].append((entry.seq, answer, digest))
         # stream entry id → its records, in stream order
         records_of = Counter(entry.entry_id for entry in ack.entries)
-        script_keys = [keys.stream, keys.queued, keys.writer, keys.dead_letters]
-        args: list[bytes | str | int] = [GROUP, self._reply_ttl_ms, keys.flushed_channel]
+        script_keys = [
+            keys.stream,
+            keys.queued,
+            keys.writer,
+            keys.dead_letters,
+            keys.inbox,
+            keys.inboxed,
+        ]
+        args: list[bytes | str | int] = [
+            GROUP,
+            self._reply_ttl_ms,
+            keys.flushed_channel,
+            self._reopen_at,
+            self._max_batch,
+        ]
         args.append(len(records_of))
         for entry_id, records in records_of.items():
             args += [entry_id, records]

@@ -103,7 +103,13 @@ class TableServer:
         self._claimer = Claimer(redis, group.keys, lease.value, settings.lease_ms)
         self._clock = RedisClock()
         self._answers = Answerer(
-            Acknowledger(redis, group.keys, settings.reply_ttl_ms),
+            Acknowledger(
+                redis,
+                group.keys,
+                settings.reply_ttl_ms,
+                settings.max_queue_size,
+                settings.max_batch,
+            ),
             sink,
             self._retrying,
             self._clock,
