@@ -91,10 +91,11 @@ def compaction_target(
         return None
     base = max(1, unit_rows) * fanout
     tiers = [_tier(rows, base, fanout) if rows < max_rows else None for rows in fragment_rows]
+    # each fragment's neighbours, None past either end: one below a tier's target makes it
+    # mergeable in that tier
+    before, after = [None, *fragment_rows[:-1]], [*fragment_rows[1:], None]
     for tier in sorted({tier for tier in tiers if tier is not None}, reverse=True):
         target: int = min(base * fanout**tier, max_rows)
-        # each fragment's neighbours, None past either end: one below target makes it mergeable
-        before, after = [None, *fragment_rows[:-1]], [*fragment_rows[1:], None]
         mergeable = sum(
             1
             for of, left, right in zip(tiers, before, after, strict=True)
