@@ -2,7 +2,9 @@
 
 ``enqueue`` puts a record here and returns its future (as the in-process queue and Kafka's
 producer do); the sender takes what has accumulated while its previous send was in flight, a
-chunk at a time, so a lone record goes at once and a busy loop sends large chunks. The buffer
+chunk at a time, so a lone record goes at once and a busy loop sends large chunks; while
+records keep coming, at most one send per ``send_interval_s`` (unless a chunk's worth is in),
+so records that trickle in share sends too. The buffer
 is bounded (``max_buffered_records``): while the queue in Redis is full or Redis is
 unreachable, the sender waits, the buffer fills, and ``enqueue`` waits for room.
 
@@ -24,12 +26,20 @@ class SendBuffer(Generic[F]):
     """A bounded FIFO of encoded records; thread-safe."""
 
     def __init__(
-        self, max_records: int, chunk_records: int, chunk_bytes: int, linger_s: float
+        self,
+        max_records: int,
+        chunk_records: int,
+        chunk_bytes: int,
+        linger_s: float,
+        send_interval_s: float = 0.0,
     ) -> None:
         self._max_records = max_records
         self._chunk_records = chunk_records
         self._chunk_bytes = chunk_bytes
         self._linger_s = linger_s
+        self._send_interval_s = send_interval_s
+        self._taken_at = -math.inf
+        """When the sender last took a chunk (``time.monotonic()``)."""
         self._items: deque[Outgoing[F]] = deque()
         # The records that are due before every record buffered after them, in buffer order:
         # their deadlines rise, the first is the earliest of all (a sliding-window minimum,
@@ -73,18 +83,23 @@ class SendBuffer(Generic[F]):
 
     def take(self, now: float, linger: bool = True) -> tuple[list[Outgoing[F]], float | None]:
         """The next chunk to send: the oldest records sharing a timeout, at most
-        ``chunk_records`` and ``chunk_bytes`` encoded (at least one record). With a linger, the
-        chunk is taken once its oldest record has waited ``linger_s`` or a chunk's worth is in.
-        Returns ``([], wait_s)`` when there is nothing to take yet: ``wait_s`` is when to look
-        again (None: once something is buffered)."""
+        ``chunk_records`` and ``chunk_bytes`` encoded (at least one record). Unless a chunk's
+        worth is in (or ``linger`` is False: closing), the chunk is taken once its oldest record
+        has waited ``linger_s`` and ``send_interval_s`` has passed since the last take: a record
+        after a quiet spell goes at once, records that keep coming share sends. Returns
+        ``([], wait_s)`` when there is nothing to take yet: ``wait_s`` is when to look again
+        (None: once something is buffered)."""
         with self._lock:
             items = self._items
             if not items:
                 return [], None
-            if linger and self._linger_s and len(items) < self._chunk_records:
-                ready_at = items[0].enqueued_at + self._linger_s
+            if linger and len(items) < self._chunk_records:
+                ready_at = max(
+                    items[0].enqueued_at + self._linger_s, self._taken_at + self._send_interval_s
+                )
                 if ready_at > now:
                     return [], ready_at - now
+            self._taken_at = now
             timeout_s = items[0].timeout_s
             chunk: list[Outgoing[F]] = []
             size = 0

@@ -65,6 +65,7 @@ class ProducerCore(Generic[F]):
             settings.chunk_records,
             settings.chunk_bytes,
             settings.linger_ms / 1000,
+            settings.send_interval_ms / 1000,
         )
         self.keys = self.outbox.keys
         self.ok = resolve_ok

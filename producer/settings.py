@@ -39,10 +39,15 @@ class ProducerSettings:
     of its own. Every record still gets its own answer."""
     linger_ms: int = 0
     """An optional extra wait before the sender takes buffered records (Kafka's
-    ``linger.ms``): until the oldest has waited this long or ``chunk_records`` are in. Not
-    needed for records to share sends: the sender always takes what accumulated while its
-    previous send was in flight, so a lone record goes at once and a busy loop sends large
-    chunks. A linger trades a little latency for fewer, larger sends when records trickle in."""
+    ``linger.ms``): until the oldest has waited this long or ``chunk_records`` are in, even
+    after a quiet spell. Not needed for records to share sends: the sender takes what
+    accumulated while its previous send was in flight and, while records keep coming, sends at
+    most once per ``send_interval_ms``; a lone record goes at once."""
+    send_interval_ms: int = 10
+    """While records keep coming, the sender sends at most once per this many ms, unless
+    ``chunk_records`` are buffered: a record enqueued after a quiet spell goes at once, and a
+    steady stream of records shares sends instead of paying a Redis round trip each (at 1,000
+    records/s, one send carries about ten). 0: send whenever the previous send is done."""
     max_buffered_records: int = 4096
     """The most records waiting in the producer to be sent: an enqueue that finds the buffer
     full waits for room until its deadline (bounds the producer's memory while the queue is
@@ -85,7 +90,8 @@ class ProducerSettings:
             raise ConfigError(
                 f"pack_records must be at most {MAX_PACKED_RECORDS}, got {self.pack_records}"
             )
-        if self.linger_ms < 0:
-            raise ConfigError(f"linger_ms must not be negative, got {self.linger_ms}")
+        for name in ("linger_ms", "send_interval_ms"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{name} must not be negative, got {getattr(self, name)}")
         if self.answer_grace_ms < 0:
             raise ConfigError(f"answer_grace_ms must not be negative, got {self.answer_grace_ms}")

@@ -141,11 +141,34 @@ def test_a_lone_record_goes_at_once_and_a_busy_loop_s_records_go_in_one_call() -
     enqueue(made, [record(i) for i in range(2, 102)], 60)  # while that send is in flight
     sender.answer([b"1-0"])
     call = sender.call
-    assert call is not None and call.op is Op.CONNECT  # the next send: all 100 together
+    # Records keep coming: the next send waits out the rest of send_interval_ms (10), then
+    # takes all 100 together.
+    assert call is not None and call.op is Op.WAIT_BUFFERED and 0 < call.args[0] <= 0.01
+    time.sleep(call.args[0])  # the wait the driver would make
+    assert sender.answer().op is Op.CONNECT
     call = sender.connect()
     assert call is not None and call.op is Op.ENQUEUE
     assert sent_records(call) == [encode_record(record(i)) for i in range(2, 102)]
     assert made.outstanding == 101
+
+
+def test_a_steady_stream_shares_sends_and_a_chunk_s_worth_goes_at_once() -> None:
+    buffer: SendBuffer[Any] = SendBuffer(10_000, 4, 1 << 20, 0.0, send_interval_s=0.005)
+
+    def put(count: int, at: float) -> None:
+        buffer.put([Outgoing(encode_fields({"id": 1}), None, at + 60, 60) for _ in range(count)])
+
+    put(1, 100.0)
+    assert len(buffer.take(100.0)[0]) == 1  # after a quiet spell: at once
+    put(1, 100.001)
+    assert buffer.take(100.001) == ([], pytest.approx(0.004))  # 5 ms after the last send
+    put(1, 100.003)
+    chunk, _ = buffer.take(100.005)
+    assert len(chunk) == 2  # the two that came meanwhile, together
+    put(4, 100.006)
+    assert len(buffer.take(100.006)[0]) == 4  # a chunk's worth does not wait
+    put(1, 100.007)
+    assert len(buffer.take(100.007, linger=False)[0]) == 1  # closing: no waiting
 
 
 def test_a_full_queue_makes_the_sender_wait_for_a_flush_and_records_fail_at_their_deadline() -> (
