@@ -20,6 +20,7 @@ from lancequeue.common.connection import resolve_redis_url
 from lancequeue.common.errors import ConfigError, LancequeueError
 from lancequeue.common.keys import TableKeys
 from lancequeue.common.redis_client import COMMAND_FAILURES, sync_client
+from lancequeue.writer.allocator import limit_malloc_arenas
 from lancequeue.writer.metrics import WriterMetrics
 from lancequeue.writer.settings import WriterSettings, parse_storage_options
 from lancequeue.writer.writer import Writer
@@ -109,6 +110,7 @@ def writer_command(check: bool, **options: Any) -> None:
     if check:
         codes = [check_lease(table, options["redis_url"], options["data_dir"]) for table in tables]
         sys.exit(max(codes))
+    limit_malloc_arenas()  # before Lance's threads make arenas of their own
     metrics = WriterMetrics() if options["metrics_port"] and len(tables) > 1 else None
     try:
         writers = [Writer(WriterSettings(table=table, **options), metrics) for table in tables]

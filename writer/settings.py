@@ -164,9 +164,11 @@ class WriterSettings:
         ),
     )
     metadata_cache_bytes: int = field(
-        default=64 * 1024 * 1024,
+        default=8 * 1024 * 1024,
         metadata=_option(
-            "--metadata-cache-bytes", "Size of Lance's metadata cache (one manifest per version)."
+            "--metadata-cache-bytes",
+            "Size of Lance's metadata cache (manifests, data files' metadata); it fills as the "
+            "table grows, so it is most of what the writer's memory grows by.",
         ),
     )
     summary_every_s: int = field(
