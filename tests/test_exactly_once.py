@@ -104,6 +104,36 @@ def test_a_record_rejected_in_a_batch_that_committed_gets_its_rejection_after_th
     assert table_ids(db_uri) == [1, 2, 3]
 
 
+def test_a_writer_killed_after_committing_past_a_batch_it_had_not_answered_answers_both(
+    writer_process: StartProcess,
+    client: redis.Redis,
+    db_uri: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A batch commits without waiting for the answers of the one before; its watermark lists
+    them. Killed then, the writer leaves both batches pending: the next one answers every
+    record, the rejected one with its rejection, and writes none again."""
+    send(client, [1])
+    first = writer_process("--coalesce-ms", "10")
+    answers(client, 1)  # the table exists now, with an int id column
+    first.signal(signal.SIGTERM)
+    assert first.wait() == 0
+    send(client, [2, 99, 100, 101])  # two batches: [2, 99] (99 rejected), then [100, 101]
+    hold = ("--max-batch", "2", "--on-flushed", "tests.hooks:hold_the_batch_of_id_2")
+    crashed = crash_at("after_commit:2", writer_process, client, monkeypatch, *hold)
+    assert table_ids(db_uri) == [1, 2, 100, 101]  # the second batch committed...
+    assert pending_count(client) == 4  # ...and neither batch was acked or answered
+    assert client.llen(REPLY) == 0, crashed.log()
+    restarted = writer_process("--coalesce-ms", "50")
+    results = answers(client, 4)
+    assert [results[seq].error for seq in (2, 100, 101)] == [None] * 3
+    assert isinstance(results[99].error, RecordRejected)
+    assert "id" in str(results[99].error)
+    assert table_ids(db_uri) == [1, 2, 100, 101]
+    assert "are in the table already" in restarted.log()
+    assert pending_count(client) == 0
+
+
 def test_a_record_past_its_deadline_when_its_batch_is_built_is_answered_write_timeout_not_written(
     writer_process: StartProcess, client: redis.Redis, db_uri: str
 ) -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import time
-from pathlib import Path
 from typing import Any
 
 import lancedb
@@ -26,6 +25,7 @@ from tests.support import (
     broken_storage,
     flush_recorder,
     gather,
+    pending_count,
     pop_answers,
     record,
     resolve,
@@ -273,11 +273,11 @@ async def test_with_compact_every_the_writer_compacts_small_fragments_and_keeps_
     assert table_ids(db_uri) == list(range(8))
 
 
-async def test_a_batch_commits_only_after_the_batch_before_it_is_answered(
+async def test_while_a_batch_is_unanswered_the_next_commits_and_the_one_after_waits(
     start_writer: StartWriter, producer: Producer, db_uri: str, client: redis.Redis
 ) -> None:
-    """Its watermark covers the earlier batch's entries: were they still unacked, a crash would
-    leave the next writer unable to tell what they were answered."""
+    """The next batch's watermark lists the unanswered batch's answers, so it may commit; the
+    one after waits until they are given (the writer holds a bounded number of batches)."""
     release = asyncio.Event()
     calls: list[list[int]] = []
 
@@ -289,16 +289,20 @@ async def test_a_batch_commits_only_after_the_batch_before_it_is_answered(
     start_writer(max_batch=2, coalesce_ms=60_000, on_flushed=on_flushed)
     await writer_serving(client)
     await gather(producer.enqueue_many([record(0), record(1)]))
-    data = Path(db_uri) / "docs.lance" / "data"
-    files_before = len(list(data.iterdir()))
     held = producer.enqueue_many([record(2), record(3)])
-    waiting = producer.enqueue_many([record(4), record(5)])
-    await async_wait_for(  # the third batch's data files are written...
-        lambda: asyncio.to_thread(lambda: len(list(data.iterdir())) >= files_before + 2),
-        what="the third batch to be written",
+    committed = producer.enqueue_many([record(4), record(5)])
+    waiting = producer.enqueue_many([record(6), record(7)])
+    await async_wait_for(  # the third batch commits while the second is unanswered...
+        lambda: asyncio.to_thread(lambda: table_ids(db_uri) == [0, 1, 2, 3, 4, 5]),
+        what="the third batch to be committed",
+    )
+    await async_wait_for(  # ...the fourth is read...
+        lambda: asyncio.to_thread(lambda: pending_count(client) == 6),
+        what="the fourth batch to be read",
     )
     assert calls == [[0, 1], [2, 3]]
-    assert table_ids(db_uri) == [0, 1, 2, 3]  # ...and not committed while batch 2 is unanswered
+    assert not any(future.done() for future in held + committed + waiting)
+    assert await asyncio.to_thread(table_ids, db_uri) == [0, 1, 2, 3, 4, 5]  # ...and waits
     release.set()
-    assert await gather(held + waiting) == [None] * 4
-    assert table_ids(db_uri) == [0, 1, 2, 3, 4, 5]
+    assert await gather(held + committed + waiting) == [None] * 6
+    assert table_ids(db_uri) == list(range(8))

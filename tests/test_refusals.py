@@ -101,7 +101,7 @@ async def test_a_batch_lance_refuses_is_bisected_at_once_and_never_retried(
         Entry(f"{i + 1}-0".encode(), KEYS.reply("p"), i, {"id": i, "meta": metas[i]})
         for i in range(6)
     ]
-    prepared = PreparedBatch(entries, "epoch", Settlement(), rows=entries, table=rows)
+    prepared = PreparedBatch(entries, "epoch", Settlement(), 1, rows=entries, table=rows)
 
     async def before_commit() -> None:
         return None

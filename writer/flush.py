@@ -63,6 +63,8 @@ class PreparedBatch:
     entries: list[Entry]
     epoch: str
     result: Settlement
+    number: int
+    """Its place among the batches this settler prepared (``answered`` names it by this)."""
     rows: list[Entry] = field(default_factory=list)
     table: pa.Table | None = None
 
@@ -84,6 +86,11 @@ class BatchSettler:
         self._sink = sink
         self._seen = SeenSequences()
         self._retry = retry
+        self._prepared = 0
+        self._unanswered: dict[int, dict[str, Outcome]] = {}
+        """Batch number → the answers of its records not in the table, for each batch landed
+        and not yet answered: the next commits' watermarks list them (they cover its
+        entries)."""
 
     async def prepare(self, entries: list[Entry], epoch: str, claim: Claim) -> PreparedBatch:
         """Everything before the append: claim the batch's records in Redis, answer what cannot
@@ -143,7 +150,8 @@ class BatchSettler:
         # a copy in a later batch is answered as one.
         for producer, seq in highest.items():
             self._seen.advance(producer, seq)
-        prepared = PreparedBatch(entries, epoch, result)
+        self._prepared += 1
+        prepared = PreparedBatch(entries, epoch, result, self._prepared)
         if not writable:
             return prepared
         try:
@@ -199,9 +207,9 @@ class BatchSettler:
         first; if the table refuses them, the batch is bisected to reject only the records it
         refuses, and the rest is committed at once. Transient failures are retried. Batches are
         landed in the order they were prepared, and each commits only after ``before_commit()``
-        returned: the batches before it are acked and answered, so its watermark, which covers
-        them, needs to list no answer of theirs. Raises ``WriterReplaced`` if a newer writer
-        fenced the table."""
+        returned: the batches before it are landed. Its watermark covers them, so it also lists
+        the answers of those not answered yet (``answered``): a crash before they are answered
+        loses none of them. Raises ``WriterReplaced`` if a newer writer fenced the table."""
         result = prepared.result
         if prepared.table is not None:
             written = _Written()
@@ -218,7 +226,12 @@ class BatchSettler:
             for answer in result.answers.values()
             if answer is not None and answer["error"] == "RecordRejected"
         )
+        self._unanswered[prepared.number] = _skipped(result)
         return result
+
+    def answered(self, prepared: PreparedBatch) -> None:
+        """The batch's records are acked and answered: later watermarks need not list them."""
+        self._unanswered.pop(prepared.number, None)
 
     async def _write(
         self, rows: list[Entry], batch: pa.Table, result: Settlement, written: _Written
@@ -247,7 +260,8 @@ class BatchSettler:
     async def _commit(self, prepared: PreparedBatch, written: _Written, result: Settlement) -> None:
         """One commit of everything written, with the watermark of the whole batch: by now
         every record of it is written or has its answer."""
-        watermark = _watermark(prepared.epoch, prepared.entries, result)
+        earlier = list(self._unanswered.values())  # landed before this one, not answered
+        watermark = _watermark(prepared.epoch, prepared.entries, result, earlier)
         outcome = await self._with_retries(
             lambda: self._sink.commit(written.fragments, written.count, watermark), written.count
         )
@@ -319,18 +333,24 @@ class _Written:
         self.count += count
 
 
-def _watermark(epoch: str, entries: list[Entry], result: Settlement) -> Watermark:
+def _watermark(
+    epoch: str, entries: list[Entry], result: Settlement, earlier: list[dict[str, Outcome]]
+) -> Watermark:
     """The watermark of a commit that settles the batch ``entries`` (in stream order): each
     entry up to its last is in this or an earlier commit, or listed with the answer it got
-    instead."""
+    instead; the ``earlier`` batches not answered yet list theirs too."""
     skipped: dict[str, Outcome] = {}
-    for entry in entries:
-        answer = result.answers.get(entry.record_id)
-        if answer is not None:
-            skipped[entry.record_id] = answer
-        elif entry.record_id in result.silent:
-            skipped[entry.record_id] = SKIPPED_SILENTLY
+    for batch in earlier:
+        skipped.update(batch)
+    skipped.update(_skipped(result))
     return Watermark(epoch, entries[-1].entry_id.decode(), skipped)
+
+
+def _skipped(result: Settlement) -> dict[str, Outcome]:
+    """The batch's records not in the table, with the answers they got (so far)."""
+    skipped: dict[str, Outcome] = dict.fromkeys(result.silent, SKIPPED_SILENTLY)
+    skipped.update((record, answer) for record, answer in result.answers.items() if answer)
+    return skipped
 
 
 DUPLICATE = error_payload(

@@ -4,17 +4,22 @@ written, the one after is read and built, and the one before is answered.
 Two lanes, each strictly ordered:
 
 * the table lane runs appends in the order they were submitted. An append writes its data
-  files, then waits until the batches before it are answered (``answered()``), then commits:
-  the next append may write its files meanwhile, but commits follow one another in submission
-  order, the single-writer commit order the watermark relies on (a batch is answered only after
-  its commit, and the next commits only once it is answered);
+  files, then waits for its turn (``turn()``: every append before it has returned), then
+  commits: the next append may write its files meanwhile, but commits follow one another in
+  submission order, the single-writer commit order the watermark relies on;
 * the answer lane runs each batch's answers after its own append returned and after the
   answers of the batch before it: nothing is answered before its commit, and producers hear
   about batches in stream order.
 
-``submit`` returns once the batch's append has started, which is once the append before it has
-written its data files: the caller (the reader) is never more than two batches ahead of the
-table, so memory stays bounded by a few batches.
+A commit does not wait for the answers of the batch before it: its watermark lists that
+batch's answers too while they are not given (``BatchSettler``), so a crash between the two
+loses none of them.
+
+``submit`` returns once the append before has written its data files and the batch before that
+is answered: the caller (the reader) then holds at most three batches past the answered ones
+(one committing, one writing its files, the one it prepares next), so memory stays bounded by a
+few batches however long the backlog, and at most one committed batch is unanswered when the
+next one commits.
 """
 
 from __future__ import annotations
@@ -30,21 +35,21 @@ P = TypeVar("P")
 R = TypeVar("R")
 
 
-Answered = Callable[[], Awaitable[None]]
-"""Waits until every batch submitted before this one is answered (raising what that raised)."""
+Turn = Callable[[], Awaitable[None]]
+"""Waits until every append submitted before this one has returned (raising what the one just
+before raised): the append may commit then."""
 
 
 class FlushPipeline(Generic[P, R]):
-    """Runs ``append(prepared, answered)`` in the table lane, then ``answer(result)`` in the
-    answer lane and, meanwhile, ``housekeeping(result)`` in the table lane (neither when
-    ``append`` returns None). ``append`` must await ``answered()`` before it commits, and only
-    once its data files are written (the next append starts then): a commit's watermark covers
-    every earlier entry, so every earlier batch must be acked and answered by then. Only one
-    task drives the pipeline: ``submit`` and ``drain`` are never called concurrently."""
+    """Runs ``append(prepared, turn)`` in the table lane, then ``answer(result)`` in the answer
+    lane and, meanwhile, ``housekeeping(result)`` in the table lane (neither when ``append``
+    returns None). ``append`` must await ``turn()`` before it commits, and only once its data
+    files are written (the next append starts then). Only one task drives the pipeline:
+    ``submit`` and ``drain`` are never called concurrently."""
 
     def __init__(
         self,
-        append: Callable[[P, Answered], Awaitable[R | None]],
+        append: Callable[[P, Turn], Awaitable[R | None]],
         answer: Callable[[R], Awaitable[None]],
         housekeeping: Callable[[R], Awaitable[None]],
     ) -> None:
@@ -53,67 +58,73 @@ class FlushPipeline(Generic[P, R]):
         self._housekeeping = housekeeping
         self._table_lane: asyncio.Task[None] | None = None
         self._written: asyncio.Future[None] | None = None
-        """Set once the newest append has written its data files (it waits to commit)."""
+        """Set once the newest append has written its data files (it waits for its turn)."""
+        self._appended: asyncio.Future[R | None] | None = None
+        """The newest append's outcome: the next one's turn comes once it is set."""
         self._appending: set[asyncio.Task[None]] = set()
         self._failed: BaseException | None = None
         """What an append task raised after the next one started (its housekeeping's error)."""
-        self._answer_lane: asyncio.Task[None] | None = None
+        self._answer_lanes: list[asyncio.Task[None]] = []
+        """The answer lanes of the newest batches, oldest first (at most two kept)."""
 
     async def submit(self, prepared: P) -> None:
-        """Start appending ``prepared`` once the table lane is free (waiting for it), and
-        answer it after. Raises what an earlier stage raised."""
-        await self._free_table_lane()
+        """Start appending ``prepared`` once the append before it has written its data files
+        and the batch before that is answered (waiting for both), and answer it after. Raises
+        what an earlier stage raised."""
+        await self._make_room()
         loop = asyncio.get_running_loop()
-        handoff: asyncio.Future[R | None] = loop.create_future()
+        appended: asyncio.Future[R | None] = loop.create_future()
         written: asyncio.Future[None] = loop.create_future()
-        previous = self._answer_lane
+        previous = self._appended
 
-        async def answered() -> None:
+        async def turn() -> None:
             if not written.done():
                 written.set_result(None)  # its files are written: the next append may start
             if previous is not None:
                 await asyncio.shield(previous)  # shielded: cancelling the append spares it
 
         lane = asyncio.create_task(
-            self._table_work(prepared, answered, handoff), name="lancequeue-append"
+            self._table_work(prepared, turn, appended), name="lancequeue-append"
         )
-        self._table_lane, self._written = lane, written
+        self._table_lane, self._written, self._appended = lane, written, appended
         self._appending.add(lane)
         lane.add_done_callback(self._ended)
-        self._answer_lane = asyncio.create_task(
-            self._answer_work(handoff, self._answer_lane), name="lancequeue-answer"
+        before = self._answer_lanes[-1] if self._answer_lanes else None
+        self._answer_lanes.append(
+            asyncio.create_task(self._answer_work(appended, before), name="lancequeue-answer")
         )
 
     async def drain(self) -> None:
         """Wait until every submitted batch is appended and answered. Raises what a stage
         raised."""
-        await self._free_table_lane()
+        await self._make_room()
         for lane in list(self._appending):
             await lane
-        if self._answer_lane is not None:
-            lane, self._answer_lane = self._answer_lane, None
-            await lane
+        lanes, self._answer_lanes = self._answer_lanes, []
+        for answering in lanes:
+            await answering
 
     async def abandon(self) -> None:
         """Wait for the running stages to end, logging rather than raising their errors (the
         caller is already failing)."""
-        for task in (*self._appending, self._table_lane, self._answer_lane):
+        for task in (*self._appending, self._table_lane, *self._answer_lanes):
             if task is None:
                 continue
             try:
                 await task
             except BaseException as exc:  # the caller's own error is the one that matters
                 logger.debug("flush stage ended with %s: %s", type(exc).__name__, exc)
-        self._table_lane = self._answer_lane = None
+        self._table_lane = None
+        self._answer_lanes = []
 
     def _ended(self, lane: asyncio.Task[None]) -> None:
         self._appending.discard(lane)
         if not lane.cancelled() and lane.exception() is not None and self._failed is None:
             self._failed = lane.exception()
 
-    async def _free_table_lane(self) -> None:
-        """Until the newest append has written its data files (or ended); raises what it
-        raised."""
+    async def _make_room(self) -> None:
+        """Until the newest append has written its data files (or ended) and the batch before
+        it is answered; raises what an earlier stage raised."""
         if self._table_lane is not None:
             lane, written = self._table_lane, self._written
             assert written is not None
@@ -123,27 +134,27 @@ class FlushPipeline(Generic[P, R]):
                 lane.result()  # raises an append's error promptly
         if self._failed is not None:
             raise self._failed
-        answering = self._answer_lane
-        if answering is not None and answering.done():
-            self._answer_lane = None
-            answering.result()  # raises an answer's error promptly
+        while len(self._answer_lanes) > 1:  # all but the newest batch's answers
+            await self._answer_lanes.pop(0)  # raises an answer's error
+        if self._answer_lanes and self._answer_lanes[-1].done():
+            self._answer_lanes.pop().result()  # raises an answer's error promptly
 
     async def _table_work(
-        self, prepared: P, answered: Answered, handoff: asyncio.Future[R | None]
+        self, prepared: P, turn: Turn, appended: asyncio.Future[R | None]
     ) -> None:
         try:
-            result = await self._append(prepared, answered)
+            result = await self._append(prepared, turn)
         except BaseException as exc:
-            handoff.set_exception(exc)
+            appended.set_exception(exc)
             raise
-        handoff.set_result(result)
+        appended.set_result(result)
         if result is not None:
             await self._housekeeping(result)
 
     async def _answer_work(
-        self, handoff: asyncio.Future[R | None], previous: asyncio.Task[None] | None
+        self, appended: asyncio.Future[R | None], previous: asyncio.Task[None] | None
     ) -> None:
-        waits: list[asyncio.Future[object]] = [handoff]  # type: ignore[list-item]
+        waits: list[asyncio.Future[object]] = [appended]  # type: ignore[list-item]
         if previous is not None:
             waits.append(previous)  # type: ignore[arg-type]
         outcomes = await asyncio.gather(*waits, return_exceptions=True)

@@ -31,7 +31,7 @@ from lancequeue.writer.faults import crash_point
 from lancequeue.writer.flush import BatchSettler, PreparedBatch, RetryPolicy, Settlement
 from lancequeue.writer.lease import Lease
 from lancequeue.writer.metrics import TableMetrics
-from lancequeue.writer.pipeline import Answered, FlushPipeline
+from lancequeue.writer.pipeline import FlushPipeline, Turn
 from lancequeue.writer.replies import Acknowledger
 from lancequeue.writer.retrying import Outage, until_done
 from lancequeue.writer.settings import WriterSettings
@@ -72,7 +72,7 @@ class Shutdown:
 class _Flushed:
     """A batch whose append returned: what to answer, and whether to compact after it."""
 
-    entries: list[Entry]
+    prepared: PreparedBatch
     settlement: Settlement
     compact_to_rows: int | None
 
@@ -332,13 +332,13 @@ class TableServer:
         self._clock.learn(claim.now_ms)
         return claim
 
-    async def _append(self, prepared: PreparedBatch, answered: Answered) -> _Flushed | None:
+    async def _append(self, prepared: PreparedBatch, turn: Turn) -> _Flushed | None:
         """The table lane's part of a flush: the append (None if this writer was replaced),
-        committed once the batches before it are answered."""
+        committed once the appends before it returned."""
         if self._shutdown.replaced:
             return None
         try:
-            settlement = await self._settler.land(prepared, answered)
+            settlement = await self._settler.land(prepared, turn)
         except WriterReplaced as exc:
             self._shutdown.replace(exc)
             return None
@@ -346,11 +346,12 @@ class TableServer:
         if settlement.commits:
             crash_point("after_commit")
             compact_to = self._compactor.due()
-        return _Flushed(prepared.entries, settlement, compact_to)
+        return _Flushed(prepared, settlement, compact_to)
 
     async def _answer(self, flushed: _Flushed) -> None:
         """The answer lane's part of a flush: the hook, then ack and answer."""
-        await self._answers.flushed(flushed.entries, flushed.settlement)
+        await self._answers.flushed(flushed.prepared.entries, flushed.settlement)
+        self._settler.answered(flushed.prepared)
         crash_point("after_ack")
 
     async def _after_append(self, flushed: _Flushed) -> None:

@@ -41,8 +41,9 @@ class Watermark:
     epoch: str
     last_id: str
     skipped: dict[str, Outcome] = field(default_factory=dict)
-    """Records at or below ``last_id`` of the last batch that are not in the table, by record
-    id, with the answer they got (``SKIPPED_SILENTLY`` for those acked unanswered)."""
+    """Records at or below ``last_id`` that are not in the table, by record id, with the
+    answer they got (``SKIPPED_SILENTLY`` for those acked unanswered): those of the commit's
+    batch, and of any batch before it not answered when it committed."""
 
     def covers(self, epoch: str, entry_id: bytes) -> bool:
         """Whether the entry was settled by the commits up to this watermark."""
