@@ -197,7 +197,7 @@ class ProducerCore(Generic[F]):
                 if args is None:
                     continue  # the deadline passed meanwhile
                 try:
-                    ids = yield Call(Op.ENQUEUE, (args,), sending.remaining_s())
+                    ids = yield Call(Op.ENQUEUE, (args,), sending.call_timeout_s())
                 except NotStarted as exc:
                     sending.unreachable(exc)
                     continue
@@ -221,7 +221,7 @@ class ProducerCore(Generic[F]):
                         # Subscribe, then try again at once: a flush between the last try and
                         # the subscription would otherwise be missed.
                         subscribed = True
-                        yield Call(Op.SUBSCRIBE, (), sending.remaining_s())
+                        yield Call(Op.SUBSCRIBE, (), sending.call_timeout_s())
                         continue
                     # The cap bounds a missed message and how long close() waits.
                     wait_s = min(
@@ -248,18 +248,18 @@ class ProducerCore(Generic[F]):
     def _connect(self, sending: Sending[F]) -> Steps:
         """Have the connection connected, and the config read if it is due (the writer's
         ``max_batch`` and the stream's epoch; naming an epoch if the stream has none)."""
-        yield Call(Op.CONNECT, (), sending.remaining_s())
+        yield Call(Op.CONNECT, (), sending.call_timeout_s())
         entries = self.outbox.entries
         if entries.config_stale(time.monotonic()):
             values = yield from self._read_config(sending)
             if entries.learn_config(values, 0.0):
-                yield Call(Op.SET_EPOCH, (entries.new_epoch(),), sending.remaining_s())
+                yield Call(Op.SET_EPOCH, (entries.new_epoch(),), sending.call_timeout_s())
                 values = yield from self._read_config(sending)
             entries.learn_config(values, time.monotonic())
 
     def _read_config(self, sending: Sending[F]) -> Generator[Call, Any, list[Any]]:
-        published = yield Call(Op.READ_CONFIG, (), sending.remaining_s())
-        epoch = yield Call(Op.READ_EPOCH, (), sending.remaining_s())
+        published = yield Call(Op.READ_CONFIG, (), sending.call_timeout_s())
+        epoch = yield Call(Op.READ_EPOCH, (), sending.call_timeout_s())
         return [*published, epoch]
 
     def _pause(self, sending: Sending[F], backoff: Backoff) -> Steps:

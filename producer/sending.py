@@ -72,6 +72,11 @@ def closed_unsent() -> ProducerClosed:
     )
 
 
+LEAST_CALL_WAIT_S = 0.1
+"""The least time a Redis call is given to answer, however near the records' deadline: a
+healthy Redis answers in milliseconds, so one that does not by then is taken as unreachable."""
+
+
 class Sending(Generic[F]):
     """One chunk of buffered records on its way into the stream; each keeps its deadline."""
 
@@ -119,6 +124,12 @@ class Sending(Generic[F]):
         if not self._unsent:
             return 0.0
         return max(0.0, self._earliest - time.monotonic())
+
+    def call_timeout_s(self) -> float:
+        """How long a Redis call made now may take: until the earliest deadline, but at least
+        ``LEAST_CALL_WAIT_S``, so that a call started just before it (a full queue's recheck)
+        gets its answer instead of being taken for a hung Redis."""
+        return max(self.remaining_s(), LEAST_CALL_WAIT_S)
 
     def expired(self) -> bool:
         return self._earliest <= time.monotonic()

@@ -33,6 +33,7 @@ from lancequeue.producer.calls import Call, Op, Steps
 from lancequeue.producer.core import ProducerCore
 from lancequeue.producer.futures import RecordFuture
 from lancequeue.producer.outgoing import Outgoing
+from lancequeue.producer.sending import LEAST_CALL_WAIT_S
 from lancequeue.producer.settings import ProducerSettings
 from tests.support import entry_records, record
 
@@ -199,6 +200,28 @@ def test_a_full_queue_makes_the_sender_wait_for_a_flush_and_records_fail_at_thei
         with pytest.raises(QueueFull):
             future.result(timeout=0)
     assert made.outstanding == 0
+
+
+def test_a_recheck_started_just_before_the_deadline_is_given_time_to_answer() -> None:
+    """Else a healthy Redis's answer that a full queue is still full, arriving a moment after
+    the deadline, would make the records fail as if Redis were unreachable."""
+    made = core(room_recheck_ms=50)
+    sender = Loop(made.sender())
+    futures = enqueue(made, [record(1)], 0.2)
+    sender.answer()
+    sender.connect()
+    assert sender.answer([]).op is Op.SUBSCRIBE  # the queue is full
+    assert sender.answer().op is Op.CONNECT
+    time.sleep(0.17)  # the next try starts about 30 ms before the deadline...
+    call = sender.connect()
+    assert call is not None and call.op is Op.ENQUEUE
+    assert call.timeout_s is not None and call.timeout_s >= LEAST_CALL_WAIT_S
+    time.sleep(0.05)  # ...and its answer comes after it, within the call's time
+    sender.answer([])
+    while sender.call is not None and sender.call.op is not Op.WAIT_BUFFERED:
+        sender.answer()
+    with pytest.raises(QueueFull):
+        futures[0].result(timeout=0)
 
 
 def test_a_send_whose_answer_was_lost_goes_again_with_the_same_numbers() -> None:
