@@ -90,8 +90,9 @@ def check_order(recorder: Recorder, numbers: list[int]) -> None:
     assert commits == sorted(commits)  # commits in submission order
     for n in numbers:
         assert at[("appended", n)] < at[("answer", n)]  # nothing answered before its append
-        if n > 0 and ("commit", n) in at:  # ...and each commits after the one before it ended
-            assert at[("appended", n - 1)] < at[("commit", n)], (n, recorder.events)
+        if ("commit", n) in at:  # ...and each commits after every one before it ended
+            for earlier in numbers[: numbers.index(n)]:
+                assert at[("appended", earlier)] < at[("commit", n)], (n, recorder.events)
         # The reader's bound: once a batch is handed over, the one before has written its
         # files and the one before that is answered; no third batch waits to commit.
         if n > 0:

@@ -227,6 +227,7 @@ class BatchSettler:
             if answer is not None and answer["error"] == "RecordRejected"
         )
         self._unanswered[prepared.number] = _skipped(result)
+        prepared.table = None  # written: the rows need not be held until the batch is answered
         return result
 
     def answered(self, prepared: PreparedBatch) -> None:

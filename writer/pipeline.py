@@ -144,6 +144,9 @@ class FlushPipeline(Generic[P, R]):
     ) -> None:
         try:
             result = await self._append(prepared, turn)
+            # An append that committed nothing (no data files) returns without its turn: it
+            # still ends after the one before, so the next one's turn never comes early.
+            await turn()
         except BaseException as exc:
             appended.set_exception(exc)
             raise
