@@ -35,7 +35,7 @@ from lancequeue.producer.futures import RecordFuture
 from lancequeue.producer.outgoing import Outgoing
 from lancequeue.producer.sending import LEAST_CALL_WAIT_S
 from lancequeue.producer.settings import ProducerSettings
-from tests.support import entry_records, record
+from tests.support import entry_records, record, wait_for
 
 Future = concurrent.futures.Future[None]
 EPOCH = b"0123456789abcdef0123456789abcdef"
@@ -207,16 +207,19 @@ def test_a_recheck_started_just_before_the_deadline_is_given_time_to_answer() ->
     the deadline, would make the records fail as if Redis were unreachable."""
     made = core(room_recheck_ms=50)
     sender = Loop(made.sender())
-    futures = enqueue(made, [record(1)], 0.2)
+    deadline = time.monotonic() + 0.3  # the record's is a moment later
+    futures = enqueue(made, [record(1)], 0.3)
     sender.answer()
     sender.connect()
     assert sender.answer([]).op is Op.SUBSCRIBE  # the queue is full
     assert sender.answer().op is Op.CONNECT
-    time.sleep(0.17)  # the next try starts about 30 ms before the deadline...
+    # The next try starts less than LEAST_CALL_WAIT_S before the deadline...
+    wait_for(lambda: deadline - time.monotonic() < LEAST_CALL_WAIT_S * 0.8, 5, "the try's time")
     call = sender.connect()
     assert call is not None and call.op is Op.ENQUEUE
     assert call.timeout_s is not None and call.timeout_s >= LEAST_CALL_WAIT_S
-    time.sleep(0.05)  # ...and its answer comes after it, within the call's time
+    # ...and its answer comes after the deadline, within the call's time.
+    wait_for(lambda: time.monotonic() > deadline + 0.01, 5, "the records' deadline")
     sender.answer([])
     while sender.call is not None and sender.call.op is not Op.WAIT_BUFFERED:
         sender.answer()
@@ -278,7 +281,7 @@ def test_a_buffered_record_the_sender_cannot_take_fails_at_its_own_deadline() ->
     abandoner = Loop(made.abandoner())
     call = abandoner.call
     assert call is not None and call.op is Op.WAIT_DUE and 0 < call.args[0] <= 0.05
-    time.sleep(call.args[0])
+    time.sleep(call.args[0])  # the wait the driver would make
     abandoner.answer()
     assert isinstance(future.exception(timeout=0), WriteTimeout)
     assert len(made.buffer) == 0

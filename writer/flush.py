@@ -226,7 +226,8 @@ class BatchSettler:
             for answer in result.answers.values()
             if answer is not None and answer["error"] == "RecordRejected"
         )
-        self._unanswered[prepared.number] = _skipped(result)
+        if prepared.number not in self._unanswered:  # no commit, or a failed one
+            self._unanswered[prepared.number] = _skipped(result)
         prepared.table = None  # written: the rows need not be held until the batch is answered
         return result
 
@@ -261,14 +262,18 @@ class BatchSettler:
     async def _commit(self, prepared: PreparedBatch, written: _Written, result: Settlement) -> None:
         """One commit of everything written, with the watermark of the whole batch: by now
         every record of it is written or has its answer."""
+        # Before the commit only the records not written have answers: what it lists of its
+        # own batch, and what the batch's entry among the unanswered stays if it succeeds.
+        skipped = _skipped(result)
         earlier = list(self._unanswered.values())  # landed before this one, not answered
-        watermark = _watermark(prepared.epoch, prepared.entries, result, earlier)
+        watermark = _watermark(prepared.epoch, prepared.entries, [*earlier, skipped])
         outcome = await self._with_retries(
             lambda: self._sink.commit(written.fragments, written.count, watermark), written.count
         )
         if isinstance(outcome, BaseException):
             self._fail(written.rows, result, outcome)
             return
+        self._unanswered[prepared.number] = skipped
         result.landed.extend(written.rows)
         result.commits += 1
         for entry in written.rows:
@@ -334,16 +339,14 @@ class _Written:
         self.count += count
 
 
-def _watermark(
-    epoch: str, entries: list[Entry], result: Settlement, earlier: list[dict[str, Outcome]]
-) -> Watermark:
+def _watermark(epoch: str, entries: list[Entry], unanswered: list[dict[str, Outcome]]) -> Watermark:
     """The watermark of a commit that settles the batch ``entries`` (in stream order): each
     entry up to its last is in this or an earlier commit, or listed with the answer it got
-    instead; the ``earlier`` batches not answered yet list theirs too."""
+    instead, in ``unanswered`` (this batch's, and those of the batches before it not answered
+    yet)."""
     skipped: dict[str, Outcome] = {}
-    for batch in earlier:
+    for batch in unanswered:
         skipped.update(batch)
-    skipped.update(_skipped(result))
     return Watermark(epoch, entries[-1].entry_id.decode(), skipped)
 
 

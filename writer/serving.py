@@ -28,7 +28,7 @@ from lancequeue.writer.coalesce import Coalescer
 from lancequeue.writer.compaction import CompactionPolicy, Compactor
 from lancequeue.writer.entries import Entry, arrived_ms, read_entries, record_count
 from lancequeue.writer.faults import crash_point
-from lancequeue.writer.flush import BatchSettler, PreparedBatch, RetryPolicy, Settlement
+from lancequeue.writer.flush import BatchSettler, PreparedBatch, RetryPolicy
 from lancequeue.writer.lease import Lease
 from lancequeue.writer.metrics import TableMetrics
 from lancequeue.writer.pipeline import FlushPipeline, Turn
@@ -73,7 +73,7 @@ class _Flushed:
     """A batch whose append returned: what to answer, and whether to compact after it."""
 
     prepared: PreparedBatch
-    settlement: Settlement
+    """The batch; its ``result`` says what became of its entries."""
     compact_to_rows: int | None
 
 
@@ -346,11 +346,11 @@ class TableServer:
         if settlement.commits:
             crash_point("after_commit")
             compact_to = self._compactor.due()
-        return _Flushed(prepared, settlement, compact_to)
+        return _Flushed(prepared, compact_to)
 
     async def _answer(self, flushed: _Flushed) -> None:
         """The answer lane's part of a flush: the hook, then ack and answer."""
-        await self._answers.flushed(flushed.prepared.entries, flushed.settlement)
+        await self._answers.flushed(flushed.prepared.entries, flushed.prepared.result)
         self._settler.answered(flushed.prepared)
         crash_point("after_ack")
 
