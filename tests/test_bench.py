@@ -96,6 +96,9 @@ def test_producers_can_run_the_plain_loop_a_user_writes_first(tmp_path: Path, pa
     assert done.returncode == 0, done.stdout + done.stderr
     result = json.loads(out.read_text())["systems"]["lancequeue"]
     assert result["check"]["ok"] and result["records"] == 400
+    # one record in 16 is timed, of every producer: latencies come from that sample
+    assert result["latency"]["count"] == 2 * len(range(0, 200, 16))
+    assert 0 < result["latency"]["p50_ms"] <= result["latency"]["p99_ms"]
     assert "a plain loop of" in done.stdout and "per record: producers" in done.stdout
 
 
