@@ -191,6 +191,17 @@ async def _send_async_loop(
     return sent
 
 
+def _await_in_turn(futures: list[concurrent.futures.Future[None]], timeout_s: float) -> None:
+    """Wait for each future in turn, as a user's loop of ``future.result()`` does (not
+    ``concurrent.futures.wait``, which takes every future's lock and hooks a waiter on each)."""
+    deadline = time.monotonic() + timeout_s
+    for future in futures:
+        try:
+            future.exception(timeout=max(0.0, deadline - time.monotonic()))
+        except concurrent.futures.TimeoutError:
+            return
+
+
 def _answered(futures: list[Any]) -> Any:
     """Which futures are done, as a boolean array."""
     return np.fromiter((future.done() for future in futures), dtype=bool, count=len(futures))
@@ -303,7 +314,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             cpu_at_go = _cpu_s()
             if args.pattern == "loop":
                 sent = _send_loop(producer, records)
-                concurrent.futures.wait(sent["futures"], args.timeout_s)
+                _await_in_turn(sent["futures"], args.timeout_s)
             else:
                 sent = _send(producer, records, args.chunk, args.rate)
             sent["all_resolved"].wait(args.timeout_s)
