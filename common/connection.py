@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 
 from lancequeue.common import embedded_redis
-from lancequeue.common.errors import LancequeueError
+from lancequeue.common.errors import RedisUnavailable
 
 ENV_REDIS_URL = "LANCEQUEUE_REDIS"
 ENV_DATA_DIR = "LANCEQUEUE_DATA_DIR"
@@ -23,10 +23,12 @@ def default_data_dir() -> Path:
 
 
 def resolve_redis_url(
-    redis_url: str | None, data_dir: Path | str | None = None, start_embedded: bool = True
+    redis_url: str | None, data_dir: Path | str | None = None, start_embedded: bool = False
 ) -> str:
     """The Redis URL to use: ``redis_url``, else ``$LANCEQUEUE_REDIS``, else the embedded server
-    of ``data_dir`` (started if it is not running and ``start_embedded``)."""
+    of ``data_dir``. Only the writer, the demo and ``lancequeue redis start`` start that server
+    (``start_embedded``); any other process raises :class:`RedisUnavailable` at once if it is
+    not running, naming the remedies, rather than send into a Redis nobody reads."""
     if redis_url:
         return redis_url
     from_env = os.environ.get(ENV_REDIS_URL)
@@ -36,5 +38,14 @@ def resolve_redis_url(
     if start_embedded:
         return embedded_redis.ensure_running(directory)
     if not embedded_redis.is_running(directory):
-        raise LancequeueError(f"no Redis URL given and no embedded Redis runs for {directory}")
+        raise RedisUnavailable(no_redis_message(directory))
     return embedded_redis.url_for(directory)
+
+
+def no_redis_message(directory: Path) -> str:
+    """What a process with no Redis URL and no embedded server running is told."""
+    return (
+        f"no Redis URL given (--redis, redis_url= or ${ENV_REDIS_URL}) and no embedded Redis "
+        f"runs for data directory {directory}: set a Redis URL, or start the writer (which "
+        f"starts the embedded Redis) or `lancequeue redis start --data-dir {directory}` first"
+    )

@@ -61,7 +61,9 @@ class OutcomeUnknown(LancequeueError, TimeoutError):
 class RedisUnavailable(LancequeueError, ConnectionError):
     """Redis refused the enqueue (read-only replica, out of memory, no permission, bad
     credentials): nothing was added. A lost connection is retried until the record's deadline
-    instead, and ends in ``WriteTimeout`` if Redis stays unreachable."""
+    instead, and ends in ``WriteTimeout`` if Redis stays unreachable. Also raised when a
+    producer is made with no Redis URL while no embedded server runs for its data
+    directory: a producer never starts one."""
 
     retriable = True
 

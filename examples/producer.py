@@ -3,7 +3,8 @@ table and reports how fast they were acknowledged.
 
     LANCEQUEUE_REDIS=redis://localhost:6379 python examples/producer.py --table docs --count 1000
 
-With no Redis URL it uses the embedded server of the data directory, like the writer.
+With no Redis URL it uses the embedded server of the data directory, which the writer starts
+(a producer never starts one: it fails at once if none is running).
 """
 
 from __future__ import annotations

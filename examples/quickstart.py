@@ -37,6 +37,12 @@ def main() -> None:
         [*LANCEQUEUE, "writer", "--table", "docs", "--data-dir", str(data_dir)]
     )
     try:
+        # The writer starts the embedded Redis; producers use it, never start one.
+        deadline = time.monotonic() + 60
+        while not embedded_redis.is_running(data_dir):
+            if writer.poll() is not None or time.monotonic() > deadline:
+                sys.exit("the writer did not start the embedded Redis")
+            time.sleep(0.1)
         started = time.perf_counter()
         producers = [
             subprocess.Popen(

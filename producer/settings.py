@@ -17,7 +17,9 @@ class ProducerSettings:
     table: str
     """The LanceDB table the records go to (one stream per table)."""
     redis_url: str | None = field(default=None, repr=False)  # may hold a password
-    """Redis URL; None means ``$LANCEQUEUE_REDIS``, else the embedded server of ``data_dir``."""
+    """Redis URL; None means ``$LANCEQUEUE_REDIS``, else the embedded server of ``data_dir``,
+    which must be running (the writer starts it): a producer never starts a server, and raises
+    ``RedisUnavailable`` at once, naming the remedies, if none runs."""
     data_dir: Path | str | None = None
     """Data directory of the embedded Redis server; None means the default data directory."""
     timeout_ms: int = 60_000

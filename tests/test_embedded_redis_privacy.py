@@ -70,7 +70,11 @@ def _secret_record(secret: str) -> dict[str, object]:
     return {"id": 1, "text": secret, "vector": np.zeros(8, dtype=np.float32)}
 
 
-def _enqueue(data_dir: Path, secret: str) -> None:
+def _enqueue(data_dir: Path, secret: str, start: bool = False) -> None:
+    """Enqueue a record through the embedded server, started first as the writer does if
+    ``start`` (a producer never starts one)."""
+    if start:
+        embedded_redis.ensure_running(data_dir)
     with Producer("docs", data_dir=data_dir) as producer:  # no writer: the record waits
         producer.enqueue_many([_secret_record(secret)])
         producer.close(timeout=0)
@@ -101,7 +105,7 @@ def test_under_umask_022_everything_the_embedded_server_writes_is_owner_only(
     data_dir = tmp_path / "data"
     secret = f"secret-{uuid.uuid4().hex}"
     try:
-        _enqueue(data_dir, secret)
+        _enqueue(data_dir, secret, start=True)
         wait_for(lambda: _aof_holds(data_dir / "redis", secret), 10, "the record in the AOF")
         assert _wider_than_owner(data_dir) == {}
         assert stat.S_IMODE(data_dir.stat().st_mode) == 0o700
@@ -124,7 +128,7 @@ def test_a_second_local_user_cannot_read_the_data_directory_or_the_aof(
     data_dir = home / "data"
     secret = f"secret-{uuid.uuid4().hex}"
     try:
-        _enqueue(data_dir, secret)
+        _enqueue(data_dir, secret, start=True)
         wait_for(lambda: _aof_holds(data_dir / "redis", secret), 10, "the record in the AOF")
         targets = _everything_under(data_dir)
         assert any(p.name.startswith("appendonly") for p in targets)
@@ -142,7 +146,7 @@ def test_files_left_readable_by_an_older_version_are_narrowed_at_the_next_start(
 ) -> None:
     data_dir = tmp_path / "data"
     try:
-        _enqueue(data_dir, "kept")
+        _enqueue(data_dir, "kept", start=True)
         data_dir.chmod(0o755)
         embedded_redis.ensure_running(data_dir)  # a running server: its directory is narrowed
         assert stat.S_IMODE(data_dir.stat().st_mode) == 0o700

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import signal
@@ -18,8 +19,10 @@ import pytest
 import redis
 
 from lancequeue.common import embedded_redis
-from lancequeue.producer import Producer
+from lancequeue.common.errors import RedisUnavailable
+from lancequeue.producer import AsyncProducer, Producer
 from tests.support import (
+    CLI,
     KEYS,
     WriterProcess,
     cli_env,
@@ -186,6 +189,42 @@ def test_with_no_redis_url_writer_and_producers_share_an_embedded_redis_that_out
     finally:
         writer.close()
         embedded_redis.stop(data_dir)
+
+
+def test_a_producer_with_no_redis_url_and_no_embedded_server_fails_at_once_and_starts_none(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No URL anywhere and no writer started: a producer must not start a Redis of its own
+    (one nobody reads), but say so at once, naming both remedies."""
+    monkeypatch.delenv("LANCEQUEUE_REDIS", raising=False)
+    data_dir = tmp_path / "data"
+    remedies = ("LANCEQUEUE_REDIS", "--redis", "start the writer", "lancequeue redis start")
+    try:
+        with pytest.raises(RedisUnavailable) as sync_refused:
+            Producer("docs", data_dir=data_dir)
+
+        async def start_async() -> None:
+            async with AsyncProducer("docs", data_dir=data_dir) as producer:
+                await producer.enqueue(record(1))
+
+        with pytest.raises(RedisUnavailable) as async_refused:
+            asyncio.run(start_async())
+        done = subprocess.run(
+            [*CLI, "produce", "--table", "docs", "--data-dir", str(data_dir)],
+            input="",
+            capture_output=True,
+            text=True,
+            env=cli_env(),
+            timeout=120,
+        )
+        for said in (str(sync_refused.value), str(async_refused.value), done.stderr):
+            assert all(remedy in said for remedy in remedies), said
+            assert str(data_dir) in said
+        assert done.returncode == 1 and "Traceback" not in done.stderr
+        assert not data_dir.exists()  # no server, no AOF, not even the directory
+        assert not embedded_redis.is_running(data_dir)
+    finally:
+        embedded_redis.stop(data_dir)  # what a producer that did start one left running
 
 
 def test_produce_command_writes_json_lines_and_reports_what_was_rejected(

@@ -96,7 +96,7 @@ class Writer:
         url: str | None = None
         try:
             url = await asyncio.to_thread(
-                resolve_redis_url, settings.redis_url, settings.resolved_data_dir
+                resolve_redis_url, settings.redis_url, settings.resolved_data_dir, True
             )
             cluster = await is_cluster_url_async(url)
             redis = async_client(url, cluster)

@@ -20,6 +20,7 @@ import lancedb
 import numpy as np
 import redis
 
+from lancequeue.common import embedded_redis
 from lancequeue.common.bench_latency import latency_summary_ms
 from lancequeue.common.bench_records import DEFAULT_SEED, DEFAULT_TEXT_BYTES, make_records
 from lancequeue.common.connection import (
@@ -77,7 +78,9 @@ def demo_command(
         raise click.BadParameter("--producers, --records and --dim must be positive")
     directory = data_dir or default_data_dir()
     try:
-        url = resolve_redis_url(redis_url, directory)
+        # the embedded server, unless --redis: started here unless it runs, and then stopped
+        started_here = redis_url is None and not embedded_redis.is_running(directory)
+        url = resolve_redis_url(redis_url, directory, start_embedded=True)
     except LancequeueError as exc:
         raise click.ClickException(str(exc)) from exc
     db_dir = directory / "demo-db"
@@ -89,10 +92,14 @@ def demo_command(
         raise click.ClickException(str(exc)) from exc
     finally:
         shutil.rmtree(work, ignore_errors=True)
+        if started_here:
+            embedded_redis.stop(directory)
     click.echo(_format(summary))
-    if url.startswith("unix://") and redis_url is None:
+    if started_here:
+        click.echo("\nThe embedded Redis server the demo started is stopped again.")
+    elif redis_url is None:
         click.echo(
-            f"\nThe embedded Redis server keeps running for the next process; "
+            f"\nThe embedded Redis server was running before the demo and keeps running; "
             f"`lancequeue redis stop --data-dir {directory}` stops it."
         )
 
