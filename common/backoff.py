@@ -1,21 +1,31 @@
-"""Bounded exponential backoff for reconnecting to Redis."""
+"""Bounded exponential backoff with full jitter, for reconnecting to Redis."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+from redis.backoff import FullJitterBackoff
 
 
 @dataclass
 class Backoff:
-    """Delays that double from ``initial_s`` up to ``max_s``; ``reset()`` after a success."""
+    """Reconnection delays with full jitter (redis-py's ``FullJitterBackoff``): the n-th delay
+    after a failure is drawn uniformly between 0 and a ceiling that doubles from ``initial_s``
+    up to ``max_s``, so processes that lost Redis together do not come back in lockstep.
+    ``reset()`` after a success."""
 
     initial_s: float = 0.05
     max_s: float = 5.0
-    _next_s: float = 0.0
+    _failures: int = 0
+    _jitter: FullJitterBackoff = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self._jitter = FullJitterBackoff(cap=self.max_s, base=self.initial_s)
 
     def next_delay(self) -> float:
-        self._next_s = self.initial_s if self._next_s == 0.0 else min(self._next_s * 2, self.max_s)
-        return self._next_s
+        delay = self._jitter.compute(self._failures)
+        self._failures += 1
+        return delay
 
     def reset(self) -> None:
-        self._next_s = 0.0
+        self._failures = 0
