@@ -112,8 +112,15 @@ def writer_process(
     """Start ``lancequeue writer`` subprocesses; killed at teardown if still running."""
     started: list[WriterProcess] = []
 
-    def start(*args: str, table: str = "docs") -> WriterProcess:
-        env = cli_env(LANCEQUEUE_REDIS=redis_url, LANCEQUEUE_DB=db_uri, LANCEQUEUE_TABLE=table)
+    def start(
+        *args: str, table: str = "docs", env_extra: dict[str, str] | None = None
+    ) -> WriterProcess:
+        env = cli_env(
+            LANCEQUEUE_REDIS=redis_url,
+            LANCEQUEUE_DB=db_uri,
+            LANCEQUEUE_TABLE=table,
+            **(env_extra or {}),
+        )
         process = WriterProcess(list(args), tmp_path / f"writer-{len(started)}.log", env)
         started.append(process)
         return process

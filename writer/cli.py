@@ -40,8 +40,11 @@ def settings_options(command: Callable[..., Any]) -> Callable[..., Any]:
         flag = settings_field.metadata["flag"]
         default = defaults[settings_field.name].default
         required = default is dataclasses.MISSING
+        flag_only = isinstance(default, bool)
         click_type: Any = (
-            click.INT
+            click.BOOL
+            if flag_only
+            else click.INT
             if isinstance(default, int)
             else click.FLOAT
             if isinstance(default, float)
@@ -54,12 +57,13 @@ def settings_options(command: Callable[..., Any]) -> Callable[..., Any]:
             flag,
             settings_field.name,
             type=click_type,
+            is_flag=flag_only,
             multiple=many or pairs,
             callback=_storage_options if pairs else None,
             envvar=env_var(flag),
             required=False,  # checked in writer_command: --check needs only --table
             default=() if many or pairs else (None if required else default),
-            show_default=not required and default is not None,
+            show_default=not required and default is not None and not flag_only,
             show_envvar=True,
             help=settings_field.metadata["help"]
             + (
@@ -188,7 +192,8 @@ async def _run_until_signalled(writers: list[Writer]) -> None:
         signal.signal(signum, on_signal)
     # A writer that ends before any signal (replaced, misconfigured, crashed) stops the others
     # too, and the process exits 1, so a supervisor restarts all of them.
-    running = {asyncio.ensure_future(writer.run()) for writer in writers}
+    writer_of = {asyncio.ensure_future(writer.run()): writer for writer in writers}
+    running = set(writer_of)
     failed = False
     while running:
         done, running = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
@@ -200,8 +205,8 @@ async def _run_until_signalled(writers: list[Writer]) -> None:
                 failed = True
             elif error is not None:
                 crash = error
-            elif signals_seen == 0:
-                failed = True  # it returned without being asked to stop
+            elif signals_seen == 0 and not writer_of[task].settings.burst:
+                failed = True  # it returned without being asked to stop (or its queue empty)
         if failed and running:
             logger.error("a writer stopped on its own: stopping the other tables' writers too")
             stop_all()

@@ -204,6 +204,7 @@ class TableServer:
         next_claim_at = time.monotonic() + self._claim_interval_s
         outage = Outage(f"table {self.keys.table!r}: reading the stream")
         read_lost = False
+        burst = self.settings.burst
         last_read = "0"  # the last entry read; everything up to it is in hand or settled
         topped_up = False  # the batch due in hand had its read that does not wait
         while not stopping.is_set():
@@ -222,6 +223,7 @@ class TableServer:
                     logger.info("replaying entries left pending by a replaced writer")
                     await self._replay_pending()
                 continue
+            drained = False
             try:
                 if read_lost:
                     # A read whose reply was lost still delivered its entries to this consumer:
@@ -232,10 +234,12 @@ class TableServer:
                     )
                     read_lost = bool(entries)
                 else:
-                    # A batch due by its window takes what else is waiting, without waiting.
-                    block_ms = None if top_up else coalescer.block_ms()
+                    # A batch due by its window takes what else is waiting, without waiting;
+                    # so does every read of a burst, which ends once one finds nothing.
+                    block_ms = None if top_up or burst else coalescer.block_ms()
                     entries = await group.read_new(coalescer.room, block_ms, coalescer.room_bytes)
                     topped_up = top_up
+                    drained = burst and not entries
                 outage.succeeded()
             except WriterReplaced as exc:
                 self._shutdown.replace(exc)
@@ -251,6 +255,12 @@ class TableServer:
             if entries:
                 last_read = entries[-1][0].decode()
                 coalescer.add(entries, self._waited_s(entries[0]))
+            elif drained:
+                if not len(coalescer):
+                    logger.info("burst: the queue of table %r is empty", self.keys.table)
+                    break
+                await self._flush(coalescer.take())  # nothing more is waiting: no window
+                topped_up = False
         if len(coalescer) and not self._shutdown.replaced:
             logger.info("stopping: flushing %d records in hand", len(coalescer))
         while len(coalescer) and not self._shutdown.replaced:

@@ -218,6 +218,15 @@ class WriterSettings:
         ),
     )
 
+    burst: bool = field(
+        default=False,
+        metadata=_option(
+            "--burst",
+            "Serve until the table's queue is empty (records earlier writers left pending "
+            "included), then flush, answer and exit 0: for batch jobs and tests.",
+        ),
+    )
+
     def __post_init__(self) -> None:
         check_table_name(self.table)
         if self.redis_url is not None:

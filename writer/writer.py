@@ -85,7 +85,8 @@ class Writer:
     # -- lifecycle ---------------------------------------------------------------------------
 
     async def run(self) -> None:
-        """Serve until ``stop()``: on return, every record read was flushed, acked and answered.
+        """Serve until ``stop()`` (or, with ``burst``, until the queue is empty): on return,
+        every record read was flushed, acked and answered.
 
         Raises ``WriterReplaced`` if another writer took the table over while this one stalled.
         """
