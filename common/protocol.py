@@ -94,6 +94,10 @@ enqueue script also bounds its count of the inbox's records by it)."""
 CONFIG_COLUMNAR_BATCH = "columnar_batch"
 """Config hash field of a writer that reads columnar entries: its ``max_batch`` again. The
 Python producer sends columnar entries of up to this many records, and none without it."""
+CONFIG_WRITER_UNTIL = "writer_until_ms"
+"""Config hash field: until when (Redis time, ms) the writer holding the lease has renewed it;
+deleted when it stops. A producer finding it missing or past warns that no writer serves the
+table."""
 CONFIG_PROTOCOL = "protocol"
 """Config hash field: the highest entry version the writer reads (``HIGHEST_VERSION``). The
 Python producer sends entries of version 3 once it is 3 or more."""

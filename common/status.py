@@ -15,9 +15,10 @@ import redis
 from rich.console import Console
 from rich.table import Table
 
-from lancequeue.common.cli_options import connection_options
+from lancequeue.common.cli_options import connection_options_any_table
 from lancequeue.common.connection import resolve_redis_url
-from lancequeue.common.keys import GROUP, TableKeys
+from lancequeue.common.errors import ConfigError
+from lancequeue.common.keys import GROUP, NAMESPACE, TableKeys, check_table_name
 from lancequeue.common.redis_client import COMMAND_FAILURES, REDIS_FAILURES, SyncRedis, sync_client
 
 
@@ -67,6 +68,34 @@ def read_status(client: SyncRedis, table: str) -> dict[str, Any]:
         "table_rows": number("table_rows"),
         "table_version": number("table_version"),
     }
+
+
+def known_tables(client: SyncRedis) -> list[str]:
+    """The tables this Redis holds keys of (a config hash, a stream or an inbox), sorted."""
+    found: set[str] = set()
+    for kind in ("config", "stream", "inbox"):
+        for key in client.scan_iter(match=f"{NAMESPACE}:{{*}}:{kind}", count=1000):
+            name = key.decode(errors="replace") if isinstance(key, bytes) else str(key)
+            with contextlib.suppress(ConfigError):  # not one of ours after all
+                found.add(check_table_name(name[len(NAMESPACE) + 2 : -(len(kind) + 2)]))
+    return sorted(found)
+
+
+def tables_table(statuses: list[dict[str, Any]]) -> Table:
+    """One line per table: its queue, its writer, what it wrote."""
+    shown = Table(title="lancequeue: tables")
+    for column in ("table", "queue depth", "pending", "writer", "rows written"):
+        shown.add_column(column)
+    for status in statuses:
+        alive = "alive" if status["writer_alive"] else "not running"
+        shown.add_row(
+            status["table"],
+            str(status["queue_depth"]),
+            str(status["pending"]),
+            f"{alive} ({status['writer'] or '-'})",
+            "-" if status["rows_written"] is None else str(status["rows_written"]),
+        )
+    return shown
 
 
 def _when(ms: int | None) -> str:
@@ -122,7 +151,7 @@ def format_status(status: dict[str, Any], width: int = 100) -> str:
 
 
 @click.command("status")
-@connection_options
+@connection_options_any_table
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 @click.option(
     "--watch",
@@ -134,27 +163,55 @@ def format_status(status: dict[str, Any], width: int = 100) -> str:
     help="Refresh every this many seconds (2 if given no value) until Ctrl-C.",
 )
 def status_command(
-    table: str, redis_url: str | None, data_dir: Path | None, as_json: bool, watch_s: float | None
+    table: str | None,
+    redis_url: str | None,
+    data_dir: Path | None,
+    as_json: bool,
+    watch_s: float | None,
 ) -> None:
-    """Show a table's queue depth, pending entries, writer and progress."""
+    """Show a table's queue depth, pending entries, writer and progress; with no --table, one
+    line for each table Redis holds. Exits 1 if no live writer serves the table (with no
+    --table: any of them), 0 if one does."""
     if watch_s is not None and watch_s <= 0:
         raise click.BadParameter("--watch must be a positive number of seconds")
+    if watch_s is not None and table is None:
+        raise click.UsageError("--watch needs --table")
     try:
         url = resolve_redis_url(redis_url, data_dir, start_embedded=False)
         with sync_client(url) as client:
-            if watch_s is None:
+            if table is None:
+                served = _list_tables(client, as_json)
+            elif watch_s is None:
                 status = read_status(client, table)
                 if as_json:
                     click.echo(json.dumps(status, indent=2))
                 else:
                     _print_table(status)
+                served = status["writer_alive"]
+                if not served:
+                    click.echo(f"no writer is serving table {table!r}", err=True)
+            else:
+                with contextlib.suppress(KeyboardInterrupt):
+                    while True:
+                        _refresh(client, table, as_json)
+                        time.sleep(watch_s)  # the refresh period
                 return
-            with contextlib.suppress(KeyboardInterrupt):
-                while True:
-                    _refresh(client, table, as_json)
-                    time.sleep(watch_s)  # the refresh period
     except COMMAND_FAILURES as exc:
         raise click.ClickException(str(exc)) from exc
+    if not served:
+        sys.exit(1)
+
+
+def _list_tables(client: SyncRedis, as_json: bool) -> bool:
+    """Print every table's status line; whether a live writer serves any of them."""
+    statuses = [read_status(client, name) for name in known_tables(client)]
+    if as_json:
+        click.echo(json.dumps(statuses, indent=2))
+    elif statuses:
+        Console().print(tables_table(statuses))
+    else:
+        click.echo("no lancequeue table in this Redis", err=True)
+    return any(status["writer_alive"] for status in statuses)
 
 
 def _refresh(client: SyncRedis, table: str, as_json: bool) -> None:

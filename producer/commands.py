@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from lancequeue.common.protocol import CONFIG_WRITER_UNTIL
 from lancequeue.producer.calls import Op
 from lancequeue.producer.core import ProducerCore
 
@@ -27,6 +28,9 @@ def redis_commands(
     return {
         Op.READ_CONFIG: lambda: _hgets(sender(), keys.config, outbox.entries.config_fields),
         Op.READ_EPOCH: lambda: sender().get(keys.epoch),
+        # Not pipelined: a cluster client cannot pipeline TIME.
+        Op.READ_WRITER: lambda: sender().hget(keys.config, CONFIG_WRITER_UNTIL),
+        Op.REDIS_TIME: lambda: sender().time(),
         Op.SET_EPOCH: lambda epoch: sender().setnx(keys.epoch, epoch),
         Op.ENQUEUE: lambda args: enqueue_script()(keys=outbox.entries.script_keys, args=args),
         Op.DROP_REPLY: lambda message: replies().lrem(outbox.inflight_key, 1, message),

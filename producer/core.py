@@ -25,6 +25,7 @@ from lancequeue.common.errors import LancequeueError, ProducerClosed
 from lancequeue.common.redis_client import REDIS_FAILURES
 from lancequeue.producer.buffer import SendBuffer
 from lancequeue.producer.calls import REPLY_BLOCK_S, Call, NotStarted, Op, Steps
+from lancequeue.producer.liveness import no_writer_warning, writer_live
 from lancequeue.producer.outbox import ABANDON_ATTEMPT_S, Outbox
 from lancequeue.producer.outgoing import F, Outgoing
 from lancequeue.producer.sending import (
@@ -70,6 +71,7 @@ class ProducerCore(Generic[F]):
         self.keys = self.outbox.keys
         self.ok = resolve_ok
         self.fail = resolve_error
+        self._writer_checked = False  # whether a writer serves the table was looked at
         self.closing = False
         """Set by ``close()``: the sender sends what is buffered, then stops; a send that
         meets a full queue or an unreachable Redis goes on trying until ``close_deadline``,
@@ -256,6 +258,12 @@ class ProducerCore(Generic[F]):
                 yield Call(Op.SET_EPOCH, (entries.new_epoch(),), sending.call_timeout_s())
                 values = yield from self._read_config(sending)
             entries.learn_config(values, time.monotonic())
+        if not self._writer_checked:
+            until = yield Call(Op.READ_WRITER, (), sending.call_timeout_s())
+            now = yield Call(Op.REDIS_TIME, (), sending.call_timeout_s())
+            self._writer_checked = True
+            if not writer_live(until, now):
+                logger.warning("%s", no_writer_warning(self.keys.table))
 
     def _read_config(self, sending: Sending[F]) -> Generator[Call, Any, list[Any]]:
         published = yield Call(Op.READ_CONFIG, (), sending.call_timeout_s())

@@ -53,6 +53,11 @@ def core(**settings: Any) -> ProducerCore[Future]:
     return ProducerCore(ProducerSettings("docs", **settings), ok, fail)
 
 
+CONFIG_READS = (Op.READ_CONFIG, Op.READ_EPOCH, Op.READ_WRITER, Op.REDIS_TIME)
+LIVE_UNTIL, REDIS_TIME = b"2000000000000", (1_000_000_000, 0)
+"""``writer_until_ms`` far past Redis ``TIME``: a writer serves the table."""
+
+
 class Loop:
     """Runs one of the core's loops call by call, as a driver would."""
 
@@ -78,11 +83,18 @@ class Loop:
         self, max_batch: bytes | None = b"128", protocol: bytes | None = b"3"
     ) -> Call | None:
         """Answer the connection and the config reads that follow it (``columnar_batch`` and
-        ``protocol`` of the config hash, then the epoch)."""
+        ``protocol`` of the config hash, the epoch, and once a live writer)."""
         assert self.call is not None and self.call.op is Op.CONNECT
         self.answer()
-        while self.call is not None and self.call.op in (Op.READ_CONFIG, Op.READ_EPOCH):
-            self.answer([max_batch, protocol] if self.call.op is Op.READ_CONFIG else EPOCH)
+        while self.call is not None and self.call.op in CONFIG_READS:
+            if self.call.op is Op.READ_CONFIG:
+                self.answer([max_batch, protocol])
+            elif self.call.op is Op.READ_WRITER:
+                self.answer(LIVE_UNTIL)
+            elif self.call.op is Op.REDIS_TIME:
+                self.answer(REDIS_TIME)
+            else:
+                self.answer(EPOCH)
         return self.call
 
 

@@ -23,6 +23,7 @@ from redis.exceptions import AuthenticationError, NoPermissionError
 
 from lancequeue.common.errors import WriterReplaced
 from lancequeue.common.keys import TableKeys
+from lancequeue.common.protocol import CONFIG_WRITER_UNTIL
 from lancequeue.common.redis_client import REDIS_FAILURES, AsyncRedis
 from lancequeue.common.redis_tls import tls_error
 from lancequeue.writer.retrying import Outage
@@ -74,6 +75,11 @@ end
     + """
 redis.call('HSET', KEYS[3], 'heartbeat_at_ms', ARGV[3])
 if #ARGV >= 5 then redis.call('HSET', KEYS[4], unpack(ARGV, 4)) end
+local now = redis.call('TIME')
+local until_ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000) + ARGV[2]
+redis.call('HSET', KEYS[4], '"""
+    + CONFIG_WRITER_UNTIL
+    + """', string.format('%d', until_ms))
 if holder then
   return 1
 end
@@ -81,13 +87,20 @@ return 2
 """
 )
 """KEYS: stream, lease, status hash, config hash. Extend the lease (retake it if it vanished
-and is free) and publish the writer's settings again."""
-_RELEASE = """
+and is free) and publish the writer's settings again, with until when it holds the lease."""
+_RELEASE = (
+    """
 if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('HDEL', KEYS[2], '"""
+    + CONFIG_WRITER_UNTIL
+    + """')
   return redis.call('DEL', KEYS[1])
 end
 return 0
 """
+)
+"""KEYS: lease, config hash. Give the lease up if this writer holds it; producers then see
+no writer serving the table."""
 
 
 class Renewal(enum.Enum):
@@ -210,4 +223,4 @@ class Lease:
         return value.decode() if isinstance(value, bytes) else value
 
     async def release(self) -> None:
-        await self._release(keys=[self._keys.lease], args=[self.value])
+        await self._release(keys=[self._keys.lease, self._keys.config], args=[self.value])

@@ -194,13 +194,17 @@ class Writer:
 
     async def _renew(self, lease: Lease, stop: asyncio.Event) -> None:
         """Renew the lease every quarter of its expiry (and publish the settings again), until
-        ``stop``; a lease another writer holds now stops this one."""
+        ``stop``; a lease another writer holds now stops this one. The first renewal is at
+        once, so producers see a writer serving the table from its start."""
+        first = True
         while True:
-            try:
-                await asyncio.wait_for(stop.wait(), lease.renew_interval_s)
-                return
-            except asyncio.TimeoutError:
-                pass
+            if not first:
+                try:
+                    await asyncio.wait_for(stop.wait(), lease.renew_interval_s)
+                    return
+                except asyncio.TimeoutError:
+                    pass
+            first = False
             try:
                 state = await lease.renew()
             except REDIS_FAILURES as exc:
