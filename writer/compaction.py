@@ -126,8 +126,10 @@ class Compactor:
         keep_versions: int,
         stopping: Callable[[], bool],
         on_replaced: Callable[[WriterReplaced], None],
+        on_compacted: Callable[[], None] = lambda: None,
     ) -> None:
         self._policy = policy
+        self._on_compacted = on_compacted
         self._sink = sink
         self._unit_rows = unit_rows
         self._keep_versions = keep_versions
@@ -168,6 +170,7 @@ class Compactor:
                 rows = await self._sink.compact(target, self._keep_versions, MAX_FRAGMENT_ROWS)
                 if rows is None:
                     return  # nothing merged: the next append looks again
+                self._on_compacted()
                 target = compaction_target(rows, self._unit_rows, self._policy.fanout)
         except WriterReplaced as exc:
             self._on_replaced(exc)

@@ -126,6 +126,7 @@ class TableServer:
             settings.keep_versions,
             lambda: shutdown.requested.is_set(),
             shutdown.replace,
+            lambda: self._answers.summary.add({"compactions": 1}),
         )
         self._pipeline: FlushPipeline[PreparedBatch, _Flushed] = FlushPipeline(
             self._append, self._answer, self._after_append

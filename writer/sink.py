@@ -358,7 +358,7 @@ class TableSink:
         cleaned = dataset.cleanup_old_versions(
             retain_versions=retain, error_if_tagged_old_versions=False
         )
-        logger.info(
+        logger.debug(  # routine upkeep: counted in the writer's periodic summary
             "compacted %r: %d fragments into %d (version %d); removed %d old versions",
             self.name,
             metrics.fragments_removed,

@@ -19,11 +19,15 @@ class Summary:
         """Count one acknowledgement's increments (``batches``, ``rows``, ``append_ms``...)."""
         self._totals.update(increments)
 
-    def line(self) -> str:
-        """What happened since the last line (or the start), and start counting anew."""
+    def line(self) -> str | None:
+        """What happened since the last line (or the start), and start counting anew; None if
+        nothing did (an idle writer logs nothing)."""
         now = self._clock()
         elapsed_s = max(now - self._since, 1e-9)
         totals = self._totals
+        if not any(totals.values()):
+            self._since = now
+            return None
         batches = totals["batches"]
         mean_append = f"{totals['append_ms'] / batches:.1f} ms" if batches else "-"
         text = (
@@ -31,7 +35,7 @@ class Summary:
             f"({totals['rows'] / elapsed_s:,.0f} rows/s, mean append {mean_append}); "
             f"rejected {totals['rejected']:,}, failed {totals['failed']:,}, "
             f"expired {totals['expired']:,}, duplicates dropped {totals['duplicates']:,}, "
-            f"recovered {totals['recovered']:,}"
+            f"recovered {totals['recovered']:,}; compactions {totals['compactions']:,}"
         )
         self._totals = Counter()
         self._since = now

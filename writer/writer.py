@@ -234,12 +234,14 @@ class Writer:
 
 
 async def _log_summaries(summary: Summary, interval_s: int, table: str) -> None:
-    """Every ``interval_s``, one log line of what the writer did meanwhile."""
+    """Every ``interval_s``, one log line of what the writer did meanwhile, if anything."""
     if not interval_s:
         return
     while True:
         await asyncio.sleep(interval_s)  # a reporting period, not a synchronisation
-        logger.info("table %r: %s", table, summary.line())
+        line = summary.line()
+        if line is not None:
+            logger.info("table %r: %s", table, line)
 
 
 def _resolve_hook(hook: str | Callable[..., Any] | None) -> Callable[..., Any] | None:
