@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import secrets
 import time
 
 import numpy as np
@@ -23,11 +24,18 @@ def main() -> None:
     parser.add_argument("--table", default=os.environ.get("LANCEQUEUE_TABLE", "docs"))
     parser.add_argument("--count", type=int, default=1000, help="records to write")
     parser.add_argument("--dim", type=int, default=384, help="vector dimension")
-    parser.add_argument("--first-id", type=int, default=0, help="id of the first record")
+    parser.add_argument(
+        "--first-id",
+        type=int,
+        default=None,
+        help="id of the first record (default: a random block of ids, so that several copies "
+        "of this program, such as compose's replicas, write distinct ids)",
+    )
     parser.add_argument("--batch", type=int, default=256, help="records sent together")
     parser.add_argument("--data-dir", default=None, help="embedded Redis data directory")
     args = parser.parse_args()
-
+    if args.first_id is None:
+        args.first_id = secrets.randbits(31) * 1_000_000  # blocks of a million ids
     rng = np.random.default_rng(args.first_id)
     started = time.perf_counter()
     with Producer(args.table, data_dir=args.data_dir) as producer:

@@ -16,7 +16,7 @@ from typing import Any
 from lancequeue.writer.bench.errors import BenchError
 from lancequeue.writer.bench.processes import vm_hwm_bytes
 
-BENCH_EXTRA_HINT = "pip install 'lancequeue[bench]'"
+BENCH_EXTRA_HINT = "pip install '.[bench]' from a lancequeue checkout"
 """How to install what the benchmark needs beyond lancequeue itself."""
 
 
