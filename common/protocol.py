@@ -94,6 +94,11 @@ enqueue script also bounds its count of the inbox's records by it)."""
 CONFIG_COLUMNAR_BATCH = "columnar_batch"
 """Config hash field of a writer that reads columnar entries: its ``max_batch`` again. The
 Python producer sends columnar entries of up to this many records, and none without it."""
+CONFIG_COLUMNS = "columns"
+"""Config hash field: the table's columns and what each holds, as a JSON object mapping each
+column name to one of ``COLUMN_KINDS``, published once the table exists. ``lancequeue
+produce`` types CSV cells by it instead of guessing."""
+COLUMN_KINDS = ("string", "integer", "number", "boolean", "list", "other")
 CONFIG_WRITER_UNTIL = "writer_until_ms"
 """Config hash field: until when (Redis time, ms) the writer holding the lease has renewed it;
 deleted when it stops. A producer finding it missing or past warns that no writer serves the

@@ -3,6 +3,7 @@ wait until they are written."""
 
 from __future__ import annotations
 
+import json
 import sys
 import time
 from collections import deque
@@ -14,9 +15,13 @@ from pathlib import Path
 import click
 
 from lancequeue.common.cli_options import connection_options
+from lancequeue.common.connection import resolve_redis_url
 from lancequeue.common.errors import LancequeueError, RecordRejected
+from lancequeue.common.keys import TableKeys
+from lancequeue.common.protocol import CONFIG_COLUMNS
+from lancequeue.common.redis_client import COMMAND_FAILURES, sync_client
 from lancequeue.producer.producer import Producer
-from lancequeue.producer.sources import FORMATS, Item, file_format, read_items
+from lancequeue.producer.sources import FORMATS, Columns, Item, file_format, read_items
 
 _SHOWN_REASONS = 5
 _PROGRESS_EVERY_S = 0.5
@@ -58,9 +63,26 @@ def _chunks(items: Iterator[Item], size: int) -> Iterator[list[Item]]:
         yield chunk
 
 
-def _all_items(paths: tuple[str, ...], forced: str | None) -> Iterator[Item]:
+def _all_items(
+    paths: tuple[str, ...], forced: str | None, columns: Columns | None
+) -> Iterator[Item]:
     for path in paths:
-        yield from read_items(path, file_format(path, forced))
+        yield from read_items(path, file_format(path, forced), columns)
+
+
+def published_columns(table: str, redis_url: str | None, data_dir: Path | None) -> Columns | None:
+    """What each column of ``table`` holds, as its writer published it once the table existed;
+    None if it was not (a table that does not exist yet: CSV cells are typed by guessing)."""
+    url = resolve_redis_url(redis_url, data_dir)
+    with sync_client(url) as client:
+        raw = client.hget(TableKeys(table).config, CONFIG_COLUMNS)
+    try:
+        kinds = json.loads(raw) if raw else None
+    except ValueError:
+        return None
+    if not isinstance(kinds, dict) or not all(isinstance(v, str) for v in kinds.values()):
+        return None
+    return kinds
 
 
 @click.command("produce")
@@ -119,8 +141,15 @@ def produce_command(
         made = Producer(table, redis_url=redis_url, data_dir=data_dir)
     except LancequeueError as exc:  # a bad URL, table name or certificate: one line
         raise click.ClickException(str(exc)) from exc
+    columns = None
+    if any(file_format(path, forced_format) == "csv" for path in paths):
+        try:  # CSV cells typed by the table's columns, if it exists
+            columns = published_columns(table, redis_url, data_dir)
+        except COMMAND_FAILURES as exc:
+            made.close(timeout=0)
+            raise click.ClickException(f"reading the table's columns: {exc}") from exc
     with made as producer:
-        for chunk in _chunks(_all_items(paths, forced_format), batch):
+        for chunk in _chunks(_all_items(paths, forced_format, columns), batch):
             sendable = [item for _, item in chunk if not isinstance(item, RecordRejected)]
             futures = iter(producer.enqueue_many(sendable, timeout))
             in_flight.append(

@@ -13,7 +13,7 @@ import itertools
 import json
 import re
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -48,26 +48,35 @@ def file_format(path: str, forced: str | None) -> str:
     return found
 
 
-def read_items(path: str, kind: str) -> Iterator[Item]:
+Columns = Mapping[str, str]
+"""What each column of the table holds (``COLUMN_KINDS``), as its writer publishes it."""
+
+
+def read_items(path: str, kind: str, columns: Columns | None = None) -> Iterator[Item]:
     """The entries of one file (or standard input for "-") in the given format; if the file
     cannot be read on (not UTF-8, not CSV, not Parquet...), a last ``RecordRejected`` says why
-    and where, and the next file is read."""
+    and where, and the next file is read. ``columns`` types CSV cells by the table's columns;
+    columns it does not name are typed by their cells."""
     where = "<stdin>" if path == "-" else path
     try:
-        yield from _read(path, kind)
+        yield from _read(path, kind, columns or {})
     except (OSError, UnicodeDecodeError, csv.Error, ValueError) as exc:  # pyarrow's too
         yield where, RecordRejected(f"cannot read on: {type(exc).__name__}: {exc}")
 
 
-def _read(path: str, kind: str) -> Iterator[Item]:
+def _read(path: str, kind: str, columns: Columns) -> Iterator[Item]:
     if kind == "parquet":
         yield from _parquet(path)
         return
     if path == "-":
-        yield from (_jsonl if kind == "jsonl" else _csv)("<stdin>", sys.stdin)
+        yield from _text_items(kind, "<stdin>", sys.stdin, columns)
         return
     with open(path, newline="", encoding="utf-8") as handle:
-        yield from (_jsonl if kind == "jsonl" else _csv)(path, handle)
+        yield from _text_items(kind, path, handle, columns)
+
+
+def _text_items(kind: str, name: str, lines: Any, columns: Columns) -> Iterator[Item]:
+    return _jsonl(name, lines) if kind == "jsonl" else _csv(name, lines, columns)
 
 
 def _jsonl(name: str, lines: Any) -> Iterator[Item]:
@@ -80,11 +89,13 @@ def _jsonl(name: str, lines: Any) -> Iterator[Item]:
             yield f"{name}:{number}", RecordRejected(f"not JSON: {exc}")
 
 
-def _csv(name: str, lines: Any) -> Iterator[Item]:
-    """Rows as records, a header row naming the columns. Each column gets one type, from its
-    first ``CSV_SAMPLE_ROWS`` rows: integers, numbers, JSON lists (vectors: ``"[0.1, 0.2]"``)
-    if every cell there reads as one, else text (so ``02134`` or ``nan`` stay text). An empty
-    cell is null; a later cell that does not read as its column's type rejects its row."""
+def _csv(name: str, lines: Any, kinds: Columns) -> Iterator[Item]:
+    """Rows as records, a header row naming the columns. Each column gets one type: the
+    table's (``kinds``: a text column's ``12345`` stays text), else, for a table that does
+    not exist yet, one from its first ``CSV_SAMPLE_ROWS`` rows: integers, numbers, JSON lists
+    (vectors: ``"[0.1, 0.2]"``) if every cell there reads as one, else text (so ``02134`` or
+    ``nan`` stay text). An empty cell is null; a cell that does not read as its column's type
+    rejects its row."""
     reader = csv.DictReader(lines)
     sample: list[tuple[str, dict[str, Any]]] = []
     for row in reader:
@@ -92,7 +103,11 @@ def _csv(name: str, lines: Any) -> Iterator[Item]:
         if len(sample) == CSV_SAMPLE_ROWS:
             break
     columns = list(reader.fieldnames or [])
-    parsers = {column: _column_parser([row.get(column) for _, row in sample]) for column in columns}
+    parsers = {
+        column: _TYPED.get(kinds.get(column, ""))
+        or _column_parser([row.get(column) for _, row in sample])
+        for column in columns
+    }
     rest = ((f"{name}:{reader.line_num}", row) for row in reader)
     for where, row in itertools.chain(sample, rest):
         if None in row or any(value is None for value in row.values()):
@@ -119,7 +134,7 @@ def _column_parser(cells: list[str | None]) -> Parser:
         return _parse_with(float, _NUMBER, "a number")
     if present and all(cell.startswith("[") for cell in present):
         return _parse_list
-    return lambda _, text: text if text != "" else None
+    return _parse_text
 
 
 def _parse_with(convert: Callable[[str], Any], pattern: re.Pattern[str], what: str) -> Parser:
@@ -143,6 +158,32 @@ def _parse_list(column: str, text: str) -> Any:
     if not isinstance(value, list):
         raise ValueError(f"column {column!r} holds JSON lists, not {text[:40]!r}")
     return value
+
+
+def _parse_boolean(column: str, text: str) -> Any:
+    if text == "":
+        return None
+    found = _BOOLEANS.get(text.strip().lower())
+    if found is None:
+        raise ValueError(f"column {column!r} holds true or false, not {text[:40]!r}")
+    return found
+
+
+_BOOLEANS = {"true": True, "false": False, "1": True, "0": False}
+
+
+def _parse_text(_: str, text: str) -> Any:
+    return text if text != "" else None
+
+
+_TYPED: dict[str, Parser] = {
+    "string": _parse_text,
+    "integer": _parse_with(int, _INTEGER, "an integer"),
+    "number": _parse_with(float, _NUMBER, "a number"),
+    "boolean": _parse_boolean,
+    "list": _parse_list,
+}
+"""Parsers of the columns whose kind the table says (others are typed by their cells)."""
 
 
 def _parquet(path: str) -> Iterator[Item]:

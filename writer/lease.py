@@ -124,18 +124,22 @@ class Lease:
         keys: TableKeys,
         consumer: str,
         ttl_ms: int,
-        published: dict[str, int] | None = None,
+        published: dict[str, int | str] | None = None,
     ) -> None:
         self._redis = redis
         self._keys = keys
         self.consumer = consumer
         self.ttl_ms = ttl_ms
         self.token = 0
-        self._published = published or {}
+        self._published: dict[str, int | str] = dict(published or {})
         self._acquire = redis.register_script(_ACQUIRE)
         self._raise_token = redis.register_script(_RAISE_TOKEN)
         self._renew = redis.register_script(_RENEW)
         self._release = redis.register_script(_RELEASE)
+
+    def publish(self, field: str, value: int | str) -> None:
+        """Publish ``field`` in the config hash too, from the next renewal on."""
+        self._published[field] = value
 
     @property
     def renew_interval_s(self) -> float:

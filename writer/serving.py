@@ -21,10 +21,12 @@ from redis.exceptions import AuthenticationError, NoPermissionError
 
 from lancequeue.common.errors import WriterReplaced
 from lancequeue.common.keys import TableKeys
+from lancequeue.common.protocol import CONFIG_COLUMNS
 from lancequeue.common.redis_client import REDIS_FAILURES, AsyncRedis
 from lancequeue.writer.answering import Answerer, OnFlushed, RedisClock, table_status
 from lancequeue.writer.claims import BatchClaim, Claimer, Ranges
 from lancequeue.writer.coalesce import Coalescer
+from lancequeue.writer.column_kinds import column_kinds
 from lancequeue.writer.compaction import CompactionPolicy, Compactor
 from lancequeue.writer.entries import Entry, arrived_ms, read_entries, record_count
 from lancequeue.writer.faults import crash_point
@@ -35,6 +37,7 @@ from lancequeue.writer.pipeline import FlushPipeline, Turn
 from lancequeue.writer.replies import Acknowledger
 from lancequeue.writer.retrying import Outage, until_done
 from lancequeue.writer.settings import WriterSettings
+from lancequeue.writer.shutdown import Shutdown
 from lancequeue.writer.sink import TableSink
 from lancequeue.writer.stream_group import RawEntry, StreamGroup
 from lancequeue.writer.summary import Summary
@@ -47,25 +50,6 @@ _CLAIM_EVERY_RENEWALS = 10
 _ISOLATE_AFTER_DELIVERIES = 3
 """An entry read this often without being settled may be what kills the writer: it is written
 in a batch of its own, so its batch-mates land before it is tried."""
-
-
-class Shutdown:
-    """Whether the writer is asked to stop, and whether because another writer replaced it."""
-
-    def __init__(self) -> None:
-        self.requested = asyncio.Event()
-        self.replaced = False
-
-    def request(self) -> None:
-        self.requested.set()
-
-    def replace(self, exc: WriterReplaced) -> None:
-        """Another writer holds the table: stop at once, without flushing (what this writer
-        holds stays pending, for the new one)."""
-        if not self.replaced:
-            logger.error("%s; stopping without flushing", exc)
-        self.replaced = True
-        self.requested.set()
 
 
 @dataclass
@@ -101,6 +85,7 @@ class TableServer:
         table: what they committed and did not answer is answered from it."""
         self._shutdown = shutdown
         self._claimer = Claimer(redis, group.keys, lease.value, settings.lease_ms)
+        self._lease = lease
         self._clock = RedisClock()
         self._answers = Answerer(
             Acknowledger(
@@ -128,6 +113,10 @@ class TableServer:
             shutdown.replace,
             lambda: self._answers.summary.add({"compactions": 1}),
         )
+        self._columns: str | None = None  # as published, once the table exists
+        if sink.schema is not None:
+            self._columns = column_kinds(sink.schema)
+            lease.publish(CONFIG_COLUMNS, self._columns)
         self._pipeline: FlushPipeline[PreparedBatch, _Flushed] = FlushPipeline(
             self._append, self._answer, self._after_append
         )
@@ -366,7 +355,11 @@ class TableServer:
         crash_point("after_ack")
 
     async def _after_append(self, flushed: _Flushed) -> None:
-        """Housekeeping after an append: start a compaction if one is due."""
+        """Housekeeping after an append: publish the columns of a table it created (for
+        ``produce`` to type CSV cells by), start a compaction if one is due."""
+        if self._columns is None and (schema := self.sink.schema) is not None:
+            self._columns = column_kinds(schema)
+            self._lease.publish(CONFIG_COLUMNS, self._columns)
         if flushed.compact_to_rows is not None:
             self._compactor.start(flushed.compact_to_rows)
 

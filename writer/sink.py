@@ -231,6 +231,11 @@ class TableSink:
         return watermark
 
     @property
+    def schema(self) -> pa.Schema | None:
+        """The table's schema; None while the table does not exist."""
+        return None if self._dataset is None else self._dataset.schema
+
+    @property
     def ready(self) -> bool:
         """Whether the table exists (else the first batch's records define it)."""
         return self._builder is not None

@@ -41,8 +41,9 @@ from lancequeue.writer.lease import Lease, Renewal
 from lancequeue.writer.loading import load_object
 from lancequeue.writer.metrics import TableMetrics, WriterMetrics
 from lancequeue.writer.retrying import RedisGaveUp
-from lancequeue.writer.serving import Shutdown, TableServer
+from lancequeue.writer.serving import TableServer
 from lancequeue.writer.settings import WriterSettings
+from lancequeue.writer.shutdown import Shutdown
 from lancequeue.writer.sink import resolve_schema
 from lancequeue.writer.summary import Summary
 
@@ -109,7 +110,7 @@ class Writer:
                     own_metrics = WriterMetrics()
                     metrics = own_metrics.table(settings.table, url, cluster)
                     own_metrics.serve(settings.metrics_host, settings.metrics_port)
-                published = {
+                published: dict[str, int | str] = {
                     CONFIG_MAX_QUEUE_SIZE: settings.max_queue_size,
                     CONFIG_MAX_BATCH: settings.max_batch,
                     CONFIG_COLUMNAR_BATCH: settings.max_batch,
