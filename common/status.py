@@ -35,9 +35,11 @@ def read_status(client: SyncRedis, table: str) -> dict[str, Any]:
         pipe.get(keys.inboxed)
         entries, writer_raw, alive, dead, queued, waiting, inboxed = pipe.execute()
     try:
-        pending = int(client.xpending(keys.stream, GROUP)["pending"])
+        summary: Any = client.xpending(keys.stream, GROUP)
     except redis.ResponseError:  # no group yet: no writer ever ran
-        pending = 0
+        summary = {"pending": 0}
+    pending = int(summary["pending"])
+    oldest = summary.get("min") if pending else None
     writer = {k.decode(): v.decode() for k, v in writer_raw.items()}
 
     def number(name: str) -> int | None:
@@ -51,6 +53,8 @@ def read_status(client: SyncRedis, table: str) -> dict[str, Any]:
         + (max(int(waiting), _count(inboxed)) if waiting else 0),
         "queue_entries": int(entries) + int(waiting),
         "pending": pending,
+        # the oldest entry read and not acked: its id's time (Redis's, when it entered the stream)
+        "oldest_pending_ms": _id_ms(oldest),
         "writer_alive": bool(alive),
         "writer_state": writer.get("state"),
         "writer": writer.get("consumer"),
@@ -105,6 +109,10 @@ def _when(ms: int | None) -> str:
     return f"{stamp} ({time.time() - ms / 1000:.1f}s ago)"
 
 
+def _age(ms: int | None) -> str:
+    return "-" if ms is None else f"{max(0.0, time.time() - ms / 1000):.1f}s old"
+
+
 def _mean_append(status: dict[str, Any]) -> str | None:
     """Mean time a batch took to write and commit, from the writer's counters."""
     if not status["batches"] or status["append_ms"] is None:
@@ -117,10 +125,12 @@ def _rows(status: dict[str, Any]) -> list[tuple[str, object]]:
     return [
         ("queue depth", status["queue_depth"]),
         ("pending (read, not acked)", status["pending"]),
+        ("oldest pending", _age(status["oldest_pending_ms"])),
         ("writer", f"{alive} ({status['writer'] or '-'})"),
         ("writer since", _when(status["writer_since_ms"])),
         ("last flush", _when(status["last_flush_at_ms"])),
         ("batches / rows written", f"{status['batches']} / {status['rows_written']}"),
+        *([("rows/s", status["rows_per_s"])] if "rows_per_s" in status else []),
         ("mean append", _mean_append(status)),
         (
             "rejected / failed / expired",
@@ -191,9 +201,10 @@ def status_command(
                 if not served:
                     click.echo(f"no writer is serving table {table!r}", err=True)
             else:
+                rate = _Rate()
                 with contextlib.suppress(KeyboardInterrupt):
                     while True:
-                        _refresh(client, table, as_json)
+                        _refresh(client, table, as_json, rate)
                         time.sleep(watch_s)  # the refresh period
                 return
     except COMMAND_FAILURES as exc:
@@ -214,14 +225,30 @@ def _list_tables(client: SyncRedis, as_json: bool) -> bool:
     return any(status["writer_alive"] for status in statuses)
 
 
-def _refresh(client: SyncRedis, table: str, as_json: bool) -> None:
-    """One refresh of ``--watch``: the table redrawn (on a terminal), or one JSON line; a Redis
-    error is shown and the next refresh tries again."""
+class _Rate:
+    """Rows written per second between two refreshes of ``--watch``."""
+
+    def __init__(self) -> None:
+        self._last: tuple[float, int] | None = None
+
+    def update(self, status: dict[str, Any]) -> None:
+        now, rows = time.monotonic(), status["rows_written"]
+        last, self._last = self._last, (now, rows) if rows is not None else None
+        status["rows_per_s"] = None
+        if last is not None and rows is not None and now > last[0]:
+            status["rows_per_s"] = round(max(0, rows - last[1]) / (now - last[0]), 1)
+
+
+def _refresh(client: SyncRedis, table: str, as_json: bool, rate: _Rate) -> None:
+    """One refresh of ``--watch``: the table redrawn (on a terminal), or one JSON line, with the
+    rows written per second since the refresh before; a Redis error is shown and the next
+    refresh tries again."""
     try:
         status = read_status(client, table)
     except REDIS_FAILURES as exc:
         click.echo(f"{time.strftime('%H:%M:%S')} Redis: {exc}", err=True)
         return
+    rate.update(status)
     if as_json:
         click.echo(json.dumps(status))
         return
@@ -232,6 +259,16 @@ def _refresh(client: SyncRedis, table: str, as_json: bool) -> None:
 
 def _print_table(status: dict[str, Any]) -> None:
     Console().print(status_table(status))
+
+
+def _id_ms(entry_id: bytes | str | None) -> int | None:
+    if entry_id is None:
+        return None
+    text = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
+    try:
+        return int(text.split("-")[0])
+    except ValueError:
+        return None
 
 
 def _count(raw: bytes | None) -> int:

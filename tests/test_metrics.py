@@ -29,15 +29,15 @@ from tests.support import (
 )
 
 
-def _scrape(port: int) -> dict[str, float]:
-    """Every sample of ``/metrics`` for table ``docs``, by sample name."""
+def _scrape(port: int, table: str | None = "docs") -> dict[str, float]:
+    """Every sample of ``/metrics`` for ``table`` (None: those without a table), by name."""
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
         text = response.read().decode()
     return {
         sample.name: sample.value
         for family in text_string_to_metric_families(text)
         for sample in family.samples
-        if sample.labels.get("table") == "docs" and "le" not in sample.labels
+        if sample.labels.get("table") == table and "le" not in sample.labels
     }
 
 
@@ -63,6 +63,10 @@ async def test_the_writer_serves_counts_latencies_queue_and_lease_of_its_table(
     assert metrics["lancequeue_lease_held"] == 1
     assert metrics["lancequeue_queue_depth"] == 0 and metrics["lancequeue_pending"] == 0
     assert metrics["lancequeue_oldest_pending_age_seconds"] == 0
+    assert not [name for name in metrics if name.endswith("_created")]
+    process = await asyncio.to_thread(_scrape, port, None)  # the usual process_* series
+    assert process["process_resident_memory_bytes"] > 0 and process["process_open_fds"] > 0
+    assert "process_cpu_seconds_total" in process and "python_info" in process
 
 
 def _other_address() -> str:

@@ -314,10 +314,12 @@ def test_status_command_prints_a_table_and_json(
     assert status["table_rows"] == 10 and status["queue_depth"] == 0
     done = run_cli("status", "--table", "docs", env=cli_env(LANCEQUEUE_REDIS=redis_url))
     assert "queue depth" in done.stdout and "alive" in done.stdout
+    assert "oldest pending" in done.stdout
     writer.signal(signal.SIGTERM)
     assert writer.wait() == 0
     done = run_cli("status", "--table", "docs", "--redis", redis_url, "--json")
     assert json.loads(done.stdout)["writer_alive"] is False
+    assert done.returncode == 1 and "no writer is serving table 'docs'" in done.stderr
 
 
 def test_status_watch_refreshes_until_ctrl_c(
@@ -337,9 +339,11 @@ def test_status_watch_refreshes_until_ctrl_c(
             assert watching.stdout is not None
             first = json.loads(watching.stdout.readline())
             producer.write_many([record(i) for i in range(5)], timeout=60)
-            while json.loads(watching.stdout.readline())["rows_written"] != 5:
+            while (line := json.loads(watching.stdout.readline()))["rows_written"] != 5:
                 pass  # each line is one refresh; it shows the rows once they are written
-            assert first["writer_alive"] is True
+            assert first["writer_alive"] is True and first["rows_per_s"] is None
+            assert line["rows_per_s"] > 0  # the rows written since the refresh before
+            assert line["oldest_pending_ms"] is None  # nothing read and not acked
             watching.send_signal(signal.SIGINT)
             assert watching.wait(30) == 0
         finally:

@@ -14,8 +14,17 @@ from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 import redis
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    PlatformCollector,
+    ProcessCollector,
+    start_http_server,
+)
 from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 
 from lancequeue.common.errors import ConfigError
@@ -81,6 +90,12 @@ class WriterMetrics:
         )
         self._queues = _QueueCollector()
         self.registry.register(self._queues)
+        # The process's memory, CPU and open files (process_*, python_info): the usual series.
+        ProcessCollector(registry=self.registry)
+        PlatformCollector(registry=self.registry)
+        self.served = CollectorRegistry()
+        """What ``/metrics`` shows: the registry without its ``_created`` series."""
+        self.served.register(_WithoutCreated(self.registry))
         self._server: Any = None
 
     def table(self, table: str, redis_url: str, cluster: bool) -> TableMetrics:
@@ -100,7 +115,7 @@ class WriterMetrics:
         machine only; 0.0.0.0: every interface). Raises ``ConfigError`` if that address
         cannot be served (not this machine's, or the port is taken)."""
         try:
-            self._server, _ = start_http_server(port, host, registry=self.registry)
+            self._server, _ = start_http_server(port, host, registry=self.served)
         except OSError as exc:
             raise ConfigError(f"cannot serve metrics on {host}:{port}: {exc}") from exc
 
@@ -147,6 +162,19 @@ class TableMetrics:
             self._flush_seconds.observe(increments.get("append_ms", 0) / 1000)
         for arrived in arrived_ms:
             self._ack_seconds.observe(max(0.0, (now_ms - arrived) / 1000))
+
+
+class _WithoutCreated(Collector):
+    """The metrics of ``registry`` without the ``_created`` sample of each counter and
+    histogram (when it was made: noise to every dashboard), for this registry alone."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self._registry = registry
+
+    def collect(self) -> Iterator[Metric]:
+        for family in self._registry.collect():
+            family.samples = [s for s in family.samples if not s.name.endswith("_created")]
+            yield family
 
 
 class _QueueCollector(Collector):
