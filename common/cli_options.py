@@ -8,7 +8,7 @@ from typing import Any, TypeVar
 
 import click
 
-from lancequeue.common.connection import ENV_DATA_DIR, ENV_REDIS_URL
+from lancequeue.common.connection import DATA_DIR_DEFAULT, ENV_DATA_DIR, ENV_REDIS_URL
 
 C = TypeVar("C", bound=Callable[..., Any])
 
@@ -46,7 +46,7 @@ def _connection_options(command: C, table_required: bool) -> C:
                 type=click.Path(path_type=Path),
                 envvar=ENV_DATA_DIR,
                 show_envvar=True,
-                help="Data directory of the embedded Redis server.",
+                help=f"Data directory of the embedded Redis server. {DATA_DIR_DEFAULT}",
             ),
         ]
     ):

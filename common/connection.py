@@ -10,6 +10,8 @@ from lancequeue.common.errors import RedisUnavailable
 
 ENV_REDIS_URL = "LANCEQUEUE_REDIS"
 ENV_DATA_DIR = "LANCEQUEUE_DATA_DIR"
+DATA_DIR_DEFAULT = "Default: ~/.local/share/lancequeue ($XDG_DATA_HOME/lancequeue)."
+"""How every command's help states ``--data-dir``'s default (``default_data_dir``)."""
 
 
 def default_data_dir() -> Path:

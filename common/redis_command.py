@@ -9,14 +9,15 @@ from pathlib import Path
 import click
 
 from lancequeue.common import embedded_redis
-from lancequeue.common.connection import ENV_DATA_DIR, default_data_dir
+from lancequeue.common.connection import DATA_DIR_DEFAULT, ENV_DATA_DIR, default_data_dir
 from lancequeue.common.errors import LancequeueError
 
 _data_dir_option = click.option(
     "--data-dir",
     type=click.Path(path_type=Path),
     envvar=ENV_DATA_DIR,
-    help="Data directory of the embedded Redis server. Default: ~/.local/share/lancequeue.",
+    show_envvar=True,
+    help=f"Data directory of the embedded Redis server. {DATA_DIR_DEFAULT}",
 )
 
 

@@ -104,10 +104,10 @@ def published_columns(table: str, redis_url: str | None, data_dir: Path | None) 
     help="Batches in flight at once: the next is sent while earlier ones are being written.",
 )
 @click.option(
-    "--timeout",
-    default=60.0,
+    "--timeout-ms",
+    default=60_000,
     show_default=True,
-    help="Seconds each record may take to reach the table (its deadline).",
+    help="Milliseconds each record may take to reach the table (its deadline).",
 )
 def produce_command(
     files: tuple[str, ...],
@@ -117,14 +117,15 @@ def produce_command(
     forced_format: str | None,
     batch: int,
     concurrency: int,
-    timeout: float,
+    timeout_ms: int,
 ) -> None:
     """Send records from FILES (default: standard input) and report how many were written,
     rejected (with the first few reasons) or failed. JSON Lines: one object per line; CSV: a
     header row, vectors as JSON lists ("[0.1, 0.2]"); Parquet: read a row batch at a time.
     Exits 1 unless every record was written."""
-    if batch < 1 or concurrency < 1:
-        raise click.BadParameter("--batch and --concurrency must be positive")
+    if batch < 1 or concurrency < 1 or timeout_ms < 1:
+        raise click.BadParameter("--batch, --concurrency and --timeout-ms must be positive")
+    timeout = timeout_ms / 1000
     paths = files or ("-",)
     try:
         for path in paths:  # a bad name fails before anything is sent

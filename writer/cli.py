@@ -8,6 +8,7 @@ import contextlib
 import dataclasses
 import logging
 import os
+import re
 import signal
 import sys
 from collections.abc import Callable
@@ -119,7 +120,7 @@ def writer_command(check: bool, **options: Any) -> None:
     try:
         writers = [Writer(WriterSettings(table=table, **options), metrics) for table in tables]
     except ConfigError as exc:
-        raise click.BadParameter(str(exc)) from exc
+        raise click.BadParameter(in_flag_names(str(exc))) from exc
     if metrics is not None:
         try:
             metrics.serve(options["metrics_host"], options["metrics_port"])
@@ -148,6 +149,15 @@ def check_lease(table: str, redis_url: str | None, data_dir: Path | None) -> int
     consumer = holder.decode(errors="replace").split(" ", 1)[0]
     click.echo(f"table {table!r}: writer {consumer} holds the lease")
     return 0
+
+
+def in_flag_names(message: str) -> str:
+    """A settings error as the command line speaks: ``keep_versions`` → ``--keep-versions``."""
+    for settings_field in dataclasses.fields(WriterSettings):
+        if "_" in settings_field.name or settings_field.name == "imports":
+            flag = settings_field.metadata["flag"]
+            message = re.sub(rf"\b{settings_field.name}\b", flag, message)
+    return message
 
 
 def _required_fields() -> list[str]:

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lancequeue.common.connection import default_data_dir
+from lancequeue.common.connection import DATA_DIR_DEFAULT, default_data_dir
 from lancequeue.common.errors import ConfigError
 from lancequeue.common.keys import check_table_name
 from lancequeue.common.redis_url import parse_redis_url
@@ -62,8 +62,7 @@ class WriterSettings:
         default=None,
         metadata=_option(
             "--data-dir",
-            "Data directory (embedded Redis, default database). "
-            "Default: $XDG_DATA_HOME/lancequeue.",
+            f"Data directory (embedded Redis, default database). {DATA_DIR_DEFAULT}",
         ),
     )
     schema: Any = field(

@@ -24,6 +24,7 @@ from lancequeue.common import embedded_redis
 from lancequeue.common.bench_latency import latency_summary_ms
 from lancequeue.common.bench_records import DEFAULT_SEED, DEFAULT_TEXT_BYTES, make_records
 from lancequeue.common.connection import (
+    DATA_DIR_DEFAULT,
     ENV_DATA_DIR,
     ENV_REDIS_URL,
     default_data_dir,
@@ -66,10 +67,12 @@ _PROGRESS_POLL_S = 0.2
     "--data-dir",
     type=click.Path(path_type=Path),
     envvar=ENV_DATA_DIR,
-    help="Where the embedded Redis server and the demo table live. "
-    "Default: ~/.local/share/lancequeue.",
+    show_envvar=True,
+    help=f"Where the embedded Redis server and the demo table live. {DATA_DIR_DEFAULT}",
 )
-@click.option("--redis", "redis_url", envvar=ENV_REDIS_URL, help="Use this Redis instead.")
+@click.option(
+    "--redis", "redis_url", envvar=ENV_REDIS_URL, show_envvar=True, help="Use this Redis instead."
+)
 def demo_command(
     producers: int, records: int, dim: int, data_dir: Path | None, redis_url: str | None
 ) -> None:
