@@ -6,6 +6,8 @@ from dataclasses import dataclass, field
 
 from redis.backoff import FullJitterBackoff
 
+_MOST_DOUBLINGS = 64
+
 
 @dataclass
 class Backoff:
@@ -24,7 +26,8 @@ class Backoff:
 
     def next_delay(self) -> float:
         delay = self._jitter.compute(self._failures)
-        self._failures += 1
+        # Past the cap long since: counting on would only overflow (redis-py before 8.2).
+        self._failures = min(self._failures + 1, _MOST_DOUBLINGS)
         return delay
 
     def reset(self) -> None:

@@ -110,7 +110,8 @@ def _when(ms: int | None) -> str:
 
 
 def _age(ms: int | None) -> str:
-    return "-" if ms is None else f"{max(0.0, time.time() - ms / 1000):.1f}s old"
+    # The entry's id is Redis time as the writer read it; the age is on this host's clock.
+    return "-" if ms is None else f"read {max(0.0, time.time() - ms / 1000):.1f}s ago"
 
 
 def _mean_append(status: dict[str, Any]) -> str | None:

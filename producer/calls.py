@@ -18,8 +18,7 @@ class Op(enum.Enum):
     CONNECT = enum.auto()  # (): have the sending connection connected
     READ_CONFIG = enum.auto()  # (): -> the config fields the producer reads (config_fields)
     READ_EPOCH = enum.auto()  # (): -> the stream's epoch
-    READ_WRITER = enum.auto()  # (): -> writer_until_ms of the config hash
-    REDIS_TIME = enum.auto()  # (): -> Redis TIME (seconds, microseconds)
+    READ_WRITER = enum.auto()  # (): -> [writer_until_ms of the config hash, its node's TIME]
     SET_EPOCH = enum.auto()  # (epoch,): SETNX the stream's epoch
     ENQUEUE = enum.auto()  # (args,): -> ids added by the enqueue script
     SUBSCRIBE = enum.auto()  # (): to the table's flush messages

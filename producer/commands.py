@@ -28,9 +28,10 @@ def redis_commands(
     return {
         Op.READ_CONFIG: lambda: _hgets(sender(), keys.config, outbox.entries.config_fields),
         Op.READ_EPOCH: lambda: sender().get(keys.epoch),
-        # Not pipelined: a cluster client cannot pipeline TIME.
-        Op.READ_WRITER: lambda: sender().hget(keys.config, CONFIG_WRITER_UNTIL),
-        Op.REDIS_TIME: lambda: sender().time(),
+        # One script: the clock it compares with is the config hash's node's, in a cluster too.
+        Op.READ_WRITER: lambda: sender().register_script(WRITER_UNTIL_SCRIPT)(
+            keys=[keys.config], args=[CONFIG_WRITER_UNTIL]
+        ),
         Op.SET_EPOCH: lambda epoch: sender().setnx(keys.epoch, epoch),
         Op.ENQUEUE: lambda args: enqueue_script()(keys=outbox.entries.script_keys, args=args),
         Op.DROP_REPLY: lambda message: replies().lrem(outbox.inflight_key, 1, message),
@@ -38,6 +39,12 @@ def redis_commands(
         Op.TRIM_INFLIGHT: lambda count: replies().ltrim(outbox.inflight_key, count, -1),
         Op.ABANDON: lambda args: abandon_script()(keys=outbox.abandon_keys, args=args),
     }
+
+
+WRITER_UNTIL_SCRIPT = """
+return {redis.call('HGET', KEYS[1], ARGV[1]), redis.call('TIME')}
+"""
+"""KEYS: config hash. Until when the writer holds the lease (or false), and Redis time."""
 
 
 def _hgets(client: Any, key: str, fields: list[str]) -> Any:

@@ -259,8 +259,7 @@ class ProducerCore(Generic[F]):
                 values = yield from self._read_config(sending)
             entries.learn_config(values, time.monotonic())
         if not self._writer_checked:
-            until = yield Call(Op.READ_WRITER, (), sending.call_timeout_s())
-            now = yield Call(Op.REDIS_TIME, (), sending.call_timeout_s())
+            until, now = yield Call(Op.READ_WRITER, (), sending.call_timeout_s())
             self._writer_checked = True
             if not writer_live(until, now):
                 logger.warning("%s", no_writer_warning(self.keys.table))

@@ -30,6 +30,11 @@ def test_each_delay_is_drawn_over_the_whole_range_below_a_doubling_capped_ceilin
         assert len(set(column)) == len(column)  # no two processes wait alike
 
 
+def test_an_outage_of_any_length_keeps_drawing_under_the_cap() -> None:
+    backoff = Backoff(initial_s=0.05, max_s=1.0)
+    assert all(0 <= backoff.next_delay() <= 1.0 for _ in range(5000))  # no overflow
+
+
 def test_after_a_success_the_ceiling_starts_again_from_the_first() -> None:
     backoffs = _fresh(300)
     for backoff in backoffs:

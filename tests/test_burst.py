@@ -17,6 +17,7 @@ from tests.support import (
     table_ids,
     wait_for,
     wait_until_pending,
+    writer_alive,
 )
 
 StartProcess = Callable[..., WriterProcess]
@@ -32,7 +33,7 @@ def test_a_burst_writes_what_is_queued_answers_it_and_exits_0_without_waiting_a_
         wait_for(lambda: queued_records(client) == 300, 60, "the records in Redis")
         burst = writer_process("--burst", "--max-batch", "64", *NEVER_BY_WINDOW)
         assert burst.wait(timeout=60) == 0, burst.log()
-        assert all(future.result(timeout=0) is None for future in futures)
+        assert all(future.result(timeout=30) is None for future in futures)
     assert table_ids(db_uri) == list(range(300))
     assert "burst: the queue of table 'docs' is empty" in burst.log()
 
@@ -63,5 +64,16 @@ def test_a_burst_writer_takes_over_and_settles_what_a_killed_writer_left_pending
         first.wait()
         burst = writer_process("--burst", "--lease-ms", "800", *NEVER_BY_WINDOW)
         assert burst.wait(timeout=60) == 0, burst.log()
-        assert all(future.result(timeout=0) is None for future in futures)
+        assert all(future.result(timeout=30) is None for future in futures)
     assert table_ids(db_uri) == list(range(20))  # the committed batch was not written twice
+
+
+def test_a_burst_writer_leaves_a_table_a_live_writer_serves_to_it_and_exits_0(
+    writer_process: StartProcess, client: redis.Redis
+) -> None:
+    serving = writer_process("--coalesce-ms", "20")
+    wait_for(lambda: writer_alive(client), 60, "the serving writer")
+    burst = writer_process("--burst")
+    assert burst.wait(timeout=60) == 0, burst.log()  # not standing by for a lease
+    assert "holds table 'docs': it serves the queue" in burst.log()
+    assert serving.process.poll() is None

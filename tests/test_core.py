@@ -53,8 +53,8 @@ def core(**settings: Any) -> ProducerCore[Future]:
     return ProducerCore(ProducerSettings("docs", **settings), ok, fail)
 
 
-CONFIG_READS = (Op.READ_CONFIG, Op.READ_EPOCH, Op.READ_WRITER, Op.REDIS_TIME)
-LIVE_UNTIL, REDIS_TIME = b"2000000000000", (1_000_000_000, 0)
+CONFIG_READS = (Op.READ_CONFIG, Op.READ_EPOCH, Op.READ_WRITER)
+LIVE_WRITER = [b"2000000000000", [b"1000000000", b"0"]]
 """``writer_until_ms`` far past Redis ``TIME``: a writer serves the table."""
 
 
@@ -90,9 +90,7 @@ class Loop:
             if self.call.op is Op.READ_CONFIG:
                 self.answer([max_batch, protocol])
             elif self.call.op is Op.READ_WRITER:
-                self.answer(LIVE_UNTIL)
-            elif self.call.op is Op.REDIS_TIME:
-                self.answer(REDIS_TIME)
+                self.answer(LIVE_WRITER)
             else:
                 self.answer(EPOCH)
         return self.call

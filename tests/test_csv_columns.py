@@ -61,3 +61,12 @@ def test_produce_types_csv_columns_by_the_existing_table(
         (1, "12345", 3.0),
         (2, "777", 4.5),
     ]
+
+
+def test_a_writer_of_a_table_that_does_not_exist_drops_columns_an_earlier_table_left(
+    writer_process: Callable[..., WriterProcess], client: redis.Redis
+) -> None:
+    config = TableKeys("docs").config
+    client.hset(config, CONFIG_COLUMNS, json.dumps({"zip": "string"}))  # a table since gone
+    writer_process("--coalesce-ms", "20")
+    wait_for(lambda: client.hget(config, CONFIG_COLUMNS) is None, 60, "the old columns dropped")

@@ -436,7 +436,7 @@ def test_writer_settings_come_from_environment_variables(
         (["--table", "bad name"], "invalid table name 'bad name'"),
         (["--schema", "nosuch:thing"], "--schema 'nosuch:thing': cannot import 'nosuch'"),
         (["--on-flushed", "tests.hooks"], "--on-flushed must look like module:attr"),
-        (["--max-batch", "0"], "max_batch must be a positive integer"),
+        (["--max-batch", "0"], "--max-batch must be a positive integer"),
     ],
 )
 def test_a_bad_option_is_a_clear_error_before_anything_starts(

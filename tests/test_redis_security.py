@@ -462,6 +462,9 @@ def test_the_cli_works_with_the_accounts_in_its_urls_and_never_shows_a_password(
             assert shown["queue_depth"] == 0 and shown["pending"] == 0
             text = cli("status", "--table", TABLE, LANCEQUEUE_REDIS=acl.url("monitor"))
             assert text.returncode == 0 and "alive" in text.stdout
+            every = cli("status", "--json", "--redis", acl.url("monitor"))  # SCAN for tables
+            assert every.returncode == 0, every.stderr
+            assert [table["table"] for table in json.loads(every.stdout)] == [TABLE]
         finally:
             writer.send_signal(signal.SIGTERM)
             try:

@@ -4,9 +4,31 @@ guessing."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 
 import pyarrow as pa
+
+from lancequeue.common.keys import TableKeys
+from lancequeue.common.protocol import CONFIG_COLUMNS
+from lancequeue.common.redis_client import REDIS_FAILURES, AsyncRedis
+from lancequeue.writer.lease import Lease
+
+
+async def publish_columns(
+    redis: AsyncRedis, keys: TableKeys, lease: Lease, schema: pa.Schema | None
+) -> bool:
+    """Publish the table's columns in the config hash now and with every renewal of the lease,
+    or, for a table that does not exist, drop those an earlier table left. Whether they were
+    published (a Redis failure leaves it to the next try)."""
+    with contextlib.suppress(*REDIS_FAILURES):
+        if schema is None:
+            await redis.hdel(keys.config, CONFIG_COLUMNS)
+            return False
+        lease.publish(CONFIG_COLUMNS, column_kinds(schema))
+        await lease.renew()
+        return True
+    return False
 
 
 def column_kinds(schema: pa.Schema) -> str:

@@ -154,12 +154,15 @@ class Lease:
     def value(self) -> str:
         return f"{self.consumer} {self.token}"
 
-    async def acquire(self, give_up: asyncio.Event) -> bool:
+    async def acquire(self, give_up: asyncio.Event, stand_by: bool = True) -> bool:
         """Take the lease, waiting as a standby while another writer holds it, and riding out
         Redis outages (one log line, then retries with backoff). False if ``give_up`` was set
-        first. Raises at once what waiting cannot fix: Redis refusing the account, or
-        :class:`RedisTlsError` (the server's certificate does not verify)."""
+        first, or if not ``stand_by`` and the holder is live: it kept the lease past one
+        expiry (a dead writer's lease runs out within that, and is taken over). Raises at once
+        what waiting cannot fix: Redis refusing the account, or :class:`RedisTlsError` (the
+        server's certificate does not verify)."""
         announced = False
+        held_since = time.monotonic()
         outage = Outage(f"table {self._keys.table!r}: taking the lease")
         while not give_up.is_set():
             try:
@@ -172,6 +175,13 @@ class Lease:
                 if token:
                     self.token = token
                     return True
+                if not stand_by and time.monotonic() > held_since + 1.25 * self.ttl_ms / 1000:
+                    logger.info(
+                        "writer %s holds table %r: it serves the queue; not standing by",
+                        await self.holder(),
+                        self._keys.table,
+                    )
+                    return False
                 if not announced:
                     logger.warning(
                         "writer %s holds table %r; standing by until its lease expires",

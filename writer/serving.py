@@ -21,12 +21,11 @@ from redis.exceptions import AuthenticationError, NoPermissionError
 
 from lancequeue.common.errors import WriterReplaced
 from lancequeue.common.keys import TableKeys
-from lancequeue.common.protocol import CONFIG_COLUMNS
 from lancequeue.common.redis_client import REDIS_FAILURES, AsyncRedis
 from lancequeue.writer.answering import Answerer, OnFlushed, RedisClock, table_status
 from lancequeue.writer.claims import BatchClaim, Claimer, Ranges
 from lancequeue.writer.coalesce import Coalescer
-from lancequeue.writer.column_kinds import column_kinds
+from lancequeue.writer.column_kinds import publish_columns
 from lancequeue.writer.compaction import CompactionPolicy, Compactor
 from lancequeue.writer.entries import Entry, arrived_ms, read_entries, record_count
 from lancequeue.writer.faults import crash_point
@@ -85,7 +84,7 @@ class TableServer:
         table: what they committed and did not answer is answered from it."""
         self._shutdown = shutdown
         self._claimer = Claimer(redis, group.keys, lease.value, settings.lease_ms)
-        self._lease = lease
+        self._lease, self._redis = lease, redis
         self._clock = RedisClock()
         self._answers = Answerer(
             Acknowledger(
@@ -113,10 +112,7 @@ class TableServer:
             shutdown.replace,
             lambda: self._answers.summary.add({"compactions": 1}),
         )
-        self._columns: str | None = None  # as published, once the table exists
-        if sink.schema is not None:
-            self._columns = column_kinds(sink.schema)
-            lease.publish(CONFIG_COLUMNS, self._columns)
+        self._columns = False  # whether the table's columns are published
         self._pipeline: FlushPipeline[PreparedBatch, _Flushed] = FlushPipeline(
             self._append, self._answer, self._after_append
         )
@@ -155,7 +151,9 @@ class TableServer:
             shutdown.requested,
             what,
         )
-        return cls(settings, redis, lease, sink, group, takeover, shutdown, metrics, on_flushed)
+        server = cls(settings, redis, lease, sink, group, takeover, shutdown, metrics, on_flushed)
+        server._columns = await publish_columns(redis, keys, lease, sink.schema)
+        return server
 
     # -- the coalesce loop -------------------------------------------------------------------
 
@@ -195,6 +193,7 @@ class TableServer:
         outage = Outage(f"table {self.keys.table!r}: reading the stream")
         read_lost = False
         burst = self.settings.burst
+        quiet = False  # a burst's last read found nothing
         last_read = "0"  # the last entry read; everything up to it is in hand or settled
         topped_up = False  # the batch due in hand had its read that does not wait
         while not stopping.is_set():
@@ -245,12 +244,16 @@ class TableServer:
             if entries:
                 last_read = entries[-1][0].decode()
                 coalescer.add(entries, self._waited_s(entries[0]))
-            elif drained:
-                if not len(coalescer):
-                    logger.info("burst: the queue of table %r is empty", self.keys.table)
-                    break
+                quiet = False
+            elif drained and len(coalescer):
                 await self._flush(coalescer.take())  # nothing more is waiting: no window
                 topped_up = False
+            elif drained:
+                # Twice in a row: a read that recreated a vanished group returns nothing once.
+                if quiet:
+                    logger.info("burst: the queue of table %r is empty", self.keys.table)
+                    break
+                quiet = True
         if len(coalescer) and not self._shutdown.replaced:
             logger.info("stopping: flushing %d records in hand", len(coalescer))
         while len(coalescer) and not self._shutdown.replaced:
@@ -357,9 +360,10 @@ class TableServer:
     async def _after_append(self, flushed: _Flushed) -> None:
         """Housekeeping after an append: publish the columns of a table it created (for
         ``produce`` to type CSV cells by), start a compaction if one is due."""
-        if self._columns is None and (schema := self.sink.schema) is not None:
-            self._columns = column_kinds(schema)
-            self._lease.publish(CONFIG_COLUMNS, self._columns)
+        if not self._columns and self.sink.schema is not None:  # the table was just created
+            self._columns = await publish_columns(
+                self._redis, self.keys, self._lease, self.sink.schema
+            )
         if flushed.compact_to_rows is not None:
             self._compactor.start(flushed.compact_to_rows)
 

@@ -222,7 +222,8 @@ class WriterSettings:
         metadata=_option(
             "--burst",
             "Serve until the table's queue is empty (records earlier writers left pending "
-            "included), then flush, answer and exit 0: for batch jobs and tests.",
+            "included), then flush, answer and exit 0: for batch jobs and tests. If a live "
+            "writer holds the table, exit 0 at once: it serves the queue.",
         ),
     )
 

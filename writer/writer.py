@@ -117,7 +117,8 @@ class Writer:
                     CONFIG_PROTOCOL: int(HIGHEST_VERSION),
                 }
                 lease = Lease(redis, self.keys, self.consumer, settings.lease_ms, published)
-                if await lease.acquire(self._shutdown.requested):
+                # A burst does not stand by: a live writer serves the queue already.
+                if await lease.acquire(self._shutdown.requested, stand_by=not settings.burst):
                     await self._hold(redis, lease, metrics)
             finally:
                 await redis.aclose()
