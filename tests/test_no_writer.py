@@ -33,7 +33,7 @@ async def _until(condition: Callable[[], object], what: str, timeout_s: float = 
     deadline = time.monotonic() + timeout_s
     while not condition():
         assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        await asyncio.sleep(0.01)
+        await asyncio.sleep(0.01)  # poll: the condition is read from Redis or the logs
 
 
 async def test_a_producer_warns_once_that_no_writer_serves_its_table_and_not_when_one_does(
