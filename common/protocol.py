@@ -95,14 +95,10 @@ CONFIG_COLUMNAR_BATCH = "columnar_batch"
 """Config hash field of a writer that reads columnar entries: its ``max_batch`` again. The
 Python producer sends columnar entries of up to this many records, and none without it."""
 CONFIG_COLUMNS = "columns"
-"""Config hash field: the table's columns and what each holds, as a JSON object mapping each
-column name to one of ``COLUMN_KINDS``, published once the table exists. ``lancequeue
-produce`` types CSV cells by it instead of guessing."""
+"""Config hash field: JSON of each column's kind (``COLUMN_KINDS``), once the table exists."""
 COLUMN_KINDS = ("string", "integer", "number", "boolean", "list", "other")
 CONFIG_WRITER_UNTIL = "writer_until_ms"
-"""Config hash field: until when (Redis time, ms) the writer holding the lease has renewed it;
-deleted when it stops. A producer finding it missing or past warns that no writer serves the
-table."""
+"""Config hash field: until when (Redis time, ms) the lease holder renewed it; gone at stop."""
 CONFIG_PROTOCOL = "protocol"
 """Config hash field: the highest entry version the writer reads (``HIGHEST_VERSION``). The
 Python producer sends entries of version 3 once it is 3 or more."""
