@@ -13,12 +13,12 @@ from lancequeue.common.logs import LOG_FORMATS, configure_logging
 SUBCOMMANDS = {
     "writer": ("lancequeue.writer.cli", "writer_command", "Run the writer that owns a table."),
     "demo": (
-        "lancequeue.writer.bench.demo",
+        "lancequeue.bench.demo",
         "demo_command",
         "Run a writer and producer processes on this machine; show the result.",
     ),
     "bench": (
-        "lancequeue.writer.bench.cli",
+        "lancequeue.bench.cli",
         "bench_command",
         "Benchmark lancequeue end to end, optionally against single-process baselines.",
     ),

@@ -13,7 +13,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from lancequeue.writer.bench.settings import STOP_TIMEOUT_S
+from lancequeue.bench.settings import STOP_TIMEOUT_S
 from tests.support import cli_env, run_cli, wait_for
 
 

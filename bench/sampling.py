@@ -13,8 +13,8 @@ import time
 from types import ModuleType
 from typing import Any
 
-from lancequeue.writer.bench.errors import BenchError
-from lancequeue.writer.bench.processes import vm_hwm_bytes
+from lancequeue.bench.errors import BenchError
+from lancequeue.bench.processes import vm_hwm_bytes
 
 BENCH_EXTRA_HINT = "pip install '.[bench]' from a lancequeue checkout"
 """How to install what the benchmark needs beyond lancequeue itself."""

@@ -6,24 +6,26 @@ a producer write one record every few milliseconds, then either kills the servin
 until the standby holds the lease and until the next record is acknowledged, the frozen writer's
 exit status once resumed, and the table's duplicates and losses.
 
-    python benchmarks/takeover_bench.py --rounds 3 --lease-ms 4000
+    python -m lancequeue.bench.takeover --rounds 3 --lease-ms 4000
 """
 
 from __future__ import annotations
 
 import argparse
 import collections
+import functools
 import signal
 import subprocess
 import sys
 import tempfile
 import threading
 import time
+from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
 
-from lancequeue.writer.bench.processes import stop_process, tail
-from lancequeue.writer.bench.redis_server import start_redis
+from lancequeue.bench.processes import stop_process, tail
+from lancequeue.bench.redis_server import start_redis
 
 TABLE = "takeover"
 
@@ -59,18 +61,19 @@ def one_round(fault: str, lease_ms: int, work: Path) -> dict[str, Any]:
     first = start_writer(url, db, work / "first.log", lease_ms)
     second: subprocess.Popen[bytes] | None = None
     acked: list[tuple[int, float]] = []
-    failed: list[int] = []
+    failed: list[tuple[int, float]] = []
     stop = threading.Event()
     producer = Producer(TABLE, redis_url=url, timeout_ms=60_000)
+
+    def settled(i: int, future: Future[None]) -> None:
+        (failed if future.exception() else acked).append((i, time.monotonic()))
 
     def produce() -> None:
         i = 0
         while not stop.is_set():
             i += 1
             future = producer.enqueue({"id": i, "text": f"record {i}"})
-            future.add_done_callback(
-                lambda f, i=i: (failed if f.exception() else acked).append((i, time.monotonic()))
-            )
+            future.add_done_callback(functools.partial(settled, i))
             time.sleep(0.005)
 
     try:
@@ -108,7 +111,7 @@ def one_round(fault: str, lease_ms: int, work: Path) -> dict[str, Any]:
             "acknowledged": len(ok),
             "duplicates": sum(n - 1 for n in counts.values() if n > 1),
             "lost": len(ok - set(counts)),
-            "errors_in_table": len(set(i for i in failed) & set(counts)),
+            "errors_in_table": len({i for i, _ in failed} & set(counts)),
         }
     except Exception:
         print(tail(work / "first.log"), tail(work / "second.log"), sep="\n---\n")

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import redis
 
+from lancequeue.bench.errors import BenchError
+from lancequeue.bench.processes import Process, start_process, stop_process, tail
 from lancequeue.common.embedded_redis import redis_server_binary
-from lancequeue.writer.bench.errors import BenchError
-from lancequeue.writer.bench.processes import Process, start_process, stop_process, tail
 
 REDIS_START_TIMEOUT_S = 15.0
 """Longest wait for a started redis-server to answer PING."""

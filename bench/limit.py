@@ -12,8 +12,8 @@ from typing import Any
 
 import lancedb
 
-from lancequeue.writer.bench.arrow_records import bench_schema, records_to_arrow
-from lancequeue.writer.bench.settings import TABLE
+from lancequeue.bench.arrow_records import bench_schema, records_to_arrow
+from lancequeue.bench.settings import TABLE
 
 
 def run_limit(

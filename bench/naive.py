@@ -9,8 +9,8 @@ from typing import Any
 
 import lancedb
 
-from lancequeue.writer.bench.arrow_records import bench_schema
-from lancequeue.writer.bench.settings import TABLE
+from lancequeue.bench.arrow_records import bench_schema
+from lancequeue.bench.settings import TABLE
 
 
 def run_naive(records: list[dict[str, Any]], db_dir: Path, dim: int) -> dict[str, Any]:

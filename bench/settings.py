@@ -7,14 +7,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lancequeue.common.bench_records import DEFAULT_SEED, DEFAULT_TEXT_BYTES
+from lancequeue.bench.records import DEFAULT_SEED, DEFAULT_TEXT_BYTES
 from lancequeue.common.errors import ConfigError
 from lancequeue.writer.settings import WriterSettings
 
 TABLE = "bench"
 """Table name of every system's run (each in a database of its own)."""
 PRODUCER_PATTERNS = ("many", "loop", "async-loop")
-"""The producer processes' ways of calling (``python -m lancequeue.producer.bench_load
+"""The producer processes' ways of calling (``python -m lancequeue.bench.producer_load
 --pattern``; the writer package does not import the producer's)."""
 WRITER_START_TIMEOUT_S = 60.0
 """Longest wait for the writer to announce itself running."""

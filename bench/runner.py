@@ -10,14 +10,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from lancequeue.writer.bench.baselines import baseline_records, run_baseline
-from lancequeue.writer.bench.drain import drain_problems, run_drain
-from lancequeue.writer.bench.end_to_end import run_end_to_end
-from lancequeue.writer.bench.machine import machine_facts
-from lancequeue.writer.bench.report import LABELS
-from lancequeue.writer.bench.settings import TABLE, BenchSettings
-from lancequeue.writer.bench.storage_shape import measure_storage
-from lancequeue.writer.bench.table_stats import dataset_path
+from lancequeue.bench.baselines import baseline_records, run_baseline
+from lancequeue.bench.drain import drain_problems, run_drain
+from lancequeue.bench.end_to_end import run_end_to_end
+from lancequeue.bench.machine import machine_facts
+from lancequeue.bench.report import LABELS
+from lancequeue.bench.settings import TABLE, BenchSettings
+from lancequeue.bench.storage_shape import measure_storage
+from lancequeue.bench.table_stats import dataset_path
 
 BASELINES = ("naive", "in_process", "limit")
 """The baselines of ``--compare``, in the order they run: (a), (b), (c)."""

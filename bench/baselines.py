@@ -8,8 +8,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from lancequeue.writer.bench.errors import BenchError
-from lancequeue.writer.bench.processes import (
+from lancequeue.bench.errors import BenchError
+from lancequeue.bench.processes import (
     Children,
     cpu_s,
     maxrss_bytes,
@@ -17,11 +17,11 @@ from lancequeue.writer.bench.processes import (
     start_process,
     tail,
 )
-from lancequeue.writer.bench.sampling import ProcessTreeSampler
-from lancequeue.writer.bench.settings import TABLE, BenchSettings
-from lancequeue.writer.bench.table_stats import table_stats
+from lancequeue.bench.sampling import ProcessTreeSampler
+from lancequeue.bench.settings import TABLE, BenchSettings
+from lancequeue.bench.table_stats import table_stats
 
-CHILD_MODULE = "lancequeue.writer.bench.baseline_child"
+CHILD_MODULE = "lancequeue.bench.baseline_child"
 """The module each baseline process runs."""
 BYTES_PER_MB = 1_000_000
 """MB in throughput figures (MB/s of encoded records)."""

@@ -17,21 +17,21 @@ from typing import Any
 import numpy as np
 import redis
 
-from lancequeue.common.bench_latency import latency_summary_ms
-from lancequeue.common.redis_url import parse_redis_url
-from lancequeue.writer.bench.baselines import BYTES_PER_MB
-from lancequeue.writer.bench.processes import Children, Process, cpu_s, maxrss_bytes, stop_process
-from lancequeue.writer.bench.producer_processes import collect, release, start_producers, wait_ready
-from lancequeue.writer.bench.redis_server import redis_cpu_s, redis_version, start_redis
-from lancequeue.writer.bench.sampling import ProcessTreeSampler
-from lancequeue.writer.bench.settings import TABLE, BenchSettings
-from lancequeue.writer.bench.table_stats import check_ids, table_stats
-from lancequeue.writer.bench.writer_process import (
+from lancequeue.bench.baselines import BYTES_PER_MB
+from lancequeue.bench.latency import latency_summary_ms
+from lancequeue.bench.processes import Children, Process, cpu_s, maxrss_bytes, stop_process
+from lancequeue.bench.producer_processes import collect, release, start_producers, wait_ready
+from lancequeue.bench.redis_server import redis_cpu_s, redis_version, start_redis
+from lancequeue.bench.sampling import ProcessTreeSampler
+from lancequeue.bench.settings import TABLE, BenchSettings
+from lancequeue.bench.table_stats import check_ids, table_stats
+from lancequeue.bench.writer_process import (
     delete_table_keys,
     start_writer,
     wait_writer_ready,
     writer_counters,
 )
+from lancequeue.common.redis_url import parse_redis_url
 
 
 def _merge_errors(results: list[dict[str, Any]]) -> dict[str, int]:

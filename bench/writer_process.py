@@ -10,11 +10,11 @@ from pathlib import Path
 
 import redis
 
+from lancequeue.bench.errors import BenchError
+from lancequeue.bench.processes import Process, start_process, tail
+from lancequeue.bench.settings import WRITER_START_TIMEOUT_S
 from lancequeue.common.errors import ConfigError
 from lancequeue.common.keys import TableKeys
-from lancequeue.writer.bench.errors import BenchError
-from lancequeue.writer.bench.processes import Process, start_process, tail
-from lancequeue.writer.bench.settings import WRITER_START_TIMEOUT_S
 from lancequeue.writer.settings import WriterSettings
 
 _SET_BY_BENCH = ("--table", "--redis", "--db", "--data-dir", "--max-batch", "--coalesce-ms")

@@ -18,7 +18,7 @@ from typing import Any
 import lance
 import numpy as np
 
-from lancequeue.common.bench_records import make_records
+from lancequeue.bench.records import make_records
 
 SCAN_WARMUP_RUNS = 1
 """Untimed full scans run first (opening every fragment's files, filling caches)."""

@@ -11,10 +11,9 @@ from typing import Any
 
 import click
 
-from lancequeue.common.errors import LancequeueError
-from lancequeue.writer.bench.chart import write_chart
-from lancequeue.writer.bench.drain import drain_table
-from lancequeue.writer.bench.report import (
+from lancequeue.bench.chart import write_chart
+from lancequeue.bench.drain import drain_table
+from lancequeue.bench.report import (
     baseline_notes,
     end_to_end_lines,
     pattern_table,
@@ -23,10 +22,11 @@ from lancequeue.writer.bench.report import (
     systems_table,
     write_json,
 )
-from lancequeue.writer.bench.runner import run_bench
-from lancequeue.writer.bench.sampling import require_psutil
-from lancequeue.writer.bench.settings import PRODUCER_PATTERNS, BenchSettings
-from lancequeue.writer.bench.writer_process import writer_flags
+from lancequeue.bench.runner import run_bench
+from lancequeue.bench.sampling import require_psutil
+from lancequeue.bench.settings import PRODUCER_PATTERNS, BenchSettings
+from lancequeue.bench.writer_process import writer_flags
+from lancequeue.common.errors import LancequeueError
 
 DEFAULTS = BenchSettings()
 

@@ -20,9 +20,31 @@ import lancedb
 import numpy as np
 import redis
 
+from lancequeue.bench.errors import BenchError
+from lancequeue.bench.latency import latency_summary_ms
+from lancequeue.bench.processes import (
+    Children,
+    maxrss_bytes,
+    stop_process,
+    vm_hwm_bytes,
+)
+from lancequeue.bench.producer_processes import (
+    ProducerProcess,
+    collect,
+    release,
+    start_producers,
+    wait_ready,
+)
+from lancequeue.bench.records import DEFAULT_SEED, DEFAULT_TEXT_BYTES, make_records
+from lancequeue.bench.settings import BenchSettings
+from lancequeue.bench.table_stats import table_stats
+from lancequeue.bench.writer_process import (
+    delete_table_keys,
+    start_writer,
+    wait_writer_ready,
+    writer_counters,
+)
 from lancequeue.common import embedded_redis
-from lancequeue.common.bench_latency import latency_summary_ms
-from lancequeue.common.bench_records import DEFAULT_SEED, DEFAULT_TEXT_BYTES, make_records
 from lancequeue.common.connection import (
     DATA_DIR_DEFAULT,
     ENV_DATA_DIR,
@@ -31,28 +53,6 @@ from lancequeue.common.connection import (
     resolve_redis_url,
 )
 from lancequeue.common.errors import LancequeueError
-from lancequeue.writer.bench.errors import BenchError
-from lancequeue.writer.bench.processes import (
-    Children,
-    maxrss_bytes,
-    stop_process,
-    vm_hwm_bytes,
-)
-from lancequeue.writer.bench.producer_processes import (
-    ProducerProcess,
-    collect,
-    release,
-    start_producers,
-    wait_ready,
-)
-from lancequeue.writer.bench.settings import BenchSettings
-from lancequeue.writer.bench.table_stats import table_stats
-from lancequeue.writer.bench.writer_process import (
-    delete_table_keys,
-    start_writer,
-    wait_writer_ready,
-    writer_counters,
-)
 
 TABLE = "demo"
 """The table the demo writes, in ``<data dir>/demo-db``."""

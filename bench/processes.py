@@ -19,7 +19,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import IO
 
-from lancequeue.writer.bench.settings import STOP_TIMEOUT_S
+from lancequeue.bench.settings import STOP_TIMEOUT_S
 
 _REAP_POLL_S = 0.02  # os.wait4 has no timeout: poll with WNOHANG
 _KILL_WAIT_S = 5.0

@@ -10,8 +10,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from lancequeue.writer.bench.report import BYTES_PER_MIB, LABELS, storage_tables
-from lancequeue.writer.bench.sampling import BENCH_EXTRA_HINT
+from lancequeue.bench.report import BYTES_PER_MIB, LABELS, storage_tables
+from lancequeue.bench.sampling import BENCH_EXTRA_HINT
 
 _FIGURE_SIZE_IN = (18.0, 4.5)
 _DPI = 100

@@ -1,4 +1,4 @@
-"""One producer process of ``lancequeue bench``: ``python -m lancequeue.producer.bench_load``.
+"""One producer process of ``lancequeue bench``: ``python -m lancequeue.bench.producer_load``.
 
 It generates its slice of the benchmark's records, says ``ready`` on stdout and waits for a
 ``go`` line on stdin (the start barrier: start-up, imports and record generation are not
@@ -34,9 +34,9 @@ from typing import Any
 
 import numpy as np
 
-from lancequeue.common.bench_latency import latency_summary_ms
-from lancequeue.common.bench_records import DEFAULT_SEED, DEFAULT_TEXT_BYTES, make_records
-from lancequeue.common.bench_result import write_result
+from lancequeue.bench.latency import latency_summary_ms
+from lancequeue.bench.records import DEFAULT_SEED, DEFAULT_TEXT_BYTES, make_records
+from lancequeue.bench.result import write_result
 from lancequeue.common.codec import encode_record
 from lancequeue.common.keys import TableKeys
 from lancequeue.common.protocol import ENQUEUE_SCRIPT
@@ -63,7 +63,7 @@ _BACKLOG_POLL_S = 0.02
 
 def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        prog="python -m lancequeue.producer.bench_load", description=__doc__.split("\n\n")[0]
+        prog="python -m lancequeue.bench.producer_load", description=__doc__.split("\n\n")[0]
     )
     parser.add_argument("--table", required=True)
     parser.add_argument("--redis", required=True, help="Redis URL.")

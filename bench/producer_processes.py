@@ -1,4 +1,4 @@
-"""The producers of the end-to-end run: ``python -m lancequeue.producer.bench_load`` children
+"""The producers of the end-to-end run: ``python -m lancequeue.bench.producer_load`` children
 held at a start barrier (each says ``ready`` on stdout, all get ``go`` on stdin at once)."""
 
 from __future__ import annotations
@@ -14,15 +14,15 @@ from typing import Any
 
 import numpy as np
 
-from lancequeue.common.bench_records import share
-from lancequeue.writer.bench.errors import BenchError
-from lancequeue.writer.bench.processes import Children, Process, guarded, tail
-from lancequeue.writer.bench.settings import PROCESS_START_TIMEOUT_S, BenchSettings
+from lancequeue.bench.errors import BenchError
+from lancequeue.bench.processes import Children, Process, guarded, tail
+from lancequeue.bench.records import share
+from lancequeue.bench.settings import PROCESS_START_TIMEOUT_S, BenchSettings
 
-LOAD_MODULE = "lancequeue.producer.bench_load"
+LOAD_MODULE = "lancequeue.bench.producer_load"
 """The module each producer process runs."""
-_READY = b"ready"  # lancequeue.producer.bench_load's READY_LINE
-_GO = b"go\n"  # lancequeue.producer.bench_load's GO_LINE
+_READY = b"ready"  # lancequeue.bench.producer_load's READY_LINE
+_GO = b"go\n"  # lancequeue.bench.producer_load's GO_LINE
 _EXIT_GRACE_S = 30.0  # beyond the producer's own answer timeout, for closing and writing out
 
 

@@ -3,7 +3,7 @@ same rows in batches of the same size.
 
 The writer starts (private Redis, ``--max-batch B``), and once it serves the table it is
 stopped with SIGSTOP. One producer process then leaves every record in Redis and exits
-(``bench_load --backlog``): the producers are gone. The writer gets SIGCONT and the clock runs
+(``producer_load --backlog``): the producers are gone. The writer gets SIGCONT and the clock runs
 until its status hash counts every row written; its CPU is read from the kernel at both ends
 (a stopped process spends none), so start-up, imports and the backlog's sending are not
 counted. Then baseline (c) appends the same records in batches of B in a process of its own,
@@ -22,16 +22,16 @@ from typing import Any
 
 import redis
 
+from lancequeue.bench.baselines import run_baseline
+from lancequeue.bench.errors import BenchError
+from lancequeue.bench.processes import Children, reap, start_process, stop_process, tail
+from lancequeue.bench.producer_processes import LOAD_MODULE
+from lancequeue.bench.redis_server import start_redis
+from lancequeue.bench.sampling import require_psutil
+from lancequeue.bench.settings import TABLE, BenchSettings
+from lancequeue.bench.table_stats import check_ids
+from lancequeue.bench.writer_process import start_writer, wait_writer_ready
 from lancequeue.common.keys import TableKeys
-from lancequeue.writer.bench.baselines import run_baseline
-from lancequeue.writer.bench.errors import BenchError
-from lancequeue.writer.bench.processes import Children, reap, start_process, stop_process, tail
-from lancequeue.writer.bench.producer_processes import LOAD_MODULE
-from lancequeue.writer.bench.redis_server import start_redis
-from lancequeue.writer.bench.sampling import require_psutil
-from lancequeue.writer.bench.settings import TABLE, BenchSettings
-from lancequeue.writer.bench.table_stats import check_ids
-from lancequeue.writer.bench.writer_process import start_writer, wait_writer_ready
 
 _POLL_S = 0.005
 """How often the writer's row count is read while it drains (the clock's resolution)."""
@@ -108,7 +108,7 @@ def _drain_writer(settings: BenchSettings, batch: int, work: Path) -> dict[str, 
 def _send_backlog(
     settings: BenchSettings, redis_url: str, batch: int, work: Path, children: Children
 ) -> float:
-    """One ``bench_load --backlog`` process leaves every record in Redis; how long it took."""
+    """One ``producer_load --backlog`` process leaves every record in Redis; how long it took."""
     log = work / "backlog.log"
     command = [sys.executable, "-m", LOAD_MODULE, "--backlog", "--table", TABLE]
     command += ["--redis", redis_url, "--start", "0", "--count", str(settings.records)]

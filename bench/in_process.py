@@ -11,9 +11,9 @@ from typing import Any
 import lancedb
 import numpy as np
 
-from lancequeue.writer.bench.arrow_records import bench_schema, records_to_arrow
-from lancequeue.writer.bench.coalescing_queue import CoalescingQueue
-from lancequeue.writer.bench.settings import TABLE
+from lancequeue.bench.arrow_records import bench_schema, records_to_arrow
+from lancequeue.bench.coalescing_queue import CoalescingQueue
+from lancequeue.bench.settings import TABLE
 
 
 async def _run(

@@ -1,5 +1,5 @@
 """One baseline in a process of its own (so its memory is its own):
-``python -m lancequeue.writer.bench.baseline_child SYSTEM ...`` generates the records, runs the
+``python -m lancequeue.bench.baseline_child SYSTEM ...`` generates the records, runs the
 system, and writes a JSON result."""
 
 from __future__ import annotations
@@ -10,13 +10,13 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from lancequeue.common.bench_latency import latency_summary_ms
-from lancequeue.common.bench_records import make_records
-from lancequeue.common.bench_result import write_result
+from lancequeue.bench.in_process import run_in_process
+from lancequeue.bench.latency import latency_summary_ms
+from lancequeue.bench.limit import run_limit
+from lancequeue.bench.naive import run_naive
+from lancequeue.bench.records import make_records
+from lancequeue.bench.result import write_result
 from lancequeue.common.codec import encode_record
-from lancequeue.writer.bench.in_process import run_in_process
-from lancequeue.writer.bench.limit import run_limit
-from lancequeue.writer.bench.naive import run_naive
 
 SYSTEMS = ("naive", "in_process", "limit", "dicts")
 """The baselines this module runs: (a), (b) and (c), and (c) given dicts (the drain mode's)."""
@@ -24,7 +24,7 @@ SYSTEMS = ("naive", "in_process", "limit", "dicts")
 
 def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        prog="python -m lancequeue.writer.bench.baseline_child",
+        prog="python -m lancequeue.bench.baseline_child",
         description=__doc__.split("\n\n")[0],
     )
     parser.add_argument("system", choices=SYSTEMS)
