@@ -12,15 +12,15 @@ import shutil
 import signal
 import tempfile
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import click
 import lancedb
 import numpy as np
 import redis
 
-from lancequeue.bench.errors import BenchError
 from lancequeue.bench.latency import latency_summary_ms
 from lancequeue.bench.processes import (
     Children,
@@ -46,73 +46,58 @@ from lancequeue.bench.writer_process import (
 )
 from lancequeue.common import embedded_redis
 from lancequeue.common.connection import (
-    DATA_DIR_DEFAULT,
-    ENV_DATA_DIR,
-    ENV_REDIS_URL,
-    default_data_dir,
     resolve_redis_url,
 )
-from lancequeue.common.errors import LancequeueError
 
 TABLE = "demo"
 """The table the demo writes, in ``<data dir>/demo-db``."""
 _PROGRESS_POLL_S = 0.2
 
 
-@click.command("demo")
-@click.option("--producers", default=4, show_default=True, help="Producer processes.")
-@click.option("--records", default=5_000, show_default=True, help="Records each producer writes.")
-@click.option("--dim", default=384, show_default=True, help="Vector dimension.")
-@click.option(
-    "--data-dir",
-    type=click.Path(path_type=Path),
-    envvar=ENV_DATA_DIR,
-    show_envvar=True,
-    help=f"Where the embedded Redis server and the demo table live. {DATA_DIR_DEFAULT}",
-)
-@click.option(
-    "--redis", "redis_url", envvar=ENV_REDIS_URL, show_envvar=True, help="Use this Redis instead."
-)
-def demo_command(
-    producers: int, records: int, dim: int, data_dir: Path | None, redis_url: str | None
-) -> None:
-    """Run a writer and K producer processes writing N records each; show what happened."""
-    if producers < 1 or records < 1 or dim < 1:
-        raise click.BadParameter("--producers, --records and --dim must be positive")
-    directory = data_dir or default_data_dir()
-    try:
-        # the embedded server, unless --redis: started here unless it runs, and then stopped
-        started_here = redis_url is None and not embedded_redis.is_running(directory)
-        url = resolve_redis_url(redis_url, directory, start_embedded=True)
-    except LancequeueError as exc:
-        raise click.ClickException(str(exc)) from exc
-    db_dir = directory / "demo-db"
-    settings = BenchSettings(producers=producers, records=producers * records, dim=dim)
+Say = Callable[[str], None]
+"""Shows one line of what the demo is doing."""
+Progress = Callable[[int, int], None]
+"""Shows the rows written so far, of the total, while the producers run."""
+
+
+@dataclass(frozen=True)
+class DemoResult:
+    summary: str
+    """What happened, as lines to print."""
+    started_redis: bool
+    """Whether the demo started the embedded Redis server (and stopped it again)."""
+
+
+def run_demo(
+    settings: BenchSettings, directory: Path, redis_url: str | None, say: Say, progress: Progress
+) -> DemoResult:
+    """Run a writer and ``settings.producers`` producer processes on this machine, writing
+    ``settings.records`` records to the table ``demo`` in ``directory/demo-db``.
+
+    With no ``redis_url`` the embedded Redis server of ``directory`` is used: started here
+    unless it runs, and then stopped again. Raises a ``LancequeueError`` when a process does
+    not start or the table is wrong.
+    """
+    started_here = redis_url is None and not embedded_redis.is_running(directory)
+    url = resolve_redis_url(redis_url, directory, start_embedded=True)
     work = Path(tempfile.mkdtemp(prefix="lancequeue-demo-"))
     try:
-        summary = _run(settings, url, db_dir, work)
-    except BenchError as exc:
-        raise click.ClickException(str(exc)) from exc
+        summary = _run(settings, url, directory / "demo-db", work, say, progress)
     finally:
         shutil.rmtree(work, ignore_errors=True)
         if started_here:
             embedded_redis.stop(directory)
-    click.echo(_format(summary))
-    if started_here:
-        click.echo("\nThe embedded Redis server the demo started is stopped again.")
-    elif redis_url is None:
-        click.echo(
-            f"\nThe embedded Redis server was running before the demo and keeps running; "
-            f"`lancequeue redis stop --data-dir {directory}` stops it."
-        )
+    return DemoResult(_format(summary), started_here)
 
 
-def _run(settings: BenchSettings, url: str, db_dir: Path, work: Path) -> dict[str, Any]:
+def _run(
+    settings: BenchSettings, url: str, db_dir: Path, work: Path, say: Say, progress: Progress
+) -> dict[str, Any]:
     total = settings.records
     shutil.rmtree(db_dir / f"{TABLE}.lance", ignore_errors=True)  # an earlier demo's table
     with redis.Redis.from_url(url) as client, Children() as children:
         delete_table_keys(client, TABLE)  # and its stream
-        click.echo(f"Redis: {url}")
+        say(f"Redis: {url}")
         writer_log = work / "writer.log"
         writer = children.add(
             start_writer(
@@ -120,12 +105,12 @@ def _run(settings: BenchSettings, url: str, db_dir: Path, work: Path) -> dict[st
             )
         )
         wait_writer_ready(writer, client, TABLE, writer_log)
-        click.echo(f"writer: pid {writer.pid}, table {TABLE!r} in {db_dir}")
+        say(f"writer: pid {writer.pid}, table {TABLE!r} in {db_dir}")
         started = start_producers(settings, url, TABLE, total, work, children)
         wait_ready(started)
-        click.echo(f"{settings.producers} producers: {total:,} records, dim {settings.dim}")
+        say(f"{settings.producers} producers: {total:,} records, dim {settings.dim}")
         release(started)
-        _show_progress(client, started, total)
+        _follow(client, started, total, progress)
         results = collect(started, settings.timeout_s)
         counters = writer_counters(client, TABLE)
         writer_hwm = vm_hwm_bytes(writer.pid)
@@ -146,16 +131,14 @@ def _run(settings: BenchSettings, url: str, db_dir: Path, work: Path) -> dict[st
     }
 
 
-def _show_progress(client: redis.Redis, producers: list[ProducerProcess], total: int) -> None:
-    """A progress bar of the rows the writer has committed, until every producer is done."""
-    shown = 0
-    with click.progressbar(length=total, label="written", show_pos=True) as bar:
-        while any(producer.process.poll() is None for producer in producers):
-            rows = writer_counters(client, TABLE)["rows"]
-            bar.update(rows - shown)
-            shown = rows
-            time.sleep(_PROGRESS_POLL_S)  # a display refresh, not a synchronisation
-        bar.update(writer_counters(client, TABLE)["rows"] - shown)
+def _follow(
+    client: redis.Redis, producers: list[ProducerProcess], total: int, progress: Progress
+) -> None:
+    """Shows the rows the writer has committed until every producer is done."""
+    while any(producer.process.poll() is None for producer in producers):
+        progress(writer_counters(client, TABLE)["rows"], total)
+        time.sleep(_PROGRESS_POLL_S)  # a display refresh, not a synchronisation
+    progress(writer_counters(client, TABLE)["rows"], total)
 
 
 def _search(db_dir: Path, settings: BenchSettings) -> list[dict[str, Any]]:

@@ -31,7 +31,7 @@ TABLE = "takeover"
 
 
 def start_writer(redis_url: str, db: Path, log: Path, lease_ms: int) -> subprocess.Popen[bytes]:
-    command = [sys.executable, "-c", "from lancequeue.common.cli import main; main()", "-v"]
+    command = [sys.executable, "-c", "from lancequeue.cli import main; main()", "-v"]
     command += ["writer", "--redis", redis_url, "--db", str(db), "--table", TABLE]
     command += ["--coalesce-ms", "10", "--lease-ms", str(lease_ms)]
     with open(log, "wb") as out:

@@ -50,7 +50,7 @@ def start_writer(
     log: Path,
 ) -> Process:
     """Start ``lancequeue writer`` for ``table`` with its output in ``log``."""
-    command = [sys.executable, "-c", "from lancequeue.common.cli import main; main()", "writer"]
+    command = [sys.executable, "-c", "from lancequeue.cli import main; main()", "writer"]
     command += ["--redis", redis_url, "--db", str(db_dir), "--table", table]
     command += ["--max-batch", str(max_batch), "--coalesce-ms", str(coalesce_ms), *extra_flags]
     return start_process(command, log)

@@ -17,11 +17,12 @@ from pathlib import Path
 import lancedb
 import numpy as np
 
+from lancequeue.cli.status import format_status
 from lancequeue.common import embedded_redis
-from lancequeue.common.status import format_status, read_status
+from lancequeue.common.status import read_status
 
 HERE = Path(__file__).parent
-LANCEQUEUE = [sys.executable, "-c", "from lancequeue.common.cli import main; main()"]
+LANCEQUEUE = [sys.executable, "-c", "from lancequeue.cli import main; main()"]
 
 
 def main() -> None:

@@ -28,7 +28,7 @@ from lancequeue.common.status import read_status
 from lancequeue.writer import Writer
 from lancequeue.writer.entries import record_count
 
-CLI = [sys.executable, "-c", "from lancequeue.common.cli import main; main()"]
+CLI = [sys.executable, "-c", "from lancequeue.cli import main; main()"]
 KEYS = TableKeys("docs")
 """The keys of the table most tests use."""
 StartWriter = Callable[..., Writer]

@@ -142,7 +142,7 @@ INTERRUPTIBLE_CLI = [
     sys.executable,
     "-c",
     "import signal; signal.signal(signal.SIGINT, signal.default_int_handler); "
-    "from lancequeue.common.cli import main; main()",
+    "from lancequeue.cli import main; main()",
 ]
 """The CLI with Ctrl-C handled as in a terminal: a suite started in the background inherits
 SIGINT ignored, and so would the benchmark."""

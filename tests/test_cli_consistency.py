@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 import click
 
-from lancequeue.common.cli import main
+from lancequeue.cli import main
 from lancequeue.common.connection import DATA_DIR_DEFAULT
 from tests.support import run_cli
 

@@ -245,7 +245,8 @@ async def test_one_reply_message_per_producer_per_flush(
 async def test_status_reports_queue_writer_and_table(
     start_writer: StartWriter, producer: Producer, client: redis.Redis
 ) -> None:
-    from lancequeue.common.status import format_status, read_status
+    from lancequeue.cli.status import format_status
+    from lancequeue.common.status import read_status
 
     start_writer(coalesce_ms=10)
     await gather(producer.enqueue_many([record(i) for i in range(20)]))

@@ -59,7 +59,7 @@ def test_importing_the_producer_loads_neither_lancedb_nor_lance_nor_pyarrow() ->
 def test_produce_help_does_not_import_lancedb() -> None:
     out = _run(
         "import sys\n"
-        "from lancequeue.common.cli import main\n"
+        "from lancequeue.cli import main\n"
         "try:\n    main(['produce', '--help'])\n"
         "except SystemExit:\n    pass\n"
         "print('LOADED' if {'lancedb', 'lance'} & set(sys.modules) else 'LIGHT')"
@@ -71,7 +71,7 @@ def test_produce_help_does_not_import_lancedb() -> None:
 def test_top_level_help_lists_every_subcommand_without_loading_them() -> None:
     out = _run(
         "import sys\n"
-        "from lancequeue.common.cli import main\n"
+        "from lancequeue.cli import main\n"
         "try:\n    main(['--help'])\n"
         "except SystemExit:\n    pass\n"
         "print(sorted(m for m in ('lancedb', 'lance', 'pyarrow') if m in sys.modules))"
@@ -83,7 +83,7 @@ def test_top_level_help_lists_every_subcommand_without_loading_them() -> None:
 
 def test_writer_options_all_have_environment_variables() -> None:
     out = _run(
-        "from lancequeue.common.cli import main\n"
+        "from lancequeue.cli import main\n"
         "try:\n    main(['writer', '--help'])\n"
         "except SystemExit:\n    pass\n"
     )

@@ -331,7 +331,7 @@ def test_status_watch_refreshes_until_ctrl_c(
         sys.executable,
         "-c",  # Ctrl-C handled as in a terminal (a suite in the background ignores SIGINT)
         "import signal; signal.signal(signal.SIGINT, signal.default_int_handler); "
-        "from lancequeue.common.cli import main; main()",
+        "from lancequeue.cli import main; main()",
         "status", "--table", "docs", "--redis", redis_url, "--json", "--watch", "0.1",
     ]  # fmt: skip
     with subprocess.Popen(command, stdout=subprocess.PIPE, text=True, env=cli_env()) as watching:

@@ -164,7 +164,7 @@ def test_the_writer_exits_at_once_with_one_line_naming_the_certificate_problem(
     assert "Traceback" not in output
     lines = output.strip().splitlines()
     assert len(lines) == 1, output
-    assert " ERROR lancequeue.writer.cli: " in lines[0]
+    assert " ERROR lancequeue.cli.writer: " in lines[0]
     assert problem in lines[0]
     assert lines[0].endswith(f"({server.shown(**url_options)})")
     assert PASSWORD not in output and quote(PASSWORD, safe="") not in output

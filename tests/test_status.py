@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import redis
 
+from lancequeue.cli.status import format_status
 from lancequeue.common.keys import GROUP, TableKeys
-from lancequeue.common.status import format_status, read_status
+from lancequeue.common.status import read_status
 
 
 def test_the_oldest_entry_read_and_not_acked_is_shown_with_its_age(client: redis.Redis) -> None:

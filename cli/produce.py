@@ -14,7 +14,7 @@ from pathlib import Path
 
 import click
 
-from lancequeue.common.cli_options import connection_options
+from lancequeue.cli.options import connection_options
 from lancequeue.common.connection import resolve_redis_url
 from lancequeue.common.errors import LancequeueError, RecordRejected
 from lancequeue.common.keys import TableKeys

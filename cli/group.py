@@ -11,34 +11,34 @@ import click
 from lancequeue.common.logs import LOG_FORMATS, configure_logging
 
 SUBCOMMANDS = {
-    "writer": ("lancequeue.writer.cli", "writer_command", "Run the writer that owns a table."),
+    "writer": ("lancequeue.cli.writer", "writer_command", "Run the writer that owns a table."),
     "demo": (
-        "lancequeue.bench.demo",
+        "lancequeue.cli.demo",
         "demo_command",
         "Run a writer and producer processes on this machine; show the result.",
     ),
     "bench": (
-        "lancequeue.bench.cli",
+        "lancequeue.cli.bench",
         "bench_command",
         "Benchmark lancequeue end to end, optionally against single-process baselines.",
     ),
     "produce": (
-        "lancequeue.producer.cli",
+        "lancequeue.cli.produce",
         "produce_command",
         "Send records from JSON Lines, CSV or Parquet files to a table; wait until written.",
     ),
     "dlq": (
-        "lancequeue.producer.dead_letters",
+        "lancequeue.cli.dlq",
         "dlq_group",
         "List, replay or purge a table's dead letters.",
     ),
     "redis": (
-        "lancequeue.common.redis_command",
+        "lancequeue.cli.embedded_redis",
         "redis_group",
         "Start, stop or check the embedded Redis server of a data directory.",
     ),
     "status": (
-        "lancequeue.common.status",
+        "lancequeue.cli.status",
         "status_command",
         "Show a table's queue, its writer and its progress.",
     ),

@@ -1,0 +1,5 @@
+"""``python -m lancequeue.cli``: the ``lancequeue`` command."""
+
+from lancequeue.cli.group import main
+
+main()
