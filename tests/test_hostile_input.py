@@ -5,10 +5,7 @@ either a record or a rejection naming what was wrong; whatever records decoded, 
 builder puts each either into the Arrow batch or into the rejected map with a reason, and one
 bad record never costs its batch-mates their place.
 
-Bugs found are pinned by tests marked ``xfail(strict=True)`` that name the bug and give the
-smallest input. Inputs that hit a known crash are kept out of the property tests meanwhile (the
-``KNOWN_BUG_*`` switches), so the properties keep guarding everything else: fixing a bug means
-removing its xfail and turning its switch off.
+Each bug these properties found has a test of its own below, with the smallest input.
 """
 
 from __future__ import annotations
@@ -49,29 +46,6 @@ SETTINGS = settings(
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
 
-
-# Known bugs, each pinned by an xfail test below. True: keep inputs that hit it out of the
-# properties (they would fail on it) until it is fixed.
-KNOWN_BUG_ZERO_DIM_ARRAY = False
-"""A 0-d array (ext 2, shape []) as a field's value makes ``is_empty`` call len() on it:
-BatchBuilder.build (unknown field) and infer_schema raise TypeError."""
-KNOWN_BUG_COMPLEX_ARRAY_INFERENCE = False
-"""A complex array as a column's first value makes infer_schema raise ArrowNotImplementedError."""
-KNOWN_BUG_DEEP_LIST_INFERENCE = False
-"""A column inferred from a few hundred nested lists makes BatchBuilder.build raise
-RecursionError (values.value_problem recurses once per level of the type)."""
-KNOWN_BUG_NON_UTF8_KEY_INFERENCE = False
-"""A nested map keyed by bytes that are not UTF-8 infers a struct field whose name pyarrow
-cannot decode: BatchBuilder.build raises UnicodeDecodeError."""
-KNOWN_BUG_UNTYPABLE_VALUE_INFERENCE = False
-"""A column's first value that Arrow cannot type (a list mixing lists or maps with scalars)
-makes infer_schema raise ArrowInvalid: its fallback ``pa.infer_type([first])`` fails too."""
-KNOWN_BUG_EMPTY_DETAIL = "undecodable record: "
-"""msgpack's FormatError (a reserved byte such as 0xc1) and StackError (nesting deeper than
-1023) carry no message: such records are rejected with just this, which names nothing."""
-KNOWN_BUG_REPLY_KEY_NEWLINE = False
-"""``TableKeys.is_reply_key`` matches the producer id with ``$``, which accepts a trailing
-newline: ``...:reply:abc\\n`` counts as a reply key of the table."""
 
 SCHEMA = pa.schema(
     [
@@ -297,8 +271,6 @@ REC_PAYLOADS = st.one_of(  # what a 'rec' field may hold: anything from noise to
 )
 
 _SUFFIXES = st.text(max_size=70)
-if KNOWN_BUG_REPLY_KEY_NEWLINE:
-    _SUFFIXES = _SUFFIXES.filter(lambda s: not s.endswith("\n"))
 REPLY_KEYS = st.one_of(  # this table's reply keys, near misses, other keys, undecodable bytes
     st.from_regex(_PRODUCER_ID, fullmatch=True).map(lambda p: KEYS.reply(p).encode()),
     _SUFFIXES.map(lambda s: (KEYS.reply_prefix + s).encode("utf-8", "surrogatepass")),
@@ -345,66 +317,12 @@ ENTRY_FIELDS = st.builds(  # each known field missing, valid or garbage; garbage
 ENTRY_IDS = st.builds(lambda ms, n: f"{ms}-{n}".encode(), st.integers(0, 2**48), st.integers(0, 99))
 
 
-# --- known crashes, kept out of the properties until fixed ------------------------------------
-
-
-def known_crash(record: dict[str, Any], *, inferring: bool) -> str | None:
-    """The known bug ``record`` would hit in the batch builder (with inference if
-    ``inferring``), or None."""
-    for value in record.values():
-        array = value if isinstance(value, np.ndarray) else None
-        if KNOWN_BUG_ZERO_DIM_ARRAY and array is not None and array.ndim == 0:
-            return "zero-dim array"
-        if not inferring:
-            continue
-        if KNOWN_BUG_COMPLEX_ARRAY_INFERENCE and array is not None and array.dtype.kind == "c":
-            return "complex array"
-        if KNOWN_BUG_DEEP_LIST_INFERENCE and _depth(value) > 50:
-            return "deep nesting"
-        if KNOWN_BUG_NON_UTF8_KEY_INFERENCE and _has_non_utf8_key(value):
-            return "non-UTF-8 map key"
-        if KNOWN_BUG_UNTYPABLE_VALUE_INFERENCE and isinstance(value, (list, dict)):
-            try:
-                pa.infer_type([value])
-            except pa.ArrowException:
-                return "value Arrow cannot type"
-    return None
-
-
-def _nodes(value: Any) -> Iterator[tuple[Any, int]]:
-    """Every (node, depth) of a nested value, without recursion (values nest 1000 deep)."""
-    stack: list[tuple[Any, int]] = [(value, 1)]
-    while stack:
-        node, depth = stack.pop()
-        yield node, depth
-        children = node.values() if isinstance(node, dict) else node
-        if isinstance(node, (list, dict)):
-            stack.extend((child, depth + 1) for child in children)
-
-
-def _depth(value: Any) -> int:
-    return max(depth for _, depth in _nodes(value))
-
-
-def _has_non_utf8_key(value: Any) -> bool:
-    for node, _ in _nodes(value):
-        for key in node if isinstance(node, dict) else ():
-            if isinstance(key, bytes):
-                try:
-                    key.decode()
-                except UnicodeDecodeError:
-                    return True
-    return False
-
-
 # --- checks -----------------------------------------------------------------------------------
 
 
 def assert_named(reason: object) -> None:
     """A reason is a non-empty string that says something after its last colon."""
     assert isinstance(reason, str) and reason.strip(), f"unnamed reason {reason!r}"
-    if reason == KNOWN_BUG_EMPTY_DETAIL:
-        return  # pinned by test_a_rejection_names_the_problem_not_just_undecodable
     assert not reason.rstrip().endswith(":"), f"reason names nothing: {reason!r}"
 
 
@@ -417,24 +335,17 @@ def assert_record_or_rejection(entry: Entry) -> None:
         assert all(isinstance(name, str) for name in entry.record)
 
 
-def decoded(payloads: list[bytes], *, inferring: bool = False) -> list[dict[str, Any]]:
-    """The records among ``payloads`` that read_entry decodes, in order, less those that would
-    hit a known crash of the batch builder."""
-    return list(decoded_by_origin(payloads, inferring=inferring).values())
+def decoded(payloads: list[bytes]) -> list[dict[str, Any]]:
+    """The records among ``payloads`` that read_entry decodes, in order."""
+    return list(decoded_by_origin(payloads).values())
 
 
-def decoded_by_origin(
-    payloads: list[bytes], *, inferring: bool = False
-) -> dict[int, dict[str, Any]]:
+def decoded_by_origin(payloads: list[bytes]) -> dict[int, dict[str, Any]]:
     """``decoded``, keyed by the index of each record's payload."""
     entries = [entry_of(rec, seq) for seq, rec in enumerate(payloads, 1)]
     for entry in entries:
         assert_record_or_rejection(entry)
-    return {
-        index: entry.record
-        for index, entry in enumerate(entries)
-        if entry.record is not None and known_crash(entry.record, inferring=inferring) is None
-    }
+    return {index: entry.record for index, entry in enumerate(entries) if entry.record is not None}
 
 
 def build_and_account(
@@ -478,7 +389,7 @@ def build_mixed(
     payloads = [encode_record(record) for record in valid]
     position = min(position, len(payloads))
     payloads.insert(position, hostile)
-    by_origin = decoded_by_origin(payloads, inferring=builder is None)
+    by_origin = decoded_by_origin(payloads)
     assert set(range(len(payloads))) - {position} <= set(by_origin)  # the valid ones decoded
     records = list(by_origin.values())
     valid_indices = [i for i, origin in enumerate(by_origin) if origin != position]
@@ -546,7 +457,7 @@ def test_a_first_batch_of_any_records_defines_a_schema_that_takes_or_rejects_eac
     payloads: list[bytes],
 ) -> None:
     """No table yet: the schema comes from the batch itself (as TableSink.prepare does)."""
-    records = decoded(payloads, inferring=True)
+    records = decoded(payloads)
     schema = infer_schema(records)
     if len(schema) == 0:
         # No value a table type fits (none at all, or only untypable ones): the sink rejects
