@@ -11,6 +11,7 @@ import redis
 from lancequeue.common.errors import ConfigError
 from lancequeue.common.keys import GROUP, NAMESPACE, TableKeys, check_table_name
 from lancequeue.common.redis_client import SyncRedis
+from lancequeue.common.stream_ids import id_ms
 
 
 def read_status(client: SyncRedis, table: str) -> dict[str, Any]:
@@ -79,9 +80,8 @@ def known_tables(client: SyncRedis) -> list[str]:
 def _id_ms(entry_id: bytes | str | None) -> int | None:
     if entry_id is None:
         return None
-    text = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
     try:
-        return int(text.split("-")[0])
+        return id_ms(entry_id)
     except ValueError:
         return None
 

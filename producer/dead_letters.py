@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import concurrent.futures
 import json
-import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import date, datetime
@@ -22,6 +21,7 @@ from lancequeue.common.errors import LancequeueError, RecordRejected
 from lancequeue.common.keys import TableKeys
 from lancequeue.common.protocol import FIELD_RECORD, FIELD_REPLY, FIELD_SEQ
 from lancequeue.common.redis_client import SyncRedis, sync_client
+from lancequeue.common.stream_ids import is_stream_id
 from lancequeue.producer.producer import Producer
 from lancequeue.producer.settings import ProducerSettings
 
@@ -30,7 +30,6 @@ FIELD_DELIVERIES = b"deliveries"
 FIELD_ORIGINAL_ID = b"original_id"
 FIELD_DEAD_AT_MS = b"dead_at_ms"
 
-_STREAM_ID = re.compile(r"^\d+-\d+$")
 _DELETE_CHUNK = 1000  # ids per XDEL
 _PREVIEW_CHARS = 100
 _PREVIEW_TEXT_CHARS = 24
@@ -96,7 +95,7 @@ def read_by_ids(client: SyncRedis, keys: TableKeys, ids: Iterable[str]) -> list[
     anything is done with the others.
     """
     wanted = list(dict.fromkeys(ids))
-    malformed = [i for i in wanted if not _STREAM_ID.match(i)]
+    malformed = [i for i in wanted if not is_stream_id(i)]
     if malformed:
         raise LancequeueError(
             f"not a stream id (expected <ms>-<seq>): {', '.join(map(repr, malformed))}"

@@ -31,6 +31,7 @@ from lancequeue.common.protocol import (
     VERSIONS,
     record_digest,
 )
+from lancequeue.common.stream_ids import id_ms
 
 logger = logging.getLogger(__name__)
 
@@ -261,11 +262,11 @@ def arrived_ms(entry_id: bytes, fields: dict[bytes, bytes] | None) -> int:
     writer adds as it moves the entry from the inbox), or its id's time if that is earlier or
     the entry has none (added to the stream directly). Never later than the id: no value in the
     entry moves its deadline past the writer's own clock."""
-    id_ms = _id_ms(entry_id)
+    arrived = id_ms(entry_id)
     at = (fields or {}).get(FIELD_AT)
     if at is None or not at.isdigit() or len(at) > 15:
-        return id_ms
-    return min(int(at), id_ms)
+        return arrived
+    return min(int(at), arrived)
 
 
 def _oversized(dropped: bytes, max_record_bytes: int | None) -> str:
@@ -393,7 +394,3 @@ def _seq(fields: dict[bytes, bytes]) -> int | None:
         return None
     seq = int(raw)
     return seq if seq <= MAX_SEQ else None
-
-
-def _id_ms(entry_id: bytes) -> int:
-    return int(entry_id.split(b"-", 1)[0])

@@ -31,6 +31,7 @@ from lancequeue.common.errors import ConfigError
 from lancequeue.common.keys import GROUP, TableKeys
 from lancequeue.common.redis_client import REDIS_FAILURES, SyncRedis, sync_client
 from lancequeue.common.status import read_status
+from lancequeue.common.stream_ids import id_ms
 
 _SCRAPE_FAILURES: tuple[type[Exception], ...] = (*REDIS_FAILURES, ConfigError)
 _BATCH_ROWS_BUCKETS = (1, 8, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384)
@@ -238,5 +239,4 @@ def _oldest_pending_age_s(client: SyncRedis, keys: TableKeys) -> float:
     if not summary.get("pending") or not oldest:
         return 0.0
     seconds, micros = client.time()
-    oldest_id = oldest.decode() if isinstance(oldest, bytes) else str(oldest)
-    return max(0.0, seconds + micros / 1e6 - int(oldest_id.split("-")[0]) / 1000)
+    return max(0.0, seconds + micros / 1e6 - id_ms(oldest) / 1000)

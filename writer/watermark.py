@@ -13,6 +13,8 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from lancequeue.common.stream_ids import parse_id
+
 PREFIX = "lancequeue."
 EPOCH = PREFIX + "epoch"
 LAST_ID = PREFIX + "watermark"
@@ -25,13 +27,6 @@ Outcome = dict[str, str] | None
 
 SKIPPED_SILENTLY = {"error": "", "message": "", "cause": ""}
 """The answer recorded for an entry acked without an answer (a duplicate, a foreign reply key)."""
-
-
-def parse_id(entry_id: bytes | str) -> tuple[int, int]:
-    """A stream id as a comparable pair; raises ``ValueError`` if malformed."""
-    text = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
-    ms, _, seq = text.partition("-")
-    return int(ms), int(seq or 0)
 
 
 @dataclass(frozen=True)
