@@ -45,6 +45,7 @@ from typing import Any
 
 from lancequeue.common.codec import packb, unpackb
 from lancequeue.common.errors import LancequeueError, RecordRejected, WriteFailed, WriteTimeout
+from lancequeue.common.lua_scripts import lua_script
 
 PROTOCOL_VERSION = b"1"
 RANGED_VERSION = b"2"
@@ -108,71 +109,16 @@ ENTRY_WIDTH = 10
 PACKED_ENTRY_WIDTH = 12
 """Arguments one packed or columnar entry takes in the enqueue script: six field/value pairs."""
 
-ENQUEUE_SCRIPT = """
-redis.replicate_commands()
-local width = tonumber(ARGV[2])
-if width ~= 10 and width ~= 12 then return redis.error_reply('ERR entry width must be 10 or 12') end
-local limit = tonumber(redis.call('HGET', KEYS[2], 'max_queue_size') or '')
-if not limit or limit < 1 then limit = tonumber(ARGV[1]) end
-local packing = tonumber(redis.call('HGET', KEYS[2], 'max_batch') or '')
-if not packing or packing < 1 then packing = 1 end
-local streamed = tonumber(redis.call('GET', KEYS[3]) or '0') or 0
-if not (streamed >= 0) then streamed = 0 end
-local waiting = redis.call('LLEN', KEYS[1])
-local stored = redis.call('GET', KEYS[4])
-local inboxed = tonumber(stored or '0') or 0
-if not (inboxed >= waiting) then inboxed = waiting end
-inboxed = math.min(inboxed, waiting * packing)
-local queued = streamed + inboxed
-local counts = {}
-local i = 4
-while i + width - 1 <= #ARGV do
-  local n = 1
-  if width == 12 and ARGV[i + 8] == 'n' and string.match(ARGV[i + 9], '^[1-9]%d?%d?%d?%d?$') then
-    n = math.min(tonumber(ARGV[i + 9]), 65536)
-  end
-  if queued + n > limit and queued > 0 then break end
-  queued = queued + n
-  inboxed = inboxed + n
-  counts[#counts + 1] = n
-  i = i + width
-end
-local count = string.format('%d', inboxed)
-if stored ~= count then redis.call('SET', KEYS[4], count) end
-if #counts == 0 then return counts end
-local now = redis.call('TIME')
-local at = string.format('%d', now[1] * 1000 + math.floor(now[2] / 1000))
-local elements = {}
-for e = 1, #counts do
-  local first = 4 + (e - 1) * width
-  local lengths = {}
-  for f = first, first + width - 1 do lengths[#lengths + 1] = #ARGV[f] end
-  elements[e] = at .. ':' .. table.concat(lengths, ',') .. ';'
-                .. table.concat(ARGV, '', first, first + width - 1)
-end
-for first = 1, #elements, 1000 do
-  redis.call('RPUSH', KEYS[1], unpack(elements, first, math.min(first + 999, #elements)))
-end
-if waiting == 0 then redis.call('PUBLISH', ARGV[3], #counts) end
-return counts
-"""
-"""Push entries onto the inbox, in order, while the stream and the inbox hold fewer than
-``max_queue_size`` records.
-
-KEYS: inbox, config, queued (records in the stream: the writer's count), inboxed (records in
-the inbox). ARGV: default max_queue_size (also used if the config hash holds no positive one),
-entry width (10 for single-record entries, 12 for packed ones, whose ``n`` is the fifth pair),
-the pushed channel, then each entry's field/value pairs. Returns the record count of each entry
-pushed: a prefix of those given, none when the queue is full. An entry is pushed onto an empty
-queue even if it alone holds more than ``max_queue_size`` records. Each element is the Redis
-time of the push, the lengths of the fields and the fields (``INBOX_ELEMENT``); the writer moves
-it into the stream as an entry of those fields plus ``at``, that time. The script decides what
-fits and counts it before pushing anything, so a failing push adds nothing after the count.
-``inboxed`` is taken as at least the inbox's length and at most its length times the writer's
-``max_batch`` (the most records an entry packs), so a count that drifted, or that a client
-made up, heals at once; the writer lowers it as it moves entries. The pushed channel hears of a
-push only onto an empty inbox: the writer waits only after a read that emptied it.
-"""
+ENQUEUE_SCRIPT = lua_script(
+    __name__,
+    "enqueue.lua",
+    ENTRY_WIDTH=ENTRY_WIDTH,
+    PACKED_ENTRY_WIDTH=PACKED_ENTRY_WIDTH,
+    MAX_PACKED_RECORDS=MAX_PACKED_RECORDS,
+    CONFIG_MAX_QUEUE_SIZE=CONFIG_MAX_QUEUE_SIZE,
+    CONFIG_MAX_BATCH=CONFIG_MAX_BATCH,
+)
+"""Push entries onto the inbox while the queue has room (``lua/enqueue.lua`` says how)."""
 INBOX_ELEMENT = "<at>:<length>,<length>,...;<field><value><field><value>..."
 """An inbox element: ``at``, the Redis time (ms) of the push (empty if unknown), then the byte
 lengths of the entry's field names and values, then those, concatenated."""
@@ -223,33 +169,8 @@ def columnar_entry_fields(
     return [*fields, FIELD_COUNT, str(count), FIELD_COLUMNS, columns]
 
 
-ABANDON_SCRIPT = """
-local epoch = redis.call('GET', KEYS[4]) or ''
-if ARGV[1] ~= '' and epoch ~= ARGV[1] then
-  return -1
-end
-local seen = tonumber(redis.call('GET', KEYS[1]) or '-1') or -1
-local claim = tonumber(redis.call('GET', KEYS[2]) or '-1') or -1
-local decided = math.max(seen, claim)
-local abandoned = {}
-for i = 2, #ARGV do
-  if tonumber(ARGV[i]) > decided then
-    redis.call('SADD', KEYS[3], ARGV[i])
-    abandoned[#abandoned + 1] = ARGV[i]
-  end
-end
-return abandoned
-"""
-"""Abandon records a producer sent and the writer has not answered by their deadline.
-
-KEYS: the producer's ``seen``, ``claim`` and ``abandoned`` keys, and the ``epoch`` key. ARGV: the
-stream's epoch the records were sent under ('' if none was known), then sequence numbers.
-Returns those abandoned: no writer had claimed or settled them, and none ever will write them.
-The others were claimed by a writer (or settled): their true answer is on its way. Returns -1,
-abandoning nothing, if the stream's epoch changed since (Redis lost its data, claims included):
-their outcome cannot be known. Only ``SADD``: a producer account may add to an abandoned set but
-never shorten its life (the writer sets its expiry as it claims, and removes the members it
-settles), so no other client can undo an abandonment."""
+ABANDON_SCRIPT = lua_script(__name__, "abandon.lua")
+"""Abandon records the writer has not answered by their deadline (``lua/abandon.lua``)."""
 
 
 def record_digest(data: bytes, version: bytes = PROTOCOL_VERSION) -> bytes:

@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from lancequeue.common.lua_scripts import lua_script
 from lancequeue.common.protocol import CONFIG_WRITER_UNTIL
 from lancequeue.producer.calls import Op
 from lancequeue.producer.core import ProducerCore
@@ -41,10 +42,8 @@ def redis_commands(
     }
 
 
-WRITER_UNTIL_SCRIPT = """
-return {redis.call('HGET', KEYS[1], ARGV[1]), redis.call('TIME')}
-"""
-"""KEYS: config hash. Until when the writer holds the lease (or false), and Redis time."""
+WRITER_UNTIL_SCRIPT = lua_script(__name__, "writer_until.lua")
+"""Until when the writer holds the lease (or false), and Redis time (``lua/writer_until.lua``)."""
 
 
 def _hgets(client: Any, key: str, fields: list[str]) -> Any:

@@ -132,8 +132,7 @@ def test_the_protocol_document_carries_the_enqueue_script_verbatim() -> None:
 
     protocol = (ROOT / "PROTOCOL.md").read_text()
     documented = protocol.split("```lua\n")[1].split("```")[0]
-    code_lines = [line for line in documented.splitlines() if not line.startswith("--")]
-    assert "\n".join(code_lines).strip() == ENQUEUE_SCRIPT.strip()
+    assert _code(documented) == _code(ENQUEUE_SCRIPT)
 
 
 def test_the_protocol_document_carries_the_abandon_script_verbatim() -> None:
@@ -141,9 +140,11 @@ def test_the_protocol_document_carries_the_abandon_script_verbatim() -> None:
 
     protocol = (ROOT / "PROTOCOL.md").read_text()
     documented = protocol.split("```lua\n")[2].split("```")[0]
-    code_lines = [
-        line.strip() for line in documented.splitlines() if not line.strip().startswith("--")
-    ]
-    assert "\n".join(line for line in code_lines if line) == "\n".join(
-        line.strip() for line in ABANDON_SCRIPT.strip().splitlines() if line.strip()
-    )
+    assert _code(documented, indented=True) == _code(ABANDON_SCRIPT, indented=True)
+
+
+def _code(script: str, indented: bool = False) -> list[str]:
+    """The script's lines of code: no comment lines, no blank lines (and, if ``indented``, no
+    indentation: the document indents the abandon script in a list)."""
+    lines = [line.strip() if indented else line.rstrip() for line in script.splitlines()]
+    return [line for line in lines if line.strip() and not line.strip().startswith("--")]

@@ -23,84 +23,20 @@ from redis.exceptions import AuthenticationError, NoPermissionError
 
 from lancequeue.common.errors import WriterReplaced
 from lancequeue.common.keys import TableKeys
+from lancequeue.common.lua_scripts import lua_script
 from lancequeue.common.protocol import CONFIG_WRITER_UNTIL
 from lancequeue.common.redis_client import REDIS_FAILURES, AsyncRedis
 from lancequeue.common.redis_tls import tls_error
 from lancequeue.writer.retrying import Outage
-from lancequeue.writer.scripting import KEEP_LEASE, TOUCH
 
 logger = logging.getLogger(__name__)
 
-_ACQUIRE = (
-    """
-if redis.call('EXISTS', KEYS[2]) == 1 then
-  return 0
-end
-"""
-    + TOUCH
-    + """
-local token = redis.call('INCR', KEYS[3])
-redis.call('SET', KEYS[2], ARGV[1] .. ' ' .. token, 'PX', ARGV[2])
-return token
-"""
-)
-"""KEYS: stream, lease, fence. Take the lease if free, with the next fencing token."""
-_RAISE_TOKEN = (
-    """
-if redis.call('GET', KEYS[2]) ~= ARGV[1] then
-  return 0
-end
-"""
-    + TOUCH
-    + """
-local token = redis.call('INCR', KEYS[3])
-local floor = tonumber(ARGV[3])
-if token <= floor then
-  token = floor + 1
-  redis.call('SET', KEYS[3], token)
-end
-redis.call('SET', KEYS[2], ARGV[2] .. ' ' .. token, 'KEEPTTL')
-return token
-"""
-)
-"""KEYS: stream, lease, fence. A token above ARGV[3], keeping the lease."""
-_RENEW = (
-    """
-local holder = redis.call('GET', KEYS[2])
-if holder and holder ~= ARGV[1] then
-  return 0
-end
-"""
-    + KEEP_LEASE
-    + """
-redis.call('HSET', KEYS[3], 'heartbeat_at_ms', ARGV[3])
-if #ARGV >= 5 then redis.call('HSET', KEYS[4], unpack(ARGV, 4)) end
-local now = redis.call('TIME')
-local until_ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000) + ARGV[2]
-redis.call('HSET', KEYS[4], '"""
-    + CONFIG_WRITER_UNTIL
-    + """', string.format('%d', until_ms))
-if holder then
-  return 1
-end
-return 2
-"""
-)
-"""KEYS: stream, lease, status hash, config hash. Extend the lease (retake it if it vanished
-and is free) and publish the writer's settings again, with until when it holds the lease."""
-_RELEASE = (
-    """
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  redis.call('HDEL', KEYS[2], '"""
-    + CONFIG_WRITER_UNTIL
-    + """')
-  return redis.call('DEL', KEYS[1])
-end
-return 0
-"""
-)
-"""KEYS: lease, config hash. Give the lease up if this writer holds it; producers then see
-no writer serving the table."""
+# The lease's scripts (lua/lease_*.lua): take it, raise its fencing token, renew it (with the
+# settings the writer publishes), give it up.
+_ACQUIRE = lua_script(__name__, "lease_acquire.lua")
+_RAISE_TOKEN = lua_script(__name__, "lease_raise_token.lua")
+_RENEW = lua_script(__name__, "lease_renew.lua", CONFIG_WRITER_UNTIL=CONFIG_WRITER_UNTIL)
+_RELEASE = lua_script(__name__, "lease_release.lua", CONFIG_WRITER_UNTIL=CONFIG_WRITER_UNTIL)
 
 
 class Renewal(enum.Enum):

@@ -15,6 +15,7 @@ from redis.exceptions import ResponseError
 
 from lancequeue.common.errors import WriterReplaced
 from lancequeue.common.keys import GROUP, TableKeys
+from lancequeue.common.lua_scripts import lua_script
 from lancequeue.common.protocol import (
     CONFIG_COLUMNAR_BATCH,
     CONFIG_MAX_BATCH,
@@ -24,19 +25,22 @@ from lancequeue.common.protocol import (
 )
 from lancequeue.common.redis_client import REDIS_FAILURES, AsyncRedis
 from lancequeue.writer.lease import Lease
-from lancequeue.writer.stream_scripts import (
-    ANNOUNCE,
-    CLAIM,
-    ENSURE,
-    OTHER_FIELD_LIMIT,
-    READ_NEW,
-    READ_PENDING,
-)
 
 logger = logging.getLogger(__name__)
 
 RawEntry = tuple[bytes, dict[bytes, bytes] | None]
 _CLAIM_COUNT = 1000
+
+# The Lua scripts of the writer's side of the stream (lua/): each checks the lease where it takes
+# entries, and those that must run at maxmemory start with a write Redis allows there.
+_ENSURE = lua_script(__name__, "ensure.lua")
+_ANNOUNCE = lua_script(__name__, "announce.lua")
+_READ_NEW = lua_script(__name__, "read_new.lua")
+_READ_PENDING = lua_script(__name__, "read_pending.lua")
+_CLAIM = lua_script(__name__, "claim_entries.lua")
+OTHER_FIELD_LIMIT = 4096
+"""Most bytes a read brings of an entry's field other than ``rec``, ``recs`` and ``cols``
+(``lua/bounded_read.lua``): a larger one stays in Redis and its record is refused."""
 
 
 class StreamGroup:
@@ -55,11 +59,11 @@ class StreamGroup:
         self.keys = keys
         self.consumer = lease.consumer
         self._lease = lease
-        self._claim = redis.register_script(CLAIM)
-        self._read_new = redis.register_script(READ_NEW)
-        self._read_pending = redis.register_script(READ_PENDING)
-        self._announce = redis.register_script(ANNOUNCE)
-        self._ensure = redis.register_script(ENSURE)
+        self._claim = redis.register_script(_CLAIM)
+        self._read_new = redis.register_script(_READ_NEW)
+        self._read_pending = redis.register_script(_READ_PENDING)
+        self._announce = redis.register_script(_ANNOUNCE)
+        self._ensure = redis.register_script(_ENSURE)
         self.epoch = ""
         """The stream's epoch, as of the last ``ensure()``."""
         self._doorbell: Any = None
