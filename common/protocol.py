@@ -39,12 +39,6 @@ producer that sent entries of version 2, ``{"ok": [[first, last, digest], ...], 
 
 from __future__ import annotations
 
-import hashlib
-from dataclasses import dataclass
-from typing import Any
-
-from lancequeue.common.codec import packb, unpackb
-from lancequeue.common.errors import LancequeueError, RecordRejected, WriteFailed, WriteTimeout
 from lancequeue.common.lua_scripts import lua_script
 
 PROTOCOL_VERSION = b"1"
@@ -72,6 +66,11 @@ FIELD_AT = b"at"
 """Added by the writer as it moves an entry from the inbox: the Redis time (ms) it was pushed,
 set by the enqueue script. A record's deadline is counted from it (or from the entry id, if
 earlier or missing), so no entry id a client might choose moves it."""
+FIELD_REASON = b"reason"
+"""Added to a dead letter, as are the three below: why the writer set the entry aside."""
+FIELD_DELIVERIES = b"deliveries"
+FIELD_ORIGINAL_ID = b"original_id"
+FIELD_DEAD_AT_MS = b"dead_at_ms"
 MAX_PACKED_RECORDS = 65536
 """Most records one packed entry may carry."""
 MAX_SEQ = 2**53 - 1
@@ -119,204 +118,5 @@ ENQUEUE_SCRIPT = lua_script(
     CONFIG_MAX_BATCH=CONFIG_MAX_BATCH,
 )
 """Push entries onto the inbox while the queue has room (``lua/enqueue.lua`` says how)."""
-INBOX_ELEMENT = "<at>:<length>,<length>,...;<field><value><field><value>..."
-"""An inbox element: ``at``, the Redis time (ms) of the push (empty if unknown), then the byte
-lengths of the entry's field names and values, then those, concatenated."""
-
-
-def entry_fields(
-    reply_key: str, seq: int, record: bytes, ttl_ms: int, version: bytes = PROTOCOL_VERSION
-) -> list[bytes | str]:
-    """The field/value pairs of one stream entry, in the order the enqueue script takes them.
-
-    ``ttl_ms`` is how long the record may still wait: the writer drops it (answering
-    ``WriteTimeout``) if its batch is built later than that after the entry was added.
-    """
-    return [
-        FIELD_VERSION,
-        version,
-        FIELD_REPLY,
-        reply_key,
-        FIELD_SEQ,
-        str(seq),
-        FIELD_TTL,
-        str(max(0, int(ttl_ms))),
-        FIELD_RECORD,
-        record,
-    ]
-
-
-def packed_entry_fields(
-    reply_key: str, first_seq: int, records: list[bytes], ttl_ms: int
-) -> list[bytes | str]:
-    """The field/value pairs of one packed stream entry: ``records`` (encoded) with sequence
-    numbers ``first_seq``, ``first_seq + 1``, ... in the order the enqueue script takes them."""
-    fields = entry_fields(reply_key, first_seq, b"", ttl_ms)[:-2]  # all but "rec"
-    return [*fields, FIELD_COUNT, str(len(records)), FIELD_RECORDS, packb(records)]
-
-
-def columnar_entry_fields(
-    reply_key: str,
-    first_seq: int,
-    count: int,
-    columns: bytes,
-    ttl_ms: int,
-    version: bytes = PROTOCOL_VERSION,
-) -> list[bytes | str]:
-    """The field/value pairs of one columnar stream entry of ``count`` records (sequence numbers
-    ``first_seq`` on) whose ``cols`` value is ``columns`` (``columns.encode_columns``)."""
-    fields = entry_fields(reply_key, first_seq, b"", ttl_ms, version)[:-2]  # all but "rec"
-    return [*fields, FIELD_COUNT, str(count), FIELD_COLUMNS, columns]
-
-
 ABANDON_SCRIPT = lua_script(__name__, "abandon.lua")
 """Abandon records the writer has not answered by their deadline (``lua/abandon.lua``)."""
-
-
-def record_digest(data: bytes, version: bytes = PROTOCOL_VERSION) -> bytes:
-    """What the writer answers a written record with: a digest of its encoded bytes, so a
-    producer can tell its own record from another client's sent under its id and sequence
-    number. The first ``DIGEST_BYTES`` of SHA-256 for entries of ``SHA256_VERSION``, BLAKE2b of
-    that size for the others."""
-    if version == SHA256_VERSION:
-        return hashlib.sha256(data).digest()[:DIGEST_BYTES]
-    return hashlib.blake2b(data, digest_size=DIGEST_BYTES).digest()
-
-
-@dataclass(frozen=True)
-class Result:
-    """The writer's answer for one record: ``error`` None means written, and ``digest`` is then
-    the written record's (``record_digest``)."""
-
-    seq: int
-    error: LancequeueError | None
-    digest: bytes | None = None
-
-
-Answer = tuple[int, dict[str, str] | None, bytes | None]
-"""A result as the writer sends it: sequence number, error map (None: written), digest."""
-
-
-def encode_results(results: list[Answer]) -> bytes:
-    """One reply message: the results of one producer's records in one flush."""
-    return packb(
-        [
-            [seq, error] if error is not None else [seq, None, digest]
-            for seq, error, digest in results
-        ]
-    )
-
-
-def encode_ranges(results: list[Answer]) -> bytes:
-    """One reply message in ranges, for a producer whose entries are of ``RANGED_VERSION``:
-    ``{"ok": [[first, last, digest], ...], "errors": [[seq, error], ...]}``, the records
-    ``first`` to ``last`` written (each with that digest), and only the others one by one."""
-    written: list[list[Any]] = []
-    errors: list[list[Any]] = []
-    for seq, error, digest in results:
-        if error is not None:
-            errors.append([seq, error])
-        elif written and written[-1][1] == seq - 1 and written[-1][2] == digest:
-            written[-1][1] = seq
-        else:
-            written.append([seq, seq, digest])
-    return packb({"ok": written, "errors": errors})
-
-
-@dataclass(frozen=True)
-class Reply:
-    """One reply message: the records written, in ranges, and the others' errors."""
-
-    written: list[tuple[int, int, bytes]]
-    """``(first, last, digest)``: records ``first`` to ``last`` are in the table."""
-    errors: list[tuple[int, LancequeueError]]
-
-    @property
-    def highest(self) -> int | None:
-        """The highest sequence number answered (None if none is)."""
-        tops = [last for _, last, _ in self.written] + [seq for seq, _ in self.errors]
-        return max(tops, default=None)
-
-
-def decode_reply(message: bytes | str) -> Reply:
-    """Parse one reply message, in either form (``encode_results``, ``encode_ranges``); raises
-    ``ValueError`` if it is malformed."""
-    try:
-        items: Any = unpackb(message.encode() if isinstance(message, str) else message)
-    except Exception as exc:  # msgpack and the extension decoders raise several types
-        raise ValueError(f"undecodable reply message: {exc}") from exc
-    if isinstance(items, dict):
-        return _ranges_reply(items)
-    if not isinstance(items, list):
-        raise ValueError("reply message must be a msgpack array or map")
-    reply = Reply([], [])
-    for item in items:
-        if not (isinstance(item, list) and len(item) in (2, 3) and type(item[0]) is int):
-            raise ValueError(f"malformed result {item!r:.200}")
-        seq, payload = item[0], item[1]
-        if payload is not None:
-            reply.errors.append((seq, _to_error(payload)))
-        elif len(item) == 3 and isinstance(item[2], bytes):
-            reply.written.append((seq, seq, item[2]))
-        else:
-            raise ValueError(f"result {item!r:.200} says written but carries no digest")
-    return reply
-
-
-def _ranges_reply(items: dict[str, Any]) -> Reply:
-    written, errors = items.get("ok", []), items.get("errors", [])
-    if not (isinstance(written, list) and isinstance(errors, list)):
-        raise ValueError("a reply in ranges holds an 'ok' and an 'errors' array")
-    reply = Reply([], [])
-    for item in written:
-        if not (
-            isinstance(item, list)
-            and len(item) == 3
-            and type(item[0]) is int
-            and type(item[1]) is int
-            and 0 <= item[0] <= item[1]
-            and isinstance(item[2], bytes)
-        ):
-            raise ValueError(f"malformed range {item!r:.200}")
-        reply.written.append((item[0], item[1], item[2]))
-    for item in errors:
-        if not (isinstance(item, list) and len(item) == 2 and type(item[0]) is int):
-            raise ValueError(f"malformed result {item!r:.200}")
-        reply.errors.append((item[0], _to_error(item[1])))
-    return reply
-
-
-def error_payload(kind: str, message: str, cause: str) -> dict[str, str]:
-    """The error map of a result (``kind`` is a key of ``REPLY_ERRORS``)."""
-    return {"error": kind, "message": message, "cause": cause}
-
-
-def decode_results(message: bytes | str) -> list[Result]:
-    """Parse one reply message, in either form, into one result per record (in ranges: each
-    record of a range); raises ``ValueError`` if it is malformed."""
-    reply = decode_reply(message)
-    named = sum(last - first + 1 for first, last, _ in reply.written)
-    if named > MAX_PACKED_RECORDS:
-        raise ValueError(f"reply names {named} records written, more than one flush answers")
-    results = [
-        Result(seq, None, digest)
-        for first, last, digest in reply.written
-        for seq in range(first, last + 1)
-    ]
-    results += [Result(seq, error) for seq, error in reply.errors]
-    return sorted(results, key=lambda result: result.seq)
-
-
-def _to_error(payload: Any) -> LancequeueError:
-    if not isinstance(payload, dict):
-        return LancequeueError(f"malformed error payload {payload!r}")
-    kind = str(payload.get("error", ""))
-    message = str(payload.get("message", ""))
-    cause = str(payload.get("cause", ""))
-    if kind == "WriteFailed":
-        return WriteFailed(cause or "Exception", message)
-    if kind == "RecordRejected":
-        return RecordRejected(message)
-    if kind == "WriteTimeout":
-        return WriteTimeout(message)
-    return LancequeueError(f"{kind}: {message}")

@@ -19,16 +19,19 @@ from typing import Any
 from lancequeue.common.codec import decode_record
 from lancequeue.common.errors import LancequeueError, RecordRejected
 from lancequeue.common.keys import TableKeys
-from lancequeue.common.protocol import FIELD_RECORD, FIELD_REPLY, FIELD_SEQ
+from lancequeue.common.protocol import (
+    FIELD_DEAD_AT_MS,
+    FIELD_DELIVERIES,
+    FIELD_ORIGINAL_ID,
+    FIELD_REASON,
+    FIELD_RECORD,
+    FIELD_REPLY,
+    FIELD_SEQ,
+)
 from lancequeue.common.redis_client import SyncRedis, sync_client
 from lancequeue.common.stream_ids import is_stream_id
 from lancequeue.producer.producer import Producer
 from lancequeue.producer.settings import ProducerSettings
-
-FIELD_REASON = b"reason"
-FIELD_DELIVERIES = b"deliveries"
-FIELD_ORIGINAL_ID = b"original_id"
-FIELD_DEAD_AT_MS = b"dead_at_ms"
 
 _DELETE_CHUNK = 1000  # ids per XDEL
 _PREVIEW_CHARS = 100

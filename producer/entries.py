@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from typing import Protocol
 
 from lancequeue.common.columns import EncodedRecord, encode_columns
+from lancequeue.common.entries import columnar_entry_fields, entry_fields
 from lancequeue.common.keys import TableKeys
 from lancequeue.common.protocol import (
     CONFIG_COLUMNAR_BATCH,
@@ -20,10 +21,8 @@ from lancequeue.common.protocol import (
     PROTOCOL_VERSION,
     RANGED_VERSION,
     SHA256_VERSION,
-    columnar_entry_fields,
-    entry_fields,
-    record_digest,
 )
+from lancequeue.common.replies import record_digest
 
 _EPOCH = re.compile(r"[0-9a-fA-F]{32}")
 CONFIG_REFRESH_S = 5.0

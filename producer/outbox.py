@@ -23,9 +23,7 @@ from lancequeue.common.errors import (
     WriteTimeout,
 )
 from lancequeue.common.keys import TableKeys
-from lancequeue.common.protocol import (
-    decode_reply,
-)
+from lancequeue.common.replies import decode_reply
 from lancequeue.producer.entries import EntryMaker
 from lancequeue.producer.outgoing import F, Fail, Outgoing
 from lancequeue.producer.ranges import written_waiting

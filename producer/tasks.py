@@ -16,8 +16,9 @@ from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from lancequeue.common.protocol import ABANDON_SCRIPT, ENQUEUE_SCRIPT, encode_results
+from lancequeue.common.protocol import ABANDON_SCRIPT, ENQUEUE_SCRIPT
 from lancequeue.common.redis_client import REDIS_FAILURES, AsyncRedis, async_client
+from lancequeue.common.replies import encode_results
 from lancequeue.producer.calls import REPLY_BLOCK_S, Call, Op, Steps, resume
 from lancequeue.producer.commands import redis_commands
 from lancequeue.producer.core import ProducerCore

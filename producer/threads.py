@@ -17,8 +17,9 @@ from redis.backoff import NoBackoff
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.retry import Retry
 
-from lancequeue.common.protocol import ABANDON_SCRIPT, ENQUEUE_SCRIPT, encode_results
+from lancequeue.common.protocol import ABANDON_SCRIPT, ENQUEUE_SCRIPT
 from lancequeue.common.redis_client import REDIS_FAILURES, SyncRedis, sync_client
+from lancequeue.common.replies import encode_results
 from lancequeue.producer.calls import REPLY_BLOCK_S, Call, NotStarted, Op, Steps, resume
 from lancequeue.producer.commands import redis_commands
 from lancequeue.producer.core import ProducerCore

@@ -22,11 +22,11 @@ import redis
 
 from lancequeue.common.codec import encode_record
 from lancequeue.common.columns import decode_columns
+from lancequeue.common.entries import entry_fields, record_count
 from lancequeue.common.keys import TableKeys
-from lancequeue.common.protocol import Result, decode_results, entry_fields
+from lancequeue.common.replies import Result, decode_results
 from lancequeue.common.status import read_status
 from lancequeue.writer import Writer
-from lancequeue.writer.entries import record_count
 
 CLI = [sys.executable, "-c", "from lancequeue.cli import main; main()"]
 KEYS = TableKeys("docs")

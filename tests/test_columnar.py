@@ -18,11 +18,12 @@ import redis
 
 from lancequeue.common.codec import encode_record
 from lancequeue.common.columns import decode_columns, encode_columns, encode_fields
+from lancequeue.common.entries import columnar_entry_fields
 from lancequeue.common.errors import RecordRejected
-from lancequeue.common.protocol import Result, columnar_entry_fields, record_digest
+from lancequeue.common.replies import Result, record_digest
+from lancequeue.writer.acknowledger import DeadLetter, _dead_letter_fields
 from lancequeue.writer.arrow_batch import BatchBuilder
 from lancequeue.writer.entries import read_entries
-from lancequeue.writer.replies import DeadLetter, _dead_letter_fields
 from tests.support import KEYS, StartWriter, as_entry, pop_answers, record, table_ids
 
 REPLY = KEYS.reply("p1")

@@ -34,18 +34,11 @@ import redis
 
 from lancequeue.common.codec import decode_record, encode_record, packb
 from lancequeue.common.columns import encode_columns, encode_fields
+from lancequeue.common.entries import columnar_entry_fields, entry_fields
 from lancequeue.common.errors import LancequeueError, RecordRejected, WriteFailed
 from lancequeue.common.keys import TableKeys
-from lancequeue.common.protocol import (
-    ENQUEUE_SCRIPT,
-    PACKED_ENTRY_WIDTH,
-    RANGED_VERSION,
-    columnar_entry_fields,
-    encode_ranges,
-    encode_results,
-    entry_fields,
-    record_digest,
-)
+from lancequeue.common.protocol import ENQUEUE_SCRIPT, PACKED_ENTRY_WIDTH, RANGED_VERSION
+from lancequeue.common.replies import encode_ranges, encode_results, record_digest
 from lancequeue.producer import Producer
 from lancequeue.producer.outbox import Outbox
 from lancequeue.producer.outgoing import Outgoing

@@ -25,9 +25,8 @@ from lancequeue.common.protocol import (
     FIELD_VERSION,
     PACKED_ENTRY_WIDTH,
     PROTOCOL_VERSION,
-    encode_results,
-    record_digest,
 )
+from lancequeue.common.replies import encode_results, record_digest
 from lancequeue.producer.buffer import SendBuffer
 from lancequeue.producer.calls import Call, Op, Steps
 from lancequeue.producer.core import ProducerCore

@@ -12,7 +12,7 @@ import redis
 
 from lancequeue.common.codec import encode_record
 from lancequeue.common.errors import RecordRejected, WriteFailed, WriteTimeout
-from lancequeue.common.protocol import Result
+from lancequeue.common.replies import Result
 from tests.support import (
     KEYS,
     WriterProcess,

@@ -13,10 +13,11 @@ import pytest
 import redis
 
 from lancequeue.common.codec import encode_record
+from lancequeue.common.entries import packed_entry_fields
 from lancequeue.common.errors import (
     WriteFailed,
 )
-from lancequeue.common.protocol import decode_results, packed_entry_fields
+from lancequeue.common.replies import decode_results
 from lancequeue.producer import Producer
 from tests.support import (
     KEYS,

@@ -19,7 +19,7 @@ from lancequeue.common.errors import (
     WriteFailed,
     WriteTimeout,
 )
-from lancequeue.common.protocol import (
+from lancequeue.common.replies import (
     decode_results,
     encode_ranges,
     encode_results,

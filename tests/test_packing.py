@@ -13,8 +13,9 @@ import pytest
 import redis
 
 from lancequeue.common.codec import encode_record
+from lancequeue.common.entries import packed_entry_fields
 from lancequeue.common.errors import QueueFull, RecordRejected
-from lancequeue.common.protocol import Result, packed_entry_fields
+from lancequeue.common.replies import Result
 from lancequeue.producer import Producer
 from tests.support import (
     KEYS,

@@ -10,7 +10,7 @@ import re
 import redis
 
 from lancequeue.common.codec import encode_record
-from lancequeue.common.protocol import entry_fields
+from lancequeue.common.entries import entry_fields
 from lancequeue.producer import Producer
 from tests.support import (
     KEYS,

@@ -9,8 +9,8 @@ from pathlib import Path
 import lance
 
 from lancequeue.common.codec import encode_record
+from lancequeue.common.entries import entry_fields
 from lancequeue.common.keys import TableKeys
-from lancequeue.common.protocol import entry_fields
 from lancequeue.writer.claims import BatchClaim, ProducerClaim, Ranges
 from lancequeue.writer.entries import Entry, read_entries
 from lancequeue.writer.flush import BatchSettler, RetryPolicy

@@ -9,7 +9,7 @@ import redis
 
 from lancequeue.common.codec import encode_record
 from lancequeue.common.errors import WriterReplaced
-from lancequeue.common.protocol import decode_results
+from lancequeue.common.replies import decode_results
 from lancequeue.producer import Producer
 from lancequeue.writer import Writer
 from tests.support import (

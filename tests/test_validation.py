@@ -17,7 +17,7 @@ from lancequeue.common.codec import encode_record
 from lancequeue.common.errors import (
     RecordRejected,
 )
-from lancequeue.common.protocol import decode_results, record_digest
+from lancequeue.common.replies import decode_results, record_digest
 from lancequeue.producer import Producer
 from tests.support import (
     KEYS,

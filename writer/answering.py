@@ -1,5 +1,5 @@
 """Answering what a flush settled: the ``on_flushed`` hook, then one script that acks and
-answers (``replies.py``), then the counts (status hash, log summary, metrics).
+answers (``acknowledger.py``), then the counts (status hash, log summary, metrics).
 
 Also answers without writing: entries an earlier writer committed (from its watermark) and
 entries moved to the dead letters.
@@ -13,11 +13,12 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from lancequeue.common.protocol import error_payload
-from lancequeue.writer.entries import Entry, arrived_ms
+from lancequeue.common.entries import arrived_ms
+from lancequeue.common.replies import error_payload
+from lancequeue.writer.acknowledger import Acknowledgement, Acknowledger, DeadLetter
+from lancequeue.writer.entries import Entry
 from lancequeue.writer.flush import Settlement
 from lancequeue.writer.metrics import TableMetrics
-from lancequeue.writer.replies import Acknowledgement, Acknowledger, DeadLetter
 from lancequeue.writer.sink import TableSink
 from lancequeue.writer.summary import Summary
 from lancequeue.writer.watermark import Watermark

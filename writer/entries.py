@@ -4,18 +4,15 @@ from __future__ import annotations
 
 import functools
 import logging
-import re
 from dataclasses import dataclass, field
 from typing import Any
 
-import msgpack
-
 from lancequeue.common.codec import decode_record
 from lancequeue.common.columns import Columns, decode_columns
+from lancequeue.common.entries import OVERSIZED, arrived_ms, parse_seq, record_count, unpack_records
 from lancequeue.common.errors import RecordRejected
 from lancequeue.common.keys import TableKeys
 from lancequeue.common.protocol import (
-    FIELD_AT,
     FIELD_COLUMNS,
     FIELD_COUNT,
     FIELD_RECORD,
@@ -29,18 +26,10 @@ from lancequeue.common.protocol import (
     PROTOCOL_VERSION,
     RANGED_VERSIONS,
     VERSIONS,
-    record_digest,
 )
-from lancequeue.common.stream_ids import id_ms
+from lancequeue.common.replies import record_digest
 
 logger = logging.getLogger(__name__)
-
-_COUNT = re.compile(rb"[1-9][0-9]{0,4}")
-_RECORDS_LEFT_OUT = re.compile(rb"(?:^|, )(?:recs|cols) [0-9]+(?:,|$)")
-
-OVERSIZED = b"lq:oversized"
-"""Field the writer's reads put in an entry in place of fields over its limits, which they leave
-in Redis: what was left out, as ``<field> <bytes>`` items separated by ``, ``."""
 
 
 @dataclass(eq=False)
@@ -143,25 +132,6 @@ def _producer_of(reply_key: str) -> str:
     return reply_key.rsplit(":", 1)[-1]
 
 
-def record_count(fields: dict[bytes, bytes] | None) -> int:
-    """How many records an entry carries: a packed or columnar entry's ``n`` (``recs`` or
-    ``cols`` and no ``rec``, ``n``
-    in canonical decimal, at most ``MAX_PACKED_RECORDS``), else 1. The inbox move counts entries
-    by the same rule."""
-    fields = fields or {}
-    raw = fields.get(FIELD_COUNT)
-    packed = (
-        FIELD_RECORDS in fields
-        or FIELD_COLUMNS in fields
-        or _RECORDS_LEFT_OUT.search(fields.get(OVERSIZED, b""))
-    )
-    if raw is None or not packed or FIELD_RECORD in fields:
-        return 1
-    if not _COUNT.fullmatch(raw):
-        return 1
-    return min(int(raw), MAX_PACKED_RECORDS)
-
-
 def read_entries(
     keys: TableKeys,
     entry_id: bytes,
@@ -192,7 +162,7 @@ def read_entries(
     if columns is not None:
         return _columnar(head, count, columns, fields)
     parts = [_part(head, index, fields) for index in range(count)]
-    records = head.rejection or _unpack_records(packed or b"", count)
+    records = head.rejection or unpack_records(packed or b"", count)
     if isinstance(records, str):
         for part in parts:
             part.rejection = records
@@ -228,7 +198,7 @@ def _head(keys: TableKeys, entry_id: bytes, fields: dict[bytes, bytes]) -> Entry
     """The entry's addressing (reply key, sequence number, deadline), without its record;
     ``rejection`` set if those fields are unusable."""
     reply_key = _reply_key(keys, entry_id, fields)
-    seq = _seq(fields)
+    seq = parse_seq(fields)
     if reply_key is not None and seq is None:
         logger.warning("entry %s: missing or invalid 'seq'; it will not be answered", entry_id)
         reply_key = None
@@ -255,18 +225,6 @@ def _head(keys: TableKeys, entry_id: bytes, fields: dict[bytes, bytes]) -> Entry
             return entry
         entry.deadline_ms = arrived_ms(entry_id, fields) + int(ttl)
     return entry
-
-
-def arrived_ms(entry_id: bytes, fields: dict[bytes, bytes] | None) -> int:
-    """When the entry was queued, in Redis time (ms): the time of its push (``at``, which the
-    writer adds as it moves the entry from the inbox), or its id's time if that is earlier or
-    the entry has none (added to the stream directly). Never later than the id: no value in the
-    entry moves its deadline past the writer's own clock."""
-    arrived = id_ms(entry_id)
-    at = (fields or {}).get(FIELD_AT)
-    if at is None or not at.isdigit() or len(at) > 15:
-        return arrived
-    return min(int(at), arrived)
 
 
 def _oversized(dropped: bytes, max_record_bytes: int | None) -> str:
@@ -334,19 +292,6 @@ def _columnar(head: Entry, count: int, body: bytes, fields: dict[bytes, bytes]) 
 _BLOCK_FIELDS = (FIELD_COUNT, FIELD_COLUMNS)
 
 
-def _unpack_records(packed: bytes, count: int) -> list[bytes] | str:
-    """The encoded records of a packed entry, or why they cannot be had."""
-    try:
-        records = msgpack.unpackb(packed, raw=False, max_array_len=MAX_PACKED_RECORDS)
-    except Exception as exc:  # msgpack raises several unrelated types on malformed input
-        return f"packed entry: 'recs' is not a msgpack array ({type(exc).__name__})"
-    if not isinstance(records, list) or not all(isinstance(r, bytes) for r in records):
-        return "packed entry: 'recs' must be a msgpack array of bin (encoded records)"
-    if len(records) != count:
-        return f"packed entry: 'n' is {count} but 'recs' holds {len(records)} records"
-    return records
-
-
 def _decode_into(entry: Entry, data: bytes, max_record_bytes: int | None) -> None:
     if max_record_bytes is not None and len(data) > max_record_bytes:
         entry.rejection = (
@@ -386,11 +331,3 @@ def _valid_reply_key(keys: TableKeys, raw: bytes) -> str | None:
     except UnicodeDecodeError:
         return None
     return key if keys.is_reply_key(key) else None
-
-
-def _seq(fields: dict[bytes, bytes]) -> int | None:
-    raw = fields.get(FIELD_SEQ)
-    if raw is None or not raw.isdigit() or len(raw) > 16:
-        return None
-    seq = int(raw)
-    return seq if seq <= MAX_SEQ else None

@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 import pyarrow as pa
 
 from lancequeue.common.errors import WriterReplaced
-from lancequeue.common.protocol import error_payload
+from lancequeue.common.replies import error_payload
 from lancequeue.writer.claims import BatchClaim, Ranges
 from lancequeue.writer.dedupe import SeenSequences
 from lancequeue.writer.entries import Entry

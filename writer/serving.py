@@ -19,21 +19,22 @@ from typing import Any
 import pyarrow as pa
 from redis.exceptions import AuthenticationError, NoPermissionError
 
+from lancequeue.common.entries import arrived_ms, record_count
 from lancequeue.common.errors import WriterReplaced
 from lancequeue.common.keys import TableKeys
 from lancequeue.common.redis_client import REDIS_FAILURES, AsyncRedis
+from lancequeue.writer.acknowledger import Acknowledger
 from lancequeue.writer.answering import Answerer, OnFlushed, RedisClock, table_status
 from lancequeue.writer.claims import BatchClaim, Claimer, Ranges
 from lancequeue.writer.coalesce import Coalescer
 from lancequeue.writer.column_kinds import publish_columns
 from lancequeue.writer.compaction import CompactionPolicy, Compactor
-from lancequeue.writer.entries import Entry, arrived_ms, read_entries, record_count
+from lancequeue.writer.entries import Entry, read_entries
 from lancequeue.writer.faults import crash_point
 from lancequeue.writer.flush import BatchSettler, PreparedBatch, RetryPolicy
 from lancequeue.writer.lease import Lease
 from lancequeue.writer.metrics import TableMetrics
 from lancequeue.writer.pipeline import FlushPipeline, Turn
-from lancequeue.writer.replies import Acknowledger
 from lancequeue.writer.retrying import Outage, until_done
 from lancequeue.writer.settings import WriterSettings
 from lancequeue.writer.shutdown import Shutdown

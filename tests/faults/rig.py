@@ -14,8 +14,8 @@ from typing import Any, Protocol, TypeVar
 
 import redis
 
+from lancequeue.common.entries import record_count
 from lancequeue.common.keys import TableKeys
-from lancequeue.writer.entries import record_count
 from tests.faults.check import (
     WRITER_ANSWERS,
     AckCounter,

@@ -14,9 +14,9 @@ import pyarrow as pa
 import pytest
 import redis
 
+from lancequeue.common.entries import record_count
 from lancequeue.producer import Producer
 from lancequeue.writer import Writer
-from lancequeue.writer.entries import record_count
 from tests.faults.rig import FaultRig, MakeRig
 from tests.redis_server import RestartableRedis
 from tests.support import KEYS, queued_entries, table_ids, wait_for

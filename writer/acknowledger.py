@@ -21,20 +21,22 @@ from lancequeue.common.codec import encode_record
 from lancequeue.common.keys import GROUP, TableKeys
 from lancequeue.common.lua_scripts import lua_script
 from lancequeue.common.protocol import (
+    FIELD_DEAD_AT_MS,
+    FIELD_DELIVERIES,
+    FIELD_ORIGINAL_ID,
+    FIELD_REASON,
     FIELD_RECORD,
     FIELD_SEQ,
-    Answer,
-    encode_ranges,
-    encode_results,
 )
 from lancequeue.common.redis_client import AsyncRedis
+from lancequeue.common.replies import Answer, encode_ranges, encode_results
 from lancequeue.writer.entries import Entry
 from lancequeue.writer.watermark import SKIPPED_SILENTLY, Outcome
 
 logger = logging.getLogger(__name__)
 
 _ACK_AND_ANSWER = lua_script(__name__, "ack_and_answer.lua")
-"""Ack, delete, answer and dead-letter a flushed batch in one script (``lua/ack_and_answer.lua``)."""
+"""Ack, delete, answer and dead-letter a flushed batch: one script (``lua/ack_and_answer.lua``)."""
 
 DEAD_LETTERS_MAXLEN = 100_000
 """The dead-letter stream keeps about this many entries, oldest dropped first."""
@@ -158,10 +160,10 @@ def _dead_letter_fields(dead: DeadLetter) -> list[bytes | str | int]:
         fields[FIELD_RECORD] = encode_record(record)
     fields.update(
         {
-            "reason": dead.reason,
-            "deliveries": dead.deliveries,
-            "original_id": dead.entry.entry_id,
-            "dead_at_ms": int(time.time() * 1000),
+            FIELD_REASON: dead.reason,
+            FIELD_DELIVERIES: dead.deliveries,
+            FIELD_ORIGINAL_ID: dead.entry.entry_id,
+            FIELD_DEAD_AT_MS: int(time.time() * 1000),
         }
     )
     return [part for pair in fields.items() for part in pair]
