@@ -14,6 +14,7 @@ import redis
 from lancequeue.common import embedded_redis
 from lancequeue.producer import AsyncProducer, Producer
 from lancequeue.writer import Writer
+from tests import fault_points  # noqa: F401 - the writers run in this process get them too
 from tests.support import WriterProcess, cli_env, free_port, wait_for
 
 pytest_plugins = ["tests.drivers"]  # the fixtures of tests run once per producer driver

@@ -84,8 +84,18 @@ def cli_env(**extra: str) -> dict[str, str]:
     return env
 
 
+FAULT_VARIABLES = ("LANCEQUEUE_CRASH_AT", "LANCEQUEUE_PAUSE_AT", "LANCEQUEUE_REFUSE")
+"""The variables of ``tests/fault_points.py``."""
+
+
+def fault_args(env: dict[str, str]) -> list[str]:
+    """The writer options that put the fault points in, if ``env`` sets one of them."""
+    return ["--import", "tests.fault_points"] if any(env.get(v) for v in FAULT_VARIABLES) else []
+
+
 class WriterProcess:
-    """``lancequeue writer`` as a real subprocess."""
+    """``lancequeue writer`` as a real subprocess (with the fault points if its environment sets
+    one)."""
 
     def __init__(
         self,
@@ -98,11 +108,12 @@ class WriterProcess:
         """``command`` (default: ``CLI``) is the ``lancequeue`` to run, from ``cwd``."""
         self.log_path = log_path
         self._log = open(log_path, "ab")  # noqa: SIM115 - closed in wait()/close()
+        env = env or cli_env()
         self.process = subprocess.Popen(
-            [*(command or CLI), "-v", "writer", *args],
+            [*(command or CLI), "-v", "writer", *fault_args(env), *args],
             stdout=self._log,
             stderr=subprocess.STDOUT,
-            env=env or cli_env(),
+            env=env,
             cwd=cwd,
         )
 

@@ -30,7 +30,6 @@ from lancequeue.writer.coalesce import Coalescer
 from lancequeue.writer.column_kinds import publish_columns
 from lancequeue.writer.compaction import CompactionPolicy, Compactor
 from lancequeue.writer.entries import Entry, read_entries
-from lancequeue.writer.faults import crash_point
 from lancequeue.writer.flush import BatchSettler, PreparedBatch, RetryPolicy
 from lancequeue.writer.lease import Lease
 from lancequeue.writer.metrics import TableMetrics
@@ -348,7 +347,6 @@ class TableServer:
             return None
         compact_to = None
         if settlement.commits:
-            crash_point("after_commit")
             compact_to = self._compactor.due()
         return _Flushed(prepared, compact_to)
 
@@ -356,7 +354,6 @@ class TableServer:
         """The answer lane's part of a flush: the hook, then ack and answer."""
         await self._answers.flushed(flushed.prepared.entries, flushed.prepared.result)
         self._settler.answered(flushed.prepared)
-        crash_point("after_ack")
 
     async def _after_append(self, flushed: _Flushed) -> None:
         """Housekeeping after an append: publish the columns of a table it created (for

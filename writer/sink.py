@@ -29,7 +29,6 @@ from lance.optimize import Compaction, CompactionOptions
 from lancequeue.common.errors import ConfigError
 from lancequeue.writer.arrow_batch import BatchBuilder, Records, Row
 from lancequeue.writer.bad_vectors import BadVectorPolicy
-from lancequeue.writer.faults import crash_point, pause_point, refusal
 from lancequeue.writer.fencing import check_fence, fence, fence_of
 from lancequeue.writer.loading import load_object
 from lancequeue.writer.schema_inference import infer_schema
@@ -258,7 +257,6 @@ class TableSink:
     def _write_sync(self, batch: pa.Table) -> list[Any]:
         assert self._dataset is not None
         self._check_fence(self._dataset)
-        refusal(batch)
         return list(
             lance.fragment.write_fragments(
                 batch, self._dataset, session=self._session, storage_options=self._storage_options
@@ -272,7 +270,6 @@ class TableSink:
 
     def _commit_sync(self, fragments: list[Any], rows: int, watermark: Watermark) -> None:
         assert self._dataset is not None
-        crash_point("mid_append")
         dataset = self._dataset
         properties = watermark.properties(self._fence_token, self._consumer)
         with self._committing:
@@ -333,7 +330,6 @@ class TableSink:
         # a Merge, so a writer replaced meanwhile cannot commit it even if the check races.
         dataset = self._open()
         self._check_fence(dataset)
-        pause_point("compact")
         options = CompactionOptions(
             target_rows_per_fragment=target_rows,
             num_threads=_COMPACTION_THREADS,
@@ -354,7 +350,6 @@ class TableSink:
             self._check_fence(self._open())  # replaced: say so; else a plain failure
             raise OSError(f"compaction of {self.name!r} was not committed: {exc}") from exc
         self.version = max(self.version, dataset.version)
-        crash_point("after_compact")
         # Never the newest append, whose watermark a crash would need: two compactions in a
         # row would otherwise push it out of a small window.
         dataset.checkout_latest()  # type: ignore[no-untyped-call]

@@ -9,9 +9,8 @@ import sys
 from pathlib import Path
 from typing import IO
 
-from tests.support import CLI, cli_env
+from tests.support import CLI, FAULT_VARIABLES, cli_env, fault_args
 
-_FAULT_VARIABLES = ("LANCEQUEUE_CRASH_AT", "LANCEQUEUE_PAUSE_AT", "LANCEQUEUE_REFUSE")
 _LOG_TAIL_CHARS = 6000
 
 
@@ -25,7 +24,7 @@ def lancequeue_command() -> list[str]:
 def clean_env(**extra: str) -> dict[str, str]:
     """The tests' subprocess environment with no fault hook unless given here."""
     env = cli_env()
-    for name in _FAULT_VARIABLES:
+    for name in FAULT_VARIABLES:
         env.pop(name, None)
     env.update(extra)
     return env
@@ -102,8 +101,9 @@ class WriterDaemon(LoggedProcess):
         extra = dict(env or {})
         if crash_at:
             extra["LANCEQUEUE_CRASH_AT"] = crash_at
-        command = [*lancequeue_command(), "-v", "writer", *args]
-        super().__init__(name, command, log_path, clean_env(**extra))
+        env = clean_env(**extra)
+        command = [*lancequeue_command(), "-v", "writer", *fault_args(env), *args]
+        super().__init__(name, command, log_path, env)
         self.crash_at = crash_at
 
 
