@@ -35,7 +35,7 @@ from typing import Any
 import lance.fragment
 from lance.optimize import Compaction
 
-from lancequeue.writer import sink
+from lancequeue.writer import table
 from lancequeue.writer.flush import BatchSettler, Settlement
 from lancequeue.writer.serving import TableServer
 
@@ -83,7 +83,7 @@ def _refusal(rows: Any) -> None:
 # The steps wrapped: each original is kept and called.
 
 _write_fragments = lance.fragment.write_fragments
-_commit_sync = sink.TableSink._commit_sync
+_commit_sync = table.TableSink._commit_sync
 _land = BatchSettler.land
 _answer = TableServer._answer
 
@@ -93,7 +93,7 @@ def _refusing_write_fragments(data: Any, *args: Any, **kwargs: Any) -> Any:
     return _write_fragments(data, *args, **kwargs)
 
 
-def _crashing_commit_sync(self: sink.TableSink, *args: Any, **kwargs: Any) -> None:
+def _crashing_commit_sync(self: table.TableSink, *args: Any, **kwargs: Any) -> None:
     crash_point("mid_append")
     _commit_sync(self, *args, **kwargs)
 
@@ -126,7 +126,7 @@ class _Compaction:
 
 
 lance.fragment.write_fragments = _refusing_write_fragments
-sink.TableSink._commit_sync = _crashing_commit_sync  # type: ignore[method-assign]
+table.TableSink._commit_sync = _crashing_commit_sync  # type: ignore[method-assign]
 BatchSettler.land = _crashing_land  # type: ignore[method-assign]
 TableServer._answer = _crashing_answer  # type: ignore[method-assign]
-sink.Compaction = _Compaction  # type: ignore[misc, assignment]
+table.Compaction = _Compaction  # type: ignore[misc, assignment]

@@ -14,7 +14,7 @@ from lancequeue.common.errors import ConfigError
 from lancequeue.producer import Producer
 from lancequeue.writer.compaction import CompactionPolicy, compaction_target
 from lancequeue.writer.settings import WriterSettings
-from lancequeue.writer.sink import TableSink
+from lancequeue.writer.table import TableSink
 from lancequeue.writer.watermark import Watermark
 from tests.support import FixedToken, StartWriter, gather, record, table_ids, wait_for
 

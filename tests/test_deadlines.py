@@ -16,7 +16,7 @@ import redis
 
 from lancequeue.common.errors import OutcomeUnknown, WriteTimeout
 from lancequeue.producer import Producer
-from lancequeue.writer.sink import TableSink
+from lancequeue.writer.table import TableSink
 from tests.support import (
     KEYS,
     StartWriter,

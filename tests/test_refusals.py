@@ -16,7 +16,7 @@ from lancequeue.producer import Producer
 from lancequeue.writer.entries import Entry
 from lancequeue.writer.flush import BatchSettler, PreparedBatch, RetryPolicy, Settlement
 from lancequeue.writer.refusals import is_data_error
-from lancequeue.writer.sink import TableSink
+from lancequeue.writer.table import TableSink
 from tests.support import KEYS, FixedToken, StartWriter, broken_storage, gather, table_ids
 
 META = pa.struct([pa.field("a", pa.int64(), nullable=False), pa.field("b", pa.string())])

@@ -14,7 +14,7 @@ from lancequeue.common.keys import TableKeys
 from lancequeue.writer.claims import BatchClaim, ProducerClaim, Ranges
 from lancequeue.writer.entries import Entry, read_entries
 from lancequeue.writer.flush import BatchSettler, RetryPolicy
-from lancequeue.writer.sink import TableSink
+from lancequeue.writer.table import TableSink
 from lancequeue.writer.watermark import FENCE
 from tests.support import FixedToken, record
 

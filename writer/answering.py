@@ -19,8 +19,8 @@ from lancequeue.writer.acknowledger import Acknowledgement, Acknowledger, DeadLe
 from lancequeue.writer.entries import Entry
 from lancequeue.writer.flush import Settlement
 from lancequeue.writer.metrics import TableMetrics
-from lancequeue.writer.sink import TableSink
 from lancequeue.writer.summary import Summary
+from lancequeue.writer.table import TableSink
 from lancequeue.writer.watermark import Watermark
 
 logger = logging.getLogger(__name__)

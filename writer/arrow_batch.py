@@ -29,7 +29,7 @@ from lancequeue.writer.bad_vectors import BadVectorPolicy, BadVectors, is_vector
 from lancequeue.writer.embeddings import TableEmbeddings
 from lancequeue.writer.json_columns import JsonColumns
 from lancequeue.writer.schema_inference import is_empty
-from lancequeue.writer.values import unchecked_types, value_problem
+from lancequeue.writer.strict_values import unchecked_types, value_problem
 
 logger = logging.getLogger(__name__)
 

@@ -179,7 +179,7 @@ class Compactor:
 
 
 class CompactingSink(Protocol):
-    """What the compactor needs of the table (``sink.TableSink``)."""
+    """What the compactor needs of the table (``table.TableSink``)."""
 
     def fragment_rows(self) -> list[int]: ...
 

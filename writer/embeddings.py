@@ -20,7 +20,7 @@ from typing import Any
 import pyarrow as pa
 
 from lancequeue.common.errors import ConfigError
-from lancequeue.writer.values import value_problem
+from lancequeue.writer.strict_values import value_problem
 
 logger = logging.getLogger(__name__)
 

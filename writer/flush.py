@@ -25,7 +25,7 @@ from lancequeue.writer.claims import BatchClaim, Ranges
 from lancequeue.writer.dedupe import SeenSequences
 from lancequeue.writer.entries import Entry
 from lancequeue.writer.refusals import is_data_error
-from lancequeue.writer.sink import TableSink
+from lancequeue.writer.table import TableSink
 from lancequeue.writer.watermark import SKIPPED_SILENTLY, Outcome, Watermark
 
 logger = logging.getLogger(__name__)

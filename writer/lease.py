@@ -5,7 +5,7 @@ inside its expiry. Taking it hands out the next fencing token (``INCR``). A seco
 for the same table waits as a standby, polling, and takes the lease over once the first one's
 expires: within ``lease_ms`` of the first one dying or hanging.
 
-The token is also written into the table itself when a writer takes over (see ``sink.py``), so a
+The token is also written into the table itself when a writer takes over (see ``table.py``), so a
 writer that was paused past its expiry and resumed cannot commit again: it checks its lease
 before every commit, and the table rejects a commit based on a version older than the newer
 writer's fence.

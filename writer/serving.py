@@ -37,9 +37,9 @@ from lancequeue.writer.pipeline import FlushPipeline, Turn
 from lancequeue.writer.retrying import Outage, until_done
 from lancequeue.writer.settings import WriterSettings
 from lancequeue.writer.shutdown import Shutdown
-from lancequeue.writer.sink import TableSink
 from lancequeue.writer.stream_group import RawEntry, StreamGroup
 from lancequeue.writer.summary import Summary
+from lancequeue.writer.table import TableSink
 from lancequeue.writer.watermark import Watermark
 
 logger = logging.getLogger(__name__)

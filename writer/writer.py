@@ -44,8 +44,8 @@ from lancequeue.writer.retrying import RedisGaveUp
 from lancequeue.writer.serving import TableServer
 from lancequeue.writer.settings import WriterSettings
 from lancequeue.writer.shutdown import Shutdown
-from lancequeue.writer.sink import resolve_schema
 from lancequeue.writer.summary import Summary
+from lancequeue.writer.table import resolve_schema
 
 logger = logging.getLogger(__name__)
 
