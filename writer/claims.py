@@ -21,6 +21,7 @@ from lancequeue.common.keys import TableKeys
 from lancequeue.common.lua_scripts import lua_script
 from lancequeue.common.protocol import ABANDONED_TTL_MS, SEQ_JUMP_LIMIT
 from lancequeue.common.redis_client import AsyncRedis
+from lancequeue.writer.entries import Entry
 
 CLAIM_TTL_MS = ABANDONED_TTL_MS
 """Expiry of a producer's claim key, renewed at each claim: as long as its abandoned set is
@@ -95,3 +96,36 @@ class Claimer:
     async def now_ms(self) -> int:
         """Redis time (checking the lease, claiming nothing)."""
         return (await self.claim({})).now_ms
+
+
+def entry_ranges(entries: list[Entry]) -> Ranges:
+    """Each producer's sequence numbers in the batch, one range per stream entry."""
+    ranges: Ranges = {}
+    previous: bytes | None = None
+    for entry in entries:
+        if entry.producer_id is None:
+            continue
+        producer_ranges = ranges.setdefault(entry.producer_id, [])
+        if entry.part and entry.entry_id == previous:
+            producer_ranges[-1] = (producer_ranges[-1][0], entry.seq)
+        else:
+            producer_ranges.append((entry.seq, entry.seq))
+        previous = entry.entry_id
+    return ranges
+
+
+def refused_entries(entries: list[Entry], claimed: BatchClaim) -> set[bytes]:
+    """The stream ids of entries whose sequence numbers the claim refused."""
+    refused: set[bytes] = set()
+    position: dict[str, int] = {}
+    previous: bytes | None = None
+    for entry in entries:
+        producer = entry.producer_id
+        if producer is None or (entry.part and entry.entry_id == previous):
+            continue
+        previous = entry.entry_id
+        index = position.get(producer, 0)
+        position[producer] = index + 1
+        if index in claimed.producers[producer].refused:
+            refused.add(entry.entry_id)
+    return refused

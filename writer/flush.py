@@ -21,7 +21,7 @@ import pyarrow as pa
 
 from lancequeue.common.errors import WriterReplaced
 from lancequeue.common.replies import error_payload
-from lancequeue.writer.claims import BatchClaim, Ranges
+from lancequeue.writer.claims import BatchClaim, Ranges, entry_ranges, refused_entries
 from lancequeue.writer.dedupe import SeenSequences
 from lancequeue.writer.entries import Entry
 from lancequeue.writer.refusals import is_data_error
@@ -101,8 +101,8 @@ class BatchSettler:
         Batches are prepared in stream order, each after the one before it; the next batch may
         be prepared while this one is appended."""
         result = Settlement()
-        claimed = await claim(_ranges(entries))
-        refused = _refused_entries(entries, claimed)
+        claimed = await claim(entry_ranges(entries))
+        refused = refused_entries(entries, claimed)
         for producer_id, producer_claim in claimed.producers.items():
             self._seen.learn(producer_id, producer_claim.seen)
         in_batch: set[tuple[str, int]] = set()
@@ -364,39 +364,6 @@ DUPLICATE = error_payload(
     "written",
     "Duplicate",
 )
-
-
-def _ranges(entries: list[Entry]) -> Ranges:
-    """Each producer's sequence numbers in the batch, one range per stream entry."""
-    ranges: Ranges = {}
-    previous: bytes | None = None
-    for entry in entries:
-        if entry.producer_id is None:
-            continue
-        producer_ranges = ranges.setdefault(entry.producer_id, [])
-        if entry.part and entry.entry_id == previous:
-            producer_ranges[-1] = (producer_ranges[-1][0], entry.seq)
-        else:
-            producer_ranges.append((entry.seq, entry.seq))
-        previous = entry.entry_id
-    return ranges
-
-
-def _refused_entries(entries: list[Entry], claimed: BatchClaim) -> set[bytes]:
-    """The stream ids of entries whose sequence numbers the claim refused."""
-    refused: set[bytes] = set()
-    position: dict[str, int] = {}
-    previous: bytes | None = None
-    for entry in entries:
-        producer = entry.producer_id
-        if producer is None or (entry.part and entry.entry_id == previous):
-            continue
-        previous = entry.entry_id
-        index = position.get(producer, 0)
-        position[producer] = index + 1
-        if index in claimed.producers[producer].refused:
-            refused.add(entry.entry_id)
-    return refused
 
 
 def _rejected(reason: str) -> Outcome:

@@ -28,6 +28,7 @@ from lancequeue.common.protocol import CONFIG_WRITER_UNTIL
 from lancequeue.common.redis_client import REDIS_FAILURES, AsyncRedis
 from lancequeue.common.redis_tls import tls_error
 from lancequeue.writer.retrying import Outage
+from lancequeue.writer.shutdown import Shutdown
 
 logger = logging.getLogger(__name__)
 
@@ -167,6 +168,39 @@ class Lease:
             args=[self.value, self.ttl_ms, int(time.time() * 1000), *fields],
         )
         return Renewal(int(state))
+
+    async def keep(self, stop: asyncio.Event, shutdown: Shutdown) -> None:
+        """Renew the lease every quarter of its expiry (publishing the settings again each
+        time) until ``stop``; if another writer holds it now, tell ``shutdown`` this writer was
+        replaced, and return. The first renewal is at once, so producers see a writer serving
+        the table from its start. Redis failures are logged and the next renewal tries again."""
+        first = True
+        while True:
+            if not first:
+                try:
+                    await asyncio.wait_for(stop.wait(), self.renew_interval_s)
+                    return
+                except asyncio.TimeoutError:
+                    pass
+            first = False
+            try:
+                state = await self.renew()
+            except REDIS_FAILURES as exc:
+                logger.warning("lease renewal failed: %s: %s", type(exc).__name__, exc)
+                continue
+            if state is Renewal.RETAKEN:
+                logger.warning("table %r's lease had vanished; retaken", self._keys.table)
+            elif state is Renewal.LOST:
+                holder = None
+                with contextlib.suppress(*REDIS_FAILURES):
+                    holder = await self.holder()
+                shutdown.replace(
+                    WriterReplaced(
+                        f"writer {holder} now holds table {self._keys.table!r} (this writer "
+                        "stalled past its lease)"
+                    )
+                )
+                return
 
     async def holder(self) -> str | None:
         value = await self._redis.get(self._keys.lease)

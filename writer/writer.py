@@ -9,7 +9,6 @@ on Redis along the way rides out lost connections.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import socket
@@ -37,7 +36,7 @@ from lancequeue.common.redis_client import (
 )
 from lancequeue.common.redis_tls import RedisTlsError
 from lancequeue.common.redis_url import redact_url
-from lancequeue.writer.lease import Lease, Renewal
+from lancequeue.writer.lease import Lease
 from lancequeue.writer.loading import load_object
 from lancequeue.writer.metrics import TableMetrics, WriterMetrics
 from lancequeue.writer.retrying import RedisGaveUp
@@ -142,7 +141,7 @@ class Writer:
         """Serve the table while holding ``lease``, renewing it; release it at the end."""
         settings = self.settings
         renewing = asyncio.Event()
-        renewer = asyncio.create_task(self._renew(lease, renewing), name="lancequeue-lease")
+        renewer = asyncio.create_task(lease.keep(renewing, self._shutdown), name="lancequeue-lease")
         summaries: asyncio.Task[None] | None = None
         server: TableServer | None = None
         try:
@@ -193,38 +192,6 @@ class Writer:
         self.request_stop()
         if self._running:
             await self._finished.wait()
-
-    async def _renew(self, lease: Lease, stop: asyncio.Event) -> None:
-        """Renew the lease every quarter of its expiry (and publish the settings again), until
-        ``stop``; a lease another writer holds now stops this one. The first renewal is at
-        once, so producers see a writer serving the table from its start."""
-        first = True
-        while True:
-            if not first:
-                try:
-                    await asyncio.wait_for(stop.wait(), lease.renew_interval_s)
-                    return
-                except asyncio.TimeoutError:
-                    pass
-            first = False
-            try:
-                state = await lease.renew()
-            except REDIS_FAILURES as exc:
-                logger.warning("lease renewal failed: %s: %s", type(exc).__name__, exc)
-                continue
-            if state is Renewal.RETAKEN:
-                logger.warning("table %r's lease had vanished; retaken", self.settings.table)
-            elif state is Renewal.LOST:
-                holder = None
-                with contextlib.suppress(*REDIS_FAILURES):
-                    holder = await lease.holder()
-                self._shutdown.replace(
-                    WriterReplaced(
-                        f"writer {holder} now holds table {self.settings.table!r} (this writer "
-                        "stalled past its lease)"
-                    )
-                )
-                return
 
     async def _retire(self, lease: Lease, server: TableServer | None) -> None:
         try:
