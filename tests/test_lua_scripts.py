@@ -11,7 +11,7 @@ import pytest
 from lancequeue.common import protocol
 from lancequeue.common.lua_scripts import lua_script
 from lancequeue.producer import commands
-from lancequeue.writer import claims, lease, replies, stream_group
+from lancequeue.writer import acknowledger, claims, lease, stream_group
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -65,7 +65,7 @@ def test_every_lua_file_is_read_by_a_script_and_no_placeholder_is_left() -> None
         protocol.ABANDON_SCRIPT,
         commands.WRITER_UNTIL_SCRIPT,
         claims._CLAIM,
-        replies._ACK_AND_ANSWER,
+        acknowledger._ACK_AND_ANSWER,
         *(getattr(lease, name) for name in ("_ACQUIRE", "_RAISE_TOKEN", "_RENEW", "_RELEASE")),
         *(
             getattr(stream_group, name)
