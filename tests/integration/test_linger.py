@@ -15,6 +15,7 @@ from lancequeue.common.errors import ConfigError, ProducerClosed, QueueFull
 from lancequeue.common.protocol import ENQUEUE_SCRIPT
 from lancequeue.producer import AsyncProducer, Producer
 from lancequeue.producer.commands import WRITER_UNTIL_SCRIPT
+from tests.integration.test_producer import evalsha_calls, stream_records
 from tests.support import (
     KEYS,
     StartWriter,
@@ -24,7 +25,6 @@ from tests.support import (
     record,
     table_ids,
 )
-from tests.test_producer import evalsha_calls, stream_records
 
 
 async def test_records_enqueued_one_by_one_within_the_linger_share_one_send_and_all_land(

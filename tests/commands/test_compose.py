@@ -20,7 +20,7 @@ import yaml
 
 from tests.support import CLI, cli_env, wait_for, writer_alive
 
-ROOT = Path(__file__).parent.parent
+ROOT = Path(__file__).parents[2]
 COMPOSE: dict[str, Any] = yaml.safe_load((ROOT / "compose.yaml").read_text())
 SERVICES: dict[str, Any] = COMPOSE["services"]
 

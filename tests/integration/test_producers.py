@@ -13,6 +13,7 @@ from lancequeue.common.codec import encode_record
 from lancequeue.common.errors import ProducerClosed, QueueFull, RecordRejected, WriteTimeout
 from lancequeue.producer import AsyncProducer
 from tests.drivers import Driven, MakeDriven
+from tests.integration.test_producer import evalsha_calls, padded
 from tests.support import (
     KEYS,
     StartWriter,
@@ -21,7 +22,6 @@ from tests.support import (
     record,
     table_ids,
 )
-from tests.test_producer import evalsha_calls, padded
 
 
 async def sender_waits_for_room(client: redis.Redis) -> None:

@@ -13,7 +13,7 @@ from lancequeue.common.lua_scripts import lua_script
 from lancequeue.producer import commands
 from lancequeue.writer import acknowledger, claims, lease, stream_group
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture

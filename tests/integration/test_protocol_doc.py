@@ -10,7 +10,7 @@ from pathlib import Path
 
 from tests.support import StartWriter, table_ids
 
-PROTOCOL = (Path(__file__).parent.parent / "PROTOCOL.md").read_text()
+PROTOCOL = (Path(__file__).parents[2] / "PROTOCOL.md").read_text()
 _SECTION = "## A producer with nothing but redis-py and msgpack"
 
 

@@ -193,7 +193,7 @@ async def test_the_protocol_document_s_hand_built_producer_works(
     """PROTOCOL.md's example producer, run as written (only the Redis address changed)."""
     from pathlib import Path
 
-    text = (Path(__file__).parent.parent / "PROTOCOL.md").read_text()
+    text = (Path(__file__).parents[2] / "PROTOCOL.md").read_text()
     code = text.split("```python\n")[-1].split("```")[0]
     code = code.replace("redis.Redis()", f"redis.Redis.from_url({redis_url!r})")
     start_writer(coalesce_ms=10)

@@ -12,6 +12,7 @@ import redis
 from lancequeue.common.codec import encode_record
 from lancequeue.common.entries import entry_fields
 from lancequeue.producer import Producer
+from tests.integration.test_inbox import element
 from tests.support import (
     KEYS,
     StartWriter,
@@ -22,7 +23,6 @@ from tests.support import (
     table_ids,
     wait_for,
 )
-from tests.test_inbox import element
 
 
 async def test_an_abandoned_set_stuffed_with_anything_never_stops_the_writer(

@@ -11,7 +11,7 @@ import pytest
 
 from tests.support import cli_env
 
-ROOT = Path(__file__).parent.parent
+ROOT = Path(__file__).parents[2]
 
 
 def _imported_modules(folder: str) -> set[str]:

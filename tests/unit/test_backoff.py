@@ -7,7 +7,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 
 from lancequeue.common.backoff import Backoff
 from lancequeue.producer.calls import Op
-from tests.test_core import Loop, core, enqueue, record
+from tests.unit.test_core import Loop, core, enqueue, record
 
 
 def _columns(count: int, tries: int) -> list[list[float]]:

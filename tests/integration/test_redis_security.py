@@ -44,7 +44,7 @@ from tests.support import (
 )
 from tests.tls_server import redis_version, tls_binary, write_certificates
 
-PROTOCOL = Path(__file__).parent.parent / "PROTOCOL.md"
+PROTOCOL = Path(__file__).parents[2] / "PROTOCOL.md"
 TABLE = KEYS.table
 ADMIN_PASSWORD = "admin-secret-7f3a"
 PASSWORDS = {

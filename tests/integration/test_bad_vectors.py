@@ -80,7 +80,7 @@ def test_the_writer_cli_takes_on_bad_vectors_and_fill_value(
 ) -> None:
     process: WriterProcess = writer_process(
         "--schema",
-        "tests.test_bad_vectors:SCHEMA",
+        "tests.integration.test_bad_vectors:SCHEMA",
         "--on-bad-vectors",
         "fill",
         "--fill-value",

@@ -19,7 +19,7 @@ from tests.support import CLI, WriterProcess, cli_env, table_ids, wait_for, writ
 
 StartProcess = Callable[..., WriterProcess]
 
-README = (Path(__file__).parent.parent / "README.md").read_text()
+README = (Path(__file__).parents[2] / "README.md").read_text()
 
 
 def _blocks(language: str) -> list[str]:
@@ -120,8 +120,10 @@ def test_every_test_the_readme_s_guarantees_name_exists() -> None:
     """Each promise in "What you can count on" names the tests that check it: they must be
     there, so the README cannot point at a test that was renamed or removed."""
     section = README.split("## What you can count on\n", 1)[1].split("\n## ", 1)[0]
-    tests_dir = Path(__file__).parent
-    named = re.findall(r"`((?:faults/)?test_\w+\.py)(?:::(test_\w+))?`", section)
+    tests_dir = Path(__file__).parents[1]
+    named = re.findall(
+        r"`((?:unit|integration|commands|faults)/test_\w+\.py)(?:::(test_\w+))?`", section
+    )
     assert len(named) >= 20, named
     for file, test in named:
         path = tests_dir / file

@@ -1,0 +1,1 @@
+"""Producers and the writer against a real Redis server and a real LanceDB table."""
