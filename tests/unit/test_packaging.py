@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -148,3 +149,23 @@ def _code(script: str, indented: bool = False) -> list[str]:
     indentation: the document indents the abandon script in a list)."""
     lines = [line.strip() if indented else line.rstrip() for line in script.splitlines()]
     return [line for line in lines if line.strip() and not line.strip().startswith("--")]
+
+
+def test_the_readme_s_layout_names_every_module_of_each_package_and_no_other() -> None:
+    layout = (ROOT / "README.md").read_text().split("### Layout\n", 1)[1].split("\n## ", 1)[0]
+    described = re.split(r"^- `(\w+)/`", layout, flags=re.M)[1:]
+    packages = {
+        name: text.split("\n\n")[0]
+        for name, text in zip(described[::2], described[1::2], strict=True)
+    }
+    assert sorted(packages) == ["bench", "cli", "common", "producer", "writer"]
+    for package, text in packages.items():
+        named = set(re.findall(r"`(\w+\.py)`", text))
+        present = {
+            path.name
+            for path in (ROOT / package).glob("*.py")
+            if path.name not in ("__init__.py", "__main__.py")
+        }
+        assert named == present, (package, sorted(named - present), sorted(present - named))
+        if (ROOT / package / "lua").is_dir():
+            assert "`lua/" in text, package
