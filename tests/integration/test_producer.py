@@ -13,7 +13,6 @@ from typing import Any
 import pytest
 import redis
 
-from lancequeue.common.codec import encode_record
 from lancequeue.common.errors import (
     ConfigError,
     LancequeueError,
@@ -34,7 +33,6 @@ from tests.support import (
     queued_records,
     record,
     table_ids,
-    wait_for,
 )
 
 
@@ -219,56 +217,6 @@ async def test_write_in_a_done_callback_raises_instead_of_waiting_for_itself(
     await async_wait_for(lambda: asyncio.sleep(0, raised), what="the callback to run")
     assert "done-callback" in str(raised[0])
     await asyncio.to_thread(made.close, 0)
-
-
-async def test_a_record_over_max_record_bytes_fails_at_once_unsent_and_its_batch_mates_go(
-    start_writer: StartWriter, redis_url: str, client: redis.Redis, db_uri: str
-) -> None:
-    limit = len(encode_record(record(1)))  # records 1 and 3 are exactly this size: they go
-    big = padded(2, 100)
-    size = len(encode_record(big))
-    made = Producer("docs", redis_url=redis_url, max_record_bytes=limit)
-    try:
-        futures = made.enqueue_many([record(1), big, record(3)])
-        error = futures[1].exception(timeout=0)  # failed before any answer
-        assert isinstance(error, RecordRejected)
-        assert f"{size} bytes" in str(error) and f"max_record_bytes ({limit})" in str(error)
-        assert "not sent" in str(error)
-        with pytest.raises(RecordRejected, match=f"{size} bytes"):
-            made.enqueue(big)
-        wait_for(lambda: len(stream_records(client)) == 2, 10, "the records sent")
-        sent = stream_records(client)
-        assert [seq for seq, _ in sent] == [1, 2]  # the big one never got a sequence number
-        assert [data for _, data in sent] == [encode_record(record(1)), encode_record(record(3))]
-        start_writer(coalesce_ms=20)
-        assert await gather([futures[0], futures[2]]) == [None, None]
-        assert table_ids(db_uri) == [1, 3]
-    finally:
-        await asyncio.to_thread(made.close)
-
-
-def test_an_enqueue_script_call_carries_at_most_chunk_bytes_and_a_larger_record_goes_alone(
-    redis_url: str, client: redis.Redis
-) -> None:
-    records = [padded(1, 1000), padded(2, 1000), padded(3, 1000), padded(4, 5000), padded(5, 1000)]
-    small, large = len(encode_record(records[0])), len(encode_record(records[3]))
-    chunk_bytes = 2 * small + 100  # two small records, not three, not the large one
-    assert 3 * small > chunk_bytes and large > chunk_bytes
-    made = Producer("docs", redis_url=redis_url, chunk_bytes=chunk_bytes)
-    try:
-        made.enqueue(record(0))  # loads the script
-        wait_for(lambda: queued_records(client) == 1, 10, "the first record")
-        before = evalsha_calls(client)
-        futures = made.enqueue_many(records)
-        wait_for(lambda: queued_records(client) == 6, 10, "the records sent")
-        assert not any(future.done() for future in futures)  # all sent, none failed
-        # [1, 2], [3] (3 + 4 is over), [4] alone, [5]
-        assert evalsha_calls(client) - before == 4
-        sent = stream_records(client)
-        assert [seq for seq, _ in sent] == [1, 2, 3, 4, 5, 6]
-        assert [data for _, data in sent[1:]] == [encode_record(r) for r in records]
-    finally:
-        made.close(timeout=0)
 
 
 def test_the_size_settings_default_to_the_writer_s_limit_and_must_be_positive() -> None:

@@ -13,7 +13,7 @@ from lancequeue.common.codec import encode_record
 from lancequeue.common.errors import ProducerClosed, QueueFull, RecordRejected, WriteTimeout
 from lancequeue.producer import AsyncProducer
 from tests.drivers import Driven, MakeDriven
-from tests.integration.test_producer import evalsha_calls, padded
+from tests.integration.test_producer import evalsha_calls, padded, stream_records
 from tests.support import (
     KEYS,
     StartWriter,
@@ -163,34 +163,44 @@ async def test_enqueue_on_a_producer_closed_before_it_started_raises(made: Drive
 async def test_a_record_over_max_record_bytes_fails_at_once_unsent_and_the_rest_go(
     start_writer: StartWriter, make: MakeDriven, client: redis.Redis, db_uri: str
 ) -> None:
-    limit = len(encode_record(record(1)))
+    limit = len(encode_record(record(1)))  # records 1 and 3 are exactly this size: they go
     big = padded(2, 100)
     made = make(max_record_bytes=limit)
     futures = await made.enqueue_many([record(1), big, record(3)])
     assert futures[1].done()  # failed before any answer
-    assert isinstance(futures[1].exception(), RecordRejected)
+    error = futures[1].exception()
+    assert isinstance(error, RecordRejected) and "not sent" in str(error)
     size = len(encode_record(big))
     with pytest.raises(RecordRejected, match=rf"{size} bytes .*max_record_bytes \({limit}\)"):
         await made.enqueue(big)
     await queued(client, 2)
+    sent = stream_records(client)
+    assert [seq for seq, _ in sent] == [1, 2]  # the big one never got a sequence number
+    assert [data for _, data in sent] == [encode_record(record(1)), encode_record(record(3))]
     start_writer(coalesce_ms=20)
     await asyncio.wait_for(asyncio.gather(futures[0], futures[2]), 30)
     assert table_ids(db_uri) == [1, 3]
     await made.close()
 
 
-async def test_an_enqueue_script_call_carries_at_most_chunk_bytes(
+async def test_an_enqueue_script_call_carries_at_most_chunk_bytes_and_a_larger_record_alone(
     make: MakeDriven, client: redis.Redis
 ) -> None:
-    records = [padded(i, 1000) for i in range(1, 6)]
-    chunk_bytes = 2 * len(encode_record(records[0])) + 100
+    records = [padded(1, 1000), padded(2, 1000), padded(3, 1000), padded(4, 5000), padded(5, 1000)]
+    small, large = len(encode_record(records[0])), len(encode_record(records[3]))
+    chunk_bytes = 2 * small + 100  # two small records, not three, not the large one
+    assert 3 * small > chunk_bytes and large > chunk_bytes
     made = make(chunk_bytes=chunk_bytes)
     await made.enqueue(record(0))  # loads the script
     await queued(client, 1)
     before = evalsha_calls(client)
-    await made.enqueue_many(records)
+    futures = await made.enqueue_many(records)
     await queued(client, 6)
-    assert evalsha_calls(client) - before == 3  # [1, 2], [3, 4], [5]
+    assert not any(future.done() for future in futures)  # all sent, none failed
+    assert evalsha_calls(client) - before == 4  # [1, 2], [3] (3 + 4 is over), [4] alone, [5]
+    sent = stream_records(client)
+    assert [seq for seq, _ in sent] == [1, 2, 3, 4, 5, 6]
+    assert [data for _, data in sent[1:]] == [encode_record(r) for r in records]
     await made.close(timeout=0)
 
 
