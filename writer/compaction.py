@@ -22,11 +22,12 @@ import asyncio
 import logging
 import re
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
 from lancequeue.common.errors import ConfigError, WriterReplaced
+from lancequeue.writer.shutdown import Shutdown
+from lancequeue.writer.summary import Summary
 
 logger = logging.getLogger(__name__)
 
@@ -124,37 +125,30 @@ class Compactor:
         sink: CompactingSink,
         unit_rows: int,
         keep_versions: int,
-        stopping: Callable[[], bool],
-        on_replaced: Callable[[WriterReplaced], None],
-        on_compacted: Callable[[], None] = lambda: None,
+        shutdown: Shutdown,
+        summary: Summary,
     ) -> None:
         self._policy = policy
-        self._on_compacted = on_compacted
         self._sink = sink
         self._unit_rows = unit_rows
         self._keep_versions = keep_versions
-        self._stopping = stopping
-        self._on_replaced = on_replaced
+        self._shutdown = shutdown
+        self._summary = summary
         self._next_check = 0.0
         self._running: asyncio.Task[None] | None = None
 
-    def due(self) -> int | None:
-        """After a commit: the row count to compact towards, or None (none due, or one is
-        running)."""
+    def committed(self) -> None:
+        """After an append's commit: start compacting if the policy's interval is up, a tier is
+        full and no compaction is running."""
         now = time.monotonic()
         if not self._policy.enabled or now < self._next_check:
-            return None
+            return
         if self._running is not None and not self._running.done():
-            return None
+            return
         self._next_check = now + self._policy.interval_s
-        return compaction_target(self._sink.fragment_rows(), self._unit_rows, self._policy.fanout)
-
-    def start(self, target_rows: int) -> None:
-        """Start compacting towards ``target_rows`` unless a compaction is running."""
-        if self._running is None or self._running.done():
-            self._running = asyncio.create_task(
-                self._compact(target_rows), name="lancequeue-compaction"
-            )
+        target = compaction_target(self._sink.fragment_rows(), self._unit_rows, self._policy.fanout)
+        if target is not None:
+            self._running = asyncio.create_task(self._compact(target), name="lancequeue-compaction")
 
     async def wait(self) -> None:
         """Wait for the running compaction, if any (it never raises)."""
@@ -166,14 +160,14 @@ class Compactor:
         made during one compaction may fill one)."""
         try:
             target: int | None = target_rows
-            while target is not None and not self._stopping():
+            while target is not None and not self._shutdown.requested.is_set():
                 rows = await self._sink.compact(target, self._keep_versions, MAX_FRAGMENT_ROWS)
                 if rows is None:
                     return  # nothing merged: the next append looks again
-                self._on_compacted()
+                self._summary.add({"compactions": 1})
                 target = compaction_target(rows, self._unit_rows, self._policy.fanout)
         except WriterReplaced as exc:
-            self._on_replaced(exc)
+            self._shutdown.replace(exc)
         except Exception:  # compaction is housekeeping: never stops the writer
             logger.exception("compaction failed; will try again later")
 

@@ -13,7 +13,6 @@ import functools
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 import pyarrow as pa
@@ -49,15 +48,6 @@ _CLAIM_EVERY_RENEWALS = 10
 _ISOLATE_AFTER_DELIVERIES = 3
 """An entry read this often without being settled may be what kills the writer: it is written
 in a batch of its own, so its batch-mates land before it is tried."""
-
-
-@dataclass
-class _Flushed:
-    """A batch whose append returned: what to answer, and whether to compact after it."""
-
-    prepared: PreparedBatch
-    """The batch; its ``result`` says what became of its entries."""
-    compact_to_rows: int | None
 
 
 class TableServer:
@@ -108,12 +98,11 @@ class TableServer:
             sink,
             settings.max_batch,
             settings.keep_versions,
-            lambda: shutdown.requested.is_set(),
-            shutdown.replace,
-            lambda: self._answers.summary.add({"compactions": 1}),
+            shutdown,
+            self._answers.summary,
         )
         self._columns = False  # whether the table's columns are published
-        self._pipeline: FlushPipeline[PreparedBatch, _Flushed] = FlushPipeline(
+        self._pipeline: FlushPipeline[PreparedBatch, PreparedBatch] = FlushPipeline(
             self._append, self._answer, self._after_append
         )
 
@@ -335,9 +324,9 @@ class TableServer:
         self._clock.learn(claim.now_ms)
         return claim
 
-    async def _append(self, prepared: PreparedBatch, turn: Turn) -> _Flushed | None:
+    async def _append(self, prepared: PreparedBatch, turn: Turn) -> PreparedBatch | None:
         """The table lane's part of a flush: the append (None if this writer was replaced),
-        committed once the appends before it returned."""
+        committed once the appends before it returned; a compaction may follow it."""
         if self._shutdown.replaced:
             return None
         try:
@@ -345,25 +334,22 @@ class TableServer:
         except WriterReplaced as exc:
             self._shutdown.replace(exc)
             return None
-        compact_to = None
         if settlement.commits:
-            compact_to = self._compactor.due()
-        return _Flushed(prepared, compact_to)
+            self._compactor.committed()
+        return prepared
 
-    async def _answer(self, flushed: _Flushed) -> None:
+    async def _answer(self, prepared: PreparedBatch) -> None:
         """The answer lane's part of a flush: the hook, then ack and answer."""
-        await self._answers.flushed(flushed.prepared.entries, flushed.prepared.result)
-        self._settler.answered(flushed.prepared)
+        await self._answers.flushed(prepared.entries, prepared.result)
+        self._settler.answered(prepared)
 
-    async def _after_append(self, flushed: _Flushed) -> None:
+    async def _after_append(self, prepared: PreparedBatch) -> None:
         """Housekeeping after an append: publish the columns of a table it created (for
-        ``produce`` to type CSV cells by), start a compaction if one is due."""
+        ``produce`` to type CSV cells by)."""
         if not self._columns and self.sink.schema is not None:  # the table was just created
             self._columns = await publish_columns(
                 self._redis, self.keys, self._lease, self.sink.schema
             )
-        if flushed.compact_to_rows is not None:
-            self._compactor.start(flushed.compact_to_rows)
 
     @property
     def summary(self) -> Summary:

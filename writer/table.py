@@ -187,18 +187,23 @@ class TableSink:
     def _fence_sync(self) -> Watermark | None:
         """Record this writer's token in the table (``fencing.fence``); return the newest
         watermark as the table holds it once fenced."""
-        assert self._dataset is not None
+        self._opened()
         self._dataset, watermark = fence(
             self._latest, self._fence_token, self._consumer, self.name, self._storage_options
         )
         self.version = self._dataset.version
         return watermark
 
+    def _opened(self) -> lance.LanceDataset:
+        """The handle on the table; only ever asked for once the table exists (``ready``)."""
+        if self._dataset is None:
+            raise RuntimeError(f"table {self.name!r} is not open: it does not exist yet")
+        return self._dataset
+
     def _latest(self) -> lance.LanceDataset:
         """A handle on the table's newest version. A new one: the handle it is made from may be
         writing data files on another thread meanwhile (``write``), so it is never changed."""
-        assert self._dataset is not None
-        dataset = self._dataset
+        dataset = self._opened()
         return dataset.checkout_version(dataset.latest_version)
 
     def _check_fence(self, dataset: lance.LanceDataset) -> None:
@@ -255,11 +260,11 @@ class TableSink:
         return await asyncio.to_thread(self._write_sync, batch)
 
     def _write_sync(self, batch: pa.Table) -> list[Any]:
-        assert self._dataset is not None
-        self._check_fence(self._dataset)
+        dataset = self._opened()
+        self._check_fence(dataset)
         return list(
             lance.fragment.write_fragments(
-                batch, self._dataset, session=self._session, storage_options=self._storage_options
+                batch, dataset, session=self._session, storage_options=self._storage_options
             )
         )
 
@@ -269,8 +274,7 @@ class TableSink:
         await asyncio.to_thread(self._commit_sync, fragments, rows, watermark)
 
     def _commit_sync(self, fragments: list[Any], rows: int, watermark: Watermark) -> None:
-        assert self._dataset is not None
-        dataset = self._dataset
+        dataset = self._opened()
         properties = watermark.properties(self._fence_token, self._consumer)
         with self._committing:
             dataset = self._commit_append(dataset, fragments, properties)
