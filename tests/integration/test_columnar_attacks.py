@@ -402,7 +402,7 @@ _AMPLIFICATION = textwrap.dedent(
     import numpy as np, pyarrow as pa
     from lancequeue.common.codec import packb
     from lancequeue.common.keys import TableKeys
-    from lancequeue.common.protocol import columnar_entry_fields
+    from lancequeue.common.entries import columnar_entry_fields
     from lancequeue.writer.arrow_batch import BatchBuilder
     from lancequeue.writer.entries import read_entries
 
@@ -747,7 +747,7 @@ _DECODE_RESULTS = textwrap.dedent(
     """
     import resource, msgpack
     resource.setrlimit(resource.RLIMIT_AS, (1 << 31, 1 << 31))
-    from lancequeue.common.protocol import decode_results
+    from lancequeue.common.replies import decode_results
     try:
         decode_results(msgpack.packb({"ok": [[0, 2**40, b"12345678"]], "errors": []}))
     except ValueError:
