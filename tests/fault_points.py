@@ -84,7 +84,7 @@ def _refusal(rows: Any) -> None:
 
 _write_fragments = lance.fragment.write_fragments
 _commit_sync = table.TableSink._commit_sync
-_land = BatchSettler.land
+_commit = BatchSettler.commit
 _answer = TableServer._answer
 
 
@@ -98,8 +98,8 @@ def _crashing_commit_sync(self: table.TableSink, *args: Any, **kwargs: Any) -> N
     _commit_sync(self, *args, **kwargs)
 
 
-async def _crashing_land(self: BatchSettler, *args: Any, **kwargs: Any) -> Settlement:
-    settlement = await _land(self, *args, **kwargs)
+async def _crashing_commit(self: BatchSettler, *args: Any, **kwargs: Any) -> Settlement:
+    settlement = await _commit(self, *args, **kwargs)
     if settlement.commits:
         crash_point("after_commit")
     return settlement
@@ -127,6 +127,6 @@ class _Compaction:
 
 lance.fragment.write_fragments = _refusing_write_fragments
 table.TableSink._commit_sync = _crashing_commit_sync  # type: ignore[method-assign]
-BatchSettler.land = _crashing_land  # type: ignore[method-assign]
+BatchSettler.commit = _crashing_commit  # type: ignore[method-assign]
 TableServer._answer = _crashing_answer  # type: ignore[method-assign]
 table.Compaction = _Compaction  # type: ignore[misc, assignment]

@@ -56,6 +56,20 @@ class Settlement:
 
 
 @dataclass
+class Written:
+    """Data files written for a batch and not yet committed, with the rows they hold."""
+
+    rows: list[Entry] = field(default_factory=list)
+    fragments: list[Any] = field(default_factory=list)
+    count: int = 0
+
+    def add(self, rows: list[Entry], fragments: list[Any], count: int) -> None:
+        self.rows.extend(rows)
+        self.fragments.extend(fragments)
+        self.count += count
+
+
+@dataclass
 class PreparedBatch:
     """A batch ready to append: its entries in stream order, the answers settled without
     writing, and the Arrow table of the rows to write (None if there are none)."""
@@ -67,6 +81,8 @@ class PreparedBatch:
     """Its place among the batches this settler prepared (``answered`` names it by this)."""
     rows: list[Entry] = field(default_factory=list)
     table: pa.Table | None = None
+    written: Written = field(default_factory=Written)
+    """The data files written for it (``BatchSettler.write``), to commit."""
 
 
 @dataclass(frozen=True)
@@ -200,27 +216,29 @@ class BatchSettler:
                 result.recovered += 1
         return rest
 
-    async def land(
-        self, prepared: PreparedBatch, before_commit: Callable[[], Awaitable[None]]
-    ) -> Settlement:
-        """Append a prepared batch in one commit carrying its watermark. Data files are written
-        first; if the table refuses them, the batch is bisected to reject only the records it
-        refuses, and the rest is committed at once. Transient failures are retried. Batches are
-        landed in the order they were prepared, and each commits only after ``before_commit()``
-        returned: the batches before it are landed. Its watermark covers them, so it also lists
+    async def write(self, prepared: PreparedBatch) -> PreparedBatch:
+        """Write the data files of a prepared batch, not yet part of the table. If the table
+        refuses them, the batch is bisected so that only the records it refuses are rejected;
+        transient failures are retried. Raises ``WriterReplaced`` if a newer writer fenced the
+        table."""
+        if prepared.table is not None:
+            started = time.monotonic()
+            await self._write(prepared.rows, prepared.table, prepared.result, prepared.written)
+            prepared.result.append_s += time.monotonic() - started
+        prepared.table = None  # written: the rows need not be held until the batch is answered
+        return prepared
+
+    async def commit(self, prepared: PreparedBatch) -> Settlement:
+        """Commit what ``write`` wrote in one commit carrying the batch's watermark. Batches are
+        committed in the order they were prepared, each once the batches before it are
+        committed (the flush pipeline sees to it). Its watermark covers them, so it also lists
         the answers of those not answered yet (``answered``): a crash before they are answered
         loses none of them. Raises ``WriterReplaced`` if a newer writer fenced the table."""
         result = prepared.result
-        if prepared.table is not None:
-            written = _Written()
+        if prepared.written.fragments:
             started = time.monotonic()
-            await self._write(prepared.rows, prepared.table, result, written)
+            await self._commit(prepared, prepared.written, result)
             result.append_s += time.monotonic() - started
-            if written.fragments:
-                await before_commit()
-                started = time.monotonic()
-                await self._commit(prepared, written, result)
-                result.append_s += time.monotonic() - started
         result.rejected = sum(
             1
             for answer in result.answers.values()
@@ -228,7 +246,6 @@ class BatchSettler:
         )
         if prepared.number not in self._unanswered:  # no commit, or a failed one
             self._unanswered[prepared.number] = _skipped(result)
-        prepared.table = None  # written: the rows need not be held until the batch is answered
         return result
 
     def answered(self, prepared: PreparedBatch) -> None:
@@ -236,7 +253,7 @@ class BatchSettler:
         self._unanswered.pop(prepared.number, None)
 
     async def _write(
-        self, rows: list[Entry], batch: pa.Table, result: Settlement, written: _Written
+        self, rows: list[Entry], batch: pa.Table, result: Settlement, written: Written
     ) -> bool:
         """Write the data files of ``rows`` (``batch``), bisecting it while the table refuses
         it. Returns False once a transient failure outlasted the retries: the rows not written
@@ -259,7 +276,7 @@ class BatchSettler:
             return False
         return await self._write(rows[half:], batch.slice(half), result, written)
 
-    async def _commit(self, prepared: PreparedBatch, written: _Written, result: Settlement) -> None:
+    async def _commit(self, prepared: PreparedBatch, written: Written, result: Settlement) -> None:
         """One commit of everything written, with the watermark of the whole batch: by now
         every record of it is written or has its answer."""
         # Before the commit only the records not written have answers: what it lists of its
@@ -323,20 +340,6 @@ class BatchSettler:
                     "WriteFailed", str(exc), type(exc).__name__
                 )
                 result.failed += 1
-
-
-@dataclass
-class _Written:
-    """Data files written for a batch and not yet committed, with the rows they hold."""
-
-    rows: list[Entry] = field(default_factory=list)
-    fragments: list[Any] = field(default_factory=list)
-    count: int = 0
-
-    def add(self, rows: list[Entry], fragments: list[Any], count: int) -> None:
-        self.rows.extend(rows)
-        self.fragments.extend(fragments)
-        self.count += count
 
 
 def _watermark(epoch: str, entries: list[Entry], unanswered: list[dict[str, Outcome]]) -> Watermark:

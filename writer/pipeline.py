@@ -4,9 +4,9 @@ written, the one after is read and built, and the one before is answered.
 Two lanes, each strictly ordered:
 
 * the table lane runs appends in the order they were submitted. An append writes its data
-  files, then waits for its turn (``turn()``: every append before it has returned), then
-  commits: the next append may write its files meanwhile, but commits follow one another in
-  submission order, the single-writer commit order the watermark relies on;
+  files (``write``), then waits until every append before it has returned, then commits
+  (``commit``): the next append may write its files meanwhile, but commits follow one another
+  in submission order, the single-writer commit order the watermark relies on;
 * the answer lane runs each batch's answers after its own append returned and after the
   answers of the batch before it: nothing is answered before its commit, and producers hear
   about batches in stream order.
@@ -32,28 +32,27 @@ from typing import Generic, TypeVar
 logger = logging.getLogger(__name__)
 
 P = TypeVar("P")
+W = TypeVar("W")
 R = TypeVar("R")
 
 
-Turn = Callable[[], Awaitable[None]]
-"""Waits until every append submitted before this one has returned (raising what the one just
-before raised): the append may commit then."""
-
-
-class FlushPipeline(Generic[P, R]):
-    """Runs ``append(prepared, turn)`` in the table lane, then ``answer(result)`` in the answer
-    lane and, meanwhile, ``housekeeping(result)`` in the table lane (neither when ``append``
-    returns None). ``append`` must await ``turn()`` before it commits, and only once its data
-    files are written (the next append starts then). Only one task drives the pipeline:
+class FlushPipeline(Generic[P, W, R]):
+    """Runs ``write(prepared)`` then, once every append before it has returned,
+    ``commit(written)`` in the table lane; then ``answer(result)`` in the answer lane and,
+    meanwhile, ``housekeeping(result)`` in the table lane (neither when ``commit`` returns
+    None). The next batch's ``write`` starts once this one's returned. Data flows one way:
+    each stage gets what the one before returned. Only one task drives the pipeline:
     ``submit`` and ``drain`` are never called concurrently."""
 
     def __init__(
         self,
-        append: Callable[[P, Turn], Awaitable[R | None]],
+        write: Callable[[P], Awaitable[W]],
+        commit: Callable[[W], Awaitable[R | None]],
         answer: Callable[[R], Awaitable[None]],
         housekeeping: Callable[[R], Awaitable[None]],
     ) -> None:
-        self._append = append
+        self._write = write
+        self._commit = commit
         self._answer = answer
         self._housekeeping = housekeeping
         self._table_lane: asyncio.Task[None] | None = None
@@ -75,16 +74,8 @@ class FlushPipeline(Generic[P, R]):
         loop = asyncio.get_running_loop()
         appended: asyncio.Future[R | None] = loop.create_future()
         written: asyncio.Future[None] = loop.create_future()
-        previous = self._appended
-
-        async def turn() -> None:
-            if not written.done():
-                written.set_result(None)  # its files are written: the next append may start
-            if previous is not None:
-                await asyncio.shield(previous)  # shielded: cancelling the append spares it
-
         lane = asyncio.create_task(
-            self._table_work(prepared, turn, appended), name="lancequeue-append"
+            self._table_work(prepared, written, self._appended, appended), name="lancequeue-append"
         )
         self._table_lane, self._written, self._appended = lane, written, appended
         self._appending.add(lane)
@@ -140,13 +131,18 @@ class FlushPipeline(Generic[P, R]):
             self._answer_lanes.pop().result()  # raises an answer's error promptly
 
     async def _table_work(
-        self, prepared: P, turn: Turn, appended: asyncio.Future[R | None]
+        self,
+        prepared: P,
+        written: asyncio.Future[None],
+        previous: asyncio.Future[R | None] | None,
+        appended: asyncio.Future[R | None],
     ) -> None:
         try:
-            result = await self._append(prepared, turn)
-            # An append that committed nothing (no data files) returns without its turn: it
-            # still ends after the one before, so the next one's turn never comes early.
-            await turn()
+            files = await self._write(prepared)
+            written.set_result(None)  # its files are written: the next append may start
+            if previous is not None:
+                await asyncio.shield(previous)  # shielded: cancelling the append spares it
+            result = await self._commit(files)
         except BaseException as exc:
             appended.set_exception(exc)
             raise

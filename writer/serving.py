@@ -32,7 +32,7 @@ from lancequeue.writer.entries import Entry, read_entries
 from lancequeue.writer.flush import BatchSettler, PreparedBatch, RetryPolicy
 from lancequeue.writer.lease import Lease
 from lancequeue.writer.metrics import TableMetrics
-from lancequeue.writer.pipeline import FlushPipeline, Turn
+from lancequeue.writer.pipeline import FlushPipeline
 from lancequeue.writer.retrying import Outage, until_done
 from lancequeue.writer.settings import WriterSettings
 from lancequeue.writer.shutdown import Shutdown
@@ -102,8 +102,8 @@ class TableServer:
             self._answers.summary,
         )
         self._columns = False  # whether the table's columns are published
-        self._pipeline: FlushPipeline[PreparedBatch, PreparedBatch] = FlushPipeline(
-            self._append, self._answer, self._after_append
+        self._pipeline: FlushPipeline[PreparedBatch, PreparedBatch | None, PreparedBatch] = (
+            FlushPipeline(self._write, self._commit, self._answer, self._after_append)
         )
 
     @classmethod
@@ -324,19 +324,30 @@ class TableServer:
         self._clock.learn(claim.now_ms)
         return claim
 
-    async def _append(self, prepared: PreparedBatch, turn: Turn) -> PreparedBatch | None:
-        """The table lane's part of a flush: the append (None if this writer was replaced),
-        committed once the appends before it returned; a compaction may follow it."""
+    async def _write(self, prepared: PreparedBatch) -> PreparedBatch | None:
+        """The table lane's first part of a flush: the batch's data files (None if this writer
+        was replaced)."""
         if self._shutdown.replaced:
             return None
         try:
-            settlement = await self._settler.land(prepared, turn)
+            return await self._settler.write(prepared)
+        except WriterReplaced as exc:
+            self._shutdown.replace(exc)
+            return None
+
+    async def _commit(self, written: PreparedBatch | None) -> PreparedBatch | None:
+        """The table lane's second part, once the appends before it returned: the commit (None
+        if this writer was replaced); a compaction may follow it."""
+        if written is None:
+            return None
+        try:
+            settlement = await self._settler.commit(written)
         except WriterReplaced as exc:
             self._shutdown.replace(exc)
             return None
         if settlement.commits:
             self._compactor.committed()
-        return prepared
+        return written
 
     async def _answer(self, prepared: PreparedBatch) -> None:
         """The answer lane's part of a flush: the hook, then ack and answer."""

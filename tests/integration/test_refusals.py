@@ -103,10 +103,7 @@ async def test_a_batch_lance_refuses_is_bisected_at_once_and_never_retried(
     ]
     prepared = PreparedBatch(entries, "epoch", Settlement(), 1, rows=entries, table=rows)
 
-    async def before_commit() -> None:
-        return None
-
-    settled = await settler.land(prepared, before_commit)
+    settled = await settler.commit(await settler.write(prepared))
     answers = [settled.answers[entry.record_id] for entry in entries]
     assert answers[:4] + answers[5:] == [None] * 5
     refused = answers[4]

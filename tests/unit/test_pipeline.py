@@ -5,9 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 import pytest
 
@@ -43,19 +41,21 @@ class Recorder:
         return {event: index for index, event in enumerate(self.events)}
 
 
-Pipeline = FlushPipeline[FakeBatch, FakeBatch]
+Pipeline = FlushPipeline[FakeBatch, FakeBatch, FakeBatch]
 
 
 def fake_pipeline(recorder: Recorder) -> Pipeline:
     events = recorder.events
 
-    async def append(batch: FakeBatch, turn: Callable[[], Any]) -> FakeBatch:
+    async def write(batch: FakeBatch) -> FakeBatch:
         events.append(("write", batch.number))
         await asyncio.sleep(batch.write_s)
         if batch.fail_write:
             raise OSError(f"write {batch.number} failed")
+        return batch
+
+    async def commit(batch: FakeBatch) -> FakeBatch:
         if batch.files:
-            await turn()
             events.append(("commit", batch.number))
             await asyncio.sleep(batch.commit_s)
             if batch.fail_commit:
@@ -72,12 +72,10 @@ def fake_pipeline(recorder: Recorder) -> Pipeline:
     async def housekeeping(batch: FakeBatch) -> None:
         await asyncio.sleep(HOUSEKEEPING_S)  # the work it stands for takes this long
 
-    return FlushPipeline(append, answer, housekeeping)
+    return FlushPipeline(write, commit, answer, housekeeping)
 
 
-async def submit(
-    pipeline: FlushPipeline[FakeBatch, FakeBatch], recorder: Recorder, batch: FakeBatch
-) -> None:
+async def submit(pipeline: Pipeline, recorder: Recorder, batch: FakeBatch) -> None:
     await pipeline.submit(batch)
     recorder.events.append(("submitted", batch.number))
 

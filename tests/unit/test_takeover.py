@@ -53,10 +53,7 @@ async def land(sink: TableSink, batch: list[Entry]) -> dict[str, object]:
     settler = BatchSettler(sink, RetryPolicy(0, 10))
     prepared = await settler.prepare(batch, EPOCH, nothing_claimed)
 
-    async def answered() -> None:
-        return None
-
-    settlement = await settler.land(prepared, answered)
+    settlement = await settler.commit(await settler.write(prepared))
     return settlement.answers
 
 
