@@ -322,3 +322,22 @@ def as_entry(fields: list[bytes | str]) -> dict[bytes, bytes]:
         (k.encode() if isinstance(k, str) else k): (v.encode() if isinstance(v, str) else v)
         for k, v in zip(fields[::2], fields[1::2], strict=True)
     }
+
+
+def stream_ttls(client: redis.Redis) -> list[tuple[int, int, bytes]]:
+    """(seq, ttl, record bytes) of each record in the stream (packed or not), in stream order."""
+    found: list[tuple[int, int, bytes]] = []
+    for fields in queued_entries(client):
+        seq, ttl = int(fields[b"seq"]), int(fields[b"ttl"])
+        records = msgpack.unpackb(fields[b"recs"]) if b"recs" in fields else [fields[b"rec"]]
+        found.extend((seq + i, ttl, data) for i, data in enumerate(records))
+    return found
+
+
+async def stream_holds(client: redis.Redis, count: int, what: str) -> list[tuple[int, int, bytes]]:
+    """Wait until at least ``count`` records are in the stream (the producer's sender puts them
+    there after ``enqueue`` returned); returns them all."""
+    found: list[tuple[int, int, bytes]] = await asyncio.to_thread(
+        wait_for, lambda: (held := stream_ttls(client)) and len(held) >= count and held, 30, what
+    )
+    return found

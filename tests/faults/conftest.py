@@ -9,6 +9,8 @@ import pytest
 
 from tests.faults.check import ROWS, format_row
 from tests.faults.rig import FaultRig, MakeRig
+from tests.lossy_proxy import LossyProxy
+from tests.redis_server import RestartableRedis
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -40,3 +42,22 @@ def rig_for(tmp_path: Path) -> Iterator[MakeRig]:
     yield make
     for rig in made:
         rig.close()
+
+
+@pytest.fixture
+def own_redis(tmp_path: Path) -> Iterator[RestartableRedis]:
+    server = RestartableRedis(tmp_path / "redis")
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def proxy(redis_url: str) -> Iterator[LossyProxy]:
+    made = LossyProxy(int(redis_url.rsplit(":", 1)[1].split("/")[0]))
+    try:
+        yield made
+    finally:
+        made.close()

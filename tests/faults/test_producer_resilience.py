@@ -1,217 +1,38 @@
-"""Producers through Redis restarts and lost connections, and their records' deadlines.
+"""Producers through Redis restarts and outages, and their records' deadlines.
 
 Real faults only: a redis-server of the test's own (AOF on) stopped with SIGTERM and started
-again on the same port and directory, and a TCP proxy that loses Redis's reply to an EVALSHA
-(the enqueue script) or to a BLMOVE (the reply listener's pop).
+again on the same port and directory, and a TCP proxy that loses Redis's reply to the enqueue
+script. Replies lost on the way are ``test_lost_replies.py``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import contextlib
-import hashlib
-import selectors
 import socket
 import threading
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
-import msgpack
 import pytest
 import redis
 
-from lancequeue.common.codec import decode_record
 from lancequeue.common.errors import OutcomeUnknown, ProducerClosed, WriteTimeout
-from lancequeue.common.protocol import ENQUEUE_SCRIPT
 from lancequeue.producer import AsyncProducer, Producer
+from tests.lossy_proxy import LossyProxy
 from tests.redis_server import RestartableRedis
 from tests.support import (
     KEYS,
     StartWriter,
-    gather,
-    queued_entries,
     queued_records,
     record,
     resolve,
+    stream_holds,
+    stream_ttls,
     table_ids,
     wait_for,
 )
-
-# -- a redis-server that can be restarted ---------------------------------------------------
-
-
-@pytest.fixture
-def own_redis(tmp_path: Path) -> Iterator[RestartableRedis]:
-    server = RestartableRedis(tmp_path / "redis")
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
-# -- a proxy that loses replies ---------------------------------------------------------------
-
-
-_WATCHED = (b"EVALSHA", b"BLMOVE")
-"""Commands whose replies the proxy can lose."""
-_NIL_REPLIES = (b"*-1", b"$-1", b"_")
-"""How a reply starts when a blocking pop timed out (RESP2 and RESP3): never lost."""
-
-
-class _Link:
-    def __init__(self, client: socket.socket, upstream: socket.socket) -> None:
-        self.client = client
-        self.upstream = upstream
-        self.awaiting: bytes | None = None  # the watched command whose reply comes next
-        self.silent = False  # a reply was swallowed: forward nothing more from Redis
-        self.tail = b""  # the last bytes sent upstream, to find a command split across reads
-
-
-class LossyProxy:
-    """A TCP proxy in front of Redis that can lose the reply to the next EVALSHA or to the
-    next BLMOVE that returns a message: it forwards the command, then, when Redis's reply
-    comes, either closes the client's connection or swallows the reply and leaves the
-    connection open. It can also refuse clients."""
-
-    def __init__(self, upstream_port: int) -> None:
-        self._upstream_port = upstream_port
-        self._listener = socket.create_server(("127.0.0.1", 0))
-        self.url = f"redis://127.0.0.1:{self._listener.getsockname()[1]}/0"
-        self._lock = threading.Lock()
-        self._lose: tuple[bytes, str] | None = None  # (command, "close" or "swallow"), armed
-        self._refuse_after_loss = False
-        self._refusing = False
-        self.lost_replies = 0
-        self._links: list[_Link] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="lossy-proxy", daemon=True)
-        self._thread.start()
-
-    def lose_next_reply(
-        self, command: bytes, how: str = "close", then_refuse: bool = False
-    ) -> None:
-        """Lose Redis's next reply to ``command`` (one of ``_WATCHED``) that is not a nil."""
-        assert command in _WATCHED
-        with self._lock:
-            self._lose = (command, how)
-            self._refuse_after_loss = then_refuse
-
-    def lose_next_evalsha_reply(self, how: str = "close", then_refuse: bool = False) -> None:
-        self.lose_next_reply(b"EVALSHA", how, then_refuse)
-
-    def refuse(self, refusing: bool) -> None:
-        """Close every connection and refuse new ones (or accept them again)."""
-        with self._lock:
-            self._refusing = refusing
-
-    def close(self) -> None:
-        self._stop.set()
-        self._thread.join(10)
-
-    def _run(self) -> None:
-        selector = selectors.DefaultSelector()
-        selector.register(self._listener, selectors.EVENT_READ)
-        try:
-            while not self._stop.is_set():
-                with self._lock:
-                    refusing = self._refusing
-                if refusing:
-                    for link in list(self._links):
-                        self._drop(selector, link)
-                for key, _ in selector.select(timeout=0.02):
-                    if key.fileobj is self._listener:
-                        self._accept(selector, refusing)
-                    else:
-                        self._pump(selector, key.data, key.fileobj is key.data.client)
-        finally:
-            for link in list(self._links):
-                self._drop(selector, link)
-            selector.close()
-            self._listener.close()
-
-    def _accept(self, selector: selectors.BaseSelector, refusing: bool) -> None:
-        client, _ = self._listener.accept()
-        if refusing:
-            client.close()
-            return
-        upstream = socket.create_connection(("127.0.0.1", self._upstream_port))
-        link = _Link(client, upstream)
-        self._links.append(link)
-        selector.register(client, selectors.EVENT_READ, link)
-        selector.register(upstream, selectors.EVENT_READ, link)
-
-    def _pump(self, selector: selectors.BaseSelector, link: _Link, from_client: bool) -> None:
-        source = link.client if from_client else link.upstream
-        try:
-            data = source.recv(1 << 16)
-        except OSError:
-            data = b""
-        if not data:
-            self._drop(selector, link)
-            return
-        if from_client:
-            for command in _WATCHED:
-                if command in link.tail + data:
-                    link.awaiting = command
-            link.tail = data[-16:]
-            link.upstream.sendall(data)
-            return
-        if link.silent:
-            return
-        command, link.awaiting = link.awaiting, None
-        with self._lock:
-            how = None
-            armed = self._lose is not None and self._lose[0] == command
-            if self._lose is not None and armed and not data.startswith(_NIL_REPLIES):
-                how, self._lose = self._lose[1], None
-                self.lost_replies += 1
-                self._refusing = self._refusing or self._refuse_after_loss
-        if how is None:
-            link.client.sendall(data)
-        elif how == "close":
-            self._drop(selector, link)
-        else:  # "swallow": keep the connection open, forward nothing more on it
-            link.silent = True
-
-    def _drop(self, selector: selectors.BaseSelector, link: _Link) -> None:
-        if link in self._links:
-            self._links.remove(link)
-        for sock in (link.client, link.upstream):
-            with contextlib.suppress(KeyError, ValueError):
-                selector.unregister(sock)
-            sock.close()
-
-
-@pytest.fixture
-def proxy(redis_url: str) -> Iterator[LossyProxy]:
-    made = LossyProxy(int(redis_url.rsplit(":", 1)[1].split("/")[0]))
-    try:
-        yield made
-    finally:
-        made.close()
-
-
-def _stream(client: redis.Redis) -> list[tuple[int, int, bytes]]:
-    """(seq, ttl, record bytes) of each record in the stream (packed or not), in stream order."""
-    found: list[tuple[int, int, bytes]] = []
-    for fields in queued_entries(client):
-        seq, ttl = int(fields[b"seq"]), int(fields[b"ttl"])
-        records = msgpack.unpackb(fields[b"recs"]) if b"recs" in fields else [fields[b"rec"]]
-        found.extend((seq + i, ttl, data) for i, data in enumerate(records))
-    return found
-
-
-async def _stream_holds(client: redis.Redis, count: int, what: str) -> list[tuple[int, int, bytes]]:
-    """Wait until at least ``count`` records are in the stream (the producer's sender puts them
-    there after ``enqueue`` returned); returns them all."""
-    found: list[tuple[int, int, bytes]] = await asyncio.to_thread(
-        wait_for, lambda: (held := _stream(client)) and len(held) >= count and held, 30, what
-    )
-    return found
-
 
 # -- deadlines ------------------------------------------------------------------------------
 
@@ -222,7 +43,7 @@ async def test_a_record_the_writer_does_not_answer_by_its_deadline_plus_the_grac
     made = Producer("docs", redis_url=redis_url, timeout_ms=300, answer_grace_ms=200)
     try:
         future = made.enqueue(record(1))
-        (seq, ttl, _), *more = await _stream_holds(client, 1, "the record in the stream")
+        (seq, ttl, _), *more = await stream_holds(client, 1, "the record in the stream")
         assert not more
         assert seq == 1 and 0 < ttl <= 300  # the entry carries the time left to its deadline
         with pytest.raises(WriteTimeout) as caught:
@@ -288,13 +109,13 @@ async def test_a_record_sent_unconfirmed_then_cut_off_past_its_deadline_is_never
     made = Producer("docs", redis_url=proxy.url, answer_grace_ms=300)
     try:
         first = made.enqueue(record(0), timeout=60)  # loads the script; written later
-        await _stream_holds(client, 1, "the first record in the stream")
+        await stream_holds(client, 1, "the first record in the stream")
         proxy.lose_next_evalsha_reply("close", then_refuse=True)
         # Redis added it, but the producer cannot know: it retries until the deadline, then
         # leaves the record to the writer's answer, which cannot come either.
         lost = made.enqueue(record(1), 0.5)
         await asyncio.to_thread(wait_for, lambda: proxy.lost_replies == 1, 30, "a lost reply")
-        assert [seq for seq, _, _ in _stream(client)] == [1, 2]
+        assert [seq for seq, _, _ in stream_ttls(client)] == [1, 2]
         # Nor can it abandon the record in Redis: it cannot know whether a writer claimed it.
         with pytest.raises(OutcomeUnknown, match="may or may not be in the table"):
             await resolve(lost, 30)
@@ -332,140 +153,6 @@ async def test_close_ends_an_enqueue_waiting_for_redis_with_producer_closed(
         with pytest.raises(ProducerClosed, match="not written"):
             await resolve(future, 5)
     assert made.outstanding == 0
-
-
-# -- sequence numbers and sending again -----------------------------------------------------
-
-
-async def test_concurrent_senders_add_entries_in_sequence_order(
-    producer: Producer, client: redis.Redis
-) -> None:
-    def send(k: int) -> None:
-        for n in range(5):
-            producer.enqueue_many([record(k * 100 + n * 10 + i) for i in range(10)])
-
-    with concurrent.futures.ThreadPoolExecutor(8) as threads:
-        await asyncio.gather(*(asyncio.wrap_future(threads.submit(send, k)) for k in range(8)))
-    entries = await _stream_holds(client, 400, "all 400 records in the stream")
-    assert [seq for seq, _, _ in entries] == list(range(1, 401))
-    # Each thread's records are in the stream in the order it enqueued them.
-    ids = [decode_record(data)["id"] for _, _, data in entries]
-    for k in range(8):
-        mine = [i for i in ids if i // 100 == k]
-        assert mine == sorted(mine) and len(mine) == 50, (k, mine)
-    producer.close(timeout=0)
-
-
-async def test_a_chunk_whose_confirmation_was_lost_is_sent_again_with_the_same_seqs(
-    proxy: LossyProxy, client: redis.Redis, start_writer: StartWriter, db_uri: str
-) -> None:
-    made = Producer("docs", redis_url=proxy.url, timeout_ms=30_000)
-    try:
-        first = made.enqueue(record(1))  # loads the script: the lost reply is not a NOSCRIPT
-        await _stream_holds(client, 1, "the first record in the stream")
-        proxy.lose_next_evalsha_reply("close")
-        second = made.enqueue_many([record(2), record(3)])
-        await asyncio.to_thread(wait_for, lambda: proxy.lost_replies == 1, 30, "a lost reply")
-        entries = await _stream_holds(client, 5, "the chunk sent again")
-        assert [seq for seq, _, _ in entries] == [1, 2, 3, 2, 3]
-        assert entries[1][2] == entries[3][2] and entries[2][2] == entries[4][2]
-        assert 0 < entries[3][1] <= entries[1][1] <= 30_000  # ttl recomputed for the resend
-        start_writer(coalesce_ms=20)
-        assert await gather([first, *second]) == [None, None, None]
-        assert table_ids(db_uri) == [1, 2, 3]  # the writer dropped the copies
-    finally:
-        await asyncio.to_thread(made.close)
-
-
-async def test_an_async_chunk_whose_confirmation_was_lost_is_sent_again_with_the_same_seqs(
-    proxy: LossyProxy, client: redis.Redis, start_writer: StartWriter, db_uri: str
-) -> None:
-    async with AsyncProducer("docs", redis_url=proxy.url) as made:
-        first = await made.enqueue(record(1))
-        await _stream_holds(client, 1, "the first record in the stream")
-        proxy.lose_next_evalsha_reply("close")
-        second = await made.enqueue(record(2))
-        await asyncio.to_thread(wait_for, lambda: proxy.lost_replies == 1, 30, "a lost reply")
-        entries = await _stream_holds(client, 3, "the record sent again")
-        assert [seq for seq, _, _ in entries] == [1, 2, 2]
-        start_writer(coalesce_ms=20)
-        await asyncio.wait_for(asyncio.gather(first, second), 30)
-        assert table_ids(db_uri) == [1, 2]
-
-
-async def test_a_send_whose_reply_never_comes_is_sent_again_after_the_redis_timeout(
-    proxy: LossyProxy, client: redis.Redis, start_writer: StartWriter, db_uri: str
-) -> None:
-    made = Producer("docs", redis_url=proxy.url, redis_timeout_ms=300)
-    try:
-        first = made.enqueue(record(1))
-        await _stream_holds(client, 1, "the first record in the stream")
-        proxy.lose_next_evalsha_reply("swallow")  # the connection stays open, silent
-        second = made.enqueue(record(2))
-        await asyncio.to_thread(wait_for, lambda: proxy.lost_replies == 1, 30, "a lost reply")
-        entries = await _stream_holds(client, 3, "the record sent again")
-        assert [seq for seq, _, _ in entries] == [1, 2, 2]
-        start_writer(coalesce_ms=20)
-        assert await gather([first, second]) == [None, None]
-        assert table_ids(db_uri) == [1, 2]
-    finally:
-        await asyncio.to_thread(made.close)
-
-
-async def test_a_redis_that_forgot_the_enqueue_script_is_given_it_again(
-    producer: Producer, client: redis.Redis
-) -> None:
-    producer.enqueue(record(1))
-    await _stream_holds(client, 1, "the first record in the stream")  # the script is loaded
-    client.script_flush()
-    assert client.script_exists(hashlib.sha1(ENQUEUE_SCRIPT.encode()).hexdigest()) == [False]
-    second = producer.enqueue(record(2))
-    entries = await _stream_holds(client, 2, "the second record in the stream")
-    assert [seq for seq, _, _ in entries] == [1, 2]
-    assert not second.done()  # sent, not failed (no writer runs: no answer yet)
-    producer.close(timeout=0)
-
-
-# -- replies lost on the way ----------------------------------------------------------------
-
-
-async def test_a_reply_redis_moved_but_a_lost_connection_never_delivered_still_resolves_the_record(
-    proxy: LossyProxy, client: redis.Redis, start_writer: StartWriter, db_uri: str
-) -> None:
-    start_writer(coalesce_ms=20)  # straight to Redis: only the producer's replies are lost
-    made = Producer("docs", redis_url=proxy.url, timeout_ms=10_000)
-    inflight = KEYS.reply_inflight(made.producer_id)
-    assert not KEYS.is_reply_key(inflight)  # a stream entry cannot make the writer push there
-    try:
-        proxy.lose_next_reply(b"BLMOVE", "close", then_refuse=True)
-        future = made.enqueue(record(1))
-        await asyncio.to_thread(wait_for, lambda: proxy.lost_replies == 1, 30, "a lost reply")
-        # Redis popped the reply and the producer never got it; it waits in the in-flight
-        # list, with an expiry in case the producer never comes back for it.
-        assert client.llen(KEYS.reply(made.producer_id)) == 0
-        assert client.llen(inflight) == 1
-        assert 0 < client.pttl(inflight) <= 600_000
-        assert not future.done()
-        proxy.refuse(False)
-        await resolve(future, 30)  # the answer, not WriteTimeout
-        assert table_ids(db_uri) == [1]
-        await asyncio.to_thread(wait_for, lambda: client.exists(inflight) == 0, 30, "no leftovers")
-    finally:
-        await asyncio.to_thread(made.close)
-
-
-async def test_an_async_producer_settles_a_reply_a_lost_connection_never_delivered(
-    proxy: LossyProxy, client: redis.Redis, start_writer: StartWriter, db_uri: str
-) -> None:
-    start_writer(coalesce_ms=20)
-    async with AsyncProducer("docs", redis_url=proxy.url, timeout_ms=10_000) as made:
-        proxy.lose_next_reply(b"BLMOVE", "close")
-        futures = await made.enqueue_many([record(1), record(2)])
-        await asyncio.wait_for(asyncio.gather(*futures), 30)
-        assert proxy.lost_replies == 1
-        assert table_ids(db_uri) == [1, 2]
-        inflight = KEYS.reply_inflight(made.producer_id)
-    assert client.exists(inflight) == 0
 
 
 # -- Redis restarts -------------------------------------------------------------------------
