@@ -341,3 +341,12 @@ async def stream_holds(client: redis.Redis, count: int, what: str) -> list[tuple
         wait_for, lambda: (held := stream_ttls(client)) and len(held) >= count and held, 30, what
     )
     return found
+
+
+def within(condition: Callable[[], Any], timeout: float) -> bool:
+    """Poll ``condition`` until it holds (True) or ``timeout`` passed (False)."""
+    try:
+        wait_for(condition, timeout)
+    except AssertionError:
+        return False
+    return True

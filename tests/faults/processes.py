@@ -150,3 +150,13 @@ class LoadProcess(LoggedProcess):
         super().__init__(
             f"producer {index}", command, directory / f"producer-{index}.log", clean_env()
         )
+
+
+def exit_status(process: LoggedProcess, timeout: float) -> int | None:
+    """``process``'s exit status once it exits, or None if it had to be killed after
+    ``timeout``."""
+    try:
+        return process.wait(timeout)
+    except AssertionError:
+        process.kill()
+        return None

@@ -10,7 +10,7 @@ import signal
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Protocol, TypeVar
+from typing import Any, TypeVar
 
 import redis
 
@@ -25,9 +25,9 @@ from tests.faults.check import (
     table_rows,
     tally,
 )
-from tests.faults.processes import LoadProcess, LoggedProcess, WriterDaemon
+from tests.faults.processes import LoadProcess, WriterDaemon, exit_status
 from tests.redis_server import RestartableRedis
-from tests.support import broken_storage, queued_entries, queued_entry_count, wait_for
+from tests.support import broken_storage, queued_entries, queued_entry_count, wait_for, within
 
 T = TypeVar("T")
 
@@ -301,7 +301,7 @@ class FaultRig:
             producer_timeout = self._close_timeout_s + PRODUCER_EXIT_SLACK_S
         deadline = time.monotonic() + producer_timeout
         for producer in self.producers:
-            code = _exit_status(producer, max(0.1, deadline - time.monotonic()))
+            code = exit_status(producer, max(0.1, deadline - time.monotonic()))
             if code != 0:
                 failures.append(f"{producer.name} exited {code}")
         if writer is not None:
@@ -312,7 +312,7 @@ class FaultRig:
             if writer.running():
                 writer.signal(signal.SIGCONT)  # in case a test left it stopped
                 writer.signal(signal.SIGTERM)
-                code = _exit_status(writer, STOP_WAIT_S)
+                code = exit_status(writer, STOP_WAIT_S)
                 if code != 0:
                     failures.append(f"{writer.name} exited {code} on SIGTERM")
         return self._tally(failures)
@@ -396,26 +396,5 @@ class FaultRig:
         self.redis.stop()
 
 
-def within(condition: Callable[[], Any], timeout: float) -> bool:
-    """Poll ``condition`` until it holds (True) or ``timeout`` passed (False)."""
-    try:
-        wait_for(condition, timeout)
-    except AssertionError:
-        return False
-    return True
-
-
-def _exit_status(process: LoggedProcess, timeout: float) -> int | None:
-    """``process``'s exit status once it exits, or None if it had to be killed after
-    ``timeout``."""
-    try:
-        return process.wait(timeout)
-    except AssertionError:
-        process.kill()
-        return None
-
-
-class MakeRig(Protocol):
-    """The ``rig_for`` fixture: a started rig for the named fault."""
-
-    def __call__(self, fault: str, *, persistence: bool = True) -> FaultRig: ...
+MakeRig = Callable[..., FaultRig]
+"""The ``rig_for`` fixture: ``rig_for(fault, persistence=True)``, a started rig for the fault."""

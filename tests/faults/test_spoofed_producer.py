@@ -16,8 +16,8 @@ from lancequeue.common.codec import encode_record
 from lancequeue.common.keys import TableKeys
 from tests.faults.check import ProducerOutcomes
 from tests.faults.processes import LoadProcess
-from tests.faults.rig import TABLE, FaultRig, MakeRig, within
-from tests.support import queued_entries, stream_entry, wait_for
+from tests.faults.rig import TABLE, FaultRig, MakeRig
+from tests.support import queued_entries, stream_entry, wait_for, within
 
 pytestmark = pytest.mark.faults
 
