@@ -21,7 +21,7 @@ import pyarrow as pa
 
 from lancequeue.common.errors import WriterReplaced
 from lancequeue.common.replies import error_payload
-from lancequeue.writer.claims import BatchClaim, Ranges, entry_ranges, refused_entries
+from lancequeue.writer.claims import BatchClaim, refused_entries
 from lancequeue.writer.dedupe import SeenSequences
 from lancequeue.writer.entries import Entry
 from lancequeue.writer.refusals import is_data_error
@@ -91,10 +91,6 @@ class RetryPolicy:
     backoff_ms: int
 
 
-Claim = Callable[[Ranges], Awaitable[BatchClaim]]
-"""Claims a batch's records in Redis (``Claimer.claim``, with the writer's retries)."""
-
-
 class BatchSettler:
     """Settles batches for one writer."""
 
@@ -108,16 +104,15 @@ class BatchSettler:
         and not yet answered: the next commits' watermarks list them (they cover its
         entries)."""
 
-    async def prepare(self, entries: list[Entry], epoch: str, claim: Claim) -> PreparedBatch:
-        """Everything before the append: claim the batch's records in Redis, answer what cannot
-        or must not be written (copies, undecodable or unfitting records, records their
-        producer abandoned, records past their deadline at the claim's Redis time), and build
-        the Arrow table of the rest.
+    async def prepare(self, entries: list[Entry], epoch: str, claimed: BatchClaim) -> PreparedBatch:
+        """Everything before the append, once the batch's records are claimed in Redis
+        (``claimed``, for their ``entry_ranges``): answer what cannot or must not be written
+        (copies, undecodable or unfitting records, records their producer abandoned, records
+        past their deadline at the claim's Redis time), and build the Arrow table of the rest.
 
         Batches are prepared in stream order, each after the one before it; the next batch may
         be prepared while this one is appended."""
         result = Settlement()
-        claimed = await claim(entry_ranges(entries))
         refused = refused_entries(entries, claimed)
         for producer_id, producer_claim in claimed.producers.items():
             self._seen.learn(producer_id, producer_claim.seen)

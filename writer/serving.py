@@ -24,7 +24,7 @@ from lancequeue.common.keys import TableKeys
 from lancequeue.common.redis_client import REDIS_FAILURES, AsyncRedis
 from lancequeue.writer.acknowledger import Acknowledger
 from lancequeue.writer.answering import Answerer, OnFlushed, RedisClock, table_status
-from lancequeue.writer.claims import BatchClaim, Claimer, Ranges
+from lancequeue.writer.claims import BatchClaim, Claimer, Ranges, entry_ranges
 from lancequeue.writer.coalesce import Coalescer
 from lancequeue.writer.column_kinds import publish_columns
 from lancequeue.writer.compaction import CompactionPolicy, Compactor
@@ -313,7 +313,8 @@ class TableServer:
             await self._answers.dead_letter(entries, deliveries, self.settings.max_deliveries)
             return
         try:
-            prepared = await self._settler.prepare(entries, self._group.epoch, self._claim)
+            claimed = await self._claim(entry_ranges(entries))
+            prepared = await self._settler.prepare(entries, self._group.epoch, claimed)
         except WriterReplaced as exc:
             self._shutdown.replace(exc)
             return

@@ -11,7 +11,7 @@ import lance
 from lancequeue.common.codec import encode_record
 from lancequeue.common.entries import entry_fields
 from lancequeue.common.keys import TableKeys
-from lancequeue.writer.claims import BatchClaim, ProducerClaim, Ranges
+from lancequeue.writer.claims import BatchClaim, ProducerClaim, Ranges, entry_ranges
 from lancequeue.writer.entries import Entry, read_entries
 from lancequeue.writer.flush import BatchSettler, RetryPolicy
 from lancequeue.writer.table import TableSink
@@ -51,7 +51,7 @@ async def open_sink(db_uri: str, token: int) -> TableSink:
 
 async def land(sink: TableSink, batch: list[Entry]) -> dict[str, object]:
     settler = BatchSettler(sink, RetryPolicy(0, 10))
-    prepared = await settler.prepare(batch, EPOCH, nothing_claimed)
+    prepared = await settler.prepare(batch, EPOCH, await nothing_claimed(entry_ranges(batch)))
 
     settlement = await settler.commit(await settler.write(prepared))
     return settlement.answers
