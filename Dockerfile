@@ -5,6 +5,8 @@ COPY pyproject.toml README.md ./
 COPY common ./common
 COPY producer ./producer
 COPY writer ./writer
+COPY cli ./cli
+COPY bench ./bench
 COPY examples ./examples
 RUN pip install --no-cache-dir . && useradd --create-home lancequeue \
     && mkdir /data && chown lancequeue /data

@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from importlib.resources import files
 
-_INCLUDE = re.compile(r"^--#include (\S+\.lua)\n", re.MULTILINE)
+_INCLUDE = re.compile(r"^--#include (\S+\.lua)(?:\n|\Z)", re.MULTILINE)
 _CONSTANT = re.compile(r"\$([A-Z][A-Z0-9_]*)")
 
 

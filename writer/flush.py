@@ -1,11 +1,11 @@
 """One flush: settle a batch of stream entries and say how to answer each.
 
-Settling a batch means: claim its records in Redis (``claims.py``), answer what cannot or must
-not be written (copies, undecodable records, records over the limits or not fitting the
-schema, records their producer abandoned or whose deadline passed), append the rest in one
-commit carrying the batch's watermark, and, if that append fails, retry it (transient failures)
-or bisect it (a record the checks missed that the table refuses), so that only the records at
-fault are rejected and the others land.
+Settling a batch means, once its records are claimed in Redis (``claims.py``): answer what
+cannot or must not be written (copies, undecodable records, records over the limits or not
+fitting the schema, records their producer abandoned or whose deadline passed), append the rest
+in one commit carrying the batch's watermark, and, if that append fails, retry it (transient
+failures) or bisect it (a record the checks missed that the table refuses), so that only the
+records at fault are rejected and the others land.
 """
 
 from __future__ import annotations

@@ -35,6 +35,12 @@ def test_an_include_line_is_replaced_by_the_file_and_values_by_what_is_given(
     assert source == "-- the prelude\nlocal limit = 5\nreturn redis.call('n')\n"
 
 
+def test_an_include_on_the_last_line_without_a_newline_is_included_too(package: Path) -> None:
+    (package / "prelude.lua").write_text("local a = 1\n")
+    (package / "main.lua").write_text("return 2\n--#include prelude.lua")
+    assert lua_script("scripted.module", "main.lua") == "return 2\nlocal a = 1\n"
+
+
 def test_a_value_not_given_names_itself(package: Path) -> None:
     (package / "main.lua").write_text("return $MISSING\n")
     with pytest.raises(ValueError, match=r"no value given for \$MISSING"):

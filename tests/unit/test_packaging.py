@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import tomllib
 
 from tests.support import cli_env
 
@@ -169,3 +170,10 @@ def test_the_readme_s_layout_names_every_module_of_each_package_and_no_other() -
         assert named == present, (package, sorted(named - present), sorted(present - named))
         if (ROOT / package / "lua").is_dir():
             assert "`lua/" in text, package
+
+
+def test_the_docker_image_copies_every_folder_the_package_is_built_from() -> None:
+    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    folders = set(pyproject["tool"]["setuptools"]["package-dir"].values())
+    copied = set(re.findall(r"^COPY (\w+) \./\1$", (ROOT / "Dockerfile").read_text(), re.M))
+    assert folders <= copied, sorted(folders - copied)
