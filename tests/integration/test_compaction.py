@@ -7,63 +7,12 @@ import asyncio
 import lance
 import numpy as np
 import pyarrow as pa
-import pytest
 from lance.file import LanceFileReader
 
-from lancequeue.common.errors import ConfigError
 from lancequeue.producer import Producer
-from lancequeue.writer.compaction import CompactionPolicy, compaction_target
-from lancequeue.writer.settings import WriterSettings
 from lancequeue.writer.table import TableSink
 from lancequeue.writer.watermark import Watermark
 from tests.support import FixedToken, StartWriter, gather, record, table_ids, wait_for
-
-
-def test_compact_every_takes_fragments_seconds_or_zero() -> None:
-    assert CompactionPolicy.parse("16") == CompactionPolicy(16, 0.0)
-    assert CompactionPolicy.parse("30s") == CompactionPolicy(16, 30.0)
-    assert not CompactionPolicy.parse("0").enabled
-    for bad in ("1", "ten", "-3", "5m"):
-        with pytest.raises(ConfigError, match="compact_every"):
-            WriterSettings(table="docs", compact_every=bad)
-
-
-def test_keep_versions_below_two_is_refused_naming_the_setting() -> None:
-    with pytest.raises(ConfigError, match="keep_versions"):
-        WriterSettings(table="docs", keep_versions=1)
-
-
-def test_nothing_is_compacted_until_a_tier_is_full() -> None:
-    assert compaction_target([128] * 15, 128, 16) is None
-    assert compaction_target([128] * 16, 128, 16) == 2048
-
-
-def test_a_full_higher_tier_is_merged_with_everything_below_it() -> None:
-    rows = [32_768] * 16 + [2048, 128]  # tier 2 (32,768 to 524,287 rows) is full
-    assert compaction_target(rows, 128, 16, max_rows=2**40) == 524_288
-    assert compaction_target([32_768] * 15 + [2048] * 15 + [128] * 15, 128, 16) is None
-
-
-def test_fragments_with_no_neighbour_to_merge_with_do_not_fill_a_tier() -> None:
-    """Lance merges only neighbouring fragments: 16 small ones each between two large ones
-    give it nothing to merge, so they start no compaction (every flush would otherwise plan
-    one in vain), and they do not count towards the small fragments that do."""
-    alone = [part for _ in range(16) for part in (131_072, 128)]
-    assert compaction_target(alone, 128, 16) is None
-    assert compaction_target([*alone, *[128] * 14], 128, 16) is None  # 15 with a neighbour
-    assert compaction_target([*alone, *[128] * 15], 128, 16) == 2048
-    # tier 0 full with no neighbours below 2,048 rows; tier 1 full, with neighbours below 32,768
-    rows = [part for _ in range(16) for part in (131_072, 128, 2048)]
-    assert compaction_target(rows, 128, 16) == 32_768
-
-
-def test_fragments_are_merged_up_to_a_cap_and_then_left_alone() -> None:
-    assert compaction_target([32_768] * 16, 128, 16, max_rows=131_072) == 131_072
-    assert compaction_target([131_072] * 40 + [128] * 3, 128, 16, max_rows=131_072) is None
-
-
-def test_merged_fragments_land_in_the_next_tier_and_are_left_alone() -> None:
-    assert compaction_target([2048] * 15 + [128] * 15, 128, 16) is None
 
 
 def _fragments(db_uri: str) -> list[int]:

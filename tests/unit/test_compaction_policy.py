@@ -1,0 +1,156 @@
+"""Compaction on its own, without Redis or a table: the policy, the size-tiered targets, and the
+compactor's scheduling against a fake table."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from lancequeue.common.errors import ConfigError, WriterReplaced
+from lancequeue.writer.compaction import CompactionPolicy, Compactor, compaction_target
+from lancequeue.writer.settings import WriterSettings
+from lancequeue.writer.shutdown import Shutdown
+from lancequeue.writer.summary import Summary
+
+
+def test_compact_every_takes_fragments_seconds_or_zero() -> None:
+    assert CompactionPolicy.parse("16") == CompactionPolicy(16, 0.0)
+    assert CompactionPolicy.parse("30s") == CompactionPolicy(16, 30.0)
+    assert not CompactionPolicy.parse("0").enabled
+    for bad in ("1", "ten", "-3", "5m"):
+        with pytest.raises(ConfigError, match="compact_every"):
+            WriterSettings(table="docs", compact_every=bad)
+
+
+def test_keep_versions_below_two_is_refused_naming_the_setting() -> None:
+    with pytest.raises(ConfigError, match="keep_versions"):
+        WriterSettings(table="docs", keep_versions=1)
+
+
+def test_nothing_is_compacted_until_a_tier_is_full() -> None:
+    assert compaction_target([128] * 15, 128, 16) is None
+    assert compaction_target([128] * 16, 128, 16) == 2048
+
+
+def test_a_full_higher_tier_is_merged_with_everything_below_it() -> None:
+    rows = [32_768] * 16 + [2048, 128]  # tier 2 (32,768 to 524,287 rows) is full
+    assert compaction_target(rows, 128, 16, max_rows=2**40) == 524_288
+    assert compaction_target([32_768] * 15 + [2048] * 15 + [128] * 15, 128, 16) is None
+
+
+def test_fragments_with_no_neighbour_to_merge_with_do_not_fill_a_tier() -> None:
+    """Lance merges only neighbouring fragments: 16 small ones each between two large ones
+    give it nothing to merge, so they start no compaction (every flush would otherwise plan
+    one in vain), and they do not count towards the small fragments that do."""
+    alone = [part for _ in range(16) for part in (131_072, 128)]
+    assert compaction_target(alone, 128, 16) is None
+    assert compaction_target([*alone, *[128] * 14], 128, 16) is None  # 15 with a neighbour
+    assert compaction_target([*alone, *[128] * 15], 128, 16) == 2048
+    # tier 0 full with no neighbours below 2,048 rows; tier 1 full, with neighbours below 32,768
+    rows = [part for _ in range(16) for part in (131_072, 128, 2048)]
+    assert compaction_target(rows, 128, 16) == 32_768
+
+
+def test_fragments_are_merged_up_to_a_cap_and_then_left_alone() -> None:
+    assert compaction_target([32_768] * 16, 128, 16, max_rows=131_072) == 131_072
+    assert compaction_target([131_072] * 40 + [128] * 3, 128, 16, max_rows=131_072) is None
+
+
+def test_merged_fragments_land_in_the_next_tier_and_are_left_alone() -> None:
+    assert compaction_target([2048] * 15 + [128] * 15, 128, 16) is None
+
+
+class FakeTable:
+    """Fragments of 128 rows; each compaction merges the first 16 under its target into one,
+    or fails as told."""
+
+    def __init__(self, fragments: int, fail: BaseException | None = None) -> None:
+        self.rows = [128] * fragments
+        self.fail = fail
+        self.calls: list[int] = []
+        self.release = asyncio.Event()
+        self.release.set()
+
+    def fragment_rows(self) -> list[int]:
+        return list(self.rows)
+
+    async def compact(self, target_rows: int, keep_versions: int, commit_rows: int) -> list[int]:
+        self.calls.append(target_rows)
+        await self.release.wait()
+        if self.fail is not None:
+            raise self.fail
+        small = [i for i, rows in enumerate(self.rows) if rows < target_rows][:16]
+        merged = sum(self.rows[i] for i in small)
+        self.rows = [
+            merged if i == small[0] else rows
+            for i, rows in enumerate(self.rows)
+            if i == small[0] or i not in small
+        ]
+        return list(self.rows)
+
+
+def compactor(table: FakeTable, spec: str = "16") -> tuple[Compactor, Shutdown, Summary]:
+    shutdown, summary = Shutdown(), Summary()
+    made = Compactor(CompactionPolicy.parse(spec), table, 128, 2, shutdown, summary)
+    return made, shutdown, summary
+
+
+async def test_a_commit_that_fills_a_tier_starts_a_compaction_that_merges_until_none_is_full() -> (
+    None
+):
+    table = FakeTable(32)  # two tiers' worth of small fragments
+    made, _, summary = compactor(table)
+    made.committed()
+    await made.wait()
+    assert table.calls == [2048, 2048]  # merged again while a tier was still full
+    assert table.rows == [2048, 2048]
+    assert "compactions 2" in (summary.line() or "")
+
+
+async def test_no_compaction_starts_while_one_runs_or_before_a_tier_is_full() -> None:
+    table = FakeTable(16)
+    table.release.clear()
+    made, _, _ = compactor(table)
+    made.committed()
+    made.committed()  # one runs: no second one
+    table.release.set()
+    await made.wait()
+    assert table.calls == [2048]
+    made.committed()  # one fragment of 2,048 rows: nothing is full
+    await made.wait()
+    assert table.calls == [2048]
+
+
+async def test_a_time_based_policy_looks_at_most_once_per_interval() -> None:
+    table = FakeTable(15)
+    made, _, _ = compactor(table, "3600s")
+    made.committed()  # looks: 15 fragments, nothing to do; the next look is an hour away
+    table.rows = [128] * 16
+    made.committed()
+    await made.wait()
+    assert table.calls == []
+
+
+async def test_compact_every_zero_never_compacts() -> None:
+    table = FakeTable(64)
+    made, _, _ = compactor(table, "0")
+    made.committed()
+    await made.wait()
+    assert table.calls == []
+
+
+async def test_a_compaction_another_writer_fenced_out_stops_the_writer_and_a_failed_one_does_not(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    fenced = FakeTable(16, WriterReplaced("writer w2 holds the table"))
+    made, shutdown, _ = compactor(fenced)
+    made.committed()
+    await made.wait()
+    assert shutdown.replaced and shutdown.requested.is_set()
+    failing = FakeTable(16, OSError("disk full"))
+    made, shutdown, _ = compactor(failing)
+    made.committed()
+    await made.wait()  # never raises
+    assert not shutdown.requested.is_set()
+    assert "compaction failed" in caplog.text
