@@ -325,13 +325,29 @@ def as_entry(fields: list[bytes | str]) -> dict[bytes, bytes]:
 
 
 def stream_ttls(client: redis.Redis) -> list[tuple[int, int, bytes]]:
-    """(seq, ttl, record bytes) of each record in the stream (packed or not), in stream order."""
+    """(seq, ttl, record bytes) of each record in the stream (whatever its entry's form), in
+    stream order."""
     found: list[tuple[int, int, bytes]] = []
     for fields in queued_entries(client):
         seq, ttl = int(fields[b"seq"]), int(fields[b"ttl"])
-        records = msgpack.unpackb(fields[b"recs"]) if b"recs" in fields else [fields[b"rec"]]
-        found.extend((seq + i, ttl, data) for i, data in enumerate(records))
+        found.extend((seq + i, ttl, data) for i, data in enumerate(entry_records(fields)))
     return found
+
+
+def stream_records(client: redis.Redis) -> list[tuple[int, bytes]]:
+    """(seq, record bytes) of each record in the stream, in stream order."""
+    return [(seq, data) for seq, _, data in stream_ttls(client)]
+
+
+def evalsha_calls(client: redis.Redis) -> int:
+    """How many EVALSHA calls Redis has served (its command stats)."""
+    stats: Any = client.info("commandstats")
+    return int(stats.get("cmdstat_evalsha", {}).get("calls", 0))
+
+
+def padded(i: int, text_chars: int) -> dict[str, Any]:
+    """``record(i)`` with a text of ``text_chars`` characters."""
+    return {**record(i), "text": "x" * text_chars}
 
 
 async def stream_holds(client: redis.Redis, count: int, what: str) -> list[tuple[int, int, bytes]]:

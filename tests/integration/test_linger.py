@@ -15,14 +15,15 @@ from lancequeue.common.errors import ConfigError, ProducerClosed, QueueFull
 from lancequeue.common.protocol import ENQUEUE_SCRIPT
 from lancequeue.producer import AsyncProducer, Producer
 from lancequeue.producer.commands import WRITER_UNTIL_SCRIPT
-from tests.integration.test_producer import evalsha_calls, stream_records
 from tests.support import (
     KEYS,
     StartWriter,
     async_wait_for,
     cli_env,
+    evalsha_calls,
     queued_entry_count,
     record,
+    stream_records,
     table_ids,
 )
 

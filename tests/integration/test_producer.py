@@ -8,7 +8,6 @@ import socket
 import subprocess
 import sys
 import threading
-from typing import Any
 
 import pytest
 import redis
@@ -27,33 +26,11 @@ from tests.support import (
     KEYS,
     StartWriter,
     async_wait_for,
-    entry_records,
     gather,
-    queued_entries,
     queued_records,
     record,
     table_ids,
 )
-
-
-def padded(i: int, text_chars: int) -> dict[str, Any]:
-    """``record(i)`` with a text of ``text_chars`` characters."""
-    return {**record(i), "text": "x" * text_chars}
-
-
-def stream_records(client: redis.Redis) -> list[tuple[int, bytes]]:
-    """(seq, record bytes) of each record in the stream (packed or not), in stream order."""
-    found: list[tuple[int, bytes]] = []
-    for fields in queued_entries(client):
-        seq = int(fields[b"seq"])
-        records = entry_records(fields)
-        found.extend((seq + i, data) for i, data in enumerate(records))
-    return found
-
-
-def evalsha_calls(client: redis.Redis) -> int:
-    stats: Any = client.info("commandstats")
-    return int(stats.get("cmdstat_evalsha", {}).get("calls", 0))
 
 
 async def test_enqueue_after_close_raises_producer_closed(redis_url: str) -> None:

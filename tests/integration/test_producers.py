@@ -13,13 +13,15 @@ from lancequeue.common.codec import encode_record
 from lancequeue.common.errors import ProducerClosed, QueueFull, RecordRejected, WriteTimeout
 from lancequeue.producer import AsyncProducer
 from tests.drivers import Driven, MakeDriven
-from tests.integration.test_producer import evalsha_calls, padded, stream_records
 from tests.support import (
     KEYS,
     StartWriter,
     async_wait_for,
+    evalsha_calls,
+    padded,
     queued_records,
     record,
+    stream_records,
     table_ids,
 )
 
