@@ -22,8 +22,9 @@ import asyncio
 import logging
 import re
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from lancequeue.common.errors import ConfigError, WriterReplaced
 from lancequeue.writer.shutdown import Shutdown
@@ -180,3 +181,18 @@ class CompactingSink(Protocol):
     async def compact(
         self, target_rows: int, keep_versions: int, commit_rows: int
     ) -> list[int] | None: ...
+
+
+def first_tasks(tasks: Sequence[Any], rows: int) -> list[Any]:
+    """The first of a compaction plan's ``tasks`` (each merging adjacent fragments), in table
+    order, that together merge at most ``rows`` source rows; the first task alone if it holds
+    more (Lance's own ``max_source_rows`` would then plan nothing at all)."""
+    chosen: list[Any] = []
+    merged = 0
+    for task in tasks:
+        task_rows = sum(fragment.physical_rows for fragment in task.fragments)
+        if chosen and merged + task_rows > rows:
+            break
+        chosen.append(task)
+        merged += task_rows
+    return chosen

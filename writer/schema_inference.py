@@ -8,6 +8,9 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from lancequeue.common.errors import ConfigError
+from lancequeue.writer.loading import load_object
+
 logger = logging.getLogger(__name__)
 
 
@@ -89,3 +92,19 @@ def _storable(data_type: pa.DataType) -> bool:
     ):
         return _storable(data_type.value_type)
     return True
+
+
+def resolve_schema(spec: Any) -> pa.Schema | None:
+    """A pyarrow schema from a schema, a LanceModel class, or ``module:attr`` naming either."""
+    if spec is None:
+        return None
+    if isinstance(spec, str):
+        spec = load_object(spec, "--schema")
+    if isinstance(spec, pa.Schema):
+        return spec
+    to_arrow = getattr(spec, "to_arrow_schema", None)
+    if callable(to_arrow):
+        schema = to_arrow()
+        if isinstance(schema, pa.Schema):
+            return schema
+    raise ConfigError(f"schema must be a pyarrow.Schema or a LanceModel, got {spec!r}")

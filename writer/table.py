@@ -26,11 +26,10 @@ from lance import LanceOperation, Transaction
 from lance.commit import CommitConflictError
 from lance.optimize import Compaction, CompactionOptions
 
-from lancequeue.common.errors import ConfigError
 from lancequeue.writer.arrow_batch import BatchBuilder, Records, Row
 from lancequeue.writer.bad_vectors import BadVectorPolicy
+from lancequeue.writer.compaction import first_tasks
 from lancequeue.writer.fencing import check_fence, fence, fence_of
-from lancequeue.writer.loading import load_object
 from lancequeue.writer.schema_inference import infer_schema
 from lancequeue.writer.watermark import Watermark
 
@@ -49,22 +48,6 @@ class TokenSource(Protocol):
     token: int
 
     async def raise_token(self, floor: int) -> int: ...
-
-
-def resolve_schema(spec: Any) -> pa.Schema | None:
-    """A pyarrow schema from a schema, a LanceModel class, or ``module:attr`` naming either."""
-    if spec is None:
-        return None
-    if isinstance(spec, str):
-        spec = load_object(spec, "--schema")
-    if isinstance(spec, pa.Schema):
-        return spec
-    to_arrow = getattr(spec, "to_arrow_schema", None)
-    if callable(to_arrow):
-        schema = to_arrow()
-        if isinstance(schema, pa.Schema):
-            return schema
-    raise ConfigError(f"schema must be a pyarrow.Schema or a LanceModel, got {spec!r}")
 
 
 class TableSink:
@@ -372,21 +355,6 @@ class TableSink:
         )
         dataset.checkout_latest()  # type: ignore[no-untyped-call]
         return [fragment.metadata.physical_rows for fragment in dataset.get_fragments()]
-
-
-def first_tasks(tasks: Sequence[Any], rows: int) -> list[Any]:
-    """The first of a compaction plan's ``tasks`` (each merging adjacent fragments), in table
-    order, that together merge at most ``rows`` source rows; the first task alone if it holds
-    more (Lance's own ``max_source_rows`` would then plan nothing at all)."""
-    chosen: list[Any] = []
-    merged = 0
-    for task in tasks:
-        task_rows = sum(fragment.physical_rows for fragment in task.fragments)
-        if chosen and merged + task_rows > rows:
-            break
-        chosen.append(task)
-        merged += task_rows
-    return chosen
 
 
 def table_uri(db_uri: str, name: str) -> str:

@@ -40,11 +40,11 @@ from lancequeue.writer.lease import Lease
 from lancequeue.writer.loading import load_object
 from lancequeue.writer.metrics import TableMetrics, WriterMetrics
 from lancequeue.writer.retrying import RedisGaveUp
+from lancequeue.writer.schema_inference import resolve_schema
 from lancequeue.writer.serving import TableServer
 from lancequeue.writer.settings import WriterSettings
 from lancequeue.writer.shutdown import Shutdown
 from lancequeue.writer.summary import Summary
-from lancequeue.writer.table import resolve_schema
 
 logger = logging.getLogger(__name__)
 
