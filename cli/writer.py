@@ -52,7 +52,7 @@ def settings_options(command: Callable[..., Any]) -> Callable[..., Any]:
             else (click.Path(path_type=Path) if settings_field.name == "data_dir" else click.STRING)
         )
         # One writer process may serve several tables; it may import several modules.
-        many = settings_field.name in ("table", "imports")
+        many = settings_field.name in ("table", "imports", "upsert_key", "delete_key")
         pairs = settings_field.name == "storage_options"
         command = click.option(
             flag,

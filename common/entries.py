@@ -10,9 +10,11 @@ import msgpack
 
 from lancequeue.common.codec import packb
 from lancequeue.common.protocol import (
+    DELETE_VERSION,
     FIELD_AT,
     FIELD_COLUMNS,
     FIELD_COUNT,
+    FIELD_DELETE,
     FIELD_RECORD,
     FIELD_RECORDS,
     FIELD_REPLY,
@@ -57,6 +59,18 @@ def entry_fields(
         FIELD_RECORD,
         record,
     ]
+
+
+def delete_entry_fields(
+    reply_key: str, seq: int, key: bytes, ttl_ms: int, packed: bool = False
+) -> list[bytes | str]:
+    """The field/value pairs of one delete entry (version 4): delete the rows whose key columns
+    hold the values of ``key`` (an encoded map). ``packed``: in the shape of a packed entry
+    (``n`` "1" before it), to go in one enqueue call with packed or columnar entries."""
+    fields = entry_fields(reply_key, seq, b"", ttl_ms, DELETE_VERSION)[:-2]  # all but "rec"
+    if packed:
+        fields += [FIELD_COUNT, "1"]
+    return [*fields, FIELD_DELETE, key]
 
 
 def packed_entry_fields(

@@ -20,6 +20,10 @@ or several column by column (a columnar entry, ``common/columns.py``), in place 
     n      "3"                       how many records
     cols   <msgpack map>             column name -> one value per record, or one array of them
 
+or, in an entry of version 4, a delete by key in place of ``rec`` (``n`` "1" may precede it)::
+
+    del    <msgpack map>             the key: each key column of the table and its value
+
 A record's deadline is ``at`` (or the entry id's time, if earlier) plus ``ttl``, both Redis
 server time, so producer and writer clocks never need to agree and no client moves it. A writer
 never writes a record whose deadline passed before its batch was built: it answers
@@ -50,9 +54,15 @@ SHA256_VERSION = b"3"
 BLAKE2b (``record_digest``): the cheaper of the two wherever the CPU hashes SHA-256 in hardware,
 as most x86 and ARM server CPUs do. The Python producer sends them to writers that publish
 ``protocol`` 3 or more."""
-VERSIONS = (PROTOCOL_VERSION, RANGED_VERSION, SHA256_VERSION)
-HIGHEST_VERSION = SHA256_VERSION
-RANGED_VERSIONS = (RANGED_VERSION, SHA256_VERSION)
+DELETE_VERSION = b"4"
+"""Entries of version 4 are those of version 3 that may carry a delete (``del``) in place of a
+record: a writer that did not know deletes refuses the version rather than write the key as a
+row. The Python producer sends its deletes in them, its records as version 3."""
+VERSIONS = (PROTOCOL_VERSION, RANGED_VERSION, SHA256_VERSION, DELETE_VERSION)
+HIGHEST_VERSION = DELETE_VERSION
+RANGED_VERSIONS = (RANGED_VERSION, SHA256_VERSION, DELETE_VERSION)
+SHA256_VERSIONS = (SHA256_VERSION, DELETE_VERSION)
+"""The versions whose ok answers carry SHA-256 digests."""
 """The versions whose producers read their answers in ranges."""
 FIELD_VERSION = b"v"
 FIELD_REPLY = b"reply"
@@ -62,6 +72,8 @@ FIELD_RECORD = b"rec"
 FIELD_COUNT = b"n"
 FIELD_RECORDS = b"recs"
 FIELD_COLUMNS = b"cols"
+FIELD_DELETE = b"del"
+"""In place of ``rec`` (entries of version 4): delete the rows of this key."""
 FIELD_AT = b"at"
 """Added by the writer as it moves an entry from the inbox: the Redis time (ms) it was pushed,
 set by the enqueue script. A record's deadline is counted from it (or from the entry id, if

@@ -13,16 +13,16 @@ from lancequeue.common.protocol import (
     DIGEST_BYTES,
     MAX_PACKED_RECORDS,
     PROTOCOL_VERSION,
-    SHA256_VERSION,
+    SHA256_VERSIONS,
 )
 
 
 def record_digest(data: bytes, version: bytes = PROTOCOL_VERSION) -> bytes:
     """What the writer answers a written record with: a digest of its encoded bytes, so a
     producer can tell its own record from another client's sent under its id and sequence
-    number. The first ``DIGEST_BYTES`` of SHA-256 for entries of ``SHA256_VERSION``, BLAKE2b of
+    number. The first ``DIGEST_BYTES`` of SHA-256 for entries of ``SHA256_VERSIONS``, BLAKE2b of
     that size for the others."""
-    if version == SHA256_VERSION:
+    if version in SHA256_VERSIONS:
         return hashlib.sha256(data).digest()[:DIGEST_BYTES]
     return hashlib.blake2b(data, digest_size=DIGEST_BYTES).digest()
 

@@ -107,6 +107,24 @@ class AsyncProducer:
         futures, _ = await self._enqueue(records, timeout)
         return futures
 
+    async def enqueue_delete(
+        self, key: Mapping[str, Any], timeout: float | None = None
+    ) -> AsyncFuture:
+        """Buffer a delete of the rows whose key columns hold ``key``'s values (a map of the
+        table's key columns, ``--upsert-key`` or ``--delete-key``); return a future resolved
+        once they are gone. Applied in stream order with this table's records around it; waits,
+        raises and fails as ``enqueue`` does (a key that is not the table's is rejected)."""
+        futures, failed_here = await self._enqueue([key], timeout, delete=True)
+        if failed_here:
+            error = failed_here[0].exception()
+            assert error is not None
+            raise error
+        return futures[0]
+
+    async def delete(self, key: Mapping[str, Any], timeout: float | None = None) -> None:
+        """Delete the rows of ``key`` and wait until they are gone (or raise why not)."""
+        await self._wait([await self.enqueue_delete(key, timeout)])
+
     async def write(self, record: Mapping[str, Any], timeout: float | None = None) -> None:
         """Send one record and wait until it is in the table (or raise why it is not)."""
         await self.write_many([record], timeout)
@@ -117,7 +135,11 @@ class AsyncProducer:
         """Send records together and wait for all; raises the first record's error. That takes
         ``timeout`` plus ``answer_grace_ms`` at most (plus a second if Redis hangs), unless a
         writer claimed a record and its commit takes longer."""
-        futures = await self.enqueue_many(records, timeout)
+        await self._wait(await self.enqueue_many(records, timeout))
+
+    @staticmethod
+    async def _wait(futures: list[AsyncFuture]) -> None:
+        """Wait for every future, then raise the first one's error."""
         if futures:
             await asyncio.wait(futures)  # not gather: cancelling the wait leaves the futures be
         for future in futures:
@@ -190,7 +212,7 @@ class AsyncProducer:
     # -- enqueueing --------------------------------------------------------------------------
 
     async def _enqueue(
-        self, records: Iterable[Mapping[str, Any]], timeout: float | None
+        self, records: Iterable[Mapping[str, Any]], timeout: float | None, delete: bool = False
     ) -> tuple[list[AsyncFuture], list[AsyncFuture]]:
         """Encode and buffer; returns all futures and those failed here."""
         if self._tasks is None or self._closed:
@@ -199,7 +221,7 @@ class AsyncProducer:
         assert self._loop is not None
         # The loop as found by start(): asking for the running loop again costs a getpid()
         # system call a record (Python 3.11).
-        futures, outgoing = core.register(records, self._loop.create_future, timeout)
+        futures, outgoing = core.register(records, self._loop.create_future, timeout, delete)
         failed = [future for future in futures if future.done()]  # RecordRejected
         placed = core.buffer.put(outgoing)
         if placed < len(outgoing):

@@ -97,6 +97,7 @@ class ProducerCore(Generic[F]):
         records: Iterable[Mapping[str, Any]],
         make_future: Callable[[], F],
         timeout: float | None,
+        delete: bool = False,
     ) -> tuple[list[F], list[Outgoing[F]]]:
         """Encode records with their deadline (now plus ``timeout``, default ``timeout_ms``):
         their futures, and the records to buffer. A record that cannot be encoded or is too
@@ -104,7 +105,7 @@ class ProducerCore(Generic[F]):
         timeout_s = self.settings.timeout_ms / 1000 if timeout is None else timeout
         deadline = time.monotonic() + timeout_s
         futures, outgoing, rejected = self.outbox.register(
-            records, make_future, deadline, timeout_s
+            records, make_future, deadline, timeout_s, delete
         )
         for future, error in rejected:
             self.fail(future, error)

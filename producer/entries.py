@@ -10,12 +10,13 @@ from collections.abc import Sequence
 from typing import Protocol
 
 from lancequeue.common.columns import EncodedRecord, encode_columns
-from lancequeue.common.entries import columnar_entry_fields, entry_fields
+from lancequeue.common.entries import columnar_entry_fields, delete_entry_fields, entry_fields
 from lancequeue.common.keys import TableKeys
 from lancequeue.common.protocol import (
     CONFIG_COLUMNAR_BATCH,
     CONFIG_PROTOCOL,
     DEFAULT_MAX_QUEUE_SIZE,
+    DELETE_VERSION,
     ENTRY_WIDTH,
     PACKED_ENTRY_WIDTH,
     PROTOCOL_VERSION,
@@ -37,6 +38,7 @@ class Numbered(Protocol):
     record: EncodedRecord
     deadline: float
     digests: tuple[bytes, ...]
+    delete: bool
 
 
 def _ttl_ms(deadline: float, now: float) -> int:
@@ -84,15 +86,18 @@ class EntryMaker:
         """How ``chunk`` (numbered) is split into stream entries: the number of records of each,
         in order. An entry takes up to ``pack_records`` records (and no more than the writer's
         ``max_batch``: a packed entry is never split across batches) with consecutive sequence
-        numbers; with ``pack_records`` 1, every record is an entry of its own."""
+        numbers; with ``pack_records`` 1, every record is an entry of its own. A delete is
+        always an entry of its own."""
         sizes: list[int] = []
         previous = -1
+        alone = False  # the previous item was a delete
         for item in chunk:
-            if sizes and sizes[-1] < self._pack_limit and item.seq == previous + 1:
+            joins = not (alone or item.delete) and item.seq == previous + 1
+            if sizes and joins and sizes[-1] < self._pack_limit:
                 sizes[-1] += 1
             else:
                 sizes.append(1)
-            previous = item.seq
+            previous, alone = item.seq, item.delete
         return sizes
 
     def script_args(
@@ -109,6 +114,10 @@ class EntryMaker:
             for item in chunk:
                 ttl_ms = _ttl_ms(item.deadline, now)
                 data = item.record.encoded()
+                if item.delete:
+                    args.extend(delete_entry_fields(self._reply_key, item.seq, data, ttl_ms))
+                    _accept(item, (record_digest(data, DELETE_VERSION),))
+                    continue
                 args.extend(entry_fields(self._reply_key, item.seq, data, ttl_ms, version))
                 _accept(item, (record_digest(data, version),))
             return args
@@ -116,6 +125,14 @@ class EntryMaker:
         start = 0
         for size in sizes:
             items = chunk[start : start + size]
+            if items[0].delete:  # an entry of its own (``pack``)
+                item = items[0]
+                data = item.record.encoded()
+                ttl_ms = _ttl_ms(item.deadline, now)
+                args.extend(delete_entry_fields(self._reply_key, item.seq, data, ttl_ms, True))
+                _accept(item, (record_digest(data, DELETE_VERSION),))
+                start += size
+                continue
             body = encode_columns([item.record for item in items])
             ttl_ms = _ttl_ms(min(item.deadline for item in items), now)
             args.extend(

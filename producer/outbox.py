@@ -90,8 +90,9 @@ class Outbox(Generic[F]):
         make_future: Callable[[], F],
         deadline: float,
         timeout_s: float,
+        delete: bool = False,
     ) -> tuple[list[F], list[Outgoing[F]], list[tuple[F, LancequeueError]]]:
-        """Give each record a future and encode it.
+        """Give each record (with ``delete``, each key of a delete) a future and encode it.
 
         Returns the futures in record order, the records to send, and the futures of records
         that could not be encoded or are over ``max_record_bytes`` encoded, with their
@@ -112,7 +113,10 @@ class Outbox(Generic[F]):
             if encoded.size > self._max_record_bytes:
                 rejected.append((future, self._too_large(encoded.size)))
                 continue
-            outgoing.append(Outgoing(encoded, future, deadline, timeout_s))
+            if delete and not encoded.names:
+                rejected.append((future, RecordRejected("a delete's key names no column")))
+                continue
+            outgoing.append(Outgoing(encoded, future, deadline, timeout_s, delete=delete))
         return futures, outgoing, rejected
 
     def _too_large(self, size: int) -> RecordRejected:

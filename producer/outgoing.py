@@ -41,6 +41,8 @@ class Outgoing(Generic[F]):
     """The stream's epoch (config hash) when it was first sent, '' if none was known."""
     claimed: bool = False
     """Its abandonment came too late: a writer claimed it and owes it its true answer."""
+    delete: bool = False
+    """A delete by key: ``record`` is the key (sent as an entry of its own, ``del``)."""
 
     @property
     def enqueued_at(self) -> float:

@@ -110,6 +110,20 @@ class Producer:
         futures, _ = self._enqueue(records, timeout)
         return futures
 
+    def enqueue_delete(self, key: Mapping[str, Any], timeout: float | None = None) -> Future[None]:
+        """Buffer a delete of the rows whose key columns hold ``key``'s values (a map of the
+        table's key columns, ``--upsert-key`` or ``--delete-key``); return a future resolved
+        once they are gone. Applied in stream order with this table's records around it; waits,
+        raises and fails as ``enqueue`` does (a key that is not the table's is rejected)."""
+        futures, failed_here = self._enqueue([key], timeout, delete=True)
+        if failed_here:
+            raise failed_here[0].exception()  # type: ignore[misc]
+        return futures[0]
+
+    def delete(self, key: Mapping[str, Any], timeout: float | None = None) -> None:
+        """Delete the rows of ``key`` and wait until they are gone (or raise why not)."""
+        self._wait([self.enqueue_delete(key, timeout)])
+
     def write(self, record: Mapping[str, Any], timeout: float | None = None) -> None:
         """Send one record and wait until it is in the table (or raise why it is not)."""
         self.write_many([record], timeout)
@@ -123,12 +137,15 @@ class Producer:
         that takes ``timeout`` plus ``answer_grace_ms`` at most (plus a second if Redis hangs),
         unless a writer claimed a record and its commit takes longer: then its answer is awaited.
         """
+        self._wait(self.enqueue_many(records, timeout))
+
+    def _wait(self, futures: list[Future[None]]) -> None:
+        """Wait for every future, then raise the first one's error."""
         if self._threads.ours():
             raise LancequeueError(
                 "write() in a future's done-callback would wait for answers only the thread "
                 "running that callback can deliver; use enqueue() there"
             )
-        futures = self.enqueue_many(records, timeout)
         concurrent.futures.wait(futures)
         for future in futures:
             error = future.exception()
@@ -211,7 +228,7 @@ class Producer:
     # -- enqueueing --------------------------------------------------------------------------
 
     def _enqueue(
-        self, records: Iterable[Mapping[str, Any]], timeout: float | None
+        self, records: Iterable[Mapping[str, Any]], timeout: float | None, delete: bool = False
     ) -> tuple[list[Future[None]], list[Future[None]]]:
         """Encode and buffer; returns all futures and those failed here."""
         with self._lifecycle:
@@ -219,7 +236,7 @@ class Producer:
                 raise ProducerClosed(f"{self!r} is closed")
             self._enqueuing += 1
         try:
-            futures, outgoing = self._core.register(records, RecordFuture, timeout)
+            futures, outgoing = self._core.register(records, RecordFuture, timeout, delete)
             failed = [future for future in futures if future.done()]  # RecordRejected
             late = self._put(outgoing)
             if late:

@@ -59,6 +59,21 @@ class Driven:
         made = await asyncio.to_thread(lambda: [sync.enqueue(r, timeout) for r in records])
         return [_wrap(future) for future in made]
 
+    async def enqueue_delete(
+        self, key: Mapping[str, Any], timeout: float | None = None
+    ) -> asyncio.Future[None]:
+        if self.aio is not None:
+            return await self.aio.enqueue_delete(key, timeout)
+        assert self.sync is not None
+        return _wrap(await asyncio.to_thread(self.sync.enqueue_delete, key, timeout))
+
+    async def delete(self, key: Mapping[str, Any], timeout: float | None = None) -> None:
+        if self.aio is not None:
+            await self.aio.delete(key, timeout)
+        else:
+            assert self.sync is not None
+            await asyncio.to_thread(self.sync.delete, key, timeout)
+
     async def write(self, record: Mapping[str, Any], timeout: float | None = None) -> None:
         if self.aio is not None:
             await self.aio.write(record, timeout)

@@ -36,8 +36,9 @@ import lance.fragment
 from lance.optimize import Compaction
 
 from lancequeue.writer import table
-from lancequeue.writer.flush import BatchSettler, Settlement
+from lancequeue.writer.flush import BatchSettler
 from lancequeue.writer.serving import TableServer
+from lancequeue.writer.settlement import Settlement
 
 _crashed_at: dict[str, int] = {}
 _paused_at: dict[str, int] = {}

@@ -17,8 +17,8 @@ from lancequeue.common.entries import arrived_ms
 from lancequeue.common.replies import error_payload
 from lancequeue.writer.acknowledger import Acknowledgement, Acknowledger, DeadLetter
 from lancequeue.writer.entries import Entry
-from lancequeue.writer.flush import Settlement
 from lancequeue.writer.metrics import TableMetrics
+from lancequeue.writer.settlement import Settlement
 from lancequeue.writer.summary import Summary
 from lancequeue.writer.table import TableSink
 from lancequeue.writer.watermark import Watermark
@@ -143,4 +143,5 @@ def _increments(settlement: Settlement) -> dict[str, int]:
         "duplicates": settlement.duplicates,
         "recovered": settlement.recovered,
         "ignored": settlement.ignored,
+        "deleted": settlement.deleted,
     }

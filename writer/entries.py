@@ -13,8 +13,10 @@ from lancequeue.common.entries import OVERSIZED, arrived_ms, parse_seq, record_c
 from lancequeue.common.errors import RecordRejected
 from lancequeue.common.keys import TableKeys
 from lancequeue.common.protocol import (
+    DELETE_VERSION,
     FIELD_COLUMNS,
     FIELD_COUNT,
+    FIELD_DELETE,
     FIELD_RECORD,
     FIELD_RECORDS,
     FIELD_REPLY,
@@ -86,6 +88,8 @@ class Entry:
     version: bytes = PROTOCOL_VERSION
     """The entry's protocol version: whether its producer reads answers in ranges
     (``ranged``), and how an ok answer's digest is made."""
+    delete: bool = False
+    """A delete by key (``del``): ``record`` holds the key, not a row."""
 
     @property
     def readable(self) -> bool:
@@ -104,7 +108,8 @@ class Entry:
         of its columnar entry's ``cols``."""
         if self.block is not None:
             return self.block.digest
-        return record_digest(self.fields.get(FIELD_RECORD, b""), self.version)
+        data = self.fields.get(FIELD_DELETE if self.delete else FIELD_RECORD, b"")
+        return record_digest(data, self.version)
 
     record_id: str = field(init=False, repr=False)
     """Names the record in watermarks: the entry id, with ``#i`` for record i of a packed or
@@ -144,7 +149,11 @@ def read_entries(
     columns = fields.get(FIELD_COLUMNS) if packed is None else None
     # A packed entry whose records a read left out (OVERSIZED) still says how many it held.
     left_out = OVERSIZED in fields and FIELD_COUNT in fields
-    if (packed is None and columns is None and not left_out) or FIELD_RECORD in fields:
+    if (
+        (packed is None and columns is None and not left_out)
+        or FIELD_RECORD in fields
+        or FIELD_DELETE in fields
+    ):
         return [read_entry(keys, entry_id, fields, max_record_bytes)]
     head = _head(keys, entry_id, fields)
     if head.rejection is None and OVERSIZED in fields:
@@ -187,6 +196,19 @@ def read_entry(
         entry.rejection = _oversized(fields[OVERSIZED], max_record_bytes)
         return entry
     data = fields.get(FIELD_RECORD)
+    key = fields.get(FIELD_DELETE)
+    if key is not None:
+        if data is not None or FIELD_RECORDS in fields or FIELD_COLUMNS in fields:
+            entry.rejection = "entry carries both a record and a delete ('del')"
+        elif entry.version != DELETE_VERSION:
+            entry.rejection = (
+                f"a delete ('del') needs protocol version {DELETE_VERSION.decode()}, not "
+                f"{entry.version.decode()}"
+            )
+        else:
+            entry.delete = True
+            _decode_into(entry, key, max_record_bytes)
+        return entry
     if data is None:
         entry.rejection = "entry has no 'rec' field"
         return entry
@@ -231,10 +253,10 @@ def _oversized(dropped: bytes, max_record_bytes: int | None) -> str:
     """Why an entry whose read left fields out (``OVERSIZED``) is rejected."""
     what = dropped.decode(errors="replace")[:200]
     name, _, size = what.partition(" ")
-    if name == "rec" and size.isdigit() and max_record_bytes is not None:
+    if name in ("rec", "del") and size.isdigit() and max_record_bytes is not None:
         return (
-            f"record is {size} bytes encoded, over the writer's max_record_bytes "
-            f"({max_record_bytes})"
+            f"{'record' if name == 'rec' else 'key'} is {size} bytes encoded, over the "
+            f"writer's max_record_bytes ({max_record_bytes})"
         )
     if name in ("recs", "cols") and size.isdigit():
         return f"the entry's {name!r} is {size} bytes, over the writer's max_batch_bytes"

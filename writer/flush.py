@@ -14,8 +14,8 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from dataclasses import dataclass
+from typing import TypeVar
 
 import pyarrow as pa
 
@@ -24,65 +24,23 @@ from lancequeue.common.replies import error_payload
 from lancequeue.writer.claims import BatchClaim, refused_entries
 from lancequeue.writer.dedupe import SeenSequences
 from lancequeue.writer.entries import Entry
+from lancequeue.writer.keyed import settle_batch
 from lancequeue.writer.refusals import is_data_error
+from lancequeue.writer.settlement import (
+    DUPLICATE,
+    PreparedBatch,
+    Settlement,
+    Written,
+    batch_watermark,
+    rejection_answer,
+    skipped_answers,
+)
 from lancequeue.writer.table import TableSink
 from lancequeue.writer.watermark import SKIPPED_SILENTLY, Outcome, Watermark
 
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
-
-
-@dataclass
-class Settlement:
-    """What became of a batch's entries."""
-
-    answers: dict[str, Outcome] = field(default_factory=dict)
-    """Record id → its answer (None: in the table). Records not here are acked unanswered."""
-    silent: set[str] = field(default_factory=set)
-    """Entries acked without an answer: no usable reply key, or a sequence number refused."""
-    landed: list[Entry] = field(default_factory=list)
-    recovered: int = 0
-    """Records found in the table already (an earlier writer committed them): answered, not
-    written again."""
-    failed: int = 0
-    rejected: int = 0
-    expired: int = 0
-    duplicates: int = 0
-    ignored: int = 0
-    commits: int = 0
-    append_s: float = 0.0
-    """Time spent writing data files and committing (not waiting for the batch before)."""
-
-
-@dataclass
-class Written:
-    """Data files written for a batch and not yet committed, with the rows they hold."""
-
-    rows: list[Entry] = field(default_factory=list)
-    fragments: list[Any] = field(default_factory=list)
-    count: int = 0
-
-    def add(self, rows: list[Entry], fragments: list[Any], count: int) -> None:
-        self.rows.extend(rows)
-        self.fragments.extend(fragments)
-        self.count += count
-
-
-@dataclass
-class PreparedBatch:
-    """A batch ready to append: its entries in stream order, the answers settled without
-    writing, and the Arrow table of the rows to write (None if there are none)."""
-
-    entries: list[Entry]
-    epoch: str
-    result: Settlement
-    number: int
-    """Its place among the batches this settler prepared (``answered`` names it by this)."""
-    rows: list[Entry] = field(default_factory=list)
-    table: pa.Table | None = None
-    written: Written = field(default_factory=Written)
-    """The data files written for it (``BatchSettler.write``), to commit."""
 
 
 @dataclass(frozen=True)
@@ -138,7 +96,7 @@ class BatchSettler:
                 continue
             in_batch.add((producer, seq))
             if not entry.readable:
-                result.answers[entry.record_id] = _rejected(entry.rejection or "rejected")
+                result.answers[entry.record_id] = rejection_answer(entry.rejection or "rejected")
             elif entry.seq in claimed.producers[producer].abandoned:
                 result.answers[entry.record_id] = error_payload(
                     "WriteTimeout",
@@ -167,13 +125,18 @@ class BatchSettler:
             return prepared
         try:
             if not self._sink.ready:  # the first batch defines the table
-                records = [entry.materialized() or {} for entry in writable]
+                records = [entry.materialized() or {} for entry in writable if not entry.delete]
                 earlier = await self._sink.ensure_table(records)
                 if earlier is not None:
                     writable = self._recover(writable, earlier, epoch, result)
+            deletes = [entry for entry in writable if entry.delete]
+            if deletes and not self._sink.ready:  # no table: no row to delete
+                result.answers.update((entry.record_id, None) for entry in deletes)
+                writable = [entry for entry in writable if not entry.delete]
             if not writable:
                 return prepared
-            batch, rejected = await self._sink.build(writable)
+            puts = [entry for entry in writable if not entry.delete] if deletes else writable
+            batch, rejected = await self._sink.build(puts) if puts else (None, {})
         except WriterReplaced:
             raise
         except Exception as exc:  # creating the table or an embedding function failed
@@ -186,10 +149,41 @@ class BatchSettler:
             self._fail(writable, result, exc)
             return prepared
         for index, reason in rejected.items():
-            result.answers[writable[index].record_id] = _rejected(reason)
-        prepared.rows = [entry for index, entry in enumerate(writable) if index not in rejected]
+            result.answers[puts[index].record_id] = rejection_answer(reason)
+        prepared.rows = [entry for index, entry in enumerate(puts) if index not in rejected]
         prepared.table = batch
+        if deletes or self._sink.key is not None:
+            self._by_key(prepared, writable, deletes)
         return prepared
+
+    def _by_key(self, prepared: PreparedBatch, writable: list[Entry], deletes: list[Entry]) -> None:
+        """Settle a batch's records and deletes to one change per key (``keyed.py``)."""
+        result = prepared.result
+        keys, refused = self._sink.build_keys([entry.record or {} for entry in deletes])
+        for index, reason in refused.items():
+            result.answers[deletes[index].record_id] = rejection_answer(reason)
+        deletes = [entry for index, entry in enumerate(deletes) if index not in refused]
+        key = self._sink.key
+        if key is None:
+            return
+        order = {id(entry): position for position, entry in enumerate(writable)}
+        table, kept, prepared.deletes, keyless = settle_batch(
+            key,
+            prepared.table,
+            [order[id(entry)] for entry in prepared.rows],
+            keys,
+            [order[id(entry)] for entry in deletes],
+        )
+        for index, reason in keyless.items():
+            result.answers[prepared.rows[index].record_id] = rejection_answer(reason)
+        written = set(kept)
+        prepared.applied = [
+            entry
+            for index, entry in enumerate(prepared.rows)
+            if index not in written and index not in keyless
+        ] + deletes
+        prepared.rows = [prepared.rows[index] for index in kept]
+        prepared.table = table
 
     @staticmethod
     def _recover(
@@ -216,12 +210,18 @@ class BatchSettler:
         refuses them, the batch is bisected so that only the records it refuses are rejected;
         transient failures are retried. Raises ``WriterReplaced`` if a newer writer fenced the
         table."""
+        if self._upserts:
+            return prepared  # merged at its commit, on the table the batches before it left
         if prepared.table is not None:
             started = time.monotonic()
             await self._write(prepared.rows, prepared.table, prepared.result, prepared.written)
             prepared.result.append_s += time.monotonic() - started
         prepared.table = None  # written: the rows need not be held until the batch is answered
         return prepared
+
+    @property
+    def _upserts(self) -> bool:
+        return self._sink.key is not None and self._sink.key.upsert
 
     async def commit(self, prepared: PreparedBatch) -> Settlement:
         """Commit what ``write`` wrote in one commit carrying the batch's watermark. Batches are
@@ -230,17 +230,19 @@ class BatchSettler:
         the answers of those not answered yet (``answered``): a crash before they are answered
         loses none of them. Raises ``WriterReplaced`` if a newer writer fenced the table."""
         result = prepared.result
-        if prepared.written.fragments:
+        if prepared.written.fragments or prepared.deletes or prepared.table is not None:
             started = time.monotonic()
             await self._commit(prepared, prepared.written, result)
             result.append_s += time.monotonic() - started
+        elif prepared.applied:  # superseded within the batch, nothing to commit
+            result.answers.update((entry.record_id, None) for entry in prepared.applied)
         result.rejected = sum(
             1
             for answer in result.answers.values()
             if answer is not None and answer["error"] == "RecordRejected"
         )
         if prepared.number not in self._unanswered:  # no commit, or a failed one
-            self._unanswered[prepared.number] = _skipped(result)
+            self._unanswered[prepared.number] = skipped_answers(result)
         return result
 
     def answered(self, prepared: PreparedBatch) -> None:
@@ -261,7 +263,7 @@ class BatchSettler:
             self._fail(rows, result, outcome)
             return False
         if len(rows) == 1:
-            result.answers[rows[0].record_id] = _rejected(
+            result.answers[rows[0].record_id] = rejection_answer(
                 f"the table refused it: {type(outcome).__name__}: {outcome}"
             )
             return True
@@ -276,19 +278,43 @@ class BatchSettler:
         every record of it is written or has its answer."""
         # Before the commit only the records not written have answers: what it lists of its
         # own batch, and what the batch's entry among the unanswered stays if it succeeds.
-        skipped = _skipped(result)
+        skipped = skipped_answers(result)
         earlier = list(self._unanswered.values())  # landed before this one, not answered
-        watermark = _watermark(prepared.epoch, prepared.entries, [*earlier, skipped])
+        watermark = batch_watermark(prepared.epoch, prepared.entries, [*earlier, skipped])
+        rows = prepared.rows if self._upserts else written.rows
+        if self._upserts or prepared.deletes:  # deletes before the appends they precede
+            table = prepared.table if self._upserts else None
+            last = self._upserts or not written.fragments  # then it carries the watermark
+            merged = await self._with_retries(
+                lambda: self._sink.merge(table, prepared.deletes, watermark if last else None),
+                len(prepared.rows) + len(prepared.deletes),
+            )
+            prepared.table = None
+            if isinstance(merged, BaseException):
+                self._fail([*rows, *prepared.applied], result, merged)
+                return
+            result.deleted += int(merged.get("num_deleted_rows", 0))
+            result.answers.update((entry.record_id, None) for entry in prepared.applied)
+            if last:
+                self._landed(prepared, rows, skipped)
+                return
         outcome = await self._with_retries(
             lambda: self._sink.commit(written.fragments, written.count, watermark), written.count
         )
         if isinstance(outcome, BaseException):
             self._fail(written.rows, result, outcome)
             return
+        self._landed(prepared, rows, skipped)
+
+    def _landed(
+        self, prepared: PreparedBatch, rows: list[Entry], skipped: dict[str, Outcome]
+    ) -> None:
+        """The batch's commit (its last) returned: its ``rows`` are in the table."""
+        result = prepared.result
         self._unanswered[prepared.number] = skipped
-        result.landed.extend(written.rows)
+        result.landed.extend(rows)
         result.commits += 1
-        for entry in written.rows:
+        for entry in rows:
             result.answers[entry.record_id] = None
 
     async def _with_retries(self, step: Callable[[], Awaitable[T]], rows: int) -> T | BaseException:
@@ -335,34 +361,3 @@ class BatchSettler:
                     "WriteFailed", str(exc), type(exc).__name__
                 )
                 result.failed += 1
-
-
-def _watermark(epoch: str, entries: list[Entry], unanswered: list[dict[str, Outcome]]) -> Watermark:
-    """The watermark of a commit that settles the batch ``entries`` (in stream order): each
-    entry up to its last is in this or an earlier commit, or listed with the answer it got
-    instead, in ``unanswered`` (this batch's, and those of the batches before it not answered
-    yet)."""
-    skipped: dict[str, Outcome] = {}
-    for batch in unanswered:
-        skipped.update(batch)
-    return Watermark(epoch, entries[-1].entry_id.decode(), skipped)
-
-
-def _skipped(result: Settlement) -> dict[str, Outcome]:
-    """The batch's records not in the table, with the answers they got (so far)."""
-    skipped: dict[str, Outcome] = dict.fromkeys(result.silent, SKIPPED_SILENTLY)
-    skipped.update((record, answer) for record, answer in result.answers.items() if answer)
-    return skipped
-
-
-DUPLICATE = error_payload(
-    "WriteFailed",
-    "a record with this producer id and sequence number was settled before (a copy sent again "
-    "after a lost connection, or another client's under this producer's id): this one was not "
-    "written",
-    "Duplicate",
-)
-
-
-def _rejected(reason: str) -> Outcome:
-    return error_payload("RecordRejected", reason, "RecordRejected")

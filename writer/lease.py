@@ -18,6 +18,7 @@ import contextlib
 import enum
 import logging
 import time
+from typing import Protocol
 
 from redis.exceptions import AuthenticationError, NoPermissionError
 
@@ -38,6 +39,14 @@ _ACQUIRE = lua_script(__name__, "lease_acquire.lua")
 _RAISE_TOKEN = lua_script(__name__, "lease_raise_token.lua")
 _RENEW = lua_script(__name__, "lease_renew.lua", CONFIG_WRITER_UNTIL=CONFIG_WRITER_UNTIL)
 _RELEASE = lua_script(__name__, "lease_release.lua", CONFIG_WRITER_UNTIL=CONFIG_WRITER_UNTIL)
+
+
+class TokenSource(Protocol):
+    """The lease a sink's writer holds (``lease.Lease``)."""
+
+    token: int
+
+    async def raise_token(self, floor: int) -> int: ...
 
 
 class Renewal(enum.Enum):

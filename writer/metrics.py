@@ -43,6 +43,7 @@ _COUNTED = {
     "expired": "records_expired",
     "duplicates": "duplicates_dropped",
     "recovered": "records_recovered",
+    "deleted": "rows_deleted",
     "batches": "batches",
 }
 

@@ -29,12 +29,13 @@ from lancequeue.writer.coalesce import Coalescer
 from lancequeue.writer.column_kinds import publish_columns
 from lancequeue.writer.compaction import CompactionPolicy, Compactor
 from lancequeue.writer.entries import Entry, read_entries
-from lancequeue.writer.flush import BatchSettler, PreparedBatch, RetryPolicy
+from lancequeue.writer.flush import BatchSettler, RetryPolicy
 from lancequeue.writer.lease import Lease
 from lancequeue.writer.metrics import TableMetrics
 from lancequeue.writer.pipeline import FlushPipeline
 from lancequeue.writer.retrying import Outage, until_done
 from lancequeue.writer.settings import WriterSettings
+from lancequeue.writer.settlement import PreparedBatch
 from lancequeue.writer.shutdown import Shutdown
 from lancequeue.writer.stream_group import RawEntry, StreamGroup
 from lancequeue.writer.summary import Summary
@@ -130,6 +131,7 @@ class TableServer:
             lease.consumer,
             settings.storage_options,
             settings.bad_vectors,
+            settings.table_key,
         )
         group = StreamGroup(redis, keys, lease, settings.max_record_bytes, settings.max_batch_bytes)
         what = f"table {settings.table!r}"

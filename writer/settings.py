@@ -15,6 +15,7 @@ from lancequeue.common.redis_url import parse_redis_url
 from lancequeue.writer.bad_vectors import BadVectorPolicy
 from lancequeue.writer.compaction import CompactionPolicy
 from lancequeue.writer.imports import load_imports
+from lancequeue.writer.keyed import TableKey
 
 
 def _option(flag: str, help: str) -> dict[str, str]:
@@ -30,6 +31,17 @@ def parse_storage_options(pairs: Iterable[str]) -> dict[str, str]:
             raise ConfigError(f"storage option {pair!r} is not KEY=VALUE")
         options[key.strip()] = value
     return options
+
+
+def _columns(name: str, value: Any) -> tuple[str, ...]:
+    """Column names given as a string (comma-separated) or a list of them."""
+    names = value.split(",") if isinstance(value, str) else value
+    if not isinstance(names, Iterable) or not all(isinstance(n, str) for n in names):
+        raise ConfigError(f"{name} must be column names, got {value!r}")
+    columns = tuple(n.strip() for part in names for n in part.split(",") if n.strip())
+    if len(set(columns)) != len(columns):
+        raise ConfigError(f"{name} names a column twice: {value!r}")
+    return columns
 
 
 @dataclass(frozen=True)
@@ -71,6 +83,23 @@ class WriterSettings:
             "--schema",
             "module:attr of a pyarrow schema or LanceModel used to create the table. "
             "Default: the first batch defines it.",
+        ),
+    )
+    upsert_key: tuple[str, ...] = field(
+        default=(),
+        metadata=_option(
+            "--upsert-key",
+            "Key column(s) of the table (integers or strings; several comma-separated): every "
+            "record is an upsert by its key (the one sent last wins) and deletes go by it. "
+            "Default: records are appended.",
+        ),
+    )
+    delete_key: tuple[str, ...] = field(
+        default=(),
+        metadata=_option(
+            "--delete-key",
+            "Key column(s) deletes go by, on a table whose records are appended (several "
+            "comma-separated). Default: --upsert-key's, else deletes are refused.",
         ),
     )
     coalesce_ms: int = field(
@@ -238,6 +267,12 @@ class WriterSettings:
         if isinstance(self.imports, str) or not all(isinstance(m, str) for m in self.imports):
             raise ConfigError(f"imports must be a list of module names, got {self.imports!r}")
         object.__setattr__(self, "imports", tuple(self.imports))
+        for name in ("upsert_key", "delete_key"):
+            object.__setattr__(self, name, _columns(name, getattr(self, name)))
+        if self.upsert_key and self.delete_key and self.delete_key != self.upsert_key:
+            raise ConfigError(
+                "delete_key differs from upsert_key: an upsert table deletes by its upsert key"
+            )
         # Before anything opens the table: the modules may register its embedding functions.
         load_imports(self.imports)
         if self.storage_options is not None:
@@ -288,6 +323,15 @@ class WriterSettings:
                 f"max_queue_size ({self.max_queue_size}) must be at least max_batch "
                 f"({self.max_batch})"
             )
+
+    @property
+    def table_key(self) -> TableKey | None:
+        """The table's key columns, if it has any (``keyed.py``)."""
+        if self.upsert_key:
+            return TableKey(self.upsert_key, upsert=True)
+        if self.delete_key:
+            return TableKey(self.delete_key, upsert=False)
+        return None
 
     @property
     def bad_vectors(self) -> BadVectorPolicy:

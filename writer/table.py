@@ -18,36 +18,27 @@ import logging
 import threading
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import lance
 import pyarrow as pa
 from lance import LanceOperation, Transaction
 from lance.commit import CommitConflictError
-from lance.optimize import Compaction, CompactionOptions
+from lance.optimize import Compaction
 
+from lancequeue.common.errors import ConfigError
 from lancequeue.writer.arrow_batch import BatchBuilder, Records, Row
 from lancequeue.writer.bad_vectors import BadVectorPolicy
-from lancequeue.writer.compaction import first_tasks
+from lancequeue.writer.compaction import plan_rewrites
 from lancequeue.writer.fencing import check_fence, fence, fence_of
+from lancequeue.writer.keyed import Key, TableKey, commit_changes
+from lancequeue.writer.lease import TokenSource
 from lancequeue.writer.schema_inference import infer_schema
 from lancequeue.writer.watermark import Watermark
 
 logger = logging.getLogger(__name__)
 
 _CONFLICT_RETRIES = 20
-_COMPACTION_THREADS = 1
-_COMPACTION_BATCH_ROWS = 1024
-"""Compaction reads and writes this many rows at a time, on one thread: it runs beside the
-appends, and its memory stays small."""
-
-
-class TokenSource(Protocol):
-    """The lease a sink's writer holds (``lease.Lease``)."""
-
-    token: int
-
-    async def raise_token(self, floor: int) -> int: ...
 
 
 class TableSink:
@@ -65,8 +56,12 @@ class TableSink:
         consumer: str,
         storage_options: Mapping[str, str] | None = None,
         bad_vectors: BadVectorPolicy | None = None,
+        key: TableKey | None = None,
     ) -> None:
         self.uri = uri
+        self.key = key
+        """The table's key columns (``--upsert-key`` or ``--delete-key``), if it has any."""
+        self._key_builder: BatchBuilder | None = None
         self._bad_vectors = bad_vectors
         self._storage_options = dict(storage_options) if storage_options else None
         self.name = name
@@ -96,6 +91,7 @@ class TableSink:
         consumer: str,
         storage_options: Mapping[str, str] | None = None,
         bad_vectors: BadVectorPolicy | None = None,
+        key: TableKey | None = None,
     ) -> tuple[TableSink, Watermark | None]:
         """The sink of table ``name`` in the database at ``db_uri`` (``storage_options`` go to
         Lance's object store) for the writer holding ``lease``: the table is opened and fenced
@@ -111,6 +107,7 @@ class TableSink:
             consumer,
             storage_options,
             bad_vectors,
+            key,
         )
         existing = await asyncio.to_thread(sink._open_existing)
         if existing is None and sink._configured_schema is None:
@@ -159,6 +156,9 @@ class TableSink:
         return created
 
     async def _use(self, dataset: lance.LanceDataset) -> None:
+        if self.key is not None:
+            self.key.check(dataset.schema, self.name)
+            self._key_builder = BatchBuilder(self.key.key_schema(dataset.schema))
         self._dataset = dataset
         self._builder = BatchBuilder(dataset.schema, self._bad_vectors)
         self.rows = await asyncio.to_thread(dataset.count_rows)
@@ -209,6 +209,12 @@ class TableSink:
                 "a schema"
             )
             return None
+        if self.key is not None:
+            try:
+                self.key.check(schema, self.name)
+            except ConfigError as exc:
+                self._no_table_reason = f"table {self.name!r} does not exist, and {exc}"
+                return None
         logger.info(
             "creating table %r with schema inferred from the first batch: %s", self.name, schema
         )
@@ -236,6 +242,44 @@ class TableSink:
         if builder.computes:  # an embedding model must not hold the event loop (and the lease)
             return await asyncio.to_thread(builder.build_rows, rows)
         return builder.build_rows(rows)
+
+    def build_keys(self, records: Records) -> tuple[pa.Table | None, dict[int, str]]:
+        """Deletes' keys as a table of the key columns, and the rejected ones (index → why)."""
+        if self._key_builder is None or self.key is None:
+            reason = f"table {self.name!r} has no key columns (--upsert-key or --delete-key)"
+            return None, dict.fromkeys(range(len(records)), reason)
+        refused = {i: why for i, r in enumerate(records) if (why := self.key.misnamed(r))}
+        table, bad = self._key_builder.build(
+            [{} if i in refused else r for i, r in enumerate(records)]
+        )
+        return table, {**{i: f"delete: {reason}" for i, reason in bad.items()}, **refused}
+
+    async def merge(
+        self, rows: pa.Table | None, deletes: list[Key], watermark: Watermark | None
+    ) -> dict[str, int]:
+        """Upsert ``rows`` (an upsert table's) and delete the rows of ``deletes`` in one commit,
+        carrying ``watermark`` if given, computed on the table's newest version (``keyed.py``).
+        Returns Lance's counts. Raises ``WriterReplaced`` if a newer writer fenced the table."""
+        return await asyncio.to_thread(self._merge_sync, rows, deletes, watermark)
+
+    def _merge_sync(
+        self, rows: pa.Table | None, deletes: list[Key], watermark: Watermark | None
+    ) -> dict[str, int]:
+        assert self.key is not None
+        properties = (
+            {} if watermark is None else watermark.properties(self._fence_token, self._consumer)
+        )
+        with self._committing:
+            dataset, stats = commit_changes(
+                (self._opened(), self._latest, self._check_fence, self._storage_options),
+                self.key,
+                (rows, deletes, properties),
+                _CONFLICT_RETRIES,
+            )
+        self._dataset = dataset
+        self.version = self._last_append_version = dataset.version
+        self.rows += int(stats.get("num_inserted_rows", 0)) - int(stats.get("num_deleted_rows", 0))
+        return stats
 
     async def write(self, batch: pa.Table) -> list[Any]:
         """Write the batch's data files (fragments), not yet part of the table. Raises what
@@ -317,18 +361,10 @@ class TableSink:
         # a Merge, so a writer replaced meanwhile cannot commit it even if the check races.
         dataset = self._open()
         self._check_fence(dataset)
-        options = CompactionOptions(
-            target_rows_per_fragment=target_rows,
-            num_threads=_COMPACTION_THREADS,
-            batch_size=_COMPACTION_BATCH_ROWS,
-            # Pages copied as they are, not decoded and encoded again: in a measurement here,
-            # half the CPU and less memory, and scans of the result no slower.
-            compaction_mode="try_binary_copy",
-        )
-        plan = Compaction.plan(dataset, options)
-        if plan.num_tasks() == 0:
+        planned = plan_rewrites(dataset, target_rows, commit_rows)
+        if planned is None:
             return None  # e.g. the small fragments are not adjacent
-        rewrites = [task.execute(dataset) for task in first_tasks(plan.tasks, commit_rows)]
+        rewrites, options = planned
         try:
             with self._committing:
                 self._check_fence(self._open())

@@ -14,8 +14,9 @@ from lance.commit import CommitConflictError
 from lancequeue.common.errors import RecordRejected
 from lancequeue.producer import Producer
 from lancequeue.writer.entries import Entry
-from lancequeue.writer.flush import BatchSettler, PreparedBatch, RetryPolicy, Settlement
+from lancequeue.writer.flush import BatchSettler, RetryPolicy
 from lancequeue.writer.refusals import is_data_error
+from lancequeue.writer.settlement import PreparedBatch, Settlement
 from lancequeue.writer.table import TableSink
 from tests.support import KEYS, FixedToken, StartWriter, broken_storage, gather, table_ids
 

@@ -1,7 +1,7 @@
 -- Read up to a count of entries, one at a time, until those read hold a byte budget: what one
 -- read brings the writer is bounded by bytes, whatever the entries hold. A field value over its
--- limit (``rec``: ``max_record_bytes``; ``recs``, ``cols``: ``max_batch_bytes``; any other: 4 KiB),
--- a field name over 64 bytes, or more than 32 fields are left in Redis: the entry comes with the
+-- limit (``rec``, ``del``: ``max_record_bytes``; ``recs``, ``cols``: ``max_batch_bytes``; any
+-- other: 4 KiB), a field name over 64 bytes, or more than 32 fields are left in Redis: the entry comes with the
 -- rest and ``lq:oversized`` (``entries.OVERSIZED``) saying what was left out, to be refused without
 -- the writer ever holding it. The last three ARGV are those limits.
 local function bounded_read(stream, group, consumer, after, count, budget, limits)
@@ -45,5 +45,6 @@ local function bounded_read(stream, group, consumer, after, count, budget, limit
   end
   return entries
 end
-local limits = {rec = tonumber(ARGV[#ARGV - 2]), recs = tonumber(ARGV[#ARGV - 1]),
+local limits = {rec = tonumber(ARGV[#ARGV - 2]), del = tonumber(ARGV[#ARGV - 2]),
+                recs = tonumber(ARGV[#ARGV - 1]),
                 cols = tonumber(ARGV[#ARGV - 1]), [''] = tonumber(ARGV[#ARGV])}
