@@ -18,7 +18,7 @@ from lancequeue.cli.options import connection_options
 from lancequeue.common.connection import resolve_redis_url
 from lancequeue.common.errors import LancequeueError, RecordRejected
 from lancequeue.common.keys import TableKeys
-from lancequeue.common.protocol import CONFIG_COLUMNS
+from lancequeue.common.protocol import CONFIG_COLUMNS, CONFIG_UPSERT_KEY
 from lancequeue.common.redis_client import COMMAND_FAILURES, sync_client
 from lancequeue.producer.producer import Producer
 from lancequeue.producer.sources import FORMATS, Columns, Item, file_format, read_items
@@ -48,6 +48,16 @@ class _Tally:
         except (LancequeueError, TimeoutError) as exc:
             self.failed += 1
             self._reason(f"{where}: {type(exc).__name__}: {exc}")
+
+    def settle_done(self, outcomes: list[RecordRejected | Future[None]]) -> int:
+        """Count the outcomes known now; returns how many are not."""
+        unknown = 0
+        for outcome in outcomes:
+            if isinstance(outcome, Future) and not outcome.done():
+                unknown += 1
+            else:
+                self.settle("", outcome)
+        return unknown
 
     def _reason(self, text: str) -> None:
         if len(self.reasons) < _SHOWN_REASONS:
@@ -104,6 +114,13 @@ def published_columns(table: str, redis_url: str | None, data_dir: Path | None) 
     help="Batches in flight at once: the next is sent while earlier ones are being written.",
 )
 @click.option(
+    "--upsert-key",
+    default=None,
+    help="The table's key column(s), comma-separated: check that its writer upserts by them "
+    "(lancequeue writer --upsert-key) before sending, so that running the command again after "
+    "an interruption writes each record once.",
+)
+@click.option(
     "--timeout-ms",
     default=60_000,
     show_default=True,
@@ -117,12 +134,14 @@ def produce_command(
     forced_format: str | None,
     batch: int,
     concurrency: int,
+    upsert_key: str | None,
     timeout_ms: int,
 ) -> None:
     """Send records from FILES (default: standard input) and report how many were written,
     rejected (with the first few reasons) or failed. JSON Lines: one object per line; CSV: a
     header row, vectors as JSON lists ("[0.1, 0.2]"); Parquet: read a row batch at a time.
-    Exits 1 unless every record was written."""
+    Exits 1 unless every record was written; interrupted (Ctrl-C), prints what it knows so far
+    and exits 130."""
     if batch < 1 or concurrency < 1 or timeout_ms < 1:
         raise click.BadParameter("--batch, --concurrency and --timeout-ms must be positive")
     timeout = timeout_ms / 1000
@@ -143,16 +162,22 @@ def produce_command(
     except LancequeueError as exc:  # a bad URL, table name or certificate: one line
         raise click.ClickException(str(exc)) from exc
     columns = None
-    if any(file_format(path, forced_format) == "csv" for path in paths):
-        try:  # CSV cells typed by the table's columns, if it exists
+    try:
+        if upsert_key is not None:
+            _check_upsert_key(table, upsert_key, redis_url, data_dir)
+        if any(file_format(path, forced_format) == "csv" for path in paths):
+            # CSV cells typed by the table's columns, if it exists
             columns = published_columns(table, redis_url, data_dir)
-        except COMMAND_FAILURES as exc:
-            made.close(timeout=0)
-            raise click.ClickException(f"reading the table's columns: {exc}") from exc
-    with made as producer:
+    except COMMAND_FAILURES as exc:
+        made.close(timeout=0)
+        raise click.ClickException(f"reading the table's config: {exc}") from exc
+    except click.ClickException:
+        made.close(timeout=0)
+        raise
+    try:
         for chunk in _chunks(_all_items(paths, forced_format, columns), batch):
             sendable = [item for _, item in chunk if not isinstance(item, RecordRejected)]
-            futures = iter(producer.enqueue_many(sendable, timeout))
+            futures = iter(made.enqueue_many(sendable, timeout))
             in_flight.append(
                 [
                     (where, item if isinstance(item, RecordRejected) else next(futures))
@@ -166,11 +191,48 @@ def produce_command(
         while in_flight:
             for where, outcome in in_flight.popleft():
                 tally.settle(where, outcome)
+    except KeyboardInterrupt:
+        unknown = tally.settle_done([outcome for sent in in_flight for _, outcome in sent])
+        made.close(timeout=0)  # no waiting for answers: the user asked to stop
+        progress.done()
+        click.echo(f"interrupted: {tally.line}, {unknown:,} sent without an answer yet")
+        if unknown:
+            click.echo(
+                "  records sent without an answer may still be written"
+                + ("; sending them again upserts them once" if upsert_key else ""),
+                err=True,
+            )
+        sys.exit(130)
+    finally:
+        made.close()  # answered by now (a no-op after an interruption's)
     progress.done()
     click.echo(tally.line)
     for reason in tally.reasons:
         click.echo(f"  {reason}", err=True)
     sys.exit(0 if tally.rejected == tally.failed == 0 else 1)
+
+
+def _check_upsert_key(
+    table: str, upsert_key: str, redis_url: str | None, data_dir: Path | None
+) -> None:
+    """Raise ``ClickException`` unless the table's writer published ``upsert_key`` as its
+    ``--upsert-key``."""
+    wanted = [name.strip() for name in upsert_key.split(",") if name.strip()]
+    url = resolve_redis_url(redis_url, data_dir)
+    with sync_client(url) as client:
+        raw = client.hget(TableKeys(table).config, CONFIG_UPSERT_KEY)
+    published = raw.decode(errors="replace") if raw is not None else None
+    if published is None:
+        raise click.ClickException(
+            f"no writer of table {table!r} has said how it writes: start it (lancequeue writer "
+            f"--table {table} --upsert-key {','.join(wanted)}) before sending upserts"
+        )
+    if published.split(",") != wanted:
+        how = f"upserts by {published}" if published else "appends every record"
+        raise click.ClickException(
+            f"the writer of table {table!r} {how}, not upserts by {','.join(wanted)}: "
+            "sending again after an interruption would not write each record once"
+        )
 
 
 class _Progress:

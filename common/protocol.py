@@ -109,6 +109,9 @@ Python producer sends columnar entries of up to this many records, and none with
 CONFIG_COLUMNS = "columns"
 """Config hash field: JSON of each column's kind (``COLUMN_KINDS``), once the table exists."""
 COLUMN_KINDS = ("string", "integer", "number", "boolean", "list", "other")
+CONFIG_UPSERT_KEY = "upsert_key"
+"""Config hash field: the writer's ``--upsert-key`` columns, comma-separated ('' when its records
+are appended); ``lancequeue produce --upsert-key`` checks it before sending."""
 CONFIG_WRITER_UNTIL = "writer_until_ms"
 """Config hash field: until when (Redis time, ms) the lease holder renewed it; gone at stop."""
 CONFIG_PROTOCOL = "protocol"

@@ -26,6 +26,7 @@ from lancequeue.common.protocol import (
     CONFIG_MAX_BATCH,
     CONFIG_MAX_QUEUE_SIZE,
     CONFIG_PROTOCOL,
+    CONFIG_UPSERT_KEY,
     HIGHEST_VERSION,
 )
 from lancequeue.common.redis_client import (
@@ -114,6 +115,7 @@ class Writer:
                     CONFIG_MAX_BATCH: settings.max_batch,
                     CONFIG_COLUMNAR_BATCH: settings.max_batch,
                     CONFIG_PROTOCOL: int(HIGHEST_VERSION),
+                    CONFIG_UPSERT_KEY: ",".join(settings.upsert_key),
                 }
                 lease = Lease(redis, self.keys, self.consumer, settings.lease_ms, published)
                 # A burst does not stand by: a live writer serves the queue already.

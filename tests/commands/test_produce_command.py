@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import signal
+import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
@@ -13,6 +14,8 @@ import pyarrow.parquet as pq
 import redis
 
 from tests.support import (
+    CLI,
+    KEYS,
     WriterProcess,
     run_cli,
     table_ids,
@@ -93,5 +96,51 @@ def test_produce_reads_parquet_and_csv_files_and_names_each_bad_row(
     assert "02134" in texts
     unknown = run_cli("produce", "--table", "docs", "--redis", redis_url, str(tmp_path / "x.txt"))
     assert unknown.returncode == 2 and "--format" in unknown.stderr
+    writer.signal(signal.SIGTERM)
+    assert writer.wait() == 0
+
+
+def test_produce_with_upsert_key_run_again_after_ctrl_c_writes_each_record_once(
+    writer_process: StartProcess, redis_url: str, client: redis.Redis, db_uri: str, tmp_path: Path
+) -> None:
+    writer = writer_process("--coalesce-ms", "20", "--upsert-key", "id")
+    wait_for(lambda: writer_alive(client), 60, "the writer")
+    source = tmp_path / "records.jsonl"
+    count = 30_000
+    source.write_text(
+        "".join(json.dumps({"id": i, "text": f"t{i}", "n": i}) + "\n" for i in range(count))
+    )
+    command = [*CLI, "produce", "--table", "docs", "--redis", redis_url, "--upsert-key", "id"]
+    interrupted = subprocess.Popen(
+        [*command, str(source)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    written = KEYS.writer
+    wait_for(lambda: int(client.hget(written, "rows") or 0) > 0, 60, "some rows written")
+    interrupted.send_signal(signal.SIGINT)
+    out, err = interrupted.communicate(timeout=60)
+    assert interrupted.returncode == 130, err
+    assert out.startswith("interrupted: written "), out
+    again = run_cli(*command[len(CLI) :], str(source))
+    assert again.returncode == 0, again.stderr
+    assert f"written {count:,}, rejected 0, failed 0" in again.stdout
+    assert table_ids(db_uri) == list(range(count))  # each id once
+    writer.signal(signal.SIGTERM)
+    assert writer.wait() == 0
+
+
+def test_produce_with_upsert_key_refuses_a_table_whose_writer_appends(
+    writer_process: StartProcess, redis_url: str, client: redis.Redis, tmp_path: Path
+) -> None:
+    source = tmp_path / "records.jsonl"
+    source.write_text(json.dumps({"id": 1}) + "\n")
+    command = ["produce", "--table", "docs", "--redis", redis_url, "--upsert-key", "id"]
+    done = run_cli(*command, str(source))
+    assert done.returncode == 1
+    assert "no writer of table 'docs' has said how it writes" in done.stderr
+    writer = writer_process("--coalesce-ms", "20")
+    wait_for(lambda: writer_alive(client), 60, "the writer")
+    done = run_cli(*command, str(source))
+    assert done.returncode == 1
+    assert "appends every record, not upserts by id" in done.stderr
     writer.signal(signal.SIGTERM)
     assert writer.wait() == 0

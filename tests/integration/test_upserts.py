@@ -10,8 +10,8 @@ import pyarrow as pa
 import pytest
 
 from lancequeue.common.errors import ConfigError, RecordRejected
-from tests.drivers import Driven
 from lancequeue.writer import Writer
+from tests.drivers import Driven
 from tests.support import StartWriter
 
 SCHEMA = pa.schema(
@@ -32,9 +32,7 @@ async def test_the_record_sent_last_for_a_key_wins_within_and_across_batches(
 ) -> None:
     start_writer(upsert_key="id", schema=SCHEMA, max_batch=64, coalesce_ms=50)
     # 300 records over 30 ids, each id written ten times, in batches of up to 64.
-    futures = await made.enqueue_many(
-        [{"id": i % 30, "text": f"v{i}", "n": i} for i in range(300)]
-    )
+    futures = await made.enqueue_many([{"id": i % 30, "text": f"v{i}", "n": i} for i in range(300)])
     for future in futures:
         await future
     table = rows(db_uri)
@@ -97,7 +95,8 @@ async def test_the_rejection_rules_of_appends_hold_for_upserts_and_deletes(
         await made.enqueue_delete({"text": "no key column"}),
     ]
     assert await futures[0] is None
-    for future, what in zip(futures[1:], ["'id'", "'id'", "'zzz'", "'id'", "'text'", "'id'"]):
+    reasons = ["'id'", "'id'", "'zzz'", "'id'", "'text'", "'id'"]
+    for future, what in zip(futures[1:], reasons, strict=True):
         with pytest.raises(RecordRejected, match=what):
             await future
     assert sorted(rows(db_uri)) == [1]
