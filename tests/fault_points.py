@@ -35,7 +35,7 @@ from typing import Any
 import lance.fragment
 from lance.optimize import Compaction
 
-from lancequeue.writer import table
+from lancequeue.writer import compaction, table
 from lancequeue.writer.flush import BatchSettler
 from lancequeue.writer.serving import TableServer
 from lancequeue.writer.settlement import Settlement
@@ -112,7 +112,8 @@ async def _crashing_answer(self: TableServer, *args: Any, **kwargs: Any) -> None
 
 
 class _Compaction:
-    """Lance's ``Compaction`` as the writer's table module sees it, with the two points."""
+    """Lance's ``Compaction`` as the writer's table and compaction modules see it, with the two
+    points."""
 
     @staticmethod
     def plan(*args: Any, **kwargs: Any) -> Any:
@@ -130,4 +131,5 @@ lance.fragment.write_fragments = _refusing_write_fragments
 table.TableSink._commit_sync = _crashing_commit_sync  # type: ignore[method-assign]
 BatchSettler.commit = _crashing_commit  # type: ignore[method-assign]
 TableServer._answer = _crashing_answer  # type: ignore[method-assign]
-table.Compaction = _Compaction  # type: ignore[misc, assignment]
+table.Compaction = _Compaction  # type: ignore[misc, assignment]  # commits there
+compaction.Compaction = _Compaction  # type: ignore[misc, assignment]  # plans there

@@ -11,6 +11,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+import lancedb
 import pyarrow as pa
 import pyarrow.parquet as pq
 import redis
@@ -36,9 +37,11 @@ def test_every_python_block_of_the_readme_runs_as_a_script(
     writer_process: StartProcess, redis_url: str, client: redis.Redis, db_uri: str
 ) -> None:
     writer_process("--coalesce-ms", "20")
-    wait_for(lambda: writer_alive(client), 60, "the writer")
+    upserts = shlex.split(_here(_upsert_writer_block(), redis_url).replace("./lancedb", db_uri))
+    writer_process("--coalesce-ms", "20", *upserts[2:], table="profiles")
+    wait_for(lambda: writer_alive(client) and writer_alive(client, "profiles"), 60, "writers")
     blocks = _blocks("python")
-    assert len(blocks) == 2
+    assert len(blocks) == 3
     for block in blocks:
         done = subprocess.run(
             [sys.executable, "-c", _here(block, redis_url)],
@@ -50,6 +53,13 @@ def test_every_python_block_of_the_readme_runs_as_a_script(
         assert done.returncode == 0, block + done.stderr
     # the sync block writes ids 0-9, the asyncio one 10-19: each once
     assert table_ids(db_uri) == list(range(20))
+    profiles = lancedb.connect(db_uri).open_table("profiles").to_arrow().to_pylist()
+    assert profiles == [{"user_id": 1, "name": "Ada Lovelace"}]
+
+
+def _upsert_writer_block() -> str:
+    (block,) = [block for block in _blocks("sh") if "--upsert-key" in block]
+    return block.strip()
 
 
 SHELL_BLOCKS_NOT_RUN = {
@@ -59,6 +69,8 @@ SHELL_BLOCKS_NOT_RUN = {
     "lancequeue bench --producers 4 --records 100000": "a benchmark of minutes (test_bench.py)",
     "  # in the environment, credentials stay out": "S3 and a Redis Cluster (object storage and "
     "cluster tests run the writer against a local S3 server and a cluster)",
+    "lancequeue writer --redis redis://localhost:6379 --db ./lancedb --table profiles": "run with "
+    "the upsert example it serves (test_every_python_block_of_the_readme_runs_as_a_script)",
 }
 """Shell blocks the suite does not run, by how they start, and why (``.ci/run`` installs
 from a clean clone and runs the suite; ``test_demo.py`` runs the demo;
