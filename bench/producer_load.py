@@ -43,6 +43,7 @@ from lancequeue.common.protocol import ENQUEUE_SCRIPT
 from lancequeue.common.redis_client import sync_client
 from lancequeue.producer.async_producer import AsyncProducer
 from lancequeue.producer.producer import Producer
+from lancequeue.producer.results import WriteResult
 
 READY_LINE = "ready"
 """What the process prints once its records are generated and its producer is connected."""
@@ -151,7 +152,7 @@ class _Timing:
 def _send_loop(producer: Producer, records: list[dict[str, Any]]) -> dict[str, Any]:
     """A plain loop of ``enqueue``, as a user writes it first; wait for no answer."""
     timing = _Timing(len(records), LOOP_TIMED_EVERY)
-    futures: list[concurrent.futures.Future[None]] = []
+    futures: list[concurrent.futures.Future[WriteResult]] = []
     started = time.monotonic()
     for position, record in enumerate(records):
         if position % LOOP_TIMED_EVERY:
@@ -169,7 +170,7 @@ async def _send_async_loop(
 ) -> dict[str, Any]:
     """A plain loop of ``fut = await producer.enqueue(r)``, then each future awaited in turn."""
     timing = _Timing(len(records), LOOP_TIMED_EVERY)
-    futures: list[asyncio.Future[None]] = []
+    futures: list[asyncio.Future[WriteResult]] = []
     started = time.monotonic()
     for position, record in enumerate(records):
         if position % LOOP_TIMED_EVERY:
@@ -191,7 +192,7 @@ async def _send_async_loop(
     return sent
 
 
-def _await_in_turn(futures: list[concurrent.futures.Future[None]], timeout_s: float) -> None:
+def _await_in_turn(futures: list[concurrent.futures.Future[WriteResult]], timeout_s: float) -> None:
     """Wait for each future in turn, as a user's loop of ``future.result()`` does (not
     ``concurrent.futures.wait``, which takes every future's lock and hooks a waiter on each)."""
     deadline = time.monotonic() + timeout_s
@@ -227,13 +228,13 @@ def _send(
     count = len(records)
     sent_at = np.zeros(count)
     resolved_at = np.zeros(count)
-    futures: list[concurrent.futures.Future[None]] = []
+    futures: list[concurrent.futures.Future[WriteResult]] = []
     # Set once every done-callback ran (futures.wait may return before the last one has).
     all_resolved = threading.Event()
     unresolved = [count]
     lock = threading.Lock()
 
-    def resolved(position: int, _: concurrent.futures.Future[None]) -> None:
+    def resolved(position: int, _: concurrent.futures.Future[WriteResult]) -> None:
         resolved_at[position] = time.monotonic()
         with lock:
             unresolved[0] -= 1

@@ -21,6 +21,7 @@ from lancequeue.common.keys import TableKeys
 from lancequeue.common.protocol import CONFIG_COLUMNS, CONFIG_UPSERT_KEY
 from lancequeue.common.redis_client import COMMAND_FAILURES, sync_client
 from lancequeue.producer.producer import Producer
+from lancequeue.producer.results import WriteResult
 from lancequeue.producer.sources import FORMATS, Columns, Item, file_format, read_items
 
 _SHOWN_REASONS = 5
@@ -36,7 +37,7 @@ class _Tally:
     failed: int = 0
     reasons: list[str] = field(default_factory=list)
 
-    def settle(self, where: str, outcome: RecordRejected | Future[None]) -> None:
+    def settle(self, where: str, outcome: RecordRejected | Future[WriteResult]) -> None:
         try:
             if isinstance(outcome, RecordRejected):
                 raise outcome
@@ -49,7 +50,7 @@ class _Tally:
             self.failed += 1
             self._reason(f"{where}: {type(exc).__name__}: {exc}")
 
-    def settle_done(self, outcomes: list[RecordRejected | Future[None]]) -> int:
+    def settle_done(self, outcomes: list[RecordRejected | Future[WriteResult]]) -> int:
         """Count the outcomes known now; returns how many are not."""
         unknown = 0
         for outcome in outcomes:
@@ -156,7 +157,7 @@ def produce_command(
         raise click.BadParameter(str(exc), param_hint="FILES") from exc
     tally = _Tally()
     progress = _Progress(sys.stderr.isatty())
-    in_flight: deque[list[tuple[str, RecordRejected | Future[None]]]] = deque()
+    in_flight: deque[list[tuple[str, RecordRejected | Future[WriteResult]]]] = deque()
     try:
         made = Producer(table, redis_url=redis_url, data_dir=data_dir)
     except LancequeueError as exc:  # a bad URL, table name or certificate: one line

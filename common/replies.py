@@ -51,10 +51,11 @@ def encode_results(results: list[Answer]) -> bytes:
     )
 
 
-def encode_ranges(results: list[Answer]) -> bytes:
+def encode_ranges(results: list[Answer], version: int | None = None) -> bytes:
     """One reply message in ranges, for a producer whose entries are of ``RANGED_VERSION``:
-    ``{"ok": [[first, last, digest], ...], "errors": [[seq, error], ...]}``, the records
-    ``first`` to ``last`` written (each with that digest), and only the others one by one."""
+    ``{"ok": [[first, last, digest], ...], "errors": [[seq, error], ...], "version": v}``, the
+    records ``first`` to ``last`` written (each with that digest), only the others one by one,
+    and the table version in which the written ones are visible (left out if not given)."""
     written: list[list[Any]] = []
     errors: list[list[Any]] = []
     for seq, error, digest in results:
@@ -64,7 +65,10 @@ def encode_ranges(results: list[Answer]) -> bytes:
             written[-1][1] = seq
         else:
             written.append([seq, seq, digest])
-    return packb({"ok": written, "errors": errors})
+    message: dict[str, Any] = {"ok": written, "errors": errors}
+    if version is not None:
+        message["version"] = version
+    return packb(message)
 
 
 @dataclass(frozen=True)
@@ -74,6 +78,8 @@ class Reply:
     written: list[tuple[int, int, bytes]]
     """``(first, last, digest)``: records ``first`` to ``last`` are in the table."""
     errors: list[tuple[int, LancequeueError]]
+    version: int | None = None
+    """The table version in which the records written are visible (None: not said)."""
 
     @property
     def highest(self) -> int | None:
@@ -111,7 +117,10 @@ def _ranges_reply(items: dict[str, Any]) -> Reply:
     written, errors = items.get("ok", []), items.get("errors", [])
     if not (isinstance(written, list) and isinstance(errors, list)):
         raise ValueError("a reply in ranges holds an 'ok' and an 'errors' array")
-    reply = Reply([], [])
+    version = items.get("version")
+    if version is not None and (type(version) is not int or version < 0):
+        raise ValueError(f"malformed table version {version!r:.200}")
+    reply = Reply([], [], version)
     for item in written:
         if not (
             isinstance(item, list)

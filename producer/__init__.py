@@ -15,6 +15,7 @@ from lancequeue.common.errors import (
 )
 from lancequeue.producer.async_producer import AsyncProducer
 from lancequeue.producer.producer import Producer
+from lancequeue.producer.results import WriteResult
 from lancequeue.producer.settings import ProducerSettings
 
 __all__ = [
@@ -28,5 +29,6 @@ __all__ = [
     "RecordRejected",
     "RedisUnavailable",
     "WriteFailed",
+    "WriteResult",
     "WriteTimeout",
 ]

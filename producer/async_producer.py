@@ -20,12 +20,13 @@ from lancequeue.common.redis_client import (
 )
 from lancequeue.producer.core import ProducerCore
 from lancequeue.producer.outgoing import Outgoing
+from lancequeue.producer.results import WriteResult
 from lancequeue.producer.settings import ProducerSettings
 from lancequeue.producer.tasks import Tasks, wait_event
 
 logger = logging.getLogger(__name__)
 
-AsyncFuture = asyncio.Future[None]
+AsyncFuture = asyncio.Future[WriteResult]
 
 
 class AsyncProducer:
@@ -121,31 +122,34 @@ class AsyncProducer:
             raise error
         return futures[0]
 
-    async def delete(self, key: Mapping[str, Any], timeout: float | None = None) -> None:
+    async def delete(self, key: Mapping[str, Any], timeout: float | None = None) -> WriteResult:
         """Delete the rows of ``key`` and wait until they are gone (or raise why not)."""
-        await self._wait([await self.enqueue_delete(key, timeout)])
+        return (await self._wait([await self.enqueue_delete(key, timeout)]))[0]
 
-    async def write(self, record: Mapping[str, Any], timeout: float | None = None) -> None:
-        """Send one record and wait until it is in the table (or raise why it is not)."""
-        await self.write_many([record], timeout)
+    async def write(self, record: Mapping[str, Any], timeout: float | None = None) -> WriteResult:
+        """Send one record and wait until it is in the table (or raise why it is not); its
+        ``WriteResult`` says in which table version."""
+        return (await self.write_many([record], timeout))[0]
 
     async def write_many(
         self, records: Iterable[Mapping[str, Any]], timeout: float | None = None
-    ) -> None:
-        """Send records together and wait for all; raises the first record's error. That takes
-        ``timeout`` plus ``answer_grace_ms`` at most (plus a second if Redis hangs), unless a
-        writer claimed a record and its commit takes longer."""
-        await self._wait(await self.enqueue_many(records, timeout))
+    ) -> list[WriteResult]:
+        """Send records together and wait for all; raises the first record's error, else
+        returns their ``WriteResult``, in order. That takes ``timeout`` plus
+        ``answer_grace_ms`` at most (plus a second if Redis hangs), unless a writer claimed a
+        record and its commit takes longer."""
+        return await self._wait(await self.enqueue_many(records, timeout))
 
     @staticmethod
-    async def _wait(futures: list[AsyncFuture]) -> None:
-        """Wait for every future, then raise the first one's error."""
+    async def _wait(futures: list[AsyncFuture]) -> list[WriteResult]:
+        """Wait for every future, then raise the first one's error; else their results."""
         if futures:
             await asyncio.wait(futures)  # not gather: cancelling the wait leaves the futures be
         for future in futures:
             error = future.exception()
             if error is not None:
                 raise error
+        return [future.result() for future in futures]
 
     async def close(self, timeout: float | None = None) -> None:
         """Send what is buffered, wait (bounded) for outstanding records to be answered, then
@@ -257,9 +261,9 @@ class AsyncProducer:
     # -- running the core's loops ------------------------------------------------------------
 
 
-def _resolve_ok(future: AsyncFuture) -> None:
+def _resolve_ok(future: AsyncFuture, result: WriteResult) -> None:
     if not future.done():
-        future.set_result(None)
+        future.set_result(result)
 
 
 def _resolve_error(future: AsyncFuture, error: LancequeueError) -> None:

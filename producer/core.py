@@ -28,6 +28,7 @@ from lancequeue.producer.calls import REPLY_BLOCK_S, Call, NotStarted, Op, Steps
 from lancequeue.producer.liveness import no_writer_warning, writer_live
 from lancequeue.producer.outbox import ABANDON_ATTEMPT_S, Outbox
 from lancequeue.producer.outgoing import F, Outgoing
+from lancequeue.producer.results import WriteResult
 from lancequeue.producer.sending import (
     RECONNECT_INITIAL_S,
     RECONNECT_MAX_S,
@@ -51,7 +52,7 @@ class ProducerCore(Generic[F]):
     def __init__(
         self,
         settings: ProducerSettings,
-        resolve_ok: Callable[[F], None],
+        resolve_ok: Callable[[F, WriteResult], None],
         resolve_error: Callable[[F, LancequeueError], None],
     ) -> None:
         self.settings = settings

@@ -18,6 +18,8 @@ from concurrent.futures._base import FINISHED, RUNNING
 from concurrent.futures._base import LOGGER as _LOGGER
 from typing import Any
 
+from lancequeue.producer.results import WriteResult
+
 _MAKING = threading.Lock()
 """Held while a condition is made, and while a future without one is settled: a thread that
 makes the condition either sees the future settled, or the settling thread sees the condition
@@ -25,7 +27,7 @@ and settles through it (waking the waiters)."""
 _LISTS = frozenset({"_waiters", "_done_callbacks"})
 
 
-class RecordFuture(Future[None]):
+class RecordFuture(Future[WriteResult]):
     """Running from the start (``cancel()`` returns False: a sent record is answered
     regardless)."""
 
@@ -49,19 +51,19 @@ class RecordFuture(Future[None]):
     def done(self) -> bool:
         return self._state == FINISHED  # never cancelled
 
-    def result(self, timeout: float | None = None) -> None:
+    def result(self, timeout: float | None = None) -> WriteResult:
         if self._state != FINISHED:
             return super().result(timeout)
         if self._exception is not None:
             raise self._exception
-        return self._result
+        return self._result  # type: ignore[return-value]
 
     def exception(self, timeout: float | None = None) -> BaseException | None:
         if self._state != FINISHED:
             return super().exception(timeout)
         return self._exception
 
-    def set_result(self, result: None) -> None:
+    def set_result(self, result: WriteResult) -> None:
         if not self._settle_alone(result, None):
             super().set_result(result)
 
@@ -69,7 +71,7 @@ class RecordFuture(Future[None]):
         if not self._settle_alone(None, exception):
             super().set_exception(exception)
 
-    def add_done_callback(self, fn: Callable[[Future[None]], object]) -> None:
+    def add_done_callback(self, fn: Callable[[Future[WriteResult]], object]) -> None:
         with _MAKING:
             alone = "_condition" not in self.__dict__
             if alone and self._state != FINISHED:
@@ -83,7 +85,7 @@ class RecordFuture(Future[None]):
         except Exception:
             _LOGGER.exception("exception calling callback for %r", self)
 
-    def _settle_alone(self, result: None, exception: BaseException | None) -> bool:
+    def _settle_alone(self, result: WriteResult | None, exception: BaseException | None) -> bool:
         """Settle a future nobody has made the condition of (so nobody waits on it); False if
         one was made: ``Future`` settles it then."""
         with _MAKING:

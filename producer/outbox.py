@@ -27,6 +27,7 @@ from lancequeue.common.replies import decode_reply
 from lancequeue.producer.entries import EntryMaker
 from lancequeue.producer.outgoing import F, Fail, Outgoing
 from lancequeue.producer.ranges import written_waiting
+from lancequeue.producer.results import WriteResult
 
 logger = logging.getLogger(__name__)
 
@@ -185,7 +186,9 @@ class Outbox(Generic[F]):
             self._unconfirmed.clear()
         return futures
 
-    def settle(self, message: bytes | str, ok: Callable[[F], None], fail: Fail[F]) -> None:
+    def settle(
+        self, message: bytes | str, ok: Callable[[F, WriteResult], None], fail: Fail[F]
+    ) -> None:
         """Resolve the futures of the records one reply message answers; unknown sequence
         numbers are ignored, a malformed message is logged and dropped.
 
@@ -222,9 +225,10 @@ class Outbox(Generic[F]):
                     unsent = self._waiting.pop(seq, None)
                     if unsent is not None:
                         resolved.append((unsent, self._never_added()))
+        result = WriteResult(reply.version)  # one for the message's records: the same commit
         for item, outcome in resolved:
             if outcome is None:
-                ok(item.future)
+                ok(item.future, result)
             else:
                 fail(item.future, outcome)
 
@@ -236,7 +240,7 @@ class Outbox(Generic[F]):
         )
 
     def settle_all(
-        self, messages: Iterable[bytes | str], ok: Callable[[F], None], fail: Fail[F]
+        self, messages: Iterable[bytes | str], ok: Callable[[F, WriteResult], None], fail: Fail[F]
     ) -> None:
         """``settle`` each message, in order (the in-flight list's leftovers: some may have
         been settled already, whose sequence numbers are then unknown and ignored)."""

@@ -22,6 +22,7 @@ from lancequeue.common.redis_client import is_cluster_url
 from lancequeue.producer.core import ProducerCore
 from lancequeue.producer.futures import RecordFuture
 from lancequeue.producer.outgoing import Outgoing
+from lancequeue.producer.results import WriteResult
 from lancequeue.producer.settings import ProducerSettings
 from lancequeue.producer.threads import Threads
 
@@ -61,7 +62,9 @@ class Producer:
         **settings: Any,
     ) -> None:
         self.settings = ProducerSettings(table, redis_url, data_dir, **settings)
-        core: ProducerCore[Future[None]] = ProducerCore(self.settings, _resolve_ok, _resolve_error)
+        core: ProducerCore[Future[WriteResult]] = ProducerCore(
+            self.settings, _resolve_ok, _resolve_error
+        )
         self._core = core
         self.keys = core.keys
         self.producer_id = core.outbox.producer_id
@@ -82,7 +85,9 @@ class Producer:
 
     # -- public API --------------------------------------------------------------------------
 
-    def enqueue(self, record: Mapping[str, Any], timeout: float | None = None) -> Future[None]:
+    def enqueue(
+        self, record: Mapping[str, Any], timeout: float | None = None
+    ) -> Future[WriteResult]:
         """Buffer one record for sending; return a future resolved once it is in the table.
 
         Returns at once unless the send buffer is full, then waits for room until the record's
@@ -100,7 +105,7 @@ class Producer:
 
     def enqueue_many(
         self, records: Iterable[Mapping[str, Any]], timeout: float | None = None
-    ) -> list[Future[None]]:
+    ) -> list[Future[WriteResult]]:
         """Buffer records in order; one future per record. Waits only for room in the buffer.
 
         Errors go to the futures: ``RecordRejected`` for a record that cannot be encoded or is
@@ -110,7 +115,9 @@ class Producer:
         futures, _ = self._enqueue(records, timeout)
         return futures
 
-    def enqueue_delete(self, key: Mapping[str, Any], timeout: float | None = None) -> Future[None]:
+    def enqueue_delete(
+        self, key: Mapping[str, Any], timeout: float | None = None
+    ) -> Future[WriteResult]:
         """Buffer a delete of the rows whose key columns hold ``key``'s values (a map of the
         table's key columns, ``--upsert-key`` or ``--delete-key``); return a future resolved
         once they are gone. Applied in stream order with this table's records around it; waits,
@@ -120,27 +127,28 @@ class Producer:
             raise failed_here[0].exception()  # type: ignore[misc]
         return futures[0]
 
-    def delete(self, key: Mapping[str, Any], timeout: float | None = None) -> None:
+    def delete(self, key: Mapping[str, Any], timeout: float | None = None) -> WriteResult:
         """Delete the rows of ``key`` and wait until they are gone (or raise why not)."""
-        self._wait([self.enqueue_delete(key, timeout)])
+        return self._wait([self.enqueue_delete(key, timeout)])[0]
 
-    def write(self, record: Mapping[str, Any], timeout: float | None = None) -> None:
-        """Send one record and wait until it is in the table (or raise why it is not)."""
-        self.write_many([record], timeout)
+    def write(self, record: Mapping[str, Any], timeout: float | None = None) -> WriteResult:
+        """Send one record and wait until it is in the table (or raise why it is not); its
+        ``WriteResult`` says in which table version."""
+        return self.write_many([record], timeout)[0]
 
     def write_many(
         self, records: Iterable[Mapping[str, Any]], timeout: float | None = None
-    ) -> None:
-        """Send records together and wait for all of them.
+    ) -> list[WriteResult]:
+        """Send records together and wait for all of them; their ``WriteResult``, in order.
 
         Raises the error of the first record that did not land once every record is answered;
         that takes ``timeout`` plus ``answer_grace_ms`` at most (plus a second if Redis hangs),
         unless a writer claimed a record and its commit takes longer: then its answer is awaited.
         """
-        self._wait(self.enqueue_many(records, timeout))
+        return self._wait(self.enqueue_many(records, timeout))
 
-    def _wait(self, futures: list[Future[None]]) -> None:
-        """Wait for every future, then raise the first one's error."""
+    def _wait(self, futures: list[Future[WriteResult]]) -> list[WriteResult]:
+        """Wait for every future, then raise the first one's error; else their results."""
         if self._threads.ours():
             raise LancequeueError(
                 "write() in a future's done-callback would wait for answers only the thread "
@@ -151,6 +159,7 @@ class Producer:
             error = future.exception()
             if error is not None:
                 raise error
+        return [future.result() for future in futures]
 
     def close(self, timeout: float | None = None) -> None:
         """Send what is buffered, wait (bounded by ``timeout``, default ``close_timeout_ms``) for
@@ -229,7 +238,7 @@ class Producer:
 
     def _enqueue(
         self, records: Iterable[Mapping[str, Any]], timeout: float | None, delete: bool = False
-    ) -> tuple[list[Future[None]], list[Future[None]]]:
+    ) -> tuple[list[Future[WriteResult]], list[Future[WriteResult]]]:
         """Encode and buffer; returns all futures and those failed here."""
         with self._lifecycle:
             if self._closed:
@@ -249,7 +258,9 @@ class Producer:
                 if self._closed:  # close() waits for the last one
                     self._lifecycle.notify_all()
 
-    def _put(self, items: list[Outgoing[Future[None]]]) -> list[Outgoing[Future[None]]]:
+    def _put(
+        self, items: list[Outgoing[Future[WriteResult]]]
+    ) -> list[Outgoing[Future[WriteResult]]]:
         """Buffer ``items``, waiting for room until each one's deadline; returns those that
         got none (or came after close()). The producer's own threads (a done-callback) never
         wait: the sender makes room, and the others must not stall answers meanwhile."""
@@ -284,11 +295,11 @@ def _close_at_exit(producer: weakref.ref[Producer]) -> None:
         alive.close()
 
 
-def _resolve_ok(future: Future[None]) -> None:
-    _settle(future.set_result, None)
+def _resolve_ok(future: Future[WriteResult], result: WriteResult) -> None:
+    _settle(future.set_result, result)
 
 
-def _resolve_error(future: Future[None], error: LancequeueError) -> None:
+def _resolve_error(future: Future[WriteResult], error: LancequeueError) -> None:
     _settle(future.set_exception, error)
 
 

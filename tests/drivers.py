@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from lancequeue.producer import AsyncProducer, Producer
+from lancequeue.producer import AsyncProducer, Producer, WriteResult
 
 DRIVERS = ("sync", "async")
 
@@ -33,7 +33,7 @@ class Driven:
 
     async def enqueue(
         self, record: Mapping[str, Any], timeout: float | None = None
-    ) -> asyncio.Future[None]:
+    ) -> asyncio.Future[WriteResult]:
         if self.aio is not None:
             return await self.aio.enqueue(record, timeout)
         assert self.sync is not None
@@ -41,7 +41,7 @@ class Driven:
 
     async def enqueue_many(
         self, records: Iterable[Mapping[str, Any]], timeout: float | None = None
-    ) -> list[asyncio.Future[None]]:
+    ) -> list[asyncio.Future[WriteResult]]:
         if self.aio is not None:
             return await self.aio.enqueue_many(records, timeout)
         assert self.sync is not None
@@ -50,7 +50,7 @@ class Driven:
 
     async def enqueue_each(
         self, records: Iterable[Mapping[str, Any]], timeout: float | None = None
-    ) -> list[asyncio.Future[None]]:
+    ) -> list[asyncio.Future[WriteResult]]:
         """A plain loop of ``enqueue`` (the sync one in one thread of its own)."""
         if self.aio is not None:
             return [await self.aio.enqueue(record, timeout) for record in records]
@@ -61,34 +61,31 @@ class Driven:
 
     async def enqueue_delete(
         self, key: Mapping[str, Any], timeout: float | None = None
-    ) -> asyncio.Future[None]:
+    ) -> asyncio.Future[WriteResult]:
         if self.aio is not None:
             return await self.aio.enqueue_delete(key, timeout)
         assert self.sync is not None
         return _wrap(await asyncio.to_thread(self.sync.enqueue_delete, key, timeout))
 
-    async def delete(self, key: Mapping[str, Any], timeout: float | None = None) -> None:
+    async def delete(self, key: Mapping[str, Any], timeout: float | None = None) -> WriteResult:
         if self.aio is not None:
-            await self.aio.delete(key, timeout)
-        else:
-            assert self.sync is not None
-            await asyncio.to_thread(self.sync.delete, key, timeout)
+            return await self.aio.delete(key, timeout)
+        assert self.sync is not None
+        return await asyncio.to_thread(self.sync.delete, key, timeout)
 
-    async def write(self, record: Mapping[str, Any], timeout: float | None = None) -> None:
+    async def write(self, record: Mapping[str, Any], timeout: float | None = None) -> WriteResult:
         if self.aio is not None:
-            await self.aio.write(record, timeout)
-        else:
-            assert self.sync is not None
-            await asyncio.to_thread(self.sync.write, record, timeout)
+            return await self.aio.write(record, timeout)
+        assert self.sync is not None
+        return await asyncio.to_thread(self.sync.write, record, timeout)
 
     async def write_many(
         self, records: Iterable[Mapping[str, Any]], timeout: float | None = None
-    ) -> None:
+    ) -> list[WriteResult]:
         if self.aio is not None:
-            await self.aio.write_many(records, timeout)
-        else:
-            assert self.sync is not None
-            await asyncio.to_thread(self.sync.write_many, list(records), timeout)
+            return await self.aio.write_many(records, timeout)
+        assert self.sync is not None
+        return await asyncio.to_thread(self.sync.write_many, list(records), timeout)
 
     async def close(self, timeout: float | None = None) -> None:
         if self.aio is not None:
@@ -104,14 +101,14 @@ class Driven:
         return producer.outstanding
 
 
-def _wrap(future: concurrent.futures.Future[None]) -> asyncio.Future[None]:
+def _wrap(future: concurrent.futures.Future[WriteResult]) -> asyncio.Future[WriteResult]:
     """An asyncio future of the sync producer's future; settled at once if it is."""
     if not future.done():
         return asyncio.wrap_future(future)
-    settled: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    settled: asyncio.Future[WriteResult] = asyncio.get_running_loop().create_future()
     error = future.exception()
     if error is None:
-        settled.set_result(None)
+        settled.set_result(future.result())
     else:
         settled.set_exception(error)
     return settled

@@ -26,6 +26,7 @@ from lancequeue.common.entries import entry_fields, record_count
 from lancequeue.common.keys import TableKeys
 from lancequeue.common.replies import Result, decode_results
 from lancequeue.common.status import read_status
+from lancequeue.producer.results import WriteResult
 from lancequeue.writer import Writer
 
 CLI = [sys.executable, "-c", "from lancequeue.cli import main; main()"]
@@ -59,6 +60,23 @@ async def async_wait_for(
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {what}")
         await asyncio.sleep(0.02)  # poll
+
+
+class _Written:
+    """Equal to any ``WriteResult``: what a written record's future resolves to, whatever the
+    table version (``[WRITTEN] * 3 == results``)."""
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, WriteResult)
+
+    def __hash__(self) -> int:
+        return 0
+
+    def __repr__(self) -> str:
+        return "WRITTEN"
+
+
+WRITTEN = _Written()
 
 
 def record(i: int, dim: int = 8) -> dict[str, Any]:

@@ -60,6 +60,9 @@ class Acknowledgement:
     increments: dict[str, int] = field(default_factory=dict)
     values: dict[str, int | str] = field(default_factory=dict)
     dead_letters: list[DeadLetter] = field(default_factory=list)
+    version: int | None = None
+    """The table version in which the records written are visible (answered to producers that
+    read answers in ranges)."""
 
 
 class Acknowledger:
@@ -128,8 +131,13 @@ class Acknowledger:
             dropped = [seq for seq, answer, _ in results or [] if _abandoned(answer)]
             # In ranges only if every entry under the reply key asked for them: another client's
             # entry of version 2 never changes the form a version-1 producer reads.
-            encode = encode_ranges if producer not in plain else encode_results
-            args += [seen.get(producer, ""), encode(results) if results else ""]
+            if not results:
+                message = b""
+            elif producer in plain:
+                message = encode_results(results)
+            else:
+                message = encode_ranges(results, ack.version)
+            args += [seen.get(producer, ""), message]
             args += [len(dropped), *dropped]
         args.append(len(ack.increments))
         for name, increment in ack.increments.items():

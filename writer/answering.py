@@ -68,7 +68,8 @@ class Answerer:
         """A batch's append returned: the hook (with what landed), then ack and answer."""
         if settlement.landed:
             await self._call_on_flushed(settlement.landed)
-        await self._acknowledge(entries, settlement.answers, _increments(settlement))
+        version = settlement.version if settlement.version is not None else self._sink.version
+        await self._acknowledge(entries, settlement.answers, _increments(settlement), [], version)
 
     async def from_watermark(self, entries: list[Entry], watermark: Watermark) -> None:
         """Ack and answer entries an earlier writer committed but did not ack: never again
@@ -82,7 +83,9 @@ class Answerer:
         )
         if written:
             await self._call_on_flushed(written)
-        await self._acknowledge(entries, answers, {"recovered": len(written)})
+        await self._acknowledge(
+            entries, answers, {"recovered": len(written)}, [], self._sink.version
+        )
 
     async def dead_letter(self, entries: list[Entry], deliveries: int, max_deliveries: int) -> None:
         """Move entries that keep killing the writer to the dead letters, answering
@@ -107,8 +110,11 @@ class Answerer:
         answers: dict[str, Any],
         increments: dict[str, int],
         dead: list[DeadLetter] | None = None,
+        version: int | None = None,
     ) -> None:
-        ack = Acknowledgement(entries, answers, increments, table_status(self._sink), dead or [])
+        ack = Acknowledgement(
+            entries, answers, increments, table_status(self._sink), dead or [], version
+        )
         await self._retrying(lambda: self._acks.send(ack))
         self.summary.add(increments)  # counted once acked and answered
         if self._metrics is not None:

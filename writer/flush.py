@@ -293,10 +293,11 @@ class BatchSettler:
             if isinstance(merged, BaseException):
                 self._fail([*rows, *prepared.applied], result, merged)
                 return
-            result.deleted += int(merged.get("num_deleted_rows", 0))
+            version, stats = merged
+            result.deleted += int(stats.get("num_deleted_rows", 0))
             result.answers.update((entry.record_id, None) for entry in prepared.applied)
             if last:
-                self._landed(prepared, rows, skipped)
+                self._landed(prepared, rows, skipped, version)
                 return
         outcome = await self._with_retries(
             lambda: self._sink.commit(written.fragments, written.count, watermark), written.count
@@ -304,13 +305,14 @@ class BatchSettler:
         if isinstance(outcome, BaseException):
             self._fail(written.rows, result, outcome)
             return
-        self._landed(prepared, rows, skipped)
+        self._landed(prepared, rows, skipped, outcome)
 
     def _landed(
-        self, prepared: PreparedBatch, rows: list[Entry], skipped: dict[str, Outcome]
+        self, prepared: PreparedBatch, rows: list[Entry], skipped: dict[str, Outcome], version: int
     ) -> None:
-        """The batch's commit (its last) returned: its ``rows`` are in the table."""
+        """The batch's commit (its last) returned ``version``: its ``rows`` are in the table."""
         result = prepared.result
+        result.version = version
         self._unanswered[prepared.number] = skipped
         result.landed.extend(rows)
         result.commits += 1

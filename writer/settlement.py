@@ -34,6 +34,8 @@ class Settlement:
     deleted: int = 0
     """Rows its deletes removed from the table."""
     commits: int = 0
+    version: int | None = None
+    """The table version its last commit made (None: it committed nothing)."""
     append_s: float = 0.0
     """Time spent writing data files and committing (not waiting for the batch before)."""
 

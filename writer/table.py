@@ -1,10 +1,9 @@
-"""The LanceDB table the writer owns: open or create it, fence it, append one batch per commit.
+"""The LanceDB table the writer owns: open or create it, fence it, commit one batch at a time.
 
 The table is LanceDB's: ``<db_uri>/<name>.lance``, created empty as LanceDB's ``create_table``
-would, so LanceDB handles on it see every row. Appends go through Lance directly
-(``write_fragments`` then ``LanceDataset.commit``) rather than LanceDB's ``add()``, because only a
-Lance transaction can carry the watermark atomically with the data. (Not importing LanceDB also
-spares the writer two seconds of start-up.)
+would, so LanceDB handles on it see every row. Batches go through Lance directly (appends:
+``write_fragments`` then ``LanceDataset.commit``; by key: ``keyed.py``), not LanceDB, because
+only a Lance transaction carries the watermark atomically with the data.
 
 The sink is opened only once its writer holds the lease, and fences the table then (or as it
 creates it; ``fencing.py``), so what it reads of the table (the watermark) is what the table
@@ -256,15 +255,15 @@ class TableSink:
 
     async def merge(
         self, rows: pa.Table | None, deletes: list[Key], watermark: Watermark | None
-    ) -> dict[str, int]:
-        """Upsert ``rows`` (an upsert table's) and delete the rows of ``deletes`` in one commit,
-        carrying ``watermark`` if given, computed on the table's newest version (``keyed.py``).
-        Returns Lance's counts. Raises ``WriterReplaced`` if a newer writer fenced the table."""
+    ) -> tuple[int, dict[str, int]]:
+        """Upsert ``rows`` (an upsert table's) and delete the rows of ``deletes`` in one commit
+        (with ``watermark`` if given) on the newest version (``keyed.py``); returns the version
+        it made and Lance's counts. Raises ``WriterReplaced`` once a newer writer fenced it."""
         return await asyncio.to_thread(self._merge_sync, rows, deletes, watermark)
 
     def _merge_sync(
         self, rows: pa.Table | None, deletes: list[Key], watermark: Watermark | None
-    ) -> dict[str, int]:
+    ) -> tuple[int, dict[str, int]]:
         assert self.key is not None
         properties = (
             {} if watermark is None else watermark.properties(self._fence_token, self._consumer)
@@ -279,7 +278,7 @@ class TableSink:
         self._dataset = dataset
         self.version = self._last_append_version = dataset.version
         self.rows += int(stats.get("num_inserted_rows", 0)) - int(stats.get("num_deleted_rows", 0))
-        return stats
+        return dataset.version, stats
 
     async def write(self, batch: pa.Table) -> list[Any]:
         """Write the batch's data files (fragments), not yet part of the table. Raises what
@@ -295,20 +294,21 @@ class TableSink:
             )
         )
 
-    async def commit(self, fragments: list[Any], rows: int, watermark: Watermark) -> None:
+    async def commit(self, fragments: list[Any], rows: int, watermark: Watermark) -> int:
         """Add written fragments holding ``rows`` rows to the table in one commit carrying
-        ``watermark``. Raises ``WriterReplaced`` if a newer writer fenced the table."""
-        await asyncio.to_thread(self._commit_sync, fragments, rows, watermark)
+        ``watermark``; returns the version it made. Raises ``WriterReplaced`` if a newer
+        writer fenced the table."""
+        return await asyncio.to_thread(self._commit_sync, fragments, rows, watermark)
 
-    def _commit_sync(self, fragments: list[Any], rows: int, watermark: Watermark) -> None:
+    def _commit_sync(self, fragments: list[Any], rows: int, watermark: Watermark) -> int:
         dataset = self._opened()
         properties = watermark.properties(self._fence_token, self._consumer)
         with self._committing:
             dataset = self._commit_append(dataset, fragments, properties)
         self._dataset = dataset
         self.rows += rows
-        self.version = dataset.version
-        self._last_append_version = dataset.version
+        self.version = self._last_append_version = dataset.version
+        return dataset.version
 
     def _commit_append(
         self, dataset: lance.LanceDataset, fragments: list[Any], properties: dict[str, str]

@@ -11,6 +11,7 @@ import redis
 
 from lancequeue.producer import Producer
 from tests.support import (
+    WRITTEN,
     WriterProcess,
     queued_records,
     record,
@@ -33,7 +34,7 @@ def test_a_burst_writes_what_is_queued_answers_it_and_exits_0_without_waiting_a_
         wait_for(lambda: queued_records(client) == 300, 60, "the records in Redis")
         burst = writer_process("--burst", "--max-batch", "64", *NEVER_BY_WINDOW)
         assert burst.wait(timeout=60) == 0, burst.log()
-        assert all(future.result(timeout=30) is None for future in futures)
+        assert all(future.result(timeout=30) == WRITTEN for future in futures)
     assert table_ids(db_uri) == list(range(300))
     assert "burst: the queue of table 'docs' is empty" in burst.log()
 
@@ -64,7 +65,7 @@ def test_a_burst_writer_takes_over_and_settles_what_a_killed_writer_left_pending
         first.wait()
         burst = writer_process("--burst", "--lease-ms", "800", *NEVER_BY_WINDOW)
         assert burst.wait(timeout=60) == 0, burst.log()
-        assert all(future.result(timeout=30) is None for future in futures)
+        assert all(future.result(timeout=30) == WRITTEN for future in futures)
     assert table_ids(db_uri) == list(range(20))  # the committed batch was not written twice
 
 

@@ -41,18 +41,18 @@ def test_every_python_block_of_the_readme_runs_as_a_script(
     writer_process("--coalesce-ms", "20", *upserts[2:], table="profiles")
     wait_for(lambda: writer_alive(client) and writer_alive(client, "profiles"), 60, "writers")
     blocks = _blocks("python")
-    assert len(blocks) == 3
+    assert len(blocks) == 4
     for block in blocks:
         done = subprocess.run(
-            [sys.executable, "-c", _here(block, redis_url)],
+            [sys.executable, "-c", _here(block, redis_url).replace("./lancedb", db_uri)],
             capture_output=True,
             text=True,
             timeout=120,
             env=cli_env(),
         )
         assert done.returncode == 0, block + done.stderr
-    # the sync block writes ids 0-9, the asyncio one 10-19: each once
-    assert table_ids(db_uri) == list(range(20))
+    # the sync block writes ids 0-9, the asyncio one 10-19, the read-your-writes one 20: once
+    assert table_ids(db_uri) == list(range(21))
     profiles = lancedb.connect(db_uri).open_table("profiles").to_arrow().to_pylist()
     assert profiles == [{"user_id": 1, "name": "Ada Lovelace"}]
 

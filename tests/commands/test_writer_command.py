@@ -15,6 +15,7 @@ import redis
 from lancequeue.producer import Producer
 from tests.support import (
     KEYS,
+    WRITTEN,
     WriterProcess,
     cli_env,
     free_port,
@@ -46,7 +47,7 @@ def test_a_stop_signal_flushes_the_records_in_hand_answers_them_and_exits_zero(
     writer.signal(signum)
     assert writer.wait() == 0
     for future in futures:
-        assert future.result(timeout=30) is None
+        assert future.result(timeout=30) == WRITTEN
     assert table_ids(db_uri) == [0, 1, 2, 3, 4]
     assert pending_count(client) == 0 and not writer_alive(client)
     assert f"{signum.name}: finishing the batch in hand" in writer.log()
@@ -98,7 +99,7 @@ def test_a_killed_writer_s_unacked_records_are_replayed_by_the_next_writer(
     first.wait()
     second = writer_process("--coalesce-ms", "20")
     for future in futures:
-        assert future.result(timeout=60) is None
+        assert future.result(timeout=60) == WRITTEN
     assert table_ids(db_uri) == [0, 1, 2, 3, 4]
     assert pending_count(client) == 0
     assert re.search(r"replaying \d+ entries left pending by an earlier writer", second.log())

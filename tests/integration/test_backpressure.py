@@ -20,6 +20,7 @@ from lancequeue.producer import Producer
 from tests.drivers import Driven, MakeDriven
 from tests.support import (
     KEYS,
+    WRITTEN,
     StartWriter,
     async_wait_for,
     gather,
@@ -116,7 +117,7 @@ async def test_back_pressure_blocks_enqueue_until_a_flush_makes_room(
     sixth_future = await asyncio.wait_for(sixth, 30)
     assert returned_at[0] >= writer_started_at  # only the writer's flushes made room
     landed = asyncio.gather(*first, fourth, fifth, sixth_future, return_exceptions=True)
-    assert await asyncio.wait_for(landed, 30) == [None] * 7
+    assert await asyncio.wait_for(landed, 30) == [WRITTEN] * 7
     assert table_ids(db_uri) == [0, 1, 2, 3, 4, 5, 6]
 
 
@@ -131,7 +132,7 @@ async def test_waiting_producers_are_woken_once_the_queue_is_half_empty_not_by_e
     listener = client.pubsub(ignore_subscribe_messages=True)
     listener.subscribe(KEYS.flushed_channel)
     start_writer(max_queue_size=8, max_batch=2, coalesce_ms=20)
-    assert await asyncio.wait_for(asyncio.gather(*futures), 30) == [None] * 8
+    assert await asyncio.wait_for(asyncio.gather(*futures), 30) == [WRITTEN] * 8
     assert client.hget(KEYS.writer, "batches") == b"4"  # 8 records in 4 flushes of 2
     # Every message of those flushes was published before their answers were pushed.
     client.publish(KEYS.flushed_channel, "end")

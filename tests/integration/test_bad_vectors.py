@@ -14,7 +14,7 @@ from lancequeue.common.errors import ConfigError, RecordRejected
 from lancequeue.producer import Producer
 from lancequeue.writer.settings import WriterSettings
 from tests.lancedb_reference import add_one_by_one, reference_table, rows
-from tests.support import StartWriter, WriterProcess, gather, table_ids
+from tests.support import WRITTEN, StartWriter, WriterProcess, gather, table_ids
 
 NAN = float("nan")
 SCHEMA = pa.schema([pa.field("id", pa.int64()), pa.field("vector", pa.list_(pa.float32(), 4))])
@@ -38,7 +38,7 @@ async def test_a_nan_vector_is_rejected_naming_its_field_and_its_batch_mates_lan
         assert "field 'vector'" in str(results[index]) and "NaN" in str(results[index])
     assert isinstance(results[3], RecordRejected)
     assert "field 'vector': expected a vector of 4 floats, got 2" in str(results[3])
-    assert [results[i] for i in (0, 4, 5)] == [None] * 3
+    assert [results[i] for i in (0, 4, 5)] == [WRITTEN] * 3
     reference = reference_table(db_uri, "reference", SCHEMA)
     assert add_one_by_one(reference, RECORDS) == [r is None for r in results]
     assert rows(db_uri, "docs") == rows(db_uri, "reference")
@@ -67,7 +67,7 @@ async def test_on_bad_vectors_drops_fills_or_nulls_bad_vectors_as_lancedb_s_add_
             assert "field 'vector'" in str(results[index])
             assert "dropped (on_bad_vectors=drop)" in str(results[index])
     else:
-        assert results == [None] * len(RECORDS)
+        assert results == [WRITTEN] * len(RECORDS)
     if mode == "fill":
         vectors = {row["id"]: row["vector"] for row in rows(db_uri, "docs")}
         assert vectors[2] == [1.0, 0.5, 3.0, 4.0]

@@ -12,7 +12,7 @@ from lance.file import LanceFileReader
 from lancequeue.producer import Producer
 from lancequeue.writer.table import TableSink
 from lancequeue.writer.watermark import Watermark
-from tests.support import FixedToken, StartWriter, gather, record, table_ids, wait_for
+from tests.support import WRITTEN, FixedToken, StartWriter, gather, record, table_ids, wait_for
 
 
 def _fragments(db_uri: str) -> list[int]:
@@ -36,7 +36,9 @@ async def test_a_writer_keeps_the_fragment_count_bounded_and_every_row(
 ) -> None:
     start_writer(max_batch=2, coalesce_ms=60_000, compact_every=4, keep_versions=3)
     for first in range(0, 64, 2):  # 32 flushes of two records
-        assert await gather(producer.enqueue_many([record(first), record(first + 1)])) == [None] * 2
+        assert (
+            await gather(producer.enqueue_many([record(first), record(first + 1)])) == [WRITTEN] * 2
+        )
     # Compaction runs beside the appends: the bound holds once the last one is done.
     rows = wait_for(
         lambda: (found := _fragments(db_uri)) and len(found) < 12 and found,
@@ -58,7 +60,9 @@ async def test_compact_every_zero_leaves_one_fragment_per_flush(
 ) -> None:
     start_writer(max_batch=2, coalesce_ms=60_000, compact_every="0")
     for first in range(0, 12, 2):
-        assert await gather(producer.enqueue_many([record(first), record(first + 1)])) == [None] * 2
+        assert (
+            await gather(producer.enqueue_many([record(first), record(first + 1)])) == [WRITTEN] * 2
+        )
     assert _fragments(db_uri) == [2] * 6
 
 

@@ -16,6 +16,7 @@ from lancequeue.common.errors import RedisUnavailable
 from lancequeue.producer import AsyncProducer, Producer
 from tests.support import (
     CLI,
+    WRITTEN,
     WriterProcess,
     cli_env,
     record,
@@ -49,7 +50,7 @@ def test_with_no_redis_url_writer_and_producers_share_an_embedded_redis_that_out
             restarted = WriterProcess([], tmp_path / "w2.log", env)
             try:
                 for future in futures:
-                    assert future.result(timeout=60) is None
+                    assert future.result(timeout=60) == WRITTEN
             finally:
                 restarted.signal(signal.SIGTERM)
                 assert restarted.wait() == 0

@@ -22,7 +22,7 @@ from tests.fake_embeddings import (
     embed,
 )
 from tests.lancedb_reference import add_one_by_one, reference_table, rows
-from tests.support import TESTS_DIR, StartWriter, WriterProcess, cli_env, gather, run_cli
+from tests.support import TESTS_DIR, WRITTEN, StartWriter, WriterProcess, cli_env, gather, run_cli
 
 REPO = TESTS_DIR.parent
 CONSOLE_SCRIPT = Path(sys.executable).parent / "lancequeue"
@@ -39,7 +39,7 @@ async def test_a_record_without_its_vector_gets_the_one_the_table_s_embedding_fu
         {"id": 2, "text": "its own vector", "vector": [1.0, 2.0, 3.0, 4.0]},
         {"id": 3, "text": "null vector", "vector": None},
     ]
-    assert await gather(producer.enqueue_many(records)) == [None] * 3
+    assert await gather(producer.enqueue_many(records)) == [WRITTEN] * 3
     written = rows(db_uri, "docs")
     assert written[0]["vector"] == embed("hello")
     assert written[1]["vector"] == [1.0, 2.0, 3.0, 4.0]
@@ -60,7 +60,7 @@ async def test_embeddings_are_computed_in_one_call_per_batch_and_vector_column(
     ]
     records[2]["vector"] = [0.0] * DIM  # has its own: not computed
     CALLS.clear()
-    assert await gather(producer.enqueue_many(records)) == [None] * 6
+    assert await gather(producer.enqueue_many(records)) == [WRITTEN] * 6
     assert sorted(CALLS) == [
         [f"text {i}" for i in (0, 1, 3, 4, 5)],
         [f"title {i}" for i in range(6)],
@@ -85,7 +85,7 @@ async def test_a_record_its_function_gives_no_vector_is_treated_as_lancedb_s_add
         assert isinstance(results[0], RecordRejected)
         assert "field 'vector': no vector, as 'text'" in str(results[0])
     else:
-        assert results == [None, None]
+        assert results == [WRITTEN] * 2
 
 
 async def test_a_failing_embedding_function_fails_its_batch_and_the_writer_keeps_serving(
@@ -100,7 +100,7 @@ async def test_a_failing_embedding_function_fails_its_batch_and_the_writer_keeps
         assert "503 Service Unavailable" in str(result)
     assert (
         await gather(producer.enqueue_many([{"id": 3, "text": "a"}, {"id": 4, "text": "b"}]))
-        == [None] * 2
+        == [WRITTEN] * 2
     )
     assert [row["id"] for row in rows(db_uri, "docs")] == [3, 4]
 

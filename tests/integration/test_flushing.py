@@ -21,6 +21,7 @@ from lancequeue.common.replies import decode_results
 from lancequeue.producer import Producer
 from tests.support import (
     KEYS,
+    WRITTEN,
     StartWriter,
     async_wait_for,
     broken_storage,
@@ -66,7 +67,7 @@ async def test_records_sent_together_flush_at_max_batch_one_append_each(
     await writer_serving(client)  # producers pack no more than the writer's max_batch
     futures = producer.enqueue_many([record(i) for i in range(30)])
     results = await gather(futures)
-    assert results == [None] * 30
+    assert results == [WRITTEN] * 30
     assert [len(batch) for batch in flushes] == [10, 10, 10]
     # one table version for the creation, two for the writer's fence, then one per batch
     assert table_versions(db_uri) == 1 + 2 + 3
@@ -122,7 +123,7 @@ async def test_a_failed_append_answers_every_record_of_the_batch_and_the_writer_
     assert all(isinstance(r, WriteFailed) for r in failed)
     assert {r.error_type for r in failed} == {"OSError"}
     ok = await gather(producer.enqueue_many([record(i) for i in range(20, 25)]))
-    assert ok == [None] * 5
+    assert ok == [WRITTEN] * 5
     assert table_ids(db_uri) == [0, 1, 2, 3, 4, 20, 21, 22, 23, 24]
     assert writer._running
 
@@ -141,7 +142,7 @@ async def test_an_append_that_fails_for_a_while_is_retried_and_lands(
             lambda: asyncio.to_thread(lambda: "retry 2/50" in caplog.text),
             what="the writer to retry the append",
         )
-    assert await gather(futures) == [None] * 5
+    assert await gather(futures) == [WRITTEN] * 5
     assert table_ids(db_uri) == [0, 1, 2, 3, 4, 10, 11, 12, 13, 14]
 
 
@@ -185,8 +186,8 @@ async def test_a_raising_on_flushed_hook_changes_nothing(
         raise RuntimeError("hook broke")
 
     start_writer(on_flushed=on_flushed, coalesce_ms=10)
-    assert await gather(producer.enqueue_many([record(i) for i in range(3)])) == [None] * 3
-    assert await gather([producer.enqueue(record(9))]) == [None]
+    assert await gather(producer.enqueue_many([record(i) for i in range(3)])) == [WRITTEN] * 3
+    assert await gather([producer.enqueue(record(9))]) == [WRITTEN]
     assert table_ids(db_uri) == [0, 1, 2, 9]
     assert "on_flushed hook raised" in caplog.text
 
@@ -265,7 +266,9 @@ async def test_with_compact_every_the_writer_compacts_small_fragments_and_keeps_
 ) -> None:
     start_writer(max_batch=2, coalesce_ms=60_000, compact_every=2)
     for first in range(0, 8, 2):  # four flushes of two records
-        assert await gather(producer.enqueue_many([record(first), record(first + 1)])) == [None] * 2
+        assert (
+            await gather(producer.enqueue_many([record(first), record(first + 1)])) == [WRITTEN] * 2
+        )
     # Compaction runs beside the appends: wait for it rather than for the last append.
     wait_for(
         lambda: len(lancedb.connect(db_uri).open_table("docs").to_lance().get_fragments()) < 4,
@@ -306,5 +309,5 @@ async def test_while_a_batch_is_unanswered_the_next_commits_and_the_one_after_wa
     assert not any(future.done() for future in held + committed + waiting)
     assert await asyncio.to_thread(table_ids, db_uri) == [0, 1, 2, 3, 4, 5]  # ...and waits
     release.set()
-    assert await gather(held + committed + waiting) == [None] * 6
+    assert await gather(held + committed + waiting) == [WRITTEN] * 6
     assert table_ids(db_uri) == list(range(8))

@@ -11,7 +11,7 @@ import pyarrow as pa
 from lancequeue.common.errors import RecordRejected
 from lancequeue.producer import Producer
 from tests.lancedb_reference import add_one_by_one, reference_table, rows
-from tests.support import StartWriter, gather
+from tests.support import WRITTEN, StartWriter, gather
 
 SCHEMA = pa.schema(
     [
@@ -39,7 +39,7 @@ async def test_dicts_and_lists_for_json_columns_are_written_as_lancedb_s_add_wri
     reference_table(db_uri, "docs", SCHEMA)  # made by LanceDB: the writer opens it
     start_writer(coalesce_ms=60_000, max_batch=len(RECORDS))
     results = await gather(producer.enqueue_many(RECORDS))
-    assert results[:4] + results[7:] == [None] * 5
+    assert results[:4] + results[7:] == [WRITTEN] * 5
     assert isinstance(results[4], RecordRejected)
     assert "field 'doc': not valid JSON" in str(results[4])
     assert isinstance(results[5], RecordRejected)

@@ -19,6 +19,7 @@ from lancequeue.common.replies import Result
 from lancequeue.producer import Producer
 from tests.support import (
     KEYS,
+    WRITTEN,
     StartWriter,
     WriterProcess,
     async_wait_for,
@@ -164,7 +165,7 @@ async def test_a_producer_packs_one_call_s_records_into_entries_each_answered(
         await queued(client, 10)
         assert queued_entry_count(client) == 3  # one send: 4 + 4 + 2
         start_writer(coalesce_ms=20)
-        assert await gather(futures) == [None] * 10
+        assert await gather(futures) == [WRITTEN] * 10
     assert table_ids(db_uri) == list(range(10))
     wait_for(lambda: queued_records(client) == 0, 30, "the queue to empty")
 
@@ -191,7 +192,7 @@ async def test_a_producer_sends_the_highest_version_the_writer_published_and_is_
         await queued(client, 6)
         assert {fields[b"v"] for fields in queued_entries(client)} == {version}
         start_writer(coalesce_ms=20)  # a writer of this release reads all three
-        assert await gather(futures) == [None] * 6
+        assert await gather(futures) == [WRITTEN] * 6
     assert table_ids(db_uri) == list(range(6))
 
 
@@ -231,7 +232,7 @@ async def test_the_queue_bound_counts_records_not_entries(
         assert time.monotonic() - started >= 0.2
         assert queued_records(client) == 6
         start_writer(coalesce_ms=20, max_queue_size=6, max_batch=6)
-        assert await gather(first) == [None] * 6
-        assert await gather(held) == [None] * 7
+        assert await gather(first) == [WRITTEN] * 6
+        assert await gather(held) == [WRITTEN] * 7
         await asyncio.to_thread(producer.write, record(6), 30)
     assert table_ids(db_uri) == list(range(14))

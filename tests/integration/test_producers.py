@@ -15,6 +15,7 @@ from lancequeue.producer import AsyncProducer
 from tests.drivers import Driven, MakeDriven
 from tests.support import (
     KEYS,
+    WRITTEN,
     StartWriter,
     async_wait_for,
     evalsha_calls,
@@ -45,7 +46,7 @@ async def test_enqueue_returns_a_future_resolved_once_the_record_is_in_the_table
 ) -> None:
     start_writer(coalesce_ms=20)
     future = await made.enqueue(record(1))
-    assert await asyncio.wait_for(future, 30) is None
+    assert await asyncio.wait_for(future, 30) == WRITTEN
     assert table_ids(db_uri) == [1]
 
 

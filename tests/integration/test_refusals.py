@@ -18,7 +18,7 @@ from lancequeue.writer.flush import BatchSettler, RetryPolicy
 from lancequeue.writer.refusals import is_data_error
 from lancequeue.writer.settlement import PreparedBatch, Settlement
 from lancequeue.writer.table import TableSink
-from tests.support import KEYS, FixedToken, StartWriter, broken_storage, gather, table_ids
+from tests.support import KEYS, WRITTEN, FixedToken, StartWriter, broken_storage, gather, table_ids
 
 META = pa.struct([pa.field("a", pa.int64(), nullable=False), pa.field("b", pa.string())])
 SCHEMA = pa.schema([pa.field("id", pa.int64(), nullable=False), pa.field("meta", META)])
@@ -37,7 +37,7 @@ async def test_a_record_missing_a_required_field_inside_a_struct_is_rejected_alo
         {"id": 6},
     ]
     results = await gather(producer.enqueue_many(records))
-    assert [results[i] for i in (0, 3, 4, 5)] == [None] * 4
+    assert [results[i] for i in (0, 3, 4, 5)] == [WRITTEN] * 4
     assert isinstance(results[1], RecordRejected)
     assert "field 'meta': missing required field 'a'" in str(results[1])
     assert isinstance(results[2], RecordRejected)

@@ -12,7 +12,7 @@ import pytest
 from lancequeue.common.errors import ConfigError, RecordRejected
 from lancequeue.writer import Writer
 from tests.drivers import Driven
-from tests.support import StartWriter
+from tests.support import WRITTEN, StartWriter
 
 SCHEMA = pa.schema(
     [pa.field("id", pa.int64()), pa.field("text", pa.string()), pa.field("n", pa.int64())]
@@ -56,7 +56,7 @@ async def test_a_delete_goes_in_stream_order_with_the_upserts_around_it(
         await made.enqueue_delete({"id": 5}),
     ]
     for future in futures:
-        assert await future is None
+        assert await future == WRITTEN
     table = rows(db_uri)
     assert sorted(table) == [1, 3]
     assert table[1]["text"] == "again"
@@ -76,7 +76,7 @@ async def test_deletes_on_an_append_table_remove_earlier_rows_of_the_key_only(
         await made.enqueue({"id": 1, "text": "e", "n": 4}),  # appended: ids repeat here
     ]
     for future in futures:
-        assert await future is None
+        assert await future == WRITTEN
     found = lancedb.connect(db_uri).open_table("docs").to_arrow().to_pylist()
     assert sorted(row["text"] for row in found) == ["d", "e"]
 
@@ -94,7 +94,7 @@ async def test_the_rejection_rules_of_appends_hold_for_upserts_and_deletes(
         await made.enqueue_delete({"id": 1, "text": "not a key column"}),
         await made.enqueue_delete({"text": "no key column"}),
     ]
-    assert await futures[0] is None
+    assert await futures[0] == WRITTEN
     reasons = ["'id'", "'id'", "'zzz'", "'id'", "'text'", "'id'"]
     for future, what in zip(futures[1:], reasons, strict=True):
         with pytest.raises(RecordRejected, match=what):
@@ -108,7 +108,7 @@ async def test_a_delete_to_a_table_without_key_columns_is_rejected_and_nothing_e
     start_writer(schema=SCHEMA, coalesce_ms=200)
     kept = await made.enqueue({"id": 1, "text": "kept", "n": 1})
     refused = await made.enqueue_delete({"id": 1})
-    assert await kept is None
+    assert await kept == WRITTEN
     with pytest.raises(RecordRejected, match="no key columns"):
         await refused
     assert sorted(rows(db_uri)) == [1]

@@ -21,6 +21,7 @@ from lancequeue.common.replies import decode_results, record_digest
 from lancequeue.producer import Producer
 from tests.support import (
     KEYS,
+    WRITTEN,
     StartWriter,
     async_wait_for,
     flush_recorder,
@@ -132,7 +133,7 @@ async def test_an_existing_table_is_used_as_it_is(
     db.create_table("docs", data=[{"id": 100, "text": "old", "vector": [0.0] * 8, "score": 1.5}])
     start_writer(schema=pa.schema([pa.field("other", pa.string())]))  # ignored: table exists
     results = await gather(producer.enqueue_many([{**record(1), "score": 2.5}, record(2)]))
-    assert results == [None, None]  # 'score' is nullable in the existing table
+    assert results == [WRITTEN] * 2  # 'score' is nullable in the existing table
     assert table_ids(db_uri) == [1, 2, 100]
 
 
@@ -285,7 +286,7 @@ async def test_the_first_batch_defines_the_table_with_sensible_types(
         {"id": 2, "score": 0.5, "vector": [1.0, 2.0, 3.0], "note": None, "tags": []},
         {"id": 3, "score": 2, "vector": np.ones(3, dtype=np.float64), "note": None},
     ]
-    assert await gather(producer.enqueue_many(records)) == [None, None, None]
+    assert await gather(producer.enqueue_many(records)) == [WRITTEN] * 3
     schema = lancedb.connect(db_uri).open_table("docs").schema
     assert schema.field("vector").type == pa.list_(pa.float32(), 3)
     assert schema.field("score").type == pa.float64()  # ints and floats together
@@ -300,7 +301,7 @@ async def test_a_first_batch_with_no_values_creates_no_table(
     assert all(isinstance(r, RecordRejected) for r in results)
     assert "give the writer a schema" in str(results[0])
     assert "docs" not in lancedb.connect(db_uri).list_tables().tables
-    assert await gather([producer.enqueue(record(1))]) == [None]  # the next batch defines it
+    assert await gather([producer.enqueue(record(1))]) == [WRITTEN]  # the next batch defines it
     assert table_ids(db_uri) == [1]
 
 
@@ -331,9 +332,9 @@ async def test_a_reply_key_someone_made_a_string_costs_only_its_own_answers(
     client.set(squatted, "not a list")
     futures = producer.enqueue_many([record(1)])
     client.xadd(KEYS.stream, stream_entry(squatted, 1, encode_record(record(2))))
-    assert await gather(futures) == [None]  # the batch was acked and the others answered
+    assert await gather(futures) == [WRITTEN]  # the batch was acked and the others answered
     assert client.get(squatted) == b"not a list"
-    assert await gather([producer.enqueue(record(3))]) == [None]  # the writer kept serving
+    assert await gather([producer.enqueue(record(3))]) == [WRITTEN]  # the writer kept serving
     assert table_ids(db_uri) == [1, 2, 3]
 
 
@@ -356,6 +357,6 @@ async def test_hostile_entries_never_stop_the_writer(
 ) -> None:
     start_writer(coalesce_ms=20)
     client.xadd(KEYS.stream, fields)
-    assert await gather([producer.enqueue(record(1))]) == [None]
+    assert await gather([producer.enqueue(record(1))]) == [WRITTEN]
     assert client.xlen(KEYS.stream) == 0
     assert table_ids(db_uri) == [1]

@@ -32,16 +32,17 @@ from lancequeue.producer.calls import Call, Op, Steps
 from lancequeue.producer.core import ProducerCore
 from lancequeue.producer.futures import RecordFuture
 from lancequeue.producer.outgoing import Outgoing
+from lancequeue.producer.results import WriteResult
 from lancequeue.producer.sending import LEAST_CALL_WAIT_S
 from lancequeue.producer.settings import ProducerSettings
-from tests.support import entry_records, record, wait_for
+from tests.support import WRITTEN, entry_records, record, wait_for
 
-Future = concurrent.futures.Future[None]
+Future = concurrent.futures.Future[WriteResult]
 EPOCH = b"0123456789abcdef0123456789abcdef"
 
 
-def ok(future: Future) -> None:
-    future.set_result(None)
+def ok(future: Future, result: WriteResult) -> None:
+    future.set_result(result)
 
 
 def fail(future: Future, error: LancequeueError) -> None:
@@ -280,7 +281,7 @@ def test_the_listener_resolves_the_futures_an_answer_names_with_their_digest() -
     assert listener.call == Call(Op.NEXT_REPLY)
     reply = encode_results([(1, None, digest), (2, None, b"not its digest")])
     assert listener.answer(reply) == Call(Op.DROP_REPLY, (reply,))
-    assert futures[0].result(timeout=0) is None
+    assert futures[0].result(timeout=0) == WRITTEN
     assert "another client's record" in str(futures[1].exception(timeout=0))
 
 

@@ -21,19 +21,21 @@ from lancequeue.common.protocol import RANGED_VERSION
 from lancequeue.common.replies import encode_ranges, encode_results, record_digest
 from lancequeue.producer.outbox import Outbox
 from lancequeue.producer.outgoing import Outgoing
+from lancequeue.producer.results import WriteResult
+from tests.support import WRITTEN
 
 
-def ok(future: Future[None]) -> None:
-    future.set_result(None)
+def ok(future: Future[WriteResult], result: WriteResult) -> None:
+    future.set_result(result)
 
 
-def fail(future: Future[None], error: LancequeueError) -> None:
+def fail(future: Future[WriteResult], error: LancequeueError) -> None:
     future.set_exception(error)
 
 
 @pytest.fixture
-def outbox() -> Outbox[Future[None]]:
-    made: Outbox[Future[None]] = Outbox(
+def outbox() -> Outbox[Future[WriteResult]]:
+    made: Outbox[Future[WriteResult]] = Outbox(
         "docs", answer_grace_s=1.0, max_record_bytes=1 << 20, pack_records=64
     )
     # A writer that reads columnar entries and publishes no ``protocol``: entries of version 2.
@@ -41,7 +43,9 @@ def outbox() -> Outbox[Future[None]]:
     return made
 
 
-def numbered(outbox: Outbox[Future[None]], count: int) -> list[Outgoing[Future[None]]]:
+def numbered(
+    outbox: Outbox[Future[WriteResult]], count: int
+) -> list[Outgoing[Future[WriteResult]]]:
     _, outgoing, _ = outbox.register(
         [{"id": i, "vector": np.full(4, i, np.float32)} for i in range(count)], Future, 100.0, 60.0
     )
@@ -69,7 +73,7 @@ _DECODE_RESULTS = textwrap.dedent(
 
 
 def test_a_record_re_sent_in_an_entry_of_other_records_is_settled_by_either_send_s_digest(
-    outbox: Outbox[Future[None]],
+    outbox: Outbox[Future[WriteResult]],
 ) -> None:
     a, b, c = numbered(outbox, 3)
     first = outbox.entries.script_args([a, b, c], outbox.entries.pack([a, b, c]), 0.0)
@@ -96,12 +100,12 @@ def test_a_record_re_sent_in_an_entry_of_other_records_is_settled_by_either_send
         ok,
         fail,
     )
-    assert [item.future.result(0) for item in (a, b, c)] == [None, None, None]
+    assert [item.future.result(0) for item in (a, b, c)] == [WRITTEN] * 3
     assert len(outbox) == 0
 
 
 def test_an_ok_carrying_neither_send_s_digest_fails_the_record_as_not_written(
-    outbox: Outbox[Future[None]],
+    outbox: Outbox[Future[WriteResult]],
 ) -> None:
     a, b = numbered(outbox, 2)
     outbox.entries.script_args([a, b], [2], 0.0)
@@ -113,11 +117,11 @@ def test_an_ok_carrying_neither_send_s_digest_fails_the_record_as_not_written(
     error = a.future.exception(0)
     assert isinstance(error, WriteFailed) and error.error_type == "SequenceConflict"
     outbox.settle(encode_results([(b.seq, None, b.digests[-1])]), ok, fail)  # old form
-    assert b.future.result(0) is None
+    assert b.future.result(0) == WRITTEN
 
 
 def test_records_sent_as_a_version_2_columnar_entry_are_settled_by_a_per_record_reply(
-    outbox: Outbox[Future[None]],
+    outbox: Outbox[Future[WriteResult]],
 ) -> None:
     items = numbered(outbox, 3)
     args = outbox.entries.script_args(items, [3], 0.0)
@@ -129,13 +133,13 @@ def test_records_sent_as_a_version_2_columnar_entry_are_settled_by_a_per_record_
     outbox.settle(
         encode_results([(items[0].seq, None, digest), (items[1].seq, rejected, None)]), ok, fail
     )
-    assert items[0].future.result(0) is None
+    assert items[0].future.result(0) == WRITTEN
     assert isinstance(items[1].future.exception(0), RecordRejected)
     assert not items[2].future.done()
 
 
 def test_a_forged_reply_of_many_ranges_costs_no_more_than_its_bytes(
-    outbox: Outbox[Future[None]],
+    outbox: Outbox[Future[WriteResult]],
 ) -> None:
     items = numbered(outbox, 4096)
     outbox.entries.script_args(items, [1] * len(items), 0.0)

@@ -28,13 +28,15 @@ from lancequeue.common.replies import (
 )
 from lancequeue.producer.outbox import ABANDON_RETRY_PAUSE_S, Outbox
 from lancequeue.producer.outgoing import Outgoing
+from lancequeue.producer.results import WriteResult
+from tests.support import WRITTEN
 
-Future = concurrent.futures.Future[None]
+Future = concurrent.futures.Future[WriteResult]
 DUPLICATE = error_payload("WriteFailed", "a copy", "Duplicate")
 
 
-def ok(future: Future) -> None:
-    future.set_result(None)
+def ok(future: Future, result: WriteResult) -> None:
+    future.set_result(result)
 
 
 def fail(future: Future, error: LancequeueError) -> None:
@@ -68,7 +70,7 @@ def outbox() -> Outbox[Future]:
 def test_an_ok_answer_resolves_a_record_only_with_its_own_digest(outbox: Outbox[Future]) -> None:
     mine, other = sent(outbox, b"a", b"b")
     answer(outbox, (mine.seq, None, mine.digests[0]), (other.seq, None, record_digest(b"forged")))
-    assert mine.future.result() is None
+    assert mine.future.result() == WRITTEN
     error = other.future.exception()
     assert isinstance(error, WriteFailed) and error.error_type == "SequenceConflict"
     assert "was not written" in str(error)
@@ -94,7 +96,7 @@ def test_an_answer_settles_earlier_records_never_confirmed_in_the_stream_as_not_
     lost.maybe_sent = True
     confirmed, later = sent(outbox, b"b", b"c")
     answer(outbox, (later.seq, None, later.digests[0]))
-    assert later.future.result() is None
+    assert later.future.result() == WRITTEN
     assert isinstance(lost.future.exception(), WriteTimeout)  # it never reached the stream
     assert not confirmed.future.done()  # in the stream: only its own answer settles it
 
@@ -112,7 +114,7 @@ def test_records_due_are_abandoned_or_wait_for_the_writer_that_claimed_them(
     assert not second.future.done() and second.claimed  # a writer owes it its answer
     assert outbox.to_abandon(1000.0) == ([], None)  # abandoned once, never again
     answer(outbox, (second.seq, None, second.digests[0]))
-    assert second.future.result() is None
+    assert second.future.result() == WRITTEN
 
 
 def test_a_record_redis_cannot_be_asked_about_is_tried_again_then_ends_unknown_within_its_slack(
@@ -192,7 +194,7 @@ def test_a_reply_in_ranges_resolves_each_record_of_a_range_by_the_range_s_digest
         ok,
         fail,
     )
-    assert first.future.result() is None and second.future.result() is None
+    assert first.future.result() == WRITTEN and second.future.result() == WRITTEN
     conflict = third.future.exception()
     assert isinstance(conflict, WriteFailed) and conflict.error_type == "SequenceConflict"
     assert "field 'x'" in str(fourth.future.exception())
@@ -206,7 +208,7 @@ def test_a_reply_naming_an_enormous_range_settles_only_the_records_waiting_in_it
     started = time.monotonic()
     message = msgpack.packb({"ok": [[0, 2**53 - 1, item.digests[0]]], "errors": []})
     outbox.settle(message, ok, fail)
-    assert item.future.result() is None
+    assert item.future.result() == WRITTEN
     assert time.monotonic() - started < 1.0  # not one step per number of the range
 
 
