@@ -259,7 +259,9 @@ async def test_a_bare_version_1_producer_and_a_version_2_one_in_one_batch_each_g
     ]
     popped = await asyncio.to_thread(client.blpop, [ranged], 30)
     assert popped is not None
-    assert msgpack.unpackb(popped[1]) == {"ok": [[20, 22, digest]], "errors": []}
+    ranges = msgpack.unpackb(popped[1])
+    assert ranges == {"ok": [[20, 22, digest]], "errors": [], "version": ranges["version"]}
+    assert isinstance(ranges["version"], int) and ranges["version"] > 0
 
 
 async def test_another_client_s_version_2_entry_never_changes_a_version_1_producer_s_replies(

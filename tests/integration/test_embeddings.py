@@ -79,7 +79,9 @@ async def test_a_record_its_function_gives_no_vector_is_treated_as_lancedb_s_add
     records: list[dict[str, Any]] = [{"id": 1, "text": None}, {"id": 2, "text": "fine"}]
     results = await gather(producer.enqueue_many(records))
     reference = reference_table(db_uri, "reference", EmbeddedDoc)
-    assert [r is None for r in results] == add_one_by_one(reference, records, on_bad_vectors=mode)
+    assert [r == WRITTEN for r in results] == add_one_by_one(
+        reference, records, on_bad_vectors=mode
+    )
     assert rows(db_uri, "docs") == rows(db_uri, "reference")
     if mode == "error":
         assert isinstance(results[0], RecordRejected)

@@ -155,8 +155,8 @@ async def test_a_batch_the_table_refuses_is_bisected_so_only_the_refused_record_
     monkeypatch.setenv("LANCEQUEUE_REFUSE", "id=13")  # the table refuses the record with id 13
     start_writer(max_batch=8, coalesce_ms=60_000)
     results = await gather(producer.enqueue_many([record(i) for i in range(10, 18)]))
-    assert [type(r).__name__ for r in results] == ["NoneType"] * 3 + ["RecordRejected"] + [
-        "NoneType"
+    assert [type(r).__name__ for r in results] == ["WriteResult"] * 3 + ["RecordRejected"] + [
+        "WriteResult"
     ] * 4
     assert "the table refused it" in str(results[3]) and "id=13" in str(results[3])
     assert table_ids(db_uri) == [10, 11, 12, 14, 15, 16, 17]

@@ -28,6 +28,7 @@ from lancequeue.producer import Producer
 from lancequeue.writer import Writer
 from tests.lancedb_reference import add_one_by_one, reference_table, rows
 from tests.parity_rules import SCHEMAS, lenient_rule, records_for, stricter_rule
+from tests.support import WRITTEN
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -169,7 +170,7 @@ def test_records_are_accepted_refused_and_written_as_lancedb_s_add_does(
     answers = asyncio.run(
         _through_lancequeue(redis_server, parity_db, table, schema, records, mode)
     )
-    by_lancequeue = [answer is None for answer in answers]
+    by_lancequeue = [answer == WRITTEN for answer in answers]
     for record, added, queued, answer in zip(records, by_add, by_lancequeue, answers, strict=True):
         if added == queued:
             continue

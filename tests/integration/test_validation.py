@@ -50,7 +50,7 @@ async def test_a_record_names_its_missing_field_and_its_batch_mates_still_land(
     bad_vector = {**record(3), "vector": [1.0, 2.0]}
     no_id = {"text": "no id", "vector": record(4)["vector"]}
     results = await gather(producer.enqueue_many([good[0], bad_vector, no_id, good[1]]))
-    assert results[0] is None and results[3] is None
+    assert results[0] == WRITTEN and results[3] == WRITTEN
     assert isinstance(results[1], RecordRejected)
     assert "field 'vector': expected a vector of 8 floats, got 2" in str(results[1])
     assert isinstance(results[2], RecordRejected)
@@ -81,7 +81,7 @@ async def test_records_that_do_not_fit_the_schema_are_rejected_with_the_field(
     start_writer(schema=schema, coalesce_ms=60_000, max_batch=2)
     results = await gather(producer.enqueue_many([bad, record(7)]))
     assert isinstance(results[0], RecordRejected) and reason in str(results[0])
-    assert results[1] is None
+    assert results[1] == WRITTEN
     assert table_ids(db_uri) == [7]
 
 
@@ -98,9 +98,9 @@ async def test_an_empty_record_is_answered_as_itself(
 ) -> None:
     start_writer(schema=pa.schema([pa.field("id", pa.int64())]), coalesce_ms=60_000, max_batch=3)
     results = await gather(producer.enqueue_many([{}, {"id": "x"}, {"id": 3}]))
-    assert results[0] is None  # every column is nullable: an all-null row
+    assert results[0] == WRITTEN  # every column is nullable: an all-null row
     assert isinstance(results[1], RecordRejected) and "field 'id'" in str(results[1])
-    assert results[2] is None
+    assert results[2] == WRITTEN
     assert sorted(map(str, table_ids_with_nulls(db_uri))) == ["3", "None"]
 
 
@@ -165,7 +165,7 @@ async def test_undecodable_msgpack_is_rejected_alone(
     popped = await asyncio.to_thread(client.blpop, [reply_key], 30)
     assert popped is not None
     results = {r.seq: r.error for r in decode_results(popped[1])}
-    assert results[1] is None
+    assert results[1] == WRITTEN
     assert isinstance(results[2], RecordRejected) and "undecodable" in str(results[2])
     assert table_ids(db_uri) == [1]
 
@@ -246,7 +246,7 @@ async def test_values_arrow_would_convert_with_loss_are_rejected(
     results = await gather(producer.enqueue_many([{"id": 1, "x": value}, {"id": 2}]))
     assert isinstance(results[0], RecordRejected), results[0]
     assert "field 'x'" in str(results[0]) and reason in str(results[0])
-    assert results[1] is None
+    assert results[1] == WRITTEN
     assert table_ids(db_uri) == [2]
 
 
@@ -320,7 +320,7 @@ async def test_byte_string_field_names_are_rejected_alone(
     assert isinstance(results[1], RecordRejected) and "field names must be strings" in str(
         results[1]
     )
-    assert results[2] is None
+    assert results[2] == WRITTEN
     assert table_ids(db_uri) == [3]
 
 
