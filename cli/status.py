@@ -76,6 +76,13 @@ def _rows(status: dict[str, Any]) -> list[tuple[str, object]]:
         ("recovered after a crash", status["recovered_from_watermark"]),
         ("dead letters", status["dead_letters"]),
         ("table rows / version", f"{status['table_rows']} / {status['table_version']}"),
+        *[
+            (
+                f"index {index.get('name')} ({index.get('kind')})",
+                f"{index.get('indexed_rows')} rows indexed, {index.get('unindexed_rows')} not",
+            )
+            for index in status["indexes"]
+        ],
     ]
 
 

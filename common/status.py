@@ -4,6 +4,7 @@ writer's metrics show it)."""
 from __future__ import annotations
 
 import contextlib
+import json
 from typing import Any
 
 import redis
@@ -63,7 +64,18 @@ def read_status(client: SyncRedis, table: str) -> dict[str, Any]:
         "dead_letters": int(dead),
         "table_rows": number("table_rows"),
         "table_version": number("table_version"),
+        "deleted": number("deleted"),
+        # each index: name, kind, columns, indexed_rows, unindexed_rows (the newest upkeep's)
+        "indexes": _indexes(writer.get("indexes")),
     }
+
+
+def _indexes(raw: str | None) -> list[dict[str, Any]]:
+    try:
+        value = json.loads(raw) if raw else []
+    except ValueError:
+        return []
+    return [index for index in value if isinstance(index, dict)] if isinstance(value, list) else []
 
 
 def known_tables(client: SyncRedis) -> list[str]:

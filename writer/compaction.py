@@ -131,6 +131,7 @@ class Compactor:
         keep_versions: int,
         shutdown: Shutdown,
         summary: Summary,
+        upkeep: asyncio.Lock | None = None,
     ) -> None:
         self._policy = policy
         self._sink = sink
@@ -138,6 +139,8 @@ class Compactor:
         self._keep_versions = keep_versions
         self._shutdown = shutdown
         self._summary = summary
+        self._upkeep = upkeep or asyncio.Lock()
+        """Held by each compaction and each index upkeep (``indexing.py``): one at a time."""
         self._next_check = 0.0
         self._running: asyncio.Task[None] | None = None
 
@@ -165,7 +168,8 @@ class Compactor:
         try:
             target: int | None = target_rows
             while target is not None and not self._shutdown.requested.is_set():
-                rows = await self._sink.compact(target, self._keep_versions, MAX_FRAGMENT_ROWS)
+                async with self._upkeep:
+                    rows = await self._sink.compact(target, self._keep_versions, MAX_FRAGMENT_ROWS)
                 if rows is None:
                     return  # nothing merged: the next append looks again
                 self._summary.add({"compactions": 1})

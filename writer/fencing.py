@@ -126,3 +126,31 @@ def find_watermark(dataset: lance.LanceDataset) -> Watermark | None:
         if watermark is not None:
             return watermark
     return Watermark.from_properties(dict(dataset.metadata))
+
+
+def commit_fenced(
+    dataset: lance.LanceDataset,
+    transaction: Callable[[lance.LanceDataset], Transaction],
+    table: tuple[Callable[[], lance.LanceDataset], Callable[[lance.LanceDataset], None]],
+    storage_options: Mapping[str, str] | None,
+    what: str,
+) -> lance.LanceDataset:
+    """Commit the transaction ``transaction`` makes on ``dataset`` (the newest version this
+    writer knows). A fence committed since conflicts with it (an ``Append`` or an ``Update``
+    against a ``Merge``), so a replaced writer never commits here: on any conflict the newest
+    version's fence is checked (``table``: how to open the newest version, and the check, which
+    raises ``WriterReplaced``) and, unfenced, the transaction is made again on it."""
+    latest, check = table
+    for _ in range(_CONFLICT_RETRIES):
+        made = transaction(dataset)
+        try:
+            return lance.LanceDataset.commit(
+                dataset,
+                made,
+                max_retries=0,
+                storage_options=dict(storage_options) if storage_options else None,
+            )
+        except CommitConflictError:
+            dataset = latest()
+            check(dataset)
+    raise OSError(f"{what}: {_CONFLICT_RETRIES} commit conflicts")

@@ -26,9 +26,10 @@ from typing import Any
 
 import lance
 import pyarrow as pa
-from lance.commit import CommitConflictError
+from lance import Transaction
 
 from lancequeue.common.errors import ConfigError
+from lancequeue.writer.fencing import commit_fenced
 
 Key = tuple[Any, ...]
 
@@ -206,42 +207,32 @@ def merge_uncommitted(
     return transaction, stats
 
 
-Table = tuple[
-    lance.LanceDataset,
-    Callable[[], lance.LanceDataset],
-    Callable[[lance.LanceDataset], None],
-    Mapping[str, str] | None,
-]
-"""The newest version of the table the writer knows, how to open its newest version, how to
-check it is not fenced (raising ``WriterReplaced``), and its storage options."""
 Changes = tuple[pa.Table | None, list[Key], dict[str, str]]
 """The rows to upsert (an upsert table's), the keys to delete, the commit's properties (the
 watermark's, if it carries one)."""
 
 
 def commit_changes(
-    table: Table, key: TableKey, changes: Changes, retries: int
+    dataset: lance.LanceDataset,
+    table: tuple[Callable[[], lance.LanceDataset], Callable[[lance.LanceDataset], None]],
+    storage_options: Mapping[str, str] | None,
+    key: TableKey,
+    changes: Changes,
 ) -> tuple[lance.LanceDataset, dict[str, int]]:
-    """Merge and commit a batch's changes on the newest version of the table this writer knows.
-    A commit that conflicts (a compaction rewrote the rows meanwhile) is merged again on the
-    newest version, never committed as it was planned. Raises ``WriterReplaced`` once a newer
-    writer fenced the table."""
-    dataset, latest, check_fence, storage_options = table
+    """Merge and commit a batch's changes on ``dataset``, the newest version of the table this
+    writer knows (``fencing.commit_fenced``; ``table``: how to open the newest version and check
+    its fence). A commit that conflicts (a compaction rewrote the rows meanwhile) is merged
+    again on the newest version, never committed as it was planned."""
     rows, deletes, properties = changes
-    for _ in range(retries):
-        check_fence(dataset)
-        transaction, stats = merge_uncommitted(dataset, key, rows, deletes)
+    stats: dict[str, int] = {}
+
+    def merged(base: lance.LanceDataset) -> Transaction:
+        transaction, counts = merge_uncommitted(base, key, rows, deletes)
+        stats.clear()
+        stats.update(counts)
         if properties:
             transaction = dataclasses.replace(transaction, transaction_properties=properties)
-        try:
-            committed = lance.LanceDataset.commit(
-                dataset,
-                transaction,
-                max_retries=0,
-                storage_options=dict(storage_options) if storage_options else None,
-            )
-        except CommitConflictError:
-            dataset = latest()
-            continue
-        return committed, stats
-    raise OSError(f"merge into {dataset.uri}: {retries} commit conflicts")
+        return transaction
+
+    committed = commit_fenced(dataset, merged, table, storage_options, f"merge into {dataset.uri}")
+    return committed, stats

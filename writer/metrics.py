@@ -218,6 +218,16 @@ class _QueueCollector(Collector):
                 ),
             )
         ]
+        indexes = [
+            GaugeMetricFamily(name, help_text, labels=["table", "index"])
+            for name, help_text in (
+                ("lancequeue_index_indexed_rows", "Rows an index covers (its newest upkeep's)."),
+                (
+                    "lancequeue_index_unindexed_rows",
+                    "Rows an index does not cover yet, that queries scan by brute force.",
+                ),
+            )
+        ]
         for table in list(self._redis_urls):
             try:
                 client = self._client(table)
@@ -228,7 +238,11 @@ class _QueueCollector(Collector):
             values = (status["queue_depth"], status["pending"], oldest_age_s)
             for family, value in zip(families, values, strict=True):
                 family.add_metric([table], float(value))
+            for index in status["indexes"]:
+                for family, field in zip(indexes, ("indexed_rows", "unindexed_rows"), strict=True):
+                    family.add_metric([table, str(index.get("name"))], float(index.get(field, 0)))
         yield from families
+        yield from indexes
 
 
 def _oldest_pending_age_s(client: SyncRedis, keys: TableKeys) -> float:

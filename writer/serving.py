@@ -27,9 +27,9 @@ from lancequeue.writer.answering import Answerer, OnFlushed, RedisClock, table_s
 from lancequeue.writer.claims import BatchClaim, Claimer, Ranges, entry_ranges
 from lancequeue.writer.coalesce import Coalescer
 from lancequeue.writer.column_kinds import publish_columns
-from lancequeue.writer.compaction import CompactionPolicy, Compactor
 from lancequeue.writer.entries import Entry, read_entries
 from lancequeue.writer.flush import BatchSettler, RetryPolicy
+from lancequeue.writer.indexing import check_vector_column
 from lancequeue.writer.lease import Lease
 from lancequeue.writer.metrics import TableMetrics
 from lancequeue.writer.pipeline import FlushPipeline
@@ -40,6 +40,7 @@ from lancequeue.writer.shutdown import Shutdown
 from lancequeue.writer.stream_group import RawEntry, StreamGroup
 from lancequeue.writer.summary import Summary
 from lancequeue.writer.table import TableSink
+from lancequeue.writer.upkeep import Upkeep
 from lancequeue.writer.watermark import Watermark
 
 logger = logging.getLogger(__name__)
@@ -94,14 +95,7 @@ class TableServer:
         self._settler = BatchSettler(
             sink, RetryPolicy(settings.flush_retries, settings.retry_backoff_ms)
         )
-        self._compactor = Compactor(
-            CompactionPolicy.parse(settings.compact_every),
-            sink,
-            settings.max_batch,
-            settings.keep_versions,
-            shutdown,
-            self._answers.summary,
-        )
+        self._upkeep = Upkeep(settings, sink, shutdown, self._answers.summary, (redis, group.keys))
         self._columns = False  # whether the table's columns are published
         self._pipeline: FlushPipeline[PreparedBatch, PreparedBatch | None, PreparedBatch] = (
             FlushPipeline(self._write, self._commit, self._answer, self._after_append)
@@ -142,6 +136,8 @@ class TableServer:
             shutdown.requested,
             what,
         )
+        if settings.vector_index is not None and sink.schema is not None:
+            check_vector_column(sink.schema, settings.vector_index, settings.table)
         server = cls(settings, redis, lease, sink, group, takeover, shutdown, metrics, on_flushed)
         server._columns = await publish_columns(redis, keys, lease, sink.schema)
         return server
@@ -152,6 +148,7 @@ class TableServer:
         """Replay what earlier writers left pending, then serve until a stop is requested; on
         return every record read was flushed, acked and answered (unless replaced)."""
         try:
+            self._upkeep.start()
             await self._coalesce_loop()
             await self._pipeline.drain()
         except BaseException:
@@ -160,7 +157,7 @@ class TableServer:
             raise
         finally:
             await self._group.close()
-            await self._compactor.wait()
+            await self._upkeep.stop()
 
     async def _coalesce_loop(self) -> None:
         group = self._group
@@ -349,7 +346,7 @@ class TableServer:
             self._shutdown.replace(exc)
             return None
         if settlement.commits:
-            self._compactor.committed()
+            self._upkeep.committed(len(settlement.landed))
         return written
 
     async def _answer(self, prepared: PreparedBatch) -> None:

@@ -15,6 +15,7 @@ from lancequeue.common.redis_url import parse_redis_url
 from lancequeue.writer.bad_vectors import BadVectorPolicy
 from lancequeue.writer.compaction import CompactionPolicy
 from lancequeue.writer.imports import load_imports
+from lancequeue.writer.indexing import IndexPolicy
 from lancequeue.writer.keyed import TableKey
 
 
@@ -183,6 +184,31 @@ class WriterSettings:
             "at most every 30 seconds; 0: never.",
         ),
     )
+    reindex_rows: int = field(
+        default=10_000,
+        metadata=_option(
+            "--reindex-rows",
+            "Bring the table's indexes (vector, full-text, scalar) up to date beside the "
+            "appends once this many rows were committed since the last time, and whenever "
+            "the table has been quiet for --reindex-quiet-ms; 0: never.",
+        ),
+    )
+    reindex_quiet_ms: int = field(
+        default=3000,
+        metadata=_option(
+            "--reindex-quiet-ms",
+            "Time without a commit after which any unindexed row is indexed.",
+        ),
+    )
+    vector_index: str | None = field(
+        default=None,
+        metadata=_option(
+            "--vector-index",
+            "Vector column to create an IVF_PQ index on once the table holds enough rows to "
+            "train one (4,096), kept up to date like the others. Default: only the indexes the "
+            "table has.",
+        ),
+    )
     keep_versions: int = field(
         default=16,
         metadata=_option(
@@ -297,6 +323,7 @@ class WriterSettings:
             "max_record_bytes",
             "max_batch_bytes",
             "metadata_cache_bytes",
+            "reindex_quiet_ms",
         ):
             value = getattr(self, name)
             if not isinstance(value, int) or value <= 0:
@@ -309,7 +336,7 @@ class WriterSettings:
                 f"keep_versions must be at least 2 (the newest append's watermark is kept), "
                 f"got {self.keep_versions!r}"
             )
-        for name in ("flush_retries", "summary_every_s", "metrics_port"):
+        for name in ("flush_retries", "summary_every_s", "metrics_port", "reindex_rows"):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 0:
                 raise ConfigError(f"{name} must be a non-negative integer, got {value!r}")
@@ -332,6 +359,10 @@ class WriterSettings:
         if self.delete_key:
             return TableKey(self.delete_key, upsert=False)
         return None
+
+    @property
+    def index_policy(self) -> IndexPolicy:
+        return IndexPolicy(self.reindex_rows, self.reindex_quiet_ms, self.vector_index)
 
     @property
     def bad_vectors(self) -> BadVectorPolicy:

@@ -22,22 +22,19 @@ from typing import Any
 import lance
 import pyarrow as pa
 from lance import LanceOperation, Transaction
-from lance.commit import CommitConflictError
 from lance.optimize import Compaction
 
 from lancequeue.common.errors import ConfigError
 from lancequeue.writer.arrow_batch import BatchBuilder, Records, Row
 from lancequeue.writer.bad_vectors import BadVectorPolicy
 from lancequeue.writer.compaction import plan_rewrites
-from lancequeue.writer.fencing import check_fence, fence, fence_of
+from lancequeue.writer.fencing import check_fence, commit_fenced, fence, fence_of
 from lancequeue.writer.keyed import Key, TableKey, commit_changes
 from lancequeue.writer.lease import TokenSource
 from lancequeue.writer.schema_inference import infer_schema
 from lancequeue.writer.watermark import Watermark
 
 logger = logging.getLogger(__name__)
-
-_CONFLICT_RETRIES = 20
 
 
 class TableSink:
@@ -191,6 +188,13 @@ class TableSink:
     def _check_fence(self, dataset: lance.LanceDataset) -> None:
         check_fence(dataset, self._fence_token, self.name)
 
+    def fresh(self) -> lance.LanceDataset:
+        """A handle of its own on the newest version, once no newer writer fenced the table
+        (else ``WriterReplaced``): for upkeep beside the appends."""
+        dataset = self._open()
+        self._check_fence(dataset)
+        return dataset
+
     # -- appends -----------------------------------------------------------------------------
 
     async def ensure_table(self, records: Records) -> Watermark | None:
@@ -270,10 +274,11 @@ class TableSink:
         )
         with self._committing:
             dataset, stats = commit_changes(
-                (self._opened(), self._latest, self._check_fence, self._storage_options),
+                self._opened(),
+                (self._latest, self._check_fence),
+                self._storage_options,
                 self.key,
                 (rows, deletes, properties),
-                _CONFLICT_RETRIES,
             )
         self._dataset = dataset
         self.version = self._last_append_version = dataset.version
@@ -304,34 +309,21 @@ class TableSink:
         dataset = self._opened()
         properties = watermark.properties(self._fence_token, self._consumer)
         with self._committing:
-            dataset = self._commit_append(dataset, fragments, properties)
+            dataset = commit_fenced(
+                dataset,
+                lambda base: Transaction(
+                    read_version=base.version,
+                    operation=LanceOperation.Append(fragments),
+                    transaction_properties=properties,
+                ),
+                (self._latest, self._check_fence),
+                self._storage_options,
+                f"append to {self.name!r}",
+            )
         self._dataset = dataset
         self.rows += rows
         self.version = self._last_append_version = dataset.version
         return dataset.version
-
-    def _commit_append(
-        self, dataset: lance.LanceDataset, fragments: list[Any], properties: dict[str, str]
-    ) -> lance.LanceDataset:
-        for _ in range(_CONFLICT_RETRIES):
-            try:
-                # A fence committed since ``dataset`` conflicts with this append (Project
-                # against Append), so a replaced writer can never commit here.
-                dataset = lance.LanceDataset.commit(
-                    dataset,
-                    Transaction(
-                        read_version=dataset.version,
-                        operation=LanceOperation.Append(fragments),
-                        transaction_properties=properties,
-                    ),
-                    max_retries=0,
-                    storage_options=self._storage_options,
-                )
-                return dataset
-            except CommitConflictError:
-                dataset = self._latest()
-                self._check_fence(dataset)  # a newer writer's fence: stop; anything else: again
-        raise OSError(f"append to {self.name!r}: {_CONFLICT_RETRIES} commit conflicts")
 
     def fragment_rows(self) -> list[int]:
         """The row count of each of the table's fragments (from the manifest in memory)."""
@@ -359,8 +351,7 @@ class TableSink:
         # the Rewrite over them (they touch other fragments). A fence committed since the plan
         # stops it: checked just before the commit, and Lance refuses a Rewrite planned before
         # a Merge, so a writer replaced meanwhile cannot commit it even if the check races.
-        dataset = self._open()
-        self._check_fence(dataset)
+        dataset = self.fresh()
         planned = plan_rewrites(dataset, target_rows, commit_rows)
         if planned is None:
             return None  # e.g. the small fragments are not adjacent
