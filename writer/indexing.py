@@ -76,22 +76,19 @@ def index_coverage(dataset: lance.LanceDataset) -> list[IndexCoverage]:
     """Each index of ``dataset`` and the rows (as stored, deleted ones included) of the
     fragments it covers and does not; from the manifest, reading no index."""
     fragments = {f.fragment_id: f.metadata.physical_rows for f in dataset.get_fragments()}
-    found: dict[str, tuple[str, tuple[str, ...], set[int]]] = {}
-    for index in dataset.list_indices():
-        covered = found.setdefault(
-            index["name"], (str(index["type"]), tuple(index["fields"]), set())
-        )[2]
-        covered.update(int(fragment) for fragment in index["fragment_ids"])
-    return [
-        IndexCoverage(
-            name,
-            kind,
-            columns,
-            sum(rows for fragment, rows in fragments.items() if fragment in covered),
-            sum(rows for fragment, rows in fragments.items() if fragment not in covered),
+    found: list[IndexCoverage] = []
+    for index in dataset.describe_indices():
+        covered = {int(fragment) for part in index.segments for fragment in part.fragment_ids}
+        found.append(
+            IndexCoverage(
+                index.name,
+                str(index.index_type),
+                tuple(index.field_names),
+                sum(rows for fragment, rows in fragments.items() if fragment in covered),
+                sum(rows for fragment, rows in fragments.items() if fragment not in covered),
+            )
         )
-        for name, (kind, columns, covered) in sorted(found.items())
-    ]
+    return sorted(found, key=lambda index: index.name)
 
 
 def vector_index_shape(rows: int, dim: int) -> tuple[int, int]:
@@ -244,7 +241,7 @@ class IndexKeeper:
         column = self._vector_column
         if column is None:
             return False
-        if any(column in index["fields"] for index in dataset.list_indices()):
+        if any(column in index.field_names for index in dataset.describe_indices()):
             return False
         try:
             dim = check_vector_column(dataset.schema, column, self._sink.name)

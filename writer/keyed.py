@@ -230,9 +230,10 @@ def commit_changes(
         transaction, counts = merge_uncommitted(base, key, rows, deletes)
         stats.clear()
         stats.update(counts)
+        made: Transaction = transaction
         if properties:
-            transaction = dataclasses.replace(transaction, transaction_properties=properties)
-        return transaction
+            made = dataclasses.replace(made, transaction_properties=properties)
+        return made
 
     committed = commit_fenced(dataset, merged, table, storage_options, f"merge into {dataset.uri}")
     return committed, stats

@@ -4,12 +4,15 @@ creates a vector index on request once the table can train one."""
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Callable
 from typing import Any
 
 import lancedb
 import numpy as np
 import pytest
 import redis
+from lancedb.index import FTS, BTree, IvfPq
 
 from lancequeue.common.errors import ConfigError
 from lancequeue.common.status import read_status
@@ -30,10 +33,16 @@ def indexed_table(db_uri: str) -> lancedb.table.Table:
     """A table of 1,000 rows with an IVF_PQ index on ``vector``, a full-text index on ``text``
     and a B-tree on ``id``, as a LanceDB user makes them."""
     table = lancedb.connect(db_uri).create_table("docs", data=[row(i) for i in range(1000)])
-    table.create_index(vector_column_name="vector", num_partitions=2, num_sub_vectors=4)
-    table.create_fts_index("text")
-    table.create_scalar_index("id")
+    table.create_index("vector", config=IvfPq(num_partitions=2, num_sub_vectors=4))
+    table.create_index("text", config=FTS())
+    table.create_index("id", config=BTree())
     return table
+
+
+async def until(condition: Callable[[], Any], timeout: float, what: str) -> Any:
+    """``async_wait_for`` of a condition that reads the table (on a thread: the writer under
+    test runs on this event loop)."""
+    return await async_wait_for(lambda: asyncio.to_thread(condition), timeout, what)
 
 
 def unindexed(db_uri: str) -> dict[str, int]:
@@ -55,7 +64,7 @@ async def test_once_the_queue_is_quiet_every_index_covers_every_row_and_finds_th
     assert await gather(producer.enqueue_many([row(i) for i in range(1000, 3000)])) == (
         [WRITTEN] * 2000
     )
-    await async_wait_for(
+    await until(
         lambda: set(unindexed(db_uri).values()) == {0}, 60, "every index to cover every row"
     )
     table = lancedb.connect(db_uri).open_table("docs")
@@ -64,7 +73,7 @@ async def test_once_the_queue_is_quiet_every_index_covers_every_row_and_finds_th
     assert [hit["id"] for hit in found] == [2500]
     near = table.search(row(2999)["vector"]).limit(1).to_list()  # through the ANN index
     assert near[0]["id"] == 2999
-    status = await async_wait_for(
+    status = await until(
         lambda: [i for i in read_status(client, "docs")["indexes"] if i["unindexed_rows"] == 0],
         30,
         "the status to show the indexes up to date",
@@ -80,9 +89,7 @@ async def test_enough_new_rows_bring_the_indexes_up_to_date_without_a_quiet_spel
     start_writer(reindex_quiet_ms=600_000, reindex_rows=500, max_batch=100)
     for first in range(1000, 2000, 100):  # a steady stream: never quiet for ten minutes
         await gather(producer.enqueue_many([row(i) for i in range(first, first + 100)]))
-    await async_wait_for(
-        lambda: max(unindexed(db_uri).values()) < 500, 60, "the upkeep at 500 new rows"
-    )
+    await until(lambda: max(unindexed(db_uri).values()) < 500, 60, "the upkeep at 500 new rows")
 
 
 async def test_with_reindex_rows_0_the_writer_leaves_the_indexes_alone(
@@ -103,11 +110,11 @@ async def test_vector_index_is_created_once_the_table_can_train_one_and_then_kep
     table = lancedb.connect(db_uri).open_table("docs")
     assert table.list_indices() == []  # 3,000 rows: fewer than an index needs
     await gather(producer.enqueue_many([row(i) for i in range(3000, 5000)]))
-    await async_wait_for(
+    await until(
         lambda: unindexed(db_uri) == {"vector_idx": 0}, 60, "a vector index covering every row"
     )
     index = lancedb.connect(db_uri).open_table("docs").list_indices()[0]
-    assert index.index_type == "IVF_PQ" and index.columns == ["vector"]
+    assert index.index_type == "IvfPq" and index.columns == ["vector"]
 
 
 async def test_compaction_and_index_upkeep_together_lose_nothing(
@@ -117,7 +124,7 @@ async def test_compaction_and_index_upkeep_together_lose_nothing(
     start_writer(max_batch=50, compact_every="2", reindex_rows=100, reindex_quiet_ms=200)
     for first in range(1000, 3000, 50):
         await gather(producer.enqueue_many([row(i) for i in range(first, first + 50)]))
-    await async_wait_for(
+    await until(
         lambda: set(unindexed(db_uri).values()) == {0}, 60, "every index to cover every row"
     )
     assert table_ids(db_uri) == list(range(3000))  # each row once
@@ -140,8 +147,6 @@ async def test_a_vector_index_on_a_table_the_first_batch_makes_without_it_is_log
 ) -> None:
     start_writer(vector_index="embedding", reindex_quiet_ms=50)
     await gather(producer.enqueue_many([row(i) for i in range(10)]))
-    await async_wait_for(
-        lambda: "no vector column of that name" in caplog.text, 30, "the error logged"
-    )
+    await until(lambda: "no vector column of that name" in caplog.text, 30, "the error logged")
     assert caplog.text.count("no vector column of that name") == 1
     assert table_ids(db_uri) == list(range(10))  # the writer kept writing
