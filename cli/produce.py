@@ -35,14 +35,19 @@ class _Tally:
     written: int = 0
     rejected: int = 0
     failed: int = 0
+    version: int | None = None
+    """The newest table version a written record's answer named: every record written is
+    visible from it on."""
     reasons: list[str] = field(default_factory=list)
 
     def settle(self, where: str, outcome: RecordRejected | Future[WriteResult]) -> None:
         try:
             if isinstance(outcome, RecordRejected):
                 raise outcome
-            outcome.result()  # answered by the deadline + answer_grace_ms
+            result = outcome.result()  # answered by the deadline + answer_grace_ms
             self.written += 1
+            if result.version is not None:
+                self.version = max(self.version or 0, result.version)
         except RecordRejected as exc:
             self.rejected += 1
             self._reason(f"{where}: {exc}")
@@ -66,7 +71,8 @@ class _Tally:
 
     @property
     def line(self) -> str:
-        return f"written {self.written:,}, rejected {self.rejected:,}, failed {self.failed:,}"
+        counts = f"written {self.written:,}, rejected {self.rejected:,}, failed {self.failed:,}"
+        return counts if self.version is None else f"{counts} (table version {self.version})"
 
 
 def _chunks(items: Iterator[Item], size: int) -> Iterator[list[Item]]:

@@ -122,8 +122,12 @@ def test_produce_with_upsert_key_run_again_after_ctrl_c_writes_each_record_once(
     assert out.startswith("interrupted: written "), out
     again = run_cli(*command[len(CLI) :], str(source))
     assert again.returncode == 0, again.stderr
-    assert f"written {count:,}, rejected 0, failed 0" in again.stdout
+    assert f"written {count:,}, rejected 0, failed 0 (table version " in again.stdout
     assert table_ids(db_uri) == list(range(count))  # each id once
+    version = int(again.stdout.rsplit("table version ", 1)[1].split(")")[0])
+    table = lancedb.connect(db_uri).open_table("docs")
+    table.checkout(version)  # every record written is visible in the version it names
+    assert table.count_rows() == count
     writer.signal(signal.SIGTERM)
     assert writer.wait() == 0
 
