@@ -5,6 +5,7 @@ creates a vector index on request once the table can train one."""
 from __future__ import annotations
 
 import asyncio
+import urllib.request
 from collections.abc import Callable
 from typing import Any
 
@@ -13,12 +14,21 @@ import numpy as np
 import pytest
 import redis
 from lancedb.index import FTS, BTree, IvfPq
+from prometheus_client.parser import text_string_to_metric_families
 
 from lancequeue.common.errors import ConfigError
 from lancequeue.common.status import read_status
 from lancequeue.producer import Producer
 from lancequeue.writer import Writer
-from tests.support import WRITTEN, StartWriter, async_wait_for, gather, table_ids
+from tests.support import (
+    WRITTEN,
+    StartWriter,
+    async_wait_for,
+    free_port,
+    gather,
+    run_cli,
+    table_ids,
+)
 
 DIM = 16
 
@@ -150,3 +160,38 @@ async def test_a_vector_index_on_a_table_the_first_batch_makes_without_it_is_log
     await until(lambda: "no vector column of that name" in caplog.text, 30, "the error logged")
     assert caplog.text.count("no vector column of that name") == 1
     assert table_ids(db_uri) == list(range(10))  # the writer kept writing
+
+
+async def test_status_and_metrics_show_each_index_s_indexed_and_unindexed_rows(
+    start_writer: StartWriter, producer: Producer, client: redis.Redis, redis_url: str, db_uri: str
+) -> None:
+    indexed_table(db_uri)
+    port = free_port()
+    start_writer(reindex_quiet_ms=200, metrics_port=port)
+    await gather(producer.enqueue_many([row(i) for i in range(1000, 1300)]))
+    await until(lambda: _fully_indexed(client), 60, "the status to show every index up to date")
+
+    def scraped() -> dict[tuple[str, str], float]:
+        url = f"http://127.0.0.1:{port}/metrics"
+        with urllib.request.urlopen(url, timeout=10) as response:
+            text = response.read().decode()
+        return {
+            (sample.name, sample.labels["index"]): sample.value
+            for family in text_string_to_metric_families(text)
+            for sample in family.samples
+            if sample.name.startswith("lancequeue_index_")
+        }
+
+    metrics = await asyncio.to_thread(scraped)
+    for name in ("id_idx", "text_idx", "vector_idx"):
+        assert metrics[("lancequeue_index_indexed_rows", name)] == 1300
+        assert metrics[("lancequeue_index_unindexed_rows", name)] == 0
+    shown = await asyncio.to_thread(run_cli, "status", "--table", "docs", "--redis", redis_url)
+    assert (
+        "index text_idx (Inverted)" in shown.stdout and "1300 rows indexed, 0 not" in shown.stdout
+    )
+
+
+def _fully_indexed(client: redis.Redis) -> bool:
+    indexes = read_status(client, "docs")["indexes"]
+    return len(indexes) == 3 and all(index["unindexed_rows"] == 0 for index in indexes)
