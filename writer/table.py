@@ -13,6 +13,7 @@ holds after every earlier writer.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import threading
 from collections.abc import Mapping, Sequence
@@ -69,7 +70,7 @@ class TableSink:
         self._fence_token = token
         self._consumer = consumer
         self._last_append_version = 0
-        self._committing = threading.Lock()
+        self._committing = threading.RLock()
         """Held by each commit, an append's or a compaction's: this writer's commits never race
         one another. (A compaction's ``Rewrite`` that raced a stream of appends could lose to
         them again and again, each retry reading more transactions, until Lance gave up.)"""
@@ -351,15 +352,18 @@ class TableSink:
         # the Rewrite over them (they touch other fragments). A fence committed since the plan
         # stops it: checked just before the commit, and Lance refuses a Rewrite planned before
         # a Merge, so a writer replaced meanwhile cannot commit it even if the check races.
-        dataset = self.fresh()
-        planned = plan_rewrites(dataset, target_rows, commit_rows)
-        if planned is None:
-            return None  # e.g. the small fragments are not adjacent
-        rewrites, options = planned
+        # Lance does not rebase a Rewrite over a merge or a delete of its rows: on a table with
+        # key columns, the commits wait from the plan to the commit.
         try:
-            with self._committing:
-                self._check_fence(self._open())
-                metrics = Compaction.commit(dataset, rewrites, options)
+            with self._committing if self.key is not None else contextlib.nullcontext():
+                dataset = self.fresh()
+                planned = plan_rewrites(dataset, target_rows, commit_rows)
+                if planned is None:
+                    return None  # e.g. the small fragments are not adjacent
+                rewrites, options = planned
+                with self._committing:
+                    self._check_fence(self._open())
+                    metrics = Compaction.commit(dataset, rewrites, options)
         except OSError as exc:
             self._check_fence(self._open())  # replaced: say so; else a plain failure
             raise OSError(f"compaction of {self.name!r} was not committed: {exc}") from exc
