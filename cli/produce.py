@@ -163,7 +163,9 @@ def produce_command(
         raise click.BadParameter(str(exc), param_hint="FILES") from exc
     tally = _Tally()
     progress = _Progress(sys.stderr.isatty())
-    in_flight: deque[list[tuple[str, RecordRejected | Future[WriteResult]]]] = deque()
+    # sent, not yet counted, in order (taken off as counted: an interrupt counts the rest)
+    in_flight: deque[tuple[str, RecordRejected | Future[WriteResult]]] = deque()
+    chunks: deque[int] = deque()  # the sizes of the chunks in flight
     try:
         made = Producer(table, redis_url=redis_url, data_dir=data_dir)
     except LancequeueError as exc:  # a bad URL, table name or certificate: one line
@@ -185,21 +187,17 @@ def produce_command(
         for chunk in _chunks(_all_items(paths, forced_format, columns), batch):
             sendable = [item for _, item in chunk if not isinstance(item, RecordRejected)]
             futures = iter(made.enqueue_many(sendable, timeout))
-            in_flight.append(
-                [
-                    (where, item if isinstance(item, RecordRejected) else next(futures))
-                    for where, item in chunk
-                ]
+            in_flight.extend(
+                (where, item if isinstance(item, RecordRejected) else next(futures))
+                for where, item in chunk
             )
-            while len(in_flight) >= concurrency:
-                for where, outcome in in_flight.popleft():
-                    tally.settle(where, outcome)
+            chunks.append(len(chunk))
+            while len(chunks) >= concurrency:
+                _count(tally, in_flight, chunks.popleft())
                 progress.show(tally)
-        while in_flight:
-            for where, outcome in in_flight.popleft():
-                tally.settle(where, outcome)
+        _count(tally, in_flight, len(in_flight))
     except KeyboardInterrupt:
-        unknown = tally.settle_done([outcome for sent in in_flight for _, outcome in sent])
+        unknown = tally.settle_done([outcome for _, outcome in in_flight])
         made.close(timeout=0)  # no waiting for answers: the user asked to stop
         progress.done()
         click.echo(f"interrupted: {tally.line}, {unknown:,} sent without an answer yet")
@@ -217,6 +215,18 @@ def produce_command(
     for reason in tally.reasons:
         click.echo(f"  {reason}", err=True)
     sys.exit(0 if tally.rejected == tally.failed == 0 else 1)
+
+
+def _count(
+    tally: _Tally,
+    in_flight: deque[tuple[str, RecordRejected | Future[WriteResult]]],
+    count: int,
+) -> None:
+    """Wait for and count the oldest ``count`` records in flight, each taken off once counted."""
+    for _ in range(count):
+        where, outcome = in_flight[0]
+        tally.settle(where, outcome)
+        in_flight.popleft()
 
 
 def _check_upsert_key(

@@ -61,9 +61,9 @@ row. The Python producer sends its deletes in them, its records as version 3."""
 VERSIONS = (PROTOCOL_VERSION, RANGED_VERSION, SHA256_VERSION, DELETE_VERSION)
 HIGHEST_VERSION = DELETE_VERSION
 RANGED_VERSIONS = (RANGED_VERSION, SHA256_VERSION, DELETE_VERSION)
+"""The versions whose producers read their answers in ranges."""
 SHA256_VERSIONS = (SHA256_VERSION, DELETE_VERSION)
 """The versions whose ok answers carry SHA-256 digests."""
-"""The versions whose producers read their answers in ranges."""
 FIELD_VERSION = b"v"
 FIELD_REPLY = b"reply"
 FIELD_SEQ = b"seq"

@@ -129,6 +129,7 @@ class Producer:
 
     def delete(self, key: Mapping[str, Any], timeout: float | None = None) -> WriteResult:
         """Delete the rows of ``key`` and wait until they are gone (or raise why not)."""
+        self._may_wait()
         return self._wait([self.enqueue_delete(key, timeout)])[0]
 
     def write(self, record: Mapping[str, Any], timeout: float | None = None) -> WriteResult:
@@ -145,15 +146,20 @@ class Producer:
         that takes ``timeout`` plus ``answer_grace_ms`` at most (plus a second if Redis hangs),
         unless a writer claimed a record and its commit takes longer: then its answer is awaited.
         """
+        self._may_wait()
         return self._wait(self.enqueue_many(records, timeout))
 
-    def _wait(self, futures: list[Future[WriteResult]]) -> list[WriteResult]:
-        """Wait for every future, then raise the first one's error; else their results."""
+    def _may_wait(self) -> None:
+        """Raise before anything is sent if this thread is one of the producer's own."""
         if self._threads.ours():
             raise LancequeueError(
                 "write() in a future's done-callback would wait for answers only the thread "
                 "running that callback can deliver; use enqueue() there"
             )
+
+    @staticmethod
+    def _wait(futures: list[Future[WriteResult]]) -> list[WriteResult]:
+        """Wait for every future, then raise the first one's error; else their results."""
         concurrent.futures.wait(futures)
         for future in futures:
             error = future.exception()

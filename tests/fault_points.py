@@ -21,7 +21,7 @@ step (another writer taking the table over) and SIGCONT it afterwards:
 - ``compact``: a compaction is about to be planned (its handle on the table opened, the fence
   checked).
 
-``LANCEQUEUE_REFUSE=<column>=<value>`` makes every write of a batch holding a row whose
+``LANCEQUEUE_REFUSE=<column>=<value>`` makes every write (or merge) of a batch holding a row whose
 ``<column>`` equals ``<value>`` (compared as text) fail with a ``ValueError``, as the table would
 for a record the writer's checks missed: the writer must bisect the batch and land the others.
 """
@@ -35,7 +35,7 @@ from typing import Any
 import lance.fragment
 from lance.optimize import Compaction
 
-from lancequeue.writer import compaction, table
+from lancequeue.writer import compaction, keyed, table
 from lancequeue.writer.flush import BatchSettler
 from lancequeue.writer.serving import TableServer
 from lancequeue.writer.settlement import Settlement
@@ -84,6 +84,7 @@ def _refusal(rows: Any) -> None:
 # The steps wrapped: each original is kept and called.
 
 _write_fragments = lance.fragment.write_fragments
+_merge_uncommitted = keyed.merge_uncommitted
 _commit_sync = table.TableSink._commit_sync
 _commit = BatchSettler.commit
 _answer = TableServer._answer
@@ -94,9 +95,15 @@ def _refusing_write_fragments(data: Any, *args: Any, **kwargs: Any) -> Any:
     return _write_fragments(data, *args, **kwargs)
 
 
-def _crashing_commit_sync(self: table.TableSink, *args: Any, **kwargs: Any) -> None:
+def _refusing_merge(dataset: Any, key: Any, rows: Any, *args: Any) -> Any:
+    if rows is not None:
+        _refusal(rows)
+    return _merge_uncommitted(dataset, key, rows, *args)
+
+
+def _crashing_commit_sync(self: table.TableSink, *args: Any, **kwargs: Any) -> int:
     crash_point("mid_append")
-    _commit_sync(self, *args, **kwargs)
+    return _commit_sync(self, *args, **kwargs)
 
 
 async def _crashing_commit(self: BatchSettler, *args: Any, **kwargs: Any) -> Settlement:
@@ -128,6 +135,7 @@ class _Compaction:
 
 
 lance.fragment.write_fragments = _refusing_write_fragments
+keyed.merge_uncommitted = _refusing_merge
 table.TableSink._commit_sync = _crashing_commit_sync  # type: ignore[method-assign]
 BatchSettler.commit = _crashing_commit  # type: ignore[method-assign]
 TableServer._answer = _crashing_answer  # type: ignore[method-assign]

@@ -149,13 +149,11 @@ def read_entries(
     columns = fields.get(FIELD_COLUMNS) if packed is None else None
     # A packed entry whose records a read left out (OVERSIZED) still says how many it held.
     left_out = OVERSIZED in fields and FIELD_COUNT in fields
-    if (
-        (packed is None and columns is None and not left_out)
-        or FIELD_RECORD in fields
-        or FIELD_DELETE in fields
-    ):
+    if (packed is None and columns is None and not left_out) or FIELD_RECORD in fields:
         return [read_entry(keys, entry_id, fields, max_record_bytes)]
     head = _head(keys, entry_id, fields)
+    if FIELD_DELETE in fields:  # each of its sequence numbers gets this answer
+        head.rejection = head.rejection or "entry carries both records and a delete ('del')"
     if head.rejection is None and OVERSIZED in fields:
         head.rejection = _oversized(fields[OVERSIZED], max_record_bytes)
     count_raw = fields.get(FIELD_COUNT)
@@ -198,7 +196,7 @@ def read_entry(
     data = fields.get(FIELD_RECORD)
     key = fields.get(FIELD_DELETE)
     if key is not None:
-        if data is not None or FIELD_RECORDS in fields or FIELD_COLUMNS in fields:
+        if data is not None:
             entry.rejection = "entry carries both a record and a delete ('del')"
         elif entry.version != DELETE_VERSION:
             entry.rejection = (

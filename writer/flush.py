@@ -130,7 +130,8 @@ class BatchSettler:
                 if earlier is not None:
                     writable = self._recover(writable, earlier, epoch, result)
             deletes = [entry for entry in writable if entry.delete]
-            if deletes and not self._sink.ready:  # no table: no row to delete
+            if deletes and not self._sink.ready and self._sink.key is not None:
+                # no table yet: no row has the key (a writer without key columns refuses them)
                 result.answers.update((entry.record_id, None) for entry in deletes)
                 writable = [entry for entry in writable if not entry.delete]
             if not writable:
@@ -146,7 +147,7 @@ class BatchSettler:
                 type(exc).__name__,
                 exc,
             )
-            self._fail(writable, result, exc)
+            result.fail(writable, exc)
             return prepared
         for index, reason in rejected.items():
             result.answers[puts[index].record_id] = rejection_answer(reason)
@@ -234,8 +235,6 @@ class BatchSettler:
             started = time.monotonic()
             await self._commit(prepared, prepared.written, result)
             result.append_s += time.monotonic() - started
-        elif prepared.applied:  # superseded within the batch, nothing to commit
-            result.answers.update((entry.record_id, None) for entry in prepared.applied)
         result.rejected = sum(
             1
             for answer in result.answers.values()
@@ -260,7 +259,7 @@ class BatchSettler:
             written.add(rows, outcome, batch.num_rows)
             return True
         if not is_data_error(outcome):
-            self._fail(rows, result, outcome)
+            result.fail(rows, outcome)
             return False
         if len(rows) == 1:
             result.answers[rows[0].record_id] = rejection_answer(
@@ -269,43 +268,84 @@ class BatchSettler:
             return True
         half = len(rows) // 2
         if not await self._write(rows[:half], batch.slice(0, half), result, written):
-            self._fail(rows[half:], result, outcome)
+            result.fail(rows[half:], outcome)
             return False
         return await self._write(rows[half:], batch.slice(half), result, written)
 
     async def _commit(self, prepared: PreparedBatch, written: Written, result: Settlement) -> None:
-        """One commit of everything written, with the watermark of the whole batch: by now
-        every record of it is written or has its answer."""
-        # Before the commit only the records not written have answers: what it lists of its
-        # own batch, and what the batch's entry among the unanswered stays if it succeeds.
-        skipped = skipped_answers(result)
-        earlier = list(self._unanswered.values())  # landed before this one, not answered
-        watermark = batch_watermark(prepared.epoch, prepared.entries, [*earlier, skipped])
-        rows = prepared.rows if self._upserts else written.rows
-        if self._upserts or prepared.deletes:  # deletes before the appends they precede
-            table = prepared.table if self._upserts else None
-            last = self._upserts or not written.fragments  # then it carries the watermark
-            merged = await self._with_retries(
-                lambda: self._sink.merge(table, prepared.deletes, watermark if last else None),
-                len(prepared.rows) + len(prepared.deletes),
+        """Commit the batch: its deletes (``keyed.py``), then its rows (an upsert table's merge,
+        else the data files written), the last commit carrying the batch's watermark. By then
+        every record of the batch is written or has its answer."""
+        rows, table = (prepared.rows, prepared.table) if self._upserts else (written.rows, None)
+        prepared.table = None
+        follows = table is not None or bool(written.fragments)
+        version: int | None = None
+        if prepared.deletes:  # the keys it deletes and the rows it writes are apart
+            watermark = None if follows else self._watermark(prepared, skipped_answers(result))
+            deleted = await self._with_retries(
+                lambda: self._sink.merge(None, prepared.deletes, watermark), len(prepared.deletes)
             )
-            prepared.table = None
-            if isinstance(merged, BaseException):
-                self._fail([*rows, *prepared.applied], result, merged)
+            if isinstance(deleted, BaseException):
+                result.fail([*rows, *prepared.applied], deleted)
                 return
-            version, stats = merged
+            version, stats = deleted
             result.deleted += int(stats.get("num_deleted_rows", 0))
-            result.answers.update((entry.record_id, None) for entry in prepared.applied)
-            if last:
-                self._landed(prepared, rows, skipped, version)
+        if table is not None:
+            merged = await self._merge(prepared, rows, table, True)
+            if isinstance(merged, BaseException):
+                result.fail([*rows, *prepared.applied], merged)
                 return
+            rows, version = merged[0], merged[1] if merged[1] is not None else version
+        elif written.fragments:
+            watermark = self._watermark(prepared, skipped_answers(result))
+            outcome = await self._with_retries(
+                lambda: self._sink.commit(written.fragments, written.count, watermark),
+                written.count,
+            )
+            if isinstance(outcome, BaseException):
+                result.fail([*written.rows, *prepared.applied], outcome)
+                return
+            version = outcome
+        result.answers.update((entry.record_id, None) for entry in prepared.applied)
+        if version is not None:
+            self._landed(prepared, rows, skipped_answers(result), version)
+
+    def _watermark(self, prepared: PreparedBatch, skipped: dict[str, Outcome]) -> Watermark:
+        """The batch's watermark: what it (``skipped``) and earlier unanswered ones skipped."""
+        earlier = list(self._unanswered.values())  # landed before this one, not answered
+        return batch_watermark(prepared.epoch, prepared.entries, [*earlier, skipped])
+
+    async def _merge(
+        self, prepared: PreparedBatch, rows: list[Entry], table: pa.Table, last: bool
+    ) -> tuple[list[Entry], int | None] | BaseException:
+        """Upsert ``rows`` (``table``) in one commit, carrying the batch's watermark if it is
+        the ``last``; returns the rows merged and the version made (None: nothing committed).
+        If the table refuses the rows, they are bisected so that only those it refuses are
+        rejected: each half is a commit of its own, the second one last."""
+        result = prepared.result
+        watermark = self._watermark(prepared, skipped_answers(result)) if last else None
         outcome = await self._with_retries(
-            lambda: self._sink.commit(written.fragments, written.count, watermark), written.count
+            lambda: self._sink.merge(table, [], watermark), len(rows)
         )
-        if isinstance(outcome, BaseException):
-            self._fail(written.rows, result, outcome)
-            return
-        self._landed(prepared, rows, skipped, outcome)
+        if not isinstance(outcome, BaseException):
+            return rows, outcome[0]
+        if not is_data_error(outcome):
+            return outcome
+        if len(rows) == 1:
+            result.answers[rows[0].record_id] = rejection_answer(
+                f"the table refused it: {type(outcome).__name__}: {outcome}"
+            )
+            return [], None
+        half = len(rows) // 2
+        first = await self._merge(prepared, rows[:half], table.slice(0, half), False)
+        if isinstance(first, BaseException):
+            return first
+        second = await self._merge(prepared, rows[half:], table.slice(half), last)
+        if isinstance(second, BaseException):
+            # the first half is in the table (a copy sent again upserts the same values)
+            result.answers.update((entry.record_id, None) for entry in first[0])
+            return second
+        return [*first[0], *second[0]], second[1] if second[1] is not None else first[1]
 
     def _landed(
         self, prepared: PreparedBatch, rows: list[Entry], skipped: dict[str, Outcome], version: int
@@ -354,12 +394,3 @@ class BatchSettler:
                 await asyncio.sleep(delay_s)
                 delay_s *= 2
         raise AssertionError("unreachable")
-
-    @staticmethod
-    def _fail(entries: list[Entry], result: Settlement, exc: BaseException) -> None:
-        for entry in entries:
-            if entry.record_id not in result.answers:
-                result.answers[entry.record_id] = error_payload(
-                    "WriteFailed", str(exc), type(exc).__name__
-                )
-                result.failed += 1

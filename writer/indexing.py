@@ -43,6 +43,9 @@ VECTOR_INDEX_MIN_ROWS = 4096
 partition; fewer rows train a poor one)."""
 _WATCH_S = 0.25
 """How often the keeper looks at the time since the last commit."""
+_FIRST_BACKOFF_S = 5.0
+_LAST_BACKOFF_S = 300.0
+"""After failed upkeeps the next waits 5 s, doubling up to 5 minutes, whatever the commits."""
 
 
 @dataclass(frozen=True)
@@ -161,6 +164,8 @@ class IndexKeeper:
         self._since = 0  # rows committed since the last upkeep
         self._last_commit = time.monotonic()
         self._pending = True  # rows may be unindexed: at start, look once the table is quiet
+        self._not_before = 0.0  # after a failed upkeep, the next waits (doubling) until then
+        self._backoff_s = 0.0
         self._watching: asyncio.Task[None] | None = None
         self._running: asyncio.Task[None] | None = None
         self.coverage: list[IndexCoverage] = []
@@ -176,7 +181,8 @@ class IndexKeeper:
         self._last_commit = time.monotonic()
         self._since += rows
         self._pending = True
-        if self._policy.enabled and self._since >= self._policy.rows:
+        due = self._since >= self._policy.rows and time.monotonic() >= self._not_before
+        if self._policy.enabled and due:
             self._run()
 
     async def stop(self) -> None:
@@ -197,7 +203,8 @@ class IndexKeeper:
         quiet_s = self._policy.quiet_ms / 1000
         while not self._shutdown.requested.is_set():
             await asyncio.sleep(min(_WATCH_S, quiet_s))
-            if self._pending and time.monotonic() - self._last_commit >= quiet_s:
+            now = time.monotonic()
+            if self._pending and now - self._last_commit >= quiet_s and now >= self._not_before:
                 self._run()
 
     async def _bring_up_to_date(self) -> None:
@@ -219,11 +226,22 @@ class IndexKeeper:
                     ", ".join(f"{i.name} {i.unindexed_rows} unindexed" for i in coverage),
                 )
             await self._publish()
+            self._backoff_s = 0.0
         except WriterReplaced as exc:
             self._shutdown.replace(exc)
-        except Exception:  # housekeeping: never stops the writer
-            logger.exception("bringing the indexes of %r up to date failed", self._sink.name)
-            self._pending = True  # the next quiet spell tries again
+        except Exception as exc:  # housekeeping: never stops the writer
+            self._backoff_s = min(max(2 * self._backoff_s, _FIRST_BACKOFF_S), _LAST_BACKOFF_S)
+            self._not_before = time.monotonic() + self._backoff_s
+            self._pending = True  # a later quiet spell tries again
+            if self._backoff_s == _FIRST_BACKOFF_S:  # the first failure of a run: in full
+                logger.exception("bringing the indexes of %r up to date failed", self._sink.name)
+            else:
+                logger.error(
+                    "bringing the indexes of %r up to date failed again (next try in %.0fs): %s",
+                    self._sink.name,
+                    self._backoff_s,
+                    exc,
+                )
 
     def _bring_up_to_date_sync(self) -> tuple[list[IndexCoverage], bool]:
         dataset = self._sink.fresh()

@@ -1,20 +1,22 @@
 """Writes by key: a table's key columns, and a batch's upserts and deletes settled to one change
 per key.
 
-With ``--upsert-key`` every record of the table is an upsert: a batch becomes one Lance
+With ``--upsert-key`` every record of the table is an upsert: a batch's rows become one Lance
 merge-insert (matched rows updated, the others inserted) committed with the batch's watermark.
 With ``--delete-key`` records stay appends. Either way a delete entry removes the rows of its
 key. Within a batch the operation sent last for a key wins (stream order), so a batch needs one
 change per key:
 
 * upsert table: the last upsert of each key is written unless a delete of it came after; the
-  keys whose last operation is a delete are deleted (in the same merge-insert);
+  keys whose last operation is a delete are deleted;
 * append table: a delete removes the rows of its key the table held before the batch and the
   batch's own appends of that key before it; appends after it stay.
 
-Deleting from, and upserting into, the table state of the commit before: the merge is computed
-once every earlier batch is committed, never ahead of them (two merges computed on one version
-would both insert a new key).
+The keys to delete and the rows to write are then apart, so a batch with deletes is two commits:
+the deletes (a merge-insert joining a table of the keys), then the rows, which carry the
+watermark. A crash between them replays the batch: deleting again deletes nothing more, and the
+rows are written once. Every merge is computed on the table the commit before left, never ahead
+of it (two merges computed on one version would both insert a new key).
 """
 
 from __future__ import annotations
@@ -104,7 +106,7 @@ class KeyedChanges:
     rows: list[int]
     """Positions (in the batch's rows) of the rows to write, in order."""
     deletes: list[Key]
-    """Keys whose rows go, in the order of their last delete."""
+    """Keys whose rows go, in the order of their first delete in the batch."""
 
 
 def settle(
@@ -148,7 +150,8 @@ def settle_batch(
     """A batch's changes: of its ``rows`` (at stream positions ``row_order``) those to write,
     and their positions among the rows; the keys to delete (``delete_keys`` at positions
     ``delete_order``); and the rows refused for holding no key, with why."""
-    refused = key.null_rows(rows) if rows is not None else {}
+    # an upsert needs its key; an append without one is written, as no delete names it
+    refused = key.null_rows(rows) if rows is not None and key.upsert else {}
     candidates = [index for index in range(len(row_order)) if index not in refused]
     row_keys = key.keys(rows.take(candidates)) if rows is not None and candidates else []
     deleted = key.keys(delete_keys) if delete_keys is not None else []
@@ -163,46 +166,29 @@ def settle_batch(
     return table, kept, changes.deletes, refused
 
 
-def delete_filter(columns: tuple[str, ...], keys: list[Key]) -> str:
-    """A Lance filter matching exactly the rows of ``keys`` (integers and strings only)."""
-    names = [f"`{name}`" for name in columns]
-    if len(columns) == 1:
-        return f"{names[0]} IN ({', '.join(_literal(k[0]) for k in keys)})"
-    return " OR ".join(
-        "(" + " AND ".join(f"{n} = {_literal(v)}" for n, v in zip(names, k, strict=True)) + ")"
-        for k in keys
-    )
-
-
-def _literal(value: Any) -> str:
-    if isinstance(value, bool) or not isinstance(value, int | str):
-        raise TypeError(f"a key value is an integer or a string, not {type(value).__name__}")
-    if isinstance(value, int):
-        return str(value)
-    return "'" + value.replace("'", "''") + "'"
-
-
 def merge_uncommitted(
     dataset: lance.LanceDataset,
     key: TableKey,
     rows: pa.Table | None,
     deletes: list[Key],
 ) -> tuple[Any, dict[str, int]]:
-    """The uncommitted Lance transaction of a batch's changes against ``dataset`` (its data files
-    written), and Lance's counts of rows inserted, updated and deleted."""
+    """The uncommitted Lance transaction (its data files written) against ``dataset`` that
+    upserts ``rows`` (an upsert table's), or else deletes the rows of ``deletes``, and Lance's
+    counts of rows inserted, updated and deleted. Deletes go by a join on a table of the keys
+    (no filter text: any key value, and no scan of the whole table), and never with upserts: a
+    batch's keys to delete and rows to write are apart (``settle``), so the two commits may
+    follow each other, the deletes first."""
     columns = list(key.columns)
     builder = dataset.merge_insert(columns if len(columns) > 1 else columns[0])
-    if key.upsert:
-        source = rows if rows is not None else dataset.schema.empty_table()
+    if rows is not None:
         builder = builder.when_matched_update_all().when_not_matched_insert_all()
-        if deletes:
-            builder = builder.when_not_matched_by_source_delete(delete_filter(key.columns, deletes))
-    else:  # deletes alone: the appends are committed after
-        schema = key.key_schema(dataset.schema)
-        source = pa.Table.from_pylist(
-            [dict(zip(key.columns, deleted, strict=True)) for deleted in deletes], schema=schema
-        )
+        source = rows
+    else:
         builder = builder.when_matched_delete()
+        source = pa.Table.from_pylist(
+            [dict(zip(key.columns, deleted, strict=True)) for deleted in deletes],
+            schema=key.key_schema(dataset.schema),
+        )
     transaction, stats = builder.execute_uncommitted(source)
     return transaction, stats
 

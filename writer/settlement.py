@@ -39,6 +39,15 @@ class Settlement:
     append_s: float = 0.0
     """Time spent writing data files and committing (not waiting for the batch before)."""
 
+    def fail(self, entries: list[Entry], exc: BaseException) -> None:
+        """Answer ``WriteFailed`` (saying ``exc``) each of ``entries`` with no answer yet."""
+        for entry in entries:
+            if entry.record_id not in self.answers:
+                self.answers[entry.record_id] = error_payload(
+                    "WriteFailed", str(exc), type(exc).__name__
+                )
+                self.failed += 1
+
 
 @dataclass
 class Written:

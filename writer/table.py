@@ -253,10 +253,10 @@ class TableSink:
             reason = f"table {self.name!r} has no key columns (--upsert-key or --delete-key)"
             return None, dict.fromkeys(range(len(records)), reason)
         refused = {i: why for i, r in enumerate(records) if (why := self.key.misnamed(r))}
-        table, bad = self._key_builder.build(
-            [{} if i in refused else r for i, r in enumerate(records)]
-        )
-        return table, {**{i: f"delete: {reason}" for i, reason in bad.items()}, **refused}
+        named = [index for index in range(len(records)) if index not in refused]
+        table, bad = self._key_builder.build([records[index] for index in named])
+        refused.update((named[index], f"delete: {why}") for index, why in bad.items())
+        return table, refused
 
     async def merge(
         self, rows: pa.Table | None, deletes: list[Key], watermark: Watermark | None
@@ -282,7 +282,9 @@ class TableSink:
                 (rows, deletes, properties),
             )
         self._dataset = dataset
-        self.version = self._last_append_version = dataset.version
+        self.version = dataset.version
+        if watermark is not None:  # cleanup keeps the newest commit a crash would read
+            self._last_append_version = dataset.version
         self.rows += int(stats.get("num_inserted_rows", 0)) - int(stats.get("num_deleted_rows", 0))
         return dataset.version, stats
 

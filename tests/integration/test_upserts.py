@@ -154,3 +154,22 @@ async def test_compaction_keeps_up_beside_upserts_that_touch_its_rows(
     assert "compaction failed" not in caplog.text
     fragments = lancedb.connect(db_uri).open_table("docs").to_lance().get_fragments()
     assert len(fragments) <= 6
+
+
+async def test_an_upsert_batch_the_table_refuses_is_bisected_so_only_the_refused_record_fails(
+    start_writer: StartWriter, made: Driven, db_uri: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("LANCEQUEUE_REFUSE", "id=13")  # the table refuses the record with id 13
+    start_writer(upsert_key="id", schema=SCHEMA, max_batch=8, coalesce_ms=60_000)
+    futures = await made.enqueue_many([{"id": i, "text": "t", "n": i} for i in range(10, 18)])
+    outcomes = []
+    for future in futures:
+        try:
+            outcomes.append(await future)
+        except RecordRejected as exc:
+            assert "the table refused it" in str(exc)
+            outcomes.append(None)
+    assert [outcome is None for outcome in outcomes] == [i == 13 for i in range(10, 18)]
+    assert sorted(rows(db_uri)) == [10, 11, 12, 14, 15, 16, 17]
+    # the batch's last commit names the version all its rows are visible in
+    assert len({outcome.version for outcome in outcomes if outcome is not None}) == 1
