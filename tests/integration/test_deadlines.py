@@ -35,12 +35,13 @@ def slow_commits(monkeypatch: pytest.MonkeyPatch, before: Any, stall_s: float) -
     committed = threading.Event()
     commit = TableSink._commit_sync
 
-    def slow(self: TableSink, *args: Any) -> None:
+    def slow(self: TableSink, *args: Any) -> int:
         if not committed.is_set():
             before()
             time.sleep(stall_s)  # the slow storage itself, not a wait for a condition
-        commit(self, *args)
+        version = commit(self, *args)
         committed.set()
+        return version
 
     monkeypatch.setattr(TableSink, "_commit_sync", slow)
     return committed
