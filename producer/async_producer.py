@@ -82,7 +82,8 @@ class AsyncProducer:
             self._tasks = Tasks(self._core, url, cluster, self.settings.redis_timeout_ms / 1000)
 
     async def enqueue(self, record: Mapping[str, Any], timeout: float | None = None) -> AsyncFuture:
-        """Buffer one record for sending; return a future resolved once it is in the table.
+        """Buffer one record for sending; return a future resolved once it is in the table
+        (to a ``WriteResult`` naming the table version that holds it).
 
         Returns at once unless the send buffer is full; then awaits room until the record's
         deadline (now plus ``timeout`` seconds, default ``timeout_ms``), raising ``QueueFull``

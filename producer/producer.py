@@ -88,7 +88,8 @@ class Producer:
     def enqueue(
         self, record: Mapping[str, Any], timeout: float | None = None
     ) -> Future[WriteResult]:
-        """Buffer one record for sending; return a future resolved once it is in the table.
+        """Buffer one record for sending; return a future resolved once it is in the table
+        (to a ``WriteResult`` naming the table version that holds it).
 
         Returns at once unless the send buffer is full, then waits for room until the record's
         deadline (now plus ``timeout`` seconds, default ``timeout_ms``), raising ``QueueFull``
