@@ -57,7 +57,7 @@ def records(count: int, keys: int, seed: int = 0) -> list[dict[str, Any]]:
 
 def _drained(client: redis.Redis) -> bool:
     status = read_status(client, TABLE)
-    return status["queue_depth"] == 0 and status["pending"] == 0
+    return bool(status["queue_depth"] == 0 and status["pending"] == 0)
 
 
 def writer_upserts(rows: list[dict[str, Any]], batch: int, work: Path) -> dict[str, Any]:
@@ -145,7 +145,7 @@ def _last_per_key(chunk: Any) -> Any:
         .aggregate([("_at", "max")])
         .column("_at_max")
     )
-    return chunk.take(pa.compute.sort_indices(last))  # type: ignore[attr-defined]
+    return chunk.take(pa.compute.sort_indices(last))
 
 
 def baseline_upserts(rows: list[dict[str, Any]], batch: int, work: Path) -> dict[str, Any]:
@@ -237,8 +237,9 @@ def query_p50_ms(db: str, queries: int = 50) -> dict[str, float]:
             if i >= 5:  # the first five warm the caches
                 timings[kind].append((time.perf_counter() - started) * 1000)
     unindexed = {
-        index.name: table.index_stats(index.name).num_unindexed_rows
+        index.name: stats.num_unindexed_rows
         for index in table.list_indices()
+        if (stats := table.index_stats(index.name)) is not None
     }
     return {
         **{kind: statistics.median(values) for kind, values in timings.items()},
