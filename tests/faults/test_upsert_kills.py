@@ -5,13 +5,13 @@ at the end the table holds exactly one row per key, each with the value sent las
 from __future__ import annotations
 
 import sys
-import time
 
 import lancedb
 import pytest
 
-from tests.faults.processes import LoggedProcess, WriterDaemon, clean_env
-from tests.faults.rig import FaultRig, MakeRig
+from tests.faults.kills import kill_at_random_moments
+from tests.faults.processes import LoggedProcess, clean_env
+from tests.faults.rig import MakeRig
 from tests.faults.upsert_load import own_keys
 
 pytestmark = pytest.mark.faults
@@ -48,7 +48,7 @@ def test_upserts_of_overlapping_keys_through_kill_9_leave_one_row_per_key_with_t
         for index in range(PRODUCERS)
     ]
     try:
-        writer = _kill_again_and_again(rig, writer, key)
+        writer = kill_at_random_moments(rig, writer, KILLS, MAX_DELAY_S, *key)
         for producer in producers:
             code = producer.wait(240)
             assert code == 0, f"{producer.name} exited {code}:\n{producer.log_tail()}"
@@ -67,19 +67,3 @@ def test_upserts_of_overlapping_keys_through_kill_9_leave_one_row_per_key_with_t
         if row["key"] >= SHARED_KEYS:  # a producer's own key holds its own value
             assert row["key"] in own_keys(row["producer"], OWN_KEYS), row
     assert writer.running(), writer.log_tail()
-
-
-def _kill_again_and_again(
-    rig: FaultRig, writer: WriterDaemon, key: tuple[str, ...]
-) -> WriterDaemon:
-    """SIGKILL the writer ``KILLS`` times at random moments, starting a new one each time;
-    returns the last."""
-    for number in range(1, KILLS + 1):
-        rig.wait_serving(writer)
-        delay_s = rig.rng.uniform(0.0, MAX_DELAY_S)
-        print(f"kill {number}: SIGKILL {writer.name} {delay_s:.3f}s after it took the lease")
-        time.sleep(delay_s)  # the fault's random moment, not a wait for a condition
-        assert writer.running(), writer.log_tail()
-        writer.kill()
-        writer = rig.start_writer(*key)
-    return writer
