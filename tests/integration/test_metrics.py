@@ -20,6 +20,7 @@ from lancequeue.producer import Producer
 from tests.support import (
     StartWriter,
     WriterProcess,
+    async_wait_for,
     free_port,
     gather,
     record,
@@ -50,7 +51,12 @@ async def test_the_writer_serves_counts_latencies_queue_and_lease_of_its_table(
     await gather(producer.enqueue_many([record(i) for i in range(50)]))
     with pytest.raises(RecordRejected):
         await asyncio.wrap_future(producer.enqueue({**record(50), "id": "not a number"}))
-    metrics = await asyncio.to_thread(_scrape, port)
+    # The writer counts a flush once its answers are sent: a producer may hear first.
+    metrics = await async_wait_for(
+        lambda: _scraped_when(port, "lancequeue_ack_latency_seconds_count", 51),
+        30,
+        "every answer counted",
+    )
     assert metrics["lancequeue_records_written_total"] == 50
     assert metrics["lancequeue_records_rejected_total"] == 1
     assert metrics["lancequeue_records_failed_total"] == 0
@@ -67,6 +73,12 @@ async def test_the_writer_serves_counts_latencies_queue_and_lease_of_its_table(
     process = await asyncio.to_thread(_scrape, port, None)  # the usual process_* series
     assert process["process_resident_memory_bytes"] > 0 and process["process_open_fds"] > 0
     assert "process_cpu_seconds_total" in process and "python_info" in process
+
+
+async def _scraped_when(port: int, name: str, value: float) -> dict[str, float] | None:
+    """The scrape, once its ``name`` sample is ``value`` (else None)."""
+    metrics = await asyncio.to_thread(_scrape, port)
+    return metrics if metrics.get(name) == value else None
 
 
 def _other_address() -> str:
