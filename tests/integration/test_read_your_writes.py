@@ -3,13 +3,15 @@ reader that checks out that version sees the record (a delete's: sees its rows g
 
 from __future__ import annotations
 
+import asyncio
+
 import lancedb
 import pyarrow as pa
 import redis
 
 from lancequeue.producer import WriteResult
 from tests.drivers import Driven, MakeDriven
-from tests.support import StartWriter, record, writer_serving
+from tests.support import StartWriter, async_wait_for, queued_records, record, writer_serving
 
 SCHEMA = pa.schema([pa.field("id", pa.int64()), pa.field("text", pa.string())])
 
@@ -42,9 +44,12 @@ async def test_a_written_record_is_visible_in_the_version_its_future_names(
 
 
 async def test_records_sent_before_any_writer_published_its_protocol_say_no_version(
-    start_writer: StartWriter, made: Driven, db_uri: str
+    start_writer: StartWriter, made: Driven, client: redis.Redis, db_uri: str
 ) -> None:
     future = await made.enqueue(record(1))  # sent before the writer: in the first protocol
+    await async_wait_for(
+        lambda: asyncio.to_thread(queued_records, client), 30, "the record in Redis"
+    )
     start_writer(coalesce_ms=20)
     assert await future == WriteResult(None)
     assert ids_at(db_uri, lancedb.connect(db_uri).open_table("docs").version) == [1]
