@@ -145,10 +145,16 @@ def test_one_writer_process_serves_several_tables_each_with_its_own_stream_and_l
     assert table_ids(db_uri, "other") == list(range(100, 120))
     both = ("writer", "--check", "--table", "docs", "--table", "other", "--redis", redis_url)
     assert run_cli(*both).returncode == 0
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
-        scraped = response.read().decode()
-    for table in ("docs", "other"):
-        assert f'lancequeue_records_written_total{{table="{table}"}} 20.0' in scraped
+
+    def counted() -> bool:  # a flush is counted once its answers are sent
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
+            scraped = response.read().decode()
+        return all(
+            f'lancequeue_records_written_total{{table="{table}"}} 20.0' in scraped
+            for table in ("docs", "other")
+        )
+
+    wait_for(counted, 30, "both tables' rows counted")
     writer.signal(signal.SIGTERM)
     assert writer.wait() == 0
     assert run_cli(*both).returncode == 1
