@@ -30,6 +30,7 @@ from lancequeue.bench.redis_server import start_redis
 from lancequeue.bench.sampling import require_psutil
 from lancequeue.bench.settings import TABLE, BenchSettings
 from lancequeue.bench.table_stats import check_ids
+from lancequeue.bench.thread_cpu import GROUPS, split_cpu, thread_times
 from lancequeue.bench.writer_process import start_writer, wait_writer_ready
 from lancequeue.common.keys import TableKeys
 
@@ -73,6 +74,7 @@ def _drain_writer(settings: BenchSettings, batch: int, work: Path) -> dict[str, 
             sent_s = _send_backlog(settings, redis_url, batch, work, children)
             cpu = psutil.Process(writer.pid).cpu_times()
             cpu_before = cpu.user + cpu.system
+            threads_before = thread_times(writer.pid)
         finally:
             os.kill(writer.pid, signal.SIGCONT)
         started = time.monotonic()
@@ -86,6 +88,7 @@ def _drain_writer(settings: BenchSettings, batch: int, work: Path) -> dict[str, 
             time.sleep(_POLL_S)  # the status hash is the writer's only word on its progress
         seconds = time.monotonic() - started
         cpu = psutil.Process(writer.pid).cpu_times()
+        threads_after = thread_times(writer.pid)
         cpu_s = cpu.user + cpu.system - cpu_before
         batches = int(client.hget(status, "batches") or 0)
         append_ms = int(client.hget(status, "append_ms") or 0)
@@ -98,6 +101,7 @@ def _drain_writer(settings: BenchSettings, batch: int, work: Path) -> dict[str, 
         "seconds": seconds,
         "rows_per_s": records / seconds,
         "cpu_s_window": cpu_s,
+        "cpu_split_s": split_cpu(writer.pid, threads_before, threads_after, cpu_s),
         "batches": batches,
         "mean_append_ms": append_ms / batches if batches else None,
         "writer_exit_code": writer.returncode,
@@ -153,6 +157,22 @@ def drain_table(drains: list[dict[str, Any]]) -> str:
             f"| {ours['rows_per_s'] / dicts['rows_per_s']:.2f}x, "
             f"{us / _us_per_row(dicts):.2f}x |"
         )
+    return "\n".join(lines)
+
+
+def split_table(drains: list[dict[str, Any]]) -> str | None:
+    """One row per batch size: the writer's CPU per row by thread (``thread_cpu``); None
+    where the system does not say."""
+    if any(drain["lancequeue"].get("cpu_split_s") is None for drain in drains):
+        return None
+    lines = [f"| batch | {' | '.join(GROUPS)} |", "|---" * (len(GROUPS) + 1) + "|"]
+    for drain in drains:
+        ours = drain["lancequeue"]
+        cells = [
+            f"{seconds / int(ours['records']) * 1e6:,.1f}"
+            for seconds in (ours["cpu_split_s"][group] for group in GROUPS)
+        ]
+        lines.append(f"| {drain['batch']} | {' | '.join(cells)} |")
     return "\n".join(lines)
 
 

@@ -12,7 +12,7 @@ from typing import Any
 import click
 
 from lancequeue.bench.chart import write_chart
-from lancequeue.bench.drain import drain_table
+from lancequeue.bench.drain import drain_table, split_table
 from lancequeue.bench.report import (
     baseline_notes,
     end_to_end_lines,
@@ -273,6 +273,11 @@ def _print(report: dict[str, Any], settings: BenchSettings) -> None:
         click.echo()
         click.echo("Drain: the writer alone on a backlog (CPU of the process, per row written)")
         click.echo(drain_table(report["drains"]))
+        split = split_table(report["drains"])
+        if split is not None:
+            click.echo()
+            click.echo("Where the writer's CPU went, by thread (µs per row written)")
+            click.echo(split)
     if report["patterns"]:
         click.echo()
         click.echo("Producer mode: one producer process, CPU per record, the way it calls")

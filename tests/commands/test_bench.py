@@ -14,6 +14,7 @@ import psutil
 import pytest
 
 from lancequeue.bench.settings import STOP_TIMEOUT_S
+from lancequeue.bench.thread_cpu import GROUPS
 from tests.support import cli_env, run_cli, wait_for
 
 
@@ -118,11 +119,15 @@ def test_drain_and_producer_modes_time_each_side_alone_and_check_every_row(
         writer = drain["lancequeue"]
         assert writer["check"]["ok"] and writer["cpu_s_window"] > 0
         assert writer["batches"] >= 300 // drain["batch"]  # the batches were of that size
+        split = writer["cpu_split_s"]  # by thread, adding up to the process's CPU
+        assert list(split) == list(GROUPS) and split["event loop"] > 0
+        assert sum(split.values()) == pytest.approx(writer["cpu_s_window"], abs=0.2)
         for baseline in ("arrow", "dicts"):
             assert drain[baseline]["table_rows"] == 300 and drain[baseline]["cpu_s_window"] > 0
     assert [run["pattern"] for run in report["patterns"]] == ["async-loop", "many"]
     assert all(run["check"]["ok"] and run["producers"] == 1 for run in report["patterns"])
     assert "Drain: the writer alone" in done.stdout and "Producer mode" in done.stdout
+    assert "Where the writer's CPU went, by thread" in done.stdout
     assert _processes_mentioning(tmp_path) == []
 
 
