@@ -24,6 +24,11 @@ step (another writer taking the table over) and SIGCONT it afterwards:
 ``LANCEQUEUE_REFUSE=<column>=<value>`` makes every write (or merge) of a batch holding a row whose
 ``<column>`` equals ``<value>`` (compared as text) fail with a ``ValueError``, as the table would
 for a record the writer's checks missed: the writer must bisect the batch and land the others.
+A merge that deletes keys is refused the same way if one of them holds that value.
+
+``LANCEQUEUE_FAIL=<column>=<value>`` makes every commit of data files holding a row whose
+``<column>`` equals ``<value>``, and every merge of such rows, fail with an ``OSError`` that is not
+the data's fault (as a lost disk or object store would): retried, then answered ``WriteFailed``.
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ import signal
 from typing import Any
 
 import lance.fragment
+import pyarrow as pa
 from lance.optimize import Compaction
 
 from lancequeue.writer import compaction, keyed, table
@@ -71,14 +77,26 @@ def _reached(variable: str, point: str, counts: dict[str, int], only_once: bool 
     return counts[point] == due if only_once else counts[point] >= due
 
 
+def _named(variable: str, rows: Any) -> str | None:
+    """``<column>=<value>`` of ``variable`` if this Arrow table holds that value there."""
+    column, _, value = os.environ.get(variable, "").partition("=")
+    if column in rows.column_names and value in {str(v) for v in rows.column(column).to_pylist()}:
+        return f"{column}={value}"
+    return None
+
+
 def _refusal(rows: Any) -> None:
     """Raise ``ValueError`` if ``LANCEQUEUE_REFUSE`` names a value in this Arrow table."""
-    spec = os.environ.get("LANCEQUEUE_REFUSE")
-    if not spec:
-        return
-    column, _, value = spec.partition("=")
-    if column in rows.column_names and value in {str(v) for v in rows.column(column).to_pylist()}:
-        raise ValueError(f"the table refuses {column}={value} (LANCEQUEUE_REFUSE)")
+    if (named := _named("LANCEQUEUE_REFUSE", rows)) is not None:
+        raise ValueError(f"the table refuses {named} (LANCEQUEUE_REFUSE)")
+
+
+def _failure(named: str) -> OSError:
+    return OSError(f"LanceError(IO): the disk failed committing {named} (LANCEQUEUE_FAIL)")
+
+
+_failing: dict[int, str] = {}
+"""Data files (by ``id``) written from rows ``LANCEQUEUE_FAIL`` names: their commit fails."""
 
 
 # The steps wrapped: each original is kept and called.
@@ -92,18 +110,28 @@ _answer = TableServer._answer
 
 def _refusing_write_fragments(data: Any, *args: Any, **kwargs: Any) -> Any:
     _refusal(data)
-    return _write_fragments(data, *args, **kwargs)
+    fragments = _write_fragments(data, *args, **kwargs)
+    if (named := _named("LANCEQUEUE_FAIL", data)) is not None:
+        _failing.update((id(fragment), named) for fragment in fragments)
+    return fragments
 
 
-def _refusing_merge(dataset: Any, key: Any, rows: Any, *args: Any) -> Any:
+def _refusing_merge(dataset: Any, key: Any, rows: Any, deletes: Any) -> Any:
     if rows is not None:
         _refusal(rows)
-    return _merge_uncommitted(dataset, key, rows, *args)
+        if (named := _named("LANCEQUEUE_FAIL", rows)) is not None:
+            raise _failure(named)
+    elif deletes:
+        _refusal(pa.Table.from_pylist([dict(zip(key.columns, k, strict=True)) for k in deletes]))
+    return _merge_uncommitted(dataset, key, rows, deletes)
 
 
-def _crashing_commit_sync(self: table.TableSink, *args: Any, **kwargs: Any) -> int:
+def _crashing_commit_sync(self: table.TableSink, fragments: Any, *args: Any) -> int:
     crash_point("mid_append")
-    return _commit_sync(self, *args, **kwargs)
+    for fragment in fragments:
+        if id(fragment) in _failing:
+            raise _failure(_failing[id(fragment)])
+    return _commit_sync(self, fragments, *args)
 
 
 async def _crashing_commit(self: BatchSettler, *args: Any, **kwargs: Any) -> Settlement:

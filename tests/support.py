@@ -102,7 +102,12 @@ def cli_env(**extra: str) -> dict[str, str]:
     return env
 
 
-FAULT_VARIABLES = ("LANCEQUEUE_CRASH_AT", "LANCEQUEUE_PAUSE_AT", "LANCEQUEUE_REFUSE")
+FAULT_VARIABLES = (
+    "LANCEQUEUE_CRASH_AT",
+    "LANCEQUEUE_PAUSE_AT",
+    "LANCEQUEUE_REFUSE",
+    "LANCEQUEUE_FAIL",
+)
 """The variables of ``tests/fault_points.py``."""
 
 

@@ -10,12 +10,8 @@ records at fault are rejected and the others land.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
-from typing import TypeVar
 
 import pyarrow as pa
 
@@ -24,8 +20,9 @@ from lancequeue.common.replies import error_payload
 from lancequeue.writer.claims import BatchClaim, refused_entries
 from lancequeue.writer.dedupe import SeenSequences
 from lancequeue.writer.entries import Entry
-from lancequeue.writer.keyed import settle_batch
-from lancequeue.writer.refusals import is_data_error
+from lancequeue.writer.keyed import KeyedOps, Op, settle
+from lancequeue.writer.keyed_commits import KeyedCommits
+from lancequeue.writer.refusals import RetryPolicy, is_data_error, with_retries
 from lancequeue.writer.settlement import (
     DUPLICATE,
     PreparedBatch,
@@ -40,14 +37,6 @@ from lancequeue.writer.watermark import SKIPPED_SILENTLY, Outcome, Watermark
 
 logger = logging.getLogger(__name__)
 
-T = TypeVar("T")
-
-
-@dataclass(frozen=True)
-class RetryPolicy:
-    retries: int
-    backoff_ms: int
-
 
 class BatchSettler:
     """Settles batches for one writer."""
@@ -56,6 +45,7 @@ class BatchSettler:
         self._sink = sink
         self._seen = SeenSequences()
         self._retry = retry
+        self._keyed = KeyedCommits(sink, retry)
         self._prepared = 0
         self._unanswered: dict[int, dict[str, Outcome]] = {}
         """Batch number → the answers of its records not in the table, for each batch landed
@@ -132,8 +122,12 @@ class BatchSettler:
             deletes = [entry for entry in writable if entry.delete]
             if deletes and not self._sink.ready and self._sink.key is not None:
                 # no table yet: no row has the key (a writer without key columns refuses them)
-                result.answers.update((entry.record_id, None) for entry in deletes)
+                for entry in deletes:
+                    why = self._sink.key.unfit(entry.record or {})
+                    answer = None if why is None else rejection_answer(f"delete: {why}")
+                    result.answers[entry.record_id] = answer
                 writable = [entry for entry in writable if not entry.delete]
+                deletes = []
             if not writable:
                 return prepared
             puts = [entry for entry in writable if not entry.delete] if deletes else writable
@@ -163,28 +157,39 @@ class BatchSettler:
         keys, refused = self._sink.build_keys([entry.record or {} for entry in deletes])
         for index, reason in refused.items():
             result.answers[deletes[index].record_id] = rejection_answer(reason)
-        deletes = [entry for index, entry in enumerate(deletes) if index not in refused]
         key = self._sink.key
         if key is None:
             return
-        order = {id(entry): position for position, entry in enumerate(writable)}
-        table, kept, prepared.deletes, keyless = settle_batch(
-            key,
-            prepared.table,
-            [order[id(entry)] for entry in prepared.rows],
-            keys,
-            [order[id(entry)] for entry in deletes],
-        )
-        for index, reason in keyless.items():
-            result.answers[prepared.rows[index].record_id] = rejection_answer(reason)
-        written = set(kept)
-        prepared.applied = [
-            entry
-            for index, entry in enumerate(prepared.rows)
-            if index not in written and index not in keyless
-        ] + deletes
-        prepared.rows = [prepared.rows[index] for index in kept]
-        prepared.table = table
+        deleted = iter(key.keys(keys) if keys is not None else [])
+        table = prepared.table
+        row_keys = iter(key.keys(table) if table is not None else [])
+        keyless = key.null_rows(table) if table is not None and key.upsert else {}
+        kept = iter(range(len(prepared.rows)))
+        puts = {id(entry) for entry in prepared.rows}
+        refused_deletes = {id(deletes[index]) for index in refused}
+        entries: list[Entry] = []
+        ops: list[Op] = []
+        row_of: dict[int, int] = {}
+        for entry in writable:  # stream order
+            if id(entry) in puts:
+                row, row_key = next(kept), next(row_keys)
+                if row in keyless:
+                    result.answers[entry.record_id] = rejection_answer(keyless[row])
+                    continue
+                row_of[len(ops)] = row
+                ops.append(Op(None if row_key.count(None) else row_key))
+            elif entry.delete and id(entry) not in refused_deletes:
+                ops.append(Op(next(deleted), delete=True))
+            else:
+                continue
+            entries.append(entry)
+        changes = settle(key, ops)
+        prepared.keyed = KeyedOps(key, entries, ops, table, row_of, changes)
+        if key.upsert:  # merged at the commit
+            prepared.rows, prepared.table = [], None
+        else:  # appended as any batch: only the rows the deletes leave
+            prepared.rows = [entries[index] for index in changes.rows]
+            prepared.table = prepared.keyed.table(changes.rows) if changes.rows else None
 
     @staticmethod
     def _recover(
@@ -231,7 +236,11 @@ class BatchSettler:
         the answers of those not answered yet (``answered``): a crash before they are answered
         loses none of them. Raises ``WriterReplaced`` if a newer writer fenced the table."""
         result = prepared.result
-        if prepared.written.fragments or prepared.deletes or prepared.table is not None:
+        keyed = prepared.keyed
+        merges = keyed is not None and (
+            bool(keyed.changes.deletes) or (self._upserts and bool(keyed.changes.rows))
+        )
+        if prepared.written.fragments or merges:
             started = time.monotonic()
             await self._commit(prepared, prepared.written, result)
             result.append_s += time.monotonic() - started
@@ -254,7 +263,7 @@ class BatchSettler:
         """Write the data files of ``rows`` (``batch``), bisecting it while the table refuses
         it. Returns False once a transient failure outlasted the retries: the rows not written
         then are answered ``WriteFailed`` and nothing more is attempted."""
-        outcome = await self._with_retries(lambda: self._sink.write(batch), batch.num_rows)
+        outcome = await with_retries(self._retry, lambda: self._sink.write(batch), batch.num_rows)
         if not isinstance(outcome, BaseException):
             written.add(rows, outcome, batch.num_rows)
             return True
@@ -273,79 +282,43 @@ class BatchSettler:
         return await self._write(rows[half:], batch.slice(half), result, written)
 
     async def _commit(self, prepared: PreparedBatch, written: Written, result: Settlement) -> None:
-        """Commit the batch: its deletes (``keyed.py``), then its rows (an upsert table's merge,
-        else the data files written), the last commit carrying the batch's watermark. By then
-        every record of the batch is written or has its answer."""
-        rows, table = (prepared.rows, prepared.table) if self._upserts else (written.rows, None)
-        prepared.table = None
-        follows = table is not None or bool(written.fragments)
-        version: int | None = None
-        if prepared.deletes:  # the keys it deletes and the rows it writes are apart
-            watermark = None if follows else self._watermark(prepared, skipped_answers(result))
-            deleted = await self._with_retries(
-                lambda: self._sink.merge(None, prepared.deletes, watermark), len(prepared.deletes)
-            )
-            if isinstance(deleted, BaseException):
-                result.fail([*rows, *prepared.applied], deleted)
+        """Commit the batch: its deletes (``keyed_commits.py``), then its rows (an upsert
+        table's merge, else the data files written), the last commit carrying the batch's
+        watermark. By then every record of the batch is written or has its answer."""
+        keyed = prepared.keyed
+        if keyed is not None and self._upserts:
+            landed = await self._keyed.upserts(keyed, result, lambda: self._mark(prepared))
+            if result.version is not None:
+                self._landed(prepared, landed, skipped_answers(result), result.version)
+            return
+        if keyed is not None and keyed.changes.deletes:  # the keys it deletes, then the rows
+            last = not written.fragments
+            mark = (lambda: self._mark(prepared)) if last else None
+            if not await self._keyed.deletes(keyed, result, mark) or last:
+                if result.version is not None:
+                    self._landed(prepared, [], skipped_answers(result), result.version)
                 return
-            version, stats = deleted
-            result.deleted += int(stats.get("num_deleted_rows", 0))
-        if table is not None:
-            merged = await self._merge(prepared, rows, table, True)
-            if isinstance(merged, BaseException):
-                result.fail([*rows, *prepared.applied], merged)
-                return
-            rows, version = merged[0], merged[1] if merged[1] is not None else version
-        elif written.fragments:
-            watermark = self._watermark(prepared, skipped_answers(result))
-            outcome = await self._with_retries(
-                lambda: self._sink.commit(written.fragments, written.count, watermark),
-                written.count,
-            )
-            if isinstance(outcome, BaseException):
-                result.fail([*written.rows, *prepared.applied], outcome)
-                return
-            version = outcome
-        result.answers.update((entry.record_id, None) for entry in prepared.applied)
-        if version is not None:
-            self._landed(prepared, rows, skipped_answers(result), version)
+        watermark = self._mark(prepared)
+        outcome = await with_retries(
+            self._retry,
+            lambda: self._sink.commit(written.fragments, written.count, watermark),
+            written.count,
+        )
+        if isinstance(outcome, BaseException):
+            result.fail(written.rows, outcome)  # what the deletes settled keeps its answer
+            if result.version is not None:  # the deletes' commit
+                self._landed(prepared, [], skipped_answers(result), result.version)
+            return
+        self._landed(prepared, written.rows, skipped_answers(result), outcome)
+
+    def _mark(self, prepared: PreparedBatch) -> Watermark:
+        """The batch's watermark, listing the answers of its records so far."""
+        return self._watermark(prepared, skipped_answers(prepared.result))
 
     def _watermark(self, prepared: PreparedBatch, skipped: dict[str, Outcome]) -> Watermark:
         """The batch's watermark: what it (``skipped``) and earlier unanswered ones skipped."""
         earlier = list(self._unanswered.values())  # landed before this one, not answered
         return batch_watermark(prepared.epoch, prepared.entries, [*earlier, skipped])
-
-    async def _merge(
-        self, prepared: PreparedBatch, rows: list[Entry], table: pa.Table, last: bool
-    ) -> tuple[list[Entry], int | None] | BaseException:
-        """Upsert ``rows`` (``table``) in one commit, carrying the batch's watermark if it is
-        the ``last``; returns the rows merged and the version made (None: nothing committed).
-        If the table refuses the rows, they are bisected so that only those it refuses are
-        rejected: each half is a commit of its own, the second one last."""
-        result = prepared.result
-        watermark = self._watermark(prepared, skipped_answers(result)) if last else None
-        outcome = await self._with_retries(
-            lambda: self._sink.merge(table, [], watermark), len(rows)
-        )
-        if not isinstance(outcome, BaseException):
-            return rows, outcome[0]
-        if not is_data_error(outcome):
-            return outcome
-        if len(rows) == 1:
-            result.answers[rows[0].record_id] = rejection_answer(
-                f"the table refused it: {type(outcome).__name__}: {outcome}"
-            )
-            return [], None
-        half = len(rows) // 2
-        first = await self._merge(prepared, rows[:half], table.slice(0, half), False)
-        if isinstance(first, BaseException):
-            return first
-        second = await self._merge(prepared, rows[half:], table.slice(half), last)
-        if isinstance(second, BaseException):
-            # the first half is in the table (a copy sent again upserts the same values)
-            result.answers.update((entry.record_id, None) for entry in first[0])
-            return second
-        return [*first[0], *second[0]], second[1] if second[1] is not None else first[1]
 
     def _landed(
         self, prepared: PreparedBatch, rows: list[Entry], skipped: dict[str, Outcome], version: int
@@ -358,39 +331,3 @@ class BatchSettler:
         result.commits += 1
         for entry in rows:
             result.answers[entry.record_id] = None
-
-    async def _with_retries(self, step: Callable[[], Awaitable[T]], rows: int) -> T | BaseException:
-        """Run one step of an append, retrying transient failures; returns its result, or the
-        error that ended it (a data error at once, a transient one after the retries)."""
-        delay_s = self._retry.backoff_ms / 1000
-        for attempt in range(self._retry.retries + 1):
-            try:
-                return await step()
-            except WriterReplaced:
-                raise
-            except Exception as exc:
-                if is_data_error(exc):  # bisected by the caller: no retry would help
-                    logger.warning("append of %d rows refused: %s", rows, exc)
-                    return exc
-                # I/O, object store, conflicts: worth another try
-                if attempt == self._retry.retries:
-                    logger.error(
-                        "append of %d rows failed %d times; answering WriteFailed: %s: %s",
-                        rows,
-                        attempt + 1,
-                        type(exc).__name__,
-                        exc,
-                    )
-                    return exc
-                logger.warning(
-                    "append of %d rows failed (%s: %s); retry %d/%d in %.2fs",
-                    rows,
-                    type(exc).__name__,
-                    exc,
-                    attempt + 1,
-                    self._retry.retries,
-                    delay_s,
-                )
-                await asyncio.sleep(delay_s)
-                delay_s *= 2
-        raise AssertionError("unreachable")

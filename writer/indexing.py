@@ -181,8 +181,13 @@ class IndexKeeper:
         self._last_commit = time.monotonic()
         self._since += rows
         self._pending = True
+        self._run_if_due()
+
+    def _run_if_due(self) -> None:
+        """Bring the indexes up to date if enough rows came since the last time (a commit while
+        an upkeep runs counts its rows for the next one, which starts when it ends)."""
         due = self._since >= self._policy.rows and time.monotonic() >= self._not_before
-        if self._policy.enabled and due:
+        if self._policy.enabled and due and not self._shutdown.requested.is_set():
             self._run()
 
     async def stop(self) -> None:
@@ -210,6 +215,12 @@ class IndexKeeper:
     async def _bring_up_to_date(self) -> None:
         if not self._sink.ready:
             return
+        try:
+            await self._bring_up_to_date_now()
+        finally:  # rows committed meanwhile may be due already: once this task is done
+            asyncio.get_running_loop().call_soon(self._run_if_due)
+
+    async def _bring_up_to_date_now(self) -> None:
         try:
             async with self._upkeep:
                 if self._shutdown.requested.is_set():

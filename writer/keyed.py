@@ -16,13 +16,15 @@ The keys to delete and the rows to write are then apart, so a batch with deletes
 the deletes (a merge-insert joining a table of the keys), then the rows, which carry the
 watermark. A crash between them replays the batch: deleting again deletes nothing more, and the
 rows are written once. Every merge is computed on the table the commit before left, never ahead
-of it (two merges computed on one version would both insert a new key).
+of it (two merges computed on one version would both insert a new key). ``keyed_commits.py``
+makes the commits; ``settle`` tells it which records each change settles, and, after the table
+refused a change, what its key falls back to.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,6 +33,7 @@ import pyarrow as pa
 from lance import Transaction
 
 from lancequeue.common.errors import ConfigError
+from lancequeue.writer.entries import Entry
 from lancequeue.writer.fencing import commit_fenced
 
 Key = tuple[Any, ...]
@@ -43,10 +46,23 @@ class TableKey:
     columns: tuple[str, ...]
     upsert: bool
 
+    def __post_init__(self) -> None:
+        for name in self.columns:
+            if '"' in name or "`" in name:
+                raise ConfigError(
+                    f"{self.flag} {name!r}: Lance cannot join on a column whose name holds a "
+                    "double quote or a backtick (its merge-insert finds no such column)"
+                )
+
+    @property
+    def flag(self) -> str:
+        """The writer option that names these key columns."""
+        return "--upsert-key" if self.upsert else "--delete-key"
+
     def check(self, schema: pa.Schema, table: str) -> None:
         """Raise ``ConfigError`` unless every key column is a column of integers or strings of
         ``schema`` (what a delete's filter can name exactly)."""
-        flag = "--upsert-key" if self.upsert else "--delete-key"
+        flag = self.flag
         for name in self.columns:
             index = schema.get_field_index(name)
             if index < 0:
@@ -81,6 +97,21 @@ class TableKey:
             return f"a delete names the key columns ({names}) only, not {extra[0]!r}"
         return None
 
+    def unfit(self, key: dict[str, Any]) -> str | None:
+        """Why a delete's key cannot be one of this table's whatever its schema, if it cannot:
+        ``misnamed``, or a value that is neither an integer nor a string."""
+        why = self.misnamed(key)
+        if why is not None:
+            return why
+        for name in self.columns:
+            value = key[name]
+            if isinstance(value, bool) or not isinstance(value, (int, str)):
+                return (
+                    f"a key column holds integers or strings; {name!r} is "
+                    f"{type(value).__name__} {value!r:.60}"
+                )
+        return None
+
     def keys(self, table: pa.Table) -> list[Key]:
         """Each row's key, in row order."""
         columns = [table.column(name).to_pylist() for name in self.columns]
@@ -98,72 +129,84 @@ class TableKey:
         return missing
 
 
+@dataclass(frozen=True)
+class Op:
+    """One of a batch's operations on its table, in stream order: a row to write, or a delete
+    of ``key``."""
+
+    key: Key | None
+    """None: a row without a value in a key column (an append table writes it; no delete
+    names it)."""
+    delete: bool = False
+
+
 @dataclass
 class KeyedChanges:
-    """A batch's changes by key, one per key: which of its rows to write, and which keys to
-    delete from the table as it was before the batch."""
+    """A batch's changes by key, one per key: which operations (by index) write a row, which
+    keys go, and which operations each change settles."""
 
     rows: list[int]
-    """Positions (in the batch's rows) of the rows to write, in order."""
+    """Operations whose rows are written, in stream order."""
     deletes: list[Key]
-    """Keys whose rows go, in the order of their first delete in the batch."""
+    """Keys whose rows go (from the table as the commit before left it)."""
+    with_deletes: list[int]
+    """Operations settled once the deletes are committed: the deletes, and the operations on
+    their keys they undo or supersede."""
+    superseded: dict[int, list[int]]
+    """A written row's operation → the earlier operations on its key it supersedes (settled
+    once it is written; an upsert table's)."""
 
 
-def settle(
-    key: TableKey, row_keys: list[Key], row_order: list[int], deletes: list[tuple[int, Key]]
-) -> KeyedChanges:
-    """The changes a batch makes: its rows (with their keys ``row_keys`` and stream positions
-    ``row_order``) and its deletes (stream position, key), the last operation on each key
-    winning (see the module's docstring)."""
-    operations = sorted(
-        [
-            (order, False, index, row_key)
-            for index, (order, row_key) in enumerate(zip(row_order, row_keys, strict=True))
-        ]
-        + [(order, True, -1, deleted) for order, deleted in deletes]
-    )
-    if key.upsert:
-        last: dict[Key, tuple[bool, int]] = {}
-        for _, is_delete, index, op_key in operations:
-            last[op_key] = (is_delete, index)
-        rows = sorted(index for is_delete, index in last.values() if not is_delete)
-        gone = [op_key for op_key, (is_delete, _) in last.items() if is_delete]
-        return KeyedChanges(rows, gone)
-    deleted_after: set[Key] = set()
-    kept: list[int] = []
-    for _, is_delete, index, op_key in reversed(operations):
-        if is_delete:
-            deleted_after.add(op_key)
-        elif op_key not in deleted_after:
-            kept.append(index)
-    first_deletes = dict.fromkeys(deleted for _, deleted in deletes)
-    return KeyedChanges(sorted(kept), list(first_deletes))
+def settle(key: TableKey, ops: Sequence[Op], excluded: Collection[int] = ()) -> KeyedChanges:
+    """The changes a batch's operations ``ops`` make, leaving out those ``excluded`` (settled
+    already, or refused), the last operation on each key winning (see the module's
+    docstring)."""
+    by_key: dict[Key, list[int]] = {}
+    changes = KeyedChanges([], [], [], {})
+    for index, op in enumerate(ops):
+        if index in excluded:
+            continue
+        if op.key is None:
+            changes.rows.append(index)
+        else:
+            by_key.setdefault(op.key, []).append(index)
+    for op_key, indices in by_key.items():
+        last_delete = max((index for index in indices if ops[index].delete), default=None)
+        if key.upsert and not ops[indices[-1]].delete:
+            changes.rows.append(indices[-1])
+            changes.superseded[indices[-1]] = indices[:-1]
+            continue
+        if last_delete is not None:
+            changes.deletes.append(op_key)
+        for index in indices:
+            if last_delete is not None and index <= last_delete:
+                changes.with_deletes.append(index)
+            else:  # an append table's rows after the key's last delete
+                changes.rows.append(index)
+    changes.rows.sort()
+    changes.with_deletes.sort()
+    return changes
 
 
-def settle_batch(
-    key: TableKey,
-    rows: pa.Table | None,
-    row_order: list[int],
-    delete_keys: pa.Table | None,
-    delete_order: list[int],
-) -> tuple[pa.Table | None, list[int], list[Key], dict[int, str]]:
-    """A batch's changes: of its ``rows`` (at stream positions ``row_order``) those to write,
-    and their positions among the rows; the keys to delete (``delete_keys`` at positions
-    ``delete_order``); and the rows refused for holding no key, with why."""
-    # an upsert needs its key; an append without one is written, as no delete names it
-    refused = key.null_rows(rows) if rows is not None and key.upsert else {}
-    candidates = [index for index in range(len(row_order)) if index not in refused]
-    row_keys = key.keys(rows.take(candidates)) if rows is not None and candidates else []
-    deleted = key.keys(delete_keys) if delete_keys is not None else []
-    changes = settle(
-        key,
-        row_keys,
-        [row_order[index] for index in candidates],
-        list(zip(delete_order, deleted, strict=True)),
-    )
-    kept = [candidates[index] for index in changes.rows]
-    table = rows.take(kept) if rows is not None and kept else None
-    return table, kept, changes.deletes, refused
+@dataclass
+class KeyedOps:
+    """A batch's operations on a table with key columns, from its claim to its commit."""
+
+    key: TableKey
+    entries: list[Entry]
+    """The record of each operation, in stream order."""
+    ops: list[Op]
+    rows: pa.Table | None
+    """The rows of the operations that write one (``row_of``)."""
+    row_of: dict[int, int]
+    """Operation → its row in ``rows``."""
+    changes: KeyedChanges
+    """The changes the operations make (the first round)."""
+
+    def table(self, indices: Sequence[int]) -> pa.Table:
+        """The rows of the operations ``indices``, in their order."""
+        assert self.rows is not None
+        return self.rows.take([self.row_of[index] for index in indices])
 
 
 def merge_uncommitted(

@@ -1,4 +1,5 @@
-"""Which append failures are the data's fault and which are the storage's.
+"""Which append failures are the data's fault and which are the storage's, and the retries
+that follow from it.
 
 A failure caused by the data (Arrow or Lance refusing a value the writer's checks let through)
 would fail the same way on every retry: the batch is bisected at once so that only the records
@@ -12,8 +13,20 @@ fault, "LanceError(IO): …" is not.
 
 from __future__ import annotations
 
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import TypeVar
+
 import pyarrow as pa
 from lance.commit import CommitConflictError
+
+from lancequeue.common.errors import WriterReplaced
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 _DATA_ERROR_TYPES = (pa.ArrowInvalid, pa.ArrowTypeError, ValueError, TypeError)
 """Python-side refusals of a value: Arrow's conversions, the writer's own checks."""
@@ -49,3 +62,52 @@ def is_data_error(exc: BaseException) -> bool:
         detail = message.removeprefix("LanceError(Arrow):").lstrip()
         return not detail.startswith(_ARROW_IO_ERRORS)
     return True
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How often a table call that failed for a transient reason is tried again, and the wait
+    before the first retry (doubling each time)."""
+
+    retries: int
+    backoff_ms: int
+
+
+async def with_retries(
+    policy: RetryPolicy, step: Callable[[], Awaitable[T]], rows: int
+) -> T | BaseException:
+    """Run one step of an append (of ``rows`` rows), retrying transient failures; returns its
+    result, or the error that ended it (a data error at once, a transient one after the
+    retries). ``WriterReplaced`` is raised."""
+    delay_s = policy.backoff_ms / 1000
+    for attempt in range(policy.retries + 1):
+        try:
+            return await step()
+        except WriterReplaced:
+            raise
+        except Exception as exc:
+            if is_data_error(exc):  # bisected by the caller: no retry would help
+                logger.warning("append of %d rows refused: %s", rows, exc)
+                return exc
+            # I/O, object store, conflicts: worth another try
+            if attempt == policy.retries:
+                logger.error(
+                    "append of %d rows failed %d times; answering WriteFailed: %s: %s",
+                    rows,
+                    attempt + 1,
+                    type(exc).__name__,
+                    exc,
+                )
+                return exc
+            logger.warning(
+                "append of %d rows failed (%s: %s); retry %d/%d in %.2fs",
+                rows,
+                type(exc).__name__,
+                exc,
+                attempt + 1,
+                policy.retries,
+                delay_s,
+            )
+            await asyncio.sleep(delay_s)
+            delay_s *= 2
+    raise AssertionError("unreachable")

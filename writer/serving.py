@@ -28,11 +28,12 @@ from lancequeue.writer.claims import BatchClaim, Claimer, Ranges, entry_ranges
 from lancequeue.writer.coalesce import Coalescer
 from lancequeue.writer.column_kinds import publish_columns
 from lancequeue.writer.entries import Entry, read_entries
-from lancequeue.writer.flush import BatchSettler, RetryPolicy
+from lancequeue.writer.flush import BatchSettler
 from lancequeue.writer.indexing import check_vector_column
 from lancequeue.writer.lease import Lease
 from lancequeue.writer.metrics import TableMetrics
 from lancequeue.writer.pipeline import FlushPipeline
+from lancequeue.writer.refusals import RetryPolicy
 from lancequeue.writer.retrying import Outage, until_done
 from lancequeue.writer.settings import WriterSettings
 from lancequeue.writer.settlement import PreparedBatch

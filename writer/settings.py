@@ -299,6 +299,7 @@ class WriterSettings:
             raise ConfigError(
                 "delete_key differs from upsert_key: an upsert table deletes by its upsert key"
             )
+        _ = self.table_key  # raises ConfigError for a column Lance cannot join on
         # Before anything opens the table: the modules may register its embedding functions.
         load_imports(self.imports)
         if self.storage_options is not None:

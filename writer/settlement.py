@@ -10,7 +10,7 @@ import pyarrow as pa
 
 from lancequeue.common.replies import error_payload
 from lancequeue.writer.entries import Entry
-from lancequeue.writer.keyed import Key
+from lancequeue.writer.keyed import KeyedOps
 from lancequeue.writer.watermark import SKIPPED_SILENTLY, Outcome, Watermark
 
 
@@ -77,11 +77,9 @@ class PreparedBatch:
     table: pa.Table | None = None
     written: Written = field(default_factory=Written)
     """The data files written for it (``BatchSettler.write``), to commit."""
-    deletes: list[Key] = field(default_factory=list)
-    """Keys whose rows its commit deletes (``keyed.py``)."""
-    applied: list[Entry] = field(default_factory=list)
-    """Its deletes, and records another of its records superseded by key: answered as written
-    once it commits, not written themselves."""
+    keyed: KeyedOps | None = None
+    """Its operations by key, on a table with key columns (``keyed.py``); an upsert table's
+    rows are there, not in ``table``."""
 
 
 def batch_watermark(

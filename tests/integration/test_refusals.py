@@ -14,8 +14,8 @@ from lance.commit import CommitConflictError
 from lancequeue.common.errors import RecordRejected
 from lancequeue.producer import Producer
 from lancequeue.writer.entries import Entry
-from lancequeue.writer.flush import BatchSettler, RetryPolicy
-from lancequeue.writer.refusals import is_data_error
+from lancequeue.writer.flush import BatchSettler
+from lancequeue.writer.refusals import RetryPolicy, is_data_error
 from lancequeue.writer.settlement import PreparedBatch, Settlement
 from lancequeue.writer.table import TableSink
 from tests.support import KEYS, WRITTEN, FixedToken, StartWriter, broken_storage, gather, table_ids

@@ -130,6 +130,7 @@ async def test_a_delete_before_the_table_exists_deletes_nothing_and_succeeds(
         ({"upsert_key": "missing"}, "no such column"),
         ({"upsert_key": "text,text"}, "names a column twice"),
         ({"delete_key": "n", "upsert_key": "id"}, "differs from upsert_key"),
+        ({"upsert_key": 'user"id'}, "double quote or a backtick"),
     ],
 )
 async def test_a_key_the_table_cannot_have_stops_the_writer_with_a_clear_error(

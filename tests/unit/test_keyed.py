@@ -9,33 +9,45 @@ import lance
 import pyarrow as pa
 import pytest
 
-from lancequeue.writer.keyed import TableKey, merge_uncommitted, settle
+from lancequeue.common.errors import ConfigError
+from lancequeue.writer.keyed import KeyedChanges, Op, TableKey, merge_uncommitted, settle
 
 UPSERT = TableKey(("id",), upsert=True)
 APPEND = TableKey(("id",), upsert=False)
 
 
+def ops(*spec: str) -> list[Op]:
+    """Operations from ``"a"`` (a row of key a) and ``"-a"`` (a delete of a), in stream order."""
+    return [Op((name.lstrip("-"),), delete=name.startswith("-")) for name in spec]
+
+
 def test_an_upsert_batch_keeps_the_last_operation_of_each_key() -> None:
-    # rows at stream positions 0, 1, 3, 5 (keys a, b, a, c); deletes at 2 (b), 4 (c), 6 (d)
-    changes = settle(
-        UPSERT,
-        [("a",), ("b",), ("a",), ("c",)],
-        [0, 1, 3, 5],
-        [(2, ("b",)), (4, ("c",)), (6, ("d",))],
-    )
-    assert changes.rows == [2, 3]  # a's second row; c written again after its delete
+    changes = settle(UPSERT, ops("a", "b", "-b", "a", "-c", "c", "-d"))
+    assert changes.rows == [3, 5]  # a's second row; c written again after its delete
     assert changes.deletes == [("b",), ("d",)]
+    assert changes.with_deletes == [1, 2, 6]  # b's row and delete, d's delete
+    assert changes.superseded == {3: [0], 5: [4]}  # settled once the row that wins is written
+
+
+def test_a_refused_operation_gives_way_to_the_one_before_it_on_its_key() -> None:
+    batch = ops("a", "-a", "a", "b")
+    assert settle(UPSERT, batch, excluded={2}).deletes == [("a",)]  # the delete wins then
+    assert settle(UPSERT, batch, excluded={1, 2}).rows == [0, 3]  # then the first row
+    assert settle(UPSERT, batch, excluded={0, 1, 2, 3}) == KeyedChanges([], [], [], {})
 
 
 def test_an_append_batch_deletes_the_earlier_rows_of_a_key_and_keeps_later_ones() -> None:
-    changes = settle(
-        APPEND,
-        [("a",), ("a",), ("b",), ("a",)],
-        [0, 1, 2, 4],
-        [(3, ("a",)), (5, ("c",))],
-    )
-    assert changes.rows == [2, 3]  # b, and the a appended after the delete
+    batch = [*ops("a", "a", "b", "-a", "a", "-c"), Op(None)]  # the last row has no key
+    changes = settle(APPEND, batch)
+    assert changes.rows == [2, 4, 6]  # b, the a appended after the delete, the keyless row
     assert changes.deletes == [("a",), ("c",)]  # from the table as it was before the batch
+    assert changes.with_deletes == [0, 1, 3, 5]  # the deletes and the rows they undo
+
+
+def test_a_key_column_name_lance_cannot_join_on_is_refused() -> None:
+    for name in ('user"id', "user`id"):
+        with pytest.raises(ConfigError, match="double quote or a backtick"):
+            TableKey((name,), upsert=True)
 
 
 @pytest.mark.parametrize(

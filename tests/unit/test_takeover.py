@@ -13,7 +13,8 @@ from lancequeue.common.entries import entry_fields
 from lancequeue.common.keys import TableKeys
 from lancequeue.writer.claims import BatchClaim, ProducerClaim, Ranges, entry_ranges
 from lancequeue.writer.entries import Entry, read_entries
-from lancequeue.writer.flush import BatchSettler, RetryPolicy
+from lancequeue.writer.flush import BatchSettler
+from lancequeue.writer.refusals import RetryPolicy
 from lancequeue.writer.table import TableSink
 from lancequeue.writer.watermark import FENCE
 from tests.support import FixedToken, record
