@@ -95,8 +95,9 @@ def _failure(named: str) -> OSError:
     return OSError(f"LanceError(IO): the disk failed committing {named} (LANCEQUEUE_FAIL)")
 
 
-_failing: dict[int, str] = {}
-"""Data files (by ``id``) written from rows ``LANCEQUEUE_FAIL`` names: their commit fails."""
+_failing: dict[int, tuple[Any, str]] = {}
+"""Data files (by ``id``, each kept so that no other takes its id) written from rows
+``LANCEQUEUE_FAIL`` names: their commit fails."""
 
 
 # The steps wrapped: each original is kept and called.
@@ -112,7 +113,7 @@ def _refusing_write_fragments(data: Any, *args: Any, **kwargs: Any) -> Any:
     _refusal(data)
     fragments = _write_fragments(data, *args, **kwargs)
     if (named := _named("LANCEQUEUE_FAIL", data)) is not None:
-        _failing.update((id(fragment), named) for fragment in fragments)
+        _failing.update((id(fragment), (fragment, named)) for fragment in fragments)
     return fragments
 
 
@@ -130,7 +131,7 @@ def _crashing_commit_sync(self: table.TableSink, fragments: Any, *args: Any) -> 
     crash_point("mid_append")
     for fragment in fragments:
         if id(fragment) in _failing:
-            raise _failure(_failing[id(fragment)])
+            raise _failure(_failing[id(fragment)][1])
     return _commit_sync(self, fragments, *args)
 
 

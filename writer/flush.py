@@ -190,6 +190,7 @@ class BatchSettler:
         else:  # appended as any batch: only the rows the deletes leave
             prepared.rows = [entries[index] for index in changes.rows]
             prepared.table = prepared.keyed.table(changes.rows) if changes.rows else None
+            prepared.keyed.rows = None  # written from prepared.table
 
     @staticmethod
     def _recover(
@@ -288,6 +289,7 @@ class BatchSettler:
         keyed = prepared.keyed
         if keyed is not None and self._upserts:
             landed = await self._keyed.upserts(keyed, result, lambda: self._mark(prepared))
+            keyed.rows = None  # merged: not held until the batch is answered
             if result.version is not None:
                 self._landed(prepared, landed, skipped_answers(result), result.version)
             return

@@ -168,6 +168,7 @@ class IndexKeeper:
         self._backoff_s = 0.0
         self._watching: asyncio.Task[None] | None = None
         self._running: asyncio.Task[None] | None = None
+        self._stopped = False
         self.coverage: list[IndexCoverage] = []
 
     def start(self) -> None:
@@ -187,11 +188,12 @@ class IndexKeeper:
         """Bring the indexes up to date if enough rows came since the last time (a commit while
         an upkeep runs counts its rows for the next one, which starts when it ends)."""
         due = self._since >= self._policy.rows and time.monotonic() >= self._not_before
-        if self._policy.enabled and due and not self._shutdown.requested.is_set():
+        if self._policy.enabled and due and not self._stopped:
             self._run()
 
     async def stop(self) -> None:
-        """Stop watching and wait for a running upkeep (neither raises)."""
+        """Stop watching and wait for a running upkeep (neither raises); start no other."""
+        self._stopped = True
         if self._watching is not None:
             self._watching.cancel()
             await asyncio.gather(self._watching, return_exceptions=True)

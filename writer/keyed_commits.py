@@ -53,9 +53,11 @@ class _Batch:
     result: Settlement
     mark: Mark
     refused: bool = False
-    """Something was refused: no later commit carries the watermark."""
+    """Something was refused in this round: another round follows, so no later commit of this
+    one carries the watermark."""
     settled: set[int] = field(default_factory=set)
-    landed: list[Entry] = field(default_factory=list)
+    landed: list[int] = field(default_factory=list)
+    """Operations whose rows are in the table."""
     version: int | None = None
     failed: bool = False
     """A transient failure ended the batch: nothing more is committed."""
@@ -86,6 +88,7 @@ class KeyedCommits:
         batch = _Batch(keyed, result, mark)
         changes = keyed.changes
         while changes.rows or changes.deletes:
+            batch.refused = False
             fallback: set[Key] = set()
             if changes.deletes:
                 fallback |= await self._deletes(batch, changes, not changes.rows)
@@ -99,7 +102,7 @@ class KeyedCommits:
                 {i for i, op in enumerate(keyed.ops) if op.key not in fallback} | batch.settled,
             )
         result.version = batch.version
-        return batch.landed
+        return [keyed.entries[index] for index in sorted(batch.landed)]  # in stream order
 
     async def deletes(self, keyed: KeyedOps, result: Settlement, mark: Mark | None) -> bool:
         """Commit an append table's deletes (carrying the watermark if ``mark`` is given: no
@@ -121,6 +124,7 @@ class KeyedCommits:
                         "WriteFailed",
                     ),
                 )
+                result.failed += 1
         return True
 
     async def _deletes(self, batch: _Batch, changes: KeyedChanges, last: bool) -> set[Key]:
@@ -137,10 +141,15 @@ class KeyedCommits:
         gone = set(done.done)
         ops = batch.keyed.ops
         batch.answer([i for i in changes.with_deletes if ops[i].key in gone])
+        last_row: dict[Key, int] = {}  # an upsert table's: the deletes before it give way to it
+        for index in changes.with_deletes if batch.keyed.key.upsert else []:
+            op_key = ops[index].key
+            if op_key is not None and not ops[index].delete:
+                last_row[op_key] = index
         for index in changes.with_deletes:
             op_key = ops[index].key
             why = done.refused.get(op_key) if ops[index].delete and op_key is not None else None
-            if why is not None:
+            if why is not None and index > last_row.get(op_key or (), -1):
                 batch.answer([index], _refusal("the table refused the delete", why))
         if done.error is not None:
             batch.fail(done.error)
@@ -158,7 +167,7 @@ class KeyedCommits:
         )
         for index in done.done:
             batch.answer([index, *changes.superseded.get(index, [])])
-            batch.landed.append(keyed.entries[index])
+            batch.landed.append(index)
         for index, why in done.refused.items():
             batch.answer([index], _refusal("the table refused it", why))
         batch.version = done.version if done.version is not None else batch.version

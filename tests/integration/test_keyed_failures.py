@@ -12,7 +12,7 @@ import pytest
 from lancequeue.common.errors import RecordRejected, WriteFailed
 from tests.drivers import Driven
 from tests.integration.test_upserts import SCHEMA, rows
-from tests.support import WRITTEN, StartWriter
+from tests.support import WRITTEN, StartWriter, flush_recorder
 
 
 async def outcomes(futures: list[Any]) -> list[str]:
@@ -31,8 +31,10 @@ async def test_a_refused_upsert_gives_way_to_the_operation_sent_before_it_on_its
     start_writer: StartWriter, made: Driven, db_uri: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("LANCEQUEUE_REFUSE", "n=99")  # the table refuses rows with n 99
-    start_writer(upsert_key="id", schema=SCHEMA, coalesce_ms=200)
+    flushes, on_flushed = flush_recorder()
+    start_writer(upsert_key="id", schema=SCHEMA, coalesce_ms=200, on_flushed=on_flushed)
     await made.write_many([{"id": i, "text": "old", "n": 0} for i in (1, 2, 3)])
+    before = len(flushes)
     futures = [
         await made.enqueue({"id": 1, "text": "new", "n": 1}),
         await made.enqueue({"id": 1, "text": "refused", "n": 99}),  # 1 stays "new"
@@ -46,6 +48,8 @@ async def test_a_refused_upsert_gives_way_to_the_operation_sent_before_it_on_its
     ]
     table = rows(db_uri)
     assert {key: row["text"] for key, row in table.items()} == {1: "new", 3: "old", 4: "kept"}
+    # the hook gets the rows written, in stream order, though 1's was written in a later round
+    assert [row["id"] for flush in flushes[before:] for row in flush] == [1, 4]
 
 
 async def test_a_refused_delete_is_rejected_alone_and_its_key_keeps_the_upsert_before_it(
