@@ -162,6 +162,7 @@ class IndexKeeper:
         self._summary = summary
         self._redis, self._keys = status
         self._since = 0  # rows committed since the last upkeep
+        self._covering = 0  # the rows the running upkeep was started for
         self._last_commit = time.monotonic()
         self._pending = True  # rows may be unindexed: at start, look once the table is quiet
         self._not_before = 0.0  # after a failed upkeep, the next waits (doubling) until then
@@ -202,7 +203,7 @@ class IndexKeeper:
 
     def _run(self) -> None:
         if self._running is None or self._running.done():
-            self._since = 0
+            self._covering, self._since = self._since, 0
             self._pending = False
             self._running = asyncio.create_task(self._bring_up_to_date(), name="lancequeue-index")
 
@@ -213,6 +214,8 @@ class IndexKeeper:
             now = time.monotonic()
             if self._pending and now - self._last_commit >= quiet_s and now >= self._not_before:
                 self._run()
+            else:  # rows due while an upkeep failed are tried once its backoff is over
+                self._run_if_due()
 
     async def _bring_up_to_date(self) -> None:
         if not self._sink.ready:
@@ -246,6 +249,7 @@ class IndexKeeper:
             self._backoff_s = min(max(2 * self._backoff_s, _FIRST_BACKOFF_S), _LAST_BACKOFF_S)
             self._not_before = time.monotonic() + self._backoff_s
             self._pending = True  # a later quiet spell tries again
+            self._since += self._covering  # and so do enough rows, once the backoff is over
             if self._backoff_s == _FIRST_BACKOFF_S:  # the first failure of a run: in full
                 logger.exception("bringing the indexes of %r up to date failed", self._sink.name)
             else:
