@@ -70,6 +70,10 @@ class ProducerCore(Generic[F]):
             settings.send_interval_ms / 1000,
         )
         self.keys = self.outbox.keys
+        self._late_s = min(settings.redis_timeout_ms, settings.answer_grace_ms / 2) / 1000
+        """How long past its records' deadline the enqueue script's answer is waited for: well
+        before the abandoner gives them up (at the deadline plus ``answer_grace_ms``), so a late
+        answer never meets sequence numbers already abandoned."""
         self.ok = resolve_ok
         self.fail = resolve_error
         self._writer_checked = False  # whether a writer serves the table was looked at
@@ -201,7 +205,7 @@ class ProducerCore(Generic[F]):
                 if args is None:
                     continue  # the deadline passed meanwhile
                 try:
-                    ids = yield Call(Op.ENQUEUE, (args,), sending.call_timeout_s())
+                    ids = yield Call(Op.ENQUEUE, (args,), sending.enqueue_timeout_s(self._late_s))
                 except NotStarted as exc:
                     sending.unreachable(exc)
                     continue

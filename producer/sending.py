@@ -131,6 +131,13 @@ class Sending(Generic[F]):
         gets its answer instead of being taken for a hung Redis."""
         return max(self.remaining_s(), LEAST_CALL_WAIT_S)
 
+    def enqueue_timeout_s(self, late_s: float) -> float:
+        """How long the enqueue script may take: until ``late_s`` past the earliest deadline
+        (at least ``LEAST_CALL_WAIT_S``). Its records are numbered, so a late answer still says
+        what became of them (a full queue: ``QueueFull`` at once); without one they are settled
+        by abandoning, at their deadline plus the answer grace, which ``late_s`` stays under."""
+        return max(self.remaining_s() + late_s, LEAST_CALL_WAIT_S)
+
     def expired(self) -> bool:
         return self._earliest <= time.monotonic()
 

@@ -123,15 +123,16 @@ class Tasks:
             call = resume(steps, result, error)
 
     async def _perform(self, call: Call) -> Any:
-        """The call, no longer than its ``timeout_s``: a hung Redis must not hold records past
-        their deadline. A call cut short is as a lost connection: it may have run."""
+        """The call, no longer than its ``timeout_s`` (its records' deadline; for the enqueue
+        script, a little past it): a hung Redis must not hold records past it. A call cut short
+        is as a lost connection: it may have run."""
         running = self._ops[call.op](*call.args)
         if call.timeout_s is None:
             return await running
         try:
             return await asyncio.wait_for(running, call.timeout_s)
         except asyncio.TimeoutError:
-            raise RedisTimeoutError("no answer from Redis by the records' deadline") from None
+            raise RedisTimeoutError("no answer from Redis in time for the records") from None
 
     # -- the calls ---------------------------------------------------------------------------
 

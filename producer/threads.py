@@ -149,8 +149,9 @@ class Threads:
         return self._by_deadline(call.timeout_s, op, *call.args)
 
     def _by_deadline(self, timeout_s: float, call: Callable[..., Any], *args: Any) -> Any:
-        """``call(*args)`` on the producer's Redis thread, waiting no longer than the records'
-        deadline: a hung Redis must not hold them past it. Calls run one at a time, in order,
+        """``call(*args)`` on the producer's Redis thread, waiting no longer than the call's
+        timeout (its records' deadline; for the enqueue script, a little past it): a hung Redis
+        must not hold them past it. Calls run one at a time, in order,
         so one left running (its outcome unknown, like a lost connection's) goes before the
         next. Raises ``NotStarted`` if the call had not even started (nothing was sent), a
         Redis ``TimeoutError`` if it had."""
@@ -166,7 +167,7 @@ class Threads:
             if running.cancel():
                 raise NotStarted("Redis is still busy with this producer's call before") from None
             raise RedisTimeoutError(
-                "no answer from Redis by the records' deadline; the call goes on without them"
+                "no answer from Redis in time for the records; the call goes on without them"
             ) from None
 
     # -- the calls ---------------------------------------------------------------------------

@@ -1,5 +1,5 @@
-"""A TCP proxy in front of Redis that loses the reply to a chosen command: a lost connection, on
-purpose and at a precise moment."""
+"""A TCP proxy in front of Redis that loses, or holds back, the reply to a chosen command: a lost
+connection or a slow Redis, on purpose and at a precise moment."""
 
 from __future__ import annotations
 
@@ -21,6 +21,7 @@ class _Link:
         self.awaiting: bytes | None = None  # the watched command whose reply comes next
         self.silent = False  # a reply was swallowed: forward nothing more from Redis
         self.tail = b""  # the last bytes sent upstream, to find a command split across reads
+        self.held: bytes | None = None  # replies held back ("hold"), forwarded on release
 
 
 class LossyProxy:
@@ -38,6 +39,7 @@ class LossyProxy:
         self._refuse_after_loss = False
         self._refusing = False
         self.lost_replies = 0
+        self._release = False
         self._links: list[_Link] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="lossy-proxy", daemon=True)
@@ -55,6 +57,16 @@ class LossyProxy:
     def lose_next_evalsha_reply(self, how: str = "close", then_refuse: bool = False) -> None:
         self.lose_next_reply(b"EVALSHA", how, then_refuse)
 
+    def hold_next_evalsha_reply(self) -> None:
+        """Hold Redis's next reply to an EVALSHA back (and what follows it on that connection)
+        until ``release()``: a Redis that answers late."""
+        self.lose_next_reply(b"EVALSHA", "hold")
+
+    def release(self) -> None:
+        """Forward the replies held back."""
+        with self._lock:
+            self._release = True
+
     def refuse(self, refusing: bool) -> None:
         """Close every connection and refuse new ones (or accept them again)."""
         with self._lock:
@@ -71,6 +83,13 @@ class LossyProxy:
             while not self._stop.is_set():
                 with self._lock:
                     refusing = self._refusing
+                    release, self._release = self._release, False
+                if release:
+                    for link in self._links:
+                        held, link.held = link.held, None
+                        if held is not None:
+                            with contextlib.suppress(OSError):  # the client may be gone
+                                link.client.sendall(held)
                 if refusing:
                     for link in list(self._links):
                         self._drop(selector, link)
@@ -114,6 +133,9 @@ class LossyProxy:
             return
         if link.silent:
             return
+        if link.held is not None:
+            link.held += data
+            return
         command, link.awaiting = link.awaiting, None
         with self._lock:
             how = None
@@ -126,6 +148,8 @@ class LossyProxy:
             link.client.sendall(data)
         elif how == "close":
             self._drop(selector, link)
+        elif how == "hold":
+            link.held = data
         else:  # "swallow": keep the connection open, forward nothing more on it
             link.silent = True
 

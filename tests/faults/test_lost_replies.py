@@ -8,18 +8,24 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import hashlib
+import time
 
+import pytest
 import redis
 
 from lancequeue.common.codec import decode_record
+from lancequeue.common.errors import ProducerClosed, QueueFull
 from lancequeue.common.protocol import ENQUEUE_SCRIPT
 from lancequeue.producer import AsyncProducer, Producer
+from tests.drivers import DRIVERS, Driven
 from tests.lossy_proxy import LossyProxy
 from tests.support import (
     KEYS,
     WRITTEN,
     StartWriter,
+    async_wait_for,
     gather,
+    queued_records,
     record,
     resolve,
     stream_holds,
@@ -159,3 +165,48 @@ async def test_an_async_producer_settles_a_reply_a_lost_connection_never_deliver
         assert table_ids(db_uri) == [1, 2]
         inflight = KEYS.reply_inflight(made.producer_id)
     assert client.exists(inflight) == 0
+
+
+# -- a late answer --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("driver", DRIVERS)
+async def test_a_full_queue_answered_after_the_deadline_still_fails_the_record_with_queue_full(
+    driver: str, proxy: LossyProxy, client: redis.Redis, redis_url: str
+) -> None:
+    """Redis answers the enqueue script at a full queue after the record's deadline: that
+    answer ("queue full", nothing added) settles the record at once, rather than the call being
+    given up at the deadline and the record left to be abandoned ``answer_grace_ms`` later as
+    a ``WriteTimeout``."""
+    client.hset(KEYS.config, "max_queue_size", 1)
+    filler = AsyncProducer("docs", redis_url=redis_url)  # straight to Redis, not through the proxy
+    queued = await filler.enqueue(record(0))
+    await async_wait_for(
+        lambda: asyncio.to_thread(lambda: queued_records(client) == 1), what="a full queue"
+    )
+    await filler.close(timeout=0)
+    with pytest.raises(ProducerClosed):  # no writer: its answer is not waited for
+        await queued
+    made = Driven(driver, proxy.url, room_recheck_ms=50)
+    try:
+        sent_at = time.monotonic()
+        sending = await made.enqueue(record(1), timeout=1.0)
+        await async_wait_for(  # its first try found the queue full; it tries again every 50 ms
+            lambda: asyncio.to_thread(
+                lambda: client.pubsub_numsub(KEYS.flushed_channel)[0][1] == 1
+            ),
+            what="the sender to wait for room",
+        )
+        proxy.hold_next_evalsha_reply()  # the next try is answered late
+
+        async def past_the_deadline() -> bool:  # with the answer still held
+            return proxy.lost_replies == 1 and time.monotonic() > sent_at + 1.0 + 0.3
+
+        await async_wait_for(past_the_deadline, 10, "the record's deadline with its answer held")
+        assert not sending.done()
+        proxy.release()
+        with pytest.raises(QueueFull, match="queue full"):
+            await asyncio.wait_for(sending, 3)  # not after answer_grace_ms (10 s)
+    finally:
+        proxy.release()
+        await made.close(timeout=0)
