@@ -12,6 +12,12 @@ first; more only if one Lance task holds more), so a large merge is several shor
 compactions: between two of them, each tier that filled meanwhile is looked at again, and the
 small fragments of a busy table do not pile up behind it.
 
+While the writer drains a backlog (its batches are full), a merge would take the cores the
+appends need, and merging later costs no more: a tier then waits until it holds
+``BACKLOG_DEFERRAL`` times ``fanout`` fragments, and the first batch that is not full, or
+``CATCH_UP_S`` without a commit, compacts what the backlog left. A table that is never idle
+still compacts, in larger merges.
+
 ``--compact-every`` sets the fanout (``16``), or makes the check time-based (``30s``: at most
 every 30 seconds, fanout 16); ``0`` turns compaction off.
 """
@@ -41,6 +47,12 @@ MAX_FRAGMENT_ROWS = 131_072
 up to this many source rows (or one Lance task's): a compaction's memory and time then do not
 grow with the table. A table keeps about one fragment per this many rows, plus the tiers
 below."""
+BACKLOG_DEFERRAL = 4
+"""While batches are full, a tier is merged once it holds this many times ``fanout``
+fragments (with ``fanout`` 16 and ``max_batch`` 1024: 64 fragments, 65,536 rows, under one
+compaction commit's ``MAX_FRAGMENT_ROWS``)."""
+CATCH_UP_S = 1.0
+"""Time without a commit after a deferred check, after which the tiers are checked as usual."""
 _SPEC = re.compile(r"^(\d+)(s?)$")
 
 
@@ -78,9 +90,14 @@ class CompactionPolicy:
 
 
 def compaction_target(
-    fragment_rows: list[int], unit_rows: int, fanout: int, max_rows: int = MAX_FRAGMENT_ROWS
+    fragment_rows: list[int],
+    unit_rows: int,
+    fanout: int,
+    max_rows: int = MAX_FRAGMENT_ROWS,
+    full_at: int | None = None,
 ) -> int | None:
-    """The row count to compact towards, or None if no tier is full.
+    """The row count to compact towards, or None if no tier is full (holds ``full_at``
+    mergeable fragments; default ``fanout``).
 
     Tier 0 holds fragments under ``unit_rows * fanout`` rows, tier i those from
     ``unit_rows * fanout**i`` to ``fanout`` times that. The highest tier holding ``fanout``
@@ -95,6 +112,7 @@ def compaction_target(
     if fanout < 2 or not fragment_rows:
         return None
     base = max(1, unit_rows) * fanout
+    full = fanout if full_at is None else full_at
     tiers = [_tier(rows, base, fanout) if rows < max_rows else None for rows in fragment_rows]
     # each fragment's neighbours, None past either end: one below a tier's target makes it
     # mergeable in that tier
@@ -106,7 +124,7 @@ def compaction_target(
             for of, left, right in zip(tiers, before, after, strict=True)
             if of == tier and any(side is not None and side < target for side in (left, right))
         )
-        if mergeable >= fanout:
+        if mergeable >= full:
             return target
     return None
 
@@ -143,22 +161,39 @@ class Compactor:
         """Held by each compaction and each index upkeep (``indexing.py``): one at a time."""
         self._next_check = 0.0
         self._running: asyncio.Task[None] | None = None
+        self._catch_up: asyncio.TimerHandle | None = None
+        """Checks the tiers as usual once no commit came for ``CATCH_UP_S`` after a deferral."""
 
-    def committed(self) -> None:
-        """After an append's commit: start compacting if the policy's interval is up, a tier is
-        full and no compaction is running."""
+    def committed(self, full: bool = False) -> None:
+        """After an append's commit (``full``: of a full batch, so a backlog is draining):
+        start compacting if the policy's interval is up, a tier is full and no compaction is
+        running."""
+        self._cancel_catch_up()
         now = time.monotonic()
         if not self._policy.enabled or now < self._next_check:
             return
         if self._running is not None and not self._running.done():
             return
         self._next_check = now + self._policy.interval_s
-        target = compaction_target(self._sink.fragment_rows(), self._unit_rows, self._policy.fanout)
+        fanout = self._policy.fanout
+        deferring = full and not self._policy.interval_s
+        rows = self._sink.fragment_rows()
+        full_at = fanout * BACKLOG_DEFERRAL if deferring else fanout
+        target = compaction_target(rows, self._unit_rows, fanout, full_at=full_at)
         if target is not None:
             self._running = asyncio.create_task(self._compact(target), name="lancequeue-compaction")
+        elif deferring and compaction_target(rows, self._unit_rows, fanout) is not None:
+            self._catch_up = asyncio.get_running_loop().call_later(CATCH_UP_S, self.committed)
+
+    def _cancel_catch_up(self) -> None:
+        if self._catch_up is not None:
+            self._catch_up.cancel()
+            self._catch_up = None
 
     async def wait(self) -> None:
-        """Wait for the running compaction, if any (it never raises)."""
+        """Wait for the running compaction, if any (it never raises); a catch-up not yet due
+        is dropped."""
+        self._cancel_catch_up()
         if self._running is not None:
             await self._running
 

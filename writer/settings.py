@@ -180,8 +180,9 @@ class WriterSettings:
         metadata=_option(
             "--compact-every",
             "Compact once this many fragments of about one size pile up (size-tiered: each "
-            "row is rewritten a few times at most), checked after every flush; or 30s: check "
-            "at most every 30 seconds; 0: never.",
+            "row is rewritten a few times at most), checked after every flush (while batches "
+            "of an append table are full, four times as many, until the backlog is drained); "
+            "or 30s: check at most every 30 seconds; 0: never.",
         ),
     )
     reindex_rows: int = field(

@@ -27,6 +27,11 @@ class Upkeep:
         status: tuple[AsyncRedis, TableKeys],
     ) -> None:
         one_at_a_time = asyncio.Lock()
+        self._max_batch = settings.max_batch
+        # A table with key columns holds its commits while a compaction runs (``table.py``):
+        # larger merges would hold them longer, so only append tables defer compaction while
+        # a backlog drains.
+        self._defers = sink.key is None
         self.compactor = Compactor(
             CompactionPolicy.parse(settings.compact_every),
             sink,
@@ -45,7 +50,7 @@ class Upkeep:
 
     def committed(self, rows: int) -> None:
         """After a commit of ``rows`` rows: compact or index if it is time."""
-        self.compactor.committed()
+        self.compactor.committed(full=self._defers and rows >= self._max_batch)
         self.indexes.committed(rows)
 
     async def stop(self) -> None:

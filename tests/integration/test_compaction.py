@@ -12,7 +12,15 @@ from lance.file import LanceFileReader
 from lancequeue.producer import Producer
 from lancequeue.writer.table import TableSink
 from lancequeue.writer.watermark import Watermark
-from tests.support import WRITTEN, FixedToken, StartWriter, gather, record, table_ids, wait_for
+from tests.support import (
+    WRITTEN,
+    FixedToken,
+    StartWriter,
+    async_wait_for,
+    gather,
+    record,
+    table_ids,
+)
 
 
 def _fragments(db_uri: str) -> list[int]:
@@ -39,20 +47,25 @@ async def test_a_writer_keeps_the_fragment_count_bounded_and_every_row(
         assert (
             await gather(producer.enqueue_many([record(first), record(first + 1)])) == [WRITTEN] * 2
         )
-    # Compaction runs beside the appends: the bound holds once the last one is done.
-    rows = wait_for(
-        lambda: (found := _fragments(db_uri)) and len(found) < 12 and found,
-        30,
-        "compaction to catch up",
-    )  # 32 appends: tiers under 8, 32 and 128 rows hold at most 3 fragments each
+
+    # Compaction runs beside the appends (the in-process writer's loop must run meanwhile): the
+    # bound holds once the last one is done; the last flush was a full batch, so that one
+    # waits for the catch-up after CATCH_UP_S without a commit.
+    async def bounded() -> list[int] | None:
+        found = _fragments(db_uri)
+        return found if found and len(found) < 12 else None
+
+    rows = await async_wait_for(bounded, 30, "compaction to catch up")
+    # 32 appends: tiers under 8, 32 and 128 rows hold at most 3 fragments each
     assert sum(rows) == 64
     assert table_ids(db_uri) == list(range(64))
-    # the 3 kept at the last compaction, and at most 3 appends since (the 4th compacts)
-    wait_for(
-        lambda: (count := _version_count(db_uri)) is not None and count <= 3 + 3,
-        30,
-        "old versions to be cleaned up",
-    )
+
+    # the 3 kept at the last compaction (at most 3 appends after one, when batches are not full)
+    async def cleaned() -> bool:
+        count = _version_count(db_uri)
+        return count is not None and count <= 3 + 3
+
+    await async_wait_for(cleaned, 30, "old versions to be cleaned up")
 
 
 async def test_compact_every_zero_leaves_one_fragment_per_flush(

@@ -34,7 +34,6 @@ from tests.support import (
     stream_entry,
     table_ids,
     table_versions,
-    wait_for,
     writer_serving,
 )
 
@@ -269,12 +268,14 @@ async def test_with_compact_every_the_writer_compacts_small_fragments_and_keeps_
         assert (
             await gather(producer.enqueue_many([record(first), record(first + 1)])) == [WRITTEN] * 2
         )
-    # Compaction runs beside the appends: wait for it rather than for the last append.
-    wait_for(
-        lambda: len(lancedb.connect(db_uri).open_table("docs").to_lance().get_fragments()) < 4,
-        30,
-        "the small fragments to be compacted",
-    )
+
+    # Compaction runs beside the appends: wait for it rather than for the last append (without
+    # blocking the in-process writer's loop: the last flush was a full batch, so its
+    # compaction may be the catch-up that follows a while without a commit).
+    async def compacted() -> bool:
+        return len(lancedb.connect(db_uri).open_table("docs").to_lance().get_fragments()) < 4
+
+    await async_wait_for(compacted, 30, "the small fragments to be compacted")
     assert table_ids(db_uri) == list(range(8))
 
 

@@ -8,10 +8,12 @@ import asyncio
 import pytest
 
 from lancequeue.common.errors import ConfigError, WriterReplaced
+from lancequeue.writer import compaction
 from lancequeue.writer.compaction import CompactionPolicy, Compactor, compaction_target
 from lancequeue.writer.settings import WriterSettings
 from lancequeue.writer.shutdown import Shutdown
 from lancequeue.writer.summary import Summary
+from tests.support import async_wait_for
 
 
 def test_compact_every_takes_fragments_seconds_or_zero() -> None:
@@ -154,3 +156,51 @@ async def test_a_compaction_another_writer_fenced_out_stops_the_writer_and_a_fai
     await made.wait()  # never raises
     assert not shutdown.requested.is_set()
     assert "compaction failed" in caplog.text
+
+
+async def test_while_batches_are_full_a_tier_waits_for_four_times_its_fragments() -> None:
+    table = FakeTable(63)  # a backlog: every commit is of a full batch
+    made, _, _ = compactor(table)
+    made.committed(full=True)
+    await made.wait()
+    assert table.calls == []
+    table.rows.append(128)
+    made.committed(full=True)  # 64 fragments: merged, sixteen at a time
+    await made.wait()
+    assert table.rows == [2048] * 4
+
+
+async def test_a_batch_that_is_not_full_compacts_what_the_backlog_left() -> None:
+    table = FakeTable(20)
+    made, _, _ = compactor(table)
+    made.committed(full=True)
+    await made.wait()
+    assert table.calls == []
+    made.committed(full=False)  # the backlog is drained
+    await made.wait()
+    assert table.calls == [2048]
+
+
+async def test_a_backlog_that_ends_on_a_full_batch_is_compacted_once_no_commit_follows(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(compaction, "CATCH_UP_S", 0.05)
+    table = FakeTable(16)
+    made, _, _ = compactor(table)
+    made.committed(full=True)
+    assert table.calls == []
+
+    async def compacted() -> bool:
+        return table.rows == [2048]
+
+    await async_wait_for(compacted, 10, "the catch-up compaction")
+    await made.wait()
+    assert table.calls == [2048]
+
+
+async def test_a_time_based_policy_does_not_defer_for_full_batches() -> None:
+    table = FakeTable(16)
+    made, _, _ = compactor(table, "3600s")
+    made.committed(full=True)
+    await made.wait()
+    assert table.calls == [2048]
