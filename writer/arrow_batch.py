@@ -29,7 +29,7 @@ from lancequeue.writer.bad_vectors import BadVectorPolicy, BadVectors, is_vector
 from lancequeue.writer.embeddings import TableEmbeddings
 from lancequeue.writer.json_columns import JsonColumns
 from lancequeue.writer.schema_inference import is_empty
-from lancequeue.writer.strict_values import unchecked_types, value_problem
+from lancequeue.writer.strict_values import uint64_over_int64, unchecked_types, value_problem
 
 logger = logging.getLogger(__name__)
 
@@ -144,9 +144,10 @@ class BatchBuilder:
         if not field.nullable and any(value is None for value in values):
             return None
         try:
-            return pa.array(values, type=field.type)
+            array = pa.array(values, type=field.type)
         except _ARROW_ERRORS:
             return None
+        return None if uint64_over_int64(array) else array
 
     def build(self, records: Records) -> tuple[pa.Table | None, dict[int, str]]:
         """Return the table of the records that fit (None if none do) and, for each record
@@ -205,9 +206,12 @@ class BatchBuilder:
             return _vector_column(field, values)
         if {type(value) for value in values} <= self._unchecked[field.name]:
             try:
-                return pa.array(values, type=field.type), {}
+                array = pa.array(values, type=field.type)
             except (pa.ArrowException, TypeError, ValueError, OverflowError):
                 pass  # an int out of range: found below, value by value
+            else:
+                if not uint64_over_int64(array):
+                    return array, {}
         lossy = {
             position: f"field {field.name!r}: {problem}"
             for position, value in enumerate(values)

@@ -10,6 +10,7 @@ import pyarrow as pa
 
 from lancequeue.common.errors import ConfigError
 from lancequeue.writer.loading import load_object
+from lancequeue.writer.strict_values import holds_int_over_int64
 
 logger = logging.getLogger(__name__)
 
@@ -20,14 +21,15 @@ def infer_schema(records: list[dict[str, Any]]) -> pa.Schema:
     Vectors (1-D numpy float arrays, or lists of numbers with at least one float) become
     fixed-size lists of float32 of the first vector's length. Other columns take the type Arrow
     infers from all of the batch's values (ints and floats together make float64). A column
-    with no value in the batch (only nulls or empty lists) is left out: give ``--schema`` to
-    type it.
+    with no value in the batch (only nulls or empty lists, or integers over 2**63-1, whose
+    records are refused) is left out: give ``--schema`` to type it.
     """
     values: dict[str, list[Any]] = {}
     for record in records:
         for name, value in record.items():
             column = values.setdefault(name, [])
-            if not is_empty(value):
+            # an int over 2**63-1 types nothing: LanceDB's add() refuses its record, as we do
+            if not is_empty(value) and not holds_int_over_int64(value):
                 column.append(value)
     fields = []
     for name, column in values.items():

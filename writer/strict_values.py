@@ -14,10 +14,14 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from lancequeue.writer.json_columns import is_json_type, json_text_problem
 
 _FLOAT_MAX = {16: float(np.finfo(np.float16).max), 32: float(np.finfo(np.float32).max)}
+INT64_MAX = 2**63 - 1
+"""LanceDB's ``add()`` converts Python integers as int64: it refuses a larger one anywhere in a
+record (``OverflowError``), even for a uint64 column, which Arrow itself would fill."""
 _MICROS_PER_UNIT = {"s": 1_000_000, "ms": 1000}
 
 
@@ -46,6 +50,8 @@ def value_problem(value: Any, data_type: pa.DataType) -> str | None:
         return None if isinstance(value, (bool, np.bool_)) else expected
     if pa.types.is_integer(data_type):
         ok = isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
+        if ok and isinstance(value, int) and value > INT64_MAX:
+            return over_int64(value)
         return None if ok else expected
     if pa.types.is_floating(data_type):
         return _float_problem(value, data_type, expected)
@@ -74,6 +80,30 @@ def value_problem(value: Any, data_type: pa.DataType) -> str | None:
     if pa.types.is_map(data_type):
         return _map_problem(value, data_type, expected)
     return None  # other types: Arrow's own conversion decides
+
+
+def over_int64(value: int) -> str:
+    """Why ``value``, a Python int over ``INT64_MAX``, is refused."""
+    return f"{value} is over 2**63-1, the largest integer LanceDB's add() takes"
+
+
+def holds_int_over_int64(value: Any) -> bool:
+    """Whether ``value`` is or holds (in a list or a dict) a Python int over ``INT64_MAX``."""
+    if isinstance(value, int):
+        return value > INT64_MAX
+    if isinstance(value, list):
+        return any(holds_int_over_int64(item) for item in value)
+    if isinstance(value, dict):
+        return any(holds_int_over_int64(item) for item in value.values())
+    return False
+
+
+def uint64_over_int64(array: pa.Array) -> bool:
+    """Whether ``array``, built by Arrow, is of uint64 and holds a value over ``INT64_MAX`` (one
+    ``value_problem`` refuses): a column Arrow built whole may still need its values checked."""
+    if not pa.types.is_uint64(array.type) or array.null_count == len(array):
+        return False
+    return bool(pc.max(array).as_py() > INT64_MAX)
 
 
 def _float_problem(value: Any, data_type: pa.DataType, expected: str) -> str | None:

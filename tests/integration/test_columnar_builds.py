@@ -344,20 +344,45 @@ def test_what_the_fast_path_writes_lancedb_s_add_takes_too(
     assert table.count_rows() == count
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="DEFECT (pre-existing, both paths alike, not the columnar code): a uint64 value over "
-    "2**63-1 is written to a uint64 column, which LanceDB's add() refuses (OverflowError)",
-)
 def test_a_uint64_value_add_refuses_is_not_written(tmp_path: Any) -> None:
-    cols = {"id": [1, 2], "x": [2**64 - 1, 2**63]}
-    rows = rows_of(packb(cols), 2)
+    cols = {"id": [1, 2, 3], "x": [2**64 - 1, 2**63, 2**63 - 1]}
+    rows = rows_of(packb(cols), 3)
     table = lancedb.connect(str(tmp_path)).create_table("ref", schema=U64)
-    for row in rows:
+    for row in rows[:2]:
         with pytest.raises(OverflowError):
             table.add([row.materialized() or {}])
-    _, rejected = BatchBuilder(U64).build_rows(rows)
+    table.add([rows[2].materialized() or {}])
+    built, rejected = BatchBuilder(U64).build_rows(rows)  # as a columnar entry
     assert sorted(rejected) == [0, 1]
+    assert "over 2**63-1" in rejected[1]
+    assert built is not None and built.column("x").to_pylist() == [2**63 - 1]
+    alone = BatchBuilder(U64).build([row.materialized() or {} for row in rows])  # one by one
+    assert sorted(alone[1]) == [0, 1]
+
+
+NESTED_U64 = pa.schema(
+    [
+        pa.field("id", pa.int64()),
+        pa.field("l", pa.list_(pa.uint64())),
+        pa.field("s", pa.struct([pa.field("a", pa.uint64())])),
+        pa.field("m", pa.map_(pa.string(), pa.uint64())),
+    ]
+)
+
+
+@pytest.mark.parametrize(
+    "record",
+    [{"id": 1, "l": [1, 2**63]}, {"id": 2, "s": {"a": 2**63}}, {"id": 3, "m": {"k": 2**64 - 1}}],
+    ids=["list item", "struct field", "map value"],
+)
+def test_an_int_over_int64_nested_in_a_uint64_field_is_refused_as_add_refuses_it(
+    record: dict[str, Any], tmp_path: Any
+) -> None:
+    table = lancedb.connect(str(tmp_path)).create_table("ref", schema=NESTED_U64)
+    with pytest.raises(OverflowError):
+        table.add([record])
+    _, rejected = BatchBuilder(NESTED_U64).build([record])
+    assert list(rejected) == [0] and "over 2**63-1" in rejected[0]
 
 
 def test_a_zero_dimensional_value_is_refused_however_its_record_travels(tmp_path: Any) -> None:

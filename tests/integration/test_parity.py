@@ -145,6 +145,17 @@ BAD_VECTORS = [
 )
 @example(
     example=(
+        "unsigned",
+        [
+            {"id": 0, "u": 2**63},  # add() refuses an int over 2**63-1, even for uint64
+            {"id": 1, "us": [1, 2**64 - 1]},
+            {"id": 2, "u": 2**63 - 1, "us": [0]},
+        ],
+        "error",
+    )
+)
+@example(
+    example=(
         "times",
         [
             {"id": 0, "d": MOMENT},  # lossy
