@@ -18,7 +18,7 @@ for k = 3, #KEYS, 3 do
   local claimed = tonumber(redis.call('GET', KEYS[k + 1]) or '-1') or -1
   local base = math.max(seen, claimed)
   local top, top_text = claimed, nil
-  local refused, seqs = {}, {}
+  local refused, claimed_ranges = {}, {}
   local ranges = tonumber(ARGV[a])
   a = a + 1
   for r = 1, ranges do
@@ -30,7 +30,7 @@ for k = 3, #KEYS, 3 do
         top, top_text = last, ARGV[a + 1]
       end
       if last > base then base = last end
-      for s = first, last do seqs[#seqs + 1] = string.format('%d', s) end
+      claimed_ranges[#claimed_ranges + 1] = {first, last}
     end
     a = a + 2
   end
@@ -42,7 +42,12 @@ for k = 3, #KEYS, 3 do
   local abandoned = {}
   if redis.call('EXISTS', KEYS[k + 2]) == 1 then
     -- Only the batch's own sequence numbers are asked about: whatever else a client put in
-    -- the set (anything at all, on a producer account) is never read.
+    -- the set (anything at all, on a producer account) is never read. (Listed only here: most
+    -- batches meet no abandoned set.)
+    local seqs = {}
+    for _, range in ipairs(claimed_ranges) do
+      for s = range[1], range[2] do seqs[#seqs + 1] = string.format('%d', s) end
+    end
     for first = 1, #seqs, 1000 do
       local last = math.min(first + 999, #seqs)
       local found = redis.call('SMISMEMBER', KEYS[k + 2], unpack(seqs, first, last))
