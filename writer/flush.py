@@ -264,7 +264,9 @@ class BatchSettler:
         """Write the data files of ``rows`` (``batch``), bisecting it while the table refuses
         it. Returns False once a transient failure outlasted the retries: the rows not written
         then are answered ``WriteFailed`` and nothing more is attempted."""
-        outcome = await with_retries(self._retry, lambda: self._sink.write(batch), batch.num_rows)
+        outcome = await with_retries(
+            self._retry, lambda: self._sink.write(batch), f"append of {batch.num_rows} rows"
+        )
         if not isinstance(outcome, BaseException):
             written.add(rows, outcome, batch.num_rows)
             return True
@@ -304,7 +306,7 @@ class BatchSettler:
         outcome = await with_retries(
             self._retry,
             lambda: self._sink.commit(written.fragments, written.count, watermark),
-            written.count,
+            f"append of {written.count} rows",
         )
         if isinstance(outcome, BaseException):
             result.fail(written.rows, outcome)  # what the deletes settled keeps its answer

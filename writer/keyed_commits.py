@@ -135,6 +135,7 @@ class KeyedCommits:
             changes.deletes,
             lambda keys, watermark: self._sink.merge(None, list(keys), watermark),
             last,
+            ("delete", "keys"),
         )
         batch.result.deleted += done.deleted
         batch.version = done.version if done.version is not None else batch.version
@@ -164,6 +165,7 @@ class KeyedCommits:
             changes.rows,
             lambda indices, watermark: self._sink.merge(keyed.table(indices), [], watermark),
             True,
+            ("merge", "rows"),
         )
         for index in done.done:
             batch.answer([index, *changes.superseded.get(index, [])])
@@ -181,12 +183,16 @@ class KeyedCommits:
         items: Sequence[Item],
         call: Callable[[Sequence[Item], Watermark | None], Awaitable[tuple[int, dict[str, int]]]],
         last: bool,
+        naming: tuple[str, str],
     ) -> _Bisected[Item]:
         """Give the table ``items`` in one commit (carrying the watermark if ``last`` and
         nothing was refused); while it refuses them, in halves, each a commit of its own, so
         that only the items at fault are left out."""
         watermark = batch.mark() if last and not batch.refused else None
-        outcome = await with_retries(self._retry, lambda: call(items, watermark), len(items))
+        what, unit = naming  # as logged: "merge of 128 rows"
+        outcome = await with_retries(
+            self._retry, lambda: call(items, watermark), f"{what} of {len(items)} {unit}"
+        )
         if not isinstance(outcome, BaseException):
             version, stats = outcome
             return _Bisected(list(items), {}, version, int(stats.get("num_deleted_rows", 0)))
@@ -196,10 +202,10 @@ class KeyedCommits:
             batch.refused = True
             return _Bisected(refused={items[0]: outcome})
         half = len(items) // 2
-        first = await self._bisect(batch, items[:half], call, False)
+        first = await self._bisect(batch, items[:half], call, False, naming)
         if first.error is not None:
             return first
-        second = await self._bisect(batch, items[half:], call, last)
+        second = await self._bisect(batch, items[half:], call, last, naming)
         return _Bisected(
             first.done + second.done,
             {**first.refused, **second.refused},

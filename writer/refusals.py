@@ -74,11 +74,11 @@ class RetryPolicy:
 
 
 async def with_retries(
-    policy: RetryPolicy, step: Callable[[], Awaitable[T]], rows: int
+    policy: RetryPolicy, step: Callable[[], Awaitable[T]], what: str
 ) -> T | BaseException:
-    """Run one step of an append (of ``rows`` rows), retrying transient failures; returns its
-    result, or the error that ended it (a data error at once, a transient one after the
-    retries). ``WriterReplaced`` is raised."""
+    """Run one step of a commit (``what``, as logged: "append of 128 rows"), retrying transient
+    failures; returns its result, or the error that ended it (a data error at once, a transient
+    one after the retries). ``WriterReplaced`` is raised."""
     delay_s = policy.backoff_ms / 1000
     for attempt in range(policy.retries + 1):
         try:
@@ -87,21 +87,21 @@ async def with_retries(
             raise
         except Exception as exc:
             if is_data_error(exc):  # bisected by the caller: no retry would help
-                logger.warning("append of %d rows refused: %s", rows, exc)
+                logger.warning("%s refused: %s", what, exc)
                 return exc
             # I/O, object store, conflicts: worth another try
             if attempt == policy.retries:
                 logger.error(
-                    "append of %d rows failed %d times; answering WriteFailed: %s: %s",
-                    rows,
+                    "%s failed %d times; answering WriteFailed: %s: %s",
+                    what,
                     attempt + 1,
                     type(exc).__name__,
                     exc,
                 )
                 return exc
             logger.warning(
-                "append of %d rows failed (%s: %s); retry %d/%d in %.2fs",
-                rows,
+                "%s failed (%s: %s); retry %d/%d in %.2fs",
+                what,
                 type(exc).__name__,
                 exc,
                 attempt + 1,

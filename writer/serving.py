@@ -157,8 +157,10 @@ class TableServer:
             await self._pipeline.abandon()
             raise
         finally:
-            await self._group.close()
-            await self._upkeep.stop()
+            try:
+                await self._group.close()
+            finally:  # a compaction or index upkeep still running is waited for in any case
+                await self._upkeep.stop()
 
     async def _coalesce_loop(self) -> None:
         group = self._group
