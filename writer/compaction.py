@@ -109,24 +109,34 @@ def compaction_target(
     two large fragments) does not count towards its tier being full. Otherwise such strays
     would keep a tier "full" with nothing Lance could merge, and every flush would plan a
     compaction in vain."""
+    counts = mergeable_by_tier(fragment_rows, unit_rows, fanout, max_rows)
+    return _full_tier(counts, fanout if full_at is None else full_at)
+
+
+def mergeable_by_tier(
+    fragment_rows: list[int], unit_rows: int, fanout: int, max_rows: int = MAX_FRAGMENT_ROWS
+) -> dict[int, int]:
+    """Per tier's target row count (see ``compaction_target``), its mergeable fragments: those
+    of the tier with a neighbour under the target."""
+    counts: dict[int, int] = {}
     if fanout < 2 or not fragment_rows:
-        return None
+        return counts
     base = max(1, unit_rows) * fanout
-    full = fanout if full_at is None else full_at
-    tiers = [_tier(rows, base, fanout) if rows < max_rows else None for rows in fragment_rows]
-    # each fragment's neighbours, None past either end: one below a tier's target makes it
-    # mergeable in that tier
-    before, after = [None, *fragment_rows[:-1]], [*fragment_rows[1:], None]
-    for tier in sorted({tier for tier in tiers if tier is not None}, reverse=True):
-        target: int = min(base * fanout**tier, max_rows)
-        mergeable = sum(
-            1
-            for of, left, right in zip(tiers, before, after, strict=True)
-            if of == tier and any(side is not None and side < target for side in (left, right))
-        )
-        if mergeable >= full:
-            return target
-    return None
+    last = len(fragment_rows) - 1
+    for index, rows in enumerate(fragment_rows):
+        if rows >= max_rows:
+            continue
+        target = min(base * fanout ** _tier(rows, base, fanout), max_rows)
+        left = fragment_rows[index - 1] if index > 0 else None
+        right = fragment_rows[index + 1] if index < last else None
+        if (left is not None and left < target) or (right is not None and right < target):
+            counts[target] = counts.get(target, 0) + 1
+    return counts
+
+
+def _full_tier(counts: dict[int, int], full_at: int) -> int | None:
+    """The target of the highest tier holding ``full_at`` mergeable fragments, or None."""
+    return max((target for target, count in counts.items() if count >= full_at), default=None)
 
 
 def _tier(rows: int, base: int, fanout: int) -> int:
@@ -163,26 +173,46 @@ class Compactor:
         self._running: asyncio.Task[None] | None = None
         self._catch_up: asyncio.TimerHandle | None = None
         """Checks the tiers as usual once no commit came for ``CATCH_UP_S`` after a deferral."""
+        self._most: int | None = None
+        """The most mergeable fragments of a tier at the last check (None: look again)."""
+        self._grown = 0
+        """How many more the commits since that check may have made mergeable."""
+        self._behind = False
+        """Whether a tier held ``fanout`` mergeable fragments then (a deferral to catch up)."""
 
-    def committed(self, full: bool = False) -> None:
-        """After an append's commit (``full``: of a full batch, so a backlog is draining):
-        start compacting if the policy's interval is up, a tier is full and no compaction is
-        running."""
+    def committed(self, full: bool = False, added: int | None = None) -> None:
+        """After an append's commit (``full``: of a full batch, so a backlog is draining;
+        ``added``: the fragments it added at the end of the table, None if it may have changed
+        others, as a merge or a delete may): start compacting if the policy's interval is up, a
+        tier is full and no compaction is running."""
         self._cancel_catch_up()
+        if added is None:
+            self._most = None
+        else:  # each new fragment, and the one before them, may now count as mergeable
+            self._grown += added + 1
         now = time.monotonic()
         if not self._policy.enabled or now < self._next_check:
             return
         if self._running is not None and not self._running.done():
             return
-        self._next_check = now + self._policy.interval_s
         fanout = self._policy.fanout
         deferring = full and not self._policy.interval_s
-        rows = self._sink.fragment_rows()
         full_at = fanout * BACKLOG_DEFERRAL if deferring else fanout
-        target = compaction_target(rows, self._unit_rows, fanout, full_at=full_at)
-        if target is not None:
-            self._running = asyncio.create_task(self._compact(target), name="lancequeue-compaction")
-        elif deferring and compaction_target(rows, self._unit_rows, fanout) is not None:
+        # a look once a tier may hold enough to compact, or to catch up on later (``_behind``)
+        if self._most is None or self._most + self._grown >= (full_at if self._behind else fanout):
+            self._next_check = now + self._policy.interval_s
+            counts = mergeable_by_tier(self._sink.fragment_rows(), self._unit_rows, fanout)
+            self._most, self._grown = max(counts.values(), default=0), 0
+            self._behind = _full_tier(counts, fanout) is not None
+            target = _full_tier(counts, full_at)
+            if target is not None:
+                self._most = None  # the compaction changes the fragments: look again after it
+                self._running = asyncio.create_task(
+                    self._compact(target), name="lancequeue-compaction"
+                )
+                return
+        # else no tier can be full yet: not worth listing the fragments again
+        if deferring and self._behind:
             self._catch_up = asyncio.get_running_loop().call_later(CATCH_UP_S, self.committed)
 
     def _cancel_catch_up(self) -> None:

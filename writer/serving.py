@@ -349,7 +349,8 @@ class TableServer:
             self._shutdown.replace(exc)
             return None
         if settlement.commits:
-            self._upkeep.committed(len(settlement.landed))
+            appended = None if written.keyed is not None else len(written.written.fragments)
+            self._upkeep.committed(len(settlement.landed), appended)
         return written
 
     async def _answer(self, prepared: PreparedBatch) -> None:

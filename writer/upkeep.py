@@ -48,9 +48,11 @@ class Upkeep:
     def start(self) -> None:
         self.indexes.start()
 
-    def committed(self, rows: int) -> None:
-        """After a commit of ``rows`` rows: compact or index if it is time."""
-        self.compactor.committed(full=self._defers and rows >= self._max_batch)
+    def committed(self, rows: int, added: int | None) -> None:
+        """After a commit of ``rows`` rows that added ``added`` fragments at the end of the
+        table (None: a merge or delete may have changed others): compact or index if it is
+        time."""
+        self.compactor.committed(full=self._defers and rows >= self._max_batch, added=added)
         self.indexes.committed(rows)
 
     async def stop(self) -> None:

@@ -4,6 +4,7 @@ compactor's scheduling against a fake table."""
 from __future__ import annotations
 
 import asyncio
+import random
 
 import pytest
 
@@ -73,8 +74,10 @@ class FakeTable:
         self.calls: list[int] = []
         self.release = asyncio.Event()
         self.release.set()
+        self.looks = 0
 
     def fragment_rows(self) -> list[int]:
+        self.looks += 1
         return list(self.rows)
 
     async def compact(self, target_rows: int, keep_versions: int, commit_rows: int) -> list[int]:
@@ -204,3 +207,72 @@ async def test_a_time_based_policy_does_not_defer_for_full_batches() -> None:
     made.committed(full=True)
     await made.wait()
     assert table.calls == [2048]
+
+
+def test_mergeable_fragments_are_counted_per_tier_as_the_target_sees_them() -> None:
+    rows = [part for _ in range(16) for part in (131_072, 128, 2048)] + [128] * 3
+    assert compaction.mergeable_by_tier(rows, 128, 16) == {2048: 3, 32_768: 16}
+
+
+async def test_appends_that_cannot_fill_a_tier_do_not_make_the_compactor_list_fragments() -> None:
+    """After a look, each commit of k fragments can make at most k + 1 more mergeable in a tier;
+    until that could fill one, the fragments are not listed again."""
+    table = FakeTable(0)
+    made, _, _ = compactor(table)
+    for _ in range(15):
+        table.rows.append(128)
+        made.committed(added=1)
+    await made.wait()
+    assert table.calls == [] and table.looks <= 5
+    table.rows.append(128)
+    made.committed(added=1)  # the sixteenth: merged at once
+    await made.wait()
+    assert table.calls == [2048]
+
+
+@pytest.mark.parametrize("seed", range(20))
+async def test_skipping_looks_never_delays_a_compaction(seed: int) -> None:
+    """The same commits, told how many fragments each added or not: the compactions start at
+    the same commits, with the same targets, and the same deferrals are caught up."""
+    rnd = random.Random(seed)
+    steps = [
+        (
+            [rnd.choice([128, 128, 64]) for _ in range(rnd.choice([1, 1, 1, 2, 3]))],
+            rnd.random() < 0.7,
+        )
+        for _ in range(400)
+    ]  # each commit's fragments, and whether its batch was full
+    timelines = []
+    for told in (False, True):
+        table = FakeTable(0)
+        made, _, _ = compactor(table)
+        timeline = []
+        for fragments, full in steps:
+            table.rows += fragments
+            made.committed(full=full, added=len(fragments) if told else None)
+            catching_up = made._catch_up is not None  # a deferral's catch-up is due
+            await made.wait()
+            timeline.append((list(table.calls), catching_up))
+        timelines.append(timeline)
+    assert timelines[0] == timelines[1]
+    assert timelines[0][-1][0]  # compactions did run
+    assert any(catching_up for _, catching_up in timelines[0])  # and deferrals
+
+
+async def test_a_deferral_is_caught_up_even_when_the_commits_after_it_skip_the_look(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(compaction, "CATCH_UP_S", 0.05)
+    table = FakeTable(0)
+    made, _, _ = compactor(table)
+    for _ in range(20):  # a backlog: tier 0 holds 20, under the 64 it waits for
+        table.rows.append(128)
+        made.committed(full=True, added=1)
+    assert table.calls == []
+
+    async def compacted() -> bool:
+        return table.calls == [2048]
+
+    await async_wait_for(compacted, 10, "the catch-up compaction")
+    await made.wait()
+    assert table.looks < 20
