@@ -152,11 +152,14 @@ def test_a_lone_record_goes_at_once_and_a_busy_loop_s_records_go_in_one_call() -
     enqueue(made, [record(i) for i in range(2, 102)], 60)  # while that send is in flight
     sender.answer([b"1-0"])
     call = sender.call
-    # Records keep coming: the next send waits out the rest of send_interval_ms (10), then
-    # takes all 100 together.
-    assert call is not None and call.op is Op.WAIT_BUFFERED and 0 < call.args[0] <= 0.01
-    time.sleep(call.args[0])  # the wait the driver would make
-    assert sender.answer().op is Op.CONNECT
+    # Records keep coming: the next send waits out the rest of send_interval_ms (10) since the
+    # last one, then takes all 100 together. (On a loaded machine the 10 ms may be over by
+    # now: then it goes at once. ``test_a_steady_stream_shares_sends...`` times the wait.)
+    assert call is not None and call.op in (Op.WAIT_BUFFERED, Op.CONNECT)
+    if call.op is Op.WAIT_BUFFERED:
+        assert 0 < call.args[0] <= 0.01
+        time.sleep(call.args[0])  # the wait the driver would make
+        assert sender.answer().op is Op.CONNECT
     call = sender.connect()
     assert call is not None and call.op is Op.ENQUEUE
     assert sent_records(call) == [encode_record(record(i)) for i in range(2, 102)]
@@ -287,10 +290,12 @@ def test_the_listener_resolves_the_futures_an_answer_names_with_their_digest() -
 
 def test_a_buffered_record_the_sender_cannot_take_fails_at_its_own_deadline() -> None:
     made = core()
-    (future,) = enqueue(made, [record(1)], 0.05)  # the sender is busy elsewhere
+    # the sender is busy elsewhere (a deadline long enough that a loaded machine's stall before
+    # the next line does not pass it)
+    (future,) = enqueue(made, [record(1)], 0.3)
     abandoner = Loop(made.abandoner())
     call = abandoner.call
-    assert call is not None and call.op is Op.WAIT_DUE and 0 < call.args[0] <= 0.05
+    assert call is not None and call.op is Op.WAIT_DUE and 0 < call.args[0] <= 0.3
     time.sleep(call.args[0])  # the wait the driver would make
     abandoner.answer()
     assert isinstance(future.exception(timeout=0), WriteTimeout)
