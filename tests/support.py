@@ -264,13 +264,15 @@ def flush_recorder() -> tuple[list[list[dict[str, Any]]], Callable[[list[dict[st
     return flushes, flushes.append
 
 
-async def resolve(future: concurrent.futures.Future[None], timeout: float = 30) -> None:
+async def resolve(future: concurrent.futures.Future[WriteResult], timeout: float = 30) -> None:
     await asyncio.wrap_future(future) if timeout is None else await asyncio.wait_for(
         asyncio.wrap_future(future), timeout
     )
 
 
-async def gather(futures: list[concurrent.futures.Future[None]], timeout: float = 30) -> list[Any]:
+async def gather(
+    futures: list[concurrent.futures.Future[WriteResult]], timeout: float = 30
+) -> list[Any]:
     return await asyncio.wait_for(
         asyncio.gather(*(asyncio.wrap_future(f) for f in futures), return_exceptions=True), timeout
     )

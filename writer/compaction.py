@@ -94,10 +94,9 @@ def compaction_target(
     unit_rows: int,
     fanout: int,
     max_rows: int = MAX_FRAGMENT_ROWS,
-    full_at: int | None = None,
 ) -> int | None:
-    """The row count to compact towards, or None if no tier is full (holds ``full_at``
-    mergeable fragments; default ``fanout``).
+    """The row count to compact towards, or None if no tier is full (holds ``fanout``
+    mergeable fragments).
 
     Tier 0 holds fragments under ``unit_rows * fanout`` rows, tier i those from
     ``unit_rows * fanout**i`` to ``fanout`` times that. The highest tier holding ``fanout``
@@ -110,7 +109,7 @@ def compaction_target(
     would keep a tier "full" with nothing Lance could merge, and every flush would plan a
     compaction in vain."""
     counts = mergeable_by_tier(fragment_rows, unit_rows, fanout, max_rows)
-    return _full_tier(counts, fanout if full_at is None else full_at)
+    return _full_tier(counts, fanout)
 
 
 def mergeable_by_tier(

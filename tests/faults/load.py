@@ -39,7 +39,7 @@ from typing import Any, TextIO
 
 import numpy as np
 
-from lancequeue.producer import Producer
+from lancequeue.producer import Producer, WriteResult
 
 DIMENSIONS = 8
 _MAX_CHUNK = 8
@@ -73,7 +73,11 @@ class OutcomeLog:
         self._write({"enqueued": first_id, "count": count}, counts=False)
 
     def record(
-        self, record_id: int, content: str, due: float, future: concurrent.futures.Future[None]
+        self,
+        record_id: int,
+        content: str,
+        due: float,
+        future: concurrent.futures.Future[WriteResult],
     ) -> None:
         """Done-callback of a record's future (``due``: its deadline plus the answer grace, in
         ``time.monotonic()``). Added once ``enqueue_many`` returned: a future failed while the

@@ -16,7 +16,7 @@ import pytest
 import redis
 
 from lancequeue.common.errors import ProducerClosed, QueueFull
-from lancequeue.producer import Producer
+from lancequeue.producer import Producer, WriteResult
 from tests.drivers import Driven, MakeDriven
 from tests.support import (
     KEYS,
@@ -32,7 +32,7 @@ from tests.support import (
 DEADLINE_SLACK_S = 1.0
 """How long after its deadline a record held back by a full queue may take to fail."""
 
-AnyFuture = asyncio.Future[None] | concurrent.futures.Future[None]
+AnyFuture = asyncio.Future[WriteResult] | concurrent.futures.Future[WriteResult]
 
 
 async def subscribers(client: redis.Redis, count: int) -> None:

@@ -18,7 +18,7 @@ from lancequeue.common.errors import (
     WriteFailed,
 )
 from lancequeue.common.replies import decode_results
-from lancequeue.producer import Producer
+from lancequeue.producer import Producer, WriteResult
 from tests.support import (
     KEYS,
     WRITTEN,
@@ -164,7 +164,7 @@ async def test_a_batch_the_table_refuses_is_bisected_so_only_the_refused_record_
 async def test_on_flushed_sees_the_records_before_any_future_resolves(
     start_writer: StartWriter, producer: Producer, client: redis.Redis
 ) -> None:
-    futures: list[concurrent.futures.Future[None]] = []
+    futures: list[concurrent.futures.Future[WriteResult]] = []
     seen: list[tuple[list[int], bool]] = []
 
     def on_flushed(records: list[dict[str, Any]]) -> None:

@@ -16,7 +16,7 @@ import pytest
 import redis
 
 from lancequeue.common.errors import QueueFull
-from lancequeue.producer import AsyncProducer, Producer
+from lancequeue.producer import AsyncProducer, Producer, WriteResult
 from tests.redis_cluster import LoopbackCluster
 from tests.support import (
     WriterProcess,
@@ -148,7 +148,7 @@ def test_a_producer_held_back_by_a_full_queue_on_a_cluster_is_woken_by_the_write
             wait_for(lambda: _subscribers(cluster, flushed) == 1, 30, "the sender to subscribe")
             sixth = producer.enqueue(record(6), timeout=61)
             called_at: list[float] = []
-            returned: list[tuple[Future[None], float]] = []
+            returned: list[tuple[Future[WriteResult], float]] = []
 
             def enqueue_eighth() -> None:
                 called_at.append(time.monotonic())
@@ -194,7 +194,7 @@ def test_a_writer_and_a_producer_wait_out_a_cluster_outage_and_every_record_land
             producer.write_many([record(i) for i in range(100)], timeout=60)
             cluster.stop()
             wait_for(lambda: "redis: " in writer.log(), 60, "the writer to notice the outage")
-            during: list[Future[None]] = []
+            during: list[Future[WriteResult]] = []
             sending = threading.Thread(
                 target=lambda: during.extend(
                     producer.enqueue_many([record(i) for i in range(100, 200)], timeout=90)

@@ -61,7 +61,7 @@ def test_each_done_callback_runs_once_however_it_races_the_settling() -> None:
     calls = [0] * len(futures)
     lock = threading.Lock()
 
-    def count(position: int, future: concurrent.futures.Future[None]) -> None:
+    def count(position: int, future: concurrent.futures.Future[object]) -> None:
         assert future.done()
         with lock:
             calls[position] += 1
