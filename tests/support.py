@@ -30,6 +30,14 @@ from lancequeue.producer.results import WriteResult
 from lancequeue.writer import Writer
 
 CLI = [sys.executable, "-c", "from lancequeue.cli import main; main()"]
+INTERRUPTIBLE_CLI = [
+    sys.executable,
+    "-c",
+    "import signal; signal.signal(signal.SIGINT, signal.default_int_handler); "
+    "from lancequeue.cli import main; main()",
+]
+"""``CLI`` with Ctrl-C handled as in a terminal, for tests that send SIGINT: a suite started in
+the background (``cmd &`` from a script) inherits SIGINT ignored, and so would the command."""
 KEYS = TableKeys("docs")
 """The keys of the table most tests use."""
 StartWriter = Callable[..., Writer]

@@ -7,7 +7,6 @@ import importlib.util
 import json
 import signal
 import subprocess
-import sys
 from pathlib import Path
 
 import psutil
@@ -15,7 +14,7 @@ import pytest
 
 from lancequeue.bench.settings import STOP_TIMEOUT_S
 from lancequeue.bench.thread_cpu import GROUPS
-from tests.support import cli_env, run_cli, wait_for
+from tests.support import INTERRUPTIBLE_CLI, cli_env, run_cli, wait_for
 
 
 def _processes_mentioning(path: Path) -> list[str]:
@@ -141,16 +140,6 @@ def test_an_unknown_producer_mode_or_a_batch_size_of_zero_is_a_usage_error() -> 
 def test_a_paced_rate_is_for_enqueue_many_only() -> None:
     done = run_cli("bench", "--producer-pattern", "loop", "--rate", "100")
     assert done.returncode == 2 and "--rate paces --producer-pattern many only" in done.stderr
-
-
-INTERRUPTIBLE_CLI = [
-    sys.executable,
-    "-c",
-    "import signal; signal.signal(signal.SIGINT, signal.default_int_handler); "
-    "from lancequeue.cli import main; main()",
-]
-"""The CLI with Ctrl-C handled as in a terminal: a suite started in the background inherits
-SIGINT ignored, and so would the benchmark."""
 
 
 def _start_a_long_run(tmp_path: Path) -> subprocess.Popen[str]:

@@ -14,7 +14,7 @@ import pyarrow.parquet as pq
 import redis
 
 from tests.support import (
-    CLI,
+    INTERRUPTIBLE_CLI,
     KEYS,
     WriterProcess,
     run_cli,
@@ -110,9 +110,12 @@ def test_produce_with_upsert_key_run_again_after_ctrl_c_writes_each_record_once(
     source.write_text(
         "".join(json.dumps({"id": i, "text": f"t{i}", "n": i}) + "\n" for i in range(count))
     )
-    command = [*CLI, "produce", "--table", "docs", "--redis", redis_url, "--upsert-key", "id"]
+    command = ["produce", "--table", "docs", "--redis", redis_url, "--upsert-key", "id"]
     interrupted = subprocess.Popen(
-        [*command, str(source)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        [*INTERRUPTIBLE_CLI, *command, str(source)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     written = KEYS.writer
     wait_for(lambda: int(client.hget(written, "rows") or 0) > 0, 60, "some rows written")
@@ -120,7 +123,7 @@ def test_produce_with_upsert_key_run_again_after_ctrl_c_writes_each_record_once(
     out, err = interrupted.communicate(timeout=60)
     assert interrupted.returncode == 130, err
     assert out.startswith("interrupted: written "), out
-    again = run_cli(*command[len(CLI) :], str(source))
+    again = run_cli(*command, str(source))
     assert again.returncode == 0, again.stderr
     assert f"written {count:,}, rejected 0, failed 0 (table version " in again.stdout
     assert table_ids(db_uri) == list(range(count))  # each id once

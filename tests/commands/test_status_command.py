@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import signal
 import subprocess
-import sys
 from collections.abc import Callable
 
 import redis
@@ -16,6 +15,7 @@ from lancequeue.common.keys import GROUP, TableKeys
 from lancequeue.common.status import read_status
 from lancequeue.producer import Producer
 from tests.support import (
+    INTERRUPTIBLE_CLI,
     WriterProcess,
     cli_env,
     record,
@@ -54,12 +54,9 @@ def test_status_watch_refreshes_until_ctrl_c(
     writer = writer_process("--coalesce-ms", "20")
     wait_for(lambda: writer_alive(client), 60, "the writer")
     command = [
-        sys.executable,
-        "-c",  # Ctrl-C handled as in a terminal (a suite in the background ignores SIGINT)
-        "import signal; signal.signal(signal.SIGINT, signal.default_int_handler); "
-        "from lancequeue.cli import main; main()",
-        "status", "--table", "docs", "--redis", redis_url, "--json", "--watch", "0.1",
-    ]  # fmt: skip
+        *INTERRUPTIBLE_CLI,
+        *("status", "--table", "docs", "--redis", redis_url, "--json", "--watch", "0.1"),
+    ]
     with subprocess.Popen(command, stdout=subprocess.PIPE, text=True, env=cli_env()) as watching:
         try:
             assert watching.stdout is not None
