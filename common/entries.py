@@ -62,12 +62,18 @@ def entry_fields(
 
 
 def delete_entry_fields(
-    reply_key: str, seq: int, key: bytes, ttl_ms: int, packed: bool = False
+    reply_key: str,
+    seq: int,
+    key: bytes,
+    ttl_ms: int,
+    packed: bool = False,
+    version: bytes = DELETE_VERSION,
 ) -> list[bytes | str]:
-    """The field/value pairs of one delete entry (version 4): delete the rows whose key columns
-    hold the values of ``key`` (an encoded map). ``packed``: in the shape of a packed entry
-    (``n`` "1" before it), to go in one enqueue call with packed or columnar entries."""
-    fields = entry_fields(reply_key, seq, b"", ttl_ms, DELETE_VERSION)[:-2]  # all but "rec"
+    """The field/value pairs of one delete entry (version 4, or 5 with its ``nonce`` to follow):
+    delete the rows whose key columns hold the values of ``key`` (an encoded map). ``packed``: in
+    the shape of a packed entry (``n`` "1" before it), to go in one enqueue call with packed or
+    columnar entries."""
+    fields = entry_fields(reply_key, seq, b"", ttl_ms, version)[:-2]  # all but "rec"
     if packed:
         fields += [FIELD_COUNT, "1"]
     return [*fields, FIELD_DELETE, key]

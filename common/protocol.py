@@ -20,9 +20,14 @@ or several column by column (a columnar entry, ``common/columns.py``), in place 
     n      "3"                       how many records
     cols   <msgpack map>             column name -> one value per record, or one array of them
 
-or, in an entry of version 4, a delete by key in place of ``rec`` (``n`` "1" may precede it)::
+or, in an entry of version 4 or 5, a delete by key in place of ``rec`` (``n`` "1" may precede
+it)::
 
     del    <msgpack map>             the key: each key column of the table and its value
+
+and, in an entry of version 5, last::
+
+    nonce  <8 bytes>                 chosen at random by the producer for this send
 
 A record's deadline is ``at`` (or the entry id's time, if earlier) plus ``ttl``, both Redis
 server time, so producer and writer clocks never need to agree and no client moves it. A writer
@@ -35,8 +40,9 @@ of the two wins.
 After each flush the writer pushes, to every reply list with records in the batch, one
 message: for entries of version 1 a msgpack array of results, ``[seq, nil, digest]`` when the
 record is in the table (``record_digest`` of what was written: the record's ``rec``, or for a
-columnar entry its ``cols``), else ``[seq, error]``, ``error`` a map ``{"error":
-"RecordRejected" | "WriteFailed" | "WriteTimeout", "message": str, "cause": str}``; for a
+columnar entry its ``cols``; for an entry of version 5, its ``nonce``), else ``[seq, error]``,
+``error`` a map ``{"error": "RecordRejected" | "WriteFailed" | "WriteTimeout", "message": str,
+"cause": str}``; for a
 producer that sent entries of version 2, ``{"ok": [[first, last, digest], ...], "errors":
 [[seq, error], ...]}`` (``encode_ranges``).
 """
@@ -57,13 +63,23 @@ as most x86 and ARM server CPUs do. The Python producer sends them to writers th
 DELETE_VERSION = b"4"
 """Entries of version 4 are those of version 3 that may carry a delete (``del``) in place of a
 record: a writer that did not know deletes refuses the version rather than write the key as a
-row. The Python producer sends its deletes in them, its records as version 3."""
-VERSIONS = (PROTOCOL_VERSION, RANGED_VERSION, SHA256_VERSION, DELETE_VERSION)
-HIGHEST_VERSION = DELETE_VERSION
-RANGED_VERSIONS = (RANGED_VERSION, SHA256_VERSION, DELETE_VERSION)
+row. The Python producer sends its deletes in them, its records as version 3, to writers that
+publish ``protocol`` 4."""
+NONCE_VERSION = b"5"
+"""Entries of version 5 are those of version 4 ending with a ``nonce`` field: ``DIGEST_BYTES``
+bytes the producer chose at random for the send that carries them. An ok answer carries the
+nonce where earlier versions carry a hash of what was written, so neither side hashes the
+records (a columnar entry's ``cols`` runs to hundreds of kilobytes); another client's entry
+under the producer's id still cannot carry it. The Python producer sends its records and deletes
+in them to writers that publish ``protocol`` 5 or more."""
+VERSIONS = (PROTOCOL_VERSION, RANGED_VERSION, SHA256_VERSION, DELETE_VERSION, NONCE_VERSION)
+HIGHEST_VERSION = NONCE_VERSION
+RANGED_VERSIONS = (RANGED_VERSION, SHA256_VERSION, DELETE_VERSION, NONCE_VERSION)
 """The versions whose producers read their answers in ranges."""
 SHA256_VERSIONS = (SHA256_VERSION, DELETE_VERSION)
 """The versions whose ok answers carry SHA-256 digests."""
+DELETE_VERSIONS = (DELETE_VERSION, NONCE_VERSION)
+"""The versions whose entries may carry a delete (``del``)."""
 FIELD_VERSION = b"v"
 FIELD_REPLY = b"reply"
 FIELD_SEQ = b"seq"
@@ -73,7 +89,9 @@ FIELD_COUNT = b"n"
 FIELD_RECORDS = b"recs"
 FIELD_COLUMNS = b"cols"
 FIELD_DELETE = b"del"
-"""In place of ``rec`` (entries of version 4): delete the rows of this key."""
+"""In place of ``rec`` (entries of version 4 or 5): delete the rows of this key."""
+FIELD_NONCE = b"nonce"
+"""The last field of an entry of version 5: what an ok answer carries as each record's digest."""
 FIELD_AT = b"at"
 """Added by the writer as it moves an entry from the inbox: the Redis time (ms) it was pushed,
 set by the enqueue script. A record's deadline is counted from it (or from the entry id, if
@@ -116,18 +134,22 @@ CONFIG_WRITER_UNTIL = "writer_until_ms"
 """Config hash field: until when (Redis time, ms) the lease holder renewed it; gone at stop."""
 CONFIG_PROTOCOL = "protocol"
 """Config hash field: the highest entry version the writer reads (``HIGHEST_VERSION``). The
-Python producer sends entries of version 3 once it is 3 or more."""
+Python producer sends entries of version 3 once it is 3 or more, of version 5 once it is 5 or
+more."""
 
 ENTRY_WIDTH = 10
 """Arguments one single-record entry takes in the enqueue script: five field/value pairs."""
 PACKED_ENTRY_WIDTH = 12
 """Arguments one packed or columnar entry takes in the enqueue script: six field/value pairs."""
+NONCE_WIDTH = 2
+"""Arguments the ``nonce`` of an entry of version 5 adds to either width."""
 
 ENQUEUE_SCRIPT = lua_script(
     __name__,
     "enqueue.lua",
     ENTRY_WIDTH=ENTRY_WIDTH,
     PACKED_ENTRY_WIDTH=PACKED_ENTRY_WIDTH,
+    NONCED_PACKED_WIDTH=PACKED_ENTRY_WIDTH + NONCE_WIDTH,
     MAX_PACKED_RECORDS=MAX_PACKED_RECORDS,
     CONFIG_MAX_QUEUE_SIZE=CONFIG_MAX_QUEUE_SIZE,
     CONFIG_MAX_BATCH=CONFIG_MAX_BATCH,

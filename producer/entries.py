@@ -3,6 +3,7 @@ publishes in the table's config hash (its ``columnar_batch``, the stream's epoch
 
 from __future__ import annotations
 
+import os
 import re
 import threading
 import uuid
@@ -17,7 +18,10 @@ from lancequeue.common.protocol import (
     CONFIG_PROTOCOL,
     DEFAULT_MAX_QUEUE_SIZE,
     DELETE_VERSION,
+    DIGEST_BYTES,
     ENTRY_WIDTH,
+    FIELD_NONCE,
+    NONCE_VERSION,
     PACKED_ENTRY_WIDTH,
     PROTOCOL_VERSION,
     RANGED_VERSION,
@@ -77,7 +81,7 @@ class EntryMaker:
         self._version = PROTOCOL_VERSION
         """The version entries are sent as: ``RANGED_VERSION`` (answers in ranges) once a writer
         published ``columnar_batch``, which says it reads them; ``SHA256_VERSION`` once it also
-        published ``protocol`` 3."""
+        published ``protocol`` 3, ``NONCE_VERSION`` once 5."""
         self._lock = threading.Lock()
         self.epoch = ""
         """The stream's epoch as last read ('' until read): records sent now are sent under it."""
@@ -106,42 +110,60 @@ class EntryMaker:
         """ARGV of the enqueue script for ``chunk`` (numbered) split into entries of ``sizes``
         records (see ``pack``), each entry with the time its records have left (``now`` on
         ``time.monotonic()``): until the earliest deadline among them. Adds to each record's
-        ``digests`` the one the writer's ok answer carries for it as sent now (the record's own
-        in a single-record entry, the ``cols`` value's in a columnar one)."""
+        ``digests`` the one the writer's ok answer carries for it as sent now: this send's
+        nonce (version 5), else the record's own digest in a single-record entry, the ``cols``
+        value's in a columnar one."""
         version = self._version  # one for the whole call: the digests must match the entries
+        nonce = os.urandom(DIGEST_BYTES) if version == NONCE_VERSION else None
+        tail: list[bytes | str] = [] if nonce is None else [FIELD_NONCE, nonce]
+        width = len(tail)
+        deletes_as = version if nonce is not None else DELETE_VERSION
         if max(sizes, default=1) == 1:  # single-record entries, which every writer reads
-            args: list[bytes | str | int] = [DEFAULT_MAX_QUEUE_SIZE, ENTRY_WIDTH, self._channel]
+            args: list[bytes | str | int] = [
+                DEFAULT_MAX_QUEUE_SIZE,
+                ENTRY_WIDTH + width,
+                self._channel,
+            ]
             for item in chunk:
                 ttl_ms = _ttl_ms(item.deadline, now)
                 data = item.record.encoded()
                 if item.delete:
-                    args.extend(delete_entry_fields(self._reply_key, item.seq, data, ttl_ms))
-                    _accept(item, (record_digest(data, DELETE_VERSION),))
-                    continue
-                args.extend(entry_fields(self._reply_key, item.seq, data, ttl_ms, version))
-                _accept(item, (record_digest(data, version),))
+                    args.extend(
+                        delete_entry_fields(
+                            self._reply_key, item.seq, data, ttl_ms, False, deletes_as
+                        )
+                    )
+                else:
+                    args.extend(entry_fields(self._reply_key, item.seq, data, ttl_ms, version))
+                args.extend(tail)
+                _accept(
+                    item, (nonce or record_digest(data, deletes_as if item.delete else version),)
+                )
             return args
-        args = [DEFAULT_MAX_QUEUE_SIZE, PACKED_ENTRY_WIDTH, self._channel]
+        args = [DEFAULT_MAX_QUEUE_SIZE, PACKED_ENTRY_WIDTH + width, self._channel]
         start = 0
         for size in sizes:
             items = chunk[start : start + size]
+            start += size
             if items[0].delete:  # an entry of its own (``pack``)
                 item = items[0]
                 data = item.record.encoded()
                 ttl_ms = _ttl_ms(item.deadline, now)
-                args.extend(delete_entry_fields(self._reply_key, item.seq, data, ttl_ms, True))
-                _accept(item, (record_digest(data, DELETE_VERSION),))
-                start += size
+                args.extend(
+                    delete_entry_fields(self._reply_key, item.seq, data, ttl_ms, True, deletes_as)
+                )
+                args.extend(tail)
+                _accept(item, (nonce or record_digest(data, deletes_as),))
                 continue
             body = encode_columns([item.record for item in items])
             ttl_ms = _ttl_ms(min(item.deadline for item in items), now)
             args.extend(
                 columnar_entry_fields(self._reply_key, items[0].seq, size, body, ttl_ms, version)
             )
-            sent = (record_digest(body, version),)
+            args.extend(tail)
+            sent = (nonce or record_digest(body, version),)
             for item in items:
                 _accept(item, sent)
-            start += size
         return args
 
     @property
@@ -166,16 +188,20 @@ class EntryMaker:
         records per entry than the writer's ``columnar_batch`` (its ``max_batch``); until a
         writer has published one, do not pack: it also says the writer reads columnar entries
         and answers in ranges (version 2). A ``protocol`` of 3 or more says it reads version 3
-        (SHA-256 digests). The epoch goes with the records sent from now on.
+        (SHA-256 digests), of 5 or more version 5 (nonces, no digests). The epoch goes with
+        the records sent from now on.
         Returns True if the stream has no epoch yet: name one (``SETNX``, ``new_epoch``) and
         read the config again, so every record is sent under one."""
         raw, protocol, epoch = values
         limit = _positive(raw)
         published = limit is not None
         name = epoch.decode(errors="replace") if isinstance(epoch, bytes) else (epoch or "")
+        spoken = _positive(protocol) or 0
         if not published:
             version = PROTOCOL_VERSION
-        elif (_positive(protocol) or 0) >= int(SHA256_VERSION):
+        elif spoken >= int(NONCE_VERSION):
+            version = NONCE_VERSION
+        elif spoken >= int(SHA256_VERSION):
             version = SHA256_VERSION
         else:
             version = RANGED_VERSION

@@ -14,9 +14,12 @@ from lancequeue.common.errors import RecordRejected
 from lancequeue.common.keys import TableKeys
 from lancequeue.common.protocol import (
     DELETE_VERSION,
+    DELETE_VERSIONS,
+    DIGEST_BYTES,
     FIELD_COLUMNS,
     FIELD_COUNT,
     FIELD_DELETE,
+    FIELD_NONCE,
     FIELD_RECORD,
     FIELD_RECORDS,
     FIELD_REPLY,
@@ -25,6 +28,7 @@ from lancequeue.common.protocol import (
     FIELD_VERSION,
     MAX_PACKED_RECORDS,
     MAX_SEQ,
+    NONCE_VERSION,
     PROTOCOL_VERSION,
     RANGED_VERSIONS,
     VERSIONS,
@@ -47,7 +51,8 @@ class ColumnBlock:
 
     @functools.cached_property
     def digest(self) -> bytes:
-        """What an ok answer carries for each of the entry's records."""
+        """What an ok answer carries for each of the entry's records (but for version 5, whose
+        nonce it is: ``Entry.digest``)."""
         return record_digest(self.body, self.version)
 
     def row(self, position: int) -> dict[str, Any]:
@@ -104,8 +109,10 @@ class Entry:
 
     @property
     def digest(self) -> bytes:
-        """What an ok answer carries: the digest of the record as its producer encoded it, or
-        of its columnar entry's ``cols``."""
+        """What an ok answer carries: the entry's nonce (version 5), else the digest of the
+        record as its producer encoded it, or of its columnar entry's ``cols``."""
+        if self.version == NONCE_VERSION:
+            return self.fields[FIELD_NONCE]  # checked when the entry was read
         if self.block is not None:
             return self.block.digest
         data = self.fields.get(FIELD_DELETE if self.delete else FIELD_RECORD, b"")
@@ -198,10 +205,10 @@ def read_entry(
     if key is not None:
         if data is not None:
             entry.rejection = "entry carries both a record and a delete ('del')"
-        elif entry.version != DELETE_VERSION:
+        elif entry.version not in DELETE_VERSIONS:
             entry.rejection = (
-                f"a delete ('del') needs protocol version {DELETE_VERSION.decode()}, not "
-                f"{entry.version.decode()}"
+                f"a delete ('del') needs protocol version {DELETE_VERSION.decode()} or more, "
+                f"not {entry.version.decode()}"
             )
         else:
             entry.delete = True
@@ -238,6 +245,14 @@ def _head(keys: TableKeys, entry_id: bytes, fields: dict[bytes, bytes]) -> Entry
             f"unsupported protocol version {version!r:.40} (this writer speaks {spoken})"
         )
         return entry
+    if entry.version == NONCE_VERSION:
+        nonce = fields.get(FIELD_NONCE)
+        if nonce is None or len(nonce) != DIGEST_BYTES:
+            entry.rejection = (
+                f"an entry of version {NONCE_VERSION.decode()} needs a 'nonce' of "
+                f"{DIGEST_BYTES} bytes, not {nonce!r:.40}"
+            )
+            return entry
     ttl = fields.get(FIELD_TTL)
     if ttl is not None:
         if not ttl.isdigit() or len(ttl) > 15:

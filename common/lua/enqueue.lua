@@ -3,7 +3,8 @@
 --
 -- KEYS: inbox, config, queued (records in the stream: the writer's count), inboxed (records in
 -- the inbox). ARGV: default max_queue_size (also used if the config hash holds no positive one),
--- entry width (10 for single-record entries, 12 for packed ones, whose ``n`` is the fifth pair),
+-- entry width (10 for single-record entries, 12 for packed ones, whose ``n`` is the fifth pair;
+-- 2 more for entries of version 5, whose ``nonce`` is the last pair),
 -- the pushed channel, then each entry's field/value pairs. Returns the record count of each entry
 -- pushed: a prefix of those given, none when the queue is full. An entry is pushed onto an empty
 -- queue even if it alone holds more than ``max_queue_size`` records. Each element is the Redis
@@ -16,8 +17,8 @@
 -- push only onto an empty inbox: the writer waits only after a read that emptied it.
 redis.replicate_commands()
 local width = tonumber(ARGV[2])
-if width ~= $ENTRY_WIDTH and width ~= $PACKED_ENTRY_WIDTH then
-  return redis.error_reply('ERR entry width must be $ENTRY_WIDTH or $PACKED_ENTRY_WIDTH')
+if width ~= $ENTRY_WIDTH and width ~= $PACKED_ENTRY_WIDTH and width ~= $NONCED_PACKED_WIDTH then
+  return redis.error_reply('ERR entry width must be $ENTRY_WIDTH, $PACKED_ENTRY_WIDTH or $NONCED_PACKED_WIDTH')
 end
 local limit = tonumber(redis.call('HGET', KEYS[2], '$CONFIG_MAX_QUEUE_SIZE') or '')
 if not limit or limit < 1 then limit = tonumber(ARGV[1]) end
@@ -35,7 +36,7 @@ local counts = {}
 local i = 4
 while i + width - 1 <= #ARGV do
   local n = 1
-  if width == $PACKED_ENTRY_WIDTH and ARGV[i + 8] == 'n' and string.match(ARGV[i + 9], '^[1-9]%d?%d?%d?%d?$') then
+  if width >= $PACKED_ENTRY_WIDTH and ARGV[i + 8] == 'n' and string.match(ARGV[i + 9], '^[1-9]%d?%d?%d?%d?$') then
     n = math.min(tonumber(ARGV[i + 9]), $MAX_PACKED_RECORDS)
   end
   if queued + n > limit and queued > 0 then break end

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import enum
 import hashlib
+import os
 from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime
 from typing import Any
@@ -215,18 +216,22 @@ async def test_a_columnar_entry_that_cannot_be_read_is_answered_for_each_record(
 async def test_each_version_is_answered_in_its_form_with_its_digest(
     start_writer: StartWriter, client: redis.Redis, db_uri: str
 ) -> None:
-    """Version 1: one item per record; 2: ranges; 3: ranges whose digest is SHA-256's. A writer
-    says it reads version 3 by publishing ``protocol``; a version it does not speak is refused
-    by name, and nothing of it is written."""
+    """Version 1: one item per record; 2: ranges; 3: ranges whose digest is SHA-256's; 5: ranges
+    whose digest is the entry's nonce. A writer says which versions it reads by publishing
+    ``protocol``; a version it does not speak, or an entry of version 5 without a nonce of 8
+    bytes, is refused by name, and nothing of it is written."""
     start_writer(coalesce_ms=20)
-    for version, first in ((b"1", 1), (b"2", 101), (b"3", 201)):
+    nonce = os.urandom(8)
+    for version, first in ((b"1", 1), (b"2", 101), (b"3", 201), (b"5", 301)):
         body = encode_columns([encode_fields(r) for r in rows(3, start=first)])
         fields = columnar_entry_fields(REPLY, first, 3, body, 600_000, version)
+        if version == b"5":
+            fields += [b"nonce", nonce]
         client.xadd(KEYS.stream, dict(zip(fields[::2], fields[1::2], strict=True)))  # type: ignore[arg-type]
         popped = await asyncio.to_thread(client.blpop, [REPLY], 60)
         assert popped is not None
         message = msgpack.unpackb(popped[1])
-        digest = record_digest(body, version)
+        digest = nonce if version == b"5" else record_digest(body, version)
         if version == b"1":
             assert message == [[seq, None, digest] for seq in range(first, first + 3)]
         else:
@@ -235,18 +240,25 @@ async def test_each_version_is_answered_in_its_form_with_its_digest(
             expected = {"ok": [[first, first + 2, digest]], "errors": [], "version": version_made}
             assert message == expected
     assert record_digest(body, b"3") == hashlib.sha256(body).digest()[:8] != record_digest(body)
-    assert client.hget(KEYS.config, "protocol") == b"4"
-    body = encode_columns([encode_fields(r) for r in rows(1, start=301)])
-    fields = columnar_entry_fields(REPLY, 301, 1, body, 600_000, b"5")
-    client.xadd(KEYS.stream, dict(zip(fields[::2], fields[1::2], strict=True)))  # type: ignore[arg-type]
-    popped = await asyncio.to_thread(client.blpop, [REPLY], 60)
-    assert popped is not None
-    (answer,) = msgpack.unpackb(popped[1])
-    assert answer[1]["error"] == "RecordRejected"
-    assert (
-        "unsupported protocol version b'5' (this writer speaks 1, 2, 3, 4)" in answer[1]["message"]
-    )
-    assert table_ids(db_uri) == [1, 2, 3, 101, 102, 103, 201, 202, 203]
+    assert client.hget(KEYS.config, "protocol") == b"5"
+    refused = {
+        (b"6", None): "unsupported protocol version b'6' (this writer speaks 1, 2, 3, 4, 5)",
+        (b"5", None): "an entry of version 5 needs a 'nonce' of 8 bytes, not None",
+        (b"5", b"short"): "an entry of version 5 needs a 'nonce' of 8 bytes, not b'short'",
+    }
+    for seq, ((version, sent_nonce), why) in enumerate(refused.items(), 401):
+        body = encode_columns([encode_fields(r) for r in rows(1, start=seq)])
+        fields = columnar_entry_fields(REPLY, seq, 1, body, 600_000, version)
+        if sent_nonce is not None:
+            fields += [b"nonce", sent_nonce]
+        client.xadd(KEYS.stream, dict(zip(fields[::2], fields[1::2], strict=True)))  # type: ignore[arg-type]
+        popped = await asyncio.to_thread(client.blpop, [REPLY], 60)
+        assert popped is not None
+        message = msgpack.unpackb(popped[1])
+        error = message["errors"][0][1] if version == b"5" else message[0][1]
+        assert error["error"] == "RecordRejected"
+        assert why in error["message"]
+    assert table_ids(db_uri) == [1, 2, 3, 101, 102, 103, 201, 202, 203, 301, 302, 303]
 
 
 @pytest.mark.parametrize(

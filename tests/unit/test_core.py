@@ -17,14 +17,20 @@ from lancequeue.common.codec import encode_record
 from lancequeue.common.columns import encode_fields
 from lancequeue.common.errors import LancequeueError, QueueFull, WriteTimeout
 from lancequeue.common.protocol import (
+    DIGEST_BYTES,
     ENTRY_WIDTH,
     FIELD_COLUMNS,
     FIELD_COUNT,
+    FIELD_NONCE,
     FIELD_RECORD,
     FIELD_SEQ,
     FIELD_VERSION,
+    HIGHEST_VERSION,
+    NONCE_VERSION,
+    NONCE_WIDTH,
     PACKED_ENTRY_WIDTH,
     PROTOCOL_VERSION,
+    SHA256_VERSION,
 )
 from lancequeue.common.replies import encode_results, record_digest
 from lancequeue.producer.buffer import SendBuffer
@@ -80,7 +86,7 @@ class Loop:
         return self.call
 
     def connect(
-        self, max_batch: bytes | None = b"128", protocol: bytes | None = b"3"
+        self, max_batch: bytes | None = b"128", protocol: bytes | None = HIGHEST_VERSION
     ) -> Call | None:
         """Answer the connection and the config reads that follow it (``columnar_batch`` and
         ``protocol`` of the config hash, the epoch, and once a live writer)."""
@@ -96,31 +102,34 @@ class Loop:
         return self.call
 
 
+def _sent_entries(call: Call) -> list[dict[bytes, Any]]:
+    """The entries an ENQUEUE call carries, each a map of its fields, in order."""
+    width = call.args[0][1]
+    assert width in (ENTRY_WIDTH, PACKED_ENTRY_WIDTH, PACKED_ENTRY_WIDTH + NONCE_WIDTH)
+    fields = call.args[0][3:]
+    entries = [fields[start : start + width] for start in range(0, len(fields), width)]
+    return [dict(zip(entry[::2], entry[1::2], strict=True)) for entry in entries]
+
+
 def sent_records(call: Call) -> list[bytes]:
     """The encoded records an ENQUEUE call carries, in order (in columnar entries or not)."""
-    fields = call.args[0][3:]
-    width = PACKED_ENTRY_WIDTH if FIELD_COUNT in fields else ENTRY_WIDTH
-    found: list[bytes] = []
-    for start in range(0, len(fields), width):
-        entry = fields[start : start + width]
-        found += entry_records(dict(zip(entry[::2], entry[1::2], strict=True)))
-    return found
+    return [data for fields in _sent_entries(call) for data in entry_records(fields)]
 
 
 def sent_digests(call: Call) -> list[bytes]:
-    """The digest the writer answers each record of an ENQUEUE call with, in order: of its
-    ``rec``, or of its columnar entry's ``cols``."""
-    fields = call.args[0][3:]
+    """The digest the writer answers each record of an ENQUEUE call with, in order: its entry's
+    nonce (version 5), else the digest of its ``rec``, or of its columnar entry's ``cols``."""
     digests: list[bytes] = []
-    count = 1
-    version = PROTOCOL_VERSION
-    for name, value in zip(fields[::2], fields[1::2], strict=True):
-        if name == FIELD_VERSION:
-            version, count = value, 1
-        elif name == FIELD_COUNT:
-            count = int(value)
-        elif name in (FIELD_COLUMNS, FIELD_RECORD):
-            digests += [record_digest(value, version)] * (count if name == FIELD_COLUMNS else 1)
+    for fields in _sent_entries(call):
+        version = fields.get(FIELD_VERSION, PROTOCOL_VERSION)
+        count = int(fields.get(FIELD_COUNT, 1))
+        if version == NONCE_VERSION:
+            assert len(fields[FIELD_NONCE]) == DIGEST_BYTES
+            digests += [fields[FIELD_NONCE]] * count
+        elif FIELD_COLUMNS in fields:
+            digests += [record_digest(fields[FIELD_COLUMNS], version)] * count
+        else:
+            digests.append(record_digest(fields[FIELD_RECORD], version))
     return digests
 
 
@@ -256,6 +265,28 @@ def test_a_send_whose_answer_was_lost_goes_again_with_the_same_numbers() -> None
     assert sent_records(first) == sent_records(again) == [encode_record(record(1))]
 
 
+@pytest.mark.parametrize("written", ["first", "again"])
+def test_a_record_sent_twice_is_settled_by_either_sends_nonce_and_no_other(written: str) -> None:
+    made = core()
+    sender = Loop(made.sender())
+    futures = enqueue(made, [record(1), record(2)], 60)
+    sender.answer()
+    first = sender.connect()
+    assert first is not None and first.op is Op.ENQUEUE
+    assert sender.fail_with(RedisConnectionError("lost")).op is Op.PAUSE  # the copy may be in
+    sender.answer()
+    again = sender.connect()
+    assert again is not None and again.op is Op.ENQUEUE
+    nonces = {"first": sent_digests(first)[0], "again": sent_digests(again)[0]}
+    assert nonces["first"] != nonces["again"]  # a nonce a send, from os.urandom
+    sender.answer([b"1-0"])
+    listener = Loop(made.listener())
+    reply = encode_results([(1, None, nonces[written]), (2, None, b"\0" * DIGEST_BYTES)])
+    assert listener.answer(reply) == Call(Op.DROP_REPLY, (reply,))
+    assert futures[0].result(timeout=0) == WRITTEN
+    assert "another client's record" in str(futures[1].exception(timeout=0))
+
+
 def test_records_redis_never_took_fail_unsent_at_their_deadline_with_the_reason() -> None:
     made = core()
     sender = Loop(made.sender())
@@ -271,13 +302,19 @@ def test_records_redis_never_took_fail_unsent_at_their_deadline_with_the_reason(
     assert made.outstanding == 0
 
 
-def test_the_listener_resolves_the_futures_an_answer_names_with_their_digest() -> None:
+@pytest.mark.parametrize("protocol", [SHA256_VERSION, NONCE_VERSION])
+def test_the_listener_resolves_the_futures_an_answer_names_with_their_digest(
+    protocol: bytes,
+) -> None:
     made = core()
     sender = Loop(made.sender())
     futures = enqueue(made, [record(1), record(2)], 60)
     sender.answer()
-    call = sender.connect()
+    call = sender.connect(protocol=protocol)
     assert call is not None
+    (entry,) = _sent_entries(call)
+    assert entry[FIELD_VERSION] == protocol
+    assert (FIELD_NONCE in entry) == (protocol == NONCE_VERSION)
     digest = sent_digests(call)[0]
     sender.answer([b"1-0", b"1-1"])
     listener = Loop(made.listener())
