@@ -138,6 +138,8 @@ def run_bench(settings: BenchSettings, say: Say) -> dict[str, Any]:
     """Run every system ``settings`` asks for, in a temporary directory removed at the end
     (unless ``keep``); the whole report: parameters, machine, per-system figures, problems."""
     machine = machine_facts()
+    if settings.workdir is not None:
+        settings.workdir.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="lancequeue-bench-", dir=settings.workdir))
     try:
         outcome = _run_systems(settings, work, say)

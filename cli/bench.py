@@ -207,7 +207,7 @@ def _stop_on_sigterm(signum: int, frame: FrameType | None) -> None:
     "--workdir",
     type=click.Path(path_type=Path, file_okay=False),
     default=None,
-    help="Parent of the temporary directory. Default: the system's.",
+    help="Parent of the temporary directory (made if missing). Default: the system's.",
 )
 @click.option(
     "--sample-ms",

@@ -73,12 +73,16 @@ def test_compare_runs_the_four_systems_and_finds_every_record_once_in_the_table(
 
 def test_sweep_reports_the_writer_s_memory_at_each_record_count(tmp_path: Path) -> None:
     out = tmp_path / "bench.json"
+    workdir = tmp_path / "not" / "made" / "yet"  # made as --out would be
     done = run_cli(
         *("bench", "--producers", "1", "--dim", "8", "--sweep", "200,400"),
         *("--out", str(out), "--chart", str(tmp_path / "sweep.png")),
-        *("--workdir", str(tmp_path)),
+        *("--workdir", str(workdir), "--keep"),
     )
     assert done.returncode == 0, done.stdout + done.stderr
+    assert [path.name[: len("lancequeue-bench-")] for path in workdir.iterdir()] == [
+        "lancequeue-bench-"
+    ]
     sweep = json.loads(out.read_text())["sweep"]
     assert [run["records"] for run in sweep] == [200, 400]
     assert all(run["check"]["ok"] and run["peak_rss_bytes"] > 0 for run in sweep)
