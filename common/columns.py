@@ -272,11 +272,17 @@ def decode_columns(data: bytes, count: int) -> tuple[Columns, dict[int, str]]:
 def _check_values(name: str, column: list[Any], problems: dict[int, str]) -> None:
     """Record by record, what ``decode_record`` checks of nested values (depth, map keys,
     timestamps), converting timestamps in place."""
+    if _NESTED.isdisjoint(map(type, column)):  # the usual column: scalars only, nothing to do
+        return
     for position, value in enumerate(column):
-        if type(value) not in (dict, list, msgpack.Timestamp, Unreadable):
+        if type(value) not in _NESTED:
             continue
         holder = {name: value}
         problem = check_nested(holder)
         if problem is not None:
             problems.setdefault(position, problem)
         column[position] = holder[name]
+
+
+_NESTED = frozenset((dict, list, msgpack.Timestamp, Unreadable))
+"""The types of value ``_check_values`` looks into."""
