@@ -19,7 +19,8 @@ first) it reaches ``<point>``, and only then, so a test can let something happen
 step (another writer taking the table over) and SIGCONT it afterwards:
 
 - ``compact``: a compaction is about to be planned (its handle on the table opened, the fence
-  checked).
+  checked);
+- ``after_ack``: a batch's entries are acked and answered (as the crash point of that name).
 
 ``LANCEQUEUE_REFUSE=<column>=<value>`` makes every write (or merge) of a batch holding a row whose
 ``<column>`` equals ``<value>`` (compared as text) fail with a ``ValueError``, as the table would
@@ -145,6 +146,7 @@ async def _crashing_commit(self: BatchSettler, *args: Any, **kwargs: Any) -> Set
 async def _crashing_answer(self: TableServer, *args: Any, **kwargs: Any) -> None:
     await _answer(self, *args, **kwargs)
     crash_point("after_ack")
+    pause_point("after_ack")
 
 
 class _Compaction:

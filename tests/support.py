@@ -124,6 +124,15 @@ def fault_args(env: dict[str, str]) -> list[str]:
     return ["--import", "tests.fault_points"] if any(env.get(v) for v in FAULT_VARIABLES) else []
 
 
+def process_stopped(pid: int) -> bool:
+    """Whether process ``pid`` is stopped by a signal (SIGSTOP): state ``T`` in /proc."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rpartition(")")[2].split()[0] in ("T", "t")
+
+
 class WriterProcess:
     """``lancequeue writer`` as a real subprocess (with the fault points if its environment sets
     one)."""
@@ -150,6 +159,10 @@ class WriterProcess:
 
     def signal(self, signum: int) -> None:
         self.process.send_signal(signum)
+
+    def stopped(self) -> bool:
+        """Whether it stopped itself at a pause point (``LANCEQUEUE_PAUSE_AT``)."""
+        return process_stopped(self.process.pid)
 
     def wait(self, timeout: float = 60.0) -> int:
         try:

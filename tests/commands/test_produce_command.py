@@ -103,7 +103,11 @@ def test_produce_reads_parquet_and_csv_files_and_names_each_bad_row(
 def test_produce_with_upsert_key_run_again_after_ctrl_c_writes_each_record_once(
     writer_process: StartProcess, redis_url: str, client: redis.Redis, db_uri: str, tmp_path: Path
 ) -> None:
-    writer = writer_process("--coalesce-ms", "20", "--upsert-key", "id")
+    # The writer stops itself once it has answered its first batch, so the run cannot end
+    # before the interrupt however slow the machine is.
+    writer = writer_process(
+        "--coalesce-ms", "20", "--upsert-key", "id", env_extra={"LANCEQUEUE_PAUSE_AT": "after_ack"}
+    )
     wait_for(lambda: writer_alive(client), 60, "the writer")
     source = tmp_path / "records.jsonl"
     count = 30_000
@@ -117,9 +121,10 @@ def test_produce_with_upsert_key_run_again_after_ctrl_c_writes_each_record_once(
         stderr=subprocess.PIPE,
         text=True,
     )
-    written = KEYS.writer
-    wait_for(lambda: int(client.hget(written, "rows") or 0) > 0, 60, "some rows written")
+    wait_for(writer.stopped, 60, "the writer to stop after answering its first batch")
+    assert int(client.hget(KEYS.writer, "rows") or 0) > 0  # some rows are written
     interrupted.send_signal(signal.SIGINT)
+    writer.signal(signal.SIGCONT)
     out, err = interrupted.communicate(timeout=60)
     assert interrupted.returncode == 130, err
     assert out.startswith("interrupted: written "), out

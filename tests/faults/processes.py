@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 from typing import IO
 
-from tests.support import CLI, FAULT_VARIABLES, cli_env, fault_args
+from tests.support import CLI, FAULT_VARIABLES, cli_env, fault_args, process_stopped
 
 _LOG_TAIL_CHARS = 6000
 
@@ -49,12 +49,8 @@ class LoggedProcess:
         return self.process.poll() is None
 
     def stopped(self) -> bool:
-        """Whether the process is stopped by a signal (SIGSTOP): state ``T`` in /proc."""
-        try:
-            stat = Path(f"/proc/{self.pid}/stat").read_text()
-        except OSError:
-            return False
-        return stat.rpartition(")")[2].split()[0] in ("T", "t")
+        """Whether the process is stopped by a signal (SIGSTOP)."""
+        return process_stopped(self.pid)
 
     def signal(self, signum: int) -> None:
         if self.running():
