@@ -22,6 +22,7 @@ from lancequeue.common.protocol import (
     ENTRY_WIDTH,
     FIELD_NONCE,
     NONCE_VERSION,
+    NONCE_WIDTH,
     PACKED_ENTRY_WIDTH,
     PROTOCOL_VERSION,
     RANGED_VERSION,
@@ -110,58 +111,49 @@ class EntryMaker:
         """ARGV of the enqueue script for ``chunk`` (numbered) split into entries of ``sizes``
         records (see ``pack``), each entry with the time its records have left (``now`` on
         ``time.monotonic()``): until the earliest deadline among them. Adds to each record's
-        ``digests`` the one the writer's ok answer carries for it as sent now: this send's
-        nonce (version 5), else the record's own digest in a single-record entry, the ``cols``
-        value's in a columnar one."""
+        ``digests`` the one the writer's ok answer carries for it as sent now: its entry's
+        nonce (version 5; one of its own for each entry, so that a nonce is public only once
+        its own entry is in the inbox, never while its records may still be sent again), else
+        the record's own digest in a single-record entry, the ``cols`` value's in a columnar
+        one."""
         version = self._version  # one for the whole call: the digests must match the entries
-        nonce = os.urandom(DIGEST_BYTES) if version == NONCE_VERSION else None
-        tail: list[bytes | str] = [] if nonce is None else [FIELD_NONCE, nonce]
-        width = len(tail)
-        deletes_as = version if nonce is not None else DELETE_VERSION
-        if max(sizes, default=1) == 1:  # single-record entries, which every writer reads
-            args: list[bytes | str | int] = [
-                DEFAULT_MAX_QUEUE_SIZE,
-                ENTRY_WIDTH + width,
-                self._channel,
-            ]
-            for item in chunk:
-                ttl_ms = _ttl_ms(item.deadline, now)
-                data = item.record.encoded()
-                if item.delete:
-                    args.extend(
-                        delete_entry_fields(
-                            self._reply_key, item.seq, data, ttl_ms, False, deletes_as
-                        )
-                    )
-                else:
-                    args.extend(entry_fields(self._reply_key, item.seq, data, ttl_ms, version))
-                args.extend(tail)
-                _accept(
-                    item, (nonce or record_digest(data, deletes_as if item.delete else version),)
-                )
-            return args
-        args = [DEFAULT_MAX_QUEUE_SIZE, PACKED_ENTRY_WIDTH + width, self._channel]
+        nonced = version == NONCE_VERSION
+        randomness = os.urandom(DIGEST_BYTES * len(sizes)) if nonced else b""
+        nonces = [randomness[i : i + DIGEST_BYTES] for i in range(0, len(randomness), DIGEST_BYTES)]
+        width = NONCE_WIDTH if nonced else 0
+        deletes_as = version if nonced else DELETE_VERSION
+        single = max(sizes, default=1) == 1  # single-record entries, which every writer reads
+        args: list[bytes | str | int] = [
+            DEFAULT_MAX_QUEUE_SIZE,
+            (ENTRY_WIDTH if single else PACKED_ENTRY_WIDTH) + width,
+            self._channel,
+        ]
         start = 0
-        for size in sizes:
+        for number, size in enumerate(sizes):
             items = chunk[start : start + size]
             start += size
-            if items[0].delete:  # an entry of its own (``pack``)
-                item = items[0]
-                data = item.record.encoded()
-                ttl_ms = _ttl_ms(item.deadline, now)
-                args.extend(
-                    delete_entry_fields(self._reply_key, item.seq, data, ttl_ms, True, deletes_as)
-                )
-                args.extend(tail)
-                _accept(item, (nonce or record_digest(data, deletes_as),))
-                continue
-            body = encode_columns([item.record for item in items])
+            item = items[0]
             ttl_ms = _ttl_ms(min(item.deadline for item in items), now)
-            args.extend(
-                columnar_entry_fields(self._reply_key, items[0].seq, size, body, ttl_ms, version)
-            )
-            args.extend(tail)
-            sent = (nonce or record_digest(body, version),)
+            if item.delete:  # an entry of its own (``pack``)
+                data = item.record.encoded()
+                args.extend(
+                    delete_entry_fields(
+                        self._reply_key, item.seq, data, ttl_ms, not single, deletes_as
+                    )
+                )
+            elif single:
+                data = item.record.encoded()
+                args.extend(entry_fields(self._reply_key, item.seq, data, ttl_ms, version))
+            else:
+                data = encode_columns([item.record for item in items])
+                args.extend(
+                    columnar_entry_fields(self._reply_key, item.seq, size, data, ttl_ms, version)
+                )
+            if nonced:
+                args += [FIELD_NONCE, nonces[number]]
+                sent = (nonces[number],)
+            else:
+                sent = (record_digest(data, deletes_as if item.delete else version),)
             for item in items:
                 _accept(item, sent)
         return args
