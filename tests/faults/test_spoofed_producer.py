@@ -7,13 +7,16 @@ are what is checked."""
 
 from __future__ import annotations
 
+import signal
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from lancequeue.common.codec import encode_record
+from lancequeue.common.entries import entry_fields
 from lancequeue.common.keys import TableKeys
+from lancequeue.common.protocol import FIELD_NONCE, NONCE_VERSION
 from tests.faults.check import ProducerOutcomes
 from tests.faults.processes import LoadProcess
 from tests.faults.rig import TABLE, FaultRig, MakeRig
@@ -28,14 +31,28 @@ ANSWER_WAIT_S = 15.0
 """How long a serving writer may take to answer every record of the honest producer."""
 
 
+def _forged(record_id: int) -> bytes:
+    """The attacker's own record, encoded."""
+    return encode_record(
+        {
+            "id": record_id,
+            "text": f"forged {record_id}",
+            "vector": np.full(8, -1.0, dtype=np.float32),
+        }
+    )
+
+
 def _forge(rig: FaultRig, reply_key: str, seq: int, record_id: int) -> None:
     """XADD an entry in the name of the producer owning ``reply_key``, with its own content."""
-    forged = {
-        "id": record_id,
-        "text": f"forged {record_id}",
-        "vector": np.full(8, -1.0, dtype=np.float32),
-    }
-    rig.client.xadd(KEYS.stream, stream_entry(reply_key, seq, encode_record(forged)))  # type: ignore[arg-type]
+    rig.client.xadd(KEYS.stream, stream_entry(reply_key, seq, _forged(record_id)))  # type: ignore[arg-type]
+
+
+def _forge_with(rig: FaultRig, reply_key: str, seq: int, record_id: int, nonce: bytes) -> None:
+    """XADD an entry of version 5 in the name of the producer owning ``reply_key``, with its
+    own content and the nonce of another entry (one the attacker read)."""
+    fields = entry_fields(reply_key, seq, _forged(record_id), 600_000, NONCE_VERSION)
+    fields += [FIELD_NONCE, nonce]
+    rig.client.xadd(KEYS.stream, dict(zip(fields[::2], fields[1::2], strict=True)))  # type: ignore[arg-type]
 
 
 def _enqueued(producer: LoadProcess) -> int:
@@ -63,6 +80,38 @@ def test_an_ok_means_the_producers_own_record_is_in_the_table_when_its_next_seqs
     first_id = honest.first_id
     for offset in range(1, FORGED + 1):
         _forge(rig, reply_key, seq=offset + 1, record_id=first_id + offset)
+    Path(go).touch()
+    wait_for(lambda: _enqueued(honest) == RECORDS, 60, "the honest producer to send all")
+    writer = rig.start_writer()
+    rig.wait_serving(writer)
+    rig.rounds = 1
+    answered = within(lambda: rig.answered(honest), ANSWER_WAIT_S)
+    result = rig.conclude(writer)
+    rig.assert_promises(result, strangers_allowed=FORGED)
+    assert answered, f"records of the honest producer unanswered: {result.row()}"
+
+
+def test_a_nonce_read_in_the_inbox_settles_none_of_the_producers_later_records(
+    rig_for: MakeRig,
+) -> None:
+    """The attacker reads the nonce of the producer's first entry (a Redis 6.2 producer account
+    may read the inbox) and sends the next sequence numbers with it: the ok answers carrying it
+    must not settle records that entry did not carry."""
+    rig = rig_for("nonce replayed on the next seqs")
+    first_writer = rig.start_writer()
+    rig.wait_serving(first_writer)  # it publishes protocol 5: producers send nonces from now on
+    first_writer.signal(signal.SIGTERM)
+    assert first_writer.wait(60) == 0
+    go = rig.directory / "go"
+    (honest,) = rig.start_load(1, max_records=RECORDS, hold_after=1, go_file=go, close_timeout_s=20)
+    first: dict[bytes, bytes] = wait_for(
+        lambda: next(iter(queued_entries(rig.client)), None), 60, "the first honest entry"
+    )
+    assert first[b"v"] == NONCE_VERSION and len(first[FIELD_NONCE]) == 8, first
+    reply_key = first[b"reply"].decode()
+    first_id = honest.first_id
+    for offset in range(1, FORGED + 1):
+        _forge_with(rig, reply_key, offset + 1, first_id + offset, first[FIELD_NONCE])
     Path(go).touch()
     wait_for(lambda: _enqueued(honest) == RECORDS, 60, "the honest producer to send all")
     writer = rig.start_writer()
