@@ -103,8 +103,9 @@ def replay_command(
     timeout_ms: int,
     answer_grace_ms: int,
 ) -> None:
-    """Send the records of the dead letters IDS (or --all) to the writer again; delete each
-    one whose record was written, leave the others. Exits 1 unless all were written. Done
+    """Send the records and deletes of the dead letters IDS (or --all) to the writer again,
+    in their order; delete each one whose record was written (or delete applied), leave the
+    others. Exits 1 unless all were written. Done
     within about --timeout-ms plus --answer-grace-ms: a record unanswered by then was not
     written.
 

@@ -2,9 +2,10 @@
 
 The writer moves an entry that was delivered more than ``max_deliveries`` times without being
 written (it kept crashing the writer) to the stream ``lancequeue:{T}:dead``, with the original
-entry's fields (``v``, ``reply``, ``seq``, ``ttl``, ``rec``) plus ``reason``, ``deliveries``,
-``original_id`` and ``dead_at_ms``. These functions read that stream with Redis alone (no
-lancedb); :func:`replay` sends the records again through a fresh :class:`Producer`.
+entry's fields (``v``, ``reply``, ``seq``, ``ttl``, and ``rec``, or ``del`` for a delete by key)
+plus ``reason``, ``deliveries``, ``original_id`` and ``dead_at_ms``. These functions read that
+stream with Redis alone (no lancedb); :func:`replay` sends the records and deletes again, in
+their order, through a fresh :class:`Producer`.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from lancequeue.common.errors import LancequeueError, RecordRejected
 from lancequeue.common.keys import TableKeys
 from lancequeue.common.protocol import (
     FIELD_DEAD_AT_MS,
+    FIELD_DELETE,
     FIELD_DELIVERIES,
     FIELD_ORIGINAL_ID,
     FIELD_REASON,
@@ -57,11 +59,18 @@ class DeadLetter:
         return int(value) if value is not None and value.isdecimal() else None
 
     @property
+    def is_delete(self) -> bool:
+        """Whether it is a delete by key (``del``), not a record."""
+        return FIELD_DELETE in self.fields and FIELD_RECORD not in self.fields
+
+    @property
     def record_bytes(self) -> bytes | None:
-        return self.fields.get(FIELD_RECORD)
+        """The record as encoded (a delete's key)."""
+        return self.fields.get(FIELD_DELETE if self.is_delete else FIELD_RECORD)
 
     def record(self) -> dict[str, Any]:
-        """The decoded record; raises ``RecordRejected`` saying why it cannot be read."""
+        """The decoded record (a delete's key); raises ``RecordRejected`` saying why it cannot
+        be read."""
         data = self.record_bytes
         if data is None:
             raise RecordRejected("the dead letter has no 'rec' field")
@@ -157,6 +166,8 @@ def describe(letter: DeadLetter) -> dict[str, Any]:
         shown, error = preview(letter.record()), None
     except RecordRejected as exc:
         shown, error = None, str(exc)
+    if letter.is_delete and shown is not None:
+        shown = f"delete {shown}"
     return {
         "id": letter.id,
         "original_id": letter.text(FIELD_ORIGINAL_ID),
@@ -168,6 +179,7 @@ def describe(letter: DeadLetter) -> dict[str, Any]:
         "record_bytes": None if data is None else len(data),
         "preview": shown,
         "record_error": error,
+        "delete": letter.is_delete,
     }
 
 
@@ -191,7 +203,8 @@ class ReplayReport:
     """What became of each replayed dead letter."""
 
     written: list[str] = field(default_factory=list)
-    """Ids of dead letters whose record is now in the table (deleted from the stream)."""
+    """Ids of dead letters whose record is now in the table, or whose delete was applied
+    (deleted from the stream)."""
     failed: list[tuple[str, str]] = field(default_factory=list)
     """(id, why) of dead letters left in the stream."""
 
@@ -203,9 +216,10 @@ def replay(
     timeout_ms: int,
     answer_grace_ms: int = DEFAULT_ANSWER_GRACE_MS,
 ) -> ReplayReport:
-    """Send the records of ``letters`` through a new producer (a fresh identity, so the
-    writer's (producer, seq) dedupe does not drop them, and a fresh deadline of ``timeout_ms``),
-    wait for the writer's answers and delete each dead letter whose record was written, at once.
+    """Send the records and deletes of ``letters``, in their order, through a new producer (a
+    fresh identity, so the writer's (producer, seq) dedupe does not drop them, and a fresh
+    deadline of ``timeout_ms``), wait for the writer's answers and delete each dead letter whose
+    record was written (or delete applied), at once.
 
     Every record is answered by its deadline plus ``answer_grace_ms``: a record the writer did
     not answer by then fails with ``WriteTimeout`` and was not written, so its dead letter stays
@@ -226,8 +240,13 @@ def replay(
             keys.table, redis_url=url, timeout_ms=timeout_ms, answer_grace_ms=answer_grace_ms
         ) as producer,
     ):
-        futures = producer.enqueue_many(record for _, record in sendable)
-        letter_of = {future: letter for future, (letter, _) in zip(futures, sendable, strict=True)}
+        letter_of: dict[concurrent.futures.Future[Any], DeadLetter] = {}
+        for letter, data in sendable:  # in order: a delete applies after the records before it
+            send = producer.enqueue_delete if letter.is_delete else producer.enqueue
+            try:
+                letter_of[send(data)] = letter
+            except LancequeueError as exc:  # refused at once: not encodable, or no room in time
+                report.failed.append((letter.id, f"{type(exc).__name__}: {exc}"))
         for future in concurrent.futures.as_completed(letter_of):
             letter = letter_of[future]
             if (error := future.exception()) is not None:

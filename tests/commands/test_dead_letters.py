@@ -13,6 +13,7 @@ import pyarrow as pa
 import redis
 
 from lancequeue.common.codec import encode_record
+from lancequeue.common.entries import delete_entry_fields
 from lancequeue.common.keys import TableKeys
 from tests.support import (
     CLI,
@@ -43,9 +44,14 @@ def add_dead_letter(
     reason: str = "SIGKILL: the writer died during the append",
     deliveries: int = 6,
     original_id: str = "1700000000000-0",
+    delete: bool = False,
 ) -> str:
-    """XADD a dead letter as the writer makes one: the original fields plus why and when."""
+    """XADD a dead letter as the writer makes one: the original fields plus why and when
+    (``delete``: of a delete by key, ``rec`` being the key)."""
     fields: dict[Any, Any] = stream_entry(KEYS.reply("a" * 32), 7, rec)
+    if delete:
+        entry = delete_entry_fields(KEYS.reply("a" * 32), 7, rec, 600_000)
+        fields = dict(zip(entry[::2], entry[1::2], strict=True))
     fields.update(
         reason=reason,
         deliveries=str(deliveries),
@@ -139,6 +145,25 @@ async def test_replay_writes_the_records_deletes_their_dead_letters_and_leaves_b
     assert f"{undecodable}: not sent: undecodable record" in result.stderr
     assert table_ids(db_uri) == [1, 2]
     assert dead_letter_ids(client) == [rejected, undecodable]
+
+
+async def test_replay_sends_dead_lettered_deletes_as_deletes_in_their_order(
+    start_writer: StartWriter, redis_url: str, client: redis.Redis, db_uri: str
+) -> None:
+    start_writer(delete_key="id", schema=SCHEMA, coalesce_ms=20)
+    first = add_dead_letter(client, encode_record(record(1)))
+    add_dead_letter(client, encode_record(record(2)))
+    delete = add_dead_letter(client, encode_record({"id": 2}), delete=True)
+    add_dead_letter(client, encode_record(record(3)))
+    listed = dlq(redis_url, "list", "--json")
+    shown = {info["id"]: info for info in map(json.loads, listed.stdout.splitlines())}
+    assert shown[delete]["delete"] and shown[delete]["preview"] == "delete {id: 2}"
+    assert not shown[first]["delete"] and shown[first]["record_error"] is None
+    result = await asyncio.to_thread(dlq, redis_url, "replay", "--all", "--timeout-ms", "30000")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "written 4, failed 0"
+    assert table_ids(db_uri) == [1, 3]  # record 2, then its delete: applied after it
+    assert dead_letter_ids(client) == []
 
 
 async def test_replay_of_named_ids_sends_only_those_and_exits_zero_when_all_are_written(
