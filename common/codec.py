@@ -64,7 +64,9 @@ def _pack_ndarray(np: Any, array: Any) -> msgpack.ExtType:
     head = _ARRAY_HEADS.get(key)
     if head is None:  # [dtype, shape, data]: all but the data, packed once per dtype and shape
         packed = msgpack.packb([little.str, list(array.shape), b""], use_bin_type=True)
-        head = _ARRAY_HEADS[key] = packed[:-2]  # less the empty bin (0xc4 0x00)
+        head = packed[:-2]  # less the empty bin (0xc4 0x00)
+        if len(_ARRAY_HEADS) < _KNOWN_SHAPES:
+            _ARRAY_HEADS[key] = head
     return msgpack.ExtType(EXT_NDARRAY, head + bin_header(len(data)) + data)
 
 
@@ -75,7 +77,8 @@ def pack_array(array: Any) -> tuple[bytes, tuple[str, tuple[int, ...]]]:
     """A numpy array encoded as ``packb`` encodes it (extension 2), and its dtype as sent and
     shape; without the copies of the general path (the header before the data is made once
     per dtype and shape)."""
-    key = (array.dtype.str, array.shape)
+    # Keyed by the dtype itself: its ``str`` is made anew at each reading.
+    key = (array.dtype, array.shape)
     known = _ARRAY_PREFIXES.get(key)
     if known is None:
         if array.dtype.kind not in "biufc":
@@ -85,13 +88,18 @@ def pack_array(array: Any) -> tuple[bytes, tuple[str, tuple[int, ...]]]:
         size = array.size * array.dtype.itemsize
         payload = len(head) + len(bin_header(size)) + size
         prefix = ext_header(EXT_NDARRAY, payload) + head + bin_header(size)
-        known = _ARRAY_PREFIXES[key] = (prefix, (little.str, array.shape))
+        known = (prefix, (little.str, array.shape))
+        if len(_ARRAY_PREFIXES) < _KNOWN_SHAPES:
+            _ARRAY_PREFIXES[key] = known
     if array.dtype.byteorder == ">":
         array = array.astype(array.dtype.newbyteorder("<"))
     return known[0] + array.tobytes(), known[1]
 
 
-_ARRAY_PREFIXES: dict[tuple[str, tuple[int, ...]], tuple[bytes, tuple[str, tuple[int, ...]]]] = {}
+_ARRAY_PREFIXES: dict[tuple[Any, tuple[int, ...]], tuple[bytes, tuple[str, tuple[int, ...]]]] = {}
+_KNOWN_SHAPES = 1024
+"""Most dtypes and shapes whose headers are kept (arrays of ever new lengths must not grow the
+caches without bound)."""
 
 
 def ext_header(code: int, size: int) -> bytes:

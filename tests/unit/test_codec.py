@@ -8,6 +8,7 @@ import msgpack
 import numpy as np
 import pytest
 
+from lancequeue.common import codec
 from lancequeue.common.codec import EXT_NDARRAY, decode_record, encode_record, packb, unpackb
 from lancequeue.common.errors import RecordRejected
 
@@ -121,3 +122,14 @@ def test_protocol_messages_round_trip() -> None:
         [1, None],
         [2, {"error": "WriteFailed"}],
     ]
+
+
+@pytest.mark.parametrize("dtype", ["<f4", ">f4"])
+def test_arrays_of_ever_new_lengths_encode_as_packb_does_and_grow_no_cache(dtype: str) -> None:
+    for length in range(1, 3 * codec._KNOWN_SHAPES):
+        array = np.arange(length, dtype=dtype)
+        encoded, layout = codec.pack_array(array)
+        assert encoded == packb(array)
+        assert layout == ("<f4", (length,))
+    assert len(codec._ARRAY_PREFIXES) <= codec._KNOWN_SHAPES
+    assert len(codec._ARRAY_HEADS) <= codec._KNOWN_SHAPES
