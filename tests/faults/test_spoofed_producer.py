@@ -8,6 +8,7 @@ are what is checked."""
 from __future__ import annotations
 
 import signal
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -68,18 +69,14 @@ def _reply_key_in_stream(rig: FaultRig) -> str | None:
     return None
 
 
-def test_an_ok_means_the_producers_own_record_is_in_the_table_when_its_next_seqs_were_forged(
-    rig_for: MakeRig,
+def _forge_next_then_serve(
+    rig: FaultRig, honest: LoadProcess, go: Path, forge: Callable[[int, int], None]
 ) -> None:
-    rig = rig_for("forged next sequence numbers")
-    go = rig.directory / "go"
-    # The honest producer sends its first record (seq 1), then waits; no writer runs yet.
-    (honest,) = rig.start_load(1, max_records=RECORDS, hold_after=1, go_file=go, close_timeout_s=20)
-    reply_key: str = wait_for(lambda: _reply_key_in_stream(rig), 60, "the first honest entry")
-    # The attacker reads the producer's id from its reply key and sends seqs 2..11 first.
-    first_id = honest.first_id
+    """The honest producer sent its first record and holds until ``go``: ``forge`` (seq, row
+    id) its next ``FORGED`` sequence numbers, let it send the rest, then a writer serves them
+    all; each honest record must be answered, ok only if it is in the table."""
     for offset in range(1, FORGED + 1):
-        _forge(rig, reply_key, seq=offset + 1, record_id=first_id + offset)
+        forge(offset + 1, honest.first_id + offset)
     Path(go).touch()
     wait_for(lambda: _enqueued(honest) == RECORDS, 60, "the honest producer to send all")
     writer = rig.start_writer()
@@ -89,6 +86,18 @@ def test_an_ok_means_the_producers_own_record_is_in_the_table_when_its_next_seqs
     result = rig.conclude(writer)
     rig.assert_promises(result, strangers_allowed=FORGED)
     assert answered, f"records of the honest producer unanswered: {result.row()}"
+
+
+def test_an_ok_means_the_producers_own_record_is_in_the_table_when_its_next_seqs_were_forged(
+    rig_for: MakeRig,
+) -> None:
+    rig = rig_for("forged next sequence numbers")
+    go = rig.directory / "go"
+    # The honest producer sends its first record (seq 1), then waits; no writer runs yet.
+    (honest,) = rig.start_load(1, max_records=RECORDS, hold_after=1, go_file=go, close_timeout_s=20)
+    reply_key: str = wait_for(lambda: _reply_key_in_stream(rig), 60, "the first honest entry")
+    # The attacker reads the producer's id from its reply key and sends seqs 2..11 first.
+    _forge_next_then_serve(rig, honest, go, lambda seq, id_: _forge(rig, reply_key, seq, id_))
 
 
 def test_a_nonce_read_in_the_inbox_settles_none_of_the_producers_later_records(
@@ -109,18 +118,12 @@ def test_a_nonce_read_in_the_inbox_settles_none_of_the_producers_later_records(
     )
     assert first[b"v"] == NONCE_VERSION and len(first[FIELD_NONCE]) == 8, first
     reply_key = first[b"reply"].decode()
-    first_id = honest.first_id
-    for offset in range(1, FORGED + 1):
-        _forge_with(rig, reply_key, offset + 1, first_id + offset, first[FIELD_NONCE])
-    Path(go).touch()
-    wait_for(lambda: _enqueued(honest) == RECORDS, 60, "the honest producer to send all")
-    writer = rig.start_writer()
-    rig.wait_serving(writer)
-    rig.rounds = 1
-    answered = within(lambda: rig.answered(honest), ANSWER_WAIT_S)
-    result = rig.conclude(writer)
-    rig.assert_promises(result, strangers_allowed=FORGED)
-    assert answered, f"records of the honest producer unanswered: {result.row()}"
+    _forge_next_then_serve(
+        rig,
+        honest,
+        go,
+        lambda seq, id_: _forge_with(rig, reply_key, seq, id_, first[FIELD_NONCE]),
+    )
 
 
 def test_a_forged_largest_seq_neither_hangs_nor_silently_drops_the_producers_later_records(
