@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections import Counter, defaultdict
+from collections import Counter
 from dataclasses import dataclass, field
 
 from lancequeue.common.codec import encode_record
@@ -86,21 +86,27 @@ class Acknowledger:
         """Ack and delete the entries, push each reply key its results, record each producer's
         settled sequence number, dead-letter what must be, and update the status hash."""
         keys = self._keys
-        per_producer: dict[str, list[Answer]] = defaultdict(list)
-        seen: dict[str, int] = {}
+        answers = ack.answers
+        per_producer: dict[str, list[Answer]] = {}
+        seen: dict[str, int] = {}  # each producer's highest seq answered here
         plain: set[str] = set()  # producers with an entry of version 1 here
-        for entry in ack.entries:
+        for entry in ack.entries:  # one pass a record: kept to plain lookups
             producer = entry.producer_id
             if producer is None:
                 continue
-            answer = ack.answers.get(entry.record_id, SKIPPED_SILENTLY)
-            if answer == SKIPPED_SILENTLY:
+            answer = answers.get(entry.record_id, SKIPPED_SILENTLY)
+            if answer is not None and answer == SKIPPED_SILENTLY:
                 continue  # acked unanswered: nothing settled for this producer either
-            seen[producer] = max(seen.get(producer, -1), entry.seq)
+            seq = entry.seq
+            results = per_producer.get(producer)
+            if results is None:
+                results = per_producer[producer] = []
+                seen[producer] = seq
+            elif seq > seen[producer]:
+                seen[producer] = seq
             if not entry.ranged:
                 plain.add(producer)
-            digest = entry.digest if answer is None else None
-            per_producer[producer].append((entry.seq, answer, digest))
+            results.append((seq, answer, entry.digest if answer is None else None))
         # stream entry id → its records, in stream order
         records_of = Counter(entry.entry_id for entry in ack.entries)
         script_keys = [
@@ -125,19 +131,16 @@ class Acknowledger:
         for dead in ack.dead_letters:
             fields = _dead_letter_fields(dead)
             args += [len(fields), DEAD_LETTERS_MAXLEN, *fields]
-        for producer in seen.keys() | per_producer.keys():
+        for producer, results in per_producer.items():
             script_keys += [keys.seen(producer), keys.reply(producer), keys.abandoned(producer)]
-            results = per_producer.get(producer)
-            dropped = [seq for seq, answer, _ in results or [] if _abandoned(answer)]
+            dropped = [seq for seq, answer, _ in results if _abandoned(answer)]
             # In ranges only if every entry under the reply key asked for them: another client's
             # entry of version 2 never changes the form a version-1 producer reads.
-            if not results:
-                message = b""
-            elif producer in plain:
+            if producer in plain:
                 message = encode_results(results)
             else:
                 message = encode_ranges(results, ack.version)
-            args += [seen.get(producer, ""), message]
+            args += [seen[producer], message]
             args += [len(dropped), *dropped]
         args.append(len(ack.increments))
         for name, increment in ack.increments.items():
