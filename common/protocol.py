@@ -27,7 +27,7 @@ it)::
 
 and, in an entry of version 5, last::
 
-    nonce  <8 bytes>                 chosen at random by the producer for this send
+    nonce  <8 bytes>                 drawn at random by the producer for this entry
 
 A record's deadline is ``at`` (or the entry id's time, if earlier) plus ``ttl``, both Redis
 server time, so producer and writer clocks never need to agree and no client moves it. A writer
@@ -42,9 +42,8 @@ message: for entries of version 1 a msgpack array of results, ``[seq, nil, diges
 record is in the table (``record_digest`` of what was written: the record's ``rec``, or for a
 columnar entry its ``cols``; for an entry of version 5, its ``nonce``), else ``[seq, error]``,
 ``error`` a map ``{"error": "RecordRejected" | "WriteFailed" | "WriteTimeout", "message": str,
-"cause": str}``; for a
-producer that sent entries of version 2, ``{"ok": [[first, last, digest], ...], "errors":
-[[seq, error], ...]}`` (``encode_ranges``).
+"cause": str}``; for a producer that sent entries of version 2 or more, ``{"ok": [[first, last,
+digest], ...], "errors": [[seq, error], ...]}`` (``encode_ranges``).
 """
 
 from __future__ import annotations
@@ -67,7 +66,7 @@ row. The Python producer sends its deletes in them, its records as version 3, to
 publish ``protocol`` 4."""
 NONCE_VERSION = b"5"
 """Entries of version 5 are those of version 4 ending with a ``nonce`` field: ``DIGEST_BYTES``
-bytes the producer chose at random for the send that carries them. An ok answer carries the
+bytes the producer drew at random for that entry as it sent it. An ok answer carries the
 nonce where earlier versions carry a hash of what was written, so neither side hashes the
 records (a columnar entry's ``cols`` runs to hundreds of kilobytes); another client's entry
 under the producer's id still cannot carry it. The Python producer sends its records and deletes

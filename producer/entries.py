@@ -118,8 +118,7 @@ class EntryMaker:
         one."""
         version = self._version  # one for the whole call: the digests must match the entries
         nonced = version == NONCE_VERSION
-        randomness = os.urandom(DIGEST_BYTES * len(sizes)) if nonced else b""
-        nonces = [randomness[i : i + DIGEST_BYTES] for i in range(0, len(randomness), DIGEST_BYTES)]
+        randomness = os.urandom(DIGEST_BYTES * len(sizes)) if nonced else b""  # one call a send
         width = NONCE_WIDTH if nonced else 0
         deletes_as = version if nonced else DELETE_VERSION
         single = max(sizes, default=1) == 1  # single-record entries, which every writer reads
@@ -133,7 +132,8 @@ class EntryMaker:
             items = chunk[start : start + size]
             start += size
             item = items[0]
-            ttl_ms = _ttl_ms(min(item.deadline for item in items), now)
+            deadline = item.deadline if size == 1 else min(item.deadline for item in items)
+            ttl_ms = _ttl_ms(deadline, now)
             if item.delete:  # an entry of its own (``pack``)
                 data = item.record.encoded()
                 args.extend(
@@ -150,8 +150,9 @@ class EntryMaker:
                     columnar_entry_fields(self._reply_key, item.seq, size, data, ttl_ms, version)
                 )
             if nonced:
-                args += [FIELD_NONCE, nonces[number]]
-                sent = (nonces[number],)
+                nonce = randomness[number * DIGEST_BYTES : (number + 1) * DIGEST_BYTES]
+                args += [FIELD_NONCE, nonce]
+                sent = (nonce,)
             else:
                 sent = (record_digest(data, deletes_as if item.delete else version),)
             for item in items:
