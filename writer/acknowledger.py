@@ -28,8 +28,8 @@ from lancequeue.common.protocol import (
     FIELD_RECORD,
     FIELD_SEQ,
 )
-from lancequeue.common.redis_client import AsyncRedis
 from lancequeue.common.replies import Answer, encode_ranges, encode_results
+from lancequeue.common.script_calls import ScriptCalls
 from lancequeue.writer.entries import Entry
 from lancequeue.writer.watermark import SKIPPED_SILENTLY, Outcome
 
@@ -70,7 +70,7 @@ class Acknowledger:
 
     def __init__(
         self,
-        redis: AsyncRedis,
+        calls: ScriptCalls,
         keys: TableKeys,
         reply_ttl_ms: int,
         max_queue_size: int,
@@ -80,7 +80,8 @@ class Acknowledger:
         self._reply_ttl_ms = reply_ttl_ms
         self._reopen_at = max_queue_size // 2
         self._max_batch = max_batch
-        self._script = redis.register_script(_ACK_AND_ANSWER)
+        self._calls = calls
+        self._script = calls.register(_ACK_AND_ANSWER)
 
     async def send(self, ack: Acknowledgement) -> None:
         """Ack and delete the entries, push each reply key its results, record each producer's
@@ -149,7 +150,7 @@ class Acknowledger:
         status.update(ack.values)
         for name, value in status.items():
             args += [name, value]
-        failures = await self._script(keys=script_keys, args=args)
+        failures = await self._calls(self._script, script_keys, args)
         for failure in failures:
             logger.warning("after a flush of %d entries: %s", len(records_of), failure)
 

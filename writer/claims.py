@@ -20,7 +20,7 @@ from lancequeue.common.errors import WriterReplaced
 from lancequeue.common.keys import TableKeys
 from lancequeue.common.lua_scripts import lua_script
 from lancequeue.common.protocol import ABANDONED_TTL_MS, SEQ_JUMP_LIMIT
-from lancequeue.common.redis_client import AsyncRedis
+from lancequeue.common.script_calls import ScriptCalls
 from lancequeue.writer.entries import Entry
 
 CLAIM_TTL_MS = ABANDONED_TTL_MS
@@ -57,11 +57,14 @@ class BatchClaim:
 class Claimer:
     """Claims batches of one table for the writer holding ``lease_value``."""
 
-    def __init__(self, redis: AsyncRedis, keys: TableKeys, lease_value: str, lease_ms: int) -> None:
+    def __init__(
+        self, calls: ScriptCalls, keys: TableKeys, lease_value: str, lease_ms: int
+    ) -> None:
         self._keys = keys
         self._lease_value = lease_value
         self._lease_ms = lease_ms
-        self._script = redis.register_script(_CLAIM)
+        self._calls = calls
+        self._script = calls.register(_CLAIM)
 
     async def claim(self, ranges: Ranges) -> BatchClaim:
         """Claim the ranges' records; raises ``WriterReplaced`` if another writer holds the
@@ -79,7 +82,7 @@ class Claimer:
             args.append(len(ranges[producer]))
             for first, last in ranges[producer]:
                 args += [first, last]
-        seconds, microseconds, holder, results = await self._script(keys=keys, args=args)
+        seconds, microseconds, holder, results = await self._calls(self._script, keys, args)
         if holder:
             text = holder.decode() if isinstance(holder, bytes) else str(holder)
             raise WriterReplaced(f"writer {text.split(' ')[0]} holds the lease now")

@@ -76,12 +76,12 @@ class TableServer:
         """The newest watermark of the writers before this one, read as this one fenced the
         table: what they committed and did not answer is answered from it."""
         self._shutdown = shutdown
-        self._claimer = Claimer(redis, group.keys, lease.value, settings.lease_ms)
+        self._claimer = Claimer(group.calls, group.keys, lease.value, settings.lease_ms)
         self._lease, self._redis = lease, redis
         self._clock = RedisClock()
         self._answers = Answerer(
             Acknowledger(
-                redis,
+                group.calls,
                 group.keys,
                 settings.reply_ttl_ms,
                 settings.max_queue_size,
@@ -159,6 +159,7 @@ class TableServer:
         finally:
             try:
                 await self._group.close()
+                await self._group.calls.aclose()
             finally:  # a compaction or index upkeep still running is waited for in any case
                 await self._upkeep.stop()
 

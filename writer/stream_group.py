@@ -24,6 +24,7 @@ from lancequeue.common.protocol import (
     HIGHEST_VERSION,
 )
 from lancequeue.common.redis_client import REDIS_FAILURES, AsyncRedis
+from lancequeue.common.script_calls import ScriptCalls
 from lancequeue.writer.lease import Lease
 
 logger = logging.getLogger(__name__)
@@ -59,6 +60,8 @@ class StreamGroup:
         self.keys = keys
         self.consumer = lease.consumer
         self._lease = lease
+        self.calls = ScriptCalls(redis)
+        """The hot path's script calls (reads, claims, acks); closed by ``retire``/``aclose``."""
         self._claim = redis.register_script(_CLAIM)
         self._read_new = redis.register_script(_READ_NEW)
         self._read_pending = redis.register_script(_READ_PENDING)
@@ -109,15 +112,16 @@ class StreamGroup:
         ``WriterReplaced`` if not); with none there, wait up to ``block_ms`` for one to arrive
         (None: do not wait) and return nothing (the caller reads again)."""
         response: Any = await self._unless_group_vanished(
-            self._read_new(
-                keys=[
+            self.calls(
+                self._read_new,
+                [
                     self.keys.stream,
                     self.keys.lease,
                     self.keys.inbox,
                     self.keys.queued,
                     self.keys.inboxed,
                 ],
-                args=[*self._lease_args, GROUP, self.consumer, count, *self._budget(budget)],
+                [*self._lease_args, GROUP, self.consumer, count, *self._budget(budget)],
             )
         )
         if response is None:
@@ -182,9 +186,10 @@ class StreamGroup:
         """This consumer's pending entries after id ``after`` (``"0"``: from the first): up to
         ``count``, stopping once they hold ``budget`` bytes (default ``max_batch_bytes``)."""
         response: Any = await self._unless_group_vanished(
-            self._read_pending(
-                keys=[self.keys.stream],
-                args=[GROUP, self.consumer, after, count, *self._budget(budget)],
+            self.calls(
+                self._read_pending,
+                [self.keys.stream],
+                [GROUP, self.consumer, after, count, *self._budget(budget)],
             )
         )
         if not response:

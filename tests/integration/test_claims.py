@@ -10,6 +10,7 @@ import redis.asyncio as aioredis
 from lancequeue.common.errors import WriterReplaced
 from lancequeue.common.keys import TableKeys
 from lancequeue.common.protocol import ABANDON_SCRIPT, ABANDONED_TTL_MS, SEQ_JUMP_LIMIT
+from lancequeue.common.script_calls import ScriptCalls
 from lancequeue.writer.claims import BatchClaim, Claimer
 
 KEYS = TableKeys("docs")
@@ -25,7 +26,11 @@ def abandon(client: redis.Redis, producer: str, *seqs: int) -> list[int]:
 
 async def claim(redis_url: str, ranges: dict[str, list[tuple[int, int]]]) -> BatchClaim:
     async with aioredis.Redis.from_url(redis_url) as connection:
-        return await Claimer(connection, KEYS, LEASE, 4000).claim(ranges)
+        calls = ScriptCalls(connection)
+        try:
+            return await Claimer(calls, KEYS, LEASE, 4000).claim(ranges)
+        finally:
+            await calls.aclose()
 
 
 async def test_a_record_abandoned_first_is_reported_to_the_writer_and_one_claimed_first_cannot_be_abandoned(  # noqa: E501

@@ -1,0 +1,94 @@
+"""Lua script calls on a hot path, at a fraction of redis-py's per-call cost.
+
+A script call through redis-py's asyncio client costs about 110-230 µs of CPU here: taking a
+connection from the pool and checking it, encoding each argument in Python, a task of its own
+(``asyncio.wait_for``) to send under the socket timeout, a timer to read, its retry wrapper. A
+writer makes three calls a batch (read, claim, ack and answer), so on small batches that is
+several µs a row. :class:`ScriptCalls` sends the same ``EVALSHA`` on connections of its own,
+made by the client's pool class with the pool's settings (address, TLS, unix socket, user and
+password), packed by hiredis in one C call, and bounds the whole round trip by one
+``asyncio.timeout`` instead: about 65-80 µs. A Redis that hangs is still noticed, as the client's
+socket timeout notices it, and fails the call with redis-py's own ``TimeoutError``.
+
+Everything else stays redis-py's: connecting (and reconnecting after a failure), the error
+replies (``ResponseError`` and its kinds), and a script Redis does not hold (``NOSCRIPT``, as
+after a restart), which is loaded by the script object's own call. A Redis Cluster client keeps
+its own path (it routes by slot and follows ``MOVED``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from typing import Any
+
+import hiredis
+from redis.asyncio.client import Redis
+from redis.asyncio.connection import AbstractConnection
+from redis.commands.core import AsyncScript
+from redis.exceptions import NoScriptError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from lancequeue.common.redis_client import AsyncRedis
+
+CALL_TIMEOUT_S = 5.0
+"""Longest a script call may take, sending and reading: redis-py's default socket timeout."""
+
+Arg = bytes | str | int | float
+
+
+class ScriptCalls:
+    """Runs Lua scripts registered on ``redis`` (``register_script``) over connections of its
+    own, one per call in flight."""
+
+    def __init__(self, redis: AsyncRedis, timeout_s: float = CALL_TIMEOUT_S) -> None:
+        self._redis = redis
+        self._timeout_s = timeout_s
+        self._idle: list[AbstractConnection] = []
+        self._made: list[AbstractConnection] = []
+
+    def register(self, source: str) -> AsyncScript:
+        """A script object for ``source``, on the client these calls are for."""
+        return self._redis.register_script(source)
+
+    async def __call__(
+        self, script: AsyncScript, keys: Sequence[bytes | str], args: Sequence[Arg]
+    ) -> Any:
+        """What ``script(keys=keys, args=args)`` returns, or raises."""
+        if not isinstance(self._redis, Redis):  # a cluster: routed by redis-py
+            return await script(keys=keys, args=args)
+        words: Any = (b"EVALSHA", script.sha, len(keys), *keys, *args)  # hiredis's stub: 1-tuple
+        command = hiredis.pack_command(words)
+        connection = self._idle.pop() if self._idle else self._connection(self._redis)
+        try:
+            async with asyncio.timeout(self._timeout_s):
+                await connection.send_packed_command(command, check_health=False)
+                reply = await connection.read_response()
+        except NoScriptError:
+            self._idle.append(connection)  # the reply was read: the connection is in step
+            return await script(keys=keys, args=args)  # loads it, then runs it
+        except BaseException as exc:  # the reply may be unread: start afresh next time
+            await connection.disconnect(nowait=True)
+            self._idle.append(connection)
+            if isinstance(exc, TimeoutError):
+                raise RedisTimeoutError(
+                    f"Redis did not answer a script call within {self._timeout_s:g}s"
+                ) from None
+            raise
+        self._idle.append(connection)
+        return reply
+
+    def _connection(self, redis: Redis) -> AbstractConnection:
+        pool = redis.connection_pool
+        # the deadline is the call's (asyncio.timeout), not a timer per socket operation
+        connection: AbstractConnection = pool.connection_class(
+            **{**pool.connection_kwargs, "socket_timeout": None}
+        )
+        self._made.append(connection)
+        return connection
+
+    async def aclose(self) -> None:
+        """Close the connections it made."""
+        made, self._made, self._idle = self._made, [], []
+        for connection in made:
+            await connection.disconnect()

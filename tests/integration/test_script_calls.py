@@ -1,0 +1,125 @@
+"""The writer's hot script calls (``common/script_calls.py``) against a real redis-server: the
+same replies and errors as redis-py's own call, and no reply ever read by the wrong call after
+a timeout, a cancellation or a restart."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+import redis.asyncio as aioredis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from lancequeue.common.redis_client import UNREACHABLE
+from lancequeue.common.script_calls import ScriptCalls
+from tests.redis_server import RestartableRedis
+
+ECHO = "return {KEYS[1], ARGV[1], ARGV[2], tonumber(ARGV[3]) + 1}"
+FAILS = "return redis.error_reply('ERR refused: ' .. ARGV[1])"
+TIMEOUT_S = 0.5
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[RestartableRedis]:
+    made = RestartableRedis(tmp_path / "redis", persistence=False)
+    made.start()
+    try:
+        yield made
+    finally:
+        made.stop()
+
+
+@pytest.fixture
+async def client(server: RestartableRedis) -> AsyncIterator[aioredis.Redis]:
+    async with aioredis.Redis.from_url(server.url) as made:
+        yield made
+
+
+@pytest.fixture
+async def calls(client: aioredis.Redis) -> AsyncIterator[ScriptCalls]:
+    made = ScriptCalls(client, TIMEOUT_S)
+    try:
+        yield made
+    finally:
+        await made.aclose()
+
+
+async def test_a_call_returns_what_redis_pys_own_call_returns_and_loads_a_script_redis_lacks(
+    client: aioredis.Redis, calls: ScriptCalls
+) -> None:
+    echo = calls.register(ECHO)
+    args = ["é", b"\x00\xff", 41]
+    expected = await echo(keys=["k"], args=args)  # redis-py's own path (loads the script)
+    assert await calls(echo, ["k"], args) == expected == [b"k", "é".encode(), b"\x00\xff", 42]
+    await client.script_flush()  # as after a restart: Redis no longer holds it
+    assert await calls(echo, ["k"], args) == expected
+    assert await client.script_exists(echo.sha) == [True]
+
+
+async def test_an_error_reply_is_raised_as_redis_pys_and_the_next_call_reads_its_own_reply(
+    calls: ScriptCalls,
+) -> None:
+    fails, echo = calls.register(FAILS), calls.register(ECHO)
+    for _ in range(2):  # the first time through NOSCRIPT, then at once
+        with pytest.raises(ResponseError, match="refused: 7"):
+            await calls(fails, [], [7])
+        assert await calls(echo, ["k"], ["a", "b", 1]) == [b"k", b"a", b"b", 2]
+
+
+async def test_a_frozen_redis_fails_the_call_at_its_deadline_and_its_late_reply_is_read_by_no_later_call(  # noqa: E501
+    server: RestartableRedis, calls: ScriptCalls
+) -> None:
+    echo = calls.register(ECHO)
+    assert await calls(echo, ["k"], ["warm", "up", 0])  # loaded, and a connection made
+    server.freeze()
+    try:
+        started = asyncio.get_running_loop().time()
+        with pytest.raises(RedisTimeoutError) as raised:
+            await calls(echo, ["k"], ["stale", "reply", 0])
+        waited = asyncio.get_running_loop().time() - started
+    finally:
+        server.thaw()
+    assert isinstance(raised.value, UNREACHABLE)  # the writer waits it out
+    assert TIMEOUT_S <= waited < TIMEOUT_S + 2
+    # Redis answers the first call once thawed; the second must not take that answer for its own.
+    assert await calls(echo, ["k"], ["fresh", "reply", 1]) == [b"k", b"fresh", b"reply", 2]
+
+
+async def test_a_call_cancelled_in_flight_leaves_no_reply_for_the_next_one(
+    server: RestartableRedis, calls: ScriptCalls
+) -> None:
+    echo = calls.register(ECHO)
+    assert await calls(echo, ["k"], ["warm", "up", 0])
+    server.freeze()
+    try:
+        call = asyncio.ensure_future(calls(echo, ["k"], ["stale", "reply", 0]))
+        await asyncio.sleep(0)  # sent, waiting for the reply (Redis is frozen)
+        await asyncio.sleep(0)
+        call.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await call
+    finally:
+        server.thaw()
+    assert await calls(echo, ["k"], ["fresh", "reply", 1]) == [b"k", b"fresh", b"reply", 2]
+
+
+async def test_a_restarted_redis_fails_the_call_in_flight_as_unreachable_and_serves_the_next(
+    server: RestartableRedis, calls: ScriptCalls
+) -> None:
+    echo = calls.register(ECHO)
+    assert await calls(echo, ["k"], ["warm", "up", 0])
+    server.restart()  # no persistence: the script cache is gone too
+    with pytest.raises(RedisConnectionError) as raised:
+        await calls(echo, ["k"], ["lost", "connection", 0])
+    assert isinstance(raised.value, UNREACHABLE)
+    assert await calls(echo, ["k"], ["after", "restart", 1]) == [b"k", b"after", b"restart", 2]
+
+
+async def test_calls_in_flight_together_each_get_their_own_reply(calls: ScriptCalls) -> None:
+    echo = calls.register(ECHO)
+    replies = await asyncio.gather(*(calls(echo, ["k"], [str(n), "x", n]) for n in range(50)))
+    assert replies == [[b"k", str(n).encode(), b"x", n + 1] for n in range(50)]
