@@ -10,7 +10,10 @@ password), packed by hiredis in one C call, and bounds the whole round trip by o
 ``asyncio.timeout`` instead: about 65-80 µs. A Redis that hangs is still noticed, as the client's
 socket timeout notices it, and fails the call with redis-py's own ``TimeoutError``.
 
-Everything else stays redis-py's: connecting (and reconnecting after a failure), the error
+A connection left idle for ``IDLE_CHECK_S`` is checked before use, as redis-py's pool checks
+every one it hands out: one the server closed meanwhile (its ``timeout`` setting, a proxy) is
+made anew rather than failing the call. Everything else stays redis-py's: connecting (and
+reconnecting after a failure), the error
 replies (``ResponseError`` and its kinds), and a script Redis does not hold (``NOSCRIPT``, as
 after a restart), which is loaded by the script object's own call. A Redis Cluster client keeps
 its own path (it routes by slot and follows ``MOVED``).
@@ -19,6 +22,7 @@ its own path (it routes by slot and follows ``MOVED``).
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -26,6 +30,7 @@ import hiredis
 from redis.asyncio.client import Redis
 from redis.asyncio.connection import AbstractConnection
 from redis.commands.core import AsyncScript
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
@@ -33,6 +38,10 @@ from lancequeue.common.redis_client import AsyncRedis
 
 CALL_TIMEOUT_S = 5.0
 """Longest a script call may take, sending and reading: redis-py's default socket timeout."""
+
+IDLE_CHECK_S = 0.5
+"""A connection unused for this long is checked for a close by the server before use (less
+than the shortest idle timeout Redis can be given, a second)."""
 
 Arg = bytes | str | int | float
 
@@ -44,7 +53,8 @@ class ScriptCalls:
     def __init__(self, redis: AsyncRedis, timeout_s: float = CALL_TIMEOUT_S) -> None:
         self._redis = redis
         self._timeout_s = timeout_s
-        self._idle: list[AbstractConnection] = []
+        self._idle: list[tuple[AbstractConnection, float]] = []
+        """Connections not in use, each with when it was last used (``time.monotonic()``)."""
         self._made: list[AbstractConnection] = []
 
     def register(self, source: str) -> AsyncScript:
@@ -59,24 +69,41 @@ class ScriptCalls:
             return await script(keys=keys, args=args)
         words: Any = (b"EVALSHA", script.sha, len(keys), *keys, *args)  # hiredis's stub: 1-tuple
         command = hiredis.pack_command(words)
-        connection = self._idle.pop() if self._idle else self._connection(self._redis)
+        connection = await self._take(self._redis)
         try:
             async with asyncio.timeout(self._timeout_s):
                 await connection.send_packed_command(command, check_health=False)
                 reply = await connection.read_response()
         except NoScriptError:
-            self._idle.append(connection)  # the reply was read: the connection is in step
+            self._give_back(connection)  # the reply was read: the connection is in step
             return await script(keys=keys, args=args)  # loads it, then runs it
         except BaseException as exc:  # the reply may be unread: start afresh next time
             await connection.disconnect(nowait=True)
-            self._idle.append(connection)
+            self._give_back(connection)
             if isinstance(exc, TimeoutError):
                 raise RedisTimeoutError(
                     f"Redis did not answer a script call within {self._timeout_s:g}s"
                 ) from None
             raise
-        self._idle.append(connection)
+        self._give_back(connection)
         return reply
+
+    async def _take(self, redis: Redis) -> AbstractConnection:
+        """An idle connection (checked if idle for long), or a new one."""
+        if not self._idle:
+            return self._connection(redis)
+        connection, used_at = self._idle.pop()
+        if connection.is_connected and time.monotonic() - used_at > IDLE_CHECK_S:
+            try:
+                stale = await connection.can_read()  # data, or a close, waiting: not in step
+            except (RedisConnectionError, OSError):
+                stale = True
+            if stale:
+                await connection.disconnect(nowait=True)  # the send connects it again
+        return connection
+
+    def _give_back(self, connection: AbstractConnection) -> None:
+        self._idle.append((connection, time.monotonic()))
 
     def _connection(self, redis: Redis) -> AbstractConnection:
         pool = redis.connection_pool

@@ -123,3 +123,26 @@ async def test_calls_in_flight_together_each_get_their_own_reply(calls: ScriptCa
     echo = calls.register(ECHO)
     replies = await asyncio.gather(*(calls(echo, ["k"], [str(n), "x", n]) for n in range(50)))
     assert replies == [[b"k", str(n).encode(), b"x", n + 1] for n in range(50)]
+
+
+async def test_a_connection_the_server_closed_while_idle_is_made_anew_not_failing_the_call(
+    client: aioredis.Redis, calls: ScriptCalls
+) -> None:
+    echo = calls.register(ECHO)
+    assert await calls(echo, ["k"], ["before", "idle", 0])
+    await client.config_set("timeout", 1)  # seconds idle before Redis closes a connection
+    try:
+        ours = {entry["id"] for entry in await client.client_list()}
+        # wait until Redis has closed the idle script connection (the client's own is in use)
+        deadline = asyncio.get_running_loop().time() + 15
+        while not await _closed_one(client, ours):
+            assert asyncio.get_running_loop().time() < deadline, "Redis kept the idle connection"
+            await asyncio.sleep(0.05)  # polling: Redis announces no close
+        assert await calls(echo, ["k"], ["after", "idle", 1]) == [b"k", b"after", b"idle", 2]
+    finally:
+        await client.config_set("timeout", 0)
+
+
+async def _closed_one(client: aioredis.Redis, before: set[str]) -> bool:
+    now = {entry["id"] for entry in await client.client_list()}
+    return bool(before - now)
