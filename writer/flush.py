@@ -16,15 +16,14 @@ import time
 import pyarrow as pa
 
 from lancequeue.common.errors import WriterReplaced
-from lancequeue.common.replies import error_payload
 from lancequeue.writer.claims import BatchClaim, refused_entries
 from lancequeue.writer.dedupe import SeenSequences
 from lancequeue.writer.entries import Entry
 from lancequeue.writer.keyed import KeyedOps, Op, settle
 from lancequeue.writer.keyed_commits import KeyedCommits
 from lancequeue.writer.refusals import RetryPolicy, is_data_error, with_retries
+from lancequeue.writer.screening import screen
 from lancequeue.writer.settlement import (
-    DUPLICATE,
     PreparedBatch,
     Settlement,
     Written,
@@ -64,47 +63,8 @@ class BatchSettler:
         refused = refused_entries(entries, claimed)
         for producer_id, producer_claim in claimed.producers.items():
             self._seen.learn(producer_id, producer_claim.seen)
-        in_batch: set[tuple[str, int]] = set()
-        settled: dict[str, int] = {}  # each producer's highest settled seq, read once a batch
         highest: dict[str, int] = {}  # each producer's highest seq in the batch, not refused
-        writable: list[Entry] = []
-        for entry in entries:
-            producer = entry.producer_id
-            if producer is None or entry.entry_id in refused:
-                result.silent.add(entry.record_id)  # never written, nobody to answer
-                result.ignored += 1
-                continue
-            seq = entry.seq
-            floor = settled.get(producer)
-            if floor is None:
-                floor = settled[producer] = self._seen.highest(producer)
-            if seq > highest.get(producer, -1):
-                highest[producer] = seq
-            if seq <= floor or (producer, seq) in in_batch:
-                result.answers[entry.record_id] = DUPLICATE
-                result.duplicates += 1
-                continue
-            in_batch.add((producer, seq))
-            if not entry.readable:
-                result.answers[entry.record_id] = rejection_answer(entry.rejection or "rejected")
-            elif entry.seq in claimed.producers[producer].abandoned:
-                result.answers[entry.record_id] = error_payload(
-                    "WriteTimeout",
-                    "its producer abandoned it at its deadline, before a writer claimed it: "
-                    "not written",
-                    "abandoned",
-                )
-                result.expired += 1
-            elif entry.deadline_ms is not None and entry.deadline_ms < claimed.now_ms:
-                result.answers[entry.record_id] = error_payload(
-                    "WriteTimeout",
-                    f"deadline passed {claimed.now_ms - entry.deadline_ms} ms before the record's "
-                    "batch was built: not written",
-                    "expired",
-                )
-                result.expired += 1
-            else:
-                writable.append(entry)
+        writable = screen(entries, refused, claimed, self._seen, result, highest)
         # Whatever becomes of this batch, each of its sequence numbers gets its answer from it:
         # a copy in a later batch is answered as one.
         for producer, seq in highest.items():
