@@ -21,13 +21,15 @@ import numpy as np
 import redis
 
 from lancequeue.common.codec import encode_record
-from lancequeue.common.columns import decode_columns
-from lancequeue.common.entries import entry_fields, record_count
+from lancequeue.common.columns import decode_columns, encode_columns, encode_fields
+from lancequeue.common.entries import columnar_entry_fields, entry_fields, record_count
 from lancequeue.common.keys import TableKeys
+from lancequeue.common.protocol import FIELD_NONCE
 from lancequeue.common.replies import Result, decode_results
 from lancequeue.common.status import read_status
 from lancequeue.producer.results import WriteResult
 from lancequeue.writer import Writer
+from lancequeue.writer.entries import Entry, read_entries
 
 CLI = [sys.executable, "-c", "from lancequeue.cli import main; main()"]
 INTERRUPTIBLE_CLI = [
@@ -91,6 +93,25 @@ def record(i: int, dim: int = 8) -> dict[str, Any]:
     """A realistic record: an id, some text, a float32 vector."""
     rng = np.random.default_rng(i)
     return {"id": i, "text": f"document {i}", "vector": rng.random(dim, dtype=np.float32)}
+
+
+def columnar_entry(
+    keys: TableKeys, entry_id: bytes, producer: str, first: int, count: int
+) -> list[Entry]:
+    """The writer's records of one columnar entry of protocol version 5 (records ``first`` to
+    ``first + count - 1`` of ``producer``), as ``read_entries`` makes them."""
+    body = encode_columns([encode_fields(record(first + i)) for i in range(count)])
+    fields: list[Any] = columnar_entry_fields(
+        keys.reply(producer), first, count, body, 60_000, b"5"
+    )
+    fields += [FIELD_NONCE, b"12345678"]
+    raw = {
+        (name if isinstance(name, bytes) else str(name).encode()): (
+            value if isinstance(value, bytes) else str(value).encode()
+        )
+        for name, value in zip(fields[::2], fields[1::2], strict=True)
+    }
+    return read_entries(keys, entry_id, raw)
 
 
 def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import logging
 import time
-from collections import Counter
 from dataclasses import dataclass, field
 
 from lancequeue.common.codec import encode_record
@@ -87,15 +86,48 @@ class Acknowledger:
         """Ack and delete the entries, push each reply key its results, record each producer's
         settled sequence number, dead-letter what must be, and update the status hash."""
         keys = self._keys
-        answers = ack.answers
+        answered = ack.answers.get
         per_producer: dict[str, list[Answer]] = {}
         seen: dict[str, int] = {}  # each producer's highest seq answered here
         plain: set[str] = set()  # producers with an entry of version 1 here
-        for entry in ack.entries:  # one pass a record: kept to plain lookups
+        dropped: dict[str, list[int]] = {}  # each producer's abandoned seqs answered here
+        records_of: dict[bytes, int] = {}  # stream entry id → its records, in stream order
+        entries = ack.entries
+        count = len(entries)
+        index = 0
+        while index < count:  # kept to plain lookups: it runs for every record
+            entry = entries[index]
             producer = entry.producer_id
+            block = entry.block
+            if block is not None and entry.part == 0 and producer is not None:
+                end = index + block.count
+                run = entries[index:end]
+                # A columnar entry whose records were all written: one look, not one each.
+                if (
+                    end <= count
+                    and run[-1].block is block
+                    and [answered(part.record_id, SKIPPED_SILENTLY) for part in run].count(None)
+                    == block.count
+                ):
+                    records_of[entry.entry_id] = records_of.get(entry.entry_id, 0) + block.count
+                    first, last = entry.seq, entry.seq + block.count - 1
+                    results = per_producer.get(producer)
+                    if results is None:
+                        results = per_producer[producer] = []
+                        seen[producer] = last
+                    elif last > seen[producer]:
+                        seen[producer] = last
+                    if not entry.ranged:
+                        plain.add(producer)
+                    digest = entry.digest
+                    results.extend([(seq, None, digest) for seq in range(first, last + 1)])
+                    index = end
+                    continue
+            index += 1
+            records_of[entry.entry_id] = records_of.get(entry.entry_id, 0) + 1
             if producer is None:
                 continue
-            answer = answers.get(entry.record_id, SKIPPED_SILENTLY)
+            answer = answered(entry.record_id, SKIPPED_SILENTLY)
             if answer is not None and answer == SKIPPED_SILENTLY:
                 continue  # acked unanswered: nothing settled for this producer either
             seq = entry.seq
@@ -107,9 +139,12 @@ class Acknowledger:
                 seen[producer] = seq
             if not entry.ranged:
                 plain.add(producer)
-            results.append((seq, answer, entry.digest if answer is None else None))
-        # stream entry id → its records, in stream order
-        records_of = Counter(entry.entry_id for entry in ack.entries)
+            if answer is None:
+                results.append((seq, None, entry.digest))
+                continue
+            results.append((seq, answer, None))
+            if _abandoned(answer):
+                dropped.setdefault(producer, []).append(seq)
         script_keys = [
             keys.stream,
             keys.queued,
@@ -134,7 +169,7 @@ class Acknowledger:
             args += [len(fields), DEAD_LETTERS_MAXLEN, *fields]
         for producer, results in per_producer.items():
             script_keys += [keys.seen(producer), keys.reply(producer), keys.abandoned(producer)]
-            dropped = [seq for seq, answer, _ in results if _abandoned(answer)]
+            forgotten = dropped.get(producer, [])
             # In ranges only if every entry under the reply key asked for them: another client's
             # entry of version 2 never changes the form a version-1 producer reads.
             if producer in plain:
@@ -142,7 +177,7 @@ class Acknowledger:
             else:
                 message = encode_ranges(results, ack.version)
             args += [seen[producer], message]
-            args += [len(dropped), *dropped]
+            args += [len(forgotten), *forgotten]
         args.append(len(ack.increments))
         for name, increment in ack.increments.items():
             args += [name, increment]

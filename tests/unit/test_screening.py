@@ -3,21 +3,16 @@ must come out exactly as its records screened one by one would (no Redis)."""
 
 from __future__ import annotations
 
-from typing import Any
-
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from lancequeue.common.columns import encode_columns, encode_fields
-from lancequeue.common.entries import columnar_entry_fields
 from lancequeue.common.keys import TableKeys
-from lancequeue.common.protocol import FIELD_NONCE
 from lancequeue.writer import screening
 from lancequeue.writer.claims import BatchClaim, ProducerClaim
 from lancequeue.writer.dedupe import SeenSequences
-from lancequeue.writer.entries import Entry, read_entries
+from lancequeue.writer.entries import Entry
 from lancequeue.writer.settlement import Settlement
-from tests.support import record
+from tests.support import columnar_entry
 
 KEYS = TableKeys("docs")
 NOW_MS = 1_000_000
@@ -34,19 +29,7 @@ entry_specs = st.tuples(
 
 def columnar(entry_number: int, spec: tuple[str, int, int, bool, frozenset[int]]) -> list[Entry]:
     producer, first, count, late, rejected = spec
-    body = encode_columns([encode_fields(record(first + i)) for i in range(count)])
-    ttl_ms = -1 if late else 60_000
-    fields: list[Any] = columnar_entry_fields(
-        KEYS.reply(producer), first, count, body, ttl_ms, b"5"
-    )
-    fields += [FIELD_NONCE, b"12345678"]
-    raw = {
-        (name if isinstance(name, bytes) else str(name).encode()): (
-            value if isinstance(value, bytes) else str(value).encode()
-        )
-        for name, value in zip(fields[::2], fields[1::2], strict=True)
-    }
-    parts = read_entries(KEYS, f"{1000 + entry_number}-0".encode(), raw)
+    parts = columnar_entry(KEYS, f"{1000 + entry_number}-0".encode(), producer, first, count)
     for part in parts:
         part.deadline_ms = NOW_MS - 1 if late else NOW_MS + 60_000
         if part.part in rejected:
