@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from lancequeue.common.codec import encode_record
@@ -99,6 +100,7 @@ class Acknowledger:
             entry = entries[index]
             producer = entry.producer_id
             block = entry.block
+            items: Iterable[Answer] | None = None
             if block is not None and entry.part == 0 and producer is not None:
                 end = index + block.count
                 run = entries[index:end]
@@ -109,42 +111,36 @@ class Acknowledger:
                     and [answered(part.record_id, SKIPPED_SILENTLY) for part in run].count(None)
                     == block.count
                 ):
-                    records_of[entry.entry_id] = records_of.get(entry.entry_id, 0) + block.count
-                    first, last = entry.seq, entry.seq + block.count - 1
-                    results = per_producer.get(producer)
-                    if results is None:
-                        results = per_producer[producer] = []
-                        seen[producer] = last
-                    elif last > seen[producer]:
-                        seen[producer] = last
-                    if not entry.ranged:
-                        plain.add(producer)
-                    digest = entry.digest
-                    results.extend([(seq, None, digest) for seq in range(first, last + 1)])
                     index = end
+                    records_of[entry.entry_id] = records_of.get(entry.entry_id, 0) + block.count
+                    top = entry.seq + block.count - 1
+                    digest = entry.digest
+                    items = [(seq, None, digest) for seq in range(entry.seq, top + 1)]
+            if items is None:
+                index += 1
+                records_of[entry.entry_id] = records_of.get(entry.entry_id, 0) + 1
+                if producer is None:
                     continue
-            index += 1
-            records_of[entry.entry_id] = records_of.get(entry.entry_id, 0) + 1
-            if producer is None:
-                continue
-            answer = answered(entry.record_id, SKIPPED_SILENTLY)
-            if answer is not None and answer == SKIPPED_SILENTLY:
-                continue  # acked unanswered: nothing settled for this producer either
-            seq = entry.seq
+                answer = answered(entry.record_id, SKIPPED_SILENTLY)
+                if answer is not None and answer == SKIPPED_SILENTLY:
+                    continue  # acked unanswered: nothing settled for this producer either
+                top = entry.seq
+                if answer is None:
+                    items = ((top, None, entry.digest),)
+                else:
+                    items = ((top, answer, None),)
+                    if _abandoned(answer):
+                        dropped.setdefault(producer, []).append(top)
+            assert producer is not None
             results = per_producer.get(producer)
             if results is None:
                 results = per_producer[producer] = []
-                seen[producer] = seq
-            elif seq > seen[producer]:
-                seen[producer] = seq
+                seen[producer] = top
+            elif top > seen[producer]:
+                seen[producer] = top
             if not entry.ranged:
                 plain.add(producer)
-            if answer is None:
-                results.append((seq, None, entry.digest))
-                continue
-            results.append((seq, answer, None))
-            if _abandoned(answer):
-                dropped.setdefault(producer, []).append(seq)
+            results.extend(items)
         script_keys = [
             keys.stream,
             keys.queued,
