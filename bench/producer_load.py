@@ -294,8 +294,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 sent = _send_loop(producer, records)
             else:
                 sent = _send(producer, records, args.chunk, args.rate)
+            deadline = time.monotonic() + args.timeout_s
             _await_in_turn(sent["futures"], args.timeout_s)
-            sent["all_resolved"].wait(args.timeout_s)
+            sent["all_resolved"].wait(max(0.0, deadline - time.monotonic()))
             finished = time.monotonic()
             answered = _answered(sent["futures"])  # before close() fails what is left
             cpu_window_s = _cpu_s() - cpu_at_go

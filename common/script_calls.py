@@ -8,7 +8,8 @@ several µs a row. :class:`ScriptCalls` sends the same ``EVALSHA`` on connection
 made by the client's pool class with the pool's settings (address, TLS, unix socket, user and
 password), packed by hiredis in one C call, and bounds the whole round trip by one
 ``asyncio.timeout`` instead: about 65-80 µs. A Redis that hangs is still noticed, as the client's
-socket timeout notices it, and fails the call with redis-py's own ``TimeoutError``.
+socket timeout notices it (its deadline is the client's ``socket_timeout``: redis-py's default
+of 5 s, or what the URL says), and fails the call with redis-py's own ``TimeoutError``.
 
 A connection left idle for ``IDLE_CHECK_S`` is checked before use, as redis-py's pool checks
 every one it hands out: one the server closed meanwhile (its ``timeout`` setting, a proxy) is
@@ -22,6 +23,7 @@ its own path (it routes by slot and follows ``MOVED``).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -31,13 +33,10 @@ from redis.asyncio.client import Redis
 from redis.asyncio.connection import AbstractConnection
 from redis.commands.core import AsyncScript
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import NoScriptError
+from redis.exceptions import NoScriptError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from lancequeue.common.redis_client import AsyncRedis
-
-CALL_TIMEOUT_S = 5.0
-"""Longest a script call may take, sending and reading: redis-py's default socket timeout."""
+from lancequeue.common.redis_client import REDIS_FAILURES, AsyncRedis
 
 IDLE_CHECK_S = 0.5
 """A connection unused for this long is checked for a close by the server before use (less
@@ -50,9 +49,13 @@ class ScriptCalls:
     """Runs Lua scripts registered on ``redis`` (``register_script``) over connections of its
     own, one per call in flight."""
 
-    def __init__(self, redis: AsyncRedis, timeout_s: float = CALL_TIMEOUT_S) -> None:
+    def __init__(self, redis: AsyncRedis, timeout_s: float | None = None) -> None:
         self._redis = redis
-        self._timeout_s = timeout_s
+        kwargs = redis.connection_pool.connection_kwargs if isinstance(redis, Redis) else {}
+        self._timeout_s: float | None = (
+            timeout_s if timeout_s is not None else kwargs.get("socket_timeout")
+        )
+        """Longest a call may take, sending and reading (None: no limit, as redis-py's)."""
         self._idle: list[tuple[AbstractConnection, float]] = []
         """Connections not in use, each with when it was last used (``time.monotonic()``)."""
         self._made: list[AbstractConnection] = []
@@ -77,12 +80,15 @@ class ScriptCalls:
         except NoScriptError:
             self._give_back(connection)  # the reply was read: the connection is in step
             return await script(keys=keys, args=args)  # loads it, then runs it
+        except ResponseError:
+            self._give_back(connection)  # an error reply, read whole: in step
+            raise
         except BaseException as exc:  # the reply may be unread: start afresh next time
             await connection.disconnect(nowait=True)
             self._give_back(connection)
             if isinstance(exc, TimeoutError):
                 raise RedisTimeoutError(
-                    f"Redis did not answer a script call within {self._timeout_s:g}s"
+                    f"Redis did not answer a script call within {self._timeout_s}s"
                 ) from None
             raise
         self._give_back(connection)
@@ -115,7 +121,9 @@ class ScriptCalls:
         return connection
 
     async def aclose(self) -> None:
-        """Close the connections it made."""
+        """Close the connections it made, every one of them, without waiting on Redis (it may
+        be what failed)."""
         made, self._made, self._idle = self._made, [], []
         for connection in made:
-            await connection.disconnect()
+            with contextlib.suppress(*REDIS_FAILURES):
+                await connection.disconnect(nowait=True)

@@ -61,7 +61,8 @@ class StreamGroup:
         self.consumer = lease.consumer
         self._lease = lease
         self.calls = ScriptCalls(redis)
-        """The hot path's script calls (reads, claims, acks); closed by ``retire``/``aclose``."""
+        """The hot path's script calls (reads, claims, acks); the server closes them when it
+        stops serving (``TableServer.serve``)."""
         self._claim = redis.register_script(_CLAIM)
         self._read_new = redis.register_script(_READ_NEW)
         self._read_pending = redis.register_script(_READ_PENDING)

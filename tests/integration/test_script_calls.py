@@ -5,10 +5,13 @@ a timeout, a cancellation or a restart."""
 from __future__ import annotations
 
 import asyncio
+import signal
+import subprocess
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
+import redis
 import redis.asyncio as aioredis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
@@ -17,6 +20,8 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from lancequeue.common.redis_client import UNREACHABLE
 from lancequeue.common.script_calls import ScriptCalls
 from tests.redis_server import RestartableRedis
+from tests.support import free_port, wait_for
+from tests.tls_server import tls_binary, write_certificates
 
 ECHO = "return {KEYS[1], ARGV[1], ARGV[2], tonumber(ARGV[3]) + 1}"
 FAILS = "return redis.error_reply('ERR refused: ' .. ARGV[1])"
@@ -146,3 +151,99 @@ async def test_a_connection_the_server_closed_while_idle_is_made_anew_not_failin
 async def _closed_one(client: aioredis.Redis, before: set[str]) -> bool:
     now = {entry["id"] for entry in await client.client_list()}
     return bool(before - now)
+
+
+async def test_the_deadline_is_the_urls_socket_timeout(server: RestartableRedis) -> None:
+    async with aioredis.Redis.from_url(f"{server.url}?socket_timeout=0.3") as client:
+        calls = ScriptCalls(client)
+        echo = calls.register(ECHO)
+        try:
+            assert await calls(echo, ["k"], ["warm", "up", 0])
+            server.freeze()
+            try:
+                started = asyncio.get_running_loop().time()
+                with pytest.raises(RedisTimeoutError):
+                    await calls(echo, ["k"], ["late", "reply", 0])
+                waited = asyncio.get_running_loop().time() - started
+            finally:
+                server.thaw()
+            assert 0.3 <= waited < 3  # not redis-py's default of 5 s
+        finally:
+            await calls.aclose()
+
+
+async def test_an_error_reply_leaves_the_connection_open(
+    client: aioredis.Redis, calls: ScriptCalls
+) -> None:
+    fails, echo = calls.register(FAILS), calls.register(ECHO)
+    assert await calls(echo, ["k"], ["warm", "up", 0])
+    await client.script_load(FAILS)
+    connections = (await client.info("stats"))["total_connections_received"]
+    for n in range(3):
+        with pytest.raises(ResponseError):
+            await calls(fails, [], [n])
+        assert await calls(echo, ["k"], ["a", "b", n]) == [b"k", b"a", b"b", n + 1]
+    assert (await client.info("stats"))["total_connections_received"] == connections
+
+
+@pytest.fixture
+def tls_redis(tmp_path: Path) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """A TLS-only redis-server of the test's own (it is frozen), and the URL to reach it."""
+    binary, why_not = tls_binary()
+    if binary is None:
+        pytest.skip(why_not)
+    port = free_port()
+    config = tmp_path / "redis.conf"
+    directives = write_certificates(tmp_path, "127.0.0.1", "localhost")
+    config.write_text(
+        "\n".join(["port 0", f"tls-port {port}", "bind 127.0.0.1", 'save ""', *directives])
+    )
+    process = subprocess.Popen(
+        [binary, str(config)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    url = f"rediss://127.0.0.1:{port}/0?ssl_ca_certs={tmp_path / 'ca.pem'}"
+    try:
+        wait_for(lambda: _pongs(url), 30, "the TLS redis-server to answer")
+        yield url, process
+    finally:
+        process.send_signal(signal.SIGCONT)
+        process.terminate()
+        process.wait(15)
+
+
+def _pongs(url: str) -> bool:
+    try:
+        with redis.Redis.from_url(url, socket_timeout=1) as probe:
+            return bool(probe.ping())
+    except redis.RedisError:
+        return False
+
+
+async def test_closing_a_frozen_tls_redis_s_connections_closes_each_at_once(
+    tls_redis: tuple[str, subprocess.Popen[bytes]],
+) -> None:
+    url, process = tls_redis
+    async with aioredis.Redis.from_url(url) as observer, aioredis.Redis.from_url(url) as client:
+        calls = ScriptCalls(client)
+        echo = calls.register(ECHO)
+        await observer.script_load(ECHO)  # no NOSCRIPT: only the calls' own connections run it
+        two = await asyncio.gather(
+            calls(echo, ["k"], ["a", "b", 0]), calls(echo, ["k"], ["c", "d", 1])
+        )
+        assert two == [[b"k", b"a", b"b", 1], [b"k", b"c", b"d", 2]]
+        assert len(await _script_connections(observer)) == 2
+        process.send_signal(signal.SIGSTOP)
+        try:
+            started = asyncio.get_running_loop().time()
+            await calls.aclose()  # raises nothing, waits for no answer
+            assert asyncio.get_running_loop().time() - started < 2
+        finally:
+            process.send_signal(signal.SIGCONT)
+        deadline = asyncio.get_running_loop().time() + 15
+        while await _script_connections(observer):  # Redis sees the closes once thawed
+            assert asyncio.get_running_loop().time() < deadline, "a connection was left open"
+            await asyncio.sleep(0.05)  # polling: Redis announces no close
+
+
+async def _script_connections(client: aioredis.Redis) -> list[dict[str, str]]:
+    return [entry for entry in await client.client_list() if entry["cmd"] == "evalsha"]
