@@ -7,17 +7,16 @@ writer makes three calls a batch (read, claim, ack and answer), so on small batc
 several µs a row. :class:`ScriptCalls` sends the same ``EVALSHA`` on connections of its own,
 made by the client's pool class with the pool's settings (address, TLS, unix socket, user and
 password), packed by hiredis in one C call, and bounds the whole round trip by one
-``asyncio.timeout`` instead: about 65-80 µs. A Redis that hangs is still noticed, as the client's
-socket timeout notices it (its deadline is the client's ``socket_timeout``: redis-py's default
-of 5 s, or what the URL says), and fails the call with redis-py's own ``TimeoutError``.
+``asyncio.timeout``: about 65-80 µs. A Redis that hangs is noticed as before: the deadline is
+the client's ``socket_timeout`` (redis-py's default of 5 s, or what the URL says), and the call
+fails with redis-py's own ``TimeoutError``.
 
 A connection left idle for ``IDLE_CHECK_S`` is checked before use, as redis-py's pool checks
 every one it hands out: one the server closed meanwhile (its ``timeout`` setting, a proxy) is
 made anew rather than failing the call. Everything else stays redis-py's: connecting (and
-reconnecting after a failure), the error
-replies (``ResponseError`` and its kinds), and a script Redis does not hold (``NOSCRIPT``, as
-after a restart), which is loaded by the script object's own call. A Redis Cluster client keeps
-its own path (it routes by slot and follows ``MOVED``).
+reconnecting after a failure), error replies (``ResponseError`` and its kinds), and a script
+Redis does not hold (``NOSCRIPT``, as after a restart), which the script object's own call
+loads. A Redis Cluster client keeps its own path (it routes by slot and follows ``MOVED``).
 """
 
 from __future__ import annotations

@@ -131,7 +131,7 @@ class Acknowledger:
                     items = ((top, answer, None),)
                     if _abandoned(answer):
                         dropped.setdefault(producer, []).append(top)
-            assert producer is not None
+            assert producer is not None  # both ways above skip a record without one
             results = per_producer.get(producer)
             if results is None:
                 results = per_producer[producer] = []
